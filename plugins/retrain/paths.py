@@ -1,0 +1,25 @@
+"""Where things live on the local backend. Every path can be overridden by environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(os.environ.get("RETRAIN_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
+CONFIG_DIR = Path(os.environ.get("RETRAIN_CONFIG_DIR", PROJECT_ROOT / "config" / "models"))
+INCLUDE_DIR = PROJECT_ROOT / "include"
+
+
+def store_root() -> Path:
+    """Root of the local object store (the local stand-in for the S3 bucket)."""
+    return Path(os.environ.get("RETRAIN_HOME", PROJECT_ROOT / ".retrain"))
+
+
+def job_python() -> Path:
+    """Interpreter of the job environment: the local stand-in for a SageMaker/Glue container."""
+    return Path(os.environ.get("RETRAIN_JOB_PYTHON", PROJECT_ROOT / ".venv-jobs" / "bin" / "python"))
+
+
+def mlflow_tracking_uri() -> str:
+    """MLflow on SQLite under the store root unless MLFLOW_TRACKING_URI says otherwise."""
+    return os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{store_root() / 'mlflow.db'}")

@@ -1,0 +1,134 @@
+"""``build_retraining_dag(config)``: one DAG per model, the same shape on every backend.
+
+Parse-time cost matters (the scheduler re-parses DAG files continuously), so this module
+imports only the Airflow SDK and the config schema; operators import their heavy
+dependencies inside ``execute``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
+
+from retrain.config import ConfigError, ModelConfig, config_paths, load_config
+
+log = logging.getLogger(__name__)
+
+JOB_TASKS = ("validate_raw", "build_dataset", "train_model", "evaluate_model")
+UPSTREAM_RESULTS = {
+    "validate_raw": ("snapshot_raw",),
+    "build_dataset": ("snapshot_raw",),
+    "train_model": ("build_dataset",),
+    "evaluate_model": ("train_model",),
+}
+
+DOC = """
+### {dag_id}
+
+{description}
+
+1. `snapshot_raw` freezes the raw partitions up to the end of the data interval (file hashes, row counts).
+2. `validate_raw` runs the Great Expectations suite; bad data stops the run with a report.
+3. `build_dataset` (Spark) cleans, dedupes, removes golden-set overlap, splits by key hash and writes a content-addressed dataset version.
+4. `check_drift` skips training when drift is below {threshold} and a champion serves (param `force` overrides).
+5. `train_model` runs the training script under the SageMaker container contract.
+6. `evaluate_model` scores challenger and champion on golden version `{golden}`, writing `metrics.json` and `report.html`.
+
+Backend: `{backend}`. Config: `config/models/{name}.yaml` (digest `{digest}`).
+"""
+
+
+def _job_task_args(config: ModelConfig) -> dict:
+    """Retries with exponential backoff for the job tasks: their failures are often transient."""
+    return {
+        "retries": config.dag.retries,
+        "retry_delay": timedelta(seconds=config.dag.retry_delay_seconds),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(seconds=config.dag.max_retry_delay_seconds),
+        "execution_timeout": timedelta(minutes=config.dag.job_timeout_minutes),
+    }
+
+
+def _local_job_task(config: ModelConfig, task_id: str):
+    from retrain_airflow.operators import LocalJobOperator
+
+    return LocalJobOperator(
+        task_id=task_id, model_name=config.name, job=task_id, upstream_results=UPSTREAM_RESULTS[task_id], **_job_task_args(config)
+    )
+
+
+def _aws_job_task(config: ModelConfig, task_id: str):
+    raise ConfigError(
+        f"backend 'aws' is not available yet for {config.dag_id}.{task_id}: the Glue and SageMaker operators "
+        "arrive with the AWS backend; set RETRAIN_BACKEND=local"
+    )
+
+
+JOB_TASK_BUILDERS = {"local": _local_job_task, "aws": _aws_job_task}
+
+
+def selected_backend() -> str:
+    """The backend chosen by configuration at parse time (``RETRAIN_BACKEND``, default local)."""
+    backend = os.environ.get("RETRAIN_BACKEND", "local")
+    if backend not in JOB_TASK_BUILDERS:
+        raise ConfigError(f"RETRAIN_BACKEND={backend!r} is not one of {sorted(JOB_TASK_BUILDERS)}")
+    return backend
+
+
+def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG:
+    """The retrain_<model> DAG: snapshot → validate → build → drift check → train → evaluate."""
+    from airflow.providers.standard.operators.python import ShortCircuitOperator
+
+    from retrain_airflow.operators import SnapshotRawOperator, should_train
+
+    backend = backend or selected_backend()
+    job_task = JOB_TASK_BUILDERS[backend]
+    start = datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=timezone.utc)
+    with DAG(
+        dag_id=config.dag_id,
+        description=config.description or f"Retrain the {config.name} model",
+        doc_md=DOC.format(
+            dag_id=config.dag_id, description=config.description, threshold=config.data.drift_threshold,
+            golden=config.data.golden_version, backend=backend, name=config.name, digest=config.digest()[:12],
+        ),
+        schedule=CronDataIntervalTimetable(config.cron, timezone="UTC"),
+        start_date=start,
+        catchup=config.schedule.catchup,
+        max_active_runs=config.dag.max_active_runs,
+        default_args={"owner": config.dag.owner, "retries": 0},
+        tags=sorted({"retrain", config.name, config.schedule.cadence, backend, *config.dag.tags}),
+        params={
+            "force": Param(False, type="boolean", description="Train even when drift is below the threshold."),
+        },
+        render_template_as_native_obj=True,
+    ) as dag:
+        snapshot = SnapshotRawOperator(task_id="snapshot_raw", model_name=config.name)
+        validate = job_task(config, "validate_raw")
+        build = job_task(config, "build_dataset")
+        check_drift = ShortCircuitOperator(
+            task_id="check_drift", python_callable=should_train, op_kwargs={"model_name": config.name}
+        )
+        train = job_task(config, "train_model")
+        evaluate = job_task(config, "evaluate_model")
+        chain(snapshot, validate, build, check_drift, train, evaluate)
+    return dag
+
+
+def build_all(strict: bool | None = None) -> dict[str, DAG]:
+    """Every model's DAG, keyed by dag_id. A broken config is logged and skipped so it never
+    hides the other models' DAGs; with ``strict`` (``RETRAIN_STRICT_CONFIG=1``, set in CI)
+    it raises instead."""
+    strict = os.environ.get("RETRAIN_STRICT_CONFIG", "0") == "1" if strict is None else strict
+    dags: dict[str, DAG] = {}
+    for path in config_paths():
+        try:
+            config = load_config(path)
+            dags[config.dag_id] = build_retraining_dag(config)
+        except ConfigError as exc:
+            if strict:
+                raise
+            log.error("skipping %s: %s", path.name, exc)
+    return dags

@@ -1,0 +1,106 @@
+"""Thin Airflow operators of the local backend. The work happens in retrain.* and the job scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+
+def run_context(context: Any, upstream: tuple[str, ...] = ()):
+    """The RunContext that job specs are built from, read off the Airflow context at run time."""
+    from retrain.jobs import RunContext
+
+    ti = context["ti"]
+    dag_run = context["dag_run"]
+    return RunContext(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        interval_start=context["data_interval_start"],
+        interval_end=context["data_interval_end"],
+        force=bool(context["params"].get("force", False)),
+        upstream={task_id: ti.xcom_pull(task_ids=task_id) for task_id in upstream},
+    )
+
+
+class SnapshotRawOperator(BaseOperator):
+    """snapshot_raw: freeze the raw partitions of the run's data interval into a manifest."""
+
+    ui_color = "#e8f4fa"
+
+    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from retrain.jobs import run_dir
+        from retrain.config import load_model
+        from retrain.snapshot import snapshot_raw
+        from retrain.store import LocalStore
+
+        config, store = load_model(self.model_name), LocalStore()
+        ctx = run_context(context)
+        manifest = snapshot_raw(store, config.name, ctx.interval_start, ctx.interval_end)
+        path = run_dir(store, config, ctx) / "raw_manifest.json"
+        store.write_json(path.relative_to(store.root).as_posix(), manifest)
+        self.log.info(
+            "snapshot of %s: %d file(s), %d rows (%d in this interval), partitions %s",
+            config.name, len(manifest["files"]), manifest["total_rows"], manifest["interval_rows"], ", ".join(manifest["partitions"]),
+        )
+        return {
+            "manifest_path": str(path),
+            "manifest_sha256": manifest["manifest_sha256"],
+            "total_rows": manifest["total_rows"],
+            "interval_rows": manifest["interval_rows"],
+        }
+
+
+class LocalJobOperator(BaseOperator):
+    """Runs one job script (validate, ETL, train, evaluate) in the job environment.
+
+    The job spec is built at run time from the model config and upstream results;
+    the local runner starts the script under the SageMaker/Glue container contract and
+    streams its output into this task's log. The job's result JSON becomes the XCom.
+    """
+
+    ui_color = "#fdf1e0"
+
+    def __init__(self, *, model_name: str, job: str, upstream_results: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.job = job
+        self.upstream_results = upstream_results
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from retrain.config import load_model
+        from retrain.jobs import SPEC_BUILDERS
+        from retrain.runner import run_job
+        from retrain.store import LocalStore
+
+        spec = SPEC_BUILDERS[self.job](load_model(self.model_name), run_context(context, self.upstream_results), LocalStore())
+        return run_job(spec, self.log)
+
+
+def should_train(model_name: str, **context: Any) -> bool:
+    """check_drift: False (skip training) when drift is below threshold and a champion exists, unless forced."""
+    from retrain import ledger
+    from retrain.config import load_model
+    from retrain.store import LocalStore
+
+    config = load_model(model_name)
+    built = context["ti"].xcom_pull(task_ids="build_dataset")
+    score = float(built["drift"]["score"])
+    champion = ledger.current_champion(LocalStore(), config.name)
+    threshold = config.data.drift_threshold
+    log = context["ti"].log
+    if context["params"].get("force"):
+        log.info("force=true: training regardless of drift (score %.4f)", score)
+        return True
+    if champion is None:
+        log.info("no champion yet: training the first model of the lineage (drift score %.4f)", score)
+        return True
+    if score < threshold:
+        log.info("drift score %.4f < threshold %.4f and champion v%s serves: skipping training", score, threshold, champion["to_version"])
+        return False
+    log.info("drift score %.4f >= threshold %.4f: training a challenger", score, threshold)
+    return True

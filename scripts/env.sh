@@ -1,0 +1,16 @@
+# Shared environment of the local backend. Sourced by the Makefile targets and .ci/run.
+# Everything lives under the project: Airflow's home and DB, the object store, MLflow.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export RETRAIN_PROJECT_ROOT="$ROOT"
+export RETRAIN_HOME="${RETRAIN_HOME:-$ROOT/.retrain}"
+export RETRAIN_JOB_PYTHON="${RETRAIN_JOB_PYTHON:-$ROOT/.venv-jobs/bin/python}"
+export RETRAIN_BACKEND="${RETRAIN_BACKEND:-local}"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/.airflow}"
+export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
+export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
+export AIRFLOW__LOGGING__LOGGING_LEVEL="${AIRFLOW__LOGGING__LOGGING_LEVEL:-INFO}"
+export PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
+export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$RETRAIN_HOME/mlflow.db}"
+export PATH="$ROOT/.venv-airflow/bin:$PATH"   # `airflow standalone` needs the venv's bin on PATH

@@ -1,0 +1,153 @@
+"""validate_raw.py, run as the local runner runs it: a job-environment subprocess.
+
+Each test builds a tiny raw store in tmp_path, snapshots it with the real
+snapshot_raw, runs the script once (each run pays the GX import) and checks that
+the message names the file, the line and the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from retrain.jobs import JobSpec
+from retrain.paths import INCLUDE_DIR, job_python
+from retrain.runner import command_line, job_environment
+from retrain.snapshot import snapshot_raw
+from retrain.store import LocalStore
+
+pytestmark = pytest.mark.skipif(not job_python().exists(), reason="job environment (.venv-jobs) not built")
+
+SCRIPT = INCLUDE_DIR / "validation" / "validate_raw.py"
+START = datetime(2026, 9, 7, tzinfo=timezone.utc)
+END = datetime(2026, 9, 14, tzinfo=timezone.utc)
+PART = "raw/intent/dt=2026-09-07/part-00000.csv"
+LABELS = ["card_arrival", "card_linking", "exchange_rate"]
+GOOD_ROWS = [
+    "I am still waiting on my card?,card_arrival",
+    "How do I link my new card?,card_linking",
+    '"What is the rate today,\nfor euros?",exchange_rate',  # quoted comma and newline: one record, two lines
+    "When will my card get here?,card_arrival",
+]
+
+
+def write_raw(root: Path, files: dict[str, str]) -> Path:
+    """Write raw CSVs under ``root``, snapshot them, and return the manifest's path."""
+    for key, content in files.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+    manifest = snapshot_raw(LocalStore(root), "intent", START, END)
+    manifest_path = root / "raw_manifest.json"
+    manifest_path.write_text(json.dumps(manifest))
+    return manifest_path
+
+
+def csv_text(*rows: str, header: str = "text,category") -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+def run_validate(tmp_path: Path, files: dict[str, str], min_rows: int = 3) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run the script once with the runner's command line and environment; return it and result.json."""
+    root = tmp_path / "store"
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(LABELS))
+    out = tmp_path / "out"
+    spec = JobSpec(
+        name="validate_raw",
+        kind="processing",
+        script=SCRIPT,
+        arguments={
+            "raw-manifest": str(write_raw(root, files)),
+            "store-root": str(root),
+            "text-column": "text",
+            "label-column": "category",
+            "labels-file": str(labels),
+            "min-rows": str(min_rows),
+            "min-text-chars": "2",
+            "max-text-chars": "64",
+            "output-dir": str(out),
+        },
+        output_dir=out,
+        result_file=out / "result.json",
+    )
+    proc = subprocess.run(command_line(spec), env=job_environment(spec), capture_output=True, text=True, timeout=300)
+    assert (out / "result.json").is_file(), f"no result.json; stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc, json.loads((out / "result.json").read_text())
+
+
+def assert_failed(proc: subprocess.CompletedProcess, result: dict, problems: int) -> list[str]:
+    """Exit 1, result.json says so, and the last line points at the report; returns stdout lines."""
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert result["success"] is False
+    assert lines[-1] == f"validation failed: {problems} problem(s); report: {result['report_path']}"
+    assert Path(result["report_path"]).is_file()
+    return lines
+
+
+def test_valid_dataset_passes(tmp_path: Path) -> None:
+    second = "raw/intent/dt=2026-09-08/part-00000.csv"
+    proc, result = run_validate(tmp_path, {PART: csv_text(*GOOD_ROWS), second: csv_text(*GOOD_ROWS[:2])}, min_rows=6)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["success"] is True
+    assert result["rows"] == 6
+    assert result["failures"] == []
+    assert result["expectations"] and all(result["expectations"].values())
+    assert "expect_column_values_to_be_in_set(category)" in result["expectations"]
+    report = json.loads(Path(result["report_path"]).read_text())
+    assert report["gx_result"]["success"] is True
+    assert (Path(result["report_path"]).parent / "validation_report.md").read_text().startswith("# validate_raw: PASSED")
+    assert proc.stdout.strip().splitlines()[-1].startswith("validation passed: 6 rows")
+
+
+def test_malformed_csv_lines_name_file_and_line(tmp_path: Path) -> None:
+    other = "raw/intent/dt=2026-09-08/part-00000.csv"
+    files = {
+        PART: csv_text(GOOD_ROWS[0], "too,many,fields", GOOD_ROWS[1], '"bad"quoting,card_arrival'),
+        other: csv_text(GOOD_ROWS[0], "just one field"),
+    }
+    proc, result = run_validate(tmp_path, files)
+    lines = assert_failed(proc, result, problems=3)
+    assert f"{PART}: line 3: malformed CSV record: 2 fields, as in the header (value: \"3 fields: ['too', 'many', 'fields']\")" in lines
+    assert any(line.startswith(f"{PART}: line 5: malformed CSV record: well-formed quoting") for line in lines)
+    # Problems are collected over every file before stopping.
+    assert any(line.startswith(f"{other}: line 3: malformed CSV record: 2 fields") for line in lines)
+    assert result["expectations"] == {}  # structure failed, so GX never ran
+
+
+def test_missing_column_names_header_row(tmp_path: Path) -> None:
+    proc, result = run_validate(tmp_path, {PART: csv_text(*GOOD_ROWS, header="text,intent")})
+    lines = assert_failed(proc, result, problems=1)
+    assert lines[0] == f"{PART}: row 1 (header): header has required column 'category' (value: ['text', 'intent'])"
+    assert result["failures"] == [
+        {"file": PART, "line": 1, "rule": "header has required column 'category'", "value": ["text", "intent"]}
+    ]
+
+
+def test_unknown_label_names_line(tmp_path: Path) -> None:
+    # GOOD_ROWS[2] spans lines 4-5, so the bad label (record 5) is on line 7.
+    proc, result = run_validate(tmp_path, {PART: csv_text(*GOOD_ROWS, "Where is my card?,card_arival")})
+    lines = assert_failed(proc, result, problems=1)
+    assert lines[0] == f"{PART}: line 7: category in the allowed labels (labels.json) (value: 'card_arival')"
+    assert result["failures"][0]["line"] == 7
+    assert result["expectations"]["expect_column_values_to_be_in_set(category)"] is False
+
+
+def test_empty_text_is_rejected(tmp_path: Path) -> None:
+    proc, result = run_validate(tmp_path, {PART: csv_text(GOOD_ROWS[0], "   ,card_arrival", ",card_linking", GOOD_ROWS[1])})
+    lines = assert_failed(proc, result, problems=2)
+    assert f"{PART}: line 3: text non-empty after strip (at least 2 chars) (value: '')" in lines
+    assert f"{PART}: line 4: text is present (not null/empty) (value: None)" in lines
+
+
+def test_too_few_rows(tmp_path: Path) -> None:
+    proc, result = run_validate(tmp_path, {PART: csv_text(*GOOD_ROWS)}, min_rows=10)
+    lines = assert_failed(proc, result, problems=1)
+    assert lines[0] == "raw_manifest.json: at least 10 rows (value: 4)"
+    assert result["expectations"]["expect_table_row_count_to_be_between"] is False
+    assert result["rows"] == 4
