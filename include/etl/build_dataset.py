@@ -83,10 +83,12 @@ def spark_session(master: str) -> tuple[SparkSession, bool]:
     owned = "PYSPARK_GATEWAY_PORT" not in os.environ  # set by spark-submit / Glue; then their settings win
     if owned:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers need this env's pandas/pyarrow
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode needs no network; skips a warning
         builder = (
             builder.master(master)
             .config("spark.driver.memory", "6g")  # local mode: executors live in the driver JVM
             .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.shuffle.partitions", "4")
             .config("spark.sql.session.timeZone", "UTC")
         )
@@ -209,7 +211,8 @@ def compute_drift(spark: SparkSession, store: LocalStore, final: DataFrame, dist
 def build(spark: SparkSession, args: argparse.Namespace, store: LocalStore, inputs: dict[str, Any]) -> dict[str, Any]:
     labels = inputs["labels"]
     raw = read_raw(spark, store, inputs, args)
-    label_id = F.coalesce(F.array_position(F.array(*map(F.lit, labels)), F.col("label")).cast("int") - 1, F.lit(-1))
+    label_ids = F.create_map(*[F.lit(v) for i, label in enumerate(labels) for v in (label, i)])
+    label_id = F.coalesce(label_ids[F.col("label")], F.lit(-1))  # -1: unknown, reported below
     clean = with_text_columns(raw.withColumn("label_id", label_id), "raw_text").drop("raw_text").cache()
     first = clean.agg(F.count(F.lit(1)).alias("rows"), F.sum((F.col("label_id") < 0).cast("int")).alias("unknown"),
                       F.sum((F.col("norm") == "").cast("int")).alias("empty")).first()

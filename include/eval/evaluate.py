@@ -213,6 +213,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     write_atomic(args.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")  # last: it marks success
     if args.mlflow_run_id and os.environ.get("MLFLOW_TRACKING_URI"):
         log_to_mlflow(args.mlflow_run_id, metrics, args.output_dir)
+    elif args.mlflow_run_id:
+        print("MLFLOW_TRACKING_URI is not set: results not logged to MLflow")
     return metrics
 
 

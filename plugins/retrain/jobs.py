@@ -103,6 +103,7 @@ def validate_raw_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -
             "min-rows": str(data.min_rows),
             "min-text-chars": str(data.min_text_chars),
             "max-text-chars": str(data.max_text_chars),
+            "output-dir": str(out),
         },
         output_dir=out,
         result_file=out / "result.json",

@@ -56,7 +56,12 @@ def snapshot_raw(store: LocalStore, model: str, interval_start: datetime, interv
         if not parts:
             raise RawDataError(f"{directory}: empty partition (no files); rule: every partition holds at least one data file")
         for part in parts:
-            rows = count_csv_rows(part)
+            try:
+                rows = count_csv_rows(part)
+            except UnicodeDecodeError as exc:
+                raise RawDataError(f"{part}: byte {exc.start}: not valid UTF-8; rule: raw files are UTF-8 CSV") from None
+            except csv.Error as exc:
+                raise RawDataError(f"{part}: {exc}; rule: raw files are well-formed CSV") from None
             if rows == 0:
                 raise RawDataError(f"{part}: row 1: empty partition file (no data rows); rule: every partition file holds at least one row")
             files.append(

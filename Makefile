@@ -1,0 +1,42 @@
+# retrain: local backend. `make demo` and `make test` do all the setup they need.
+SHELL := /bin/bash
+PY_AIRFLOW ?= $(shell command -v python3.12 || command -v python3)
+PY_JOBS    ?= $(shell command -v python3.11 || command -v python3)
+ENV        := source scripts/env.sh &&
+
+.PHONY: setup demo test test-fast ui seed bench clean-state
+
+setup: .venv-airflow/.installed .venv-jobs/.installed  ## build both virtual environments
+
+.venv-airflow/.installed: requirements.txt requirements-dev.txt constraints/airflow.txt
+	$(PY_AIRFLOW) -m venv .venv-airflow
+	.venv-airflow/bin/pip install -q --upgrade pip
+	.venv-airflow/bin/pip install -q -r requirements.txt -r requirements-dev.txt -c constraints/airflow.txt
+	touch $@
+
+.venv-jobs/.installed: requirements-jobs.txt constraints/jobs.txt
+	$(PY_JOBS) -m venv .venv-jobs
+	.venv-jobs/bin/pip install -q --upgrade pip
+	.venv-jobs/bin/pip install -q -r requirements-jobs.txt -c constraints/jobs.txt
+	touch $@
+
+seed: setup  ## land sample raw partitions and golden v1
+	$(ENV) python -m retrain.seed intent
+
+demo: setup  ## the intent pipeline end to end under a real Airflow scheduler
+	$(ENV) python scripts/demo.py $(DEMO_ARGS)
+
+test: setup  ## every test tier (dags, unit, jobs, integration)
+	$(ENV) RETRAIN_STRICT_CONFIG=1 python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## everything but the integration tier
+	$(ENV) RETRAIN_STRICT_CONFIG=1 python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+ui: setup  ## Airflow UI on :8080 and MLflow UI on :5000 over the demo's state
+	$(ENV) (.venv-jobs/bin/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port 5000 & airflow standalone)
+
+bench: setup  ## benchmarks (figures and ratios, never assertions)
+	$(ENV) python bench/run.py $(BENCH_ARGS)
+
+clean-state:  ## delete local run state (.retrain, .airflow); code and venvs stay
+	rm -rf .retrain .airflow

@@ -1,0 +1,117 @@
+"""A small client for Airflow 3's public REST API (``/api/v2``), stdlib only.
+
+Used by the demo, the CLI and the integration tests; it logs in through the simple
+auth manager's ``/auth/token`` endpoint with the passwords Airflow generated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+
+class ApiError(RuntimeError):
+    """A REST call failed; the message carries the method, path, status and body."""
+
+    def __init__(self, method: str, path: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {path} -> HTTP {status}: {body[:500]}")
+        self.status = status
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
+    """Poll ``predicate`` until it returns something truthy; errors count as 'not yet'."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, ApiError) as exc:
+            last_error = exc
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+class AirflowClient:
+    """Calls the public REST API as one user."""
+
+    def __init__(self, base_url: str, airflow_home: Path) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.airflow_home = airflow_home
+        self.token: str | None = None
+
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if auth and self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            raise ApiError(method, path, exc.code, exc.read().decode(errors="replace")) from None
+        return json.loads(payload) if payload else None
+
+    def password(self, username: str) -> str:
+        """The password Airflow's simple auth manager generated for ``username``."""
+        path = self.airflow_home / "simple_auth_manager_passwords.json.generated"
+        passwords = json.loads(path.read_text())
+        if username not in passwords:
+            raise KeyError(f"{path}: no user {username!r}; configured users: {', '.join(sorted(passwords))}")
+        return passwords[username]
+
+    def login(self, username: str, password: str | None = None) -> "AirflowClient":
+        body = {"username": username, "password": password or self.password(username)}
+        self.token = self._request("POST", "/auth/token", body, auth=False)["access_token"]
+        return self
+
+    def healthy(self) -> bool:
+        health = self._request("GET", "/api/v2/monitor/health", auth=False)
+        return health.get("scheduler", {}).get("status") == "healthy"
+
+    def dag(self, dag_id: str) -> dict | None:
+        try:
+            return self._request("GET", f"/api/v2/dags/{dag_id}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after&limit=100")["dag_runs"]
+
+    def run_for_interval(self, dag_id: str, interval_start: datetime) -> dict | None:
+        """The first run whose data interval starts at ``interval_start``, if any."""
+        for run in self.dag_runs(dag_id):
+            start = run.get("data_interval_start")
+            if start and datetime.fromisoformat(start.replace("Z", "+00:00")) == interval_start:
+                return run
+        return None
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
+    def trigger(self, dag_id: str, run_id: str, start: datetime, end: datetime, conf: dict | None = None) -> dict:
+        # logical_date is unique per DAG, so a re-run of an interval gets "now" as its
+        # logical date while its data interval is given explicitly.
+        body = {
+            "dag_run_id": run_id,
+            "logical_date": datetime.now(timezone.utc).isoformat(),
+            "data_interval_start": start.isoformat(),
+            "data_interval_end": end.isoformat(),
+            "conf": conf or {},
+        }
+        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
