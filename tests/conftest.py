@@ -1,0 +1,27 @@
+"""Test-wide isolation: Airflow's home and the object store live in a temp dir, never in the repo's."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="retrain-tests-"))
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["RETRAIN_HOME"] = str(_SESSION_DIR / "store")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ.setdefault("RETRAIN_BACKEND", "local")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh, empty local object store."""
+    from retrain.store import LocalStore
+
+    return LocalStore(tmp_path / "store")

@@ -1,0 +1,121 @@
+"""DAG integrity: every model's DAG loads, has the designed shape and settings, and parses light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from retrain.config import config_paths, load_config
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DAGS_DIR = PROJECT_ROOT / "dags"
+HEAVY = ("torch", "transformers", "pandas", "pyspark", "sagemaker", "mlflow", "great_expectations")
+EXPECTED_CHAIN = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model"]
+JOB_TASKS = ["validate_raw", "build_dataset", "train_model", "evaluate_model"]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+@pytest.fixture(scope="module")
+def configs():
+    return [load_config(path) for path in config_paths()]
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_one_dag_per_model_config(dagbag, configs):
+    assert configs, "no model configs found"
+    for config in configs:
+        assert config.dag_id in dagbag.dags
+
+
+def test_shape_is_one_chain_of_verb_noun_tasks(dagbag, configs):
+    for config in configs:
+        dag = dagbag.dags[config.dag_id]
+        assert [t.task_id for t in dag.topological_sort()] == EXPECTED_CHAIN
+        for upstream, downstream in zip(EXPECTED_CHAIN, EXPECTED_CHAIN[1:]):
+            assert dag.get_task(downstream).upstream_task_ids == {upstream}
+
+
+def test_settings_come_from_config(dagbag, configs):
+    for config in configs:
+        dag = dagbag.dags[config.dag_id]
+        assert dag.max_active_runs == config.dag.max_active_runs == 1
+        assert {"retrain", config.name, config.schedule.cadence} <= set(dag.tags)
+        assert dag.owner == config.dag.owner
+        assert dag.params["force"] is False
+        for task_id in JOB_TASKS:
+            task = dag.get_task(task_id)
+            assert task.retries == config.dag.retries > 0
+            assert task.retry_exponential_backoff == 2.0
+            assert task.max_retry_delay == timedelta(seconds=config.dag.max_retry_delay_seconds)
+
+
+def test_weekly_schedule_has_week_long_data_intervals(dagbag):
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    timetable = coerce_to_core_timetable(dagbag.dags["retrain_intent"].timetable)
+    interval = timetable.infer_manual_data_interval(run_after=datetime(2026, 10, 21, 9, 30, tzinfo=timezone.utc))
+    assert interval.end - interval.start == timedelta(days=7)
+    assert interval.start.weekday() == 0 and interval.start.hour == 0
+
+
+def test_parsing_dags_loads_no_heavy_module():
+    """Parse dags/ in a fresh interpreter where importing a heavy module raises, then check sys.modules."""
+    code = textwrap.dedent(
+        f"""
+        import importlib.abc, json, sys
+        HEAVY = {HEAVY!r}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in HEAVY:
+                    raise ImportError(f"heavy module {{name}} imported at parse time")
+        sys.meta_path.insert(0, Block())
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(DAGS_DIR)!r})
+        print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+                          "dags": sorted(bag.dags), "heavy": [m for m in sys.modules if m.split(".")[0] in HEAVY]}}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert "retrain_intent" in result["dags"]
+    assert result["heavy"] == []
+
+
+def test_broken_config_never_hides_other_dags(tmp_path, monkeypatch, caplog):
+    from retrain.config import ConfigError
+    from retrain_airflow import factory
+
+    good = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
+    (tmp_path / "intent.yaml").write_text(good)
+    (tmp_path / "broken.yaml").write_text(good.replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly"))
+    monkeypatch.setattr(factory, "config_paths", lambda: sorted(tmp_path.glob("*.yaml")))
+    dags = factory.build_all(strict=False)
+    assert list(dags) == ["retrain_intent"]
+    assert "broken.yaml" in caplog.text and "schedule.cadence" in caplog.text
+    with pytest.raises(ConfigError, match=r"broken\.yaml.*\n.*schedule\.cadence"):
+        factory.build_all(strict=True)
+
+
+def test_unknown_backend_fails_clearly(monkeypatch):
+    from retrain.config import ConfigError
+    from retrain_airflow.factory import selected_backend
+
+    monkeypatch.setenv("RETRAIN_BACKEND", "gcp")
+    with pytest.raises(ConfigError, match="RETRAIN_BACKEND='gcp'"):
+        selected_backend()
