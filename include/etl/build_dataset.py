@@ -213,7 +213,8 @@ def build(spark: SparkSession, args: argparse.Namespace, store: LocalStore, inpu
     raw = read_raw(spark, store, inputs, args)
     label_ids = F.create_map(*[F.lit(v) for i, label in enumerate(labels) for v in (label, i)])
     label_id = F.coalesce(label_ids[F.col("label")], F.lit(-1))  # -1: unknown, reported below
-    clean = with_text_columns(raw.withColumn("label_id", label_id), "raw_text").drop("raw_text").cache()
+    # Partition by key once: the exact/normalised dedupe and the window below then need no further shuffle.
+    clean = with_text_columns(raw.withColumn("label_id", label_id), "raw_text").drop("raw_text").repartition("key").cache()
     first = clean.agg(F.count(F.lit(1)).alias("rows"), F.sum((F.col("label_id") < 0).cast("int")).alias("unknown"),
                       F.sum((F.col("norm") == "").cast("int")).alias("empty")).first()
     if first["unknown"]:

@@ -1,0 +1,128 @@
+"""train.py on tiny data, run as SageMaker would run it (subprocess, job interpreter, SM_* env)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from retrain.jobs import JobSpec
+from retrain.paths import INCLUDE_DIR, PROJECT_ROOT
+from retrain.runner import command_line, job_environment
+
+LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
+
+
+@pytest.fixture(scope="module")
+def channels(tmp_path_factory) -> dict[str, Path]:
+    """A tiny train/validation split: 5 intents of Banking77, 24 + 6 examples each."""
+    root = tmp_path_factory.mktemp("dataset")
+    by_label: dict[str, list[str]] = {label: [] for label in LABELS}
+    with open(PROJECT_ROOT / "data" / "banking77" / "train.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["category"] in by_label and len(by_label[row["category"]]) < 30:
+                by_label[row["category"]].append(row["text"])
+    for split, rows in (("train", slice(0, 24)), ("validation", slice(24, 30))):
+        (root / split).mkdir()
+        lines = [json.dumps({"text": t, "label": label}) for label in LABELS for t in by_label[label][rows]]
+        (root / split / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "labels.json").write_text(json.dumps(LABELS))
+    return {"train": root / "train", "validation": root / "validation", "labels": root / "labels.json"}
+
+
+def spec_for(channels, out: Path, **overrides) -> JobSpec:
+    arguments = {"labels-file": str(channels["labels"]), "dataset-version": "ds-tiny", "epochs": "6", "batch-size": "16",
+                 "head-learning-rate": "0.05", "threads": "2", "seed": "7"}
+    arguments.update({k.replace("_", "-"): str(v) for k, v in overrides.items()})
+    return JobSpec(
+        name="train_model", kind="training", script=INCLUDE_DIR / "training" / "train.py", arguments=arguments,
+        channels={"train": channels["train"], "validation": channels["validation"]},
+        model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
+        result_file=out / "model" / "training_summary.json",
+    )
+
+
+def train(spec: JobSpec, extra_env: dict | None = None) -> dict:
+    for d in (spec.model_dir, spec.checkpoint_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    env = {**job_environment(spec), **(extra_env or {})}
+    proc = subprocess.run(command_line(spec), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(spec.result_file.read_text())
+
+
+@pytest.fixture(scope="module")
+def first_run(channels, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run-a")
+    tracking = f"sqlite:///{out / 'mlflow.db'}"
+    return train(spec_for(channels, out), {"MLFLOW_TRACKING_URI": tracking, "RETRAIN_LINEAGE": json.dumps({"git_sha": "abc123"})}), out
+
+
+def test_loss_falls_and_summary_has_provenance(first_run):
+    summary, out = first_run
+    losses = [epoch["train_loss"] for epoch in summary["history"]]
+    assert losses[-1] < losses[0] * 0.8
+    assert summary["history"][-1]["val_accuracy"] > 0.4  # 5 classes: chance is 0.2
+    for key in ("seed", "dataset_version", "base_model", "git_sha", "weights_digest", "samples_per_second", "wall_seconds"):
+        assert summary[key] not in (None, ""), key
+    assert summary["git_sha"] == "abc123" and summary["dataset_version"] == "ds-tiny"
+    for name in ("classifier.json", "head.safetensors", "encoder/config.json", "encoder/tokenizer.json"):
+        assert (out / "model" / name).is_file(), name
+
+
+def test_same_inputs_give_the_same_weights_digest(first_run, channels, tmp_path):
+    summary, _ = first_run
+    again = train(spec_for(channels, tmp_path))
+    assert again["weights_digest"] == summary["weights_digest"]
+    other_seed = train(spec_for(channels, tmp_path / "seed8", seed=8))
+    assert other_seed["weights_digest"] != summary["weights_digest"]
+
+
+def test_mlflow_run_has_params_metrics_and_lineage(first_run):
+    summary, out = first_run
+    db = sqlite3.connect(out / "mlflow.db")
+    run_id = summary["mlflow_run_id"]
+    params = dict(db.execute("select key, value from params where run_uuid=?", (run_id,)))
+    tags = dict(db.execute("select key, value from tags where run_uuid=?", (run_id,)))
+    steps = db.execute("select count(*) from metrics where run_uuid=? and key='train_loss'", (run_id,)).fetchone()[0]
+    assert params["seed"] == "7" and params["epochs"] == "6"
+    assert tags["git_sha"] == "abc123" and tags["weights_digest"] == summary["weights_digest"]
+    assert steps == 6  # one point per epoch
+
+
+def test_killed_job_resumes_from_checkpoint_to_the_same_weights(channels, tmp_path):
+    """Fine-tune one encoder layer; kill the job after epoch 2, restart it, and compare with an uninterrupted run."""
+    uninterrupted = train(spec_for(channels, tmp_path / "whole", trainable_layers=1, epochs=4))
+    spec = spec_for(channels, tmp_path / "killed", trainable_layers=1, epochs=4)
+    for d in (spec.model_dir, spec.checkpoint_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(command_line(spec), env=job_environment(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if '"epoch": 2' in line:
+            break
+    while not (spec.checkpoint_dir / "last.pt").exists():
+        pass
+    proc.kill()
+    proc.wait()
+    assert not spec.result_file.exists()
+    resumed = subprocess.run(command_line(spec), env=job_environment(spec), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    assert "resuming from" in resumed.stdout
+    summary = json.loads(spec.result_file.read_text())
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
+    assert summary["weights_digest"] == uninterrupted["weights_digest"]
+
+
+def test_bad_channel_fails_clearly(channels, tmp_path):
+    spec = spec_for(channels, tmp_path)
+    env = {**job_environment(spec), "SM_CHANNEL_TRAIN": str(tmp_path / "empty")}
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(command_line(spec), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "channel holds no examples" in proc.stdout + proc.stderr
+    assert os.path.basename(str(tmp_path / "empty")) in proc.stdout + proc.stderr
