@@ -124,7 +124,11 @@ def read_raw(spark: SparkSession, store: LocalStore, inputs: dict[str, Any], arg
     missing = [c for c in (args.text_column, args.label_column) if c not in raw.columns]
     if missing:
         raise BuildError(f"{paths[0]}: missing column(s) {missing}; rule: raw CSVs have columns {args.text_column!r} and {args.label_column!r}")
-    return raw.select(F.col(args.text_column).alias("raw_text"), F.trim(F.col(args.label_column)).alias("label"))
+    raw = raw.select(F.col(args.text_column).alias("raw_text"), F.trim(F.col(args.label_column)).alias("label"))
+    cores = spark.sparkContext.defaultParallelism
+    # multiLine files are not splittable: one big file is one task. Spread the rows before the
+    # per-row text work so every core takes part.
+    return raw.repartition(cores) if raw.rdd.getNumPartitions() < cores else raw
 
 
 def fail_on_unknown_label(raw: DataFrame, labels: list[str], labels_file: str, label_column: str) -> None:

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = evaluate(args)
     except IntegrityError as exc:
         print(f"golden set integrity check failed, refusing to evaluate: {exc}", file=sys.stderr)
-        return 2
+        return os.EX_DATAERR  # tampered golden set: retrying cannot help
     print(summary(metrics))
     return 0
 

@@ -28,6 +28,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(failures) > MAX_FAILURES_PRINTED:
         print(f"… and {len(failures) - MAX_FAILURES_PRINTED} more in the report")
     print(f"validation failed: {len(failures)} problem(s); report: {report}")
-    return 1
+    return os.EX_DATAERR  # bad data: the runner fails the task without retrying
 
 
 if __name__ == "__main__":

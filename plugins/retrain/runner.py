@@ -29,6 +29,15 @@ from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 class JobFailed(RuntimeError):
     """A job script exited non-zero; the message carries its last output lines."""
 
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    @property
+    def bad_input(self) -> bool:
+        """The job rejected its input (exit code EX_DATAERR): the same input fails again, so don't retry."""
+        return self.exit_code == os.EX_DATAERR
+
 
 def job_environment(spec: JobSpec) -> dict[str, str]:
     """Environment variables of the container contract for this job."""
@@ -96,7 +105,7 @@ def run_job(spec: JobSpec, log: logging.Logger | None = None) -> dict[str, Any]:
         code = proc.wait()
     elapsed = time.monotonic() - started
     if code != 0:
-        raise JobFailed(f"{spec.name} exited with code {code} after {elapsed:.1f}s; last output:\n" + "\n".join(tail))
+        raise JobFailed(f"{spec.name} exited with code {code} after {elapsed:.1f}s; last output:\n" + "\n".join(tail), code)
     if not spec.result_file.is_file():
         raise JobFailed(f"{spec.name} finished but wrote no result file at {spec.result_file}")
     log.info("%s finished in %.1fs", spec.name, elapsed)

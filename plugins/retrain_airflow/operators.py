@@ -74,11 +74,18 @@ class LocalJobOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from retrain.config import load_model
         from retrain.jobs import SPEC_BUILDERS
-        from retrain.runner import run_job
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from retrain.runner import JobFailed, run_job
         from retrain.store import LocalStore
 
         spec = SPEC_BUILDERS[self.job](load_model(self.model_name), run_context(context, self.upstream_results), LocalStore())
-        return run_job(spec, self.log)
+        try:
+            return run_job(spec, self.log)
+        except JobFailed as exc:
+            if exc.bad_input:
+                raise AirflowFailException(str(exc)) from None  # retrying the same input cannot help
+            raise
 
 
 def should_train(model_name: str, **context: Any) -> bool:

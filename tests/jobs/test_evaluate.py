@@ -233,7 +233,7 @@ def test_tampered_golden_set_fails_before_scoring(golden, models, tmp_path):
     (out / "metrics.json").write_text("{}")  # a previous attempt's result must not survive
 
     proc = run_evaluate(out, tampered, models["root"])
-    assert proc.returncode != 0
+    assert proc.returncode == os.EX_DATAERR
     assert "golden.jsonl" in proc.stderr
     assert "integrity" in proc.stderr
     assert not (out / "metrics.json").exists()

@@ -8,6 +8,7 @@ the message names the file, the line and the rule.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,7 +84,7 @@ def run_validate(tmp_path: Path, files: dict[str, str], min_rows: int = 3) -> tu
 def assert_failed(proc: subprocess.CompletedProcess, result: dict, problems: int) -> list[str]:
     """Exit 1, result.json says so, and the last line points at the report; returns stdout lines."""
     lines = proc.stdout.strip().splitlines()
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == os.EX_DATAERR, proc.stdout + proc.stderr
     assert result["success"] is False
     assert lines[-1] == f"validation failed: {problems} problem(s); report: {result['report_path']}"
     assert Path(result["report_path"]).is_file()
