@@ -13,15 +13,17 @@ project root (this is what the local runner starts):
 
 Steps: verify raw files and golden set -> clean text -> drop exact, then normalised duplicates
 (majority label wins) -> drop golden-set overlaps -> map labels -> split by key hash -> write
-train.jsonl / validation.jsonl -> publish the version with its manifest (write-once).
-Exit status 2 with a one-line reason (file + rule) when an input breaks a rule.
+train/train.jsonl and validation/validation.jsonl -> publish the version with its manifest (write-once).
+Each split sits in its own directory because that directory is the training job's channel
+(SM_CHANNEL_TRAIN / SM_CHANNEL_VALIDATION, see retrain.jobs.train_model_spec).
+Exit status EX_DATAERR (65) with a one-line reason (file + rule) when an input breaks a rule:
+the runner then fails the task without retrying, since the same input fails again.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import os
@@ -41,6 +43,11 @@ from retrain.snapshot import RawDataError, verify_raw_files
 from retrain.store import IntegrityError, LocalStore, WriteOnceError, sha256_file, tree_digest, verify_tree, write_manifest_and_publish
 
 SPLITS = ("train", "validation")
+
+
+def split_file(root: Path, split: str) -> Path:
+    """<version>/<split>/<split>.jsonl: the split's directory is its training channel."""
+    return root / split / f"{split}.jsonl"
 WHITESPACE = r"(?U)\s+"  # (?U): Unicode whitespace, not only ASCII
 PUNCTUATION = r"\p{P}+"  # Unicode punctuation; symbols such as $ and £ carry meaning and stay
 
@@ -90,7 +97,6 @@ def spark_session(master: str) -> tuple[SparkSession, bool]:
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.shuffle.partitions", "4")
-            .config("spark.sql.session.timeZone", "UTC")
         )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -124,15 +130,19 @@ def read_raw(spark: SparkSession, store: LocalStore, inputs: dict[str, Any], arg
     missing = [c for c in (args.text_column, args.label_column) if c not in raw.columns]
     if missing:
         raise BuildError(f"{paths[0]}: missing column(s) {missing}; rule: raw CSVs have columns {args.text_column!r} and {args.label_column!r}")
-    raw = raw.select(F.col(args.text_column).alias("raw_text"), F.trim(F.col(args.label_column)).alias("label"))
+    return raw.select(F.col(args.text_column).alias("raw_text"), F.trim(F.col(args.label_column)).alias("label"))
+
+
+def spread(spark: SparkSession, df: DataFrame) -> DataFrame:
+    """multiLine CSVs are not splittable, so one big file is one task: spread its rows over every core."""
     cores = spark.sparkContext.defaultParallelism
-    # multiLine files are not splittable: one big file is one task. Spread the rows before the
-    # per-row text work so every core takes part.
-    return raw.repartition(cores) if raw.rdd.getNumPartitions() < cores else raw
+    return df.repartition(cores) if df.rdd.getNumPartitions() < cores else df
 
 
 def fail_on_unknown_label(raw: DataFrame, labels: list[str], labels_file: str, label_column: str) -> None:
-    """Name the first offending file, row and value (the failure path only, so a rescan is fine)."""
+    """Name the first offending file, row and value (the failure path only, so a rescan is fine).
+
+    ``raw`` must be the plain scan: input_file_name() is empty after a shuffle."""
     bad = raw.withColumn("file", F.input_file_name()).filter(~F.coalesce(F.col("label").isin(labels), F.lit(False)))
     first = bad.select("file", "label").orderBy("file").first()
     path = Path(first["file"].removeprefix("file://"))
@@ -165,12 +175,13 @@ def split_column(fraction: float):
 
 
 def write_split(df: DataFrame, staging: Path, split: str) -> None:
-    """Spark writes one part file (sorted by key), which becomes <split>.jsonl."""
+    """Spark writes one part file (sorted by key), which becomes <split>/<split>.jsonl."""
     out = staging / f"_spark_{split}"
     (df.filter(F.col("split") == split).select("key", "text", "label", "label_id")
      .coalesce(1).sortWithinPartitions("key").write.json(str(out)))
     parts = sorted(out.glob("part-*"))
-    target = staging / f"{split}.jsonl"
+    target = split_file(staging, split)
+    target.parent.mkdir()
     if parts:
         os.rename(parts[0], target)
     else:  # an empty split may leave no part file
@@ -202,7 +213,7 @@ def compute_drift(spark: SparkSession, store: LocalStore, final: DataFrame, dist
                 "reason": "no previous dataset version: everything is new"}
     prev_dir = store.path(f"datasets/{previous['model']}/{previous['dataset_version']}")
     verify_tree(prev_dir)  # drift is only meaningful against intact data
-    prev_keys = spark.read.schema("key string").json([str(prev_dir / f"{s}.jsonl") for s in SPLITS])
+    prev_keys = spark.read.schema("key string").json([str(split_file(prev_dir, s)) for s in SPLITS])
     total = sum(sum(d.values()) for d in dist.values())
     new = final.select("key").join(prev_keys, "key", "left_anti").count()
     overall = lambda d: {k: d["train"].get(k, 0) + d["validation"].get(k, 0) for k in set(d["train"]) | set(d["validation"])}
@@ -218,11 +229,13 @@ def build(spark: SparkSession, args: argparse.Namespace, store: LocalStore, inpu
     label_ids = F.create_map(*[F.lit(v) for i, label in enumerate(labels) for v in (label, i)])
     label_id = F.coalesce(label_ids[F.col("label")], F.lit(-1))  # -1: unknown, reported below
     # Partition by key once: the exact/normalised dedupe and the window below then need no further shuffle.
-    clean = with_text_columns(raw.withColumn("label_id", label_id), "raw_text").drop("raw_text").repartition("key").cache()
+    clean = with_text_columns(spread(spark, raw).withColumn("label_id", label_id), "raw_text").drop("raw_text").repartition("key").cache()
     first = clean.agg(F.count(F.lit(1)).alias("rows"), F.sum((F.col("label_id") < 0).cast("int")).alias("unknown"),
                       F.sum((F.col("norm") == "").cast("int")).alias("empty")).first()
     if first["unknown"]:
         fail_on_unknown_label(raw, labels, args.labels_file, args.label_column)
+    if first["rows"] != inputs["raw_manifest"]["total_rows"]:  # e.g. blank lines, which Python's csv counts and Spark skips
+        print(f"WARNING: Spark read {first['rows']} rows, snapshot_raw counted {inputs['raw_manifest']['total_rows']}")
 
     golden = with_text_columns(spark.read.schema("text string").json(str(inputs["golden_dir"] / "golden.jsonl")), "text")
     golden_keys = golden.select("key").distinct().withColumn("contaminated", F.lit(True))
@@ -252,7 +265,7 @@ def build(spark: SparkSession, args: argparse.Namespace, store: LocalStore, inpu
     try:
         for split in SPLITS:
             write_split(final, staging, split)
-        content_sha256, files = tree_digest(staging)  # the same digest the manifest will record
+        content_sha256, _ = tree_digest(staging)  # the same digest the manifest will record
         version = "ds-" + content_sha256[:16]
         key = f"datasets/{args.model}/{version}"
         previous = find_previous(store, args.model, exclude=version)
@@ -309,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         result = build(spark, args, store, inputs)
     except (BuildError, RawDataError, IntegrityError, WriteOnceError) as exc:
         print(f"build_dataset FAILED: {exc}", file=sys.stderr)
-        return 2
+        return os.EX_DATAERR  # bad input: retrying cannot help
     finally:
         if spark is not None and owned:
             spark.stop()

@@ -104,7 +104,9 @@ class LocalStore:
         """A fresh temp directory beside ``key``'s final location, for building a version."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging."))
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging."))
+        staging.chmod(0o755)  # mkdtemp makes it 0700; published versions must be readable by every job
+        return staging
 
     def publish_dir(self, staging: Path, key: str) -> Path:
         """Atomically rename a finished staging tree to ``key``; refuse if ``key`` exists."""
