@@ -65,6 +65,7 @@ class DataConfig(_Strict):
     max_text_chars: int = Field(1000, ge=1, description="Longest allowed text.")
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="Share of keys hashed into the validation split.")
     golden_version: str = Field(description="Pinned immutable golden set version used by evaluation.")
+    golden_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Pinned content hash of that golden version; evaluation refuses any other content.")
     drift_threshold: float = Field(0.05, ge=0, le=1, description="Below this drift score, training is skipped when a champion exists.")
 
     @model_validator(mode="after")

@@ -177,6 +177,7 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
         "latency-warmup": str(latency.warmup),
         "latency-threads": str(latency.threads),
         "mlflow-run-id": trained.get("mlflow_run_id") or "",
+        "expected-golden-sha256": config.data.golden_sha256 or "",
     }
     champion = ledger.current_champion(store, config.name)
     if champion is not None:

@@ -69,11 +69,15 @@ def publish_golden(store: LocalStore, config: ModelConfig, source: Path, version
     labels = config.data.labels()
     label_id = {name: i for i, name in enumerate(labels)}
     staging = store.staging_dir(key)
-    lines = []
+    lines, seen = [], {}
     for line_no, (text, label) in enumerate(read_rows(source, config.data.text_column, config.data.label_column), start=2):
         if label not in label_id:
             raise ValueError(f"{source}: line {line_no}: label {label!r} is not one of the {len(labels)} allowed labels")
-        lines.append({"key": normalized_key(text), "text": text, "label": label, "label_id": label_id[label]})
+        # The key identifies the example (paired statistics join on it). Golden sets may hold
+        # texts that normalise alike, so the occurrence number keeps keys unique.
+        base = normalized_key(text)[:24]
+        seen[base] = seen.get(base, -1) + 1
+        lines.append({"key": f"{base}-{seen[base]}", "text": text, "label": label, "label_id": label_id[label]})
     lines.sort(key=lambda row: (row["key"], row["text"]))
     (staging / "golden.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in lines))
     return write_manifest_and_publish(

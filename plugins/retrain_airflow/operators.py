@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow.sdk import BaseOperator
+
+log = logging.getLogger(__name__)
 
 
 def run_context(context: Any, upstream: tuple[str, ...] = ()):
@@ -100,7 +103,6 @@ def should_train(model_name: str, **context: Any) -> bool:
     score = 0.0 if built.get("reused") else float(built["drift"]["score"])
     champion = ledger.current_champion(LocalStore(), config.name)
     threshold = config.data.drift_threshold
-    log = context["ti"].log
     if context["params"].get("force"):
         log.info("force=true: training regardless of drift (score %.4f)", score)
         return True
