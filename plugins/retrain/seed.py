@@ -82,7 +82,7 @@ def publish_golden(store: LocalStore, config: ModelConfig, source: Path, version
     (staging / "golden.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in lines))
     return write_manifest_and_publish(
         store, staging, key,
-        {"golden_version": version, "model": config.name, "source": source.relative_to(PROJECT_ROOT).as_posix(), "rows": len(lines)},
+        {"golden_version": version, "model": config.name, "source": source.relative_to(PROJECT_ROOT).as_posix() if source.is_relative_to(PROJECT_ROOT) else str(source), "rows": len(lines)},
     )
 
 
