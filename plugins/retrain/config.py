@@ -111,6 +111,36 @@ class EvaluationConfig(_Strict):
     latency: LatencyProtocol = Field(default_factory=LatencyProtocol, description="Latency measurement protocol.")
 
 
+class SignificancePolicy(_Strict):
+    """Paired bootstrap of (challenger − champion) macro F1: its lower bound must clear the margin."""
+
+    margin: float = Field(-0.01, ge=-1, le=1, description="Lowest acceptable CI lower bound; negative = non-inferiority.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Two-sided confidence level of the interval.")
+    resamples: int = Field(2000, ge=1000, description="Bootstrap resamples (at least 1,000).")
+    seed: int = Field(0, description="Seed of the resampling, so a verdict can be reproduced.")
+
+
+class GatePolicy(_Strict):
+    """What a challenger must satisfy before it may be registered."""
+
+    min_total_examples: int = Field(100, ge=1, description="Fewest golden examples the verdict may rest on.")
+    min_class_support: int = Field(10, ge=1, description="Per-class criteria judge only classes with this many golden examples.")
+    floors: dict[Literal["macro_f1", "accuracy"], float] = Field(default_factory=dict, description="Absolute minimums of the challenger.")
+    min_delta: dict[Literal["macro_f1", "accuracy"], float] = Field(default_factory=dict, description="challenger − champion must be >= this; negative allows non-inferiority.")
+    per_class_floor: float = Field(0.0, ge=0, le=1, description="Lowest F1 any judged class may have.")
+    per_class_max_regression: float = Field(1.0, ge=0, le=1, description="Largest F1 drop against the champion any judged class may have.")
+    latency_p50_ms_max: float = Field(float("inf"), gt=0, description="Ceiling of median single-request latency.")
+    latency_p99_ms_max: float = Field(float("inf"), gt=0, description="Ceiling of p99 single-request latency.")
+    significance: SignificancePolicy = Field(default_factory=SignificancePolicy)
+
+
+class ApprovalConfig(_Strict):
+    """Who may approve a challenger and how long they have."""
+
+    assigned_users: list[str] = Field(min_length=1, description="Airflow user ids allowed to approve or reject.")
+    response_timeout_hours: float = Field(168, gt=0, description="After this, the request counts as rejected (default 7 days).")
+
+
 class ModelConfig(_Strict):
     """Everything about one model's retraining pipeline."""
 
@@ -122,6 +152,8 @@ class ModelConfig(_Strict):
     data: DataConfig
     training: TrainingConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    gate: GatePolicy = Field(default_factory=GatePolicy)
+    approval: ApprovalConfig
 
     @field_validator("name")
     @classmethod

@@ -194,6 +194,71 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
     )
 
 
+def _registry_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, name: str, command: str, arguments: dict[str, str]) -> JobSpec:
+    """The registry runs where mlflow is installed: the job environment (on AWS, SageMaker's registry)."""
+    out = run_dir(store, config, ctx) / name
+    return JobSpec(
+        name=name,
+        kind="processing",
+        script=PROJECT_ROOT / "plugins" / "retrain" / "registry.py",
+        arguments={"command": command, "model": config.name, **arguments, "result-file": str(out / "result.json")},
+        env={"MLFLOW_TRACKING_URI": mlflow_tracking_uri(), "RETRAIN_HOME": str(store.root)},
+        result_file=out / "result.json",
+    )
+
+
+def register_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+    """Register the gated challenger with lineage tags and its evidence; alias it challenger."""
+    trained, evaluated, gated = (ctx.upstream[k] for k in ("train_model", "evaluate_model", "gate_on_metrics"))
+    tags = {**lineage(config, ctx, trained["dataset_version"]), "weights_digest": trained["weights_digest"],
+            "gate_digest": gated["digest"], "golden_macro_f1": f"{evaluated['challenger']['macro_f1']:.6f}"}
+    evidence = {"metrics": evaluated["metrics_path"], "report": evaluated["report_path"], "gate": gated["gate_path"]}
+    return _registry_spec(config, ctx, store, "register_model", "register", {
+        "model-dir": trained["model_dir"], "run-id": trained["mlflow_run_id"],
+        "tags-json": _json(tags), "evidence-json": _json(evidence),
+    })
+
+
+def promote_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+    """Move champion to the approved version; the approver from the approval response is the actor."""
+    registered, approval, gated = (ctx.upstream[k] for k in ("register_model", "await_approval", "gate_on_metrics"))
+    actor = (approval.get("responded_by_user") or {}).get("id")
+    if not actor:
+        raise ValueError("promote_model needs the approver's identity from await_approval; none was recorded")
+    reason = (approval.get("params_input") or {}).get("reason") or f"approved in {ctx.dag_id} run {ctx.run_id}"
+    return _registry_spec(config, ctx, store, "promote_model", "promote", {
+        "version": str(registered["version"]), "actor": actor, "reason": reason,
+        "gate-digest": gated["digest"], "run-id": ctx.run_id,
+    })
+
+
+def reject_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, version: int, actor: str | None, reason: str) -> JobSpec:
+    """Record a rejection or a timeout and clear challenger."""
+    return _registry_spec(config, ctx, store, "reject_model", "reject", {"version": str(version), "actor": actor or "", "reason": reason})
+
+
+def rollback_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, target: int | None, actor: str, reason: str) -> JobSpec:
+    """Move champion back (default: the previous champion in the ledger)."""
+    return _registry_spec(config, ctx, store, "rollback_model", "rollback", {
+        "target-version": "" if target is None else str(target), "actor": actor, "reason": reason,
+    })
+
+
+def summarize_metrics(metrics: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """What downstream tasks need of metrics.json; the per-example arrays stay in the file, not in XCom."""
+    def brief(block):
+        return None if block is None else {k: block.get(k) for k in ("macro_f1", "accuracy", "latency_ms", "version", "model_dir")}
+
+    return {
+        "metrics_path": str(spec.result_file),
+        "report_path": str(spec.result_file.parent / "report.html"),
+        "golden_version": metrics["golden_version"],
+        "n_examples": metrics["n_examples"],
+        "challenger": brief(metrics["challenger"]),
+        "champion": brief(metrics.get("champion")),
+    }
+
+
 def _json(obj: Any) -> str:
     import json
 
@@ -205,4 +270,7 @@ SPEC_BUILDERS = {
     "build_dataset": build_dataset_spec,
     "train_model": train_model_spec,
     "evaluate_model": evaluate_model_spec,
+    "register_model": register_model_spec,
+    "promote_model": promote_model_spec,
 }
+XCOM_SUMMARIES = {"evaluate_model": summarize_metrics}

@@ -17,13 +17,29 @@ from retrain.config import ConfigError, ModelConfig, config_paths, load_config
 
 log = logging.getLogger(__name__)
 
-JOB_TASKS = ("validate_raw", "build_dataset", "train_model", "evaluate_model")
+JOB_TASKS = ("validate_raw", "build_dataset", "train_model", "evaluate_model", "register_model", "promote_model")
 UPSTREAM_RESULTS = {
     "validate_raw": ("snapshot_raw",),
     "build_dataset": ("snapshot_raw",),
     "train_model": ("build_dataset",),
     "evaluate_model": ("train_model",),
+    "register_model": ("train_model", "evaluate_model", "gate_on_metrics"),
+    "promote_model": ("register_model", "await_approval", "gate_on_metrics"),
 }
+
+APPROVAL_BODY = """\
+**{{ dag.dag_id }}**: challenger v{{ ti.xcom_pull(task_ids='register_model')['version'] }} from run `{{ run_id }}`.
+
+Gate: **{{ ti.xcom_pull(task_ids='gate_on_metrics')['decision'] }}**
+
+```
+{{ ti.xcom_pull(task_ids='gate_on_metrics')['table'] }}
+```
+
+Report: `{{ ti.xcom_pull(task_ids='gate_on_metrics')['report_path'] }}`
+
+Approve to make this version the champion; Reject (or no answer before the timeout) clears `challenger` and leaves the champion serving.
+"""
 
 DOC = """
 ### {dag_id}
@@ -36,6 +52,12 @@ DOC = """
 4. `check_drift` skips training when drift is below {threshold} and a champion serves (param `force` overrides).
 5. `train_model` runs the training script under the SageMaker container contract.
 6. `evaluate_model` scores challenger and champion on golden version `{golden}`, writing `metrics.json` and `report.html`.
+7. `gate_on_metrics` applies the gate policy and writes `gate.json`; a rejection fails here, alerts, and is not retried.
+8. `register_model` creates an MLflow model version with lineage tags and evidence, alias `challenger`.
+9. `await_approval` waits for one of {approvers} (timeout {timeout}h counts as a rejection).
+10. `promote_model` moves alias `champion` and appends the hash-chained ledger.
+
+Roll back with `rollback_{name}`.
 
 Backend: `{backend}`. Config: `config/models/{name}.yaml` (digest `{digest}`).
 """
@@ -79,10 +101,12 @@ def selected_backend() -> str:
 
 
 def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG:
-    """The retrain_<model> DAG: snapshot → validate → build → drift check → train → evaluate."""
+    """The retrain_<model> DAG: snapshot → validate → build → drift check → train → evaluate
+    → gate → register → approval → promote."""
     from airflow.providers.standard.operators.python import ShortCircuitOperator
 
-    from retrain_airflow.operators import SnapshotRawOperator, should_train
+    from retrain_airflow.notifiers import FileAlertNotifier
+    from retrain_airflow.operators import ApproveModelOperator, GateOnMetricsOperator, SnapshotRawOperator, should_train
 
     backend = backend or selected_backend()
     job_task = JOB_TASK_BUILDERS[backend]
@@ -93,6 +117,7 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
         doc_md=DOC.format(
             dag_id=config.dag_id, description=config.description, threshold=config.data.drift_threshold,
             golden=config.data.golden_version, backend=backend, name=config.name, digest=config.digest()[:12],
+            approvers=", ".join(config.approval.assigned_users), timeout=config.approval.response_timeout_hours,
         ),
         schedule=CronDataIntervalTimetable(config.cron, timezone="UTC"),
         start_date=start,
@@ -113,7 +138,49 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
         )
         train = job_task(config, "train_model")
         evaluate = job_task(config, "evaluate_model")
-        chain(snapshot, validate, build, check_drift, train, evaluate)
+        gate = GateOnMetricsOperator(
+            task_id="gate_on_metrics", model_name=config.name,
+            on_failure_callback=FileAlertNotifier(
+                model_name=config.name, message="gate_on_metrics failed for {{ dag_run.run_id }}: challenger not registered"
+            ),
+        )
+        register = job_task(config, "register_model")
+        approval = ApproveModelOperator(
+            task_id="await_approval",
+            model_name=config.name,
+            subject=f"Promote the {config.name} challenger to champion?",
+            body=APPROVAL_BODY,
+            assigned_users=[{"id": user, "name": user} for user in config.approval.assigned_users],
+            response_timeout=timedelta(hours=config.approval.response_timeout_hours),
+            defaults="Reject",
+            params={"reason": Param("", type="string", description="Why you approve or reject (goes to the ledger).")},
+        )
+        promote = job_task(config, "promote_model")
+        chain(snapshot, validate, build, check_drift, train, evaluate, gate, register, approval, promote)
+    return dag
+
+
+def build_rollback_dag(config: ModelConfig) -> DAG:
+    """rollback_<model>: triggered by hand; moves champion back and appends the ledger."""
+    from retrain_airflow.operators import RollbackModelOperator
+
+    with DAG(
+        dag_id=f"rollback_{config.name}",
+        description=f"Roll the {config.name} champion back to an earlier champion",
+        doc_md=f"Trigger with a **reason**; **target_version** defaults to the previous champion in `ledger/{config.name}.jsonl`. "
+        "A version that was never champion, or does not exist, is refused and nothing changes.",
+        schedule=None,
+        start_date=datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": config.dag.owner, "retries": 0},
+        tags=sorted({"retrain", "rollback", config.name}),
+        params={
+            "target_version": Param(None, type=["null", "integer"], minimum=1, description="Version to restore; empty = the previous champion."),
+            "reason": Param(type="string", minLength=3, description="Why (required; goes to the ledger)."),
+        },
+    ) as dag:
+        RollbackModelOperator(task_id="rollback_model", model_name=config.name)
     return dag
 
 
@@ -127,6 +194,7 @@ def build_all(strict: bool | None = None) -> dict[str, DAG]:
         try:
             config = load_config(path)
             dags[config.dag_id] = build_retraining_dag(config)
+            dags[f"rollback_{config.name}"] = build_rollback_dag(config)
         except ConfigError as exc:
             if strict:
                 raise

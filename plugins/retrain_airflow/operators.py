@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator
 
 log = logging.getLogger(__name__)
@@ -114,3 +115,107 @@ def should_train(model_name: str, **context: Any) -> bool:
         return False
     log.info("drift score %.4f >= threshold %.4f: training a challenger", score, threshold)
     return True
+
+
+class GateOnMetricsOperator(BaseOperator):
+    """gate_on_metrics: apply the model's gate policy to metrics.json and write gate.json.
+
+    A rejection fails the task without retries (the same metrics reject again), logs every
+    criterion, and fires the task's failure notifier.
+    """
+
+    ui_color = "#f3e8fd"
+
+    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        import json
+        from pathlib import Path
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from retrain.config import load_model
+        from retrain.gate import evaluate_gate, format_table
+        from retrain.jobs import run_dir
+        from retrain.store import LocalStore
+
+        config, store = load_model(self.model_name), LocalStore()
+        ctx = run_context(context, ("evaluate_model",))
+        evaluated = ctx.upstream["evaluate_model"]
+        gate = evaluate_gate(config.gate, json.loads(Path(evaluated["metrics_path"]).read_text()))
+        gate.update({"model": config.name, "dag_id": ctx.dag_id, "run_id": ctx.run_id})
+        path = run_dir(store, config, ctx) / "gate_on_metrics" / "gate.json"
+        store.write_json(path.relative_to(store.root).as_posix(), gate)
+        table = format_table(gate)
+        for line in table.splitlines():
+            self.log.info("%s", line)
+        if gate["decision"] != "pass":
+            raise AirflowFailException(f"gate rejected the challenger: failed {', '.join(gate['failed'])}; see {path}")
+        return {"gate_path": str(path), "decision": gate["decision"], "digest": gate["digest"], "table": table,
+                "report_path": evaluated["report_path"], "has_champion": gate["has_champion"]}
+
+
+class ApproveModelOperator(ApprovalOperator):
+    """await_approval: Airflow's ApprovalOperator, plus what a rejection or timeout must do.
+
+    A named, assigned user answers in the UI or through the REST hitlDetails endpoint.
+    Reject, or no answer within the timeout (the default option is Reject), clears the
+    ``challenger`` alias and records the decision; the champion is untouched and the
+    downstream promote task is skipped.
+    """
+
+    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from retrain.config import load_model
+        from retrain.jobs import reject_model_spec, run_dir
+        from retrain.store import LocalStore
+
+        result = super().execute_complete(context=context, event=event)
+        config, store = load_model(self.model_name), LocalStore()
+        ctx = run_context(context, ("register_model",))
+        user = result.get("responded_by_user")
+        approved = result["chosen_options"] == [self.APPROVE]
+        decision = {
+            "decision": "approved" if approved else "rejected",
+            "timed_out": bool(event.get("timedout")),
+            "responded_by_user": user,
+            "responded_at": str(result.get("responded_at")),
+            "params_input": result.get("params_input") or {},
+            "version": ctx.upstream["register_model"]["version"],
+        }
+        path = run_dir(store, config, ctx) / "await_approval" / "decision.json"
+        store.write_json(path.relative_to(store.root).as_posix(), decision)
+        if not approved:
+            reason = (decision["params_input"].get("reason") or
+                      (f"no response within {config.approval.response_timeout_hours}h: counts as a rejection" if decision["timed_out"]
+                       else "rejected by the approver"))
+            run_local_job(reject_model_spec(config, ctx, store, decision["version"], (user or {}).get("id"), reason), self.log)
+            self.log.info("v%s rejected (%s); challenger cleared, champion untouched", decision["version"], reason)
+        return decision
+
+
+class RollbackModelOperator(BaseOperator):
+    """rollback_model: move champion back and append the ledger; the triggering user is the actor."""
+
+    ui_color = "#fde8e8"
+
+    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from retrain.config import load_model
+        from retrain.jobs import rollback_model_spec
+        from retrain.store import LocalStore
+
+        params = context["params"]
+        target = params.get("target_version")
+        actor = getattr(context["dag_run"], "triggering_user_name", None) or "unknown"
+        spec = rollback_model_spec(load_model(self.model_name), run_context(context), LocalStore(),
+                                   None if target in (None, "") else int(target), actor, params["reason"])
+        return run_local_job(spec, self.log)

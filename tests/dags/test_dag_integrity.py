@@ -16,8 +16,11 @@ from retrain.config import config_paths, load_config
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGS_DIR = PROJECT_ROOT / "dags"
 HEAVY = ("torch", "transformers", "pandas", "pyspark", "sagemaker", "mlflow", "great_expectations")
-EXPECTED_CHAIN = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model"]
-JOB_TASKS = ["validate_raw", "build_dataset", "train_model", "evaluate_model"]
+EXPECTED_CHAIN = [
+    "snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
+    "gate_on_metrics", "register_model", "await_approval", "promote_model",
+]
+JOB_TASKS = ["validate_raw", "build_dataset", "train_model", "evaluate_model", "register_model", "promote_model"]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,25 @@ def test_settings_come_from_config(dagbag, configs):
             assert task.max_retry_delay == timedelta(seconds=config.dag.max_retry_delay_seconds)
 
 
+def test_approval_and_gate_come_from_config(dagbag, configs):
+    for config in configs:
+        dag = dagbag.dags[config.dag_id]
+        approval = dag.get_task("await_approval")
+        assert [u["id"] for u in approval.assigned_users] == config.approval.assigned_users
+        assert approval.response_timeout == timedelta(hours=config.approval.response_timeout_hours)
+        assert approval.defaults == ["Reject"]  # a timeout counts as a rejection
+        assert dag.get_task("gate_on_metrics").on_failure_callback  # a rejection alerts
+
+
+def test_rollback_dag_is_manual_and_needs_a_reason(dagbag, configs):
+    for config in configs:
+        dag = dagbag.dags[f"rollback_{config.name}"]
+        assert type(dag.timetable).__name__ == "NullTimetable"  # triggered by hand only
+        assert [t.task_id for t in dag.tasks] == ["rollback_model"]
+        assert dag.params.get_param("reason").schema["minLength"] >= 1
+        assert dag.params["target_version"] is None
+
+
 def test_weekly_schedule_has_week_long_data_intervals(dagbag):
     from airflow.serialization.encoders import coerce_to_core_timetable
 
@@ -106,7 +128,7 @@ def test_broken_config_never_hides_other_dags(tmp_path, monkeypatch, caplog):
     (tmp_path / "broken.yaml").write_text(good.replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly"))
     monkeypatch.setattr(factory, "config_paths", lambda: sorted(tmp_path.glob("*.yaml")))
     dags = factory.build_all(strict=False)
-    assert list(dags) == ["retrain_intent"]
+    assert list(dags) == ["retrain_intent", "rollback_intent"]
     assert "broken.yaml" in caplog.text and "schedule.cadence" in caplog.text
     with pytest.raises(ConfigError, match=r"broken\.yaml.*\n.*schedule\.cadence"):
         factory.build_all(strict=True)
