@@ -1,13 +1,21 @@
-"""README command 1: retrain_intent end to end on the local backend, under a real Airflow.
+"""README command 1: the life of the intent model on the local backend, under a real Airflow.
 
-    make demo                      # or: source scripts/env.sh && python scripts/demo.py
+    make demo                                  # or: source scripts/env.sh && python scripts/demo.py
+    make demo DEMO_ARGS=--manual-approval      # you approve in the Airflow UI instead
+    make demo DEMO_ARGS=--keep-running         # leave Airflow up afterwards
 
-It lands the sample data (raw weekly partitions ending with the latest complete week,
+It lands the sample data (six weekly raw partitions ending with the latest complete week,
 and golden v1), starts ``airflow standalone`` (scheduler, API server, DAG processor,
-triggerer; LocalExecutor on SQLite), unpauses ``retrain_intent`` so the scheduler creates
-the run for the latest complete week, follows it through the REST API and prints a
-summary. Run it again and it triggers a fresh forced run of the same interval.
-Flags: ``--keep-running`` leaves Airflow up for the UI; ``--port`` moves the API server.
+triggerer; LocalExecutor on SQLite) and runs ``retrain_intent`` for two consecutive weeks:
+
+1. the previous week, triggered with its data interval: no champion yet, so only the
+   absolute gate applies; approved and promoted to champion;
+2. the latest week, created by the scheduler itself: it faces run 1's model as champion
+   under the full gate, paired significance included; approved and promoted.
+
+Approvals go through Airflow's REST ``hitlDetails`` endpoint as the demo user ``alice``,
+an assigned approver in config/models/intent.yaml. Running it again retrains both weeks
+as new, forced runs against the current champion.
 """
 
 from __future__ import annotations
@@ -22,15 +30,15 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow_client import AirflowClient, wait_until  # scripts/airflow_client.py
-
+from retrain.airflow_api import AirflowClient, wait_until
 from retrain.config import load_model
 from retrain.jobs import RunContext
-from retrain.paths import PROJECT_ROOT
+from retrain.paths import PROJECT_ROOT, job_python
 from retrain.seed import main as seed_main
 from retrain.store import LocalStore
 
 MODEL = "intent"
+DEMO_APPROVER = "alice"
 
 
 def latest_complete_week(now: datetime) -> tuple[datetime, datetime]:
@@ -56,89 +64,147 @@ def stop_airflow(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def follow_run(client: AirflowClient, dag_id: str, run_id: str, started: float, timeout: float) -> str:
-    """Print each task's state changes until the run finishes; return the run's final state."""
-    seen: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for ti in client.task_instances(dag_id, run_id):
-            state = ti["state"] or "none"
-            if seen.get(ti["task_id"]) != state:
-                seen[ti["task_id"]] = state
-                print(f"  [{time.monotonic() - started:6.1f}s] {ti['task_id']:<16} {state}")
-        state = client.dag_run(dag_id, run_id)["state"]
-        if state in ("success", "failed"):
-            return state
-        time.sleep(2)
-    raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s")
+class Demo:
+    """Drives runs through the REST API and narrates what happens."""
+
+    def __init__(self, client: AirflowClient, dag_id: str, started: float, manual: bool, port: int) -> None:
+        self.client, self.dag_id, self.started, self.manual, self.port = client, dag_id, started, manual, port
+
+    def say(self, text: str) -> None:
+        print(f"  [{time.monotonic() - self.started:6.1f}s] {text}")
+
+    def follow(self, run_id: str, timeout: float) -> str:
+        """Print task state changes; answer the approval request; return the run's final state."""
+        seen: dict[str, str] = {}
+        answered = False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ti in self.client.task_instances(self.dag_id, run_id):
+                state = ti["state"] or "none"
+                if seen.get(ti["task_id"]) != state and state != "none":
+                    seen[ti["task_id"]] = state
+                    self.say(f"{ti['task_id']:<16} {state}")
+                if ti["task_id"] == "await_approval" and state == "awaiting_input" and not answered:
+                    answered = self.approve(run_id)
+            state = self.client.dag_run(self.dag_id, run_id)["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(2)
+        raise TimeoutError(f"{self.dag_id} run {run_id} did not finish within {timeout:.0f}s")
+
+    def approve(self, run_id: str) -> bool:
+        if self.manual:
+            url = f"http://localhost:{self.port}/dags/{self.dag_id}/runs/{run_id}/tasks/await_approval/required_actions"
+            self.say(f"waiting for a person to approve or reject in the Airflow UI: {url}")
+            return True
+        approver = AirflowClient(self.client.base_url, self.client.airflow_home).login(DEMO_APPROVER)
+        approver.respond(self.dag_id, run_id, "await_approval", "Approve", {"reason": "demo: gate passed, approved by the demo user"})
+        self.say(f"approved as '{DEMO_APPROVER}' (an explicitly named demo user) through REST hitlDetails")
+        return True
 
 
-def summary(run_id: str, wall: float) -> None:
-    """What a person wants to see after a run, read from the run's artifacts in the store."""
+def gate_table(run_dir: Path) -> str:
+    from retrain.gate import format_table
+
+    path = run_dir / "gate_on_metrics" / "gate.json"
+    return format_table(json.loads(path.read_text())) if path.is_file() else "(no gate: the run stopped earlier)"
+
+
+def registry_status() -> dict:
+    """The registry's view (aliases, versions, verified ledger), asked of the job environment where mlflow lives."""
+    out = subprocess.run(
+        [str(job_python()), str(PROJECT_ROOT / "plugins" / "retrain" / "registry.py"), "status", "--model", MODEL],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"},
+    )
+    return json.loads(out.stdout)
+
+
+def summary(runs: list[tuple[str, str]], wall: float) -> None:
+    """What a person wants to see afterwards, read from the runs' artifacts, MLflow and the ledger."""
     store = LocalStore()
-    run = store.path(f"runs/{MODEL}/{RunContext('', run_id, datetime.now(), datetime.now()).run_key}")
-    read = lambda rel: json.loads((run / rel).read_text()) if (run / rel).is_file() else None  # noqa: E731
-    raw, built = read("raw_manifest.json"), read("build_dataset/result.json")
-    trained, metrics = read("train_model/model/training_summary.json"), read("evaluate_model/metrics.json")
-    print("\n=== retrain_intent summary ===")
-    print(f"run:              {run_id}  ({wall:.0f}s wall)")
-    if raw:
-        print(f"raw snapshot:     {len(raw['files'])} files, {raw['total_rows']} rows ({raw['interval_rows']} new in the interval)")
-    if built:
-        c = built["counts"]
-        print(f"dataset version:  {built['dataset_version']}  train={c['train']} validation={c['validation']}  "
-              f"dupes removed={c['raw_rows'] - c['after_normalized_dedupe']} golden overlap removed={c['contaminated_removed']}")
-        print(f"drift:            score {built['drift']['score']:.3f} vs {built['previous_version'] or 'no previous version'}")
-    if trained:
-        print(f"training:         {trained['wall_seconds']:.0f}s, val macro F1 {trained['final'].get('val_macro_f1', float('nan')):.4f}, "
-              f"weights {trained['weights_digest'][:16]}…")
-    if metrics:
-        ch = metrics["challenger"]
-        print(f"golden {metrics['golden_version']}:        macro F1 {ch['macro_f1']:.4f}, accuracy {ch['accuracy']:.4f}, "
-              f"latency p50 {ch['latency_ms']['p50']:.1f} ms / p99 {ch['latency_ms']['p99']:.1f} ms  (n={metrics['n_examples']})")
-        print(f"report:           {run / 'evaluate_model' / 'report.html'}")
-    print(f"mlflow:           {os.environ['MLFLOW_TRACKING_URI']}  (UI: make ui, then http://localhost:5000)")
-    print("airflow UI:       http://localhost:8080  (make ui; user admin, password in .airflow/simple_auth_manager_passwords.json.generated)")
+    print("\n=== retrain_intent: summary ===")
+    for run_id, state in runs:
+        run = store.path(f"runs/{MODEL}/{RunContext('', run_id, datetime.now(), datetime.now()).run_key}")
+        read = lambda rel: json.loads((run / rel).read_text()) if (run / rel).is_file() else None  # noqa: E731
+        built, trained, metrics = read("build_dataset/result.json"), read("train_model/model/training_summary.json"), read("evaluate_model/metrics.json")
+        registered, decision = read("register_model/result.json"), read("await_approval/decision.json")
+        print(f"\n--- run {run_id}: {state}")
+        if built:
+            c = built["counts"]
+            print(f"dataset {built['dataset_version']}: train={c['train']} validation={c['validation']}, "
+                  f"drift {0.0 if built.get('reused') else built['drift']['score']:.3f} vs {built['previous_version'] or 'none'}")
+        if trained:
+            print(f"training: {trained['wall_seconds']:.0f}s, {trained['samples_per_second']:.0f} samples/s, weights {trained['weights_digest'][:16]}…")
+        if metrics:
+            ch, champ = metrics["challenger"], metrics.get("champion")
+            vs = f" | champion v{champ['version']}: {champ['macro_f1']:.4f}" if champ else " | no champion"
+            print(f"golden {metrics['golden_version']} (n={metrics['n_examples']}): challenger macro F1 {ch['macro_f1']:.4f}, "
+                  f"p50 {ch['latency_ms']['p50']:.1f} ms, p99 {ch['latency_ms']['p99']:.1f} ms{vs}")
+            print(f"report: {run / 'evaluate_model' / 'report.html'}")
+        print(gate_table(run))
+        if registered:
+            print(f"registered: {registered['model_uri']} (alias challenger)")
+        if decision:
+            who = (decision.get("responded_by_user") or {}).get("id", "timeout")
+            print(f"approval: {decision['decision']} by {who}")
+    info = registry_status()
+    print(f"\naliases: champion=v{info['champion']} challenger={'v' + str(info['challenger']) if info['challenger'] else '-'}")
+    print("versions: " + ", ".join(f"v{v['version']} ({v['approval']})" for v in info["versions"]))
+    print(f"ledger {store.path(f'ledger/{MODEL}.jsonl')} ({'verified' if info['ledger_verified'] is True else info['ledger_verified']}):")
+    for e in info["ledger"]:
+        origin = f"v{e['from_version']}" if e["from_version"] else "-"
+        print(f"  #{e['seq']} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}  ({e['reason']})  hash {e['hash'][:12]}…")
+    print(f"\nwall time: {wall:.0f}s")
+    print(f"mlflow:     {os.environ['MLFLOW_TRACKING_URI']}  (make ui, then http://localhost:5000)")
+    print("airflow UI: make ui, then http://localhost:8080 (passwords: .airflow/simple_auth_manager_passwords.json.generated)")
+    print("roll back:  bin/retrain rollback intent --reason '…'   (or trigger rollback_intent in the UI)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="API server port (default 8080)")
-    parser.add_argument("--timeout", type=float, default=1200, help="seconds to wait for the run (default 1200)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each run (default 1800)")
+    parser.add_argument("--manual-approval", action="store_true", help="leave the approval to a person in the Airflow UI")
     parser.add_argument("--keep-running", action="store_true", help="leave Airflow running afterwards for the UI")
     args = parser.parse_args()
     started = time.monotonic()
     config = load_model(MODEL)
-    interval_start, interval_end = latest_complete_week(datetime.now(timezone.utc))
-    first_week = (interval_start - timedelta(weeks=5)).date()
-    seed_main([MODEL, "--weeks", "6", "--first-week", first_week.isoformat()])
+    week2 = latest_complete_week(datetime.now(timezone.utc))
+    week1 = (week2[0] - timedelta(weeks=1), week2[0])
+    seed_main([MODEL, "--weeks", "6", "--first-week", (week2[0] - timedelta(weeks=5)).date().isoformat()])
 
     proc = start_airflow(args.port)
     try:
         client = AirflowClient(f"http://localhost:{args.port}", Path(os.environ["AIRFLOW_HOME"]))
-        wait_until(client.healthy, 180, "the Airflow API server to answer")
+        wait_until(client.healthy, 180, "the Airflow API server and scheduler")
         client.login("admin")
         wait_until(lambda: client.dag(config.dag_id) is not None, 180, f"{config.dag_id} to be parsed")
-        print(f"{config.dag_id} parsed; data interval {interval_start:%Y-%m-%d} .. {interval_end:%Y-%m-%d}")
-        existing = client.run_for_interval(config.dag_id, interval_start)
+        demo = Demo(client, config.dag_id, started, args.manual_approval, args.port)
+        fresh = client.run_for_interval(config.dag_id, week1[0]) is None and client.run_for_interval(config.dag_id, week2[0]) is None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        first_id = f"week_{week1[0]:%Y-%m-%d}" if fresh else f"demo_{stamp}_week_{week1[0]:%Y-%m-%d}"
+        # run_after orders queued runs: week 1 goes first, the scheduler's week-2 run waits (max_active_runs=1)
+        client.trigger(config.dag_id, first_id, week1[0], week1[1], {} if fresh else {"force": True},
+                       logical_date=week1[0] if fresh else None, run_after=week1[1])
         client.set_paused(config.dag_id, False)
-        if existing is None:
-            print("unpaused: waiting for the scheduler to create the run of the latest complete week")
-            wait_until(lambda: client.run_for_interval(config.dag_id, interval_start) is not None, 120, "the scheduled run")
-            run_id = client.run_for_interval(config.dag_id, interval_start)["dag_run_id"]
+        print(f"\nrun 1: {first_id}, data interval {week1[0]:%Y-%m-%d} .. {week1[1]:%Y-%m-%d}")
+        runs = [(first_id, demo.follow(first_id, args.timeout))]
+        if fresh:
+            print(f"\nrun 2: the scheduler's run of the latest complete week {week2[0]:%Y-%m-%d} .. {week2[1]:%Y-%m-%d}")
+            second = wait_until(lambda: client.run_for_interval(config.dag_id, week2[0]), 120, "the scheduled run")
+            second_id = second["dag_run_id"]
         else:
-            run_id = f"demo__{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
-            print(f"that interval already ran ({existing['dag_run_id']}); triggering {run_id} with force=true")
-            client.trigger(config.dag_id, run_id, interval_start, interval_end, {"force": True})
-        state = follow_run(client, config.dag_id, run_id, started, args.timeout)
-        summary(run_id, time.monotonic() - started)
-        print(f"\nrun state: {state}")
+            second_id = f"demo_{stamp}_week_{week2[0]:%Y-%m-%d}"
+            client.trigger(config.dag_id, second_id, week2[0], week2[1], {"force": True})
+            print(f"\nrun 2: {second_id} (forced re-run of {week2[0]:%Y-%m-%d} .. {week2[1]:%Y-%m-%d})")
+        runs.append((second_id, demo.follow(second_id, args.timeout)))
+        summary(runs, time.monotonic() - started)
         if args.keep_running:
-            print("Airflow keeps running (Ctrl-C to stop).")
+            print("\nAirflow keeps running (Ctrl-C to stop).")
             proc.wait()
-        return 0 if state == "success" else 1
+        return 0 if all(state == "success" for _, state in runs) else 1
     finally:
-        if not args.keep_running or proc.poll() is None:
+        if proc.poll() is None:
             stop_airflow(proc)
 
 

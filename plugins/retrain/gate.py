@@ -26,12 +26,13 @@ PASS, FAIL, SKIP, REPORT = "pass", "fail", "skipped", "report"
 
 
 def criterion(name: str, value: Any, threshold: Any, verdict: str, reason: str) -> dict[str, Any]:
+    value = float(value) if isinstance(value, (float, np.floating)) else value
     return {"name": name, "value": value, "threshold": threshold, "verdict": verdict, "reason": reason}
 
 
 def at_least(name: str, value: float, threshold: float, what: str) -> dict[str, Any]:
     ok = value >= threshold
-    return criterion(name, round(value, 6), threshold, PASS if ok else FAIL, f"{what} {value:.4f} {'>=' if ok else '<'} {threshold}")
+    return criterion(name, round(value, 6), threshold, PASS if ok else FAIL, f"{what} {value:.4g} {'>=' if ok else '<'} {threshold}")
 
 
 def at_most(name: str, value: float, threshold: float, what: str) -> dict[str, Any]:

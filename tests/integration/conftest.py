@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 
-from airflow_client import AirflowClient, wait_until  # noqa: E402
+from retrain.airflow_api import AirflowClient, wait_until  # noqa: E402
 
 LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
 

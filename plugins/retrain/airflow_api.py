@@ -104,14 +104,37 @@ class AirflowClient:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
-    def trigger(self, dag_id: str, run_id: str, start: datetime, end: datetime, conf: dict | None = None) -> dict:
-        # logical_date is unique per DAG, so a re-run of an interval gets "now" as its
-        # logical date while its data interval is given explicitly.
+    def trigger(
+        self, dag_id: str, run_id: str, start: datetime, end: datetime, conf: dict | None = None,
+        logical_date: datetime | None = None, run_after: datetime | None = None,
+    ) -> dict:
+        """Trigger a run over an explicit data interval. logical_date is unique per DAG, so a
+        re-run of an interval defaults to "now" as its logical date; run_after orders queued runs."""
         body = {
             "dag_run_id": run_id,
-            "logical_date": datetime.now(timezone.utc).isoformat(),
+            "logical_date": (logical_date or datetime.now(timezone.utc)).isoformat(),
             "data_interval_start": start.isoformat(),
             "data_interval_end": end.isoformat(),
             "conf": conf or {},
         }
+        if run_after is not None:
+            body["run_after"] = run_after.isoformat()
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> dict | None:
+        """The human-in-the-loop request of a task, or None while the task has not asked yet."""
+        try:
+            return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def respond(self, dag_id: str, run_id: str, task_id: str, option: str, params_input: dict | None = None) -> dict:
+        """Answer a human-in-the-loop request as the logged-in user (HTTP 403 if not assigned)."""
+        body = {"chosen_options": [option], "params_input": params_input or {}}
+        return self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails", body)
+
+    def trigger_manual(self, dag_id: str, conf: dict) -> dict:
+        """Trigger a run with no data interval (for DAGs without a schedule, e.g. rollback)."""
+        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})

@@ -1,0 +1,105 @@
+"""The ledger is hash-chained and append-only: any edit, deletion, insertion or reordering is detected."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from retrain import ledger
+from retrain.ledger import LedgerError
+
+
+@pytest.fixture
+def filled(store):
+    for version, actor in ((1, "alice"), (2, "alice"), (3, "carol")):
+        ledger.append(store, "intent", action="promote", to_version=version, actor=actor, reason=f"v{version} better", model_dir=f"/m{version}")
+    ledger.append(store, "intent", action="rollback", to_version=2, actor="bob", reason="v3 regressed in prod", model_dir="/m2")
+    return store
+
+
+def lines(store):
+    return store.path("ledger/intent.jsonl").read_text().splitlines()
+
+
+def rewrite(store, new_lines):
+    store.path("ledger/intent.jsonl").write_text("\n".join(new_lines) + "\n")
+
+
+def test_chain_verifies_and_records_who_what_why(filled):
+    entries = ledger.verify(filled, "intent")
+    assert [(e["seq"], e["action"], e["from_version"], e["to_version"], e["actor"]) for e in entries] == [
+        (1, "promote", None, 1, "alice"), (2, "promote", 1, 2, "alice"), (3, "promote", 2, 3, "carol"), (4, "rollback", 3, 2, "bob"),
+    ]
+    assert entries[0]["prev_hash"] == ledger.GENESIS and entries[1]["prev_hash"] == entries[0]["hash"]
+    assert ledger.current_champion(filled, "intent")["to_version"] == 2
+    assert ledger.previous_champion(entries) == 3
+
+
+def test_edit_is_detected(filled):
+    rows = lines(filled)
+    entry = json.loads(rows[1])
+    entry["actor"] = "mallory"
+    rows[1] = json.dumps(entry, sort_keys=True)
+    rewrite(filled, rows)
+    with pytest.raises(LedgerError, match="line 2: hash does not match"):
+        ledger.verify(filled, "intent")
+
+
+def test_edit_with_recomputed_hash_is_still_detected(filled):
+    rows = lines(filled)
+    entry = json.loads(rows[1])
+    entry["reason"] = "forged"
+    entry["hash"] = ledger.entry_hash(entry)
+    rows[1] = json.dumps(entry, sort_keys=True)
+    rewrite(filled, rows)
+    with pytest.raises(LedgerError, match="line 3: prev_hash does not match"):
+        ledger.verify(filled, "intent")
+
+
+def test_deletion_is_detected(filled):
+    rows = lines(filled)
+    rewrite(filled, rows[:1] + rows[2:])
+    with pytest.raises(LedgerError, match="line 2: seq is 3, expected 2"):
+        ledger.verify(filled, "intent")
+
+
+def test_deleting_the_last_entry_is_detected_against_a_known_head(filled):
+    head = ledger.verify(filled, "intent")[-1]["hash"]
+    rewrite(filled, lines(filled)[:-1])
+    assert ledger.verify(filled, "intent")[-1]["hash"] != head  # a truncated chain verifies, but its head moved
+
+
+def test_insertion_is_detected(filled):
+    rows = lines(filled)
+    forged = dict(json.loads(rows[0]), seq=2, to_version=9)
+    forged["hash"] = ledger.entry_hash(forged)
+    rewrite(filled, rows[:1] + [json.dumps(forged)] + rows[1:])
+    with pytest.raises(LedgerError, match="line 2: prev_hash does not match line 1"):
+        ledger.verify(filled, "intent")
+
+
+def test_reordering_is_detected(filled):
+    rows = lines(filled)
+    rows[1], rows[2] = rows[2], rows[1]
+    rewrite(filled, rows)
+    with pytest.raises(LedgerError, match="line 2: seq is 3, expected 2"):
+        ledger.verify(filled, "intent")
+
+
+def test_appending_to_a_tampered_ledger_is_refused(filled):
+    rows = lines(filled)
+    rows[0] = rows[0].replace("alice", "mallory")
+    rewrite(filled, rows)
+    before = filled.path("ledger/intent.jsonl").read_text()
+    with pytest.raises(LedgerError):
+        ledger.append(filled, "intent", action="promote", to_version=5, actor="alice", reason="x", model_dir="/m5")
+    assert filled.path("ledger/intent.jsonl").read_text() == before
+
+
+def test_entries_need_actor_reason_and_a_known_action(store):
+    with pytest.raises(LedgerError, match="actor and a reason"):
+        ledger.append(store, "intent", action="promote", to_version=1, actor="", reason="x", model_dir="/m")
+    with pytest.raises(LedgerError, match="action must be one of"):
+        ledger.append(store, "intent", action="delete", to_version=1, actor="a", reason="x", model_dir="/m")
+    assert ledger.read_entries(store, "intent") == []
