@@ -303,7 +303,8 @@ def train(args: TrainArgs) -> dict:
         "base_model": args.base_model,
         "git_sha": json.loads(os.environ.get("RETRAIN_LINEAGE", "{}")).get("git_sha", os.environ.get("RETRAIN_GIT_SHA", "unknown")),
         "weights_digest": weights_digest(trainer.model),
-        "samples_per_second": round(samples / loop_seconds, 2) if loop_seconds else None,
+        # examples through training per second of training time, the frozen-feature pass included
+        "samples_per_second": round(samples / (loop_seconds + encode_seconds), 2) if loop_seconds else None,
         "encode_seconds": round(encode_seconds, 3),
         "wall_seconds": round(time.time() - started, 3),
         "steps": step,

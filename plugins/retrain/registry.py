@@ -154,7 +154,9 @@ def status(store: LocalStore, name: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="registry.py", description="Model registry operations on MLflow (job environment).")
-    parser.add_argument("command", choices=["register", "reject", "promote", "rollback", "status"])
+    commands = ["register", "reject", "promote", "rollback", "status"]
+    parser.add_argument("command", nargs="?", choices=commands, help="what to do")
+    parser.add_argument("--command", dest="command_flag", choices=commands, help="the same, as a --key value job argument")
     parser.add_argument("--model", required=True, help="registered model name (the model config's name)")
     parser.add_argument("--version", type=int, help="model version")
     parser.add_argument("--model-dir", help="register: the trained classifier directory")
@@ -167,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-version", default="", help="rollback: version to restore (default: the previous champion)")
     parser.add_argument("--result-file", help="write the result JSON here")
     args = parser.parse_args(argv)
+    args.command = args.command or args.command_flag
+    if not args.command:
+        parser.error("a command is required")
     store = LocalStore()
     try:
         if args.command == "register":

@@ -77,19 +77,27 @@ class LocalJobOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrain.config import load_model
-        from retrain.jobs import SPEC_BUILDERS
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from retrain.runner import JobFailed, run_job
+        from retrain.jobs import SPEC_BUILDERS, XCOM_SUMMARIES
         from retrain.store import LocalStore
 
         spec = SPEC_BUILDERS[self.job](load_model(self.model_name), run_context(context, self.upstream_results), LocalStore())
-        try:
-            return run_job(spec, self.log)
-        except JobFailed as exc:
-            if exc.bad_input:
-                raise AirflowFailException(str(exc)) from None  # retrying the same input cannot help
-            raise
+        result = run_local_job(spec, self.log)
+        summarize = XCOM_SUMMARIES.get(self.job)
+        return summarize(result, spec) if summarize else result
+
+
+def run_local_job(spec: Any, task_log: Any) -> dict[str, Any]:
+    """Run a job; a rejection of its input (EX_DATAERR) fails the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from retrain.runner import JobFailed, run_job
+
+    try:
+        return run_job(spec, task_log)
+    except JobFailed as exc:
+        if exc.bad_input:
+            raise AirflowFailException(str(exc)) from None  # retrying the same input cannot help
+        raise
 
 
 def should_train(model_name: str, **context: Any) -> bool:
