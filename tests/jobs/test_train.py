@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sqlite3
@@ -11,53 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from retrain.jobs import JobSpec
-from retrain.paths import INCLUDE_DIR, PROJECT_ROOT
 from retrain.runner import command_line, job_environment
 
-LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
-
 
 @pytest.fixture(scope="module")
-def channels(tmp_path_factory) -> dict[str, Path]:
-    """A tiny train/validation split: 5 intents of Banking77, 24 + 6 examples each."""
-    root = tmp_path_factory.mktemp("dataset")
-    by_label: dict[str, list[str]] = {label: [] for label in LABELS}
-    with open(PROJECT_ROOT / "data" / "banking77" / "train.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["category"] in by_label and len(by_label[row["category"]]) < 30:
-                by_label[row["category"]].append(row["text"])
-    for split, rows in (("train", slice(0, 24)), ("validation", slice(24, 30))):
-        (root / split).mkdir()
-        lines = [json.dumps({"text": t, "label": label}) for label in LABELS for t in by_label[label][rows]]
-        (root / split / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    (root / "labels.json").write_text(json.dumps(LABELS))
-    return {"train": root / "train", "validation": root / "validation", "labels": root / "labels.json"}
-
-
-def spec_for(channels, out: Path, **overrides) -> JobSpec:
-    arguments = {"labels-file": str(channels["labels"]), "dataset-version": "ds-tiny", "epochs": "6", "batch-size": "16",
-                 "head-learning-rate": "0.05", "threads": "2", "seed": "7"}
-    arguments.update({k.replace("_", "-"): str(v) for k, v in overrides.items()})
-    return JobSpec(
-        name="train_model", kind="training", script=INCLUDE_DIR / "training" / "train.py", arguments=arguments,
-        channels={"train": channels["train"], "validation": channels["validation"]},
-        model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
-        result_file=out / "model" / "training_summary.json",
-    )
-
-
-def train(spec: JobSpec, extra_env: dict | None = None) -> dict:
-    for d in (spec.model_dir, spec.checkpoint_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    env = {**job_environment(spec), **(extra_env or {})}
-    proc = subprocess.run(command_line(spec), env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(spec.result_file.read_text())
-
-
-@pytest.fixture(scope="module")
-def first_run(channels, tmp_path_factory):
+def first_run(channels, tmp_path_factory, training):
+    spec_for, train = training
     out = tmp_path_factory.mktemp("run-a")
     tracking = f"sqlite:///{out / 'mlflow.db'}"
     return train(spec_for(channels, out), {"MLFLOW_TRACKING_URI": tracking, "RETRAIN_LINEAGE": json.dumps({"git_sha": "abc123"})}), out
@@ -75,7 +33,8 @@ def test_loss_falls_and_summary_has_provenance(first_run):
         assert (out / "model" / name).is_file(), name
 
 
-def test_same_inputs_give_the_same_weights_digest(first_run, channels, tmp_path):
+def test_same_inputs_give_the_same_weights_digest(first_run, channels, tmp_path, training):
+    spec_for, train = training
     summary, _ = first_run
     again = train(spec_for(channels, tmp_path))
     assert again["weights_digest"] == summary["weights_digest"]
@@ -95,7 +54,8 @@ def test_mlflow_run_has_params_metrics_and_lineage(first_run):
     assert steps == 6  # one point per epoch
 
 
-def test_killed_job_resumes_from_checkpoint_to_the_same_weights(channels, tmp_path):
+def test_killed_job_resumes_from_checkpoint_to_the_same_weights(channels, tmp_path, training):
+    spec_for, train = training
     """Fine-tune one encoder layer; kill the job after epoch 2, restart it, and compare with an uninterrupted run."""
     uninterrupted = train(spec_for(channels, tmp_path / "whole", trainable_layers=1, epochs=4))
     spec = spec_for(channels, tmp_path / "killed", trainable_layers=1, epochs=4)
@@ -118,7 +78,8 @@ def test_killed_job_resumes_from_checkpoint_to_the_same_weights(channels, tmp_pa
     assert summary["weights_digest"] == uninterrupted["weights_digest"]
 
 
-def test_bad_channel_fails_clearly(channels, tmp_path):
+def test_bad_channel_fails_clearly(channels, tmp_path, training):
+    spec_for, train = training
     spec = spec_for(channels, tmp_path)
     env = {**job_environment(spec), "SM_CHANNEL_TRAIN": str(tmp_path / "empty")}
     (tmp_path / "empty").mkdir()

@@ -1,0 +1,60 @@
+"""Shared fixtures of the jobs tier: tiny real data, and a model trained on it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from retrain.jobs import JobSpec
+from retrain.paths import INCLUDE_DIR, PROJECT_ROOT
+from retrain.runner import command_line, job_environment
+
+LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
+
+
+@pytest.fixture(scope="module")
+def channels(tmp_path_factory) -> dict[str, Path]:
+    """A tiny train/validation split: 5 intents of Banking77, 24 + 6 examples each."""
+    root = tmp_path_factory.mktemp("dataset")
+    by_label: dict[str, list[str]] = {label: [] for label in LABELS}
+    with open(PROJECT_ROOT / "data" / "banking77" / "train.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["category"] in by_label and len(by_label[row["category"]]) < 30:
+                by_label[row["category"]].append(row["text"])
+    for split, rows in (("train", slice(0, 24)), ("validation", slice(24, 30))):
+        (root / split).mkdir()
+        lines = [json.dumps({"text": t, "label": label}) for label in LABELS for t in by_label[label][rows]]
+        (root / split / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "labels.json").write_text(json.dumps(LABELS))
+    return {"train": root / "train", "validation": root / "validation", "labels": root / "labels.json"}
+
+
+def spec_for(channels, out: Path, **overrides) -> JobSpec:
+    arguments = {"labels-file": str(channels["labels"]), "dataset-version": "ds-tiny", "epochs": "6", "batch-size": "16",
+                 "head-learning-rate": "0.05", "threads": "2", "seed": "7"}
+    arguments.update({k.replace("_", "-"): str(v) for k, v in overrides.items()})
+    return JobSpec(
+        name="train_model", kind="training", script=INCLUDE_DIR / "training" / "train.py", arguments=arguments,
+        channels={"train": channels["train"], "validation": channels["validation"]},
+        model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
+        result_file=out / "model" / "training_summary.json",
+    )
+
+
+def train(spec: JobSpec, extra_env: dict | None = None) -> dict:
+    for d in (spec.model_dir, spec.checkpoint_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    env = {**job_environment(spec), **(extra_env or {})}
+    proc = subprocess.run(command_line(spec), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(spec.result_file.read_text())
+
+
+@pytest.fixture(scope="session")
+def training():
+    """``spec_for(channels, out, **overrides)`` and ``train(spec, env)``, shared by the job tests."""
+    return spec_for, train

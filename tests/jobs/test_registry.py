@@ -1,0 +1,92 @@
+"""The registry job on a real MLflow (SQLite): register, load back, reject, promote, roll back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
+
+REGISTRY = PROJECT_ROOT / "plugins" / "retrain" / "registry.py"
+
+
+@pytest.fixture(scope="module")
+def world(channels, tmp_path_factory, training):
+    """Two models trained on tiny data, each with its MLflow run, and an empty store."""
+    spec_for, train = training
+    root = tmp_path_factory.mktemp("registry")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "RETRAIN_HOME": str(root / "store"),
+        "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}",
+        "HF_HUB_OFFLINE": "1",
+    }
+    models = [train(spec_for(channels, root / f"m{seed}", seed=seed, epochs=3), env) for seed in (7, 8, 9)]
+    return {"env": env, "models": models, "root": root}
+
+
+def registry(world, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(job_python()), str(REGISTRY), *args], env=world["env"], capture_output=True, text=True, timeout=300)
+
+
+def ok(world, *args: str) -> dict:
+    proc = registry(world, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout[proc.stdout.index("{"):])
+
+
+def register(world, index: int) -> int:
+    model = world["models"][index]
+    tags = {"dataset_version": "ds-tiny", "git_sha": "abc", "airflow_run_id": f"run-{index}"}
+    result = ok(world, "register", "--model", "intent", "--model-dir", model["model_dir"], "--run-id", model["mlflow_run_id"],
+                "--tags-json", json.dumps(tags), "--evidence-json", json.dumps({"summary": f"{model['model_dir']}/training_summary.json"}))
+    return result["version"]
+
+
+def status(world) -> dict:
+    return ok(world, "status", "--model", "intent")
+
+
+def test_lifecycle(world):
+    v1 = register(world, 0)
+    assert status(world)["challenger"] == v1 and status(world)["champion"] is None
+
+    # a registered version loads back through MLflow and predicts label names
+    code = ("import mlflow, pandas as pd; m = mlflow.pyfunc.load_model('models:/intent@challenger');"
+            "print(list(m.predict(pd.DataFrame({'text': ['I lost my card, someone stole it', 'what is the exchange rate']}))))")
+    proc = subprocess.run([str(job_python()), "-c", code], env=world["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predicted = eval(proc.stdout.strip().splitlines()[-1])  # noqa: S307 - our own printed list
+    assert len(predicted) == 2 and set(predicted) <= {"card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"}
+
+    promoted = ok(world, "promote", "--model", "intent", "--version", str(v1), "--actor", "alice", "--reason", "first model")
+    assert promoted["ledger_entry"]["actor"] == "alice"
+    assert (status(world)["champion"], status(world)["challenger"]) == (v1, None)
+
+    v2 = register(world, 1)
+    ok(world, "reject", "--model", "intent", "--version", str(v2), "--actor", "alice", "--reason", "worse on card intents")
+    after = status(world)
+    assert (after["champion"], after["challenger"]) == (v1, None)
+    assert {v["version"]: v["approval"] for v in after["versions"]} == {v1: "approved", v2: "rejected"}
+
+    v3 = register(world, 2)
+    ok(world, "promote", "--model", "intent", "--version", str(v3), "--actor", "carol", "--reason", "better")
+    ledger_before = (world["root"] / "store" / "ledger" / "intent.jsonl").read_text()
+
+    for target, message in ((str(v2), "was never champion"), ("99", "was never champion"), (str(v3), "already the champion")):
+        proc = registry(world, "rollback", "--model", "intent", "--target-version", target, "--actor", "bob", "--reason", "test")
+        assert proc.returncode == 65 and message in proc.stderr, proc.stderr
+    assert status(world)["champion"] == v3
+    assert (world["root"] / "store" / "ledger" / "intent.jsonl").read_text() == ledger_before  # nothing changed
+
+    rolled = ok(world, "rollback", "--model", "intent", "--actor", "bob", "--reason", "regression in production")
+    assert (rolled["champion"], rolled["previous"]) == (v1, v3)
+    final = status(world)
+    assert final["champion"] == v1 and final["ledger_verified"] is True
+    assert [(e["action"], e["to_version"], e["actor"]) for e in final["ledger"]] == [
+        ("promote", v1, "alice"), ("promote", v3, "carol"), ("rollback", v1, "bob"),
+    ]
