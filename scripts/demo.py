@@ -32,7 +32,7 @@ from pathlib import Path
 
 from retrain.airflow_api import AirflowClient, wait_until
 from retrain.config import load_model
-from retrain.jobs import RunContext
+from retrain.jobs import run_key
 from retrain.paths import PROJECT_ROOT, job_python
 from retrain.seed import main as seed_main
 from retrain.store import LocalStore
@@ -85,7 +85,7 @@ class Demo:
                     seen[ti["task_id"]] = state
                     self.say(f"{ti['task_id']:<16} {state}")
                 if ti["task_id"] == "await_approval" and state == "awaiting_input" and not answered:
-                    answered = self.approve(run_id)
+                    answered = self.approve(run_id) if self.manual or self.client.wait_for_approval_request(self.dag_id, run_id) else False
             state = self.client.dag_run(self.dag_id, run_id)["state"]
             if state in ("success", "failed"):
                 return state
@@ -124,7 +124,7 @@ def summary(runs: list[tuple[str, str]], wall: float) -> None:
     store = LocalStore()
     print("\n=== retrain_intent: summary ===")
     for run_id, state in runs:
-        run = store.path(f"runs/{MODEL}/{RunContext('', run_id, datetime.now(), datetime.now()).run_key}")
+        run = store.path(f"runs/{MODEL}/{run_key(run_id)}")
         read = lambda rel: json.loads((run / rel).read_text()) if (run / rel).is_file() else None  # noqa: E731
         built, trained, metrics = read("build_dataset/result.json"), read("train_model/model/training_summary.json"), read("evaluate_model/metrics.json")
         registered, decision = read("register_model/result.json"), read("await_approval/decision.json")

@@ -7,6 +7,7 @@ auth manager's ``/auth/token`` endpoint with the passwords Airflow generated.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -138,3 +139,48 @@ class AirflowClient:
     def trigger_manual(self, dag_id: str, conf: dict) -> dict:
         """Trigger a run with no data interval (for DAGs without a schedule, e.g. rollback)."""
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+
+    def wait_for_task(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 900) -> str:
+        """Poll until a task reaches one of ``states`` (or the run ends); return the task's state."""
+        def reached():
+            ti = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}.get(task_id)
+            if ti in states or self.dag_run(dag_id, run_id)["state"] in ("success", "failed"):
+                return ti or "none"
+            return None
+
+        return wait_until(reached, timeout, f"{dag_id}.{task_id} in {run_id} to reach {states}", every=2)
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, str]:
+        """Poll until the run finishes; return each task's final state."""
+        wait_until(lambda: self.dag_run(dag_id, run_id)["state"] in ("success", "failed"), timeout, f"{dag_id} run {run_id}", every=2)
+        return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+
+    def wait_for_approval_request(self, dag_id: str, run_id: str, task_id: str = "await_approval",
+                                  settle: float = 3.0, timeout: float = 900) -> bool:
+        """Wait until a HITL task is parked in ``awaiting_input`` and its parking worker has exited.
+
+        Airflow 3.3.1 races when an answer arrives before the scheduler has processed the
+        executor event of the worker that parked the task: the answer re-queues the task, the
+        late "success" event then looks like an external state change, and the scheduler fails
+        the task. People never answer that fast; scripted answers (the demo, tests) wait for
+        the parking worker to exit (its pid, on this machine with LocalExecutor), then one
+        scheduler loop.
+        """
+        if self.wait_for_task(dag_id, run_id, task_id, ("awaiting_input",), timeout) != "awaiting_input":
+            return False
+        ti = next(t for t in self.task_instances(dag_id, run_id) if t["task_id"] == task_id)
+        if ti.get("pid"):
+            wait_until(lambda: not _process_alive(ti["pid"]), 120, f"the worker that parked {task_id} to exit", every=0.5)
+        time.sleep(settle)
+        states = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
+        return states.get(task_id) == "awaiting_input"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

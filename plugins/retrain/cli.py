@@ -83,6 +83,7 @@ def cmd_decide(args: argparse.Namespace, option: str) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     client = client_for(args)
     conf = {"reason": args.reason, "target_version": args.to_version}
+    client.set_paused(f"rollback_{args.model}", False)  # a paused DAG would queue the rollback forever
     run = client.trigger_manual(f"rollback_{args.model}", conf)
     print(f"triggered rollback_{args.model} run {run['dag_run_id']} as {args.user}")
     if args.no_wait:

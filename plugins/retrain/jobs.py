@@ -20,21 +20,25 @@ from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, mlflow_tracking_uri
 from retrain.store import LocalStore
 
 
+def run_key(run_id: str) -> str:
+    """An Airflow run id made safe as one path segment (run ids hold ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+
+
 @dataclass(frozen=True)
 class RunContext:
     """The Airflow run as the jobs see it: identity, data interval, params, upstream results."""
 
     dag_id: str
     run_id: str
-    interval_start: datetime
-    interval_end: datetime
+    interval_start: datetime | None
+    interval_end: datetime | None
     force: bool = False
     upstream: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_key(self) -> str:
-        """run_id made safe as one path segment (Airflow run ids hold ':' and '+')."""
-        return re.sub(r"[^A-Za-z0-9._-]", "_", self.run_id)
+        return run_key(self.run_id)
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,7 @@ def build_rollback_dag(config: ModelConfig) -> DAG:
         schedule=None,
         start_date=datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=timezone.utc),
         catchup=False,
+        is_paused_upon_creation=False,  # manual-only: unpaused, so one click runs it
         max_active_runs=1,
         default_args={"owner": config.dag.owner, "retries": 0},
         tags=sorted({"retrain", "rollback", config.name}),

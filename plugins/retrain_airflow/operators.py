@@ -20,8 +20,8 @@ def run_context(context: Any, upstream: tuple[str, ...] = ()):
     return RunContext(
         dag_id=dag_run.dag_id,
         run_id=dag_run.run_id,
-        interval_start=context["data_interval_start"],
-        interval_end=context["data_interval_end"],
+        interval_start=context.get("data_interval_start"),  # None for manual-only DAGs (rollback)
+        interval_end=context.get("data_interval_end"),
         force=bool(context["params"].get("force", False)),
         upstream={task_id: ti.xcom_pull(task_ids=task_id) for task_id in upstream},
     )
@@ -179,29 +179,35 @@ class ApproveModelOperator(ApprovalOperator):
         self.model_name = model_name
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        # Record first: on Reject the parent skips downstream by raising, so nothing after it runs.
+        if "error" not in event:
+            self.record_decision(context, event)
+        return super().execute_complete(context=context, event=event)
+
+    def record_decision(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         from retrain.config import load_model
         from retrain.jobs import reject_model_spec, run_dir
         from retrain.store import LocalStore
 
-        result = super().execute_complete(context=context, event=event)
         config, store = load_model(self.model_name), LocalStore()
         ctx = run_context(context, ("register_model",))
-        user = result.get("responded_by_user")
-        approved = result["chosen_options"] == [self.APPROVE]
+        user = event.get("responded_by_user")
+        approved = list(event["chosen_options"]) == [self.APPROVE]
         decision = {
             "decision": "approved" if approved else "rejected",
             "timed_out": bool(event.get("timedout")),
             "responded_by_user": user,
-            "responded_at": str(result.get("responded_at")),
-            "params_input": result.get("params_input") or {},
+            "responded_at": str(event.get("responded_at")),
+            "params_input": event.get("params_input") or {},
             "version": ctx.upstream["register_model"]["version"],
         }
         path = run_dir(store, config, ctx) / "await_approval" / "decision.json"
         store.write_json(path.relative_to(store.root).as_posix(), decision)
         if not approved:
-            reason = (decision["params_input"].get("reason") or
-                      (f"no response within {config.approval.response_timeout_hours}h: counts as a rejection" if decision["timed_out"]
-                       else "rejected by the approver"))
+            reason = decision["params_input"].get("reason") or (
+                f"no response within {config.approval.response_timeout_hours}h: counts as a rejection"
+                if decision["timed_out"] else "rejected by the approver"
+            )
             run_local_job(reject_model_spec(config, ctx, store, decision["version"], (user or {}).get("id"), reason), self.log)
             self.log.info("v%s rejected (%s); challenger cleared, champion untouched", decision["version"], reason)
         return decision

@@ -82,6 +82,7 @@ def test_rollback_dag_is_manual_and_needs_a_reason(dagbag, configs):
         dag = dagbag.dags[f"rollback_{config.name}"]
         assert type(dag.timetable).__name__ == "NullTimetable"  # triggered by hand only
         assert [t.task_id for t in dag.tasks] == ["rollback_model"]
+        assert dag.is_paused_upon_creation is False  # one click, no unpausing first
         assert dag.params.get_param("reason").schema["minLength"] >= 1
         assert dag.params["target_version"] is None
 

@@ -1,5 +1,9 @@
 """A real Airflow (``airflow standalone``: scheduler, API server, DAG processor, triggerer)
-over tiny data, for the integration tier. Nothing here is mocked."""
+over tiny data, for the integration tier. Nothing here is mocked.
+
+Two tiny models share the data: ``intent`` (the shipped policy) and ``intent_strict``,
+whose gate floor no model can reach, so its runs show a gate rejection.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from retrain.airflow_api import AirflowClient, wait_until
+from retrain.paths import job_python
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-from retrain.airflow_api import AirflowClient, wait_until  # noqa: E402
-
 LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
+MODELS = ("intent", "intent_strict")
 
 
 def free_port() -> int:
@@ -52,9 +57,11 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def tiny_config(config_dir: Path, labels_file: Path) -> None:
+def tiny_config(config_dir: Path, labels_file: Path, name: str) -> None:
+    """The shipped intent config, shrunk for tiny data; intent_strict adds an unreachable floor."""
     text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
-    for old, new in [
+    replacements = [
+        ("name: intent", f"name: {name}"),
         ("data/banking77/categories.json", str(labels_file)),
         ("retries: 2", "retries: 0"),
         ("  golden_sha256: 5dc02b57ced59ded2839e99f93b714068d5fcb2205af5141ab28e61ae36ac629", "  golden_sha256: null"),
@@ -62,28 +69,40 @@ def tiny_config(config_dir: Path, labels_file: Path) -> None:
         ("min_rows: 20", "min_rows: 10"),
         ("requests: 200", "requests: 20"),
         ("warmup: 20", "warmup: 2"),
-    ]:
+        ("min_total_examples: 1000", "min_total_examples: 50"),
+        ("min_class_support: 20", "min_class_support: 5"),
+        ("per_class_floor: 0.50", "per_class_floor: 0.0"),
+        ("per_class_max_regression: 0.10", "per_class_max_regression: 1.0"),
+        ("    macro_f1: 0.85\n", "    macro_f1: 0.999\n" if name == "intent_strict" else "    macro_f1: 0.5\n"),
+        ("    accuracy: 0.85\n", "    accuracy: 0.5\n"),
+        ("    macro_f1: -0.01\n", "    macro_f1: -1.0\n"),
+        ("    accuracy: -0.01\n", "    accuracy: -1.0\n"),
+        ("    margin: -0.01 ", "    margin: -1.0 "),
+    ]
+    for old, new in replacements:
         assert old in text, old
         text = text.replace(old, new)
-    config_dir.mkdir(parents=True)
-    (config_dir / "intent.yaml").write_text(text)
+    (config_dir / f"{name}.yaml").write_text(text)
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """Tiny sample data in a fresh store, and a running Airflow whose DAGs read a tiny config."""
+    """Tiny sample data in a fresh store, and a running Airflow whose DAGs read tiny configs."""
     root = tmp_path_factory.mktemp("integration")
     store_root, airflow_home, config_dir = root / "store", root / "airflow", root / "config"
+    config_dir.mkdir()
     labels_file = root / "labels.json"
     labels_file.write_text(json.dumps(LABELS))
-    tiny_config(config_dir, labels_file)
     start, end = latest_complete_week(datetime.now(timezone.utc))
     rows = tiny_rows(PROJECT_ROOT / "data" / "banking77" / "train.csv", 40)
     golden = tiny_rows(PROJECT_ROOT / "data" / "banking77" / "test.csv", 12)
+    write_csv(root / "golden.csv", golden)
     older, newer = rows[::2], rows[1::2]
     newer += [rows[0], (rows[1][0].upper() + "!!", rows[1][1]), golden[0]]  # exact dupe, normalised dupe, golden overlap
-    write_csv(store_root / f"raw/intent/dt={(start - timedelta(weeks=1)).date()}/part-00000.csv", older)
-    write_csv(store_root / f"raw/intent/dt={start.date()}/part-00000.csv", newer)
+    for model in MODELS:
+        tiny_config(config_dir, labels_file, model)
+        write_csv(store_root / f"raw/{model}/dt={(start - timedelta(weeks=1)).date()}/part-00000.csv", older)
+        write_csv(store_root / f"raw/{model}/dt={start.date()}/part-00000.csv", newer)
 
     env = {
         **os.environ,
@@ -96,17 +115,18 @@ def stack(tmp_path_factory):
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,alice:op,bob:op",
         "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    # golden v1 through the project's own seeding code, in the test's store
-    subprocess.run(
-        [sys.executable, "-c", (
-            "import sys; from pathlib import Path; from retrain.config import load_model; from retrain.store import LocalStore;"
-            "from retrain.seed import publish_golden; publish_golden(LocalStore(), load_model('intent'), Path(sys.argv[1]), 'v1')"
-        ), str(write_golden(root, golden))],
-        env=env, check=True,
-    )
+    for model in MODELS:  # golden v1 through the project's own seeding code
+        subprocess.run(
+            [sys.executable, "-c", (
+                "import sys; from pathlib import Path; from retrain.config import load_model; from retrain.store import LocalStore;"
+                "from retrain.seed import publish_golden; publish_golden(LocalStore(), load_model(sys.argv[1]), Path(sys.argv[2]), 'v1')"
+            ), model, str(root / "golden.csv")],
+            env=env, check=True,
+        )
     port = free_port()
     env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/"})
     log = open(root / "standalone.log", "wb")
@@ -116,17 +136,26 @@ def stack(tmp_path_factory):
         wait_until(client.healthy, 240, "the API server and scheduler")
         wait_until(lambda: (airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords")
         client.login("admin")
-        wait_until(lambda: client.dag("retrain_intent"), 240, "retrain_intent to be parsed")
-        yield {"client": client, "store_root": store_root, "interval": (start, end), "env": env, "root": root, "log": root / "standalone.log", "write_csv": write_csv}
+        for model in MODELS:
+            wait_until(lambda: client.dag(f"retrain_{model}"), 240, f"retrain_{model} to be parsed")
+
+        def as_user(name: str) -> AirflowClient:
+            return AirflowClient(client.base_url, airflow_home).login(name)
+
+        def registry_status(model: str = "intent") -> dict:
+            out = subprocess.run(
+                [str(job_python()), str(PROJECT_ROOT / "plugins" / "retrain" / "registry.py"), "status", "--model", model],
+                env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"}, capture_output=True, text=True, check=True,
+            )
+            return json.loads(out.stdout)
+
+        yield {
+            "client": client, "as_user": as_user, "registry_status": registry_status, "store_root": store_root,
+            "interval": (start, end), "env": env, "root": root, "log": root / "standalone.log", "write_csv": write_csv,
+        }
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-def write_golden(root: Path, rows: list[tuple[str, str]]) -> Path:
-    path = root / "golden.csv"
-    write_csv(path, rows)
-    return path

@@ -4,51 +4,64 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from datetime import timedelta
 
 import pytest
 
+from retrain.airflow_api import ApiError, wait_until
+from retrain.jobs import run_key
+
 pytestmark = pytest.mark.integration
 
-TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model"]
-
-
-def wait_for_run(client, run_id: str, timeout: float = 900) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.dag_run("retrain_intent", run_id)
-        if run["state"] in ("success", "failed"):
-            return {ti["task_id"]: ti["state"] for ti in client.task_instances("retrain_intent", run_id)}
-        time.sleep(3)
-    raise TimeoutError(f"run {run_id} still running after {timeout}s")
+TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
+         "gate_on_metrics", "register_model", "await_approval", "promote_model"]
 
 
 @pytest.fixture(scope="module")
 def scheduled_run(stack):
-    """Unpause: the scheduler itself creates the run of the latest complete week."""
-    client = stack["client"]
-    start, _ = stack["interval"]
+    """Unpause: the scheduler creates the run of the latest complete week. At the approval step an
+    unassigned user answers first (refused), then the assigned approver approves."""
+    client, start = stack["client"], stack["interval"][0]
     client.set_paused("retrain_intent", False)
-    deadline = time.monotonic() + 120
-    while (run := client.run_for_interval("retrain_intent", start)) is None:
-        assert time.monotonic() < deadline, "the scheduler created no run"
-        time.sleep(2)
-    return run, wait_for_run(client, run["dag_run_id"])
+    run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
+    run_id = run["dag_run_id"]
+    assert client.wait_for_approval_request("retrain_intent", run_id), open(stack["log"]).read()[-5000:]
+    with pytest.raises(ApiError) as refused:
+        stack["as_user"]("bob").respond("retrain_intent", run_id, "await_approval", "Approve")
+    while_waiting = stack["registry_status"]()
+    stack["as_user"]("alice").respond("retrain_intent", run_id, "await_approval", "Approve", {"reason": "integration: first model"})
+    return {"run": run, "states": client.wait_for_run("retrain_intent", run_id), "refused": refused.value, "while_waiting": while_waiting}
 
 
 def test_scheduler_runs_every_task(scheduled_run, stack):
-    run, states = scheduled_run
-    assert states == {task: "success" for task in TASKS}, open(stack["log"]).read()[-5000:]
-    assert run["run_type"] == "scheduled"
+    assert scheduled_run["states"] == {task: "success" for task in TASKS}, open(stack["log"]).read()[-5000:]
+    assert scheduled_run["run"]["run_type"] == "scheduled"
     start, end = stack["interval"]
     assert end - start == timedelta(days=7)
 
 
+def test_unassigned_user_is_refused_and_nothing_moves(scheduled_run):
+    assert scheduled_run["refused"].status == 403 and "not a respondent" in str(scheduled_run["refused"])
+    assert scheduled_run["while_waiting"]["champion"] is None
+    assert scheduled_run["while_waiting"]["challenger"] == 1
+
+
+def test_assigned_approval_promotes_with_the_approver_in_the_ledger(scheduled_run, stack):
+    status = stack["registry_status"]()
+    assert (status["champion"], status["challenger"]) == (1, None)
+    entry = status["ledger"][0]
+    assert (entry["action"], entry["to_version"], entry["actor"], entry["reason"]) == ("promote", 1, "alice", "integration: first model")
+    run_dir = stack["store_root"] / "runs" / "intent" / run_key(scheduled_run["run"]["dag_run_id"])
+    gate = json.loads((run_dir / "gate_on_metrics" / "gate.json").read_text())
+    assert entry["gate_digest"] == gate["digest"] and gate["has_champion"] is False
+    version = status["versions"][0]
+    assert version["airflow_run_id"] == scheduled_run["run"]["dag_run_id"] and version["approval"] == "approved"
+
+
 def test_artifacts_have_lineage(scheduled_run, stack):
-    run, _ = scheduled_run
+    run = scheduled_run["run"]
     store = stack["store_root"]
-    run_dir = next((store / "runs" / "intent").iterdir())
+    run_dir = store / "runs" / "intent" / run_key(run["dag_run_id"])
     built = json.loads((run_dir / "build_dataset" / "result.json").read_text())
     counts = built["counts"]
     assert counts["raw_rows"] - counts["after_normalized_dedupe"] >= 2  # planted exact + normalised dupes
@@ -85,7 +98,7 @@ def test_bad_data_stops_the_run_before_the_dataset_is_built(scheduled_run, stack
     stack["write_csv"](stack["store_root"] / f"raw/intent/dt={end.date()}/part-00000.csv",
               [("where is my card", "card_arrival"), ("what is this fee", "mystery_label")])
     client.trigger("retrain_intent", "bad_data_check", end, end + timedelta(weeks=1))
-    states = wait_for_run(client, "bad_data_check")
+    states = client.wait_for_run("retrain_intent", "bad_data_check")
     assert states["validate_raw"] == "failed"
     assert all(states[t] == "upstream_failed" for t in TASKS[2:])
     report = next((stack["store_root"] / "runs" / "intent" / "bad_data_check" / "validate_raw").glob("validation_report.json"))
