@@ -77,13 +77,17 @@ class AirflowClient:
         health = self._request("GET", "/api/v2/monitor/health", auth=False)
         return health.get("scheduler", {}).get("status") == "healthy"
 
-    def dag(self, dag_id: str) -> dict | None:
+    def _get_or_none(self, path: str) -> dict | None:
+        """GET, with 404 meaning 'not there (yet)'."""
         try:
-            return self._request("GET", f"/api/v2/dags/{dag_id}")
+            return self._request("GET", path)
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
+
+    def dag(self, dag_id: str) -> dict | None:
+        return self._get_or_none(f"/api/v2/dags/{dag_id}")
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
@@ -124,12 +128,7 @@ class AirflowClient:
 
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> dict | None:
         """The human-in-the-loop request of a task, or None while the task has not asked yet."""
-        try:
-            return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._get_or_none(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails")
 
     def respond(self, dag_id: str, run_id: str, task_id: str, option: str, params_input: dict | None = None) -> dict:
         """Answer a human-in-the-loop request as the logged-in user (HTTP 403 if not assigned)."""

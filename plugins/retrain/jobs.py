@@ -90,6 +90,17 @@ def _path_of(config_relative: str) -> str:
     return str(PROJECT_ROOT / config_relative)
 
 
+def _raw_data_arguments(config: ModelConfig, ctx: RunContext, store: LocalStore) -> dict[str, str]:
+    """Where the snapshot is and what its columns and labels are: shared by validation and the ETL."""
+    return {
+        "raw-manifest": ctx.upstream["snapshot_raw"]["manifest_path"],
+        "store-root": str(store.root),
+        "text-column": config.data.text_column,
+        "label-column": config.data.label_column,
+        "labels-file": _path_of(config.data.labels_file),
+    }
+
+
 def validate_raw_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
     """Great Expectations over the snapshot's files."""
     out = run_dir(store, config, ctx) / "validate_raw"
@@ -99,11 +110,7 @@ def validate_raw_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -
         kind="processing",
         script=INCLUDE_DIR / "validation" / "validate_raw.py",
         arguments={
-            "raw-manifest": ctx.upstream["snapshot_raw"]["manifest_path"],
-            "store-root": str(store.root),
-            "text-column": data.text_column,
-            "label-column": data.label_column,
-            "labels-file": _path_of(data.labels_file),
+            **_raw_data_arguments(config, ctx, store),
             "min-rows": str(data.min_rows),
             "min-text-chars": str(data.min_text_chars),
             "max-text-chars": str(data.max_text_chars),
@@ -124,11 +131,7 @@ def build_dataset_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) 
         script=INCLUDE_DIR / "etl" / "build_dataset.py",
         arguments={
             "model": config.name,
-            "raw-manifest": ctx.upstream["snapshot_raw"]["manifest_path"],
-            "store-root": str(store.root),
-            "text-column": data.text_column,
-            "label-column": data.label_column,
-            "labels-file": _path_of(data.labels_file),
+            **_raw_data_arguments(config, ctx, store),
             "golden-version": data.golden_version,
             "validation-fraction": str(data.validation_fraction),
             "result-file": str(out / "result.json"),
