@@ -11,7 +11,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -41,25 +40,52 @@ def log(text: str) -> None:
     print(f"  {text}", flush=True)
 
 
+def settle(max_wait: float, busy_below: float = 20.0) -> float:
+    """Wait (up to ``max_wait`` s) until other processes leave the CPUs mostly idle; return seconds waited.
+
+    The machine may be shared: a 2-thread job on 2 cores slows down several-fold while anything
+    else runs, so timed repetitions start in a quiet moment when there is one.
+    """
+    started = time.monotonic()
+    while psutil.cpu_percent(interval=1.0) >= busy_below and time.monotonic() - started < max_wait:
+        pass
+    return time.monotonic() - started
+
+
+def _busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT,
                  log_file: Path | None = None) -> dict[str, float]:
-    """Run a command to completion; wall seconds and peak RSS of its whole process tree.
+    """Run a command to completion; wall seconds, peak RSS of its whole process tree, and the
+    share of the machine's CPU that other processes used meanwhile (a noise indicator).
 
-    RSS is sampled every 0.1 s over the process and all its descendants (a Spark job is a
-    Python driver, a JVM and Python workers), so short spikes between samples can be missed.
-    Raises CalledProcessError (with the log's tail) when the command fails.
+    The tree (a Spark job is a Python driver, a JVM and Python workers) is sampled every 0.1 s,
+    so short RSS spikes between samples can be missed. Raises CalledProcessError (with the
+    log's tail) when the command fails.
     """
     out = open(log_file, "wb") if log_file else subprocess.DEVNULL
-    peak, started = 0, time.perf_counter()
+    peak, cpu, busy_before, started = 0, {}, _busy_seconds(), time.perf_counter()
     try:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-        ps = psutil.Process(proc.pid)
+        root = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
-                tree = [ps, *ps.children(recursive=True)]
-                peak = max(peak, sum(_rss(p) for p in tree))
+                tree = [root, *root.children(recursive=True)]
             except psutil.Error:
-                pass
+                tree = []
+            rss = 0
+            for process in tree:
+                try:
+                    with process.oneshot():
+                        rss += process.memory_info().rss
+                        times = process.cpu_times()
+                        cpu[(process.pid, process.create_time())] = times.user + times.system
+                except psutil.Error:
+                    pass
+            peak = max(peak, rss)
             time.sleep(0.1)
         seconds = time.perf_counter() - started
     finally:
@@ -68,34 +94,9 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = 
     if proc.returncode != 0:
         tail = log_file.read_text(errors="replace")[-3000:] if log_file else ""
         raise subprocess.CalledProcessError(proc.returncode, cmd, output=tail)
-    return {"seconds": seconds, "peak_rss_mb": peak / 2**20}
-
-
-def _rss(process: psutil.Process) -> int:
-    try:
-        return process.memory_info().rss
-    except psutil.Error:
-        return 0
-
-
-class PeakRss:
-    """Peak RSS of this process while the ``with`` block runs (sampled every 10 ms)."""
-
-    def __enter__(self) -> "PeakRss":
-        self.peak, self._stop = _rss(psutil.Process()), threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, _rss(me))
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = self.peak / 2**20
+    others = _busy_seconds() - busy_before - sum(cpu.values())
+    return {"seconds": seconds, "peak_rss_mb": peak / 2**20,
+            "others_cpu_share": min(1.0, max(0.0, others / (seconds * (os.cpu_count() or 1))))}
 
 
 def job_python() -> str:

@@ -59,10 +59,12 @@ def run(quick: bool, work: Path) -> dict:
     for i in range(reps):
         sdks.append(fresh_interpreter(IMPORT_SDK))
         parses.append(fresh_interpreter(PARSE, dags))
-        log(f"rep {i + 1}/{reps}: parse {parses[-1]['total_s']:.3f}s (DagBag {parses[-1]['dagbag_s']:.3f}s), import airflow.sdk {sdks[-1]['total_s']:.3f}s")
+        log(f"rep {i + 1}/{reps}: parse {parses[-1]['total_s']:.3f}s (DagBag {parses[-1]['dagbag_s']:.3f}s), "
+            f"import airflow.sdk {sdks[-1]['total_s']:.3f}s")
     total, dagbag, sdk = (median([r[k] for r in rs]) for rs, k in ((parses, "total_s"), (parses, "dagbag_s"), (sdks, "total_s")))
     over = total - sdk
-    added = sorted(set(parses[-1]["modules"]) - set(sdks[-1]["modules"]))
+    added = sorted(m for m in set(parses[-1]["modules"]) - set(sdks[-1]["modules"])
+                   if not m.startswith("unusual_prefix_"))  # DagBag's name for the DAG file's own module
     heavy = sorted(m for m in parses[-1]["modules"] if m in HEAVY)
     errors = parses[-1]["errors"]
     rows = [
@@ -74,7 +76,8 @@ def run(quick: bool, work: Path) -> dict:
             target="none of " + ", ".join(HEAVY), met=not heavy),
     ]
     notes = [f"DAG parse: DAGs found {', '.join(parses[-1]['dags'])}; import errors: {errors or 'none'}. "
-             f"Top-level modules parsing adds beyond `import airflow.sdk` ({len(added)}): {', '.join(added) or 'none'}."]
+             f"Top-level modules parsing adds beyond `import airflow.sdk` ({len(added)}, the DAG file's own module not counted): "
+             f"{', '.join(added) or 'none'}."]
     return {"rows": rows, "notes": notes, "details": {
         "reps": reps, "parse_total_s": [r["total_s"] for r in parses], "dagbag_s": [r["dagbag_s"] for r in parses],
         "import_sdk_s": [r["total_s"] for r in sdks], "median_parse_total_s": total, "median_dagbag_s": dagbag,

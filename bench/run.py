@@ -108,7 +108,7 @@ def table(results: dict) -> list[str]:
             value = r["value"] if isinstance(r["value"], str) else f"{r['value']:,}"
             value = f"{value} {r['unit']}".strip()
             met = "—" if r["met"] is None else "met" if r["met"] else "**not met**"
-            measure = r["measure"] + (f" ({r['note']})" if r["note"] else "")
+            measure = r["measure"] + (f"; {r['note']}" if r["note"] else "")
             lines.append(f"| {r['benchmark']} | {measure} | {value} | {r['n'] or '—'} | {r['baseline'] or '—'} | "
                          f"{r['ratio'] or '—'} | {r['target'] or '—'} | {met} |")
     return lines
@@ -153,7 +153,7 @@ def report(results: dict) -> str:
     for name in BENCHMARKS:
         doc = (importlib.import_module(name).__doc__ or "").strip()
         title, _, body = doc.partition("\n")
-        out += [f"### {title} (`bench/{name}.py`)", "", " ".join(body.split()), ""]
+        out += [f"### {title.rstrip('.')} (`bench/{name}.py`)", "", " ".join(body.split()), ""]
     out += ["## Modes", "", "```", __doc__.split("Modes:\n", 1)[1].split("Exit status")[0].rstrip(), "```", ""]
     return "\n".join(out)
 

@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
     ns, _unknown = parser.parse_known_args(argv)
     values = json.loads(Path(ns.config).read_text()) if ns.config else {}
     values.update({k: v for k, v in vars(ns).items() if v is not None and k != "config"})
-    types = {f.name: eval(f.type) for f in dataclasses.fields(TrainArgs)}  # noqa: S307 - builtin type names only
+    types = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in dataclasses.fields(TrainArgs)}
     return TrainArgs(**{k: types[k](v) for k, v in values.items() if k in types})
 
 
@@ -105,29 +105,32 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:
 
 
 class Batches:
-    """Length-bucketed batches in a seeded order: padding stays small and runs repeat exactly."""
+    """Length-bucketed batches in a seeded order: padding stays small and runs repeat exactly.
+
+    Batches are padded once, up front; an epoch only reorders them, so the step loop does
+    no Python-side tensor building.
+    """
 
     def __init__(self, tokenizer, texts: list[str], labels: np.ndarray, batch_size: int, max_len: int) -> None:
-        self.encoded = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
-        self.labels = labels
-        order = np.argsort([len(ids) for ids in self.encoded], kind="stable")
+        encoded = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")
         self.chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        self.pad_id = tokenizer.pad_token_id
+        self.batches = [self.collate(encoded, labels, idx, tokenizer.pad_token_id) for idx in self.chunks]
 
-    def collate(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        width = max(len(self.encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
+    @staticmethod
+    def collate(encoded: list[list[int]], labels: np.ndarray, idx: np.ndarray, pad_id: int) -> tuple[torch.Tensor, ...]:
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         for row, i in enumerate(idx):
-            seq = self.encoded[i]
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        return ids, mask, torch.tensor(self.labels[idx])
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[row, : len(encoded[i])] = 1
+        return ids, mask, torch.tensor(labels[idx])
 
     def epoch(self, generator: torch.Generator | None):
-        order = torch.randperm(len(self.chunks), generator=generator).tolist() if generator else range(len(self.chunks))
+        order = torch.randperm(len(self.batches), generator=generator).tolist() if generator else range(len(self.batches))
         for k in order:
-            yield self.collate(self.chunks[k])
+            yield self.batches[k]
 
 
 class Trainer:
