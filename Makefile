@@ -1,7 +1,7 @@
 # retrain: local backend. `make demo` and `make test` do all the setup they need.
 SHELL := /bin/bash
-PY_AIRFLOW ?= $(shell command -v python3.12 || command -v python3)
-PY_JOBS    ?= $(shell command -v python3.11 || command -v python3)
+PY_AIRFLOW ?= $(shell scripts/find-python 3.12)
+PY_JOBS    ?= $(shell scripts/find-python 3.11)
 ENV        := source scripts/env.sh &&
 
 .PHONY: setup demo test test-fast ui seed bench clean-state
