@@ -91,6 +91,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     while (state := client.dag_run(f"rollback_{args.model}", run["dag_run_id"])["state"]) not in ("success", "failed"):
         time.sleep(1)
     print(f"rollback {state}")
+    if state != "success":
+        print(f"the reason is in the rollback_model task log of run {run['dag_run_id']} (Airflow UI); nothing was changed",
+              file=sys.stderr)
     return 0 if state == "success" else 1
 
 
