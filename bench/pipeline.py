@@ -159,7 +159,6 @@ def run(quick: bool, work: Path) -> dict:
     sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
     import demo
     from retrain.airflow_api import AirflowClient, wait_until
-    from retrain.config import load_model
     from retrain.seed import main as seed_main
     from retrain.store import LocalStore
 
@@ -172,7 +171,7 @@ def run(quick: bool, work: Path) -> dict:
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
     })
     port, repeats = free_port(), 3 if quick else 5
-    config, dag_id = load_model("intent"), "retrain_intent"
+    dag_id = "retrain_intent"
     started = time.monotonic()
     week2 = demo.latest_complete_week(datetime.now(timezone.utc))
     week1 = (week2[0] - timedelta(weeks=1), week2[0])

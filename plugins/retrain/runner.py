@@ -19,7 +19,6 @@ import logging
 import os
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from retrain.jobs import JobSpec
