@@ -159,6 +159,7 @@ def run(quick: bool, work: Path) -> dict:
     sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
     import demo
     from retrain.airflow_api import AirflowClient, wait_until
+    from retrain.seed import latest_complete_week
     from retrain.seed import main as seed_main
     from retrain.store import LocalStore
 
@@ -173,7 +174,7 @@ def run(quick: bool, work: Path) -> dict:
     port, repeats = free_port(), 3 if quick else 5
     dag_id = "retrain_intent"
     started = time.monotonic()
-    week2 = demo.latest_complete_week(datetime.now(timezone.utc))
+    week2 = latest_complete_week(datetime.now(timezone.utc))
     week1 = (week2[0] - timedelta(weeks=1), week2[0])
     seed_main(["intent", "--weeks", "6", "--first-week", (week2[0] - timedelta(weeks=5)).date().isoformat()])
     seeded = time.monotonic()

@@ -34,17 +34,12 @@ from retrain.airflow_api import AirflowClient, wait_until
 from retrain.config import load_model
 from retrain.jobs import run_key
 from retrain.paths import PROJECT_ROOT, job_python
+from retrain.seed import latest_complete_week
 from retrain.seed import main as seed_main
 from retrain.store import LocalStore
 
 MODEL = "intent"
 DEMO_APPROVER = "alice"
-
-
-def latest_complete_week(now: datetime) -> tuple[datetime, datetime]:
-    """The Monday-to-Monday interval that ended most recently (what the scheduler runs next)."""
-    end = datetime(now.year, now.month, now.day, tzinfo=timezone.utc) - timedelta(days=now.weekday())
-    return end - timedelta(weeks=1), end
 
 
 def start_airflow(port: int) -> subprocess.Popen:

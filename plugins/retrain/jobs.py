@@ -7,6 +7,7 @@ request builders turn the same specs into Glue and SageMaker requests. Plain Pyt
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -267,8 +268,6 @@ def summarize_metrics(metrics: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 
 def _json(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, sort_keys=True)
 
 

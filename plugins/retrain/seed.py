@@ -17,7 +17,7 @@ import io
 import json
 import re
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from retrain.config import ModelConfig, load_model
@@ -25,6 +25,12 @@ from retrain.paths import PROJECT_ROOT
 from retrain.store import LocalStore, WriteOnceError, verify_tree, write_manifest_and_publish
 
 SAMPLE_SOURCES = {"intent": ("data/banking77/train.csv", "data/banking77/test.csv")}
+
+
+def latest_complete_week(now: datetime) -> tuple[datetime, datetime]:
+    """The Monday-to-Monday interval that ended most recently: what a weekly scheduler runs next."""
+    end = datetime(now.year, now.month, now.day, tzinfo=timezone.utc) - timedelta(days=now.weekday())
+    return end - timedelta(weeks=1), end
 
 
 def normalized_key(text: str) -> str:

@@ -11,6 +11,14 @@ from airflow.sdk import BaseOperator
 log = logging.getLogger(__name__)
 
 
+class ModelOperator(BaseOperator):
+    """A retrain operator acts for one model, named by its config."""
+
+    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+
+
 def run_context(context: Any, upstream: tuple[str, ...] = ()):
     """The RunContext that job specs are built from, read off the Airflow context at run time."""
     from retrain.jobs import RunContext
@@ -27,14 +35,10 @@ def run_context(context: Any, upstream: tuple[str, ...] = ()):
     )
 
 
-class SnapshotRawOperator(BaseOperator):
+class SnapshotRawOperator(ModelOperator):
     """snapshot_raw: freeze the raw partitions of the run's data interval into a manifest."""
 
     ui_color = "#e8f4fa"
-
-    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.model_name = model_name
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrain.jobs import run_dir
@@ -59,7 +63,7 @@ class SnapshotRawOperator(BaseOperator):
         }
 
 
-class LocalJobOperator(BaseOperator):
+class LocalJobOperator(ModelOperator):
     """Runs one job script (validate, ETL, train, evaluate) in the job environment.
 
     The job spec is built at run time from the model config and upstream results;
@@ -69,9 +73,8 @@ class LocalJobOperator(BaseOperator):
 
     ui_color = "#fdf1e0"
 
-    def __init__(self, *, model_name: str, job: str, upstream_results: tuple[str, ...], **kwargs: Any) -> None:
+    def __init__(self, *, job: str, upstream_results: tuple[str, ...], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.model_name = model_name
         self.job = job
         self.upstream_results = upstream_results
 
@@ -125,7 +128,7 @@ def should_train(model_name: str, **context: Any) -> bool:
     return True
 
 
-class GateOnMetricsOperator(BaseOperator):
+class GateOnMetricsOperator(ModelOperator):
     """gate_on_metrics: apply the model's gate policy to metrics.json and write gate.json.
 
     A rejection fails the task without retries (the same metrics reject again), logs every
@@ -133,10 +136,6 @@ class GateOnMetricsOperator(BaseOperator):
     """
 
     ui_color = "#f3e8fd"
-
-    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.model_name = model_name
 
     def execute(self, context: Any) -> dict[str, Any]:
         import json
@@ -213,14 +212,10 @@ class ApproveModelOperator(ApprovalOperator):
         return decision
 
 
-class RollbackModelOperator(BaseOperator):
+class RollbackModelOperator(ModelOperator):
     """rollback_model: move champion back and append the ledger; the triggering user is the actor."""
 
     ui_color = "#fde8e8"
-
-    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.model_name = model_name
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrain.config import load_model

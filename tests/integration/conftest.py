@@ -21,6 +21,7 @@ import pytest
 
 from retrain.airflow_api import AirflowClient, wait_until
 from retrain.paths import job_python
+from retrain.seed import latest_complete_week
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
@@ -31,11 +32,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def latest_complete_week(now: datetime) -> tuple[datetime, datetime]:
-    end = datetime(now.year, now.month, now.day, tzinfo=timezone.utc) - timedelta(days=now.weekday())
-    return end - timedelta(weeks=1), end
 
 
 def tiny_rows(path: Path, per_label: int) -> list[tuple[str, str]]:

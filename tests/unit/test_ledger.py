@@ -36,23 +36,24 @@ def test_chain_verifies_and_records_who_what_why(filled):
     assert ledger.previous_champion(entries) == 3
 
 
+def edit_line(store, index: int, rehash: bool = False, **changes) -> None:
+    """Change fields of one stored entry, optionally recomputing its own hash like a careful forger."""
+    rows = lines(store)
+    entry = {**json.loads(rows[index]), **changes}
+    if rehash:
+        entry["hash"] = ledger.entry_hash(entry)
+    rows[index] = json.dumps(entry, sort_keys=True)
+    rewrite(store, rows)
+
+
 def test_edit_is_detected(filled):
-    rows = lines(filled)
-    entry = json.loads(rows[1])
-    entry["actor"] = "mallory"
-    rows[1] = json.dumps(entry, sort_keys=True)
-    rewrite(filled, rows)
+    edit_line(filled, 1, actor="mallory")
     with pytest.raises(LedgerError, match="line 2: hash does not match"):
         ledger.verify(filled, "intent")
 
 
 def test_edit_with_recomputed_hash_is_still_detected(filled):
-    rows = lines(filled)
-    entry = json.loads(rows[1])
-    entry["reason"] = "forged"
-    entry["hash"] = ledger.entry_hash(entry)
-    rows[1] = json.dumps(entry, sort_keys=True)
-    rewrite(filled, rows)
+    edit_line(filled, 1, rehash=True, reason="forged")
     with pytest.raises(LedgerError, match="line 3: prev_hash does not match"):
         ledger.verify(filled, "intent")
 
