@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PY_AIRFLOW ?= $(shell scripts/find-python 3.12)
 PY_JOBS    ?= $(shell scripts/find-python 3.11)
 ENV        := source scripts/env.sh &&
+MODEL      ?= intent
 
 .PHONY: setup demo test test-fast ui seed bench clean-state
 
@@ -20,17 +21,17 @@ setup: .venv-airflow/.installed .venv-jobs/.installed  ## build both virtual env
 	.venv-jobs/bin/pip install -q -r requirements-jobs.txt -c constraints/jobs.txt
 	touch $@
 
-seed: setup  ## land sample raw partitions and golden v1
-	$(ENV) python -m retrain.seed intent
+seed: setup  ## land a model's sample raw partitions and golden version (MODEL=intent)
+	$(ENV) python -m retrain.seed --model $(MODEL)
 
-demo: setup  ## the intent pipeline end to end under a real Airflow scheduler
-	$(ENV) python scripts/demo.py $(DEMO_ARGS)
+demo: setup  ## a model's pipeline end to end under a real Airflow scheduler (MODEL=intent)
+	$(ENV) python scripts/demo.py --model $(MODEL) $(DEMO_ARGS)
 
 test: setup  ## every test tier (dags, unit, jobs, integration)
-	$(ENV) RETRAIN_STRICT_CONFIG=1 python -m pytest $(PYTEST_ARGS)
+	$(ENV) python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## everything but the integration tier
-	$(ENV) RETRAIN_STRICT_CONFIG=1 python -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(ENV) python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 ui: setup  ## Airflow UI on :8080 and MLflow UI on :5000 over the demo's state
 	$(ENV) (.venv-jobs/bin/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port 5000 & airflow standalone)

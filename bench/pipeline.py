@@ -29,7 +29,7 @@ import re
 import socket
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 from common import PROJECT_ROOT, log, median, row
@@ -159,8 +159,8 @@ def run(quick: bool, work: Path) -> dict:
     sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
     import demo
     from retrain.airflow_api import AirflowClient, wait_until
-    from retrain.seed import latest_complete_week
-    from retrain.seed import main as seed_main
+    from retrain.config import load_model
+    from retrain.seed import seed
     from retrain.store import LocalStore
 
     store_root, airflow_home = work / "home", work / "airflow"
@@ -174,11 +174,10 @@ def run(quick: bool, work: Path) -> dict:
     port, repeats = free_port(), 3 if quick else 5
     dag_id = "retrain_intent"
     started = time.monotonic()
-    week2 = latest_complete_week(datetime.now(timezone.utc))
-    week1 = (week2[0] - timedelta(weeks=1), week2[0])
-    seed_main(["intent", "--weeks", "6", "--first-week", (week2[0] - timedelta(weeks=5)).date().isoformat()])
+    config = load_model("intent")
+    week1, week2 = seed(LocalStore(store_root), config)["intervals"][-2:]  # the demo's placement rule
     seeded = time.monotonic()
-    proc = demo.start_airflow(port)
+    proc = demo.start_airflow(port, config.approval.assigned_users[0])
     try:
         client = AirflowClient(f"http://localhost:{port}", airflow_home)
         wait_until(client.healthy, 240, "the Airflow API server and scheduler")
@@ -186,7 +185,7 @@ def run(quick: bool, work: Path) -> dict:
         client.login("admin")
         wait_until(lambda: client.dag(dag_id) is not None, 240, f"{dag_id} to be parsed")
         ready = time.monotonic()
-        approver = AirflowClient(client.base_url, airflow_home).login(demo.DEMO_APPROVER)
+        approver = AirflowClient(client.base_url, airflow_home).login(config.approval.assigned_users[0])
         first_id = f"week_{week1[0]:%Y-%m-%d}"
         client.trigger(dag_id, first_id, week1[0], week1[1], {}, logical_date=week1[0], run_after=week1[1])
         client.set_paused(dag_id, False)

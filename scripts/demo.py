@@ -1,21 +1,24 @@
-"""README command 1: the life of the intent model on the local backend, under a real Airflow.
+"""README command 1: the life of a model on the local backend, under a real Airflow (intent by default).
 
     make demo                                  # or: source scripts/env.sh && python scripts/demo.py
+    make demo MODEL=<name>                     # any model with sample_data in its config
     make demo DEMO_ARGS=--manual-approval      # you approve in the Airflow UI instead
     make demo DEMO_ARGS=--keep-running         # leave Airflow up afterwards
 
-It lands the sample data (six weekly raw partitions ending with the latest complete week,
-and golden v1), starts ``airflow standalone`` (scheduler, API server, DAG processor,
-triggerer; LocalExecutor on SQLite) and runs ``retrain_intent`` for two consecutive weeks:
+It lands the model's sample data (``sample_data`` in its config: raw partitions over the
+intervals that end with the latest complete one, and the golden version), makes sure every
+model has its DAG file, starts ``airflow standalone`` (scheduler, API server, DAG
+processor, triggerer; LocalExecutor on SQLite) and runs ``retrain_<model>`` for the last
+two seeded intervals:
 
-1. the previous week, triggered with its data interval: no champion yet, so only the
+1. the earlier interval, triggered with its data interval: no champion yet, so only the
    absolute gate applies; approved and promoted to champion;
-2. the latest week, created by the scheduler itself: it faces run 1's model as champion
-   under the full gate, paired significance included; approved and promoted.
+2. the latest interval, created by the scheduler itself: it faces run 1's model as
+   champion under the full gate, paired significance included; approved and promoted.
 
-Approvals go through Airflow's REST ``hitlDetails`` endpoint as the demo user ``alice``,
-an assigned approver in config/models/intent.yaml. Running it again retrains both weeks
-as new, forced runs against the current champion.
+Approvals go through Airflow's REST ``hitlDetails`` endpoint as the model's first assigned
+approver (``alice`` for intent). Running it again retrains both intervals as new, forced
+runs against the current champion.
 """
 
 from __future__ import annotations
@@ -27,26 +30,31 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from retrain.airflow_api import AirflowClient, wait_until
-from retrain.config import load_model
+from retrain.config import ConfigError, load_model
+from retrain.dagfiles import sync as sync_dag_files
+from retrain.intervals import latest_complete_interval
 from retrain.jobs import run_key
 from retrain.paths import PROJECT_ROOT, job_python
-from retrain.seed import latest_complete_week
-from retrain.seed import main as seed_main
-from retrain.store import LocalStore
-
-MODEL = "intent"
-DEMO_APPROVER = "alice"
+from retrain.seed import SeedError, describe, seed
+from retrain.store import LocalStore, WriteOnceError
 
 
-def start_airflow(port: int) -> subprocess.Popen:
+def with_user(users: str, name: str) -> str:
+    """The simple auth manager's user list, with ``name`` added (as an op user) if missing."""
+    names = {entry.split(":")[0] for entry in users.split(",") if entry}
+    return users if name in names else f"{users},{name}:op"
+
+
+def start_airflow(port: int, approver: str) -> subprocess.Popen:
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "standalone.log", "ab")
-    env = {**os.environ, "AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/"}
+    env = {**os.environ, "AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": with_user(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"), approver)}
     print(f"starting airflow standalone (log: {home / 'standalone.log'})")
     return subprocess.Popen(["airflow", "standalone"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -62,8 +70,9 @@ def stop_airflow(proc: subprocess.Popen) -> None:
 class Demo:
     """Drives runs through the REST API and narrates what happens."""
 
-    def __init__(self, client: AirflowClient, dag_id: str, started: float, manual: bool, port: int) -> None:
+    def __init__(self, client: AirflowClient, dag_id: str, started: float, manual: bool, port: int, approver: str) -> None:
         self.client, self.dag_id, self.started, self.manual, self.port = client, dag_id, started, manual, port
+        self.approver = approver
 
     def say(self, text: str) -> None:
         print(f"  [{time.monotonic() - self.started:6.1f}s] {text}")
@@ -92,9 +101,9 @@ class Demo:
             url = f"http://localhost:{self.port}/dags/{self.dag_id}/runs/{run_id}/tasks/await_approval/required_actions"
             self.say(f"waiting for a person to approve or reject in the Airflow UI: {url}")
             return True
-        approver = AirflowClient(self.client.base_url, self.client.airflow_home).login(DEMO_APPROVER)
+        approver = AirflowClient(self.client.base_url, self.client.airflow_home).login(self.approver)
         approver.respond(self.dag_id, run_id, "await_approval", "Approve", {"reason": "demo: gate passed, approved by the demo user"})
-        self.say(f"approved as '{DEMO_APPROVER}' (an explicitly named demo user) through REST hitlDetails")
+        self.say(f"approved as '{self.approver}' (the model's first assigned approver) through REST hitlDetails")
         return True
 
 
@@ -105,21 +114,21 @@ def gate_table(run_dir: Path) -> str:
     return format_table(json.loads(path.read_text())) if path.is_file() else "(no gate: the run stopped earlier)"
 
 
-def registry_status() -> dict:
+def registry_status(model: str) -> dict:
     """The registry's view (aliases, versions, verified ledger), asked of the job environment where mlflow lives."""
     out = subprocess.run(
-        [str(job_python()), str(PROJECT_ROOT / "plugins" / "retrain" / "registry.py"), "status", "--model", MODEL],
+        [str(job_python()), str(PROJECT_ROOT / "plugins" / "retrain" / "registry.py"), "status", "--model", model],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"},
     )
     return json.loads(out.stdout)
 
 
-def summary(runs: list[tuple[str, str]], wall: float) -> None:
+def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
     """What a person wants to see afterwards, read from the runs' artifacts, MLflow and the ledger."""
     store = LocalStore()
-    print("\n=== retrain_intent: summary ===")
+    print(f"\n=== retrain_{model}: summary ===")
     for run_id, state in runs:
-        run = store.path(f"runs/{MODEL}/{run_key(run_id)}")
+        run = store.path(f"runs/{model}/{run_key(run_id)}")
         read = lambda rel: json.loads((run / rel).read_text()) if (run / rel).is_file() else None  # noqa: E731
         built, trained, metrics = read("build_dataset/result.json"), read("train_model/model/training_summary.json"), read("evaluate_model/metrics.json")
         registered, decision = read("register_model/result.json"), read("await_approval/decision.json")
@@ -142,58 +151,68 @@ def summary(runs: list[tuple[str, str]], wall: float) -> None:
         if decision:
             who = (decision.get("responded_by_user") or {}).get("id", "timeout")
             print(f"approval: {decision['decision']} by {who}")
-    info = registry_status()
+    info = registry_status(model)
     print(f"\naliases: champion=v{info['champion']} challenger={'v' + str(info['challenger']) if info['challenger'] else '-'}")
     print("versions: " + ", ".join(f"v{v['version']} ({v['approval']})" for v in info["versions"]))
-    print(f"ledger {store.path(f'ledger/{MODEL}.jsonl')} ({'verified' if info['ledger_verified'] is True else info['ledger_verified']}):")
+    print(f"ledger {store.path(f'ledger/{model}.jsonl')} ({'verified' if info['ledger_verified'] is True else info['ledger_verified']}):")
     for e in info["ledger"]:
         origin = f"v{e['from_version']}" if e["from_version"] else "-"
         print(f"  #{e['seq']} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}  ({e['reason']})  hash {e['hash'][:12]}…")
     print(f"\nwall time: {wall:.0f}s")
     print(f"mlflow:     {os.environ['MLFLOW_TRACKING_URI']}  (make ui, then http://localhost:5000)")
     print("airflow UI: make ui, then http://localhost:8080 (passwords: .airflow/simple_auth_manager_passwords.json.generated)")
-    print("roll back:  bin/retrain rollback intent --reason '…'   (or trigger rollback_intent in the UI)")
+    print(f"roll back:  bin/retrain rollback {model} --reason '…'   (or trigger rollback_{model} in the UI)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="intent", help="which model to run (default intent); its config needs sample_data")
     parser.add_argument("--port", type=int, default=8080, help="API server port (default 8080)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each run (default 1800)")
     parser.add_argument("--manual-approval", action="store_true", help="leave the approval to a person in the Airflow UI")
     parser.add_argument("--keep-running", action="store_true", help="leave Airflow running afterwards for the UI")
     args = parser.parse_args()
     started = time.monotonic()
-    config = load_model(MODEL)
-    week2 = latest_complete_week(datetime.now(timezone.utc))
-    week1 = (week2[0] - timedelta(weeks=1), week2[0])
-    seed_main([MODEL, "--weeks", "6", "--first-week", (week2[0] - timedelta(weeks=5)).date().isoformat()])
+    store = LocalStore()
+    try:
+        config = load_model(args.model)
+        seeded = seed(store, config)
+    except (ConfigError, SeedError, WriteOnceError) as exc:
+        print(f"demo: cannot land the sample data of {args.model!r}: {exc}", file=sys.stderr)
+        return 1
+    print(describe(config, store, seeded))
+    for name in sync_dag_files()["written"]:
+        print(f"wrote the DAG file dags/{name} for its config")
+    (first, second), unit = seeded["intervals"][-2:], config.schedule.cadence.removesuffix("ly")
+    approver = config.approval.assigned_users[0]
 
-    proc = start_airflow(args.port)
+    proc = start_airflow(args.port, approver)
     try:
         client = AirflowClient(f"http://localhost:{args.port}", Path(os.environ["AIRFLOW_HOME"]))
         wait_until(client.healthy, 180, "the Airflow API server and scheduler")
         client.login("admin")
         wait_until(lambda: client.dag(config.dag_id) is not None, 180, f"{config.dag_id} to be parsed")
-        demo = Demo(client, config.dag_id, started, args.manual_approval, args.port)
-        fresh = client.run_for_interval(config.dag_id, week1[0]) is None and client.run_for_interval(config.dag_id, week2[0]) is None
+        demo = Demo(client, config.dag_id, started, args.manual_approval, args.port, approver)
+        # The scheduler creates the second run itself when it is the latest complete interval and has no run yet.
+        fresh = (client.run_for_interval(config.dag_id, first[0]) is None and client.run_for_interval(config.dag_id, second[0]) is None
+                 and second == latest_complete_interval(config.schedule.cadence, datetime.now(timezone.utc)))
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        first_id = f"week_{week1[0]:%Y-%m-%d}" if fresh else f"demo_{stamp}_week_{week1[0]:%Y-%m-%d}"
-        # run_after orders queued runs: week 1 goes first, the scheduler's week-2 run waits (max_active_runs=1)
-        client.trigger(config.dag_id, first_id, week1[0], week1[1], {} if fresh else {"force": True},
-                       logical_date=week1[0] if fresh else None, run_after=week1[1])
+        first_id = f"{unit}_{first[0]:%Y-%m-%d}" if fresh else f"demo_{stamp}_{unit}_{first[0]:%Y-%m-%d}"
+        # run_after orders queued runs: the first goes first, the scheduler's second run waits (max_active_runs=1)
+        client.trigger(config.dag_id, first_id, first[0], first[1], {} if fresh else {"force": True},
+                       logical_date=first[0] if fresh else None, run_after=first[1])
         client.set_paused(config.dag_id, False)
-        print(f"\nrun 1: {first_id}, data interval {week1[0]:%Y-%m-%d} .. {week1[1]:%Y-%m-%d}")
+        print(f"\nrun 1: {first_id}, data interval {first[0]:%Y-%m-%d} .. {first[1]:%Y-%m-%d}")
         runs = [(first_id, demo.follow(first_id, args.timeout))]
         if fresh:
-            print(f"\nrun 2: the scheduler's run of the latest complete week {week2[0]:%Y-%m-%d} .. {week2[1]:%Y-%m-%d}")
-            second = wait_until(lambda: client.run_for_interval(config.dag_id, week2[0]), 120, "the scheduled run")
-            second_id = second["dag_run_id"]
+            print(f"\nrun 2: the scheduler's run of the latest complete {unit} {second[0]:%Y-%m-%d} .. {second[1]:%Y-%m-%d}")
+            second_id = wait_until(lambda: client.run_for_interval(config.dag_id, second[0]), 120, "the scheduled run")["dag_run_id"]
         else:
-            second_id = f"demo_{stamp}_week_{week2[0]:%Y-%m-%d}"
-            client.trigger(config.dag_id, second_id, week2[0], week2[1], {"force": True})
-            print(f"\nrun 2: {second_id} (forced re-run of {week2[0]:%Y-%m-%d} .. {week2[1]:%Y-%m-%d})")
+            second_id = f"demo_{stamp}_{unit}_{second[0]:%Y-%m-%d}"
+            client.trigger(config.dag_id, second_id, second[0], second[1], {"force": True})
+            print(f"\nrun 2: {second_id} (forced re-run of {second[0]:%Y-%m-%d} .. {second[1]:%Y-%m-%d})")
         runs.append((second_id, demo.follow(second_id, args.timeout)))
-        summary(runs, time.monotonic() - started)
+        summary(config.name, runs, time.monotonic() - started)
         if args.keep_running:
             print("\nAirflow keeps running (Ctrl-C to stop).")
             proc.wait()

@@ -126,6 +126,17 @@ class AirflowClient:
             body["run_after"] = run_after.isoformat()
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
 
+    def create_backfill(self, dag_id: str, from_date: datetime, to_date: datetime, max_active_runs: int = 1,
+                        reprocess_behavior: str = "none") -> dict:
+        """A backfill of every interval whose logical date is in [from_date, to_date] (the UI's "Backfill")."""
+        body = {"dag_id": dag_id, "from_date": from_date.isoformat(), "to_date": to_date.isoformat(),
+                "max_active_runs": max_active_runs, "reprocess_behavior": reprocess_behavior}
+        return self._request("POST", "/api/v2/backfills", body)
+
+    def import_errors(self) -> list[dict]:
+        """DAG files that failed to import, with their stack traces (what the UI's banner lists)."""
+        return self._request("GET", "/api/v2/importErrors?limit=100")["import_errors"]
+
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> dict | None:
         """The human-in-the-loop request of a task, or None while the task has not asked yet."""
         return self._get_or_none(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails")

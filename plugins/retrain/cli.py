@@ -1,11 +1,16 @@
-"""retrain: status, approvals and rollbacks from the command line.
+"""retrain: status, approvals, rollbacks, sample data and DAG files from the command line.
 
-    bin/retrain status intent
+    bin/retrain status                     # every model; or: bin/retrain status intent
     bin/retrain runs list intent
     bin/retrain approve intent --run-id RUN_ID --as alice --reason "beats v3 on the golden set"
     bin/retrain reject intent --run-id RUN_ID --as alice --reason "latency regression"
     bin/retrain rollback intent --reason "complaints after release" [--to-version 2] [--as admin]
     bin/retrain ledger verify intent
+    bin/retrain seed --model intent       # land the model's sample data (config: sample_data)
+    bin/retrain golden pin intent         # write the verified golden hash into the config
+    bin/retrain dags sync                 # one thin DAG file per model config (dags/retrain_<model>.py)
+
+Every command that acts on one model takes it as its first argument or as ``--model``.
 
 Approvals go through Airflow's REST ``hitlDetails`` endpoint as the named user, so Airflow
 enforces who may answer; rollbacks trigger the ``rollback_<model>`` DAG. Runs in the job
@@ -23,6 +28,8 @@ from pathlib import Path
 
 from retrain import ledger
 from retrain.airflow_api import AirflowClient, ApiError
+from retrain.config import config_paths
+from retrain.paths import CONFIG_DIR
 from retrain.store import LocalStore
 
 
@@ -32,8 +39,18 @@ def client_for(args: argparse.Namespace) -> AirflowClient:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    names = [args.model] if args.model else [path.stem for path in config_paths()]
+    for number, name in enumerate(names):
+        if number:
+            print()
+        show_status(args, name)
+    return 0
+
+
+def show_status(args: argparse.Namespace, model: str) -> None:
     from retrain.registry import status
 
+    args.model = model
     info = status(LocalStore(), args.model)
     print(f"model:      {args.model}")
     print(f"champion:   {'v' + str(info['champion']) if info['champion'] else '-'}")
@@ -53,7 +70,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {run['dag_run_id']:<48} {run['state']}")
     except (OSError, ApiError, KeyError, FileNotFoundError) as exc:
         print(f"last runs:  Airflow not reachable at {args.api_url} ({exc.__class__.__name__})")
-    return 0
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
@@ -111,6 +127,52 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    from retrain.seed import main as seed_main
+
+    return seed_main(["--model", args.model] + ([f"--partitions={args.partitions}"] if args.partitions else [])
+                     + ([f"--end={args.end}"] if args.end else []))
+
+
+def cmd_golden_pin(args: argparse.Namespace) -> int:
+    from retrain.config import ConfigError
+    from retrain.golden import PinError, pin
+
+    path = CONFIG_DIR / f"{args.model}.yaml"
+    try:
+        new, old = pin(path, LocalStore(), replace=args.replace)
+    except (PinError, ConfigError) as exc:
+        print(f"golden pin refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: data.golden_sha256 {'already ' if new == old else ''}pinned to {new}" + (f" (was {old})" if old and old != new else ""))
+    return 0
+
+
+def cmd_dags(args: argparse.Namespace) -> int:
+    from retrain.dagfiles import DAGS_DIR, check, sync
+
+    dags_dir = Path(args.dags_dir) if args.dags_dir else DAGS_DIR
+    if args.action == "check":
+        problems = check(CONFIG_DIR, dags_dir)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"{dags_dir}: {'out of date' if problems else 'one DAG file per config in ' + str(CONFIG_DIR)}")
+        return 1 if problems else 0
+    changes = sync(CONFIG_DIR, dags_dir)
+    for kind in ("written", "removed"):
+        for name in changes[kind]:
+            print(f"{kind} {dags_dir / name}")
+    print(f"{dags_dir}: {len(changes['written'])} written, {len(changes['removed'])} removed, {len(changes['unchanged'])} unchanged")
+    return 0
+
+
+def add_model(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """The model as a positional argument or as --model."""
+    parser.add_argument("model_positional", nargs="?", metavar="MODEL", help="model name (as in config/models/<name>.yaml)")
+    parser.add_argument("--model", help="the same, as an option")
+    parser.set_defaults(model_required=required)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--api-url", default=os.environ.get("RETRAIN_AIRFLOW_URL", "http://localhost:8080"), help="Airflow API server (default: %(default)s)")
@@ -121,24 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub_add = sub.add_parser
     sub.add_parser = lambda *a, **k: sub_add(*a, parents=[common], **k)  # every command takes the common options
 
-    p = sub.add_parser("status", help="champion, challenger, versions, last runs and the ledger of a model")
-    p.add_argument("model")
+    p = sub.add_parser("status", help="champion, challenger, versions, last runs and the ledger of a model (default: every model)")
+    add_model(p, required=False)
     p.set_defaults(func=cmd_status)
 
     runs = sub_add("runs", help="runs of a model's retraining DAG").add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     p = runs.add_parser("list", help="recent runs, marking those awaiting approval", parents=[common])
-    p.add_argument("model")
+    add_model(p)
     p.set_defaults(func=cmd_runs_list)
 
     for name, option in (("approve", "Approve"), ("reject", "Reject")):
         p = sub.add_parser(name, help=f"{name} a run waiting in await_approval, as a named user (via REST hitlDetails)")
-        p.add_argument("model")
+        add_model(p)
         p.add_argument("--run-id", required=True, help="the retrain_<model> run to answer")
         p.add_argument("--reason", default="", help="goes to the ledger and the model version's tags")
         p.set_defaults(func=lambda a, option=option: cmd_decide(a, option))
 
     p = sub.add_parser("rollback", help="trigger rollback_<model>: move champion back (default: the previous champion)")
-    p.add_argument("model")
+    add_model(p)
     p.add_argument("--reason", required=True, help="why (required; goes to the ledger)")
     p.add_argument("--to-version", type=int, default=None, help="version to restore (default: the previous champion in the ledger)")
     p.add_argument("--no-wait", action="store_true", help="return once triggered")
@@ -146,13 +208,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     ledger_parser = sub.add_parser("ledger", help="the hash-chained promotion ledger")
     ledger_parser.add_argument("action", choices=["verify", "show"], help="verify: check the chain; show: print every entry, then verify")
-    ledger_parser.add_argument("model")
+    add_model(ledger_parser)
     ledger_parser.set_defaults(func=cmd_ledger)
+
+    p = sub_add("seed", help="land a model's sample raw partitions and golden version (config: sample_data)")
+    add_model(p)
+    p.add_argument("--partitions", type=int, default=None, help="data intervals to spread the rows over (default: the config's)")
+    p.add_argument("--end", default=None, help="end of the last seeded interval (default: where existing partitions end, else the latest complete interval)")
+    p.set_defaults(func=cmd_seed)
+
+    golden = sub_add("golden", help="golden sets").add_subparsers(dest="golden_command", required=True, metavar="COMMAND")
+    p = golden.add_parser("pin", help="write the verified content hash of the model's golden version into its config")
+    add_model(p)
+    p.add_argument("--replace", action="store_true", help="replace a different existing pin (only if this store's version is the one to trust)")
+    p.set_defaults(func=cmd_golden_pin)
+
+    p = sub_add("dags", help="the per-model DAG files in dags/")
+    p.add_argument("action", choices=["sync", "check"], help="sync: write missing or stale files, remove orphans; check: report, change nothing")
+    p.add_argument("--dags-dir", default=None, help="the DAGs folder (default: the project's dags/)")
+    p.set_defaults(func=cmd_dags)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "model_required"):
+        if args.model and args.model_positional and args.model != args.model_positional:
+            parser.error(f"two different models given: {args.model_positional!r} and --model {args.model!r}")
+        args.model = args.model or args.model_positional
+        if args.model_required and not args.model:
+            parser.error(f"{args.command}: a model is required (MODEL or --model NAME)")
     return args.func(args)
 
 

@@ -134,6 +134,19 @@ class GatePolicy(_Strict):
     significance: SignificancePolicy = Field(default_factory=SignificancePolicy)
 
 
+class SampleDataConfig(_Strict):
+    """Sample data that ``seed`` lands for this model (paths relative to the project root, or absolute)."""
+
+    raw: str = Field(description="CSV of labelled examples, spread over raw partitions by a hash of the text.")
+    golden: str = Field(description="CSV published as the golden version named by data.golden_version.")
+    partitions: int = Field(6, ge=1, le=60, description="Consecutive data intervals the raw rows are spread over.")
+    source_notes: str = Field("", description="Where the sample comes from; its SOURCE.md sits beside the files.")
+
+    def path(self, which: str) -> Path:
+        """Absolute path of the raw or golden file."""
+        return PROJECT_ROOT / getattr(self, which)
+
+
 class ApprovalConfig(_Strict):
     """Who may approve a challenger and how long they have."""
 
@@ -154,6 +167,7 @@ class ModelConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GatePolicy = Field(default_factory=GatePolicy)
     approval: ApprovalConfig
+    sample_data: SampleDataConfig | None = Field(None, description="Sample data for `seed` and the demo; absent in production configs.")
 
     @field_validator("name")
     @classmethod

@@ -1,11 +1,19 @@
-"""Land sample data: raw weekly partitions and an immutable golden version.
+"""Land a model's sample data: raw partitions over recent data intervals, and its golden version.
 
-    python -m retrain.seed intent            # idempotent; refuses to change existing data
+    python -m retrain.seed --model intent        # or: make seed MODEL=intent
 
-Training rows of ``data/banking77/train.csv`` are spread over consecutive weekly
-partitions ``raw/intent/dt=<Monday>/part-00000.csv`` by a hash of the text, so every
-week holds a stable, label-balanced slice and backfills have real work. The test split
-becomes golden version ``v1``.
+What to land comes from the model's config (``sample_data``: the raw CSV, the golden CSV,
+how many partitions). One placement rule serves seeding, the demo, the benchmarks and the
+tests: the raw rows are spread, by a hash of the text, over the ``partitions`` consecutive
+data intervals of the model's cadence that end with the latest complete interval, written
+as ``raw/<model>/dt=<interval start>/part-00000.csv``. Once a model has raw partitions, a
+re-seed keeps their placement (it ends where the existing partitions end), so seeding again
+next week is still a no-op.
+
+Nothing that exists is changed: every target is checked before anything is written, and a
+partition or golden version that exists with other content is refused by name. Seeding the
+same content again writes nothing. The golden version's full content hash is printed, and
+``bin/retrain golden pin <model>`` writes it into the config.
 """
 
 from __future__ import annotations
@@ -16,21 +24,20 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
-from retrain.config import ModelConfig, load_model
-from retrain.paths import PROJECT_ROOT
-from retrain.store import LocalStore, WriteOnceError, verify_tree, write_manifest_and_publish
+from retrain.config import ConfigError, ModelConfig, load_model
+from retrain.intervals import intervals_ending, is_boundary, latest_complete_interval, shift
+from retrain.paths import CONFIG_DIR, PROJECT_ROOT
+from retrain.snapshot import list_partitions
+from retrain.store import LocalStore, WriteOnceError, tree_digest, verify_tree, write_manifest_and_publish
 
-SAMPLE_SOURCES = {"intent": ("data/banking77/train.csv", "data/banking77/test.csv")}
 
-
-def latest_complete_week(now: datetime) -> tuple[datetime, datetime]:
-    """The Monday-to-Monday interval that ended most recently: what a weekly scheduler runs next."""
-    end = datetime(now.year, now.month, now.day, tzinfo=timezone.utc) - timedelta(days=now.weekday())
-    return end - timedelta(weeks=1), end
+class SeedError(ValueError):
+    """The sample data or the seed request breaks a rule; nothing was written."""
 
 
 def normalized_key(text: str) -> str:
@@ -40,76 +47,158 @@ def normalized_key(text: str) -> str:
 
 
 def read_rows(path: Path, text_column: str, label_column: str) -> list[tuple[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [(row[text_column], row[label_column]) for row in csv.DictReader(handle)]
+    """(text, label) rows of a sample CSV; a leading UTF-8 byte-order mark (Excel) is ignored."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in (text_column, label_column) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SeedError(f"{path}: row 1 (header): missing column(s) {missing}; rule: the sample has the config's text and label columns")
+        return [(row[text_column], row[label_column]) for row in reader]
 
 
-def week_of(text: str, weeks: int) -> int:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % weeks
+def partition_of(text: str, partitions: int) -> int:
+    """Which of the partitions a row lands in: a hash of its text, so placement never depends on row order."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % partitions
 
 
-def seed_raw(store: LocalStore, config: ModelConfig, source: Path, first_monday: date, weeks: int) -> list[Path]:
-    """Write one CSV partition per week; an existing partition must hold identical bytes."""
-    rows = read_rows(source, config.data.text_column, config.data.label_column)
-    written = []
-    for week in range(weeks):
+def placement(store: LocalStore, config: ModelConfig, partitions: int, end: datetime | None, now: datetime) -> list[tuple[datetime, datetime]]:
+    """The intervals to seed: ending at ``end``, else where existing partitions end, else at the latest complete interval."""
+    cadence = config.schedule.cadence
+    if end is None:
+        existing = list_partitions(store, config.name)
+        if existing:
+            last = datetime.combine(existing[-1][0], datetime.min.time(), tzinfo=timezone.utc)
+            end = shift(cadence, last, 1)
+        else:
+            end = latest_complete_interval(cadence, now)[1]
+    return intervals_ending(cadence, end, partitions)
+
+
+def plan_raw(config: ModelConfig, rows: list[tuple[str, str]], intervals: list[tuple[datetime, datetime]]) -> dict[str, bytes]:
+    """Store key -> CSV bytes of every raw partition to land."""
+    plan = {}
+    for index, (start, _end) in enumerate(intervals):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow([config.data.text_column, config.data.label_column])
-        writer.writerows(row for row in rows if week_of(row[0], weeks) == week)
-        key = f"raw/{config.name}/dt={(first_monday + timedelta(weeks=week)).isoformat()}/part-00000.csv"
-        data = buffer.getvalue().encode()
-        try:
-            written.append(store.write_once_bytes(key, data))
-        except WriteOnceError:
-            if store.path(key).read_bytes() != data:
-                raise WriteOnceError(f"{store.path(key)}: exists with different content; raw partitions are immutable") from None
+        writer.writerows(row for row in rows if partition_of(row[0], len(intervals)) == index)
+        plan[f"raw/{config.name}/dt={start.date().isoformat()}/part-00000.csv"] = buffer.getvalue().encode()
+    return plan
+
+
+def seed_raw(store: LocalStore, plan: dict[str, bytes]) -> list[str]:
+    """Write the planned partitions that are missing; refuse, writing nothing, if one exists with other content."""
+    conflicts = [key for key, data in plan.items() if store.exists(key) and store.path(key).read_bytes() != data]
+    if conflicts:
+        raise WriteOnceError(
+            f"{store.path(conflicts[0])}: exists with different content ({len(conflicts)} conflicting partition(s)); "
+            "rule: raw partitions are immutable. Nothing was written. Seed over other intervals with --end, "
+            "or start from an empty store (make clean-state)."
+        )
+    written = []
+    for key, data in plan.items():
+        if not store.exists(key):
+            store.write_once_bytes(key, data)
+            written.append(key)
     return written
 
 
-def publish_golden(store: LocalStore, config: ModelConfig, source: Path, version: str) -> dict:
-    """Publish an immutable golden version from a CSV; an existing version is verified, never rewritten."""
-    key = f"golden/{config.name}/{version}"
-    if store.exists(key):
-        return verify_tree(store.path(key))
+def golden_rows(config: ModelConfig, source: Path) -> list[dict]:
+    """The golden examples in key order; the key identifies an example (paired statistics join on it)."""
     labels = config.data.labels()
     label_id = {name: i for i, name in enumerate(labels)}
-    staging = store.staging_dir(key)
     lines, seen = [], {}
     for line_no, (text, label) in enumerate(read_rows(source, config.data.text_column, config.data.label_column), start=2):
         if label not in label_id:
-            raise ValueError(f"{source}: line {line_no}: label {label!r} is not one of the {len(labels)} allowed labels")
-        # The key identifies the example (paired statistics join on it). Golden sets may hold
-        # texts that normalise alike, so the occurrence number keeps keys unique.
+            raise SeedError(f"{source}: line {line_no}: label {label!r} is not one of the {len(labels)} allowed labels")
+        # Golden sets may hold texts that normalise alike, so the occurrence number keeps keys unique.
         base = normalized_key(text)[:24]
         seen[base] = seen.get(base, -1) + 1
         lines.append({"key": f"{base}-{seen[base]}", "text": text, "label": label, "label_id": label_id[label]})
-    lines.sort(key=lambda row: (row["key"], row["text"]))
-    (staging / "golden.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in lines))
-    return write_manifest_and_publish(
-        store, staging, key,
-        {"golden_version": version, "model": config.name, "source": source.relative_to(PROJECT_ROOT).as_posix() if source.is_relative_to(PROJECT_ROOT) else str(source), "rows": len(lines)},
-    )
+    return sorted(lines, key=lambda row: (row["key"], row["text"]))
+
+
+def publish_golden(store: LocalStore, config: ModelConfig, source: Path, version: str) -> tuple[dict, bool]:
+    """Publish an immutable golden version from a CSV; returns (manifest, written).
+
+    An existing version with the same content is verified and left alone; one with other
+    content is refused by name."""
+    key = f"golden/{config.name}/{version}"
+    staging = store.staging_dir(key)
+    try:
+        rows = golden_rows(config, source)
+        (staging / "golden.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+        if store.exists(key):
+            existing = verify_tree(store.path(key))
+            if existing["content_sha256"] != tree_digest(staging)[0]:
+                raise WriteOnceError(f"{store.path(key)}: golden {version} exists with different content; rule: golden versions are immutable. Nothing was written.")
+            return existing, False
+        origin = source.relative_to(PROJECT_ROOT).as_posix() if source.is_relative_to(PROJECT_ROOT) else str(source)
+        manifest = write_manifest_and_publish(store, staging, key, {"golden_version": version, "model": config.name, "source": origin, "rows": len(rows)})
+        return manifest, True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # published versions were renamed away already
+
+
+def seed(store: LocalStore, config: ModelConfig, partitions: int | None = None, end: datetime | None = None,
+         now: datetime | None = None) -> dict:
+    """Land the model's sample data; returns what was planned and written."""
+    if config.sample_data is None:
+        raise SeedError(f"{CONFIG_DIR / (config.name + '.yaml')}: no field 'sample_data'; rule: seeding needs sample_data.raw and sample_data.golden")
+    sample = config.sample_data
+    for which in ("raw", "golden"):
+        if not sample.path(which).is_file():
+            raise SeedError(f"{CONFIG_DIR / (config.name + '.yaml')}: field 'sample_data.{which}': no such file {sample.path(which)}")
+    intervals = placement(store, config, partitions or sample.partitions, end, now or datetime.now(timezone.utc))
+    rows = read_rows(sample.path("raw"), config.data.text_column, config.data.label_column)
+    plan = plan_raw(config, rows, intervals)
+    # Check the golden version before writing any partition, so a refusal leaves nothing behind.
+    golden, golden_written = publish_golden(store, config, sample.path("golden"), config.data.golden_version)
+    written = seed_raw(store, plan)
+    return {"intervals": intervals, "raw_written": written, "raw_planned": list(plan), "golden": golden, "golden_written": golden_written}
+
+
+def describe(config: ModelConfig, store: LocalStore, result: dict) -> str:
+    """What seeding did, with the full golden hash and whether the config pins it."""
+    intervals, golden = result["intervals"], result["golden"]
+    first, last = intervals[0][0].date(), intervals[-1][0].date()
+    raw_state = f"{len(result['raw_written'])} written" if result["raw_written"] else "all present already, nothing written"
+    pin = config.data.golden_sha256
+    pin_state = ("pinned in the config" if pin == golden["content_sha256"] else
+                 f"NOT pinned: run `bin/retrain golden pin {config.name}`" if pin is None else
+                 f"DIFFERS from the config's pin {pin}: evaluation will refuse this golden set")
+    return "\n".join([
+        f"raw: {len(intervals)} {config.schedule.cadence} partitions dt={first}..{last} under {store.path(f'raw/{config.name}')} ({raw_state})",
+        f"golden {config.data.golden_version}: {golden['rows']} rows ({'published' if result['golden_written'] else 'present already, verified'})",
+        f"golden content sha256 {golden['content_sha256']} ({pin_state})",
+    ])
+
+
+def parse_end(value: str) -> datetime:
+    return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=timezone.utc)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retrain.seed", description="Land sample raw partitions and the golden set.")
-    parser.add_argument("model", help="model name, e.g. intent")
-    parser.add_argument("--weeks", type=int, default=6, help="weekly partitions to spread the training rows over (default 6)")
-    parser.add_argument("--first-week", type=date.fromisoformat, default=None, help="Monday of the first partition (default: the config's start_date)")
+    parser = argparse.ArgumentParser(prog="python -m retrain.seed", description="Land a model's sample raw partitions and golden set.")
+    parser.add_argument("model_positional", nargs="?", metavar="MODEL", help="model name (or use --model)")
+    parser.add_argument("--model", help="model name, e.g. intent (its config names the sample data)")
+    parser.add_argument("--partitions", type=int, default=None, help="data intervals to spread the raw rows over (default: the config's sample_data.partitions)")
+    parser.add_argument("--end", type=parse_end, default=None,
+                        help="end of the last seeded interval, an interval boundary (default: where existing partitions end, else the latest complete interval)")
     args = parser.parse_args(argv)
-    if args.model not in SAMPLE_SOURCES:
-        parser.error(f"no sample data for model {args.model!r}; known: {', '.join(SAMPLE_SOURCES)}")
-    config, store = load_model(args.model), LocalStore()
-    train_csv, test_csv = (PROJECT_ROOT / p for p in SAMPLE_SOURCES[args.model])
-    first = args.first_week or config.schedule.start_date
-    if first.weekday() != 0:
-        parser.error(f"--first-week {first} is not a Monday")
-    seed_raw(store, config, train_csv, first, args.weeks)
-    golden = publish_golden(store, config, test_csv, config.data.golden_version)
-    last = first + timedelta(weeks=args.weeks - 1)
-    print(f"raw: {args.weeks} weekly partitions {first}..{last} under {store.path(f'raw/{config.name}')}")
-    print(f"golden {config.data.golden_version}: {golden['rows']} rows, content sha256 {golden['content_sha256'][:16]}…")
+    name = args.model or args.model_positional
+    if not name:
+        parser.error("a model is required: --model NAME")
+    try:
+        config = load_model(name)
+        if args.end is not None and not is_boundary(config.schedule.cadence, args.end.date()):
+            parser.error(f"--end {args.end.date()} is not a {config.schedule.cadence} interval boundary")
+        store = LocalStore()
+        result = seed(store, config, args.partitions, args.end)
+    except (ConfigError, SeedError, WriteOnceError) as exc:
+        print(f"seed refused: {exc}", file=sys.stderr)
+        return 1
+    print(describe(config, store, result))
     return 0
 
 

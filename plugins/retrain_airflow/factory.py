@@ -7,15 +7,12 @@ dependencies inside ``execute``.
 
 from __future__ import annotations
 
-import logging
 import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
 
-from retrain.config import ConfigError, ModelConfig, config_paths, load_config
-
-log = logging.getLogger(__name__)
+from retrain.config import ConfigError, ModelConfig, load_model
 
 JOB_TASKS = ("validate_raw", "build_dataset", "train_model", "evaluate_model", "register_model", "promote_model")
 UPSTREAM_RESULTS = {
@@ -64,14 +61,25 @@ Backend: `{backend}`. Config: `config/models/{name}.yaml` (digest `{digest}`).
 
 
 def _job_task_args(config: ModelConfig) -> dict:
-    """Retries with exponential backoff for the job tasks: their failures are often transient."""
+    """Retries with exponential backoff for the job tasks (their failures are often transient), and
+    at most one instance of each job task across all runs of the DAG: a backfill creates many
+    runs at once (its own max_active_runs, 10 by default), and two training jobs at once on a
+    small machine slow each other many times over."""
     return {
         "retries": config.dag.retries,
         "retry_delay": timedelta(seconds=config.dag.retry_delay_seconds),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(seconds=config.dag.max_retry_delay_seconds),
         "execution_timeout": timedelta(minutes=config.dag.job_timeout_minutes),
+        "max_active_tis_per_dag": 1,
     }
+
+
+def alert_notifier(config: ModelConfig, message: str | None = None):
+    """The model's notifier: every final task failure goes through it, with the run link and the reason."""
+    from retrain_airflow.notifiers import FileAlertNotifier
+
+    return FileAlertNotifier(model_name=config.name, **({"message": message} if message else {}))
 
 
 def _local_job_task(config: ModelConfig, task_id: str):
@@ -105,7 +113,6 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
     → gate → register → approval → promote."""
     from airflow.providers.standard.operators.python import ShortCircuitOperator
 
-    from retrain_airflow.notifiers import FileAlertNotifier
     from retrain_airflow.operators import ApproveModelOperator, GateOnMetricsOperator, SnapshotRawOperator, should_train
 
     backend = backend or selected_backend()
@@ -123,7 +130,8 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
         start_date=start,
         catchup=config.schedule.catchup,
         max_active_runs=config.dag.max_active_runs,
-        default_args={"owner": config.dag.owner, "retries": 0},
+        # on_failure_callback fires once a task has failed for good (after its last retry).
+        default_args={"owner": config.dag.owner, "retries": 0, "on_failure_callback": alert_notifier(config)},
         tags=sorted({"retrain", config.name, config.schedule.cadence, backend, *config.dag.tags}),
         params={
             "force": Param(False, type="boolean", description="Train even when drift is below the threshold."),
@@ -138,12 +146,7 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
         )
         train = job_task(config, "train_model")
         evaluate = job_task(config, "evaluate_model")
-        gate = GateOnMetricsOperator(
-            task_id="gate_on_metrics", model_name=config.name,
-            on_failure_callback=FileAlertNotifier(
-                model_name=config.name, message="gate_on_metrics failed for {{ dag_run.run_id }}: challenger not registered"
-            ),
-        )
+        gate = GateOnMetricsOperator(task_id="gate_on_metrics", model_name=config.name)
         register = job_task(config, "register_model")
         approval = ApproveModelOperator(
             task_id="await_approval",
@@ -174,7 +177,7 @@ def build_rollback_dag(config: ModelConfig) -> DAG:
         catchup=False,
         is_paused_upon_creation=False,  # manual-only: unpaused, so one click runs it
         max_active_runs=1,
-        default_args={"owner": config.dag.owner, "retries": 0},
+        default_args={"owner": config.dag.owner, "retries": 0, "on_failure_callback": alert_notifier(config)},
         tags=sorted({"retrain", "rollback", config.name}),
         params={
             "target_version": Param(None, type=["null", "integer"], minimum=1, description="Version to restore; empty = the previous champion."),
@@ -185,19 +188,12 @@ def build_rollback_dag(config: ModelConfig) -> DAG:
     return dag
 
 
-def build_all(strict: bool | None = None) -> dict[str, DAG]:
-    """Every model's DAG, keyed by dag_id. A broken config is logged and skipped so it never
-    hides the other models' DAGs; with ``strict`` (``RETRAIN_STRICT_CONFIG=1``, set in CI)
-    it raises instead."""
-    strict = os.environ.get("RETRAIN_STRICT_CONFIG", "0") == "1" if strict is None else strict
-    dags: dict[str, DAG] = {}
-    for path in config_paths():
-        try:
-            config = load_config(path)
-            dags[config.dag_id] = build_retraining_dag(config)
-            dags[f"rollback_{config.name}"] = build_rollback_dag(config)
-        except ConfigError as exc:
-            if strict:
-                raise
-            log.error("skipping %s: %s", path.name, exc)
-    return dags
+def model_dags(name: str) -> dict[str, DAG]:
+    """``retrain_<name>`` and ``rollback_<name>`` from ``<config dir>/<name>.yaml``, for a model's DAG file.
+
+    A broken config raises ConfigError naming the file and the field; raised while the DAG
+    file is imported, it becomes that file's import error in the UI, the REST API and
+    ``airflow dags list-import-errors``, while every other model's DAG file loads on its own.
+    """
+    config = load_model(name)
+    return {config.dag_id: build_retraining_dag(config), f"rollback_{config.name}": build_rollback_dag(config)}

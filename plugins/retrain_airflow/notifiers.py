@@ -1,4 +1,9 @@
-"""Alert notifiers. Locally alerts land in a file (and the task log); on AWS, SNS or Slack."""
+"""Alert notifiers. Locally alerts land in a file (and the task log); on AWS, SNS or Slack.
+
+Every alert says which model, run and task, links to the task in the Airflow UI, and
+gives the reason: the exception that failed the task, or the reason passed by the caller
+(an approval timeout is not a task failure, so its operator alerts explicitly).
+"""
 
 from __future__ import annotations
 
@@ -12,31 +17,39 @@ from airflow.sdk import BaseNotifier
 log = logging.getLogger(__name__)
 
 
+def alert_record(model: str, message: str, context: Any, reason: str | None = None) -> dict[str, Any]:
+    """One alert as JSON: what failed, where to look (the run link) and why."""
+    ti = context["ti"]
+    return {
+        "time": datetime.now(timezone.utc).isoformat(),
+        "model": model,
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "try_number": getattr(ti, "try_number", None),
+        "url": getattr(ti, "log_url", None),
+        "message": message,
+        "reason": reason if reason is not None else str(context.get("exception") or ""),
+    }
+
+
 class FileAlertNotifier(BaseNotifier):
     """Appends one JSON line per alert to ``<store>/alerts/<model>.jsonl`` and logs it."""
 
     template_fields = ("message",)
 
-    def __init__(self, *, model_name: str, message: str) -> None:
+    def __init__(self, *, model_name: str, message: str = "{{ ti.task_id }} failed in {{ ti.dag_id }} run {{ ti.run_id }}") -> None:
         super().__init__()
         self.model_name = model_name
         self.message = message
 
-    def notify(self, context: Any) -> None:
+    def notify(self, context: Any, reason: str | None = None) -> dict[str, Any]:
         from retrain.store import LocalStore
 
-        ti = context["ti"]
-        alert = {
-            "time": datetime.now(timezone.utc).isoformat(),
-            "model": self.model_name,
-            "dag_id": ti.dag_id,
-            "run_id": ti.run_id,
-            "task_id": ti.task_id,
-            "message": self.message,
-            "error": str(context.get("exception") or ""),
-        }
+        alert = alert_record(self.model_name, self.message, context, reason)
         path = LocalStore().path(f"alerts/{self.model_name}.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:
             handle.write(json.dumps(alert, sort_keys=True) + "\n")
-        log.warning("ALERT %s: %s (%s)", self.model_name, self.message, path)
+        log.warning("ALERT %s: %s: %s (%s; %s)", self.model_name, alert["message"], alert["reason"], alert["url"], path)
+        return alert

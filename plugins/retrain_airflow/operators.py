@@ -209,6 +209,10 @@ class ApproveModelOperator(ApprovalOperator):
             )
             run_local_job(reject_model_spec(config, ctx, store, decision["version"], (user or {}).get("id"), reason), self.log)
             self.log.info("v%s rejected (%s); challenger cleared, champion untouched", decision["version"], reason)
+            if decision["timed_out"]:  # nobody decided: a person must hear of it, though the task succeeds
+                from retrain_airflow.factory import alert_notifier
+
+                alert_notifier(config, f"approval of v{decision['version']} timed out: counted as a rejection").notify(context, reason)
         return decision
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -120,19 +121,83 @@ def test_parsing_dags_loads_no_heavy_module():
     assert result["heavy"] == []
 
 
-def test_broken_config_never_hides_other_dags(tmp_path, monkeypatch, caplog):
-    from retrain.config import ConfigError
-    from retrain_airflow import factory
+def test_every_config_has_its_generated_dag_file():
+    from retrain.dagfiles import check
+
+    assert check() == []
+
+
+def parse_in_fresh_interpreter(dags_dir: Path, config_dir: Path) -> dict:
+    """DagBag over a DAGs folder in a new interpreter (the DAG processor's view), with its own config dir."""
+    code = textwrap.dedent(
+        f"""
+        import json
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(dags_dir)!r})
+        print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dags": sorted(bag.dags)}}))
+        """
+    )
+    env = {**os.environ, "RETRAIN_CONFIG_DIR": str(config_dir)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("old", "new", "field"), [
+    ("cadence: weekly", "cadence: hourly", "schedule.cadence"),         # a wrong value
+    ("  retries: 2\n", "  retries: 2\n  retires: 3\n", "dag.retires"),  # an unknown field
+    ("max_active_runs: 1", "max_active_runs: one", "dag.max_active_runs"),  # a wrong type
+])
+def test_a_broken_config_is_an_import_error_of_its_own_dag_file(tmp_path, old, new, field):
+    from retrain.dagfiles import sync
 
     good = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
-    (tmp_path / "intent.yaml").write_text(good)
-    (tmp_path / "broken.yaml").write_text(good.replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly"))
-    monkeypatch.setattr(factory, "config_paths", lambda: sorted(tmp_path.glob("*.yaml")))
-    dags = factory.build_all(strict=False)
-    assert list(dags) == ["retrain_intent", "rollback_intent"]
-    assert "broken.yaml" in caplog.text and "schedule.cadence" in caplog.text
-    with pytest.raises(ConfigError, match=r"broken\.yaml.*\n.*schedule\.cadence"):
-        factory.build_all(strict=True)
+    config_dir, dags_dir = tmp_path / "config", tmp_path / "dags"
+    config_dir.mkdir()
+    (config_dir / "intent.yaml").write_text(good)
+    assert old in good
+    (config_dir / "broken.yaml").write_text(good.replace("name: intent", "name: broken").replace(old, new))
+    assert sync(config_dir, dags_dir)["written"] == ["retrain_broken.py", "retrain_intent.py"]
+    result = parse_in_fresh_interpreter(dags_dir, config_dir)
+    assert result["dags"] == ["retrain_intent", "rollback_intent"]
+    assert list(result["errors"]) == [str(dags_dir / "retrain_broken.py")]
+    error = result["errors"][str(dags_dir / "retrain_broken.py")]
+    assert str(config_dir / "broken.yaml") in error and f"field '{field}'" in error
+
+
+def test_dag_file_sync_writes_removes_and_never_touches_hand_written_files(tmp_path):
+    from retrain.dagfiles import check, sync
+
+    config_dir, dags_dir = tmp_path / "config", tmp_path / "dags"
+    config_dir.mkdir()
+    (config_dir / "a.yaml").write_text("name: a\n")
+    dags_dir.mkdir()
+    (dags_dir / "mine.py").write_text("# a hand-written DAG file\n")
+    assert sync(config_dir, dags_dir) == {"written": ["retrain_a.py"], "removed": [], "unchanged": []}
+    (config_dir / "a.yaml").rename(config_dir / "b.yaml")
+    assert len(check(config_dir, dags_dir)) == 2  # b has no file, a's file has no config
+    assert sync(config_dir, dags_dir) == {"written": ["retrain_b.py"], "removed": ["retrain_a.py"], "unchanged": []}
+    (dags_dir / "retrain_c.py").write_text("# hand-written\n")
+    (config_dir / "c.yaml").write_text("name: c\n")
+    with pytest.raises(FileExistsError, match="hand-written"):
+        sync(config_dir, dags_dir)
+    assert (dags_dir / "mine.py").read_text() == "# a hand-written DAG file\n"
+
+
+def test_every_failure_goes_through_the_models_notifier(dagbag, configs):
+    from retrain_airflow.notifiers import FileAlertNotifier
+
+    for config in configs:
+        for dag_id in (config.dag_id, f"rollback_{config.name}"):
+            for task in dagbag.dags[dag_id].tasks:
+                callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+                assert any(isinstance(c, FileAlertNotifier) and c.model_name == config.name for c in callbacks), (dag_id, task.task_id)
+
+
+def test_job_tasks_run_one_at_a_time_across_runs(dagbag, configs):
+    """Backfills create many runs at once; each heavy job task runs at most once at a time per DAG."""
+    for config in configs:
+        dag = dagbag.dags[config.dag_id]
+        assert {t: dag.get_task(t).max_active_tis_per_dag for t in JOB_TASKS} == dict.fromkeys(JOB_TASKS, 1)
 
 
 def test_unknown_backend_fails_clearly(monkeypatch):

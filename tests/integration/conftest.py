@@ -1,8 +1,12 @@
 """A real Airflow (``airflow standalone``: scheduler, API server, DAG processor, triggerer)
 over tiny data, for the integration tier. Nothing here is mocked.
 
-Two tiny models share the data: ``intent`` (the shipped policy) and ``intent_strict``,
-whose gate floor no model can reach, so its runs show a gate rejection.
+Tiny models share the data: ``intent`` (the shipped policy), ``intent_strict``, whose gate
+floor no model can reach, so its runs show a gate rejection, and ``intent_backfill`` (the
+same unreachable floor, three weekly partitions) for backfills. Their DAG files are
+generated into the stack's own DAGs folder by the project's ``dags sync``, as a user adding
+a model would; ``broken.yaml`` is a config with a bad field, which must show up as an
+import error while the others load.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from pathlib import Path
 import pytest
 
 from retrain.airflow_api import AirflowClient, wait_until
+from retrain.dagfiles import sync as sync_dag_files
+from retrain.intervals import latest_complete_week
 from retrain.paths import job_python
-from retrain.seed import latest_complete_week
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
-MODELS = ("intent", "intent_strict")
+MODELS = ("intent", "intent_strict", "intent_backfill")
+UNREACHABLE_FLOOR = ("intent_strict", "intent_backfill")
 
 
 def free_port() -> int:
@@ -69,7 +75,7 @@ def tiny_config(config_dir: Path, labels_file: Path, name: str) -> None:
         ("min_class_support: 20", "min_class_support: 5"),
         ("per_class_floor: 0.50", "per_class_floor: 0.0"),
         ("per_class_max_regression: 0.10", "per_class_max_regression: 1.0"),
-        ("    macro_f1: 0.85\n", "    macro_f1: 0.999\n" if name == "intent_strict" else "    macro_f1: 0.5\n"),
+        ("    macro_f1: 0.85\n", "    macro_f1: 0.999\n" if name in UNREACHABLE_FLOOR else "    macro_f1: 0.5\n"),
         ("    accuracy: 0.85\n", "    accuracy: 0.5\n"),
         ("    macro_f1: -0.01\n", "    macro_f1: -1.0\n"),
         ("    accuracy: -0.01\n", "    accuracy: -1.0\n"),
@@ -97,8 +103,15 @@ def stack(tmp_path_factory):
     newer += [rows[0], (rows[1][0].upper() + "!!", rows[1][1]), golden[0]]  # exact dupe, normalised dupe, golden overlap
     for model in MODELS:
         tiny_config(config_dir, labels_file, model)
+    for model in ("intent", "intent_strict"):
         write_csv(store_root / f"raw/{model}/dt={(start - timedelta(weeks=1)).date()}/part-00000.csv", older)
         write_csv(store_root / f"raw/{model}/dt={start.date()}/part-00000.csv", newer)
+    for weeks_back in (3, 2, 1):  # intent_backfill: one partition per past week, for a three-week backfill
+        write_csv(store_root / f"raw/intent_backfill/dt={(start - timedelta(weeks=weeks_back)).date()}/part-00000.csv", rows[weeks_back::3])
+    broken = (config_dir / "intent.yaml").read_text().replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly")
+    (config_dir / "broken.yaml").write_text(broken)
+    dags_dir = root / "dags"
+    sync_dag_files(config_dir, dags_dir)
 
     env = {
         **os.environ,
@@ -107,7 +120,7 @@ def stack(tmp_path_factory):
         "RETRAIN_CONFIG_DIR": str(config_dir),
         "MLFLOW_TRACKING_URI": f"sqlite:///{store_root / 'mlflow.db'}",
         "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_dir),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
@@ -147,7 +160,7 @@ def stack(tmp_path_factory):
 
         yield {
             "client": client, "as_user": as_user, "registry_status": registry_status, "store_root": store_root,
-            "interval": (start, end), "env": env, "root": root, "log": root / "standalone.log", "write_csv": write_csv,
+            "interval": (start, end), "env": env, "root": root, "config_dir": config_dir, "dags_dir": dags_dir, "log": root / "standalone.log", "write_csv": write_csv,
         }
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -104,3 +104,7 @@ def test_bad_data_stops_the_run_before_the_dataset_is_built(scheduled_run, stack
     report = next((stack["store_root"] / "runs" / "intent" / "bad_data_check" / "validate_raw").glob("validation_report.json"))
     assert "mystery_label" in report.read_text()
     assert sorted(p.name for p in (stack["store_root"] / "datasets" / "intent").iterdir()) == existing
+    alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent.jsonl").read_text().splitlines()]
+    alert = next(a for a in alerts if a["run_id"] == "bad_data_check")  # the failure alerted, with link and reason
+    assert alert["task_id"] == "validate_raw" and "mystery_label" in alert["reason"]
+    assert alert["url"].endswith("/dags/retrain_intent/runs/bad_data_check/tasks/validate_raw?try_number=1")

@@ -70,6 +70,9 @@ def test_rollback_to_a_version_that_never_served_changes_nothing(stack, target):
     assert ledger_text(stack) == ledger_before
     log = "".join(p.read_text() for p in (stack["root"] / "airflow" / "logs").rglob("*.log") if run_key(run["dag_run_id"]) in str(p) or run["dag_run_id"] in str(p))
     assert f"v{target} was never champion" in log
+    alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent.jsonl").read_text().splitlines()]
+    alert = next(a for a in alerts if a["run_id"] == run["dag_run_id"])  # a failed rollback alerts
+    assert alert["dag_id"] == "rollback_intent" and f"v{target} was never champion" in alert["reason"]
 
 
 def test_gate_rejection_alerts_and_registers_nothing(stack):

@@ -1,35 +1,83 @@
-"""Seeding sample data is idempotent and never changes what exists."""
+"""Seeding lands a model's sample data from its config by one placement rule, and never changes what exists."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
-from retrain.seed import main as seed_main
+from retrain.config import load_model
+from retrain.seed import SeedError, main as seed_main, seed
 from retrain.store import WriteOnceError, verify_tree
 
+NOW = datetime(2026, 11, 23, 16, 0, tzinfo=timezone.utc)  # a Monday: the latest complete week is 11-16..11-23
 
-def test_seed_twice_is_a_no_op_and_golden_verifies(store, monkeypatch):
-    monkeypatch.setenv("RETRAIN_HOME", str(store.root))
-    assert seed_main(["intent", "--weeks", "3", "--first-week", "2026-09-07"]) == 0
-    before = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
-    assert seed_main(["intent", "--weeks", "3", "--first-week", "2026-09-07"]) == 0
-    assert {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()} == before
-    assert len(list(store.path("raw/intent").iterdir())) == 3
+
+def files(store) -> dict:
+    return {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+
+
+def test_partitions_end_with_the_latest_complete_interval(store):
+    result = seed(store, load_model("intent"), partitions=3, now=NOW)
+    assert [start.date().isoformat() for start, _ in result["intervals"]] == ["2026-11-02", "2026-11-09", "2026-11-16"]
+    assert sorted(p.name for p in store.path("raw/intent").iterdir()) == ["dt=2026-11-02", "dt=2026-11-09", "dt=2026-11-16"]
     assert verify_tree(store.path("golden/intent/v1"))["rows"] == 3080
 
 
-def test_seed_refuses_to_change_an_existing_partition(store, monkeypatch):
+def test_reseeding_is_a_no_op_and_keeps_its_placement_as_time_moves_on(store):
+    config = load_model("intent")
+    seed(store, config, partitions=3, now=NOW)
+    before = files(store)
+    again = seed(store, config, partitions=3, now=NOW)  # what `make seed` then `make demo` do on one day
+    later = seed(store, config, partitions=3, now=datetime(2027, 1, 4, tzinfo=timezone.utc))  # weeks later
+    assert again["raw_written"] == later["raw_written"] == [] and not later["golden_written"]
+    assert later["intervals"] == again["intervals"]
+    assert files(store) == before
+
+
+def test_full_golden_hash_is_printed_with_the_pin_state(store, monkeypatch, capsys):
     monkeypatch.setenv("RETRAIN_HOME", str(store.root))
-    seed_main(["intent", "--weeks", "2", "--first-week", "2026-09-07"])
-    part = store.path("raw/intent/dt=2026-09-07/part-00000.csv")
+    assert seed_main(["--model", "intent", "--partitions", "2"]) == 0
+    out = capsys.readouterr().out
+    golden = verify_tree(store.path("golden/intent/v1"))
+    assert f"golden content sha256 {golden['content_sha256']} (pinned in the config)" in out
+
+
+def test_a_different_partition_is_refused_by_name_and_nothing_is_written(store):
+    config = load_model("intent")
+    seed(store, config, partitions=2, now=NOW)
+    part = store.path("raw/intent/dt=2026-11-09/part-00000.csv")
     part.write_text("text,category\nedited,card_arrival\n")
-    with pytest.raises(WriteOnceError, match="different content"):
-        seed_main(["intent", "--weeks", "2", "--first-week", "2026-09-07"])
-    assert part.read_text() == "text,category\nedited,card_arrival\n"
+    before = files(store)
+    with pytest.raises(WriteOnceError, match=r"dt=2026-11-09/part-00000\.csv: exists with different content.*Nothing was written"):
+        seed(store, config, partitions=3, end=datetime(2026, 11, 23, tzinfo=timezone.utc), now=NOW)  # would add dt=11-02
+    assert files(store) == before and not store.exists("raw/intent/dt=2026-11-02")
 
 
-def test_first_week_must_be_a_monday(store, monkeypatch, capsys):
+def test_a_different_golden_version_is_refused(store, tmp_path):
+    config = load_model("intent")
+    seed(store, config, partitions=1, now=NOW)
+    other = config.model_copy(update={"sample_data": config.sample_data.model_copy(update={"golden": str(tmp_path / "g.csv")})})
+    (tmp_path / "g.csv").write_text("text,category\nwhere is my card,card_arrival\n")
+    with pytest.raises(WriteOnceError, match=r"golden/intent/v1: golden v1 exists with different content"):
+        seed(store, other, partitions=1, now=NOW)
+
+
+def test_a_byte_order_mark_in_the_sample_is_ignored(store, tmp_path):
+    config = load_model("intent")
+    raw = tmp_path / "raw.csv"
+    raw.write_bytes(b"\xef\xbb\xbftext,category\nwhere is my card,card_arrival\n")
+    sample = config.sample_data.model_copy(update={"raw": str(raw)})
+    seed(store, config.model_copy(update={"sample_data": sample}), partitions=1, now=NOW)
+    assert store.path("raw/intent/dt=2026-11-16/part-00000.csv").read_text() == "text,category\nwhere is my card,card_arrival\n"
+
+
+def test_a_model_without_sample_data_or_a_bad_end_is_refused(store, monkeypatch, capsys):
+    config = load_model("intent")
+    with pytest.raises(SeedError, match=r"intent\.yaml: no field 'sample_data'"):
+        seed(store, config.model_copy(update={"sample_data": None}))
     monkeypatch.setenv("RETRAIN_HOME", str(store.root))
     with pytest.raises(SystemExit):
-        seed_main(["intent", "--first-week", "2026-09-08"])
-    assert "is not a Monday" in capsys.readouterr().err
+        seed_main(["--model", "intent", "--end", "2026-11-24"])
+    assert "not a weekly interval boundary" in capsys.readouterr().err
+    assert not store.root.exists() or not any(store.root.rglob("*.csv"))

@@ -1,0 +1,56 @@
+"""Data intervals of the three cadences, computed the way the DAGs' cron timetables cut them.
+
+A weekly interval runs Monday 00:00 UTC to the next Monday, a monthly one from the 1st to
+the next 1st, a quarterly one from 1 January, April, July or October to the next. Seeding,
+the demo, the benchmarks and the tests place data with these functions, so they agree with
+each other and with the scheduler. Plain Python, no Airflow.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+MONTHS_PER_PERIOD = {"monthly": 1, "quarterly": 3}
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+def boundary_on_or_before(cadence: str, moment: datetime) -> datetime:
+    """The latest interval boundary at or before ``moment`` (an interval end, and the next start)."""
+    day = moment.astimezone(timezone.utc).date()
+    if cadence == "weekly":
+        return _utc_midnight(day - timedelta(days=day.weekday()))
+    months = MONTHS_PER_PERIOD[cadence]
+    return _utc_midnight(date(day.year, (day.month - 1) // months * months + 1, 1))
+
+
+def shift(cadence: str, boundary: datetime, periods: int) -> datetime:
+    """``boundary`` moved by whole periods (negative moves back)."""
+    if cadence == "weekly":
+        return boundary + timedelta(weeks=periods)
+    month0 = boundary.year * 12 + boundary.month - 1 + periods * MONTHS_PER_PERIOD[cadence]
+    return boundary.replace(year=month0 // 12, month=month0 % 12 + 1)
+
+
+def is_boundary(cadence: str, day: date) -> bool:
+    """Whether ``day`` starts an interval of this cadence."""
+    return boundary_on_or_before(cadence, _utc_midnight(day)).date() == day
+
+
+def latest_complete_interval(cadence: str, now: datetime) -> tuple[datetime, datetime]:
+    """The interval that ended most recently: what the scheduler runs next with catchup off."""
+    end = boundary_on_or_before(cadence, now)
+    return shift(cadence, end, -1), end
+
+
+def intervals_ending(cadence: str, end: datetime, count: int) -> list[tuple[datetime, datetime]]:
+    """``count`` consecutive intervals, oldest first, the last one ending at ``end``."""
+    starts = [shift(cadence, end, -k) for k in range(count, 0, -1)]
+    return [(start, shift(cadence, start, 1)) for start in starts]
+
+
+def latest_complete_week(now: datetime) -> tuple[datetime, datetime]:
+    """The Monday-to-Monday interval that ended most recently."""
+    return latest_complete_interval("weekly", now)
