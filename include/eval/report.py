@@ -185,11 +185,12 @@ def _f1_chart(metrics: dict) -> str:
             delta = metrics["challenger"]["per_class"][name]["f1"] - metrics["champion"]["per_class"][name]["f1"]
             colour = "#137333" if delta > 0 else "#b3261e" if delta < 0 else "#666"
             ax.text(1.01, centre, f"{delta:+.2f}", va="center", fontsize=7, color=colour, transform=ax.get_yaxis_transform())
+        ax.text(1.01, 1.0, "Δ F1", va="bottom", fontsize=7, transform=ax.transAxes)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("F1")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")  # weakest (shortest) bars are on top, so this corner is free
     ax.set_title("Per-class F1 (sorted by challenger)")
     return f'<figure class="per-class-chart"><figcaption>{html.escape(caption)}</figcaption>{_img(fig)}</figure>'
 
