@@ -44,6 +44,7 @@ th { background: #f3f3f3; }
 .meta { color: #666; font-size: 13px; } img { max-width: 100%; }
 figure { margin: 1em 0; } figcaption { color: #444; font-size: 14px; margin-bottom: .5em; }
 details > summary { cursor: pointer; font-weight: 600; }
+.top-confusions td:nth-child(2), .top-confusions th:nth-child(2) { text-align: left; }
 """
 
 
@@ -227,7 +228,8 @@ def _per_class_table(metrics: dict) -> str:
         )
     head = "<th>champion F1</th><th>Δ F1</th>" if champion else ""
     return (
-        f"<details class='per-class-table'><summary>Per-class table: all {len(rows)} classes, largest F1 drops first</summary>"
+        f"<details class='per-class-table'><summary>Per-class table: all {len(rows)} classes, "
+        f"{'largest F1 drops' if champion else 'lowest F1'} first</summary>"
         "<table><tr><th>class</th><th>support</th><th>precision</th>"
         f"<th>recall</th><th>challenger F1</th>{head}</tr>{''.join(rows)}</table></details>"
     )

@@ -72,7 +72,7 @@ def verdict_table_html(gate: dict[str, Any]) -> str:
         )
     table = (
         '<table class="gate-criteria"><tr><th>criterion</th><th>value</th><th>threshold</th><th>verdict</th>'
-        f"<th>reason</th></tr>{''.join(rows)}</table>"
+        f"<th style='text-align:left'>reason</th></tr>{''.join(rows)}</table>"
     )
     return f'{_SECTION}><h2>Gate verdict</h2>{banner}{table}</section>'
 
