@@ -150,7 +150,7 @@ def test_verdict_table_opens_the_report_and_names_every_criterion(reports, case)
 
 
 def test_many_classes_chart_a_captioned_subset(reports):
-    page, metrics = reports["many"]["html"], reports["many"]["metrics"]
+    page = reports["many"]["html"]
     figure = section(page, r'<figure class="per-class-chart">(.*?)</figure>')
     caption = section(figure, r"<figcaption>(.*?)</figcaption>")
     shown, total, worst, changed, both = map(int, re.search(
