@@ -2,6 +2,12 @@
 
 Charts are matplotlib (Agg, no display needed) PNGs embedded as base64, so the file can
 be attached to an MLflow run or an alert and opened anywhere without its neighbours.
+
+The gate runs after this job, so the page carries a placeholder under its title that
+``retrain.verdict.with_verdict`` replaces with the verdict table. Past ``MANY_CLASSES``
+labels (intent has 77, real ones 150+) a chart of every class is unreadable: the per-class
+chart keeps the worst and the most-changed classes, the confusion heat map gives way to a
+table of the top confusions, and the full per-class table stays one click away.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import PowerNorm  # noqa: E402
 
+from retrain.verdict import VERDICT_PLACEHOLDER  # noqa: E402
+
+MANY_CLASSES = 40
+"""Above this many labels, charts show a chosen subset and confusions become a table."""
+CHART_K = 15
+"""With many labels, the per-class chart shows the K worst classes plus the K most changed."""
+
 COLORS = {"challenger": "#1f77b4", "champion": "#ff7f0e"}
 
 STYLE = """
@@ -29,6 +42,9 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
 .better { color: #137333; font-weight: 600; } .worse { color: #b3261e; font-weight: 600; }
 .meta { color: #666; font-size: 13px; } img { max-width: 100%; }
+figure { margin: 1em 0; } figcaption { color: #444; font-size: 14px; margin-bottom: .5em; }
+details > summary { cursor: pointer; font-weight: 600; }
+.top-confusions td:nth-child(2), .top-confusions th:nth-child(2) { text-align: left; }
 """
 
 
@@ -89,7 +105,7 @@ def _confusion_chart(block: dict, labels: list[str], title: str) -> str:
     matrix = np.array(block["confusion_matrix"], dtype=float)
     shares = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
     side = max(6.0, 0.14 * len(labels) + 3)
-    fontsize = 8 if len(labels) <= 20 else 5
+    fontsize = 8 if len(labels) <= 20 else 6
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     image = ax.imshow(shares, cmap="Blues", norm=PowerNorm(gamma=0.5, vmin=0, vmax=1), interpolation="nearest")
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=fontsize)
@@ -98,38 +114,86 @@ def _confusion_chart(block: dict, labels: list[str], title: str) -> str:
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.03, label="share of the true class")
-    return _img(fig)
+    return f'<figure class="confusion-heatmap">{_img(fig)}</figure>'
 
 
-def _top_confusions(block: dict, labels: list[str], k: int = 10) -> str:
-    matrix = np.array(block["confusion_matrix"])
-    np.fill_diagonal(matrix, 0)
-    pairs = [(int(matrix[i, j]), labels[i], labels[j]) for i, j in zip(*np.nonzero(matrix))]
-    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+def _top_confusions(metrics: dict, k: int) -> str:
+    """The k most frequent (true → predicted) errors of the challenger, with the champion's count beside."""
+    labels = metrics["labels"]
+    matrix = np.array(metrics["challenger"]["confusion_matrix"])
+    totals = matrix.sum(axis=1)
+    errors = matrix.copy()
+    np.fill_diagonal(errors, 0)
+    champion = np.array(metrics["champion"]["confusion_matrix"]) if metrics["champion"] else None
+    pairs = sorted(((int(i), int(j)) for i, j in zip(*np.nonzero(errors))), key=lambda ij: (-errors[ij], labels[ij[0]], labels[ij[1]]))
     if not pairs:
         return "<p>No confusions.</p>"
-    rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{html.escape(p)}</td><td>{n}</td></tr>" for n, t, p in pairs[:k])
-    return f"<table><tr><th>true</th><th>predicted as</th><th>count</th></tr>{rows}</table>"
+    shown = pairs[:k]
+    rows = []
+    for i, j in shown:
+        champ = f"<td>{int(champion[i, j])}</td>" if champion is not None else ""
+        rows.append(
+            f"<tr><td>{html.escape(labels[i])}</td><td>{html.escape(labels[j])}</td><td>{int(errors[i, j])}</td>"
+            f"<td>{errors[i, j] / max(int(totals[i]), 1):.1%}</td>{champ}</tr>"
+        )
+    in_shown, all_errors = sum(int(errors[ij]) for ij in shown), int(errors.sum())
+    caption = (
+        f"<p class='meta'>The {len(shown)} most frequent of {len(pairs)} confused pairs hold {in_shown} of the "
+        f"challenger's {all_errors} errors ({in_shown / all_errors:.0%}).</p>"
+    )
+    head = "<th>champion count</th>" if champion is not None else ""
+    return (
+        f"{caption}<table class='top-confusions'><tr><th>true</th><th>predicted as</th><th>count</th>"
+        f"<th>share of the true class</th>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
+def _chart_classes(metrics: dict) -> tuple[list[str], str]:
+    """The classes the per-class chart shows and a caption saying which and why."""
+    labels = metrics["labels"]
+    if len(labels) <= MANY_CLASSES:
+        return labels, f"All {len(labels)} classes, weakest challenger F1 on top."
+    challenger, champion = metrics["challenger"]["per_class"], (metrics["champion"] or {}).get("per_class")
+    worst = sorted(labels, key=lambda name: (challenger[name]["f1"], name))[:CHART_K]
+    every = " The full per-class table below lists every class."
+    if not champion:
+        return worst, f"Showing {len(worst)} of {len(labels)} classes: the {len(worst)} with the lowest challenger F1.{every}"
+    change = {name: challenger[name]["f1"] - champion[name]["f1"] for name in labels}
+    changed = [name for name in sorted(labels, key=lambda name: (-abs(change[name]), name)) if change[name]][:CHART_K]
+    shown = list(dict.fromkeys(worst + changed))
+    both = len(worst) + len(changed) - len(shown)
+    return shown, (
+        f"Showing {len(shown)} of {len(labels)} classes: the {len(worst)} with the lowest challenger F1 and the "
+        f"{len(changed)} whose F1 changed most against the champion ({both} in both); Δ F1 on the right.{every}"
+    )
 
 
 def _f1_chart(metrics: dict) -> str:
-    """Horizontal bars (77 long label names read better sideways), weakest classes on top."""
-    labels = sorted(metrics["labels"], key=lambda name: metrics["challenger"]["per_class"][name]["f1"])
+    """Horizontal bars (long label names read better sideways), weakest classes on top."""
+    chosen, caption = _chart_classes(metrics)
+    labels = sorted(chosen, key=lambda name: (metrics["challenger"]["per_class"][name]["f1"], name))
     roles = [r for r in ("challenger", "champion") if metrics[r]]
     y = np.arange(len(labels))
     height = 0.8 / len(roles)
-    fig, ax = plt.subplots(figsize=(9, max(4.0, 0.2 * len(labels) + 1.5)))
+    fig, ax = plt.subplots(figsize=(9, max(4.0, 0.2 * len(labels) * len(roles) + 1.5)))
     for i, role in enumerate(roles):
         values = [metrics[role]["per_class"][name]["f1"] for name in labels]
         ax.barh(y + i * height, values, height=height, color=COLORS[role], label=role)
-    ax.set_yticks(y + height * (len(roles) - 1) / 2, labels, fontsize=6 if len(labels) > 20 else 9)
+    centres = y + height * (len(roles) - 1) / 2
+    ax.set_yticks(centres, labels, fontsize=6 if len(labels) > 40 else 8)
+    if metrics["champion"]:
+        for centre, name in zip(centres, labels):
+            delta = metrics["challenger"]["per_class"][name]["f1"] - metrics["champion"]["per_class"][name]["f1"]
+            colour = "#137333" if delta > 0 else "#b3261e" if delta < 0 else "#666"
+            ax.text(1.01, centre, f"{delta:+.2f}", va="center", fontsize=7, color=colour, transform=ax.get_yaxis_transform())
+        ax.text(1.01, 1.0, "Δ F1", va="bottom", fontsize=7, transform=ax.transAxes)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("F1")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")  # weakest (shortest) bars are on top, so this corner is free
     ax.set_title("Per-class F1 (sorted by challenger)")
-    return _img(fig)
+    return f'<figure class="per-class-chart"><figcaption>{html.escape(caption)}</figcaption>{_img(fig)}</figure>'
 
 
 def _latency_chart(latencies: dict[str, list[float] | None]) -> str:
@@ -164,7 +228,9 @@ def _per_class_table(metrics: dict) -> str:
         )
     head = "<th>champion F1</th><th>Δ F1</th>" if champion else ""
     return (
-        "<details><summary>Per-class table</summary><table><tr><th>class</th><th>support</th><th>precision</th>"
+        f"<details class='per-class-table'><summary>Per-class table: all {len(rows)} classes, "
+        f"{'largest F1 drops' if champion else 'lowest F1'} first</summary>"
+        "<table><tr><th>class</th><th>support</th><th>precision</th>"
         f"<th>recall</th><th>challenger F1</th>{head}</tr>{''.join(rows)}</table></details>"
     )
 
@@ -182,18 +248,32 @@ def build_report(metrics: dict, latencies: dict[str, list[float] | None]) -> str
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
     labels = metrics["labels"]
+    if len(labels) > MANY_CLASSES:
+        confusions = [
+            "<h2>Top confusions (challenger)</h2>",
+            f"<p>{len(labels)} classes: a {len(labels)}×{len(labels)} heat map is unreadable, so the most frequent "
+            "confusions are listed instead.</p>",
+            _top_confusions(metrics, k=25),
+        ]
+    else:
+        confusions = [
+            "<h2>Confusion matrix (challenger)</h2>",
+            _confusion_chart(metrics["challenger"], labels, "Challenger: rows true, columns predicted"),
+            "<h3>Most frequent confusions (challenger)</h3>",
+            _top_confusions(metrics, k=10),
+        ]
     sections = [
-        f"<h1>Evaluation report</h1><p class='meta'>{meta}</p>{champion_note}",
+        "<h1>Evaluation report</h1>",
+        VERDICT_PLACEHOLDER,
+        f"<p class='meta'>{meta}</p>",
+        champion_note,
         "<h2>Summary</h2>",
         _summary_table(metrics),
         _paired_table(metrics["paired"]),
         "<h2>Per-class F1</h2>",
         _f1_chart(metrics),
         _per_class_table(metrics),
-        "<h2>Confusion matrix (challenger)</h2>",
-        _confusion_chart(metrics["challenger"], labels, "Challenger: rows true, columns predicted"),
-        "<h3>Most frequent confusions (challenger)</h3>",
-        _top_confusions(metrics["challenger"], labels),
+        *confusions,
         "<h2>Latency</h2>",
         _latency_chart(latencies),
     ]
