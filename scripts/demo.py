@@ -144,7 +144,8 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
             vs = f" | champion v{champ['version']}: {champ['macro_f1']:.4f}" if champ else " | no champion"
             print(f"golden {metrics['golden_version']} (n={metrics['n_examples']}): challenger macro F1 {ch['macro_f1']:.4f}, "
                   f"p50 {ch['latency_ms']['p50']:.1f} ms, p99 {ch['latency_ms']['p99']:.1f} ms{vs}")
-            print(f"report: {run / 'evaluate_model' / 'report.html'}")
+            gated = run / "gate_on_metrics" / "report.html"  # the same report with the gate verdict on top
+            print(f"report: {gated if gated.is_file() else run / 'evaluate_model' / 'report.html'}")
         print(gate_table(run))
         if registered:
             print(f"registered: {registered['model_uri']} (alias challenger)")

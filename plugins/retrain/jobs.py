@@ -220,7 +220,7 @@ def register_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
     trained, evaluated, gated = (ctx.upstream[k] for k in ("train_model", "evaluate_model", "gate_on_metrics"))
     tags = {**lineage(config, ctx, trained["dataset_version"]), "weights_digest": trained["weights_digest"],
             "gate_digest": gated["digest"], "golden_macro_f1": f"{evaluated['challenger']['macro_f1']:.6f}"}
-    evidence = {"metrics": evaluated["metrics_path"], "report": evaluated["report_path"], "gate": gated["gate_path"]}
+    evidence = {"metrics": evaluated["metrics_path"], "report": gated["report_path"], "gate": gated["gate_path"]}
     return _registry_spec(config, ctx, store, "register_model", "register", {
         "model-dir": trained["model_dir"], "run-id": trained["mlflow_run_id"],
         "tags-json": _json(tags), "evidence-json": _json(evidence),

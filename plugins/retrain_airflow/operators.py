@@ -147,6 +147,7 @@ class GateOnMetricsOperator(ModelOperator):
         from retrain.gate import evaluate_gate, format_table
         from retrain.jobs import run_dir
         from retrain.store import LocalStore
+        from retrain.verdict import with_verdict
 
         config, store = load_model(self.model_name), LocalStore()
         ctx = run_context(context, ("evaluate_model",))
@@ -155,13 +156,15 @@ class GateOnMetricsOperator(ModelOperator):
         gate.update({"model": config.name, "dag_id": ctx.dag_id, "run_id": ctx.run_id})
         path = run_dir(store, config, ctx) / "gate_on_metrics" / "gate.json"
         store.write_json(path.relative_to(store.root).as_posix(), gate)
+        report = path.with_name("report.html")  # the evaluation report with the verdict on top: what a person reads
+        report.write_text(with_verdict(Path(evaluated["report_path"]).read_text(encoding="utf-8"), gate), encoding="utf-8")
         table = format_table(gate)
         for line in table.splitlines():
             self.log.info("%s", line)
         if gate["decision"] != "pass":
-            raise AirflowFailException(f"gate rejected the challenger: failed {', '.join(gate['failed'])}; see {path}")
+            raise AirflowFailException(f"gate rejected the challenger: failed {', '.join(gate['failed'])}; see {path} and {report}")
         return {"gate_path": str(path), "decision": gate["decision"], "digest": gate["digest"], "table": table,
-                "report_path": evaluated["report_path"], "has_champion": gate["has_champion"]}
+                "report_path": str(report), "has_champion": gate["has_champion"]}
 
 
 class ApproveModelOperator(ApprovalOperator):

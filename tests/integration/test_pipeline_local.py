@@ -75,6 +75,8 @@ def test_artifacts_have_lineage(scheduled_run, stack):
     assert metrics["challenger"]["macro_f1"] > 0.5  # 5 intents: chance is 0.2
     assert metrics["champion"] is None
     assert "<img" in (run_dir / "evaluate_model" / "report.html").read_text()
+    gated = (run_dir / "gate_on_metrics" / "report.html").read_text()  # what a person reads: the verdict first
+    assert gated.index("Gate: PASS") < gated.index("<h2>Summary</h2>")
     db = sqlite3.connect(store / "mlflow.db")
     tags = dict(db.execute("select key, value from tags where run_uuid=?", (trained["mlflow_run_id"],)))
     assert tags["airflow_run_id"] == run["dag_run_id"]
