@@ -97,6 +97,12 @@ def cmd_decide(args: argparse.Namespace, option: str) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from retrain.config import load_model
+
+    approval = load_model(args.model).approval
+    if not approval.may_roll_back(args.user):  # the DAG refuses too; this answers before anything is triggered
+        print(f"error: {approval.rollback_refusal(args.model, args.user)}", file=sys.stderr)
+        return 1
     client = client_for(args)
     conf = {"reason": args.reason, "target_version": args.to_version}
     client.set_paused(f"rollback_{args.model}", False)  # a paused DAG would queue the rollback forever

@@ -152,6 +152,17 @@ class ApprovalConfig(_Strict):
 
     assigned_users: list[str] = Field(min_length=1, description="Airflow user ids allowed to approve or reject.")
     response_timeout_hours: float = Field(168, gt=0, description="After this, the request counts as rejected (default 7 days).")
+    rollback_users: list[str] = Field(default_factory=list, description="Airflow users allowed to roll back (a production change); empty = the assigned approvers.")
+
+    def may_roll_back(self, user: str | None) -> bool:
+        """Whether ``user`` may move the champion back."""
+        return bool(user) and user in (self.rollback_users or self.assigned_users)
+
+    def rollback_refusal(self, model: str, user: str | None) -> str:
+        """Why ``user`` may not roll back ``model``, naming who may."""
+        allowed = ", ".join(self.rollback_users or self.assigned_users)
+        return (f"{user or 'an unknown user'} may not roll back {model}: a rollback is a production change, allowed to "
+                f"{allowed} (approval.rollback_users, else approval.assigned_users); nothing was changed")
 
 
 class ModelConfig(_Strict):

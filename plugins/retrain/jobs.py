@@ -236,7 +236,7 @@ def promote_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) 
     reason = (approval.get("params_input") or {}).get("reason") or f"approved in {ctx.dag_id} run {ctx.run_id}"
     return _registry_spec(config, ctx, store, "promote_model", "promote", {
         "version": str(registered["version"]), "actor": actor, "reason": reason,
-        "gate-digest": gated["digest"], "run-id": ctx.run_id,
+        "gate-digest": gated["digest"], "run-id": ctx.run_id, "gated-champion": str(gated.get("champion_version") or ""),
     })
 
 

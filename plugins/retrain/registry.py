@@ -81,11 +81,23 @@ def reject(name: str, version: int, actor: str | None, reason: str) -> dict[str,
     return {"name": name, "version": version, "decision": "rejected", "champion": alias_version(name, CHAMPION)}
 
 
-def promote(store: LocalStore, name: str, version: int, actor: str, reason: str, gate_digest: str | None, run_id: str | None) -> dict[str, Any]:
-    """Move ``champion`` to an approved version and append the ledger entry."""
+def promote(store: LocalStore, name: str, version: int, actor: str, reason: str, gate_digest: str | None, run_id: str | None,
+            gated_champion: int | None) -> dict[str, Any]:
+    """Move ``champion`` to an approved version and append the ledger entry.
+
+    Refuses, changing nothing, unless the champion the gate compared against is still the
+    champion: two overlapping runs gated against the same (or no) champion must not both
+    be promoted, the second over a champion its gate never saw."""
     client = _client()
     mv = client.get_model_version(name, str(version))
-    ledger.verify(store, name)  # refuse to build on a tampered ledger
+    entries = ledger.verify(store, name)  # refuse to build on a tampered ledger
+    serving = entries[-1]["to_version"] if entries else None
+    if serving != gated_champion:
+        raise RegistryError(
+            f"{name} v{version} was gated against {'no champion' if gated_champion is None else f'champion v{gated_champion}'}, "
+            f"but the champion is now v{serving}: its gate never saw the serving champion; nothing was changed. "
+            f"Clear evaluate_model (and downstream) in run {run_id} to re-evaluate against v{serving}."
+        )
     client.set_registered_model_alias(name, CHAMPION, str(version))
     if alias_version(name, CHALLENGER) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
@@ -166,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actor", default="", help="who decided (an Airflow user id)")
     parser.add_argument("--reason", default="", help="why")
     parser.add_argument("--gate-digest", default=None)
+    parser.add_argument("--gated-champion", default=None, help="promote: the champion version the gate compared against ('' for none)")
     parser.add_argument("--target-version", default="", help="rollback: version to restore (default: the previous champion)")
     parser.add_argument("--result-file", help="write the result JSON here")
     args = parser.parse_args(argv)
@@ -179,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "reject":
             result = reject(args.model, args.version, args.actor or None, args.reason)
         elif args.command == "promote":
-            result = promote(store, args.model, args.version, args.actor, args.reason, args.gate_digest, args.run_id)
+            if args.gated_champion is None:
+                raise RegistryError("promote needs --gated-champion: the champion version its gate compared against ('' for none)")
+            gated = int(args.gated_champion) if args.gated_champion else None
+            result = promote(store, args.model, args.version, args.actor, args.reason, args.gate_digest, args.run_id, gated)
         elif args.command == "rollback":
             result = rollback(store, args.model, int(args.target_version) if args.target_version else None, args.actor, args.reason)
         else:

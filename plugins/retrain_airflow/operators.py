@@ -164,7 +164,7 @@ class GateOnMetricsOperator(ModelOperator):
         if gate["decision"] != "pass":
             raise AirflowFailException(f"gate rejected the challenger: failed {', '.join(gate['failed'])}; see {path} and {report}")
         return {"gate_path": str(path), "decision": gate["decision"], "digest": gate["digest"], "table": table,
-                "report_path": str(report), "has_champion": gate["has_champion"]}
+                "report_path": str(report), "has_champion": gate["has_champion"], "champion_version": gate["champion_version"]}
 
 
 class ApproveModelOperator(ApprovalOperator):
@@ -220,18 +220,23 @@ class ApproveModelOperator(ApprovalOperator):
 
 
 class RollbackModelOperator(ModelOperator):
-    """rollback_model: move champion back and append the ledger; the triggering user is the actor."""
+    """rollback_model: move champion back and append the ledger; the triggering user is the actor, and
+    must be one of the model's rollback users (else its approvers)."""
 
     ui_color = "#fde8e8"
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from retrain.config import load_model
         from retrain.jobs import rollback_model_spec
         from retrain.store import LocalStore
 
-        params = context["params"]
+        config, params = load_model(self.model_name), context["params"]
         target = params.get("target_version")
-        actor = getattr(context["dag_run"], "triggering_user_name", None) or "unknown"
-        spec = rollback_model_spec(load_model(self.model_name), run_context(context), LocalStore(),
+        actor = getattr(context["dag_run"], "triggering_user_name", None)
+        if not config.approval.may_roll_back(actor):
+            raise AirflowFailException(config.approval.rollback_refusal(config.name, actor))
+        spec = rollback_model_spec(config, run_context(context), LocalStore(),
                                    None if target in (None, "") else int(target), actor, params["reason"])
         return run_local_job(spec, self.log)

@@ -75,6 +75,16 @@ def test_rollback_to_a_version_that_never_served_changes_nothing(stack, target):
     assert alert["dag_id"] == "rollback_intent" and f"v{target} was never champion" in alert["reason"]
 
 
+def test_rollback_by_a_user_who_may_not_roll_back_changes_nothing(stack):
+    """bob may trigger DAG runs, but a rollback is a production change: only rollback users (else approvers)."""
+    before, ledger_before = stack["registry_status"](), ledger_text(stack)
+    run = stack["as_user"]("bob").trigger_manual("rollback_intent", {"reason": "integration: bob tries"})
+    assert stack["client"].wait_for_run("rollback_intent", run["dag_run_id"], timeout=120) == {"rollback_model": "failed"}
+    assert stack["registry_status"]()["champion"] == before["champion"] and ledger_text(stack) == ledger_before
+    alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent.jsonl").read_text().splitlines()]
+    assert "bob may not roll back intent" in next(a for a in alerts if a["run_id"] == run["dag_run_id"])["reason"]
+
+
 def test_gate_rejection_alerts_and_registers_nothing(stack):
     client, start = stack["client"], stack["interval"][0]
     client.set_paused("retrain_intent_strict", False)

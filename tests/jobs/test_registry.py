@@ -63,7 +63,7 @@ def test_lifecycle(world):
     predicted = eval(proc.stdout.strip().splitlines()[-1])  # noqa: S307 - our own printed list
     assert len(predicted) == 2 and set(predicted) <= {"card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"}
 
-    promoted = ok(world, "promote", "--model", "intent", "--version", str(v1), "--actor", "alice", "--reason", "first model")
+    promoted = ok(world, "promote", "--model", "intent", "--version", str(v1), "--actor", "alice", "--reason", "first model", "--gated-champion", "")
     assert promoted["ledger_entry"]["actor"] == "alice"
     assert (status(world)["champion"], status(world)["challenger"]) == (v1, None)
 
@@ -74,7 +74,7 @@ def test_lifecycle(world):
     assert {v["version"]: v["approval"] for v in after["versions"]} == {v1: "approved", v2: "rejected"}
 
     v3 = register(world, 2)
-    ok(world, "promote", "--model", "intent", "--version", str(v3), "--actor", "carol", "--reason", "better")
+    ok(world, "promote", "--model", "intent", "--version", str(v3), "--actor", "carol", "--reason", "better", "--gated-champion", str(v1))
     ledger_before = (world["root"] / "store" / "ledger" / "intent.jsonl").read_text()
 
     for target, message in ((str(v2), "was never champion"), ("99", "was never champion"), (str(v3), "already the champion")):
@@ -90,3 +90,17 @@ def test_lifecycle(world):
     assert [(e["action"], e["to_version"], e["actor"]) for e in final["ledger"]] == [
         ("promote", v1, "alice"), ("promote", v3, "carol"), ("rollback", v1, "bob"),
     ]
+
+
+def test_two_runs_gated_without_a_champion_cannot_both_be_promoted(world, tmp_path):
+    """The race: overlapping runs are both gated with no champion; the first is promoted, then the
+    second is approved too. Its gate never saw the serving champion, so promotion refuses."""
+    race = {**world, "env": {**world["env"], "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "RETRAIN_HOME": str(tmp_path / "store")}}
+    first, second = register(race, 0), register(race, 1)
+    ok(race, "promote", "--model", "intent", "--version", str(first), "--actor", "alice", "--reason", "run A", "--gated-champion", "")
+    ledger_before = (tmp_path / "store" / "ledger" / "intent.jsonl").read_text()
+    proc = registry(race, "promote", "--model", "intent", "--version", str(second), "--actor", "alice", "--reason", "run B", "--gated-champion", "")
+    assert proc.returncode == 65, proc.stderr
+    assert f"v{second} was gated against no champion, but the champion is now v{first}" in proc.stderr
+    assert "Clear evaluate_model" in proc.stderr
+    assert status(race)["champion"] == first and (tmp_path / "store" / "ledger" / "intent.jsonl").read_text() == ledger_before
