@@ -72,3 +72,41 @@ def test_bad_yaml_and_missing_labels_file(tmp_path):
     path = write(tmp_path, INTENT.read_text().replace("data/banking77/categories.json", "data/nope.json"))
     with pytest.raises(ConfigError, match=r"field 'data.labels_file': no such file"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "rule"),
+    [
+        ("  role_arn: arn:aws:iam::123456789012:role/retrain-jobs\n", "", "aws.role_arn", "Field required"),
+        ("role_arn: arn:aws:iam::123456789012:role/", "role_arn: arn:aws:iam::1234:role/", "aws.role_arn", "IAM role ARN"),
+        ("role_arn: arn:aws:iam::123456789012:role/", "role_arn: arn:aws:s3::123456789012:role/", "aws.role_arn", "IAM role ARN"),
+        ("dataset_bucket: retrain-datasets-123456789012", "dataset_bucket: Retrain_Datasets", "aws.dataset_bucket", "S3 bucket name"),
+        ("golden_bucket: retrain-golden-123456789012", "golden_bucket: ab", "aws.golden_bucket", "3 to 63 characters"),
+        ("artifact_bucket: retrain-artifacts-123456789012", "artifact_bucket: retrain..artifacts", "aws.artifact_bucket", "no '..'"),
+        ("  dataset_bucket: retrain-datasets-123456789012", "  dataset_bucket_name: x", "aws.dataset_bucket", ""),
+        ("instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+         "instance_type: m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot", "aws.training.instance_type", "SageMaker instance type"),
+        ("glue_version: \"5.0\"", "glue_version: 5.0", "aws.glue.glue_version", "quoted string"),
+        ("max_wait_seconds: 7200", "max_wait_seconds: 600", "aws.training", "max_wait_seconds must be set and >= max_runtime_seconds"),
+        ("subnets: [subnet-0a1b2c3d4e5f60718, subnet-0f1e2d3c4b5a69788]", "subnets: []", "aws.vpc", "both be set or both be empty"),
+        ("kms_key_arn: arn:aws:kms:", "kms_key_arn: arn:aws:kns:", "aws.kms_key_arn", "KMS key"),
+    ],
+)
+def test_invalid_aws_field_names_file_field_and_rule(tmp_path, old, new, field, rule):
+    text = INTENT.read_text()
+    assert old in text
+    path = write(tmp_path, text.replace(old, new))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"field '{field}" in message
+    assert rule in message
+
+
+def test_aws_section_is_optional_and_glue_version_stays_a_string(tmp_path):
+    text = INTENT.read_text()
+    config = load_config(INTENT)
+    assert config.aws is not None and config.aws.glue.glue_version == "5.0"
+    local_only = write(tmp_path, text[: text.index("\naws:")] + "\n")
+    assert load_config(local_only).aws is None

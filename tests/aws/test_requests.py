@@ -1,0 +1,316 @@
+"""AWS request builders against botocore's own service model, plus golden files.
+
+Every Glue, SageMaker and S3 request built for each model config with an ``aws:`` section
+passes botocore's ParamValidator and the stricter max/pattern/enum walk. The requests built
+for the shipped intent config from a fixed run id, try and lineage must equal the JSON files
+under ``tests/aws/golden/``. After an intended change, regenerate them and review the diff:
+
+    source scripts/env.sh && RETRAIN_UPDATE_GOLDEN=1 python -m pytest tests/aws/test_requests.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from retrain import jobs
+from retrain.aws import glue, s3, sagemaker
+from retrain.aws.locations import AwsJob, CodeBundle, aws_job_from_spec, s3_uri
+from retrain.aws.names import MAX_LENGTH, SAGEMAKER_NAME, glue_job_name, job_name
+from retrain.aws.schema import RequestInvalid, param_validator_problems, strict_problems, validate_request
+from retrain.config import config_paths, load_config
+from retrain.store import LocalStore
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+GOLDEN_DIR = Path(__file__).parent / "golden"
+INTENT = PROJECT_ROOT / "config" / "models" / "intent.yaml"
+RUN_ID = "scheduled__2026-09-14T00:00:00+00:00"
+TRY = 1
+GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
+DATASET_VERSION = "ds-5f1c0a9e2b7d"
+GOLDEN_NAMES = [
+    "glue_create_job", "glue_start_job_run", "sagemaker_validate_raw", "sagemaker_train_model", "sagemaker_evaluate_model",
+    "sagemaker_register_model", "sagemaker_promote_model", "sagemaker_reject_model", "s3_put_gate",
+]
+# What makes a botocore pattern Java-only: Unicode classes (\p{L}) and UTF-16 surrogate ranges.
+JAVA_ONLY = re.compile(r"\\p\{|\\uD[89A-F]", re.IGNORECASE)
+AWS_CONFIGS = [path for path in config_paths() if load_config(path).aws is not None]
+
+
+# --- shared helpers: fixed inputs, so the requests are byte-for-byte stable --------------------
+
+def lineage(config) -> dict[str, str]:
+    """The tags train_model_spec records (retrain.jobs.lineage), with the git sha fixed."""
+    return {
+        "model_name": config.name, "dataset_version": DATASET_VERSION, "golden_version": config.data.golden_version,
+        "base_model": config.training.base_model, "git_sha": GIT_SHA,
+        "config_digest": config.digest(), "airflow_dag_id": config.dag_id, "airflow_run_id": RUN_ID,
+    }
+
+
+def run_key_uri(config, task: str, leaf: str = "") -> str:
+    return s3_uri(config.aws, f"runs/{config.name}/{jobs.run_key(RUN_ID)}/{task}{leaf}")
+
+
+def context(config, store: LocalStore) -> jobs.RunContext:
+    model_dir = store.path(f"runs/{config.name}/{jobs.run_key(RUN_ID)}/train_model/model")
+    return jobs.RunContext(
+        dag_id=config.dag_id, run_id=RUN_ID,
+        interval_start=datetime(2026, 9, 7, tzinfo=timezone.utc), interval_end=datetime(2026, 9, 14, tzinfo=timezone.utc),
+        upstream={"build_dataset": {"dataset_version": DATASET_VERSION}, "train_model": {"model_dir": str(model_dir), "mlflow_run_id": "0f3c9d"}},
+    )
+
+
+def explicit_jobs(config) -> dict[str, AwsJob]:
+    """validate_raw and build_dataset, spelled out: they read through a store root, which aws_job_from_spec refuses.
+
+    Their ``--store-root`` on AWS is a placeholder here (the dataset bucket, and raw/<model>/ as
+    the processing input) until the S3 store settles how a job reaches three buckets.
+    """
+    raw_manifest = run_key_uri(config, "snapshot_raw", "/manifest.json")
+    data = config.data
+    code = CodeBundle(config.aws.artifact_bucket, GIT_SHA)
+    common = {"text-column": data.text_column, "label-column": data.label_column}
+    return {
+        "validate_raw": AwsJob(
+            task="validate_raw", kind="processing", script="include/validation/validate_raw.py",
+            arguments={"raw-manifest": "/opt/ml/processing/input/raw-manifest/manifest.json", "store-root": "/opt/ml/processing/input/store",
+                       **common, "labels-file": f"/opt/ml/processing/input/code/{data.labels_file}", "min-rows": str(data.min_rows), "min-text-chars": str(data.min_text_chars),
+                       "max-text-chars": str(data.max_text_chars), "output-dir": "/opt/ml/processing/output/output-dir"},
+            inputs={"raw-manifest": raw_manifest.rsplit("/", 1)[0], "store": s3_uri(config.aws, f"raw/{config.name}")},
+            outputs={"output-dir": run_key_uri(config, "validate_raw")},
+        ),
+        "build_dataset": AwsJob(
+            task="build_dataset", kind="glue", script="include/etl/build_dataset.py",
+            arguments={"model": config.name, "raw-manifest": raw_manifest, "store-root": f"s3://{config.aws.dataset_bucket}",
+                       **common, "labels-file": code.script_uri(data.labels_file), "golden-version": data.golden_version, "validation-fraction": str(data.validation_fraction),
+                       "result-file": run_key_uri(config, "build_dataset", "/result.json")},
+        ),
+    }
+
+
+@pytest.fixture
+def spec_jobs(tmp_path, monkeypatch):
+    """train_model and evaluate_model: the local JobSpecs, mapped by aws_job_from_spec."""
+    monkeypatch.setattr(jobs, "git_sha", lambda: GIT_SHA)
+
+    def build(config) -> dict[str, AwsJob]:
+        store = LocalStore(tmp_path / "store")
+        ctx = context(config, store)
+        code = CodeBundle(config.aws.artifact_bucket, GIT_SHA)
+        return {name: aws_job_from_spec(builder(config, ctx, store), config.aws, code, store.root, PROJECT_ROOT)
+                for name, builder in (("train_model", jobs.train_model_spec), ("evaluate_model", jobs.evaluate_model_spec))}
+
+    return build
+
+
+def all_requests(config, aws_jobs: dict[str, AwsJob]) -> dict[str, tuple[str, str, dict]]:
+    """name -> (service, operation, request) for every request the aws backend sends for one run."""
+    aws = config.aws
+    code = CodeBundle(aws.artifact_bucket, GIT_SHA)
+    tags = lineage(config)
+    glue_kwargs = glue.glue_operator_kwargs(aws, aws_jobs["build_dataset"], code, glue_job_name(config.name, GIT_SHA), f"{config.dag_id} build_dataset")
+    named = {task: job_name(config.name, task, RUN_ID, TRY) for task in ("validate_raw", "train_model", "evaluate_model")}
+    package_arn = f"arn:aws:sagemaker:{aws.region}:123456789012:model-package/{aws.model_package_group}/3"
+    model_data = f"{aws_jobs['train_model'].model_uri}/{named['train_model']}/output/model.tar.gz"
+    return {
+        "glue_create_job": ("glue", "CreateJob", glue.create_job_request(glue_kwargs)),
+        "glue_start_job_run": ("glue", "StartJobRun", glue.start_job_run_request(glue_kwargs)),
+        "sagemaker_validate_raw": ("sagemaker", "CreateProcessingJob",
+                                   sagemaker.processing_request(aws, aws_jobs["validate_raw"], code, named["validate_raw"], tags)),
+        "sagemaker_train_model": ("sagemaker", "CreateTrainingJob",
+                                  sagemaker.training_request(aws, aws_jobs["train_model"], code, named["train_model"], tags)),
+        "sagemaker_evaluate_model": ("sagemaker", "CreateProcessingJob",
+                                     sagemaker.processing_request(aws, aws_jobs["evaluate_model"], code, named["evaluate_model"], tags)),
+        "sagemaker_register_model": ("sagemaker", "CreateModelPackage", sagemaker.model_package_request(
+            aws, aws.inference_image_uri, model_data, run_key_uri(config, "evaluate_model", "/metrics.json"), tags,
+            f"{config.name} challenger from {config.dag_id} run {RUN_ID}")),
+        "sagemaker_promote_model": ("sagemaker", "UpdateModelPackage",
+                                    sagemaker.update_model_package_request(package_arn, True, "approved by alice in retrain_intent")),
+        "sagemaker_reject_model": ("sagemaker", "UpdateModelPackage",
+                                   sagemaker.update_model_package_request(package_arn, False, "rejected: approval timed out")),
+        "s3_put_gate": ("s3", "PutObject",
+                        s3.put_object_request(aws, f"runs/{config.name}/{jobs.run_key(RUN_ID)}/gate_on_metrics/gate.json", '{"verdict": "pass"}')),
+    }
+
+
+@pytest.fixture
+def requests_for(spec_jobs):
+    return lambda config: all_requests(config, {**explicit_jobs(config), **spec_jobs(config)})
+
+
+# --- every request passes the schema ---------------------------------------------------------
+
+def test_some_model_has_an_aws_section():
+    assert INTENT in AWS_CONFIGS
+
+
+@pytest.mark.parametrize("path", AWS_CONFIGS, ids=lambda p: p.stem)
+def test_every_request_passes_botocore_and_the_strict_walk(path, requests_for):
+    for name, (service, operation, request) in requests_for(load_config(path)).items():
+        checked = validate_request(service, operation, request)
+        unexpected = [(path, pattern) for path, pattern in checked.skipped_patterns if not JAVA_ONLY.search(pattern)]
+        assert not unexpected, f"{name}: the walk skipped patterns it should check: {unexpected}"
+
+
+def test_skipped_patterns_are_only_the_java_only_ones(requests_for):
+    import botocore.session
+
+    _service, _operation, request = requests_for(load_config(INTENT))["sagemaker_train_model"]
+    _problems, skipped = strict_problems("sagemaker", "CreateTrainingJob", request)
+    assert skipped, "Tag keys and values carry \\p{L} patterns, which re cannot compile"
+    assert all(re.fullmatch(r"Tags\[\d+\]\.(Key|Value)", path) for path, _pattern in skipped), skipped
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for("TagValue")
+    assert r"\p{L}" in shape.metadata["pattern"]
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_requests_match_golden_files(name, requests_for):
+    _service, _operation, request = requests_for(load_config(INTENT))[name]
+    text = json.dumps(request, indent=2, sort_keys=True) + "\n"
+    golden = GOLDEN_DIR / f"{name}.json"
+    if os.environ.get("RETRAIN_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert golden.is_file(), f"{golden} missing; regenerate with RETRAIN_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(), f"{name} differs from {golden}; if intended, regenerate with RETRAIN_UPDATE_GOLDEN=1"
+
+
+# --- job names --------------------------------------------------------------------------------
+
+def test_job_name_of_a_scheduled_run_is_readable_and_valid():
+    name = job_name("intent", "train_model", RUN_ID, 1)
+    assert name.startswith("intent-train-model-scheduled-2026-09-14T00-00-00")
+    assert SAGEMAKER_NAME.fullmatch(name) and len(name) <= MAX_LENGTH
+    assert name != job_name("intent", "train_model", RUN_ID, 2), "a retry needs a new name: SageMaker never reuses one"
+    assert name != job_name("intent", "evaluate_model", RUN_ID, 1)
+
+
+def test_a_70_character_run_id_still_gives_a_valid_name(requests_for):
+    long_run = "manual__2026-09-14T00:00:00.123456+00:00_" + "x" * 29
+    assert len(long_run) == 70
+    other = long_run[:-1] + "y"  # differs only after any cut
+    names = {job_name("embedding_adapter", "evaluate_model", run, 3) for run in (long_run, other)}
+    assert len(names) == 2
+    for name in names:
+        assert len(name) <= MAX_LENGTH and SAGEMAKER_NAME.fullmatch(name), name
+        assert name.endswith("-t3")
+    request = dict(requests_for(load_config(INTENT))["sagemaker_train_model"][2], TrainingJobName=job_name("intent", "train_model", long_run, 1))
+    validate_request("sagemaker", "CreateTrainingJob", request)
+
+
+def test_the_walk_names_a_too_long_job_name(requests_for):
+    request = dict(requests_for(load_config(INTENT))["sagemaker_train_model"][2], TrainingJobName="a" * 70)
+    assert param_validator_problems("sagemaker", "CreateTrainingJob", request) == [], "ParamValidator does not check max"
+    with pytest.raises(RequestInvalid, match=r"TrainingJobName: length 70 > max 63"):
+        validate_request("sagemaker", "CreateTrainingJob", request)
+
+
+@pytest.mark.parametrize("run_id", ["", ":::", "+00:00"])
+def test_odd_run_ids_still_give_valid_names(run_id):
+    name = job_name("intent", "train_model", run_id, 1)
+    assert SAGEMAKER_NAME.fullmatch(name), name
+
+
+# --- hyperparameters are strings ---------------------------------------------------------------
+
+def test_a_non_string_hyperparameter_is_refused_by_the_builder(spec_jobs):
+    config = load_config(INTENT)
+    job = spec_jobs(config)["train_model"]
+    bad = AwsJob(**{**job.__dict__, "arguments": {**job.arguments, "seed": 42}})
+    with pytest.raises(TypeError, match=r"HyperParameters: .*seed \(int\)"):
+        sagemaker.training_request(config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA), "n", lineage(config))
+
+
+def test_a_non_string_hyperparameter_is_refused_by_botocore(requests_for):
+    request = requests_for(load_config(INTENT))["sagemaker_train_model"][2]
+    request["HyperParameters"]["seed"] = 42
+    assert any("HyperParameters.seed" in line for line in param_validator_problems("sagemaker", "CreateTrainingJob", request))
+    with pytest.raises(RequestInvalid, match=r"HyperParameters\.seed"):
+        validate_request("sagemaker", "CreateTrainingJob", request)
+
+
+def test_hyperparameters_are_the_script_mode_ones(requests_for):
+    hyperparameters = requests_for(load_config(INTENT))["sagemaker_train_model"][2]["HyperParameters"]
+    assert hyperparameters["sagemaker_program"] == "include/training/train.py"
+    assert hyperparameters["sagemaker_submit_directory"] == f"s3://retrain-artifacts-123456789012/code/{GIT_SHA}/sourcedir.tar.gz"
+    assert hyperparameters["labels-file"] == "data/banking77/categories.json"  # project-relative, shipped in the source dir
+    assert hyperparameters["seed"] == "42" and all(isinstance(v, str) for v in hyperparameters.values())
+
+
+# --- instance types and the Glue version -------------------------------------------------------
+
+def test_an_unknown_instance_type_passes_botocore_but_not_the_walk(tmp_path, spec_jobs):
+    path = tmp_path / "intent.yaml"
+    path.write_text(INTENT.read_text().replace("instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+                                               "instance_type: ml.m5.huge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot"))
+    config = load_config(path)  # well-formed, so the config accepts it; only the service model knows the list
+    assert config.aws.training.instance_type == "ml.m5.huge"
+    request = all_requests(config, {**explicit_jobs(config), **spec_jobs(config)})["sagemaker_train_model"][2]
+    assert param_validator_problems("sagemaker", "CreateTrainingJob", request) == []
+    with pytest.raises(RequestInvalid) as info:
+        validate_request("sagemaker", "CreateTrainingJob", request)
+    assert "ResourceConfig.InstanceType: 'ml.m5.huge' is not in the enum" in str(info.value)
+
+
+def test_glue_version_stays_a_string(requests_for):
+    requests = requests_for(load_config(INTENT))
+    create = requests["glue_create_job"][2]
+    assert create["GlueVersion"] == "5.0" and isinstance(create["GlueVersion"], str)
+    assert create["WorkerType"] == "G.1X" and create["NumberOfWorkers"] == 2
+    assert create["DefaultArguments"]["--extra-py-files"].endswith(f"/code/{GIT_SHA}/retrain.zip")
+    assert create["DefaultArguments"]["--job-language"] == "python"
+    float_version = dict(create, GlueVersion=5.0)  # what render_template_as_native_obj made of it
+    with pytest.raises(RequestInvalid, match=r"GlueVersion"):
+        validate_request("glue", "CreateJob", float_version)
+
+
+def test_glue_arguments_must_be_strings():
+    config = load_config(INTENT)
+    job = explicit_jobs(config)["build_dataset"]
+    bad = AwsJob(**{**job.__dict__, "arguments": {**job.arguments, "validation-fraction": 0.1}})
+    with pytest.raises(TypeError, match="validation-fraction"):
+        glue.glue_operator_kwargs(config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA), "j", "d")
+
+
+# --- the JobSpec mapping and the lineage -------------------------------------------------------
+
+def test_spec_mapping_places_channels_model_and_checkpoints_on_s3(spec_jobs):
+    config = load_config(INTENT)
+    mapped = spec_jobs(config)
+    train, evaluate = mapped["train_model"], mapped["evaluate_model"]
+    assert train.inputs == {"train": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/train",
+                            "validation": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/validation"}
+    assert train.checkpoint_uri == run_key_uri(config, "train_model", "/checkpoints")
+    assert evaluate.arguments["output-dir"] == "/opt/ml/processing/output/output-dir"
+    assert evaluate.outputs == {"output-dir": run_key_uri(config, "evaluate_model")}
+    assert evaluate.inputs["golden-dir"] == "s3://retrain-golden-123456789012/golden/intent/v1"
+    assert "MLFLOW_TRACKING_URI" not in train.env
+
+
+def test_spec_mapping_refuses_the_store_root(tmp_path):
+    config = load_config(INTENT)
+    store = LocalStore(tmp_path / "store")
+    ctx = jobs.RunContext(config.dag_id, RUN_ID, None, None, upstream={"snapshot_raw": {"manifest_path": str(store.path("runs/intent/r/m.json"))}})
+    with pytest.raises(ValueError, match=r"validate_raw: argument --store-root is the store root"):
+        aws_job_from_spec(jobs.validate_raw_spec(config, ctx, store), config.aws, CodeBundle("b", GIT_SHA), store.root, PROJECT_ROOT)
+
+
+def test_model_package_carries_the_full_lineage(requests_for):
+    request = requests_for(load_config(INTENT))["sagemaker_register_model"][2]
+    assert request["ModelApprovalStatus"] == "PendingManualApproval"
+    assert request["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].endswith("/evaluate_model/metrics.json")
+    for key in sagemaker.LINEAGE_KEYS:
+        assert request["CustomerMetadataProperties"][key]
+    assert request["CustomerMetadataProperties"]["airflow_run_id"] == RUN_ID  # exact, not sanitised
+
+
+def test_model_package_refuses_incomplete_lineage():
+    config = load_config(INTENT)
+    with pytest.raises(ValueError, match=r"CustomerMetadataProperties: lineage is missing dataset_version"):
+        sagemaker.model_package_request(config.aws, config.aws.inference_image_uri, "s3://b/m.tar.gz", "s3://b/metrics.json",
+                                        {**lineage(config), "dataset_version": ""}, "d")
