@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -98,4 +97,4 @@ def test_an_experiment_outside_the_root_is_reported_not_silently_used(world):
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [line for line in proc.stderr.splitlines() if "ArtifactLocationWarning" in line]
     assert len(warnings) == 1, proc.stderr  # the experiment under the root passes silently
-    assert f"MLflow experiment 'legacy' (id " in warnings[0] and f"keeps its artifacts at {foreign}, outside the artifact root" in warnings[0]
+    assert "MLflow experiment 'legacy' (id " in warnings[0] and f"keeps its artifacts at {foreign}, outside the artifact root" in warnings[0]
