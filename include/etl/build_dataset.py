@@ -121,7 +121,9 @@ def read_raw(spark: SparkSession, store: LocalStore, inputs: dict[str, Any], arg
     paths = [str(store.path(entry["key"])) for entry in inputs["raw_manifest"]["files"]]
     raw = (
         spark.read.option("header", True)
-        .option("multiLine", True)  # quoted newlines; Python's csv module (snapshot_raw) agrees
+        # quoted newlines; Python's csv module (snapshot_raw) agrees. Reading each file as one stream
+        # also drops a leading UTF-8 BOM (Excel), which the line-based reader would keep in the first column's name.
+        .option("multiLine", True)
         .option("escape", '"')  # RFC 4180 "" inside quotes
         .option("mode", "FAILFAST")
         .option("enforceSchema", False)  # every file's header must match, not just the first's
@@ -146,7 +148,7 @@ def fail_on_unknown_label(raw: DataFrame, labels: list[str], labels_file: str, l
     bad = raw.withColumn("file", F.input_file_name()).filter(~F.coalesce(F.col("label").isin(labels), F.lit(False)))
     first = bad.select("file", "label").orderBy("file").first()
     path = Path(first["file"].removeprefix("file://"))
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a BOM must not rename the first column
         row = next((i for i, rec in enumerate(csv.DictReader(handle), 1)
                     if (rec.get(label_column) or "").strip() == (first["label"] or "")), "?")
     raise BuildError(

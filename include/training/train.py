@@ -334,8 +334,10 @@ class MlflowRun:
             return
         import mlflow
 
+        from retrain.tracking import ensure_experiment  # artifacts under the store root, not ./mlruns
+
         self.mlflow = mlflow
-        mlflow.set_experiment(args.experiment_name)
+        mlflow.set_experiment(experiment_id=ensure_experiment(args.experiment_name))
         run = mlflow.start_run(run_name=args.run_name or None)
         self.run_id = run.info.run_id
         mlflow.log_params(dataclasses.asdict(args))

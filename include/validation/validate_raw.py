@@ -70,10 +70,10 @@ def describe(f: dict[str, Any]) -> str:
 
 
 def decode_utf8(path: Path, key: str) -> tuple[str | None, list[dict]]:
-    """The file's text, or a problem on the line of the first byte that is not UTF-8."""
+    """The file's text without a leading BOM (Excel writes one), or a problem on the line of the first byte that is not UTF-8."""
     data = path.read_bytes()  # whole file: a streamed decoder reports errors a buffer early
     try:
-        return data.decode("utf-8"), []
+        return data.decode("utf-8").removeprefix("\ufeff"), []
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         return None, [failure(key, line, "file is UTF-8 text", f"{exc.reason}: {data[exc.start:exc.end]!r}")]

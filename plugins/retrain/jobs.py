@@ -19,6 +19,7 @@ from retrain import ledger
 from retrain.config import ModelConfig
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, mlflow_tracking_uri
 from retrain.store import LocalStore
+from retrain.tracking import ARTIFACT_ROOT_ENV, artifact_root
 
 
 def run_key(run_id: str) -> str:
@@ -141,6 +142,11 @@ def build_dataset_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) 
     )
 
 
+def tracking_env(store: LocalStore) -> dict[str, str]:
+    """MLflow settings of a job: the tracking URI, and the artifact root under this store (never the job's working directory)."""
+    return {"MLFLOW_TRACKING_URI": mlflow_tracking_uri(), ARTIFACT_ROOT_ENV: artifact_root(store.root)}
+
+
 def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
     """Script-mode training on the dataset version that build_dataset produced."""
     built = ctx.upstream["build_dataset"]
@@ -166,7 +172,7 @@ def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) ->
         model_dir=base / "model",
         output_dir=base / "output",
         checkpoint_dir=base / "checkpoints",
-        env={"MLFLOW_TRACKING_URI": mlflow_tracking_uri(), "RETRAIN_LINEAGE": _json(tags)},
+        env={**tracking_env(store), "RETRAIN_LINEAGE": _json(tags)},
         result_file=base / "model" / "training_summary.json",
     )
 
@@ -197,7 +203,7 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
         script=INCLUDE_DIR / "eval" / "evaluate.py",
         arguments=arguments,
         output_dir=out,
-        env={"MLFLOW_TRACKING_URI": mlflow_tracking_uri()},
+        env=tracking_env(store),
         result_file=out / "metrics.json",
     )
 
@@ -210,7 +216,7 @@ def _registry_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, name
         kind="processing",
         script=PROJECT_ROOT / "plugins" / "retrain" / "registry.py",
         arguments={"command": command, "model": config.name, **arguments, "result-file": str(out / "result.json")},
-        env={"MLFLOW_TRACKING_URI": mlflow_tracking_uri(), "RETRAIN_HOME": str(store.root)},
+        env={**tracking_env(store), "RETRAIN_HOME": str(store.root)},
         result_file=out / "result.json",
     )
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from retrain import ledger
+from retrain import ledger, tracking
 from retrain.paths import INCLUDE_DIR
 from retrain.store import LocalStore
 
@@ -51,6 +51,7 @@ def register(name: str, model_dir: str, run_id: str, tags: dict[str, str], evide
     import mlflow
 
     client = _client()
+    tracking.check_experiment(client.get_experiment(client.get_run(run_id).info.experiment_id))
     for path in evidence.values():
         client.log_artifact(run_id, path, "evaluation")
     with mlflow.start_run(run_id=run_id):

@@ -26,8 +26,8 @@ class RawDataError(ValueError):
 
 
 def count_csv_rows(path: Path) -> int:
-    """Data rows of a CSV file (header excluded), honouring quoted newlines."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    """Data rows of a CSV file (header excluded), honouring quoted newlines; a leading UTF-8 BOM (Excel) is dropped."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         if next(reader, None) is None:
             return 0

@@ -45,11 +45,11 @@ def spec_for(channels, out: Path, **overrides) -> JobSpec:
     )
 
 
-def train(spec: JobSpec, extra_env: dict | None = None) -> dict:
+def train(spec: JobSpec, extra_env: dict | None = None, cwd: Path | None = None) -> dict:
     for d in (spec.model_dir, spec.checkpoint_dir):
         d.mkdir(parents=True, exist_ok=True)
     env = {**job_environment(spec), **(extra_env or {})}
-    proc = subprocess.run(command_line(spec), env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command_line(spec), env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(spec.result_file.read_text())
 

@@ -3,11 +3,12 @@ environment's interpreter with ``--key value`` arguments and PYTHONPATH=include:
 
 Spark start-up costs ~10 s a run, so the successful builds are shared through module-scoped
 fixtures: build A, build A again (reuse), build A+B (growth). The tampered-golden case fails
-before Spark starts; the unknown-label case is the only other Spark run.
+before Spark starts; the other Spark runs are A saved with a BOM, and two unknown-label cases.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -61,20 +62,22 @@ def is_validation(key: str) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32 < FRACTION
 
 
-def write_partition(root: Path, dt: str, rows: list[tuple[str, str]]) -> Path:
+def write_partition(root: Path, dt: str, rows: list[tuple[str, str]], bom: bool = False, label_first: bool = False) -> Path:
+    """One raw CSV; ``bom`` starts it with a UTF-8 byte-order mark, as Excel saves a CSV."""
     path = root / "raw" / MODEL / f"dt={dt}" / "part-00000.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    order = (lambda r: r[::-1]) if label_first else (lambda r: r)
+    with open(path, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["utterance", "intent"])
-        writer.writerows(rows)
+        writer.writerow(order(["utterance", "intent"]))
+        writer.writerows(order(list(row)) for row in rows)
     return path
 
 
-def make_store(root: Path, rows_a: list[tuple[str, str]] = ROWS_A) -> LocalStore:
+def make_store(root: Path, rows_a: list[tuple[str, str]] = ROWS_A, **csv_style) -> LocalStore:
     """A store with partition A and a published golden version v1."""
     store = LocalStore(root)
-    write_partition(root, "2026-09-07", rows_a)
+    write_partition(root, "2026-09-07", rows_a, **csv_style)
     staging = store.staging_dir(f"golden/{MODEL}/v1")
     lines = [json.dumps({"key": norm_key(t), "text": t, "label": lab, "label_id": LABELS.index(lab)}) for t, lab in GOLDEN]
     (staging / "golden.jsonl").write_text("\n".join(lines) + "\n")
@@ -254,9 +257,22 @@ def test_drift_against_previous_version(first_build, grown_build):
     assert drift["score"] == drift["new_example_fraction"]
 
 
-def test_unknown_label_fails_naming_file_row_and_rule(tmp_path, labels_file):
+def test_utf8_bom_is_accepted_and_gives_the_same_dataset(tmp_path, labels_file, first_build):
+    """Excel starts a CSV with a byte-order mark: the same rows give the same version, byte for byte."""
+    store = make_store(tmp_path, bom=True)
+    assert store.path(f"raw/{MODEL}/dt=2026-09-07/part-00000.csv").read_bytes().startswith(codecs.BOM_UTF8)
+    result = succeeded(*run_build(store, WEEK_A, labels_file, "bom"))
+    assert result["dataset_version"] == first_build["dataset_version"]
+    assert result["counts"] == first_build["counts"]
+    version, first = (Path(r["dataset_dir"]) for r in (result, first_build))
+    for split in ("train", "validation"):
+        assert (version / split / f"{split}.jsonl").read_bytes() == (first / split / f"{split}.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("csv_style", [{}, {"bom": True, "label_first": True}], ids=["plain", "excel-bom-on-label-column"])
+def test_unknown_label_fails_naming_file_row_and_rule(tmp_path, labels_file, csv_style):
     rows = ROWS_A[:2] + [("Send money abroad", "wire_transfer")] + ROWS_A[3:]
-    store = make_store(tmp_path, rows)
+    store = make_store(tmp_path, rows, **csv_style)
     proc, result_file = run_build(store, WEEK_A, labels_file, "bad-label")
     assert proc.returncode == os.EX_DATAERR, proc.stdout + proc.stderr  # bad input: not retried
     raw_file = store.path(f"raw/{MODEL}/dt=2026-09-07/part-00000.csv")

@@ -106,6 +106,17 @@ def test_valid_dataset_passes(tmp_path: Path) -> None:
     assert proc.stdout.strip().splitlines()[-1].startswith("validation passed: 6 rows")
 
 
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    """Excel starts a CSV with a byte-order mark: it is not part of the first column's name, whichever column that is."""
+    second = "raw/intent/dt=2026-09-08/part-00000.csv"
+    label_first = ["card_arrival,I am still waiting on my card?", "card_linking,How do I link my new card?"]
+    files = {PART: "\ufeff" + csv_text(*GOOD_ROWS), second: "\ufeff" + csv_text(*label_first, header="category,text")}
+    proc, result = run_validate(tmp_path, files, min_rows=6)
+    assert (tmp_path / "store" / PART).read_bytes().startswith(b"\xef\xbb\xbf")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["success"] is True and result["rows"] == 6 and result["failures"] == []
+
+
 def test_malformed_csv_lines_name_file_and_line(tmp_path: Path) -> None:
     other = "raw/intent/dt=2026-09-08/part-00000.csv"
     files = {

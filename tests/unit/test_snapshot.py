@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
 from datetime import datetime, timezone
 
 import pytest
 
-from retrain.snapshot import RawDataError, snapshot_raw, verify_raw_files
+from retrain.snapshot import RawDataError, count_csv_rows, snapshot_raw, verify_raw_files
 
 START, END = datetime(2026, 9, 14, tzinfo=timezone.utc), datetime(2026, 9, 21, tzinfo=timezone.utc)
 
@@ -46,6 +47,17 @@ def test_empty_partition_directory_is_named(store):
 def test_no_partitions_at_all(store):
     with pytest.raises(RawDataError, match="no raw partitions before 2026-09-21"):
         snapshot_raw(store, "intent", START, END)
+
+
+def test_utf8_bom_is_accepted_and_not_counted(store):
+    """Excel starts a CSV with a byte-order mark; it is not data, so the file counts as it would without it."""
+    body = "text,category\nhello there,card_arrival\n\"multi\nline\",c\n"
+    land(store, "2026-09-07", body)
+    bom = land(store, "2026-09-14", codecs.BOM_UTF8 + body.encode())
+    manifest = snapshot_raw(store, "intent", START, END)
+    assert [f["rows"] for f in manifest["files"]] == [2, 2]
+    assert count_csv_rows(bom) == 2
+    assert count_csv_rows(land(store, "2026-09-14", codecs.BOM_UTF8 + b"text,category\n", name="part-00001.csv")) == 0
 
 
 def test_non_utf8_file_is_named(store):
