@@ -200,7 +200,7 @@ def tables(results: list[dict], policy_line: str) -> list[str]:
              "\"old per-class rule\" is the criterion before issue 7 (any judged class dropping more than 0.10 F1), "
              "on the same draws; \"other\" is any remaining criterion (floors, latency, sample size).", "",
              "| golden set | rho | draws | disagree | " + " | ".join(CRITERIA) + " | other | **overall** | target | met | old per-class rule |",
-             "|---|---|---|---|" + "---|" * (len(CRITERIA) + 6)]
+             "|---|---|---|---|" + "---|" * (len(CRITERIA) + 5)]
     for c in aa:
         overall = c["counts"]["overall"] / c["draws"]
         lines.append(f"| {c['golden']} | {c['rho']} | {c['draws']} | {c.get('disagreement', 0):.1%} | "
@@ -221,6 +221,25 @@ def tables(results: list[dict], policy_line: str) -> list[str]:
         lines.append(f"| {c['golden']} | {c['rho']} | {what} | {c['draws']} | {c['delta']:.4f} | {observed:.3f} | "
                      f"{rate(c, 'per_class.regression')} | {rate(c, 'significance.macro_f1')} | {rate(c, 'delta.macro_f1')} | "
                      f"**{rate(c, 'overall')}** | ≥ {TARGET_POWER:.0%} | {'met' if overall >= TARGET_POWER else '**not met**'} |")
+    misses = []
+    for c in results:
+        overall = c["counts"]["overall"] / c["draws"]
+        if (not c["worse"] and overall > TARGET_AA) or (c["worse"] and overall < TARGET_POWER):
+            top = max(CRITERIA, key=lambda k: c["counts"][k]) if not c["worse"] else "per_class.regression"
+            what = "A/A" if not c["worse"] else f"power ({c['worse']} drop)"
+            misses.append(f"- {what} at {c['golden']}, rho {c['rho']}: {overall:.1%} overall; "
+                          f"{top} alone {c['counts'][top] / c['draws']:.1%}.")
+    lines += ["", "How to read: rho is the share of golden examples on which the challenger copies the champion's "
+              f"prediction (\"disagree\" is the measured share of differing predictions). rho = {REALISTIC_RHO} is the "
+              "realistic level for retrains of one recipe: it reproduces the 95% CI width of Δ macro F1 that issue 7 "
+              "observed on 150 x 30 ([-0.004, +0.002]); lower rho is a noisier retrain, shown to bound the gate's behaviour. "
+              "The bars are not tuned to these draws: per_class_alpha is the conventional 0.05 family-wise level, and "
+              "the other thresholds are the ones the config had. The A/A misses at low rho come from significance.macro_f1, "
+              "the non-inferiority bound on overall macro F1 (its 95% CI must clear -0.01: with more disagreement the CI "
+              "widens and an equivalent challenger cannot prove non-inferiority), not from the per-class criteria. "
+              "Under this example-independent model the old per-class rule trips far less at rho 0.9 than the 73% of "
+              "issue 7, which was a bootstrap around one observed pair, not an A/A rate.", ""]
+    lines += (["Targets not met:", "", *misses] if misses else ["Every target met in every cell."])
     return lines
 
 

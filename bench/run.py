@@ -14,7 +14,7 @@ Modes:
   full (default)  parse 7 reps; gate 10k/100k/1M, 5 reps; training 2048 examples x 2 epochs,
                   3 reps; ETL 10k/100k/1M rows, 3/3/2 reps; pipeline (the README demo under
                   airflow standalone) once, with 5 rollbacks; gate operating characteristics
-                  300 A/A and 100 power draws per cell, rho 0.9/0.8/0.5 (about 10 min on one core).
+                  300 A/A and 100 power draws per cell, rho 0.9/0.8/0.5 (10-15 min on one core).
   --quick         parse 3 reps; gate 10k/100k, 3 reps; training 512 examples x 2 epochs,
                   3 reps; ETL 10k/100k rows, 2 reps; gate operating characteristics 100 A/A
                   and 50 power draws per cell, rho 0.9 only; no pipeline (it needs 6-8 minutes on
