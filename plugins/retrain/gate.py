@@ -93,32 +93,151 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, flo
     return {"only_challenger_correct": b, "only_champion_correct": c, "p_value": min(1.0, 2 * tail)}
 
 
+def binomial_tail(k: int, n: int, p: float, upper: bool) -> float:
+    """P(X >= k) if ``upper`` else P(X <= k), for X ~ Binomial(n, p); exact, summed in log space."""
+    if (upper and k <= 0) or (not upper and k >= n):
+        return 1.0
+    if (upper and k > n) or (not upper and k < 0):
+        return 0.0
+    if p <= 0.0 or p >= 1.0:  # X is constant: 0 or n
+        x = 0 if p <= 0.0 else n
+        return float(x >= k if upper else x <= k)
+    i = np.arange(1, n + 1)
+    log_choose = np.concatenate([[0.0], np.cumsum(np.log(n - i + 1) - np.log(i))])
+    terms = log_choose + np.arange(n + 1) * math.log(p) + (n - np.arange(n + 1)) * math.log1p(-p)
+    terms = terms[k:] if upper else terms[: k + 1]
+    top = terms.max()
+    return float(min(1.0, math.exp(top) * np.exp(terms - top).sum()))
+
+
+def tarone_family(min_p: np.ndarray, alpha: float) -> int:
+    """Tarone's family size: the smallest k with at most k hypotheses whose least achievable p-value is <= alpha/k.
+
+    A discrete test on few observations (a class with 3 discordant pairs cannot reach p < 0.125)
+    can never be rejected, so it need not share the error budget (Tarone 1990).
+    """
+    ranked = np.sort(np.asarray(min_p, dtype=np.float64))
+    ks = np.arange(1, len(ranked) + 1)
+    if not len(ks):
+        return 1
+    testable = np.searchsorted(ranked, alpha / ks * (1 + 1e-12), side="right")
+    return int(ks[np.argmax(testable <= ks)])
+
+
+def holm_tarone(p: np.ndarray, min_p: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step-down Tarone–Holm (Hommel & Krummenauer 1998): family-wise error rate <= alpha for discrete tests.
+
+    Hypotheses are taken in increasing p; at each step the Tarone family size K of those not yet
+    rejected sets the level alpha/K. Returns which are rejected and the family size each was
+    compared under (for those never reached, the size at the step that stopped).
+    """
+    p, min_p = np.asarray(p, dtype=np.float64), np.asarray(min_p, dtype=np.float64)
+    rejected, family = np.zeros(len(p), bool), np.zeros(len(p), np.int64)
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        k = tarone_family(min_p[~rejected], alpha)
+        if p[i] > alpha / k * (1 + 1e-12):  # tolerance: a p-value equal to the level is rejected
+            family[np.flatnonzero(~rejected)] = k
+            break
+        rejected[i], family[i] = True, k
+    return rejected, family
+
+
+def one_vs_rest_discordance(y: np.ndarray, a: np.ndarray, b: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class c, over the binary decision "is it c?": examples only ``a`` decides right, and only ``b``.
+
+    The decisions differ only where a and b predict different classes, and then only for those
+    two classes; the difference (only-b − only-a) is a's extra false positives plus false negatives
+    on c, which is what moves its F1.
+    """
+    diff = a != b
+    y, a, b = y[diff], a[diff], b[diff]
+    only_a = np.bincount(a[y == a], minlength=n_classes) + np.bincount(b[y != b], minlength=n_classes)
+    only_b = np.bincount(a[y != a], minlength=n_classes) + np.bincount(b[y == b], minlength=n_classes)
+    return only_a, only_b
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
 def _per_class(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) -> list[dict[str, Any]]:
+    """Per-class floor and regression: a class fails only if it is past the limit and the gap is beyond sampling noise.
+
+    Each family (floor, regression) is an exact one-sided test per judged class, corrected with
+    step-down Tarone–Holm at ``policy.per_class_alpha`` (family-wise), so an equivalent challenger
+    is rarely blocked however many classes there are; bench/gate_oc.py measures the error rates.
+    """
+    labels = list(metrics["labels"])
     challenger = metrics["challenger"]["per_class"]
-    eligible = {label for label, row in challenger.items() if row["support"] >= policy.min_class_support}
-    small = sorted(set(challenger) - eligible)
-    note = f"; {len(small)} class(es) under {policy.min_class_support} examples not judged" if small else ""
-    out = []
-    if not eligible:
+    judged = [i for i, label in enumerate(labels) if challenger[label]["support"] >= policy.min_class_support]
+    small = len(labels) - len(judged)
+    note = f"; {small} class(es) under {policy.min_class_support} examples not judged" if small else ""
+    if not judged:
         return [criterion("per_class.floor", None, policy.per_class_floor, SKIP, f"no class has {policy.min_class_support}+ examples")]
-    worst = min(eligible, key=lambda label: challenger[label]["f1"])
-    below = sorted(label for label in eligible if challenger[label]["f1"] < policy.per_class_floor)
-    out.append(criterion(
-        "per_class.floor", round(challenger[worst]["f1"], 6), policy.per_class_floor, FAIL if below else PASS,
-        (f"{len(below)} class(es) below the floor, worst {worst} at {challenger[worst]['f1']:.3f}" if below
-         else f"lowest class F1 {challenger[worst]['f1']:.3f} ({worst})") + note,
-    ))
+    alpha = policy.per_class_alpha
+    paired = metrics["paired"]
+    y, a = (np.asarray(paired[k], dtype=np.int64) for k in ("y_true", "challenger_pred"))
+    n_classes = len(labels)
+    f1 = np.array([challenger[labels[i]]["f1"] for i in judged])
+    out = [_floor(policy, labels, judged, f1, y, a, n_classes, note)]
     if has_champion:
+        b = np.asarray(paired["champion_pred"], dtype=np.int64)
         champion = metrics["champion"]["per_class"]
-        drops = {label: champion[label]["f1"] - challenger[label]["f1"] for label in eligible if label in champion}
-        label = max(drops, key=drops.get)
-        over = sorted(lab for lab, drop in drops.items() if drop > policy.per_class_max_regression)
-        out.append(criterion(
-            "per_class.regression", round(drops[label], 6), policy.per_class_max_regression, FAIL if over else PASS,
-            (f"{len(over)} class(es) lost more than {policy.per_class_max_regression} F1, worst {label} (-{drops[label]:.3f})" if over
-             else f"largest per-class F1 drop {drops[label]:.3f} ({label})") + note,
-        ))
+        drop = np.array([champion[labels[i]]["f1"] for i in judged]) - f1
+        only_a, only_b = (counts[judged] for counts in one_vs_rest_discordance(y, a, b, n_classes))
+        discordant = only_a + only_b
+        p = np.array([binomial_tail(int(k), int(n), 0.5, upper=True) for k, n in zip(only_b, discordant)])
+        min_p = np.power(0.5, discordant.astype(np.float64))
+        significant, family = holm_tarone(p, min_p, alpha)
+        material = drop > policy.per_class_max_regression
+        failing = np.flatnonzero(material & significant)
+        worst = int(failing[np.argmin(p[failing])]) if len(failing) else int(np.argmax(drop))
+        in_noise = int(np.sum(material & ~significant))
+
+        def evidence(j: int) -> str:
+            return (f"{labels[judged[j]]}: F1 {-drop[j]:+.3f}, one-vs-rest McNemar {int(only_a[j])} vs {int(only_b[j])} "
+                    f"(only challenger vs only champion right), p={_fmt_p(p[j])} "
+                    f"{'<=' if significant[j] else '>'} {alpha:g}/{family[j]} (Holm–Tarone, {family[j]} of {len(judged)} classes testable)")
+
+        if len(failing):
+            reason = (f"{len(failing)} class(es) lost more than {policy.per_class_max_regression} F1 beyond noise, worst "
+                      + evidence(worst) + (f"; {in_noise} more past the limit within noise" if in_noise else ""))
+        else:
+            reason = (f"no class lost more than {policy.per_class_max_regression} F1 beyond noise; largest drop "
+                      + evidence(worst) + (f"; {in_noise} class(es) past the limit within noise" if in_noise else ""))
+        out.append(criterion("per_class.regression", round(float(drop[worst]), 6), policy.per_class_max_regression,
+                             FAIL if len(failing) else PASS, reason + note))
     return out
+
+
+def _floor(policy: GatePolicy, labels: list[str], judged: list[int], f1: np.ndarray, y: np.ndarray, a: np.ndarray,
+           n_classes: int, note: str) -> dict[str, Any]:
+    """Per-class floor: F1 below the floor, and an exact binomial test that its true F1 is below it too.
+
+    F1 = 2J/(1+J), where J = TP/(TP+FP+FN) is the share of the examples that concern the class
+    (truly it, or predicted as it) that are right; so F1 < floor exactly when J < floor/(2−floor),
+    and given those n examples, TP is binomial in J.
+    """
+    floor, alpha = policy.per_class_floor, policy.per_class_alpha
+    tp = np.bincount(y[y == a], minlength=n_classes)[judged]
+    concern = (np.bincount(y, minlength=n_classes) + np.bincount(a, minlength=n_classes))[judged] - tp
+    j0 = floor / (2 - floor)
+    p = np.array([binomial_tail(int(k), int(n), j0, upper=False) for k, n in zip(tp, concern)])
+    min_p = np.power(1 - j0, concern.astype(np.float64))
+    significant, family = holm_tarone(p, min_p, alpha)
+    below = f1 < floor
+    failing = np.flatnonzero(below & significant)
+    worst = int(failing[np.argmin(p[failing])]) if len(failing) else int(np.argmin(f1))
+    in_noise = int(np.sum(below & ~significant))
+    evidence = (f"{labels[judged[worst]]} at {f1[worst]:.3f}, TP {int(tp[worst])} of {int(concern[worst])} examples "
+                f"concerning it, exact binomial p={_fmt_p(p[worst])} {'<=' if significant[worst] else '>'} "
+                f"{alpha:g}/{family[worst]} (Holm–Tarone)")
+    if len(failing):
+        reason = f"{len(failing)} class(es) below the floor beyond noise, worst " + evidence
+    else:
+        reason = "no class below the floor beyond noise; lowest " + evidence
+    reason += f"; {in_noise} class(es) under the floor within noise" if in_noise else ""
+    return criterion("per_class.floor", round(float(f1[worst]), 6), floor, FAIL if len(failing) else PASS, reason + note)
 
 
 def evaluate_gate(policy: GatePolicy, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binom, binomtest
 
 from retrain.config import GatePolicy
-from retrain.gate import evaluate_gate, mcnemar_exact, paired_bootstrap_macro_f1
+from retrain.gate import (
+    binomial_tail,
+    evaluate_gate,
+    holm_tarone,
+    mcnemar_exact,
+    one_vs_rest_discordance,
+    paired_bootstrap_macro_f1,
+    tarone_family,
+)
 
 LABELS = ["a", "b", "c"]
 
@@ -187,3 +195,100 @@ def test_mcnemar_matches_scipy_binomtest(b, c):
     expected = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue
     assert result["p_value"] == pytest.approx(expected, rel=1e-9, abs=1e-300)
     assert (result["only_challenger_correct"], result["only_champion_correct"]) == (b, c)
+
+
+def criterion_of(gate: dict, name: str) -> dict:
+    return next(c for c in gate["criteria"] if c["name"] == name)
+
+
+def test_per_class_regression_within_noise_passes():
+    """A 20-example class losing 4 examples is past the 0.10 limit, but 0 vs 4 discordant pairs is noise (p = 1/16)."""
+    y = np.concatenate([np.repeat([0, 1], 200), np.full(20, 2)])
+    champion = y.copy()
+    challenger = y.copy()
+    challenger[np.flatnonzero(y == 2)[:4]] = 0
+    m = metrics(y, challenger, champion)
+    drop = m["champion"]["per_class"]["c"]["f1"] - m["challenger"]["per_class"]["c"]["f1"]
+    assert drop > POLICY.per_class_max_regression
+    gate = evaluate_gate(POLICY.model_copy(update={"min_class_support": 20, "floors": {}, "min_delta": {}}), m)
+    regression = criterion_of(gate, "per_class.regression")
+    assert regression["verdict"] == "pass", regression
+    assert regression["value"] == pytest.approx(drop, abs=1e-6)
+    assert "0 vs 4" in regression["reason"] and "1 class(es) past the limit within noise" in regression["reason"]
+
+
+def test_per_class_regression_significant_but_small_passes():
+    """A certain but small loss (0.05 F1 on 200 examples) is not material: it passes."""
+    challenger = flip(Y, 0.10, 1, only_class=0)
+    gate = evaluate_gate(POLICY, metrics(Y, challenger, Y))
+    regression = criterion_of(gate, "per_class.regression")
+    assert 0 < regression["value"] < POLICY.per_class_max_regression
+    assert regression["verdict"] == "pass" and "<= 0.05/" in regression["reason"]
+
+
+def test_per_class_regression_failure_names_class_and_evidence():
+    gate = evaluate_gate(POLICY, metrics(Y, flip(Y, 0.25, 1, only_class=0), Y))
+    regression = criterion_of(gate, "per_class.regression")
+    assert regression["verdict"] == "fail"
+    reason = regression["reason"]
+    # a's errors become b's false positives, so b's F1 drops too
+    assert reason.startswith("2 class(es) lost more than 0.1 F1 beyond noise, worst a:")
+    assert "one-vs-rest McNemar 0 vs 50" in reason and "Holm–Tarone" in reason and "\n" not in reason
+
+
+def test_per_class_alpha_sets_the_bar():
+    """The same evidence fails at a lenient level and passes at a strict one."""
+    y = np.concatenate([np.repeat([0, 1], 200), np.full(20, 2)])
+    challenger = y.copy()
+    challenger[np.flatnonzero(y == 2)[:6]] = 0  # 0 vs 6: p = 1/64
+    m = metrics(y, challenger, y)
+    policy = POLICY.model_copy(update={"min_class_support": 20, "floors": {}, "min_delta": {}})
+    lenient = evaluate_gate(policy.model_copy(update={"per_class_alpha": 0.05}), m)
+    strict = evaluate_gate(policy.model_copy(update={"per_class_alpha": 0.01}), m)
+    assert criterion_of(lenient, "per_class.regression")["verdict"] == "fail"
+    assert criterion_of(strict, "per_class.regression")["verdict"] == "pass"
+
+
+def test_per_class_floor_within_noise_passes():
+    """A 20-example class just under the floor is not shown to be under it."""
+    y = np.concatenate([np.repeat([0, 1], 200), np.full(20, 2)])
+    challenger = y.copy()
+    challenger[np.flatnonzero(y == 2)[:11]] = 0  # recall 9/20: F1 = 18/29 = 0.62 < 0.65
+    m = metrics(y, challenger)
+    policy = POLICY.model_copy(update={"min_class_support": 20, "floors": {}, "per_class_floor": 0.65})
+    floor = criterion_of(evaluate_gate(policy, m), "per_class.floor")
+    assert floor["value"] < 0.65 and floor["verdict"] == "pass", floor
+    assert "1 class(es) under the floor within noise" in floor["reason"]
+    far = policy.model_copy(update={"per_class_floor": 0.95})
+    assert criterion_of(evaluate_gate(far, m), "per_class.floor")["verdict"] == "fail"
+
+
+@pytest.mark.parametrize(("k", "n", "p"), [(0, 0, 0.5), (3, 10, 0.5), (10, 10, 0.5), (7, 40, 1 / 3), (0, 30, 0.2), (450, 1000, 0.47)])
+def test_binomial_tail_matches_scipy(k, n, p):
+    assert binomial_tail(k, n, p, upper=True) == pytest.approx(binom.sf(k - 1, n, p), rel=1e-9, abs=1e-300)
+    assert binomial_tail(k, n, p, upper=False) == pytest.approx(binom.cdf(k, n, p), rel=1e-9, abs=1e-300)
+
+
+def test_tarone_family_counts_only_testable_hypotheses():
+    # two hypotheses can reach 0.05/2; the other 148 cannot reach even 0.05 (min p 0.125)
+    min_p = np.array([1e-4, 1e-3] + [0.125] * 148)
+    assert tarone_family(min_p, 0.05) == 2
+    assert tarone_family(np.full(10, 1e-9), 0.05) == 10  # every one testable: Bonferroni's m
+    assert tarone_family(np.array([]), 0.05) == 1
+
+
+def test_holm_tarone_is_holm_when_every_test_can_reach_the_level():
+    p = np.array([0.001, 0.012, 0.03, 0.3])
+    rejected, family = holm_tarone(p, np.full(4, 1e-12), 0.05)
+    # Holm: 0.001 <= 0.05/4, 0.012 <= 0.05/3, 0.03 > 0.05/2: stop
+    assert rejected.tolist() == [True, True, False, False]
+    assert family.tolist() == [4, 3, 2, 2]
+
+
+def test_one_vs_rest_discordance_matches_a_loop():
+    rng = np.random.default_rng(5)
+    y, a, b = (rng.integers(0, 4, 300) for _ in range(3))
+    only_a, only_b = one_vs_rest_discordance(y, a, b, 4)
+    for c in range(4):
+        right_a, right_b = (a == c) == (y == c), (b == c) == (y == c)
+        assert only_a[c] == np.sum(right_a & ~right_b) and only_b[c] == np.sum(~right_a & right_b)
