@@ -1,9 +1,19 @@
-"""The promotion ledger ``ledger/<model>.jsonl``: who made which version champion, when and why.
+"""The promotion ledger: who made which version champion, when and why.
 
 Append-only and hash-chained: each entry records the previous entry's hash and its own
 hash over its canonical JSON, so ``verify`` detects any edit, deletion, insertion or
-reordering. Entries are appended under an exclusive lock after the existing chain has
-been verified, and nothing is ever rewritten. Plain Python, no Airflow.
+reordering. Entries are appended after the existing chain has been verified, and nothing
+is ever rewritten. Plain Python, no Airflow.
+
+The chain logic is one; where the entries live depends on the store:
+
+- ``LocalStore``: one file ``ledger/<model>.jsonl``, appended under an exclusive lock.
+- any other store (``S3Store``): one object per entry, ``ledger/<model>/<seq:08d>.json``,
+  each created with a write-once PUT (``IfNoneMatch="*"``). There is no lock on S3; the
+  conditional PUT is the arbiter. Two appends that verified the same head both try the
+  same ``seq``; S3 lets one create it and refuses the other, which gets ``LedgerError``
+  and writes nothing (it decided against a head that is no longer the head, so it must
+  re-read rather than be chained on blindly).
 """
 
 from __future__ import annotations
@@ -12,18 +22,21 @@ import fcntl
 import hashlib
 import json
 import os
-from contextlib import contextmanager
+import re
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
-from retrain.store import LocalStore, canonical_json
+from retrain.store import LocalStore, Store, WriteOnceError, canonical_json
 
 GENESIS = "0" * 64
 ACTIONS = ("promote", "rollback")
+OBJECT_NAME = re.compile(r"^(?P<seq>\d{8})\.json$")
 
 
 class LedgerError(ValueError):
-    """The ledger's chain is broken (names the line and what is wrong), or a request is invalid."""
+    """The ledger's chain is broken (names the line or object and what is wrong), or a request is invalid."""
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
@@ -32,40 +45,145 @@ def entry_hash(entry: dict[str, Any]) -> str:
 
 
 def ledger_key(model: str) -> str:
+    """Key of a model's ledger file on the local store."""
     return f"ledger/{model}.jsonl"
 
 
-def read_entries(store: LocalStore, model: str) -> list[dict[str, Any]]:
-    """All ledger entries of a model, oldest first (empty when nothing was ever promoted)."""
-    path = store.path(ledger_key(model))
-    if not path.is_file():
-        return []
-    entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+def ledger_prefix(model: str) -> str:
+    """Prefix of a model's ledger objects on an object store: ``ledger/<model>/<seq:08d>.json``."""
+    return f"ledger/{model}"
+
+
+def entry_key(model: str, seq: int) -> str:
+    """Key of one ledger entry on an object store."""
+    return f"{ledger_prefix(model)}/{seq:08d}.json"
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One stored entry and how errors name it."""
+
+    where: str  # the full location: "<path>: line 3" or "s3://…/00000003.json"
+    label: str  # how the next entry refers to it: "line 3" or "00000003.json"
+    entry: dict[str, Any]
+    name_seq: int | None = None  # the seq an object's name claims (object layout only)
+
+
+class _FileChain:
+    """``ledger/<model>.jsonl`` on the local store; appends take an exclusive lock."""
+
+    def __init__(self, store: LocalStore, model: str) -> None:
+        self.store, self.model = store, model
+        self.path = store.path(ledger_key(model))
+
+    def location(self) -> str:
+        return str(self.path)
+
+    def load(self) -> list[_Row]:
+        if not self.path.is_file():
+            return []
+        rows = []
+        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+            try:
+                rows.append(_Row(f"{self.path}: line {number}", f"line {number}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise LedgerError(f"{self.path}: line {number}: not valid JSON ({exc.msg})") from None
+        return rows
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        lock_path = self.store.path(f"ledger/.{self.model}.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time; readers never block
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def write(self, entry: dict[str, Any]) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise LedgerError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
-    return entries
+            os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def verify(store: LocalStore, model: str) -> list[dict[str, Any]]:
-    """Check the whole chain; raises LedgerError at the first broken link, returns the entries."""
-    path = store.path(ledger_key(model))
-    entries = read_entries(store, model)
-    previous = GENESIS
-    for number, entry in enumerate(entries, start=1):
+class _ObjectChain:
+    """``ledger/<model>/<seq:08d>.json`` on an object store; each entry is a write-once object."""
+
+    def __init__(self, store: Store, model: str) -> None:
+        self.store, self.model = store, model
+
+    def location(self) -> str:
+        return self.store.uri(ledger_prefix(self.model))
+
+    def load(self) -> list[_Row]:
+        rows = []
+        for key in self.store.list_keys(ledger_prefix(self.model)):  # sorted: zero-padded names sort by seq
+            name = key.rpartition("/")[2]
+            match = OBJECT_NAME.match(name)
+            if match is None:
+                raise LedgerError(f"{self.store.uri(key)}: not a ledger entry name (expected <seq:08d>.json); rule: the ledger holds entries only")
+            try:
+                entry = json.loads(self.store.read_bytes(key))
+            except json.JSONDecodeError as exc:
+                raise LedgerError(f"{self.store.uri(key)}: not valid JSON ({exc.msg})") from None
+            rows.append(_Row(self.store.uri(key), name, entry, int(match["seq"])))
+        return rows
+
+    def locked(self) -> ContextManager[None]:
+        return nullcontext()  # the conditional PUT in write() decides between concurrent appends
+
+    def write(self, entry: dict[str, Any]) -> None:
+        key = entry_key(self.model, entry["seq"])
+        try:
+            self.store.write_once_bytes(key, (json.dumps(entry, sort_keys=True) + "\n").encode())
+        except WriteOnceError as exc:
+            raise LedgerError(
+                f"{self.store.uri(key)}: another append created entry {entry['seq']} first; this one was not written "
+                f"(rule: ledger entries are write-once). Re-read the ledger and decide again. ({exc})"
+            ) from exc
+
+
+def _chain(store: Store, model: str) -> _FileChain | _ObjectChain:
+    return _FileChain(store, model) if isinstance(store, LocalStore) else _ObjectChain(store, model)
+
+
+def ledger_location(store: Store, model: str) -> str:
+    """Where a model's ledger lives, for messages: the .jsonl path or the ``s3://`` prefix."""
+    return _chain(store, model).location()
+
+
+def _verify_rows(rows: list[_Row]) -> list[dict[str, Any]]:
+    previous, previous_label = GENESIS, None
+    for number, row in enumerate(rows, start=1):
+        entry = row.entry
         if entry.get("seq") != number:
-            raise LedgerError(f"{path}: line {number}: seq is {entry.get('seq')}, expected {number} (entry deleted, inserted or reordered)")
+            raise LedgerError(f"{row.where}: seq is {entry.get('seq')}, expected {number} (entry deleted, inserted or reordered)")
+        if row.name_seq is not None and row.name_seq != number:
+            raise LedgerError(f"{row.where}: named as entry {row.name_seq} but holds entry {number} (entry moved or renamed)")
         if entry.get("prev_hash") != previous:
-            raise LedgerError(f"{path}: line {number}: prev_hash does not match line {number - 1}'s hash (chain broken)")
+            link = f"{previous_label}'s hash" if previous_label else "the genesis hash"
+            raise LedgerError(f"{row.where}: prev_hash does not match {link} (chain broken)")
         if entry_hash(entry) != entry.get("hash"):
-            raise LedgerError(f"{path}: line {number}: hash does not match the entry's content (entry edited)")
-        previous = entry["hash"]
-    return entries
+            raise LedgerError(f"{row.where}: hash does not match the entry's content (entry edited)")
+        previous, previous_label = entry["hash"], row.label
+    return [row.entry for row in rows]
 
 
-def current_champion(store: LocalStore, model: str) -> dict[str, Any] | None:
+def read_entries(store: Store, model: str) -> list[dict[str, Any]]:
+    """All ledger entries of a model, oldest first (empty when nothing was ever promoted)."""
+    return [row.entry for row in _chain(store, model).load()]
+
+
+def verify(store: Store, model: str) -> list[dict[str, Any]]:
+    """Check the whole chain; raises LedgerError at the first broken link, returns the entries."""
+    return _verify_rows(_chain(store, model).load())
+
+
+def current_champion(store: Store, model: str) -> dict[str, Any] | None:
     """The newest ledger entry (a promotion or a rollback) names the serving champion, or None."""
     entries = read_entries(store, model)
     return entries[-1] if entries else None
@@ -76,20 +194,8 @@ def previous_champion(entries: list[dict[str, Any]]) -> int | None:
     return entries[-1]["from_version"] if entries else None
 
 
-@contextmanager
-def _locked(store: LocalStore, model: str) -> Iterator[None]:
-    lock_path = store.path(f"ledger/.{model}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time; readers never block
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def append(
-    store: LocalStore,
+    store: Store,
     model: str,
     *,
     action: str,
@@ -106,8 +212,9 @@ def append(
         raise LedgerError(f"action must be one of {ACTIONS}, got {action!r}")
     if not actor or not reason:
         raise LedgerError("every ledger entry needs an actor and a reason")
-    with _locked(store, model):
-        entries = verify(store, model)
+    chain = _chain(store, model)
+    with chain.locked():
+        entries = _verify_rows(chain.load())
         entry = {
             "seq": len(entries) + 1,
             "time": (now or datetime.now(timezone.utc)).isoformat(),
@@ -123,11 +230,5 @@ def append(
             "prev_hash": entries[-1]["hash"] if entries else GENESIS,
         }
         entry["hash"] = entry_hash(entry)
-        path = store.path(ledger_key(model))
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        chain.write(entry)
     return entry

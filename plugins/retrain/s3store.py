@@ -1,0 +1,399 @@
+"""The S3 object store: ``LocalStore``'s interface on a bucket, with the same keys.
+
+Write-once is ``PutObject`` with ``IfNoneMatch="*"``: S3 answers 412 when the key exists
+and the existing object is left as it was; that becomes ``WriteOnceError`` naming the
+``s3://`` URI. (``S3Hook.load_*(replace=False)`` checks then puts, which is not atomic.)
+
+A version (``datasets/<model>/<v>/``, ``golden/<model>/<v>/``) is published by
+``publish_version``. S3 has no directory rename, so the manifest is the commit:
+
+1. claim the version with a write-once marker ``<parent>/.<name>.publishing`` beside it,
+   so a second publisher of the same key stops before it uploads anything;
+2. upload every file write-once under ``<key>/``;
+3. write ``<key>/manifest.json`` write-once, LAST; only now is the version published;
+4. delete the marker.
+
+A version without a manifest is not published: ``exists``, ``list_keys`` and every read
+treat it as absent. A publish that fails removes what it uploaded; one that dies leaves
+its marker, so ``pending_versions`` finds it, ``abandon_version`` removes it, and another
+publish of that key is refused until then (with a message saying so).
+
+Golden keys (``golden/…``) live in ``golden_bucket`` when one is given: a bucket with
+Object Lock and a COMPLIANCE default retention set by the infrastructure, so a stored
+version can never be deleted or replaced. S3 still lets anyone with PutObject add a *new*
+current version on top, so every golden read (``read_golden``) checks the caller's pinned
+``content_sha256`` against the manifest first and each object's bytes against the
+manifest before it returns anything.
+
+boto3 is imported here only, and lazily, so DAG parsing and the local backend never load it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from retrain.store import (
+    MANIFEST_NAME,
+    FileSource,
+    IntegrityError,
+    WriteOnceError,
+    check_against_manifest,
+    check_pin_first,
+    check_relpath,
+    digest_sources,
+    require_golden_pin,
+)
+
+PUBLISHING_SUFFIX = ".publishing"
+GOLDEN_ROOT = "golden"
+_CHUNK = 1 << 20
+
+
+def _client_error() -> type[Exception]:
+    """botocore's ClientError, imported when an ``except`` clause first needs it."""
+    from botocore.exceptions import ClientError
+
+    return ClientError
+
+
+def _code(exc: Exception) -> str:
+    """The S3 error code of a ClientError (``NoSuchKey``, ``PreconditionFailed``, ``404``…)."""
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+# 412: the key exists. 409 ConditionalRequestConflict: another conditional write of the same
+# key is in flight and S3 will let only one of them win, so this one has lost as well.
+_LOST_WRITE_ONCE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_ABSENT = {"NoSuchKey", "404", "NotFound"}
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` → ``("bucket", "some/prefix")``; ValueError names a malformed URI."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r}: not an s3:// URI")
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r}: an s3:// URI needs a bucket name")
+    return bucket, prefix.strip("/")
+
+
+class S3Store:
+    """Object store on one bucket (keys under ``prefix``), golden keys in ``golden_bucket``."""
+
+    list_page_size = 1000
+    """Keys per ListObjectsV2 page: S3's maximum; a test lowers it to exercise paging cheaply."""
+
+    def __init__(self, bucket: str, prefix: str = "", golden_bucket: str | None = None, client: Any = None) -> None:
+        if not bucket:
+            raise ValueError("S3Store needs a bucket name")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.golden_bucket = golden_bucket or bucket
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The S3 client; created on first use so that constructing a store makes no AWS call."""
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("s3")  # region, credentials and AWS_ENDPOINT_URL from the environment
+        return self._client
+
+    @property
+    def root_uri(self) -> str:
+        """``s3://bucket/prefix``: what a job receives as ``--store-root`` (see ``stores.store_for``)."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.root_uri!r}, golden_bucket={self.golden_bucket!r})"
+
+    # -- addressing ---------------------------------------------------------------------------
+
+    def _locate(self, key: str) -> tuple[str, str]:
+        """(bucket, object key) of a store key; keys are relative and never climb out of the prefix."""
+        key = key.rstrip("/")
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"invalid store key {key!r}")
+        bucket = self.golden_bucket if parts[0] == GOLDEN_ROOT else self.bucket
+        return bucket, f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        """``s3://bucket/key`` of a store key (the golden bucket for ``golden/…``)."""
+        bucket, object_key = self._locate(key)
+        return f"s3://{bucket}/{object_key}"
+
+    @staticmethod
+    def _marker_key(key: str) -> str:
+        """The publish-in-progress marker of a version, beside it: ``<parent>/.<name>.publishing``."""
+        parent, _, name = key.rstrip("/").rpartition("/")
+        return f"{parent}/.{name}{PUBLISHING_SUFFIX}" if parent else f".{name}{PUBLISHING_SUFFIX}"
+
+    # -- single objects -----------------------------------------------------------------------
+
+    def _object_exists(self, key: str) -> bool:
+        bucket, object_key = self._locate(key)
+        try:
+            self.client.head_object(Bucket=bucket, Key=object_key)
+        except _client_error() as exc:
+            if _code(exc) in _ABSENT:
+                return False
+            raise
+        return True
+
+    def _any_under(self, key: str) -> bool:
+        bucket, object_key = self._locate(key)
+        listed = self.client.list_objects_v2(Bucket=bucket, Prefix=object_key + "/", MaxKeys=1)
+        return bool(listed.get("KeyCount"))
+
+    def _is_unpublished(self, key: str) -> bool:
+        """A version whose publish started (marker) but never wrote its manifest."""
+        return self._object_exists(self._marker_key(key)) and not self._object_exists(f"{key}/{MANIFEST_NAME}")
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is an object, or a prefix holding objects that is not an unpublished version."""
+        if self._object_exists(key):
+            return True
+        return self._any_under(key) and not self._is_unpublished(key)
+
+    def _get(self, key: str) -> Any:
+        bucket, object_key = self._locate(key)
+        try:
+            return self.client.get_object(Bucket=bucket, Key=object_key)["Body"]
+        except _client_error() as exc:
+            if _code(exc) in _ABSENT:
+                raise FileNotFoundError(f"{self.uri(key)}: no such object") from None
+            raise
+
+    def read_bytes(self, key: str) -> bytes:
+        """The bytes of one object; FileNotFoundError names the URI when it is absent."""
+        body = self._get(key)
+        try:
+            return body.read()
+        finally:
+            body.close()
+
+    def read_json(self, key: str) -> Any:
+        """One JSON object, parsed."""
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, obj: Any) -> str:
+        """Overwritable write (run scratch only); a PUT replaces an object atomically. Returns the URI."""
+        bucket, object_key = self._locate(key)
+        body = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+        self.client.put_object(Bucket=bucket, Key=object_key, Body=body, ContentType="application/json")
+        return self.uri(key)
+
+    def _put_once(self, key: str, body: Any, rule: str = "is write-once") -> str:
+        bucket, object_key = self._locate(key)
+        try:
+            self.client.put_object(Bucket=bucket, Key=object_key, Body=body, IfNoneMatch="*")
+        except _client_error() as exc:
+            if _code(exc) in _LOST_WRITE_ONCE:
+                raise WriteOnceError(
+                    f"{self.uri(key)}: already exists and {rule}; refusing to overwrite (S3 answered {_code(exc)})"
+                ) from None
+            raise
+        return self.uri(key)
+
+    def write_once_bytes(self, key: str, data: bytes) -> str:
+        """Create ``key`` with ``data``; refuse if it exists (conditional PUT, atomic). Returns the URI."""
+        return self._put_once(key, data)
+
+    def _delete(self, key: str) -> None:
+        # On a versioned bucket (the Object Lock golden bucket) this adds a delete marker and the
+        # locked versions stay: retention is the infrastructure's promise, not ours to break.
+        bucket, object_key = self._locate(key)
+        self.client.delete_object(Bucket=bucket, Key=object_key)
+
+    # -- listing ------------------------------------------------------------------------------
+
+    def _list(self, prefix_key: str, delimiter: bool) -> Iterator[tuple[str, bool]]:
+        """(store key, is_prefix) of what lies under ``prefix_key/``, page by page."""
+        bucket, object_key = self._locate(prefix_key)
+        base = object_key + "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        arguments = {"Bucket": bucket, "Prefix": base, **({"Delimiter": "/"} if delimiter else {})}
+        pages = self.client.get_paginator("list_objects_v2").paginate(**arguments, PaginationConfig={"PageSize": self.list_page_size})
+        for page in pages:
+            for common in page.get("CommonPrefixes", []):
+                yield common["Prefix"][strip:].rstrip("/"), True
+            for item in page.get("Contents", []):
+                yield item["Key"][strip:], False
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Immediate children of a prefix, sorted; markers and unpublished versions excluded."""
+        children, pending = set(), set()
+        for key, _ in self._list(prefix, delimiter=True):
+            name = key.rpartition("/")[2]
+            if name.startswith(".") and name.endswith(PUBLISHING_SUFFIX):
+                pending.add(name[1: -len(PUBLISHING_SUFFIX)])
+            elif not name.startswith("."):
+                children.add(name)
+        base = prefix.rstrip("/")
+        # Only children with a marker need a HEAD: a marker outlives its publish only while the
+        # publish runs, when it died, or in the instant between the manifest and the marker delete.
+        hidden = {name for name in pending & children if not self._object_exists(f"{base}/{name}/{MANIFEST_NAME}")}
+        return sorted(f"{base}/{name}" for name in children - hidden)
+
+    def pending_versions(self, prefix: str) -> list[str]:
+        """Versions under ``prefix`` whose publish started and never wrote a manifest (running or dead)."""
+        base = prefix.rstrip("/")
+        pending = []
+        for key, is_prefix in self._list(prefix, delimiter=True):
+            name = key.rpartition("/")[2]
+            if not is_prefix and name.startswith(".") and name.endswith(PUBLISHING_SUFFIX):
+                version = f"{base}/{name[1: -len(PUBLISHING_SUFFIX)]}"
+                if not self._object_exists(f"{version}/{MANIFEST_NAME}"):
+                    pending.append(version)
+        return sorted(pending)
+
+    def abandon_version(self, key: str) -> list[str]:
+        """Remove an unpublished version's objects and marker; refuses a published one. Returns the keys removed.
+
+        Only for a publish known to be dead (``pending_versions`` cannot tell a running one
+        from a dead one): removing a running publish's files makes its manifest write fail
+        the integrity check of every reader, never silently succeed.
+        """
+        if self._object_exists(f"{key}/{MANIFEST_NAME}"):
+            raise WriteOnceError(f"{self.uri(key)}: is published (its manifest exists) and write-once; refusing to remove it")
+        removed = [object_key for object_key, _ in self._list(key, delimiter=False)]
+        for object_key in removed:
+            self._delete(object_key)
+        if self._object_exists(self._marker_key(key)):
+            self._delete(self._marker_key(key))
+            removed.append(self._marker_key(key))
+        return removed
+
+    # -- versions -----------------------------------------------------------------------------
+
+    def publish_version(self, key: str, files: Mapping[str, FileSource], manifest: dict[str, Any]) -> dict[str, Any]:
+        """Publish a write-once version from ``{relpath: bytes | Path}``, manifest last; returns the manifest.
+
+        Raises ``WriteOnceError`` naming the URI when the version exists or another publish
+        of it holds the marker; nothing already stored is touched.
+        """
+        content_sha256, hashes = digest_sources(files)  # before the claim: a bad relpath claims nothing
+        marker = self._marker_key(key)
+        claim = {"key": key, "started": datetime.now(timezone.utc).isoformat(), "host": socket.gethostname(), "pid": os.getpid()}
+        try:
+            self._put_once(marker, json.dumps(claim).encode(), rule="marks a publish in progress")
+        except WriteOnceError:
+            if self._object_exists(f"{key}/{MANIFEST_NAME}"):
+                raise WriteOnceError(f"{self.uri(key)}: version already exists and is write-once; refusing to overwrite") from None
+            raise WriteOnceError(
+                f"{self.uri(key)}: another publish of this version started ({self.uri(marker)}) and has not finished; "
+                "if it died, remove it with abandon_version and publish again"
+            ) from None
+        if self._object_exists(f"{key}/{MANIFEST_NAME}"):  # published before us; its marker was already gone
+            self._delete(marker)
+            raise WriteOnceError(f"{self.uri(key)}: version already exists and is write-once; refusing to overwrite")
+        try:
+            for name, source in sorted(files.items()):
+                if isinstance(source, bytes):
+                    self._put_once(f"{key}/{name}", source)
+                else:
+                    with open(source, "rb") as handle:  # PutObject takes up to 5 GB in one conditional request
+                        self._put_once(f"{key}/{name}", handle)
+            manifest = {**manifest, "files": hashes, "content_sha256": content_sha256}
+            body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+            self._put_once(f"{key}/{MANIFEST_NAME}", body)  # the commit: readers see the version from here on
+        except BaseException:
+            self._cleanup_failed_publish(key)
+            raise
+        self._delete(marker)
+        return manifest
+
+    def _cleanup_failed_publish(self, key: str) -> None:
+        """Best effort after a failed publish; what it cannot remove stays findable by ``pending_versions``."""
+        try:
+            self.abandon_version(key)
+        except Exception:  # the original failure is what the caller must see
+            pass
+
+    def _version_objects(self, key: str) -> list[str]:
+        """Relpaths of the files stored under a version, manifest excluded."""
+        base = len(key.rstrip("/")) + 1
+        return sorted(
+            object_key[base:] for object_key, _ in self._list(key, delimiter=False) if object_key[base:] != MANIFEST_NAME
+        )
+
+    def _read_manifest(self, key: str) -> dict[str, Any]:
+        try:
+            return self.read_json(f"{key}/{MANIFEST_NAME}")
+        except FileNotFoundError:
+            raise IntegrityError(f"{self.uri(f'{key}/{MANIFEST_NAME}')}: manifest missing (not published)") from None
+
+    def _stream_sha256(self, key: str, sink: Any = None) -> str:
+        body = self._get(key)
+        digest = hashlib.sha256()
+        try:
+            for chunk in iter(lambda: body.read(_CHUNK), b""):
+                digest.update(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+        finally:
+            body.close()
+        return digest.hexdigest()
+
+    def verify_version(self, key: str, expected_content_sha256: str | None = None) -> dict[str, Any]:
+        """Hash every object of a version against its manifest (and the pin); returns the manifest.
+
+        ``IntegrityError`` names the object that is missing, added or different, like ``verify_tree``.
+        """
+        manifest = self._read_manifest(key)
+        manifest_uri = self.uri(f"{key}/{MANIFEST_NAME}")
+        check_pin_first(manifest, expected_content_sha256, manifest_uri)
+        actual = {name: self._stream_sha256(f"{key}/{name}") for name in self._version_objects(key)}
+        check_against_manifest(manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256)
+        return manifest
+
+    def read_version(self, key: str, expected_content_sha256: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """A version's manifest and files; the bytes returned are the bytes that were hashed and checked."""
+        manifest = self._read_manifest(key)
+        manifest_uri = self.uri(f"{key}/{MANIFEST_NAME}")
+        check_pin_first(manifest, expected_content_sha256, manifest_uri)
+        contents = {name: self.read_bytes(f"{key}/{name}") for name in self._version_objects(key)}
+        actual = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+        check_against_manifest(manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256)
+        return manifest, contents
+
+    def read_golden(self, key: str, pinned_content_sha256: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """A golden version's manifest and files, refused unless they match the caller's pin."""
+        require_golden_pin(key, pinned_content_sha256)
+        return self.read_version(key, pinned_content_sha256)
+
+    def materialize_version(self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None) -> Path:
+        """Download a version into a local directory, checking every byte written; returns the directory.
+
+        The directory holds the manifest too, so code that reads files (``verify_tree``,
+        the evaluation job) works on it unchanged. On any mismatch nothing is returned.
+        """
+        manifest = self._read_manifest(key)
+        manifest_uri = self.uri(f"{key}/{MANIFEST_NAME}")
+        check_pin_first(manifest, expected_content_sha256, manifest_uri)
+        created = dest is None
+        dest = Path(tempfile.mkdtemp(prefix="retrain-version-")) if created else Path(dest)
+        try:
+            actual = {}
+            for name in self._version_objects(key):
+                target = dest / check_relpath(name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as sink:
+                    actual[name] = self._stream_sha256(f"{key}/{name}", sink)
+            check_against_manifest(manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256)
+        except BaseException:
+            if created:  # a directory of unverified bytes must not outlive the refusal
+                shutil.rmtree(dest, ignore_errors=True)
+            raise
+        (dest / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return dest

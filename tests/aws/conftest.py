@@ -1,0 +1,87 @@
+"""The aws tier runs the S3 store against moto, an AWS simulator, never against AWS.
+
+One moto server (server mode, a real HTTP endpoint on 127.0.0.1 and a free port) serves
+the whole session; every test gets fresh, uniquely named buckets on it. Credentials are
+fake and every client names the simulator's endpoint, so no request can reach AWS.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+pytest.importorskip("moto.server", reason="moto[server] (requirements-dev.txt) runs the aws tier's simulator")
+
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+from retrain.s3store import S3Store  # noqa: E402
+
+REGION = "us-east-1"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_simulator_endpoint():
+    """moto, an AWS simulator, in server mode on 127.0.0.1: its endpoint URL, for the whole session."""
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def simulator_env(moto_simulator_endpoint, monkeypatch):
+    """Environment that points boto3's defaults at the moto simulator with fake credentials."""
+    for name, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_simulator_endpoint)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_simulator_endpoint
+
+
+@pytest.fixture
+def simulator_s3(simulator_env):
+    """An S3 client of the moto simulator (never AWS: the endpoint is the simulator's)."""
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=simulator_env, region_name=REGION,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+
+
+def _bucket_name(kind: str) -> str:
+    return f"retrain-test-{kind}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def simulator_buckets(simulator_s3) -> dict[str, str]:
+    """Fresh buckets on the moto simulator: ``main``, ``golden`` (Object Lock, COMPLIANCE default
+    retention, as the infrastructure sets it) and ``plain`` (no lock, no versioning)."""
+    names = {kind: _bucket_name(kind) for kind in ("main", "golden", "plain")}
+    simulator_s3.create_bucket(Bucket=names["main"])
+    simulator_s3.create_bucket(Bucket=names["plain"])
+    simulator_s3.create_bucket(Bucket=names["golden"], ObjectLockEnabledForBucket=True)
+    simulator_s3.put_object_lock_configuration(
+        Bucket=names["golden"],
+        ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}},
+    )
+    return names
+
+
+@pytest.fixture
+def s3_store(simulator_s3, simulator_buckets) -> S3Store:
+    """An S3Store on the moto simulator: main bucket with a prefix, golden keys in the locked bucket."""
+    return S3Store(simulator_buckets["main"], prefix="retrain", golden_bucket=simulator_buckets["golden"], client=simulator_s3)
