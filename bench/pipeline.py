@@ -94,7 +94,7 @@ def follow(client, approver, dag_id: str, run_id: str, started: float, timeout: 
 
 def analyse_run(client, airflow_home: Path, store_root: Path, dag_id: str, run_id: str) -> dict:
     """One run's wall time, approval wait, job and overhead seconds, and golden macro F1."""
-    from retrain.jobs import run_key
+    from retrain.jobs import latest_try, run_key
 
     run = client.dag_run(dag_id, run_id)
     wall = (when(run["end_date"]) - when(run["start_date"])).total_seconds()
@@ -109,7 +109,7 @@ def analyse_run(client, airflow_home: Path, store_root: Path, dag_id: str, run_i
         raise RuntimeError(f"run {run_id}: no 'finished in' log line for {missing}")
     work, registry = sum(jobs[j] for j in WORK_JOBS), sum(jobs.get(j, 0.0) for j in REGISTRY_JOBS)
     wall_excl = wall - wait
-    metrics = json.loads((store_root / "runs" / "intent" / run_key(run_id) / "evaluate_model" / "metrics.json").read_text())
+    metrics = json.loads((latest_try(store_root / "runs" / "intent" / run_key(run_id) / "evaluate_model") / "metrics.json").read_text())
     return {
         "run_id": run_id, "state": run["state"], "wall_s": wall, "approval_wait_s": wait, "wall_excl_approval_s": wall_excl,
         "job_s": work, "jobs": jobs, "overhead_s": wall_excl - work, "overhead_share": (wall_excl - work) / wall_excl,

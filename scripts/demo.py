@@ -37,7 +37,7 @@ from retrain.airflow_api import AirflowClient, wait_until
 from retrain.config import ConfigError, load_model
 from retrain.dagfiles import sync as sync_dag_files
 from retrain.intervals import latest_complete_interval
-from retrain.jobs import run_key
+from retrain.jobs import latest_try, run_key
 from retrain.paths import PROJECT_ROOT, job_python
 from retrain.seed import SeedError, describe, seed
 from retrain.store import LocalStore, WriteOnceError
@@ -107,11 +107,17 @@ class Demo:
         return True
 
 
+def output(run_dir: Path, task: str, name: str) -> Path | None:
+    """A file the newest try of a task wrote, or None."""
+    directory = latest_try(run_dir / task)
+    return directory / name if directory and (directory / name).is_file() else None
+
+
 def gate_table(run_dir: Path) -> str:
     from retrain.gate import format_table
 
-    path = run_dir / "gate_on_metrics" / "gate.json"
-    return format_table(json.loads(path.read_text())) if path.is_file() else "(no gate: the run stopped earlier)"
+    path = output(run_dir, "gate_on_metrics", "gate.json")
+    return format_table(json.loads(path.read_text())) if path else "(no gate: the run stopped earlier)"
 
 
 def registry_status(model: str) -> dict:
@@ -129,9 +135,10 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
     print(f"\n=== retrain_{model}: summary ===")
     for run_id, state in runs:
         run = store.path(f"runs/{model}/{run_key(run_id)}")
-        read = lambda rel: json.loads((run / rel).read_text()) if (run / rel).is_file() else None  # noqa: E731
-        built, trained, metrics = read("build_dataset/result.json"), read("train_model/model/training_summary.json"), read("evaluate_model/metrics.json")
-        registered, decision = read("register_model/result.json"), read("await_approval/decision.json")
+        read = lambda task, name: json.loads(path.read_text()) if (path := output(run, task, name)) else None  # noqa: E731
+        built, trained = read("build_dataset", "result.json"), read("train_model", "model/training_summary.json")
+        metrics, registered = read("evaluate_model", "metrics.json"), read("register_model", "result.json")
+        decision = read("await_approval", "decision.json")
         print(f"\n--- run {run_id}: {state}")
         if built:
             c = built["counts"]
@@ -144,8 +151,8 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
             vs = f" | champion v{champ['version']}: {champ['macro_f1']:.4f}" if champ else " | no champion"
             print(f"golden {metrics['golden_version']} (n={metrics['n_examples']}): challenger macro F1 {ch['macro_f1']:.4f}, "
                   f"p50 {ch['latency_ms']['p50']:.1f} ms, p99 {ch['latency_ms']['p99']:.1f} ms{vs}")
-            gated = run / "gate_on_metrics" / "report.html"  # the same report with the gate verdict on top
-            print(f"report: {gated if gated.is_file() else run / 'evaluate_model' / 'report.html'}")
+            # the report with the gate verdict on top, else the evaluation's own
+            print(f"report: {output(run, 'gate_on_metrics', 'report.html') or output(run, 'evaluate_model', 'report.html')}")
         print(gate_table(run))
         if registered:
             print(f"registered: {registered['model_uri']} (alias challenger)")

@@ -35,7 +35,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from eval.report import build_report
 from retrain.store import IntegrityError, verify_tree
-from training.modeling import load_classifier
+from training.modeling import WeightsMismatch, load_classifier
 
 PROCESSING = Path("/opt/ml/processing")
 
@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # An empty value means "no champion", so a request builder can always pass the flags.
     parser.add_argument("--champion-dir", type=lambda v: Path(v) if v else None, default=None)
     parser.add_argument("--champion-version", type=lambda v: v or None, default=None)
+    # Recorded weights digests: the challenger's from its training summary, the champion's from the ledger.
+    parser.add_argument("--challenger-digest", default=None)
+    parser.add_argument("--champion-digest", default=None)
     parser.add_argument("--golden-dir", type=Path, default=PROCESSING / "input" / "golden")
     parser.add_argument("--output-dir", type=Path, default=PROCESSING / "output")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -165,8 +168,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         (args.output_dir / name).unlink(missing_ok=True)
     manifest, examples = load_golden(args.golden_dir, args.expected_golden_sha256)
 
-    challenger_model = load_classifier(args.challenger_dir)
-    champion_model = load_classifier(args.champion_dir) if args.champion_dir else None
+    challenger_model = load_classifier(args.challenger_dir, expected_digest=args.challenger_digest or None)
+    champion_model = load_classifier(args.champion_dir, expected_digest=args.champion_digest or None) if args.champion_dir else None
     labels = label_space(
         [m.labels for m in (challenger_model, champion_model) if m], {ex["label"] for ex in examples}
     )
@@ -240,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     except IntegrityError as exc:
         print(f"golden set integrity check failed, refusing to evaluate: {exc}", file=sys.stderr)
         return os.EX_DATAERR  # tampered golden set: retrying cannot help
+    except WeightsMismatch as exc:
+        print(f"model integrity check failed, refusing to evaluate: {exc}", file=sys.stderr)
+        return os.EX_DATAERR
     print(summary(metrics))
     return 0
 

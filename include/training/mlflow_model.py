@@ -19,7 +19,9 @@ class TextClassifierModel(PythonModel):
     def load_context(self, context):
         from training.modeling import load_classifier
 
-        self.classifier = load_classifier(context.artifacts["classifier"])
+        # The digest recorded at registration: a classifier directory changed since is refused, never served.
+        expected = (getattr(context, "model_config", None) or {}).get("weights_digest") or None
+        self.classifier = load_classifier(context.artifacts["classifier"], expected_digest=expected)
 
     def predict(self, context, model_input, params=None):
         texts = list(model_input["text"]) if hasattr(model_input, "columns") else list(model_input)

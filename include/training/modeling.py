@@ -84,6 +84,10 @@ def build_classifier(base_model: str, num_labels: int) -> tuple[TextClassifier, 
     return TextClassifier(encoder, num_labels), tokenizer
 
 
+class WeightsMismatch(ValueError):
+    """Loaded weights are not the ones recorded (trained, registered or approved); refuse to use them."""
+
+
 def weights_digest(model: nn.Module) -> str:
     """sha256 over every parameter and buffer, by name, in a fixed order."""
     digest = hashlib.sha256()
@@ -103,9 +107,13 @@ def save_classifier(model: TextClassifier, tokenizer, spec: ClassifierSpec, mode
 
 
 class LoadedClassifier:
-    """A saved classifier ready to predict: ``predict_proba(texts)`` and ``predict(texts)``."""
+    """A saved classifier ready to predict: ``predict_proba(texts)`` and ``predict(texts)``.
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
+    With ``expected_digest`` the loaded weights are checked against the digest recorded when
+    they were trained or approved, before a single prediction: a directory that was
+    overwritten after registration is refused, never served."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", expected_digest: str | None = None) -> None:
         model_dir = Path(model_dir)
         self.spec = ClassifierSpec(**json.loads((model_dir / "classifier.json").read_text()))
         self.labels = self.spec.labels
@@ -113,6 +121,12 @@ class LoadedClassifier:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir / "encoder")
         self.model = TextClassifier(encoder, len(self.labels))
         self.model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
+        self.digest = weights_digest(self.model)
+        if expected_digest and self.digest != expected_digest:
+            raise WeightsMismatch(
+                f"{model_dir}: weights digest {self.digest[:16]}… is not the recorded {expected_digest[:16]}… "
+                "(the directory was changed after it was recorded); refusing to load"
+            )
         self.model.to(device).eval()
         self.device = device
 
@@ -136,6 +150,6 @@ class LoadedClassifier:
         return [self.labels[i] for i in self.predict_proba(texts, batch_size).argmax(axis=1)]
 
 
-def load_classifier(model_dir: str | Path, device: str = "cpu") -> LoadedClassifier:
-    """Load a model directory written by ``save_classifier``."""
-    return LoadedClassifier(model_dir, device)
+def load_classifier(model_dir: str | Path, device: str = "cpu", expected_digest: str | None = None) -> LoadedClassifier:
+    """Load a model directory written by ``save_classifier``, verifying its weights when a digest is given."""
+    return LoadedClassifier(model_dir, device, expected_digest)

@@ -43,6 +43,8 @@ class TrainArgs:
     base_model: str = field(default="all-MiniLM-L6-v2", metadata={"help": "Packaged base model name or a model directory."})
     labels_file: str = field(default="", metadata={"help": "JSON list of labels; label_id is the index."})
     dataset_version: str = field(default="", metadata={"help": "Recorded in the summary (provenance)."})
+    config_digest: str = field(default="", metadata={"help": "The model config's digest: provenance, and part of the checkpoint "
+                                                              "signature, so a changed config never resumes another's checkpoint."})
     seed: int = field(default=42, metadata={"help": "Seeds python, numpy and torch before the model is built."})
     epochs: int = field(default=30, metadata={"help": "Passes over the training data."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of trainable encoder layers."})
@@ -303,6 +305,7 @@ def train(args: TrainArgs) -> dict:
     summary = {
         "seed": args.seed,
         "dataset_version": args.dataset_version,
+        "config_digest": args.config_digest,
         "base_model": args.base_model,
         "git_sha": json.loads(os.environ.get("RETRAIN_LINEAGE", "{}")).get("git_sha", os.environ.get("RETRAIN_GIT_SHA", "unknown")),
         "weights_digest": weights_digest(trainer.model),

@@ -8,17 +8,19 @@ request builders turn the same specs into Glue and SageMaker requests. Plain Pyt
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from retrain import ledger
 from retrain.config import ModelConfig
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, mlflow_tracking_uri
-from retrain.store import LocalStore
+from retrain.store import LocalStore, WriteOnceError
 from retrain.tracking import ARTIFACT_ROOT_ENV, artifact_root
 
 
@@ -37,6 +39,7 @@ class RunContext:
     interval_end: datetime | None
     force: bool = False
     upstream: dict[str, Any] = field(default_factory=dict)
+    try_number: int = 1
 
     @property
     def run_key(self) -> str:
@@ -57,6 +60,7 @@ class JobSpec:
     output_dir: Path | None = None
     checkpoint_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    workdir: Path | None = None  # the try's own output directory, claimed exclusively by the runner
 
 
 def git_sha() -> str:
@@ -72,6 +76,43 @@ def git_sha() -> str:
 def run_dir(store: LocalStore, config: ModelConfig, ctx: RunContext) -> Path:
     """``runs/<model>/<run_key>/`` for this run."""
     return store.path(f"runs/{config.name}/{ctx.run_key}")
+
+
+def try_dir(store: LocalStore, config: ModelConfig, ctx: RunContext, task: str) -> Path:
+    """``runs/<model>/<run_key>/<task>/try-<n>/``: one try's outputs, never written by another try.
+
+    A cleared or retried task gets a new try number, so it never overwrites what an earlier
+    try wrote (weights a ledger entry points to, a gate.json someone approved)."""
+    return run_dir(store, config, ctx) / task / f"try-{ctx.try_number}"
+
+
+def latest_try(task_root: Path) -> Path | None:
+    """The newest ``try-<n>`` directory of a task, or None: what readers of a run (demo, CLI) show."""
+    tries = [(int(p.name[4:]), p) for p in task_root.glob("try-*") if p.name[4:].isdigit()]
+    return max(tries)[1] if tries else None
+
+
+def claim(directory: Path, owner: dict[str, Any]) -> Path:
+    """Create a try's directory exclusively and record who owns it; refuse if it exists."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        raise WriteOnceError(f"{directory}: exists already; a try's outputs are write-once and a new try writes to its own directory") from None
+    owner = {**owner, "pid": os.getpid(), "host": socket.gethostname(), "claimed_at": datetime.now(timezone.utc).isoformat()}
+    (directory / ".owner.json").write_text(json.dumps(owner, sort_keys=True) + "\n")
+    return directory
+
+
+def write_once_json(store: LocalStore, path: Path, obj: Any) -> Path:
+    """Write a JSON output of an in-process task (snapshot, gate, decision) once; refuse to overwrite."""
+    return store.write_once_bytes(path.relative_to(store.root).as_posix(), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def checkpoint_dir(store: LocalStore, config: ModelConfig, ctx: RunContext, dataset_version: str) -> Path:
+    """Shared by the tries of one run, but only for the same config and dataset version: a retry
+    resumes a killed try's training, while a changed config or dataset starts afresh."""
+    return run_dir(store, config, ctx) / "train_model" / "checkpoints" / f"{config.digest()[:16]}-{dataset_version}"
 
 
 def lineage(config: ModelConfig, ctx: RunContext, dataset_version: str | None) -> dict[str, str]:
@@ -105,7 +146,7 @@ def _raw_data_arguments(config: ModelConfig, ctx: RunContext, store: LocalStore)
 
 def validate_raw_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
     """Great Expectations over the snapshot's files."""
-    out = run_dir(store, config, ctx) / "validate_raw"
+    out = try_dir(store, config, ctx, "validate_raw")
     data = config.data
     return JobSpec(
         name="validate_raw",
@@ -120,12 +161,13 @@ def validate_raw_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -
         },
         output_dir=out,
         result_file=out / "result.json",
+        workdir=out,
     )
 
 
 def build_dataset_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
     """The Spark ETL: clean, dedupe, decontaminate, split, version."""
-    out = run_dir(store, config, ctx) / "build_dataset"
+    out = try_dir(store, config, ctx, "build_dataset")
     data = config.data
     return JobSpec(
         name="build_dataset",
@@ -139,6 +181,7 @@ def build_dataset_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) 
             "result-file": str(out / "result.json"),
         },
         result_file=out / "result.json",
+        workdir=out,
     )
 
 
@@ -151,12 +194,13 @@ def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) ->
     """Script-mode training on the dataset version that build_dataset produced."""
     built = ctx.upstream["build_dataset"]
     version_dir = store.path(f"datasets/{config.name}/{built['dataset_version']}")
-    base = run_dir(store, config, ctx) / "train_model"
+    base = try_dir(store, config, ctx, "train_model")
     hyperparameters = {key: str(value) for key, value in config.training.hyperparameters.items()}
     hyperparameters.update(
         {
             "base-model": config.training.base_model,
             "dataset-version": built["dataset_version"],
+            "config-digest": config.digest(),
             "labels-file": _path_of(config.data.labels_file),
             "experiment-name": ctx.dag_id,
             "run-name": f"{ctx.dag_id}/{ctx.run_key}",
@@ -171,19 +215,21 @@ def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) ->
         channels={"train": version_dir / "train", "validation": version_dir / "validation"},
         model_dir=base / "model",
         output_dir=base / "output",
-        checkpoint_dir=base / "checkpoints",
+        checkpoint_dir=checkpoint_dir(store, config, ctx, built["dataset_version"]),
         env={**tracking_env(store), "RETRAIN_LINEAGE": _json(tags)},
         result_file=base / "model" / "training_summary.json",
+        workdir=base,
     )
 
 
 def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
     """Score challenger and champion on the pinned golden set, in one run."""
     trained = ctx.upstream["train_model"]
-    out = run_dir(store, config, ctx) / "evaluate_model"
+    out = try_dir(store, config, ctx, "evaluate_model")
     latency = config.evaluation.latency
     arguments = {
         "challenger-dir": trained["model_dir"],
+        "challenger-digest": trained["weights_digest"],
         "golden-dir": str(store.path(f"golden/{config.name}/{config.data.golden_version}")),
         "output-dir": str(out),
         "batch-size": str(config.evaluation.batch_size),
@@ -197,6 +243,7 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
     if champion is not None:
         arguments["champion-dir"] = champion["model_dir"]
         arguments["champion-version"] = str(champion["to_version"])
+        arguments["champion-digest"] = champion.get("weights_digest") or ""  # entries before digests were recorded have none
     return JobSpec(
         name="evaluate_model",
         kind="processing",
@@ -205,12 +252,13 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
         output_dir=out,
         env=tracking_env(store),
         result_file=out / "metrics.json",
+        workdir=out,
     )
 
 
 def _registry_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, name: str, command: str, arguments: dict[str, str]) -> JobSpec:
     """The registry runs where mlflow is installed: the job environment (on AWS, SageMaker's registry)."""
-    out = run_dir(store, config, ctx) / name
+    out = try_dir(store, config, ctx, name)
     return JobSpec(
         name=name,
         kind="processing",
@@ -218,6 +266,7 @@ def _registry_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, name
         arguments={"command": command, "model": config.name, **arguments, "result-file": str(out / "result.json")},
         env={**tracking_env(store), "RETRAIN_HOME": str(store.root)},
         result_file=out / "result.json",
+        workdir=out,
     )
 
 

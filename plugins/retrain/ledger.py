@@ -205,6 +205,7 @@ def append(
     model_dir: str,
     gate_digest: str | None = None,
     run_id: str | None = None,
+    weights_digest: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Append one entry after verifying the chain; returns the entry written."""
@@ -227,6 +228,7 @@ def append(
             "gate_digest": gate_digest,
             "run_id": run_id,
             "model_dir": model_dir,
+            "weights_digest": weights_digest,
             "prev_hash": entries[-1]["hash"] if entries else GENESIS,
         }
         entry["hash"] = entry_hash(entry)

@@ -61,6 +61,7 @@ def register(name: str, model_dir: str, run_id: str, tags: dict[str, str], evide
             artifacts={"classifier": model_dir},
             code_paths=[str(INCLUDE_DIR / "training")],
             pip_requirements=MODEL_REQUIREMENTS,
+            model_config={"weights_digest": tags.get("weights_digest", "")},  # serving refuses other weights
         )
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     artifact_root = client.get_run(run_id).info.artifact_uri
@@ -106,9 +107,23 @@ def promote(store: LocalStore, name: str, version: int, actor: str, reason: str,
     client.set_model_version_tag(name, str(version), "approval.actor", actor)
     entry = ledger.append(
         store, name, action="promote", to_version=version, actor=actor, reason=reason,
-        model_dir=mv.tags["model_dir"], gate_digest=gate_digest, run_id=run_id,
+        model_dir=mv.tags["model_dir"], gate_digest=gate_digest, run_id=run_id, weights_digest=mv.tags.get("weights_digest"),
     )
     return {"name": name, "champion": version, "ledger_entry": entry}
+
+
+def verify_weights(name: str, version: int, model_dir: str, digest: str | None) -> None:
+    """Load a version's model directory and check its weights against the recorded digest; refuse on any difference."""
+    if not digest:
+        raise RegistryError(f"{name} v{version} has no recorded weights digest; refusing to serve weights nobody can verify")
+    from training.modeling import WeightsMismatch, load_classifier
+
+    try:
+        load_classifier(model_dir, expected_digest=digest)
+    except WeightsMismatch as exc:
+        raise RegistryError(f"{name} v{version}: {exc}; nothing was changed") from None
+    except OSError as exc:
+        raise RegistryError(f"{name} v{version}: its model directory cannot be read ({exc}); nothing was changed") from None
 
 
 def rollback(store: LocalStore, name: str, target: int | None, actor: str, reason: str) -> dict[str, Any]:
@@ -131,12 +146,14 @@ def rollback(store: LocalStore, name: str, target: int | None, actor: str, reaso
     from mlflow.exceptions import MlflowException
 
     try:
-        _client().get_model_version(name, str(target))
+        mv = _client().get_model_version(name, str(target))
     except MlflowException:
         raise RegistryError(f"{name} v{target} does not exist in the registry") from None
+    digest = served[target].get("weights_digest") or mv.tags.get("weights_digest")
+    verify_weights(name, target, served[target]["model_dir"], digest)
     _client().set_registered_model_alias(name, CHAMPION, str(target))
     entry = ledger.append(store, name, action="rollback", to_version=target, actor=actor, reason=reason,
-                          model_dir=served[target]["model_dir"], gate_digest=served[target].get("gate_digest"))
+                          model_dir=served[target]["model_dir"], gate_digest=served[target].get("gate_digest"), weights_digest=digest)
     return {"name": name, "champion": target, "previous": current, "ledger_entry": entry}
 
 

@@ -14,15 +14,23 @@ Output is streamed line by line to the caller's logger, so it lands in the Airfl
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import logging
 import os
+import signal
+import stat
 import subprocess
 import time
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
-from retrain.jobs import JobSpec
+from retrain.jobs import JobSpec, claim
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class JobFailed(RuntimeError):
@@ -80,21 +88,66 @@ def command_line(spec: JobSpec) -> list[str]:
     return args
 
 
-def run_job(spec: JobSpec, log: logging.Logger | None = None) -> dict[str, Any]:
-    """Run one job to completion, streaming its output; return the JSON it wrote as its result."""
+def _die_with_parent() -> None:
+    """In the job's process, before exec: the kernel kills it when the task process that started it dies
+    (a killed scheduler or worker must not leave a job writing where the next try writes)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+@contextmanager
+def exclusive(directory: Path | None, what: str) -> Iterator[int | None]:
+    """Hold an exclusive lock on ``directory`` (its ``.lock``) while a job uses it.
+
+    The lock's descriptor is passed to the job, so a job that outlived its task still holds
+    it: a second try then fails fast instead of writing into the same checkpoint."""
+    if directory is None:
+        yield None
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise JobFailed(f"{directory}: {what} is in use by {holder}; two tries never write one place") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def make_read_only(directory: Path) -> None:
+    """A finished model directory is never written again: registered versions point to it."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def run_job(spec: JobSpec, log: logging.Logger | None = None, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one job to completion, streaming its output; return the JSON it wrote as its result.
+
+    The try's work directory is claimed exclusively first (write-once outputs), the
+    checkpoint directory is locked for the job's lifetime, and the job dies with its task."""
     log = log or logging.getLogger("retrain.runner")
     python = job_python()
     if not python.exists():
         raise JobFailed(f"job environment interpreter not found at {python}; run `make setup` (or set RETRAIN_JOB_PYTHON)")
-    for directory in (spec.model_dir, spec.output_dir, spec.checkpoint_dir, spec.result_file.parent):
+    if spec.workdir:
+        claim(spec.workdir, {"job": spec.name, **(owner or {})})
+    for directory in (spec.model_dir, spec.output_dir, spec.result_file.parent):
         if directory:
             directory.mkdir(parents=True, exist_ok=True)
     cmd = command_line(spec)
     log.info("starting %s job: %s", spec.kind, " ".join(cmd))
     started = time.monotonic()
     tail: list[str] = []
-    with subprocess.Popen(
-        cmd, env=job_environment(spec), cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    with exclusive(spec.checkpoint_dir, "the checkpoint directory") as lock_fd, subprocess.Popen(
+        cmd, env=job_environment(spec), cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        preexec_fn=_die_with_parent, pass_fds=() if lock_fd is None else (lock_fd,),
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -108,6 +161,8 @@ def run_job(spec: JobSpec, log: logging.Logger | None = None) -> dict[str, Any]:
     if not spec.result_file.is_file():
         raise JobFailed(f"{spec.name} finished but wrote no result file at {spec.result_file}")
     log.info("%s finished in %.1fs", spec.name, elapsed)
+    if spec.kind == "training" and spec.model_dir:
+        make_read_only(spec.model_dir)
     result = json.loads(spec.result_file.read_text())
     result.setdefault("job_seconds", round(elapsed, 3))
     return result

@@ -32,6 +32,7 @@ def run_context(context: Any, upstream: tuple[str, ...] = ()):
         interval_end=context.get("data_interval_end"),
         force=bool(context["params"].get("force", False)),
         upstream={task_id: ti.xcom_pull(task_ids=task_id) for task_id in upstream},
+        try_number=int(getattr(ti, "try_number", None) or 1),
     )
 
 
@@ -41,16 +42,15 @@ class SnapshotRawOperator(ModelOperator):
     ui_color = "#e8f4fa"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from retrain.jobs import run_dir
         from retrain.config import load_model
+        from retrain.jobs import try_dir, write_once_json
         from retrain.snapshot import snapshot_raw
         from retrain.store import LocalStore
 
         config, store = load_model(self.model_name), LocalStore()
         ctx = run_context(context)
         manifest = snapshot_raw(store, config.name, ctx.interval_start, ctx.interval_end)
-        path = run_dir(store, config, ctx) / "raw_manifest.json"
-        store.write_json(path.relative_to(store.root).as_posix(), manifest)
+        path = write_once_json(store, try_dir(store, config, ctx, "snapshot_raw") / "raw_manifest.json", manifest)
         self.log.info(
             "snapshot of %s: %d file(s), %d rows (%d in this interval), partitions %s",
             config.name, len(manifest["files"]), manifest["total_rows"], manifest["interval_rows"], ", ".join(manifest["partitions"]),
@@ -83,20 +83,21 @@ class LocalJobOperator(ModelOperator):
         from retrain.jobs import SPEC_BUILDERS, XCOM_SUMMARIES
         from retrain.store import LocalStore
 
-        spec = SPEC_BUILDERS[self.job](load_model(self.model_name), run_context(context, self.upstream_results), LocalStore())
-        result = run_local_job(spec, self.log)
+        ctx = run_context(context, self.upstream_results)
+        spec = SPEC_BUILDERS[self.job](load_model(self.model_name), ctx, LocalStore())
+        result = run_local_job(spec, self.log, ctx)
         summarize = XCOM_SUMMARIES.get(self.job)
         return summarize(result, spec) if summarize else result
 
 
-def run_local_job(spec: Any, task_log: Any) -> dict[str, Any]:
+def run_local_job(spec: Any, task_log: Any, ctx: Any) -> dict[str, Any]:
     """Run a job; a rejection of its input (EX_DATAERR) fails the task without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from retrain.runner import JobFailed, run_job
 
     try:
-        return run_job(spec, task_log)
+        return run_job(spec, task_log, {"dag_id": ctx.dag_id, "run_id": ctx.run_id, "try_number": ctx.try_number})
     except JobFailed as exc:
         if exc.bad_input:
             raise AirflowFailException(str(exc)) from None  # retrying the same input cannot help
@@ -145,7 +146,7 @@ class GateOnMetricsOperator(ModelOperator):
 
         from retrain.config import load_model
         from retrain.gate import evaluate_gate, format_table
-        from retrain.jobs import run_dir
+        from retrain.jobs import try_dir, write_once_json
         from retrain.store import LocalStore
         from retrain.verdict import with_verdict
 
@@ -154,10 +155,11 @@ class GateOnMetricsOperator(ModelOperator):
         evaluated = ctx.upstream["evaluate_model"]
         gate = evaluate_gate(config.gate, json.loads(Path(evaluated["metrics_path"]).read_text()))
         gate.update({"model": config.name, "dag_id": ctx.dag_id, "run_id": ctx.run_id})
-        path = run_dir(store, config, ctx) / "gate_on_metrics" / "gate.json"
-        store.write_json(path.relative_to(store.root).as_posix(), gate)
-        report = path.with_name("report.html")  # the evaluation report with the verdict on top: what a person reads
-        report.write_text(with_verdict(Path(evaluated["report_path"]).read_text(encoding="utf-8"), gate), encoding="utf-8")
+        out = try_dir(store, config, ctx, "gate_on_metrics")
+        path = write_once_json(store, out / "gate.json", gate)
+        report = out / "report.html"  # the evaluation report with the verdict on top: what a person reads
+        html = with_verdict(Path(evaluated["report_path"]).read_text(encoding="utf-8"), gate)
+        store.write_once_bytes(report.relative_to(store.root).as_posix(), html.encode("utf-8"))
         table = format_table(gate)
         for line in table.splitlines():
             self.log.info("%s", line)
@@ -188,7 +190,7 @@ class ApproveModelOperator(ApprovalOperator):
 
     def record_decision(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         from retrain.config import load_model
-        from retrain.jobs import reject_model_spec, run_dir
+        from retrain.jobs import reject_model_spec, try_dir, write_once_json
         from retrain.store import LocalStore
 
         config, store = load_model(self.model_name), LocalStore()
@@ -203,14 +205,13 @@ class ApproveModelOperator(ApprovalOperator):
             "params_input": event.get("params_input") or {},
             "version": ctx.upstream["register_model"]["version"],
         }
-        path = run_dir(store, config, ctx) / "await_approval" / "decision.json"
-        store.write_json(path.relative_to(store.root).as_posix(), decision)
+        write_once_json(store, try_dir(store, config, ctx, "await_approval") / "decision.json", decision)
         if not approved:
             reason = decision["params_input"].get("reason") or (
                 f"no response within {config.approval.response_timeout_hours}h: counts as a rejection"
                 if decision["timed_out"] else "rejected by the approver"
             )
-            run_local_job(reject_model_spec(config, ctx, store, decision["version"], (user or {}).get("id"), reason), self.log)
+            run_local_job(reject_model_spec(config, ctx, store, decision["version"], (user or {}).get("id"), reason), self.log, ctx)
             self.log.info("v%s rejected (%s); challenger cleared, champion untouched", decision["version"], reason)
             if decision["timed_out"]:  # nobody decided: a person must hear of it, though the task succeeds
                 from retrain_airflow.factory import alert_notifier
@@ -237,6 +238,6 @@ class RollbackModelOperator(ModelOperator):
         actor = getattr(context["dag_run"], "triggering_user_name", None)
         if not config.approval.may_roll_back(actor):
             raise AirflowFailException(config.approval.rollback_refusal(config.name, actor))
-        spec = rollback_model_spec(config, run_context(context), LocalStore(),
-                                   None if target in (None, "") else int(target), actor, params["reason"])
-        return run_local_job(spec, self.log)
+        ctx = run_context(context)
+        spec = rollback_model_spec(config, ctx, LocalStore(), None if target in (None, "") else int(target), actor, params["reason"])
+        return run_local_job(spec, self.log, ctx)

@@ -52,7 +52,7 @@ def test_assigned_approval_promotes_with_the_approver_in_the_ledger(scheduled_ru
     entry = status["ledger"][0]
     assert (entry["action"], entry["to_version"], entry["actor"], entry["reason"]) == ("promote", 1, "alice", "integration: first model")
     run_dir = stack["store_root"] / "runs" / "intent" / run_key(scheduled_run["run"]["dag_run_id"])
-    gate = json.loads((run_dir / "gate_on_metrics" / "gate.json").read_text())
+    gate = json.loads((run_dir / "gate_on_metrics" / "try-1" / "gate.json").read_text())
     assert entry["gate_digest"] == gate["digest"] and gate["has_champion"] is False
     version = status["versions"][0]
     assert version["airflow_run_id"] == scheduled_run["run"]["dag_run_id"] and version["approval"] == "approved"
@@ -62,20 +62,20 @@ def test_artifacts_have_lineage(scheduled_run, stack):
     run = scheduled_run["run"]
     store = stack["store_root"]
     run_dir = store / "runs" / "intent" / run_key(run["dag_run_id"])
-    built = json.loads((run_dir / "build_dataset" / "result.json").read_text())
+    built = json.loads((run_dir / "build_dataset" / "try-1" / "result.json").read_text())
     counts = built["counts"]
     assert counts["raw_rows"] - counts["after_normalized_dedupe"] >= 2  # planted exact + normalised dupes
     assert counts["contaminated_removed"] >= 1  # planted golden overlap
     version_dir = store / "datasets" / "intent" / built["dataset_version"]
     manifest = json.loads((version_dir / "manifest.json").read_text())
     assert manifest["lineage"]["golden_version"] == "v1"
-    trained = json.loads((run_dir / "train_model" / "model" / "training_summary.json").read_text())
+    trained = json.loads((run_dir / "train_model" / "try-1" / "model" / "training_summary.json").read_text())
     assert trained["dataset_version"] == built["dataset_version"]
-    metrics = json.loads((run_dir / "evaluate_model" / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "evaluate_model" / "try-1" / "metrics.json").read_text())
     assert metrics["challenger"]["macro_f1"] > 0.5  # 5 intents: chance is 0.2
     assert metrics["champion"] is None
-    assert "<img" in (run_dir / "evaluate_model" / "report.html").read_text()
-    gated = (run_dir / "gate_on_metrics" / "report.html").read_text()  # what a person reads: the verdict first
+    assert "<img" in (run_dir / "evaluate_model" / "try-1" / "report.html").read_text()
+    gated = (run_dir / "gate_on_metrics" / "try-1" / "report.html").read_text()  # what a person reads: the verdict first
     assert gated.index("Gate: PASS") < gated.index("<h2>Summary</h2>")
     db = sqlite3.connect(store / "mlflow.db")
     tags = dict(db.execute("select key, value from tags where run_uuid=?", (trained["mlflow_run_id"],)))
@@ -103,7 +103,7 @@ def test_bad_data_stops_the_run_before_the_dataset_is_built(scheduled_run, stack
     states = client.wait_for_run("retrain_intent", "bad_data_check")
     assert states["validate_raw"] == "failed"
     assert all(states[t] == "upstream_failed" for t in TASKS[2:])
-    report = next((stack["store_root"] / "runs" / "intent" / "bad_data_check" / "validate_raw").glob("validation_report.json"))
+    report = next((stack["store_root"] / "runs" / "intent" / "bad_data_check" / "validate_raw").rglob("validation_report.json"))
     assert "mystery_label" in report.read_text()
     assert sorted(p.name for p in (stack["store_root"] / "datasets" / "intent").iterdir()) == existing
     alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent.jsonl").read_text().splitlines()]

@@ -36,13 +36,13 @@ def test_reject_keeps_the_champion_and_clears_challenger(stack):
     assert (after["champion"], after["challenger"]) == (1, None)
     assert {v["version"]: v["approval"] for v in after["versions"]}[2] == "rejected"
     assert after["ledger"] == before["ledger"]
-    decision = json.loads((stack["store_root"] / "runs" / "intent" / "reject_check" / "await_approval" / "decision.json").read_text())
+    decision = json.loads((stack["store_root"] / "runs" / "intent" / "reject_check" / "await_approval" / "try-1" / "decision.json").read_text())
     assert decision["decision"] == "rejected" and decision["responded_by_user"]["id"] == "alice"
 
 
 def test_second_promotion_then_rollback_restores_the_previous_champion(stack):
     forced_run_awaiting_approval(stack, "approve_check")
-    gate = json.loads((stack["store_root"] / "runs" / "intent" / "approve_check" / "gate_on_metrics" / "gate.json").read_text())
+    gate = json.loads((stack["store_root"] / "runs" / "intent" / "approve_check" / "gate_on_metrics" / "try-1" / "gate.json").read_text())
     assert gate["has_champion"] is True
     assert {"delta.macro_f1", "significance.macro_f1", "significance.mcnemar", "per_class.regression"} <= {c["name"] for c in gate["criteria"]}
     stack["as_user"]("alice").respond(DAG, "approve_check", "await_approval", "Approve")
@@ -94,7 +94,7 @@ def test_gate_rejection_alerts_and_registers_nothing(stack):
     states = client.wait_for_run("retrain_intent_strict", run["dag_run_id"])
     assert states["evaluate_model"] == "success" and states["gate_on_metrics"] == "failed"
     assert {states[t] for t in ("register_model", "await_approval", "promote_model")} == {"upstream_failed"}
-    gate = json.loads((stack["store_root"] / "runs" / "intent_strict" / run_key(run["dag_run_id"]) / "gate_on_metrics" / "gate.json").read_text())
+    gate = json.loads((stack["store_root"] / "runs" / "intent_strict" / run_key(run["dag_run_id"]) / "gate_on_metrics" / "try-1" / "gate.json").read_text())
     assert gate["decision"] == "reject" and "floor.macro_f1" in gate["failed"]
     alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_strict.jsonl").read_text().splitlines()]
     assert [a["run_id"] for a in alerts] == [run["dag_run_id"]] and alerts[0]["task_id"] == "gate_on_metrics"

