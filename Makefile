@@ -10,13 +10,13 @@ MODEL      ?= intent
 setup: .venv-airflow/.installed .venv-jobs/.installed  ## build both virtual environments
 
 .venv-airflow/.installed: requirements.txt requirements-dev.txt constraints/airflow.txt
-	$(PY_AIRFLOW) -m venv .venv-airflow
+	$(PY_AIRFLOW) -m venv --clear .venv-airflow
 	.venv-airflow/bin/pip install -q --upgrade pip
 	.venv-airflow/bin/pip install -q -r requirements.txt -r requirements-dev.txt -c constraints/airflow.txt
 	touch $@
 
 .venv-jobs/.installed: requirements-jobs.txt constraints/jobs.txt
-	$(PY_JOBS) -m venv .venv-jobs
+	$(PY_JOBS) -m venv --clear .venv-jobs
 	.venv-jobs/bin/pip install -q --upgrade pip
 	.venv-jobs/bin/pip install -q -r requirements-jobs.txt -c constraints/jobs.txt
 	touch $@

@@ -62,7 +62,7 @@ def context(config, store: LocalStore) -> jobs.RunContext:
     return jobs.RunContext(
         dag_id=config.dag_id, run_id=RUN_ID,
         interval_start=datetime(2026, 9, 7, tzinfo=timezone.utc), interval_end=datetime(2026, 9, 14, tzinfo=timezone.utc),
-        upstream={"build_dataset": {"dataset_version": DATASET_VERSION}, "train_model": {"model_dir": str(model_dir), "mlflow_run_id": "0f3c9d"}},
+        upstream={"build_dataset": {"dataset_version": DATASET_VERSION}, "train_model": {"model_dir": str(model_dir), "mlflow_run_id": "0f3c9d", "weights_digest": "b6502f70" + "0" * 56}},
     )
 
 
@@ -285,9 +285,10 @@ def test_spec_mapping_places_channels_model_and_checkpoints_on_s3(spec_jobs):
     train, evaluate = mapped["train_model"], mapped["evaluate_model"]
     assert train.inputs == {"train": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/train",
                             "validation": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/validation"}
-    assert train.checkpoint_uri == run_key_uri(config, "train_model", "/checkpoints")
+    # shared by a run's tries, but only for one config digest and dataset version
+    assert train.checkpoint_uri == run_key_uri(config, "train_model", f"/checkpoints/{config.digest()[:16]}-{DATASET_VERSION}")
     assert evaluate.arguments["output-dir"] == "/opt/ml/processing/output/output-dir"
-    assert evaluate.outputs == {"output-dir": run_key_uri(config, "evaluate_model")}
+    assert evaluate.outputs == {"output-dir": run_key_uri(config, "evaluate_model", "/try-1")}  # each try writes its own prefix
     assert evaluate.inputs["golden-dir"] == "s3://retrain-golden-123456789012/golden/intent/v1"
     assert "MLFLOW_TRACKING_URI" not in train.env
 

@@ -79,11 +79,15 @@ def test_choosing_a_store_imports_no_boto3():
 
 
 def test_only_the_s3_store_imports_boto3():
+    """Storage goes through the store modules. The one other AWS SDK import is botocore's service
+    models in the request-schema validator, which reads API shapes and never calls AWS."""
     root = Path(__file__).resolve().parents[2]
-    offenders = [
-        str(path.relative_to(root))
-        for folder in ("plugins", "include", "dags", "scripts")
-        for path in (root / folder).rglob("*.py")
-        if path.name != "s3store.py" and BOTO_IMPORT.search(path.read_text())
-    ]
+    allowed = {"plugins/retrain/s3store.py": "boto", "plugins/retrain/aws/schema.py": "botocore"}
+    offenders = []
+    for folder in ("plugins", "include", "dags", "scripts"):
+        for path in (root / folder).rglob("*.py"):
+            rel = str(path.relative_to(root))
+            for match in BOTO_IMPORT.finditer(path.read_text()):
+                if rel not in allowed or not match.group(0).split()[-1].startswith(allowed[rel]):
+                    offenders.append(f"{rel}: {match.group(0).strip()}")
     assert offenders == []

@@ -13,6 +13,7 @@ from typing import Literal
 
 from retrain.config import AwsConfig
 from retrain.jobs import JobSpec
+from retrain.tracking import ARTIFACT_ROOT_ENV
 
 PROCESSING_INPUT = PurePosixPath("/opt/ml/processing/input")
 PROCESSING_OUTPUT = PurePosixPath("/opt/ml/processing/output")
@@ -106,7 +107,8 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_roo
     directories, others files); training reads data only through channels, so it refuses
     one. A path under the project becomes project-relative, since the code bundle ships
     the project tree, or its S3 URI in the bundle for Glue, which has no such tree. The store root itself is refused: on AWS it spans three buckets.
-    MLFLOW_TRACKING_URI is dropped from env; the builders set the tracking server's ARN.
+    The local tracking settings are replaced: the builders set the tracking server's ARN as
+    MLFLOW_TRACKING_URI, and experiment artifacts go under the artifact bucket.
     """
     script = _relative(spec.script, project_root)
     if script is None:
@@ -158,5 +160,6 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_roo
         outputs=outputs,
         model_uri=store_uri(spec.model_dir, "model_dir") if spec.kind == "training" else None,
         checkpoint_uri=store_uri(spec.checkpoint_dir, "checkpoint_dir") if spec.kind == "training" else None,
-        env={k: v for k, v in spec.env.items() if k != "MLFLOW_TRACKING_URI"},
+        env={**{k: v for k, v in spec.env.items() if k not in ("MLFLOW_TRACKING_URI", ARTIFACT_ROOT_ENV)},
+             **({ARTIFACT_ROOT_ENV: f"s3://{aws.artifact_bucket}/mlartifacts"} if ARTIFACT_ROOT_ENV in spec.env else {})},
     )
