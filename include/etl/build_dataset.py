@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from retrain.snapshot import RawDataError, verify_raw_files
+from retrain.snapshot import RawDataError, decode_utf8, header_problems, verify_raw_files
 from retrain.store import IntegrityError, LocalStore, WriteOnceError, sha256_file, tree_digest, verify_tree, write_manifest_and_publish
 
 SPLITS = ("train", "validation")
@@ -61,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("model", "raw-manifest", "store-root", "text-column", "label-column", "labels-file", "golden-version", "result-file"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--validation-fraction", type=float, required=True)
+    parser.add_argument("--expected-golden-sha256", default="", help="the config's pinned golden hash; any other content is refused")
     parser.add_argument("--spark-master", default=os.environ.get("SPARK_MASTER", "local[2]"))
     args, _glue_extras = parser.parse_known_args(argv)  # Glue adds --JOB_NAME, --TempDir, ...
     if not 0.0 <= args.validation_fraction < 1.0:
@@ -74,8 +76,16 @@ def load_inputs(args: argparse.Namespace, store: LocalStore) -> dict[str, Any]:
     if raw_manifest.get("model") != args.model:
         raise BuildError(f"{args.raw_manifest}: manifest is for model {raw_manifest.get('model')!r}; rule: it must be for {args.model!r}")
     verify_raw_files(store, raw_manifest)
+    for entry in raw_manifest["files"]:  # the header rule, before Spark: a bad header is bad data, never a crash to retry
+        path = store.path(entry["key"])
+        header = next(csv.reader(io.StringIO(decode_utf8(path), newline="")), [])
+        problems = header_problems(header, args.text_column, args.label_column)
+        if problems:
+            raise BuildError(f"{path}: row 1 (header): {'; '.join(problems)} (value: {header})")
     golden_dir = store.path(f"golden/{args.model}/{args.golden_version}")
-    golden_manifest = verify_tree(golden_dir)  # every read of a golden set verifies its hashes first
+    # Every read of a golden set checks its hashes first, and against the config's pin: a golden file edited
+    # with its manifest re-hashed verifies on its own, but not against the pin.
+    golden_manifest = verify_tree(golden_dir, args.expected_golden_sha256 or None)
     if not (golden_dir / "golden.jsonl").is_file():
         raise BuildError(f"{golden_dir / 'golden.jsonl'}: missing; rule: a golden version holds golden.jsonl")
     labels = json.loads(Path(args.labels_file).read_text())
@@ -191,11 +201,22 @@ def write_split(df: DataFrame, staging: Path, split: str) -> None:
     shutil.rmtree(out)
 
 
-def find_previous(store: LocalStore, model: str, exclude: str) -> dict[str, Any] | None:
-    """Manifest of the newest existing version (by created_at) other than ``exclude``."""
+def find_previous(store: LocalStore, model: str, exclude: str, interval_end: str | None) -> dict[str, Any] | None:
+    """The version this build's interval follows: the newest one built for an earlier interval.
+
+    Not the most recently created one: a backfill of an old interval runs after later
+    intervals were built, and must compare with what its predecessor saw."""
     manifests = [store.read_json(f"{key}/manifest.json") for key in store.list_keys(f"datasets/{model}")
                  if not key.endswith(f"/{exclude}") and store.exists(f"{key}/manifest.json")]
-    return max(manifests, key=lambda m: (m["created_at"], m["dataset_version"]), default=None)
+    end = _instant(interval_end)
+    if end is not None:
+        manifests = [m for m in manifests if (seen := _instant(m["lineage"].get("data_interval_end"))) is not None and seen < end]
+    return max(manifests, key=lambda m: (_instant(m["lineage"].get("data_interval_end")) or datetime.min.replace(tzinfo=timezone.utc),
+                                         m["created_at"], m["dataset_version"]), default=None)
+
+
+def _instant(stamp: str | None) -> datetime | None:
+    return datetime.fromisoformat(stamp) if stamp else None
 
 
 def js_divergence(p: dict[str, int], q: dict[str, int]) -> float:
@@ -270,7 +291,7 @@ def build(spark: SparkSession, args: argparse.Namespace, store: LocalStore, inpu
         content_sha256, _ = tree_digest(staging)  # the same digest the manifest will record
         version = "ds-" + content_sha256[:16]
         key = f"datasets/{args.model}/{version}"
-        previous = find_previous(store, args.model, exclude=version)
+        previous = find_previous(store, args.model, exclude=version, interval_end=inputs["raw_manifest"].get("data_interval_end"))
         drift = compute_drift(spark, store, final, dist, previous)
         reused = store.exists(key)
         if not reused:

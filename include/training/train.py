@@ -25,6 +25,8 @@ import json
 import math
 import os
 import random
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,11 +342,25 @@ class MlflowRun:
         from retrain.tracking import ensure_experiment  # artifacts under the store root, not ./mlruns
 
         self.mlflow = mlflow
-        mlflow.set_experiment(experiment_id=ensure_experiment(args.experiment_name))
+        lineage = json.loads(os.environ.get("RETRAIN_LINEAGE", "{}"))
+        experiment_id = ensure_experiment(args.experiment_name)
+        mlflow.set_experiment(experiment_id=experiment_id)
+        self.end_abandoned(experiment_id, lineage.get("airflow_run_id"))
         run = mlflow.start_run(run_name=args.run_name or None)
         self.run_id = run.info.run_id
         mlflow.log_params(dataclasses.asdict(args))
-        mlflow.set_tags(json.loads(os.environ.get("RETRAIN_LINEAGE", "{}")))
+        mlflow.set_tags(lineage)
+
+    def end_abandoned(self, experiment_id: str, airflow_run_id: str | None) -> None:
+        """An earlier try of this Airflow run that was killed (SIGKILL cannot be caught) left its MLflow
+        run RUNNING for ever; this try is the only one that can know, so it marks them KILLED."""
+        if not airflow_run_id:
+            return
+        client = self.mlflow.MlflowClient()
+        escaped = airflow_run_id.replace("'", "\\'")
+        for stale in client.search_runs([experiment_id], f"tags.airflow_run_id = '{escaped}' and attributes.status = 'RUNNING'"):
+            client.set_terminated(stale.info.run_id, status="KILLED")
+            print(f"MLflow run {stale.info.run_id} of an earlier try was left RUNNING: marked KILLED")
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         if self.run_id:
@@ -358,6 +374,29 @@ class MlflowRun:
             self.mlflow.end_run()
 
 
+class Terminated(BaseException):
+    """SIGTERM (a task timeout or a stopped job): unwinds like an exception so the MLflow run is ended."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def end_active_mlflow_run(status: str) -> None:
+    """End a failed or stopped try's MLflow run as FAILED or KILLED, never leaving it RUNNING."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None and mlflow.active_run():
+        mlflow.end_run(status=status)
+
+
 if __name__ == "__main__":
-    result = train(parse_args())
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        result = train(parse_args())
+    except Terminated:
+        end_active_mlflow_run("KILLED")
+        sys.exit(128 + signal.SIGTERM)
+    except BaseException:
+        end_active_mlflow_run("FAILED")
+        raise
     print(f"weights_digest={result['weights_digest']} final={json.dumps(result['final'])} wall={result['wall_seconds']}s")

@@ -33,7 +33,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from retrain.snapshot import RawDataError, verify_raw_files
+from retrain.snapshot import NotUtf8Error, RawDataError, header_problems, verify_raw_files
+from retrain.snapshot import decode_utf8 as read_utf8
 from retrain.store import LocalStore
 
 MAX_FAILURES_IN_RESULT = 50
@@ -71,12 +72,10 @@ def describe(f: dict[str, Any]) -> str:
 
 def decode_utf8(path: Path, key: str) -> tuple[str | None, list[dict]]:
     """The file's text without a leading BOM (Excel writes one), or a problem on the line of the first byte that is not UTF-8."""
-    data = path.read_bytes()  # whole file: a streamed decoder reports errors a buffer early
     try:
-        return data.decode("utf-8").removeprefix("\ufeff"), []
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        return None, [failure(key, line, "file is UTF-8 text", f"{exc.reason}: {data[exc.start:exc.end]!r}")]
+        return read_utf8(path), []
+    except NotUtf8Error as exc:
+        return None, [failure(key, exc.line, "file is UTF-8 text", f"byte offset {exc.offset}: {exc.detail}")]
 
 
 def read_csv_strict(path: Path, key: str, text_col: str, label_col: str) -> tuple[list[tuple], list[dict]]:
@@ -93,10 +92,10 @@ def read_csv_strict(path: Path, key: str, text_col: str, label_col: str) -> tupl
     # strict=True turns sloppy quoting (e.g. `"abc"def`) into an error instead of a guess.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header = next(reader, [])
-    missing = [c for c in (text_col, label_col) if c not in header]
-    for column in missing:
-        problems.append(failure(key, 1, f"header has required column '{column}'", header))
-    if missing:
+    broken = header_problems(header, text_col, label_col)  # the same header rule as the ETL's
+    for rule in broken:
+        problems.append(failure(key, 1, rule, header))
+    if broken:
         return records, problems
     text_at, label_at = header.index(text_col), header.index(label_col)
     start = reader.line_num + 1

@@ -9,6 +9,7 @@
     bin/retrain seed --model intent       # land the model's sample data (config: sample_data)
     bin/retrain golden pin intent         # write the verified golden hash into the config
     bin/retrain dags sync                 # one thin DAG file per model config (dags/retrain_<model>.py)
+    bin/retrain backfill intent --from 2026-10-05 --to 2026-10-19   # through the API server (works on SQLite)
 
 Every command that acts on one model takes it as its first argument or as ``--model``.
 
@@ -133,6 +134,36 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """A backfill created through the API server, not by a second writer of the metadata DB: on the
+    default SQLite setup `airflow backfill create` beside a running scheduler can fail with
+    "database is locked" and leave an empty backfill behind that blocks the next one."""
+    from datetime import datetime, timezone
+
+    from retrain.config import load_model
+
+    config = load_model(args.model)
+    dag_id, max_runs = config.dag_id, args.max_active_runs or config.dag.max_active_runs
+    parse = lambda day: datetime.combine(datetime.fromisoformat(day).date(), datetime.min.time(), tzinfo=timezone.utc)  # noqa: E731
+    client = client_for(args)
+    dag = client.dag(dag_id)
+    if dag is None:
+        print(f"error: {dag_id} is not known to Airflow at {args.api_url} (is it parsed? see `airflow dags list-import-errors`)", file=sys.stderr)
+        return 1
+    if dag.get("is_paused"):
+        print(f"{dag_id} is paused, and a paused DAG's backfill runs stay queued: unpausing it")
+        client.set_paused(dag_id, False)
+    try:
+        backfill = client.create_backfill(dag_id, parse(args.from_date), parse(args.to_date), max_active_runs=max_runs,
+                                          reprocess_behavior=args.reprocess)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"backfill {backfill['id']} of {dag_id}: logical dates {args.from_date} .. {args.to_date}, "
+          f"at most {max_runs} run(s) at once, one instance of each job task at a time, reprocess {args.reprocess}")
+    return 0
+
+
 def cmd_seed(args: argparse.Namespace) -> int:
     from retrain.seed import main as seed_main
 
@@ -216,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_parser.add_argument("action", choices=["verify", "show"], help="verify: check the chain; show: print every entry, then verify")
     add_model(ledger_parser)
     ledger_parser.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("backfill", help="rerun past data intervals through the API server, max_active_runs from config")
+    add_model(p)
+    p.add_argument("--from", dest="from_date", required=True, help="first logical date (an interval start), YYYY-MM-DD")
+    p.add_argument("--to", dest="to_date", required=True, help="last logical date (an interval start), YYYY-MM-DD")
+    p.add_argument("--reprocess", choices=["none", "failed", "completed"], default="none",
+                   help="intervals that already have a run: skip them (none), rerun failed ones, or rerun all")
+    p.add_argument("--max-active-runs", type=int, default=None, help="runs at once (default: the config's dag.max_active_runs)")
+    p.set_defaults(func=cmd_backfill)
 
     p = sub_add("seed", help="land a model's sample raw partitions and golden version (config: sample_data)")
     add_model(p)

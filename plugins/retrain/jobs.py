@@ -177,6 +177,7 @@ def build_dataset_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) 
             "model": config.name,
             **_raw_data_arguments(config, ctx, store),
             "golden-version": data.golden_version,
+            "expected-golden-sha256": data.golden_sha256 or "",
             "validation-fraction": str(data.validation_fraction),
             "result-file": str(out / "result.json"),
         },

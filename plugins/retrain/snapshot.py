@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import re
 from datetime import date, datetime
 from pathlib import Path
@@ -25,13 +26,41 @@ class RawDataError(ValueError):
     """Raw input breaks a rule; the message names the file, the row and the rule."""
 
 
+class NotUtf8Error(RawDataError):
+    """A raw file holds a byte that is not UTF-8; carries the line and byte offset of the first one."""
+
+    def __init__(self, path: Path, line: int, offset: int, detail: str) -> None:
+        super().__init__(f"{path}: line {line} (byte offset {offset}): {detail}; rule: raw files are UTF-8 CSV")
+        self.line, self.offset, self.detail = line, offset, detail
+
+
+def decode_utf8(path: Path) -> str:
+    """A raw file's text, a leading UTF-8 BOM (Excel) dropped; a byte that is not UTF-8 raises NotUtf8Error."""
+    data = path.read_bytes()  # whole file: a streamed decoder reports offsets within its buffer
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise NotUtf8Error(path, line, exc.start, f"{data[exc.start:exc.end]!r} is not valid UTF-8 ({exc.reason})") from None
+
+
+def header_problems(header: list[str], text_column: str, label_column: str) -> list[str]:
+    """Why a raw CSV header breaks the rule "exactly the configured text and label columns, each once" (empty: it doesn't)."""
+    required = (text_column, label_column)
+    problems = [f"header has required column '{c}'" for c in required if c not in header]
+    problems += [f"header names column '{c}' once (it appears {header.count(c)} times)" for c in dict.fromkeys(header) if header.count(c) > 1]
+    extra = [c for c in dict.fromkeys(header) if c not in required]
+    if extra:
+        problems.append(f"header has only the configured columns '{text_column}' and '{label_column}' (unexpected: {extra})")
+    return problems
+
+
 def count_csv_rows(path: Path) -> int:
     """Data rows of a CSV file (header excluded), honouring quoted newlines; a leading UTF-8 BOM (Excel) is dropped."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        if next(reader, None) is None:
-            return 0
-        return sum(1 for _ in reader)
+    reader = csv.reader(io.StringIO(decode_utf8(path), newline=""))
+    if next(reader, None) is None:
+        return 0
+    return sum(1 for _ in reader)
 
 
 def list_partitions(store: LocalStore, model: str) -> list[tuple[date, Path]]:
@@ -58,8 +87,6 @@ def snapshot_raw(store: LocalStore, model: str, interval_start: datetime, interv
         for part in parts:
             try:
                 rows = count_csv_rows(part)
-            except UnicodeDecodeError as exc:
-                raise RawDataError(f"{part}: byte {exc.start}: not valid UTF-8; rule: raw files are UTF-8 CSV") from None
             except csv.Error as exc:
                 raise RawDataError(f"{part}: {exc}; rule: raw files are well-formed CSV") from None
             if rows == 0:

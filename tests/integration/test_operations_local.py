@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -32,8 +33,12 @@ def test_a_three_week_backfill_never_trains_twice_at_once(stack):
     training jobs one at a time on the 2-core machine, whatever created the runs."""
     client, start = stack["client"], stack["interval"][0]
     dag = "retrain_intent_backfill"
-    client.set_paused(dag, False)  # backfill runs stay queued while their DAG is paused
-    client.create_backfill(dag, start - timedelta(weeks=3), start - timedelta(weeks=1), max_active_runs=10)
+    # The documented command, beside a running scheduler on SQLite: it goes through the API server, unpauses the
+    # DAG (a paused DAG's backfill runs stay queued), and here allows 10 runs at once, a backfill's own default.
+    cli = subprocess.run([sys.executable, "-m", "retrain.cli", "backfill", "intent_backfill", "--api-url", client.base_url,
+                          "--from", str((start - timedelta(weeks=3)).date()), "--to", str((start - timedelta(weeks=1)).date()),
+                          "--max-active-runs", "10"], env=stack["env"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and "unpausing it" in cli.stdout, cli.stdout + cli.stderr
 
     def finished():  # the backfill's runs, and the scheduler's own run of the latest week (unpausing made it)
         runs = client.dag_runs(dag)
@@ -53,3 +58,30 @@ def test_a_three_week_backfill_never_trains_twice_at_once(stack):
     assert sorted(r["data_interval_start"][:10] for r in runs) == [str((start - timedelta(weeks=k)).date()) for k in (3, 2, 1)]
     alerts = (stack["store_root"] / "alerts" / "intent_backfill.jsonl").read_text().splitlines()
     assert {json.loads(a)["run_id"] for a in alerts} >= {r["dag_run_id"] for r in runs}  # each gate rejection alerted
+
+
+def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(stack):
+    """The race: a backfill run and the scheduler's run overlap (a backfill has its own max_active_runs),
+    both are gated with no champion and both approved. The first is promoted; the second's gate never saw
+    that champion, so promote_model refuses and the champion stays."""
+    client, start = stack["client"], stack["interval"][0]
+    dag = "retrain_intent_race"
+    client.set_paused(dag, False)  # the scheduler creates the run of the latest week
+    client.create_backfill(dag, start - timedelta(weeks=1), start - timedelta(weeks=1), max_active_runs=2)
+    runs = wait_until(lambda: (r := client.dag_runs(dag)) if len(r) == 2 else None, 120, "two overlapping runs")
+    waiting = []
+    for run in runs:
+        assert client.wait_for_approval_request(dag, run["dag_run_id"]), open(stack["log"]).read()[-3000:]
+        waiting.append(run["dag_run_id"])
+    alice = stack["as_user"]("alice")
+    first, second = waiting
+    alice.respond(dag, first, "await_approval", "Approve", {"reason": "race: first"})
+    assert client.wait_for_run(dag, first)["promote_model"] == "success"
+    alice.respond(dag, second, "await_approval", "Approve", {"reason": "race: second"})
+    states = client.wait_for_run(dag, second)
+    assert states["promote_model"] == "failed"
+    status = stack["registry_status"]("intent_race")
+    assert len(status["ledger"]) == 1 and status["champion"] == status["ledger"][0]["to_version"]
+    alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_race.jsonl").read_text().splitlines()]
+    reason = next(a for a in alerts if a["run_id"] == second and a["task_id"] == "promote_model")["reason"]
+    assert "was gated against no champion, but the champion is now" in reason and "Clear evaluate_model" in reason

@@ -25,7 +25,7 @@ from retrain.jobs import JobSpec
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
 from retrain.snapshot import snapshot_raw
-from retrain.store import LocalStore, sha256_file, verify_tree, write_manifest_and_publish
+from retrain.store import LocalStore, sha256_file, tree_digest, verify_tree, write_manifest_and_publish
 
 pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environment missing at {job_python()}")
 
@@ -85,7 +85,8 @@ def make_store(root: Path, rows_a: list[tuple[str, str]] = ROWS_A, **csv_style) 
     return store
 
 
-def run_build(store: LocalStore, interval: tuple[datetime, datetime], labels_file: Path, name: str) -> tuple[subprocess.CompletedProcess, Path]:
+def run_build(store: LocalStore, interval: tuple[datetime, datetime], labels_file: Path, name: str,
+              **extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     """Snapshot the raw data for ``interval``, then run the script exactly as the local runner would."""
     out = store.root / "runs" / MODEL / name
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +106,7 @@ def run_build(store: LocalStore, interval: tuple[datetime, datetime], labels_fil
             "golden-version": "v1",
             "validation-fraction": str(FRACTION),
             "result-file": str(out / "result.json"),
+            **{key.replace("_", "-"): value for key, value in extra.items()},
         },
         result_file=out / "result.json",
     )
@@ -291,3 +293,43 @@ def test_tampered_golden_set_fails_naming_the_file(tmp_path, labels_file):
     assert f"{golden}: sha256" in proc.stderr and "tampered" in proc.stderr
     assert not result_file.exists()
     assert store.list_keys(f"datasets/{MODEL}") == []
+
+
+def test_a_backfill_compares_with_its_predecessor_not_the_newest_version(store, labels_file, first_build, grown_build):
+    """Week A is rebuilt after week B exists (a backfill): nothing came before week A, so no previous version,
+    although B's version was created more recently."""
+    again = succeeded(*run_build(store, WEEK_A, labels_file, "backfill-a"))
+    assert again["dataset_version"] == first_build["dataset_version"]
+    assert again["previous_version"] is None and again["drift"]["previous_version"] is None
+    assert grown_build["result"]["previous_version"] == first_build["dataset_version"]
+
+
+def test_a_golden_set_edited_and_rehashed_is_refused_by_the_pin(tmp_path, labels_file):
+    """The manifest verifies on its own after a re-hash; only the config's pinned hash catches the edit."""
+    store = make_store(tmp_path)
+    version = store.path(f"golden/{MODEL}/v1")
+    pinned = json.loads((version / "manifest.json").read_text())["content_sha256"]
+    golden = version / "golden.jsonl"
+    golden.write_text(golden.read_text().replace("My card is blocked", "My card is fine"))
+    digest, files = tree_digest(version)
+    manifest = {**json.loads((version / "manifest.json").read_text()), "files": files, "content_sha256": digest}
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    verify_tree(version)  # the forgery is self-consistent
+    proc, result_file = run_build(store, WEEK_A, labels_file, "rehashed", expected_golden_sha256=pinned)
+    assert proc.returncode == os.EX_DATAERR, proc.stdout + proc.stderr
+    assert f"{version / 'manifest.json'}: content_sha256 {digest[:12]}… differs from the pinned {pinned[:12]}…" in proc.stderr
+    assert not result_file.exists() and store.list_keys(f"datasets/{MODEL}") == []
+
+
+@pytest.mark.parametrize(("header", "problem"), [
+    ("utterance,intent,channel", "header has only the configured columns 'utterance' and 'intent' (unexpected: ['channel'])"),
+    ("utterance,intent,utterance", "header names column 'utterance' once (it appears 2 times)"),
+])
+def test_a_header_with_other_columns_is_bad_data_not_a_crash(tmp_path, labels_file, header, problem):
+    store = make_store(tmp_path)
+    path = store.path(f"raw/{MODEL}/dt=2026-09-07/part-00000.csv")
+    path.write_text(header + "\n" + "".join(f'"{text}",{label},x\n' for text, label in ROWS_A))
+    proc, result_file = run_build(store, WEEK_A, labels_file, "bad-header")
+    assert proc.returncode == os.EX_DATAERR, proc.stdout + proc.stderr  # bad input: the runner does not retry
+    assert f"{path}: row 1 (header): {problem}" in proc.stderr
+    assert "Traceback" not in proc.stderr and not result_file.exists()

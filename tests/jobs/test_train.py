@@ -53,28 +53,56 @@ def test_mlflow_run_has_params_metrics_and_lineage(first_run):
     assert steps == 6  # one point per epoch
 
 
+def run_statuses(db_path) -> list[str]:
+    """MLflow run statuses in creation order (the store's own table, read directly)."""
+    return [row[0] for row in sqlite3.connect(db_path).execute("select status from runs order by start_time")]
+
+
+def start_until_epoch(spec, env: dict, epoch: int) -> subprocess.Popen:
+    proc = subprocess.Popen(command_line(spec), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if f'"epoch": {epoch}' in line:
+            break
+    while not (spec.checkpoint_dir / "last.pt").exists():
+        pass
+    return proc
+
+
 def test_killed_job_resumes_from_checkpoint_to_the_same_weights(channels, tmp_path, training):
+    """Fine-tune one encoder layer; kill the job after epoch 2, restart it, and compare with an uninterrupted run.
+    The killed try's MLflow run cannot end itself (SIGKILL): the next try of the same Airflow run marks it KILLED."""
     spec_for, train = training
-    """Fine-tune one encoder layer; kill the job after epoch 2, restart it, and compare with an uninterrupted run."""
     uninterrupted = train(spec_for(channels, tmp_path / "whole", trainable_layers=1, epochs=4))
     spec = spec_for(channels, tmp_path / "killed", trainable_layers=1, epochs=4)
     for d in (spec.model_dir, spec.checkpoint_dir):
         d.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(command_line(spec), env=job_environment(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if '"epoch": 2' in line:
-            break
-    while not (spec.checkpoint_dir / "last.pt").exists():
-        pass
+    env = {**job_environment(spec), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "RETRAIN_LINEAGE": json.dumps({"airflow_run_id": "scheduled__2026-11-16T00:00:00+00:00"})}
+    proc = start_until_epoch(spec, env, 2)
     proc.kill()
     proc.wait()
     assert not spec.result_file.exists()
-    resumed = subprocess.run(command_line(spec), env=job_environment(spec), capture_output=True, text=True, timeout=600)
+    assert run_statuses(tmp_path / "mlflow.db") == ["RUNNING"]  # what a SIGKILL leaves behind
+    resumed = subprocess.run(command_line(spec), env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:]
-    assert "resuming from" in resumed.stdout
+    assert "resuming from" in resumed.stdout and "marked KILLED" in resumed.stdout
     summary = json.loads(spec.result_file.read_text())
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
     assert summary["weights_digest"] == uninterrupted["weights_digest"]
+    assert run_statuses(tmp_path / "mlflow.db") == ["KILLED", "FINISHED"]
+
+
+def test_a_stopped_job_ends_its_mlflow_run_as_killed(channels, tmp_path, training):
+    """SIGTERM (a task timeout, a stopped SageMaker job) ends the run KILLED before the job exits."""
+    spec_for, _ = training
+    spec = spec_for(channels, tmp_path, epochs=200)
+    for d in (spec.model_dir, spec.checkpoint_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    env = {**job_environment(spec), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = start_until_epoch(spec, env, 1)
+    proc.terminate()
+    assert proc.wait(timeout=120) == 128 + 15
+    assert run_statuses(tmp_path / "mlflow.db") == ["KILLED"]
 
 
 def test_bad_channel_fails_clearly(channels, tmp_path, training):

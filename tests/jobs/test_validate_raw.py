@@ -134,11 +134,24 @@ def test_malformed_csv_lines_name_file_and_line(tmp_path: Path) -> None:
 
 def test_missing_column_names_header_row(tmp_path: Path) -> None:
     proc, result = run_validate(tmp_path, {PART: csv_text(*GOOD_ROWS, header="text,intent")})
-    lines = assert_failed(proc, result, problems=1)
+    lines = assert_failed(proc, result, problems=2)
     assert lines[0] == f"{PART}: row 1 (header): header has required column 'category' (value: ['text', 'intent'])"
     assert result["failures"] == [
-        {"file": PART, "line": 1, "rule": "header has required column 'category'", "value": ["text", "intent"]}
+        {"file": PART, "line": 1, "rule": "header has required column 'category'", "value": ["text", "intent"]},
+        {"file": PART, "line": 1, "rule": "header has only the configured columns 'text' and 'category' (unexpected: ['intent'])",
+         "value": ["text", "intent"]},
     ]
+
+
+def test_extra_or_repeated_columns_name_the_file_and_the_columns(tmp_path: Path) -> None:
+    """Both once passed validation, and the ETL then crashed in Spark and was retried."""
+    second = "raw/intent/dt=2026-09-08/part-00000.csv"
+    rows = [row + ",web" for row in GOOD_ROWS]
+    proc, result = run_validate(tmp_path, {PART: csv_text(*rows, header="text,category,channel"),
+                                           second: csv_text(*(r + ",again" for r in GOOD_ROWS), header="text,category,text")})
+    lines = assert_failed(proc, result, problems=2)
+    assert f"{PART}: row 1 (header): header has only the configured columns 'text' and 'category' (unexpected: ['channel'])" in lines[0]
+    assert lines[1].startswith(f"{second}: row 1 (header): header names column 'text' once (it appears 2 times)")
 
 
 def test_unknown_label_names_line(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_utf8_bom_is_accepted_and_not_counted(store):
 
 def test_non_utf8_file_is_named(store):
     bad = land(store, "2026-09-14", b"text,category\n\xff\xfe,card_arrival\n")
-    with pytest.raises(RawDataError, match=rf"{bad}: byte \d+: not valid UTF-8"):
+    with pytest.raises(RawDataError, match=rf"{bad}: line 2 \(byte offset 14\): b'\\xff' is not valid UTF-8"):
         snapshot_raw(store, "intent", START, END)
 
 
