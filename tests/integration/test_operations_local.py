@@ -68,7 +68,11 @@ def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(s
     dag = "retrain_intent_race"
     client.set_paused(dag, False)  # the scheduler creates the run of the latest week
     client.create_backfill(dag, start - timedelta(weeks=1), start - timedelta(weeks=1), max_active_runs=2)
-    runs = wait_until(lambda: (r := client.dag_runs(dag)) if len(r) == 2 else None, 120, "two overlapping runs")
+    def both_runs():
+        runs = client.dag_runs(dag)
+        return runs if len(runs) == 2 else None
+
+    runs = wait_until(both_runs, 120, "two overlapping runs")
     waiting = []
     for run in runs:
         assert client.wait_for_approval_request(dag, run["dag_run_id"]), open(stack["log"]).read()[-3000:]
