@@ -155,6 +155,38 @@ class ApprovalConfig(_Strict):
     assigned_users: list[str] = Field(min_length=1, description="Airflow user ids allowed to approve or reject.")
     response_timeout_hours: float = Field(168, gt=0, description="After this, the request counts as rejected (default 7 days).")
     rollback_users: list[str] = Field(default_factory=list, description="Airflow users allowed to roll back (a production change); empty = the assigned approvers.")
+    fab_user_ids: dict[str, str] = Field(
+        default_factory=dict,
+        description="Under the FAB auth manager (MWAA), each assigned user name -> its numeric FAB user id: FAB matches approvers by id, never by name.")
+
+    @field_validator("fab_user_ids", mode="before")
+    @classmethod
+    def _numeric_ids(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        # YAML reads an unquoted 7 as an int; FAB's User.get_id() is the string "7".
+        ids = {user: str(uid) if isinstance(uid, int) and not isinstance(uid, bool) else uid for user, uid in value.items()}
+        bad = [f"{user}: {uid!r}" for user, uid in ids.items() if not (isinstance(uid, str) and re.fullmatch(r"[1-9]\d*", uid))]
+        if bad:
+            raise ValueError(f"FAB user ids are positive integers such as 7; not ids: {', '.join(bad)}")
+        return ids
+
+    @model_validator(mode="after")
+    def _ids_for_approvers_only(self) -> "ApprovalConfig":
+        unknown = sorted(set(self.fab_user_ids) - set(self.assigned_users) - set(self.rollback_users))
+        if unknown:
+            raise ValueError(f"fab_user_ids names users who are neither assigned_users nor rollback_users: {', '.join(unknown)}")
+        return self
+
+    def approvers(self, by_fab_id: bool) -> list[dict[str, str]]:
+        """HITL ``assigned_users``: ``{"id", "name"}`` per approver; the id is the FAB user id when ``by_fab_id``."""
+        if not by_fab_id:
+            return [{"id": user, "name": user} for user in self.assigned_users]
+        missing = [user for user in self.assigned_users if user not in self.fab_user_ids]
+        if missing:
+            raise ValueError(f"field 'approval.fab_user_ids': no FAB user id for {', '.join(missing)}; under the FAB auth manager "
+                             "approvers are matched by numeric id (see README, 'Approval on MWAA')")
+        return [{"id": self.fab_user_ids[user], "name": user} for user in self.assigned_users]
 
     def may_roll_back(self, user: str | None) -> bool:
         """Whether ``user`` may move the champion back."""
@@ -337,7 +369,9 @@ class ModelConfig(_Strict):
 
     def digest(self) -> str:
         """sha256 of the canonical config: recorded as lineage on every run and model version."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # An unset fab_user_ids is left out, so configs that do not use it keep the digests they had.
+        exclude = None if self.approval.fab_user_ids else {"approval": {"fab_user_ids"}}
+        canonical = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -223,8 +223,11 @@ def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) ->
     )
 
 
-def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
-    """Score challenger and champion on the pinned golden set, in one run."""
+def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, champion_store: Any = None) -> JobSpec:
+    """Score challenger and champion on the pinned golden set, in one run.
+
+    The champion is read from ``champion_store``'s ledger (default ``store``): on AWS the
+    paths are computed against one root while the ledger lives in S3."""
     trained = ctx.upstream["train_model"]
     out = try_dir(store, config, ctx, "evaluate_model")
     latency = config.evaluation.latency
@@ -240,7 +243,7 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
         "mlflow-run-id": trained.get("mlflow_run_id") or "",
         "expected-golden-sha256": config.data.golden_sha256 or "",
     }
-    champion = ledger.current_champion(store, config.name)
+    champion = ledger.current_champion(store if champion_store is None else champion_store, config.name)
     if champion is not None:
         arguments["champion-dir"] = champion["model_dir"]
         arguments["champion-version"] = str(champion["to_version"])

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
 
 from retrain.config import ConfigError, ModelConfig, load_model
+from retrain.paths import CONFIG_DIR
 
 JOB_TASKS = ("validate_raw", "build_dataset", "train_model", "evaluate_model", "register_model", "promote_model")
 UPSTREAM_RESULTS = {
@@ -75,11 +76,48 @@ def _job_task_args(config: ModelConfig) -> dict:
     }
 
 
-def alert_notifier(config: ModelConfig, message: str | None = None):
-    """The model's notifier: every final task failure goes through it, with the run link and the reason."""
-    from retrain_airflow.notifiers import FileAlertNotifier
+def alert_notifier(config: ModelConfig, message: str | None = None, backend: str | None = None):
+    """The model's notifier: every final task failure goes through it, with the run link and the reason.
 
-    return FileAlertNotifier(model_name=config.name, **({"message": message} if message else {}))
+    local: a JSON line per alert under the store. aws: Slack when ``aws.alerts.slack_webhook_conn_id``
+    is set, else the provider's SnsNotifier on ``aws.alerts.sns_topic_arn``.
+    """
+    extra = {"message": message} if message else {}
+    if (backend or selected_backend()) == "local":
+        from retrain_airflow.notifiers import FileAlertNotifier
+
+        return FileAlertNotifier(model_name=config.name, **extra)
+    aws = _require_aws(config)
+    if aws.alerts.slack_webhook_conn_id:
+        import importlib.util
+
+        from retrain_airflow.notifiers import SlackAlertNotifier
+
+        if importlib.util.find_spec("airflow.providers.slack") is None:  # checked without importing it
+            raise ConfigError(f"{config.name}: field 'aws.alerts.slack_webhook_conn_id' needs apache-airflow-providers-slack, "
+                              "which is not installed; add it to requirements.txt or use aws.alerts.sns_topic_arn")
+        return SlackAlertNotifier(model_name=config.name, slack_webhook_conn_id=aws.alerts.slack_webhook_conn_id, **extra)
+    if aws.alerts.sns_topic_arn:
+        from retrain_airflow.aws_notifiers import AlertSnsNotifier
+
+        return AlertSnsNotifier(model_name=config.name, topic_arn=aws.alerts.sns_topic_arn, region_name=aws.region, **extra)
+    raise ConfigError(f"{config.name}: field 'aws.alerts': set sns_topic_arn or slack_webhook_conn_id; "
+                      "on the aws backend failures and gate rejections must reach a person")
+
+
+def _require_aws(config: ModelConfig):
+    """The config's aws section; ConfigError naming the file and field ``aws`` when it has none."""
+    if config.aws is None:
+        raise ConfigError(f"{CONFIG_DIR / (config.name + '.yaml')}: field 'aws': RETRAIN_BACKEND=aws needs the model's "
+                          "aws section (region, role_arn, buckets, glue, training, processing, ...)")
+    return config.aws
+
+
+def uses_fab_auth() -> bool:
+    """Whether Airflow's auth manager is FAB's (MWAA's), which matches HITL approvers by numeric user id."""
+    from airflow.configuration import conf
+
+    return "fab" in conf.get("core", "auth_manager", fallback="").lower()
 
 
 def _local_job_task(config: ModelConfig, task_id: str):
@@ -91,10 +129,11 @@ def _local_job_task(config: ModelConfig, task_id: str):
 
 
 def _aws_job_task(config: ModelConfig, task_id: str):
-    raise ConfigError(
-        f"backend 'aws' is not available yet for {config.dag_id}.{task_id}: the Glue and SageMaker operators "
-        "arrive with the AWS backend; set RETRAIN_BACKEND=local"
-    )
+    # Imported here: the provider's operators load boto3, which the local backend never needs.
+    from retrain_airflow.aws_operators import aws_job_operator
+
+    _require_aws(config)
+    return aws_job_operator(config, task_id, UPSTREAM_RESULTS[task_id], _job_task_args(config))
 
 
 JOB_TASK_BUILDERS = {"local": _local_job_task, "aws": _aws_job_task}
@@ -117,6 +156,16 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
 
     backend = backend or selected_backend()
     job_task = JOB_TASK_BUILDERS[backend]
+    if backend == "aws":
+        _require_aws(config)
+        from retrain_airflow.aws_operators import AwsApproveModelOperator as approval_operator
+    else:
+        approval_operator = ApproveModelOperator
+    try:
+        approvers = config.approval.approvers(by_fab_id=uses_fab_auth())
+    except ValueError as exc:
+        raise ConfigError(f"{CONFIG_DIR / (config.name + '.yaml')}: {exc}") from None
+    notifier = alert_notifier(config, backend=backend)
     start = datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=timezone.utc)
     with DAG(
         dag_id=config.dag_id,
@@ -131,7 +180,7 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
         catchup=config.schedule.catchup,
         max_active_runs=config.dag.max_active_runs,
         # on_failure_callback fires once a task has failed for good (after its last retry).
-        default_args={"owner": config.dag.owner, "retries": 0, "on_failure_callback": alert_notifier(config)},
+        default_args={"owner": config.dag.owner, "retries": 0, "on_failure_callback": notifier},
         tags=sorted({"retrain", config.name, config.schedule.cadence, backend, *config.dag.tags}),
         params={
             "force": Param(False, type="boolean", description="Train even when drift is below the threshold."),
@@ -148,12 +197,12 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
         evaluate = job_task(config, "evaluate_model")
         gate = GateOnMetricsOperator(task_id="gate_on_metrics", model_name=config.name)
         register = job_task(config, "register_model")
-        approval = ApproveModelOperator(
+        approval = approval_operator(
             task_id="await_approval",
             model_name=config.name,
             subject=f"Promote the {config.name} challenger to champion?",
             body=APPROVAL_BODY,
-            assigned_users=[{"id": user, "name": user} for user in config.approval.assigned_users],
+            assigned_users=approvers,
             response_timeout=timedelta(hours=config.approval.response_timeout_hours),
             defaults="Reject",
             params={"reason": Param("", type="string", description="Why you approve or reject (goes to the ledger).")},
@@ -163,9 +212,14 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
     return dag
 
 
-def build_rollback_dag(config: ModelConfig) -> DAG:
+def build_rollback_dag(config: ModelConfig, backend: str | None = None) -> DAG:
     """rollback_<model>: triggered by hand; moves champion back and appends the ledger."""
-    from retrain_airflow.operators import RollbackModelOperator
+    backend = backend or selected_backend()
+    if backend == "aws":
+        _require_aws(config)
+        from retrain_airflow.aws_operators import AwsRollbackModelOperator as RollbackModelOperator
+    else:
+        from retrain_airflow.operators import RollbackModelOperator
 
     with DAG(
         dag_id=f"rollback_{config.name}",
@@ -177,7 +231,7 @@ def build_rollback_dag(config: ModelConfig) -> DAG:
         catchup=False,
         is_paused_upon_creation=False,  # manual-only: unpaused, so one click runs it
         max_active_runs=1,
-        default_args={"owner": config.dag.owner, "retries": 0, "on_failure_callback": alert_notifier(config)},
+        default_args={"owner": config.dag.owner, "retries": 0, "on_failure_callback": alert_notifier(config, backend=backend)},
         tags=sorted({"retrain", "rollback", config.name}),
         params={
             "target_version": Param(None, type=["null", "integer"], minimum=1, description="Version to restore; empty = the previous champion."),

@@ -53,3 +53,34 @@ class FileAlertNotifier(BaseNotifier):
             handle.write(json.dumps(alert, sort_keys=True) + "\n")
         log.warning("ALERT %s: %s: %s (%s; %s)", self.model_name, alert["message"], alert["reason"], alert["url"], path)
         return alert
+
+
+def alert_text(alert: dict[str, Any]) -> str:
+    """An alert as a person reads it in an e-mail or a chat: what, why, where to look, then the record."""
+    return (f"{alert['message']}\nreason: {alert['reason'] or '(none given)'}\nlink: {alert['url']}\n\n"
+            + json.dumps(alert, indent=2, sort_keys=True))
+
+
+class SlackAlertNotifier(BaseNotifier):
+    """Posts each alert to a Slack incoming webhook (an Airflow connection); the aws backend's alternative to SNS.
+
+    The Slack provider is imported when an alert is sent, so parsing does not need it; the
+    factory checks at parse time that it is installed.
+    """
+
+    template_fields = ("message",)
+
+    def __init__(self, *, model_name: str, slack_webhook_conn_id: str,
+                 message: str = "{{ ti.task_id }} failed in {{ ti.dag_id }} run {{ ti.run_id }}") -> None:
+        super().__init__()
+        self.model_name = model_name
+        self.slack_webhook_conn_id = slack_webhook_conn_id
+        self.message = message
+
+    def notify(self, context: Any, reason: str | None = None) -> dict[str, Any]:
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+        alert = alert_record(self.model_name, self.message, context, reason)
+        SlackWebhookHook(slack_webhook_conn_id=self.slack_webhook_conn_id).send(text=alert_text(alert))
+        log.warning("ALERT %s: %s: %s (%s; Slack %s)", self.model_name, alert["message"], alert["reason"], alert["url"], self.slack_webhook_conn_id)
+        return alert

@@ -1,4 +1,4 @@
-"""Thin Airflow operators of the local backend. The work happens in retrain.* and the job scripts."""
+"""Thin Airflow operators of the local backend (the aws backend subclasses some in aws_operators). The work happens in retrain.* and the job scripts."""
 
 from __future__ import annotations
 
@@ -190,10 +190,8 @@ class ApproveModelOperator(ApprovalOperator):
 
     def record_decision(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         from retrain.config import load_model
-        from retrain.jobs import reject_model_spec, try_dir, write_once_json
-        from retrain.store import LocalStore
 
-        config, store = load_model(self.model_name), LocalStore()
+        config = load_model(self.model_name)
         ctx = run_context(context, ("register_model",))
         user = event.get("responded_by_user")
         approved = list(event["chosen_options"]) == [self.APPROVE]
@@ -205,19 +203,34 @@ class ApproveModelOperator(ApprovalOperator):
             "params_input": event.get("params_input") or {},
             "version": ctx.upstream["register_model"]["version"],
         }
-        write_once_json(store, try_dir(store, config, ctx, "await_approval") / "decision.json", decision)
+        self.write_decision(config, ctx, decision)
         if not approved:
             reason = decision["params_input"].get("reason") or (
                 f"no response within {config.approval.response_timeout_hours}h: counts as a rejection"
                 if decision["timed_out"] else "rejected by the approver"
             )
-            run_local_job(reject_model_spec(config, ctx, store, decision["version"], (user or {}).get("id"), reason), self.log, ctx)
+            self.reject(config, ctx, decision["version"], (user or {}).get("id"), reason)
             self.log.info("v%s rejected (%s); challenger cleared, champion untouched", decision["version"], reason)
             if decision["timed_out"]:  # nobody decided: a person must hear of it, though the task succeeds
                 from retrain_airflow.factory import alert_notifier
 
                 alert_notifier(config, f"approval of v{decision['version']} timed out: counted as a rejection").notify(context, reason)
         return decision
+
+    def write_decision(self, config: Any, ctx: Any, decision: dict[str, Any]) -> None:
+        """Keep the decision beside the run's other outputs (write-once)."""
+        from retrain.jobs import try_dir, write_once_json
+        from retrain.store import LocalStore
+
+        store = LocalStore()
+        write_once_json(store, try_dir(store, config, ctx, "await_approval") / "decision.json", decision)
+
+    def reject(self, config: Any, ctx: Any, version: int, actor: str | None, reason: str) -> None:
+        """Record the rejection in the registry and clear ``challenger`` (the local MLflow registry)."""
+        from retrain.jobs import reject_model_spec
+        from retrain.store import LocalStore
+
+        run_local_job(reject_model_spec(config, ctx, LocalStore(), version, actor, reason), self.log, ctx)
 
 
 class RollbackModelOperator(ModelOperator):
@@ -230,8 +243,6 @@ class RollbackModelOperator(ModelOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from retrain.config import load_model
-        from retrain.jobs import rollback_model_spec
-        from retrain.store import LocalStore
 
         config, params = load_model(self.model_name), context["params"]
         target = params.get("target_version")
@@ -239,5 +250,11 @@ class RollbackModelOperator(ModelOperator):
         if not config.approval.may_roll_back(actor):
             raise AirflowFailException(config.approval.rollback_refusal(config.name, actor))
         ctx = run_context(context)
-        spec = rollback_model_spec(config, ctx, LocalStore(), None if target in (None, "") else int(target), actor, params["reason"])
-        return run_local_job(spec, self.log, ctx)
+        return self.roll_back(config, ctx, None if target in (None, "") else int(target), actor, params["reason"])
+
+    def roll_back(self, config: Any, ctx: Any, target: int | None, actor: str, reason: str) -> dict[str, Any]:
+        """Move champion back and append the ledger (the local MLflow registry, as a job)."""
+        from retrain.jobs import rollback_model_spec
+        from retrain.store import LocalStore
+
+        return run_local_job(rollback_model_spec(config, ctx, LocalStore(), target, actor, reason), self.log, ctx)

@@ -1,0 +1,199 @@
+"""Run-time assembly of the aws backend's requests: model config + RunContext → validated request.
+
+The same backend-neutral JobSpecs the local runner uses are built against a virtual store
+root (``STORE_ROOT``), so every store path in them is ``STORE_ROOT/<key>``; ``aws_job_from_spec``
+then maps each key onto its bucket. The aws operators call these functions inside ``execute``,
+never at parse time. Plain Python: no Airflow and no boto3 (botocore's service model is read
+lazily by ``schema.validate_request``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from retrain import jobs
+from retrain.aws import glue, sagemaker
+from retrain.aws.locations import PROCESSING_INPUT, AwsJob, CodeBundle, aws_job_from_spec, s3_uri
+from retrain.aws.names import glue_job_name, job_name
+from retrain.aws.schema import validate_request
+from retrain.config import AwsConfig, ModelConfig
+from retrain.paths import PROJECT_ROOT
+from retrain.store import LocalStore
+
+# Spec paths are built under this root and never touched on disk: it only marks "a store key".
+STORE_ROOT = Path("/retrain-store")
+GIT_SHA_ENV = "RETRAIN_GIT_SHA"  # set from the deploy manifest on MWAA, which has no git
+DEFAULT_CHECK_INTERVAL = 60
+
+
+def require_aws(config: ModelConfig) -> AwsConfig:
+    """The model's ``aws:`` section; a ValueError naming the field when it has none."""
+    if config.aws is None:
+        raise ValueError(f"field 'aws': model {config.name} has no aws section, which RETRAIN_BACKEND=aws needs")
+    return config.aws
+
+
+def code_bundle(aws: AwsConfig) -> CodeBundle:
+    """The deployed code this run uses: ``RETRAIN_GIT_SHA`` (the deploy manifest's sha), else git."""
+    sha = os.environ.get(GIT_SHA_ENV, "").strip() or jobs.git_sha()
+    if not sha or sha == "unknown" or sha.endswith("-dirty"):
+        # A bundle is uploaded per commit; a dirty or unknown tree names code that is not on S3.
+        raise ValueError(f"{GIT_SHA_ENV}: the deployed git sha is needed to find the code bundle, got {sha!r}")
+    return CodeBundle(aws.artifact_bucket, sha)
+
+
+def virtual_store() -> LocalStore:
+    """A LocalStore that only computes paths under ``STORE_ROOT`` (spec builders never write through it)."""
+    return LocalStore(STORE_ROOT)
+
+
+def store_key(path: str | Path) -> str:
+    """The store key of a path under ``STORE_ROOT``; ValueError otherwise."""
+    try:
+        return PurePosixPath(path).relative_to(PurePosixPath(STORE_ROOT)).as_posix()
+    except ValueError:
+        raise ValueError(f"{path}: not a store path under {STORE_ROOT}") from None
+
+
+def lineage(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, dataset_version: str | None) -> dict[str, str]:
+    """jobs.lineage with the deployed sha and the aws base model: what the AWS job really runs."""
+    tags = jobs.lineage(config, ctx, dataset_version)
+    tags["git_sha"] = code.git_sha
+    if config.training.aws_base_model:
+        tags["base_model"] = config.training.aws_base_model
+    return tags
+
+
+def _spec(task: str, config: ModelConfig, ctx: jobs.RunContext, champion_store: Any = None) -> jobs.JobSpec:
+    store = virtual_store()
+    if task == "evaluate_model":
+        # The champion comes from the real (S3) ledger; its paths are the ledger's own.
+        return jobs.evaluate_model_spec(config, ctx, store, champion_store=champion_store)
+    return jobs.SPEC_BUILDERS[task](config, ctx, store)
+
+
+def aws_job(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None) -> AwsJob:
+    """The task's JobSpec mapped onto S3 and container paths.
+
+    ``--store-root`` spans three buckets on AWS, so aws_job_from_spec refuses it; until the job
+    scripts read through ``retrain.stores.store_for``, it becomes the dataset bucket for Glue and
+    ``raw/<model>/`` mounted as the processing input ``store`` (the placeholder that
+    tests/aws/test_requests.py spells out).
+    """
+    aws = require_aws(config)
+    spec = _spec(task, config, ctx, champion_store)
+    if task == "train_model" and config.training.aws_base_model:
+        spec = replace(spec, arguments={**spec.arguments, "base-model": config.training.aws_base_model})
+    store_root = spec.arguments.get("store-root")
+    if store_root is None:
+        return aws_job_from_spec(spec, aws, code, STORE_ROOT, PROJECT_ROOT)
+    rest = replace(spec, arguments={k: v for k, v in spec.arguments.items() if k != "store-root"})
+    mapped = aws_job_from_spec(rest, aws, code, STORE_ROOT, PROJECT_ROOT)
+    if spec.kind == "glue":
+        return replace(mapped, arguments={**mapped.arguments, "store-root": f"s3://{aws.dataset_bucket}"})
+    return replace(mapped, arguments={**mapped.arguments, "store-root": str(PROCESSING_INPUT / "store")},
+                   inputs={**mapped.inputs, "store": s3_uri(aws, f"raw/{config.name}")})
+
+
+def _name(config: ModelConfig, task: str, ctx: jobs.RunContext) -> str:
+    return job_name(config.name, task, ctx.run_id, ctx.try_number)
+
+
+def training_config(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle) -> dict[str, Any]:
+    """The validated CreateTrainingJob request of train_model."""
+    job = aws_job("train_model", config, ctx, code)
+    dataset_version = ctx.upstream["build_dataset"]["dataset_version"]
+    request = sagemaker.training_request(config.aws, job, code, _name(config, "train_model", ctx), lineage(config, ctx, code, dataset_version))
+    validate_request("sagemaker", "CreateTrainingJob", request)
+    return request
+
+
+def processing_config(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None) -> dict[str, Any]:
+    """The validated CreateProcessingJob request of validate_raw or evaluate_model."""
+    job = aws_job(task, config, ctx, code, champion_store)
+    dataset_version = (ctx.upstream.get("train_model") or {}).get("dataset_version")
+    request = sagemaker.processing_request(config.aws, job, code, _name(config, task, ctx), lineage(config, ctx, code, dataset_version))
+    validate_request("sagemaker", "CreateProcessingJob", request)
+    return request
+
+
+def glue_kwargs(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle) -> dict[str, Any]:
+    """GlueJobOperator keyword arguments of build_dataset; the CreateJob and StartJobRun they imply are validated."""
+    aws = require_aws(config)
+    job = aws_job("build_dataset", config, ctx, code)
+    kwargs = glue.glue_operator_kwargs(aws, job, code, glue_job_name(config.name, code.git_sha), f"{config.dag_id} build_dataset")
+    validate_request("glue", "CreateJob", glue.create_job_request(kwargs))
+    validate_request("glue", "StartJobRun", glue.start_job_run_request(kwargs))
+    return kwargs
+
+
+def result_uri(task: str, request: dict[str, Any]) -> str:
+    """Where a finished job left its result JSON on S3 (the container contract's result file)."""
+    if task == "build_dataset":
+        return request["script_args"]["--result-file"]
+    outputs = {o["OutputName"]: o["S3Output"]["S3Uri"] for o in request.get("ProcessingOutputConfig", {}).get("Outputs", [])}
+    if "output-dir" not in outputs:
+        raise ValueError(f"{task}: the request has no output-dir output, so the job leaves no result on S3")
+    leaf = "metrics.json" if task == "evaluate_model" else "result.json"
+    return f"{outputs['output-dir'].rstrip('/')}/{leaf}"
+
+
+def evaluation_summary(metrics: dict[str, Any], metrics_uri: str) -> dict[str, Any]:
+    """evaluate_model's XCom on aws: jobs.summarize_metrics with S3 URIs in place of local paths."""
+    summary = jobs.summarize_metrics(metrics, jobs.JobSpec("evaluate_model", "processing", Path("-"), {}, Path("metrics.json")))
+    summary["metrics_path"] = metrics_uri
+    summary["report_path"] = metrics_uri.rsplit("/", 1)[0] + "/report.html"
+    return summary
+
+
+def model_package_request(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle) -> dict[str, Any]:
+    """The validated CreateModelPackage request of register_model (PendingManualApproval)."""
+    aws = require_aws(config)
+    trained, evaluated = ctx.upstream["train_model"], ctx.upstream["evaluate_model"]
+    request = sagemaker.model_package_request(
+        aws, aws.inference_image_uri, trained["model_data_url"], evaluated["metrics_path"],
+        lineage(config, ctx, code, trained["dataset_version"]), f"{config.name} challenger from {config.dag_id} run {ctx.run_id}")
+    validate_request("sagemaker", "CreateModelPackage", request)
+    return request
+
+
+def model_package_arn(aws: AwsConfig, version: int) -> str:
+    """ARN of version ``version`` of the model's package group (account from the role ARN)."""
+    account = aws.role_arn.split(":")[4]
+    partition = aws.role_arn.split(":")[1]
+    return f"arn:{partition}:sagemaker:{aws.region}:{account}:model-package/{aws.model_package_group}/{int(version)}"
+
+
+def update_package_request(aws: AwsConfig, version: int, approved: bool, description: str) -> dict[str, Any]:
+    """The validated UpdateModelPackage request that approves or rejects one version."""
+    request = sagemaker.update_model_package_request(model_package_arn(aws, version), approved, description[:1024])
+    validate_request("sagemaker", "UpdateModelPackage", request)
+    return request
+
+
+def max_attempts(timeout_seconds: int, check_interval: int) -> int:
+    """Polls a deferred operator may make before it gives up: the job's own timeout, rounded up."""
+    if check_interval < 1:
+        raise ValueError(f"check_interval: must be >= 1 second, got {check_interval}")
+    return max(1, math.ceil(timeout_seconds / check_interval))
+
+
+def job_timeout_seconds(aws: AwsConfig, task: str) -> int:
+    """How long AWS lets the task's job run: Glue's timeout, or the SageMaker stopping condition."""
+    if task == "build_dataset":
+        return aws.glue.timeout_minutes * 60
+    if task == "train_model":
+        training = aws.training
+        # Spot training may wait for capacity up to max_wait_seconds, which includes the runtime.
+        return training.max_wait_seconds if training.use_spot_instances and training.max_wait_seconds else training.max_runtime_seconds
+    return aws.processing.max_runtime_seconds
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON for logs."""
+    return json.dumps(obj, sort_keys=True, default=str)
