@@ -226,7 +226,9 @@ def _training_spec(channels: dict[str, Path], out: Path) -> JobSpec:
 def _run_training(spec: JobSpec, env: dict[str, str]) -> subprocess.CompletedProcess:
     for directory in (spec.model_dir, spec.checkpoint_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    env = {**_without_routing(job_environment(spec)), **env}
+    job_env = job_environment(spec)
+    # The job's own PYTHONPATH (include/ and plugins/) wins over the test process's.
+    env = {**_without_routing(job_env), **env, "PYTHONPATH": job_env["PYTHONPATH"]}
     return subprocess.run(command_line(spec), env=env, capture_output=True, text=True, timeout=600)
 
 
