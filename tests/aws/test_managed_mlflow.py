@@ -18,7 +18,6 @@ refuses the ARN instead of logging anywhere else.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import http.client
 import json
@@ -49,7 +48,7 @@ FAKE_KEY = "testing"
 SIGNING_SERVICE = "sagemaker-mlflow"  # sagemaker_mlflow.auth_provider signs tracking servers for this service
 EXPERIMENT = "retrain_intent"
 ROUTING_PREFIXES = ("AWS_", "MLFLOW_", "SAGEMAKER_")
-LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
+from tinydata import tiny_channels  # tests/ is on pytest's pythonpath
 AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
     r"SignedHeaders=(?P<signed>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})$"
@@ -197,18 +196,7 @@ def artifact_bucket(moto_simulator_endpoint) -> str:
 @pytest.fixture(scope="module")
 def channels(tmp_path_factory) -> dict[str, Path]:
     """A tiny train/validation split of Banking77: 5 intents, 12 + 4 examples each."""
-    root = tmp_path_factory.mktemp("dataset")
-    by_label: dict[str, list[str]] = {label: [] for label in LABELS}
-    with open(PROJECT_ROOT / "data" / "banking77" / "train.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["category"] in by_label and len(by_label[row["category"]]) < 16:
-                by_label[row["category"]].append(row["text"])
-    for split, rows in (("train", slice(0, 12)), ("validation", slice(12, 16))):
-        (root / split).mkdir()
-        lines = [json.dumps({"text": t, "label": label}) for label in LABELS for t in by_label[label][rows]]
-        (root / split / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    (root / "labels.json").write_text(json.dumps(LABELS))
-    return {"train": root / "train", "validation": root / "validation", "labels": root / "labels.json"}
+    return tiny_channels(tmp_path_factory.mktemp("dataset"), 12, 4)
 
 
 def _training_spec(channels: dict[str, Path], out: Path) -> JobSpec:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 from pathlib import Path
@@ -10,27 +9,16 @@ from pathlib import Path
 import pytest
 
 from retrain.jobs import JobSpec
-from retrain.paths import INCLUDE_DIR, PROJECT_ROOT
+from retrain.paths import INCLUDE_DIR
 from retrain.runner import command_line, job_environment
 
-LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
+from tinydata import tiny_channels  # tests/ is on pytest's pythonpath
 
 
 @pytest.fixture(scope="module")
 def channels(tmp_path_factory) -> dict[str, Path]:
     """A tiny train/validation split: 5 intents of Banking77, 24 + 6 examples each."""
-    root = tmp_path_factory.mktemp("dataset")
-    by_label: dict[str, list[str]] = {label: [] for label in LABELS}
-    with open(PROJECT_ROOT / "data" / "banking77" / "train.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["category"] in by_label and len(by_label[row["category"]]) < 30:
-                by_label[row["category"]].append(row["text"])
-    for split, rows in (("train", slice(0, 24)), ("validation", slice(24, 30))):
-        (root / split).mkdir()
-        lines = [json.dumps({"text": t, "label": label}) for label in LABELS for t in by_label[label][rows]]
-        (root / split / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    (root / "labels.json").write_text(json.dumps(LABELS))
-    return {"train": root / "train", "validation": root / "validation", "labels": root / "labels.json"}
+    return tiny_channels(tmp_path_factory.mktemp("dataset"), 24, 6)
 
 
 def spec_for(channels, out: Path, **overrides) -> JobSpec:

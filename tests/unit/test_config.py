@@ -50,14 +50,18 @@ def test_digest_is_stable_and_sensitive(tmp_path):
     ],
 )
 def test_invalid_field_names_file_and_field(tmp_path, old, new, field):
+    assert f"field '{field}" in broken_config_error(tmp_path, old, new)
+
+
+def broken_config_error(tmp_path, old: str, new: str) -> str:
+    """The ConfigError of intent.yaml with ``old`` replaced by ``new``; it must name the file."""
     text = INTENT.read_text()
     assert old in text
     path = write(tmp_path, text.replace(old, new))
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    message = str(info.value)
-    assert str(path) in message
-    assert f"field '{field}" in message
+    assert str(path) in str(info.value)
+    return str(info.value)
 
 
 def test_name_must_match_file(tmp_path):
@@ -93,15 +97,8 @@ def test_bad_yaml_and_missing_labels_file(tmp_path):
     ],
 )
 def test_invalid_aws_field_names_file_field_and_rule(tmp_path, old, new, field, rule):
-    text = INTENT.read_text()
-    assert old in text
-    path = write(tmp_path, text.replace(old, new))
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
-    assert str(path) in message
-    assert f"field '{field}" in message
-    assert rule in message
+    message = broken_config_error(tmp_path, old, new)
+    assert f"field '{field}" in message and rule in message
 
 
 def test_aws_section_is_optional_and_glue_version_stays_a_string(tmp_path):
