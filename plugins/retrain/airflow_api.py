@@ -127,11 +127,23 @@ class AirflowClient:
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
 
     def create_backfill(self, dag_id: str, from_date: datetime, to_date: datetime, max_active_runs: int = 1,
-                        reprocess_behavior: str = "none") -> dict:
-        """A backfill of every interval whose logical date is in [from_date, to_date] (the UI's "Backfill")."""
+                        reprocess_behavior: str = "none", on_busy: Callable[[str], Any] | None = None, attempts: int = 20) -> dict:
+        """A backfill of every interval whose logical date is in [from_date, to_date] (the UI's "Backfill").
+
+        On SQLite the API server refuses a backfill while another process writes the metadata
+        DB (HTTP 503 "Database is locked", nothing created); that refusal alone is retried."""
         body = {"dag_id": dag_id, "from_date": from_date.isoformat(), "to_date": to_date.isoformat(),
                 "max_active_runs": max_active_runs, "reprocess_behavior": reprocess_behavior}
-        return self._request("POST", "/api/v2/backfills", body)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._request("POST", "/api/v2/backfills", body)
+            except ApiError as exc:
+                if exc.status != 503 or "locked" not in str(exc) or attempt == attempts:
+                    raise
+                if on_busy:
+                    on_busy(f"the metadata database is busy (SQLite); retrying ({attempt}/{attempts})")
+                time.sleep(min(5.0, 0.5 * attempt))
+        raise AssertionError("unreachable")
 
     def import_errors(self) -> list[dict]:
         """DAG files that failed to import, with their stack traces (what the UI's banner lists)."""

@@ -150,15 +150,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if dag is None:
         print(f"error: {dag_id} is not known to Airflow at {args.api_url} (is it parsed? see `airflow dags list-import-errors`)", file=sys.stderr)
         return 1
-    if dag.get("is_paused"):
-        print(f"{dag_id} is paused, and a paused DAG's backfill runs stay queued: unpausing it")
-        client.set_paused(dag_id, False)
+    # Created while the DAG may still be paused (less scheduler traffic), then unpaused: a paused DAG's
+    # backfill runs stay queued.
     try:
         backfill = client.create_backfill(dag_id, parse(args.from_date), parse(args.to_date), max_active_runs=max_runs,
-                                          reprocess_behavior=args.reprocess)
+                                          reprocess_behavior=args.reprocess, on_busy=print)
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if dag.get("is_paused"):
+        print(f"{dag_id} was paused, and a paused DAG's backfill runs stay queued: unpausing it")
+        client.set_paused(dag_id, False)
     print(f"backfill {backfill['id']} of {dag_id}: logical dates {args.from_date} .. {args.to_date}, "
           f"at most {max_runs} run(s) at once, one instance of each job task at a time, reprocess {args.reprocess}")
     return 0

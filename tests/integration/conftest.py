@@ -4,7 +4,7 @@ over tiny data, for the integration tier. Nothing here is mocked.
 Tiny models share the data: ``intent`` (the shipped policy), ``intent_strict``, whose gate
 floor no model can reach, so its runs show a gate rejection, and ``intent_backfill`` (the
 same unreachable floor, three weekly partitions) for backfills, and ``intent_race`` (like
-``intent``) for two overlapping runs. Their DAG files are
+``intent``) for two overlapping runs, and ``intent_timeout``, whose approval times out after 18 s. Their DAG files are
 generated into the stack's own DAGs folder by the project's ``dags sync``, as a user adding
 a model would; ``broken.yaml`` is a config with a bad field, which must show up as an
 import error while the others load.
@@ -31,7 +31,7 @@ from retrain.paths import job_python
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
-MODELS = ("intent", "intent_strict", "intent_backfill", "intent_race")
+MODELS = ("intent", "intent_strict", "intent_backfill", "intent_race", "intent_timeout")
 UNREACHABLE_FLOOR = ("intent_strict", "intent_backfill")
 
 
@@ -82,6 +82,8 @@ def tiny_config(config_dir: Path, labels_file: Path, name: str) -> None:
         ("    accuracy: -0.01\n", "    accuracy: -1.0\n"),
         ("    margin: -0.01 ", "    margin: -1.0 "),
     ]
+    if name == "intent_timeout":
+        replacements.append(("response_timeout_hours: 168", "response_timeout_hours: 0.005"))
     for old, new in replacements:
         assert old in text, old
         text = text.replace(old, new)
@@ -104,7 +106,7 @@ def stack(tmp_path_factory):
     newer += [rows[0], (rows[1][0].upper() + "!!", rows[1][1]), golden[0]]  # exact dupe, normalised dupe, golden overlap
     for model in MODELS:
         tiny_config(config_dir, labels_file, model)
-    for model in ("intent", "intent_strict", "intent_race"):
+    for model in ("intent", "intent_strict", "intent_race", "intent_timeout"):
         write_csv(store_root / f"raw/{model}/dt={(start - timedelta(weeks=1)).date()}/part-00000.csv", older)
         write_csv(store_root / f"raw/{model}/dt={start.date()}/part-00000.csv", newer)
     for weeks_back in (3, 2, 1):  # intent_backfill: one partition per past week, for a three-week backfill

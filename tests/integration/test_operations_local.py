@@ -38,7 +38,7 @@ def test_a_three_week_backfill_never_trains_twice_at_once(stack):
     cli = subprocess.run([sys.executable, "-m", "retrain.cli", "backfill", "intent_backfill", "--api-url", client.base_url,
                           "--from", str((start - timedelta(weeks=3)).date()), "--to", str((start - timedelta(weeks=1)).date()),
                           "--max-active-runs", "10"], env=stack["env"], capture_output=True, text=True, timeout=120)
-    assert cli.returncode == 0 and "unpausing it" in cli.stdout, cli.stdout + cli.stderr
+    assert cli.returncode == 0 and "unpausing it" in cli.stdout, cli.stdout + cli.stderr  # paused at creation
 
     def finished():  # the backfill's runs, and the scheduler's own run of the latest week (unpausing made it)
         runs = client.dag_runs(dag)
@@ -89,3 +89,21 @@ def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(s
     alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_race.jsonl").read_text().splitlines()]
     reason = next(a for a in alerts if a["run_id"] == second and a["task_id"] == "promote_model")["reason"]
     assert "was gated against no champion, but the champion is now" in reason and "Clear evaluate_model" in reason
+
+
+def test_an_approval_nobody_answers_times_out_as_a_rejection_and_alerts(stack):
+    """Nobody answers within response_timeout_hours: a rejection, the champion untouched, and an alert."""
+    client, start = stack["client"], stack["interval"][0]
+    dag = "retrain_intent_timeout"
+    client.set_paused(dag, False)
+    run = wait_until(lambda: client.run_for_interval(dag, start), 120, "the scheduled run")
+    states = client.wait_for_run(dag, run["dag_run_id"])
+    assert states["await_approval"] == "success" and states["promote_model"] == "skipped", states
+    decision = json.loads(next((stack["store_root"] / "runs" / "intent_timeout").rglob("decision.json")).read_text())
+    assert decision["decision"] == "rejected" and decision["timed_out"] is True
+    status = stack["registry_status"]("intent_timeout")
+    assert status["champion"] is None and status["versions"][0]["approval"] == "rejected"
+    alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_timeout.jsonl").read_text().splitlines()]
+    alert = next(a for a in alerts if a["run_id"] == run["dag_run_id"])
+    assert alert["task_id"] == "await_approval" and "timed out" in alert["message"] and "counts as a rejection" in alert["reason"]
+    assert alert["url"].startswith("http") and "/tasks/await_approval" in alert["url"]
