@@ -25,3 +25,20 @@ def store(tmp_path):
     from retrain.store import LocalStore
 
     return LocalStore(tmp_path / "store")
+
+
+_TIER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Time per tier (tests/<tier>/…): setup, call and teardown, shared fixtures included."""
+    parts = report.nodeid.split("/")
+    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TIER_SECONDS:
+        terminalreporter.write_sep("-", "time per tier")
+        for tier, seconds in sorted(_TIER_SECONDS.items()):
+            terminalreporter.write_line(f"{tier:<12} {seconds:8.1f} s")
