@@ -18,10 +18,12 @@ treat it as absent. A publish that fails removes what it uploaded; one that dies
 its marker, so ``pending_versions`` finds it, ``abandon_version`` removes it, and another
 publish of that key is refused until then (with a message saying so).
 
-Golden keys (``golden/…``) live in ``golden_bucket`` when one is given: a bucket with
-Object Lock and a COMPLIANCE default retention set by the infrastructure, so a stored
-version can never be deleted or replaced. S3 still lets anyone with PutObject add a *new*
-current version on top, so every golden read (``read_golden``) checks the caller's pinned
+Every key lives in one of three buckets, chosen by its first segment (``retrain.s3layout``,
+the rule the job request builders use too): ``raw/`` and ``datasets/`` in the dataset bucket,
+``runs/`` and ``ledger/`` in the artifact bucket, ``golden/`` in the golden bucket. The golden
+bucket has Object Lock and a COMPLIANCE default retention set by the infrastructure, so a
+stored version can never be deleted or replaced. S3 still lets anyone with PutObject add a
+*new* current version on top, so every golden read (``read_golden``) checks the caller's pinned
 ``content_sha256`` against the manifest first and each object's bytes against the
 manifest before it returns anything.
 
@@ -40,6 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from retrain.s3layout import S3Layout
 from retrain.store import (
     MANIFEST_NAME,
     FileSource,
@@ -53,7 +56,6 @@ from retrain.store import (
 )
 
 PUBLISHING_SUFFIX = ".publishing"
-GOLDEN_ROOT = "golden"
 _CHUNK = 1 << 20
 
 
@@ -86,17 +88,13 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class S3Store:
-    """Object store on one bucket (keys under ``prefix``), golden keys in ``golden_bucket``."""
+    """Object store over a deployment's dataset, artifact and golden buckets, keys routed by ``S3Layout``."""
 
     list_page_size = 1000
     """Keys per ListObjectsV2 page: S3's maximum; a test lowers it to exercise paging cheaply."""
 
-    def __init__(self, bucket: str, prefix: str = "", golden_bucket: str | None = None, client: Any = None) -> None:
-        if not bucket:
-            raise ValueError("S3Store needs a bucket name")
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.golden_bucket = golden_bucket or bucket
+    def __init__(self, dataset_bucket: str, artifact_bucket: str, golden_bucket: str, client: Any = None) -> None:
+        self.layout = S3Layout(dataset_bucket=dataset_bucket, artifact_bucket=artifact_bucket, golden_bucket=golden_bucket)
         self._client = client
 
     @property
@@ -108,29 +106,19 @@ class S3Store:
             self._client = boto3.client("s3")  # region, credentials and AWS_ENDPOINT_URL from the environment
         return self._client
 
-    @property
-    def root_uri(self) -> str:
-        """``s3://bucket/prefix``: what a job receives as ``--store-root`` (see ``stores.store_for``)."""
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-
     def __repr__(self) -> str:
-        return f"S3Store({self.root_uri!r}, golden_bucket={self.golden_bucket!r})"
+        layout = self.layout
+        return f"S3Store(dataset={layout.dataset_bucket!r}, artifact={layout.artifact_bucket!r}, golden={layout.golden_bucket!r})"
 
     # -- addressing ---------------------------------------------------------------------------
 
     def _locate(self, key: str) -> tuple[str, str]:
-        """(bucket, object key) of a store key; keys are relative and never climb out of the prefix."""
-        key = key.rstrip("/")
-        parts = key.split("/")
-        if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"invalid store key {key!r}")
-        bucket = self.golden_bucket if parts[0] == GOLDEN_ROOT else self.bucket
-        return bucket, f"{self.prefix}/{key}" if self.prefix else key
+        """(bucket, object key) of a store key; ValueError names a malformed key or one no bucket holds."""
+        return self.layout.locate(key)
 
     def uri(self, key: str) -> str:
-        """``s3://bucket/key`` of a store key (the golden bucket for ``golden/…``)."""
-        bucket, object_key = self._locate(key)
-        return f"s3://{bucket}/{object_key}"
+        """``s3://<bucket>/<key>`` of a store key: the same URI ``retrain.aws.locations.s3_uri`` builds."""
+        return self.layout.uri(key)
 
     @staticmethod
     def _marker_key(key: str) -> str:
@@ -221,14 +209,13 @@ class S3Store:
         """(store key, is_prefix) of what lies under ``prefix_key/``, page by page."""
         bucket, object_key = self._locate(prefix_key)
         base = object_key + "/"
-        strip = len(self.prefix) + 1 if self.prefix else 0
         arguments = {"Bucket": bucket, "Prefix": base, **({"Delimiter": "/"} if delimiter else {})}
         pages = self.client.get_paginator("list_objects_v2").paginate(**arguments, PaginationConfig={"PageSize": self.list_page_size})
         for page in pages:
             for common in page.get("CommonPrefixes", []):
-                yield common["Prefix"][strip:].rstrip("/"), True
+                yield common["Prefix"].rstrip("/"), True  # object keys are store keys: no prefix to strip
             for item in page.get("Contents", []):
-                yield item["Key"][strip:], False
+                yield item["Key"], False
 
     def list_keys(self, prefix: str) -> list[str]:
         """Immediate children of a prefix, sorted; markers and unpublished versions excluded."""

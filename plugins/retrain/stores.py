@@ -3,19 +3,21 @@
 ``get_store()`` follows ``RETRAIN_BACKEND``:
 
 - ``local`` (the default): ``LocalStore`` rooted at ``RETRAIN_HOME`` (default ``.retrain/``).
-- ``aws``: ``S3Store`` configured by
-  - ``RETRAIN_S3_BUCKET`` (required): the bucket holding raw data, datasets, runs and the ledger;
-  - ``RETRAIN_S3_PREFIX`` (optional, default none): a key prefix inside that bucket, so several
-    deployments can share one bucket;
-  - ``RETRAIN_GOLDEN_BUCKET`` (required): the bucket with Object Lock that holds ``golden/…``,
-    under the same prefix. It may name the main bucket if that one has Object Lock.
-  Region, credentials and endpoint come from boto3's usual environment (``AWS_REGION``,
-  ``AWS_ENDPOINT_URL`` …); nothing here talks to AWS until the store is first used.
+- ``aws``: ``S3Store`` over the deployment's three buckets, each variable named after the
+  ``aws:`` config field it must equal (and the stack output that feeds both):
+  - ``RETRAIN_DATASET_BUCKET`` (required, ``aws.dataset_bucket``): ``raw/`` and ``datasets/``;
+  - ``RETRAIN_ARTIFACT_BUCKET`` (required, ``aws.artifact_bucket``): ``runs/`` and ``ledger/``;
+  - ``RETRAIN_GOLDEN_BUCKET`` (required, ``aws.golden_bucket``): ``golden/``, Object-Locked.
+  Keys go to a bucket by ``retrain.s3layout``'s rule, the one the job request builders use,
+  at the bucket root: there is no key prefix. Region, credentials and endpoint come from
+  boto3's usual environment (``AWS_REGION``, ``AWS_ENDPOINT_URL`` …); nothing here talks to
+  AWS until the store is first used.
 
 ``store_for(root_or_uri)`` is for job scripts, which receive the store as ``--store-root``:
-a local path gives a ``LocalStore``, ``s3://bucket/prefix`` an ``S3Store`` (golden bucket
-from ``RETRAIN_GOLDEN_BUCKET``, else the same bucket). ``store_argument(store)`` is its
-inverse, for the code that builds job arguments.
+a local path gives a ``LocalStore``; ``s3://<dataset bucket>`` an ``S3Store`` whose artifact
+and golden buckets come from the arguments or ``RETRAIN_ARTIFACT_BUCKET`` and
+``RETRAIN_GOLDEN_BUCKET``. ``store_argument(store)`` is its inverse, for the code that builds
+job arguments.
 """
 
 from __future__ import annotations
@@ -34,11 +36,35 @@ class StoreConfigError(ValueError):
     """The environment does not say which store to use; names the variable to set."""
 
 
-def _required(name: str, backend: str) -> str:
+def _required(name: str, needed_by: str) -> str:
     value = os.environ.get(name, "").strip()
     if not value:
-        raise StoreConfigError(f"{name} is not set; RETRAIN_BACKEND={backend} needs it (see retrain/stores.py)")
+        raise StoreConfigError(f"{name} is not set; {needed_by} needs it (see retrain/stores.py)")
     return value
+
+
+RETIRED_VARIABLES = {
+    "RETRAIN_S3_BUCKET": "RETRAIN_DATASET_BUCKET and RETRAIN_ARTIFACT_BUCKET",
+    "RETRAIN_S3_PREFIX": "nothing: keys sit at each bucket's root, where the IAM policies grant them",
+}
+"""Variables of the one-bucket layout; still set means a stale deployment, so they are refused, not ignored."""
+
+
+def _refuse_retired() -> None:
+    for name, replacement in RETIRED_VARIABLES.items():
+        if os.environ.get(name, "").strip():
+            raise StoreConfigError(
+                f"{name} is set, but RETRAIN_BACKEND=aws no longer reads it (replaced by {replacement}); "
+                "unset it (see retrain/stores.py)"
+            )
+
+
+def _s3_store(dataset_bucket: str, artifact_bucket: str | None, golden_bucket: str | None, needed_by: str) -> S3Store:
+    return S3Store(
+        dataset_bucket=dataset_bucket,
+        artifact_bucket=artifact_bucket or _required("RETRAIN_ARTIFACT_BUCKET", needed_by),
+        golden_bucket=golden_bucket or _required("RETRAIN_GOLDEN_BUCKET", needed_by),
+    )
 
 
 def get_store() -> Store:
@@ -47,29 +73,36 @@ def get_store() -> Store:
     if backend == "local":
         return LocalStore(store_root())
     if backend == "aws":
-        return S3Store(
-            bucket=_required("RETRAIN_S3_BUCKET", backend),
-            prefix=os.environ.get("RETRAIN_S3_PREFIX", ""),
-            golden_bucket=_required("RETRAIN_GOLDEN_BUCKET", backend),
-        )
+        _refuse_retired()
+        needed_by = f"RETRAIN_BACKEND={backend}"
+        return _s3_store(_required("RETRAIN_DATASET_BUCKET", needed_by), None, None, needed_by)
     raise StoreConfigError(f"RETRAIN_BACKEND={backend!r}: must be one of {BACKENDS}")
 
 
-def store_for(root_or_uri: str | Path, golden_bucket: str | None = None) -> Store:
-    """The store a job's ``--store-root`` names: a local directory or ``s3://bucket/prefix``."""
+def store_for(root_or_uri: str | Path, artifact_bucket: str | None = None, golden_bucket: str | None = None) -> Store:
+    """The store a job's ``--store-root`` names: a local directory or ``s3://<dataset bucket>``."""
     text = str(root_or_uri)
     if text.startswith("s3://"):
         bucket, prefix = parse_s3_uri(text)
-        return S3Store(bucket, prefix, golden_bucket=golden_bucket or os.environ.get("RETRAIN_GOLDEN_BUCKET") or None)
+        if prefix:
+            raise StoreConfigError(
+                f"--store-root {text!r}: an S3 store is named by its dataset bucket alone (s3://{bucket}); "
+                "rule: keys sit at each bucket's root, with no prefix"
+            )
+        return _s3_store(bucket, artifact_bucket, golden_bucket, f"--store-root {text}")
     if "://" in text:
         raise StoreConfigError(f"--store-root {text!r}: only local paths and s3:// URIs are stores")
     return LocalStore(Path(text))
 
 
 def store_argument(store: Store) -> str:
-    """What to pass a job as ``--store-root`` so that ``store_for`` rebuilds the same store."""
+    """What to pass a job as ``--store-root`` so that ``store_for`` rebuilds the same store.
+
+    For an S3Store that is ``s3://<dataset bucket>``; the job's environment must name the same
+    artifact and golden buckets (``RETRAIN_ARTIFACT_BUCKET``, ``RETRAIN_GOLDEN_BUCKET``).
+    """
     if isinstance(store, S3Store):
-        return store.root_uri
+        return f"s3://{store.layout.dataset_bucket}"
     if isinstance(store, LocalStore):
         return str(store.root)
     raise TypeError(f"{type(store).__name__}: not a store that jobs can be pointed at")

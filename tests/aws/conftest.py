@@ -68,11 +68,11 @@ def _bucket_name(kind: str) -> str:
 
 @pytest.fixture
 def simulator_buckets(simulator_s3) -> dict[str, str]:
-    """Fresh buckets on the moto simulator: ``main``, ``golden`` (Object Lock, COMPLIANCE default
-    retention, as the infrastructure sets it) and ``plain`` (no lock, no versioning)."""
-    names = {kind: _bucket_name(kind) for kind in ("main", "golden", "plain")}
-    simulator_s3.create_bucket(Bucket=names["main"])
-    simulator_s3.create_bucket(Bucket=names["plain"])
+    """Fresh buckets on the moto simulator: ``dataset`` and ``artifact``, ``golden`` (Object Lock,
+    COMPLIANCE default retention, as the infrastructure sets it) and ``plain`` (no lock, no versioning)."""
+    names = {kind: _bucket_name(kind) for kind in ("dataset", "artifact", "golden", "plain")}
+    for kind in ("dataset", "artifact", "plain"):
+        simulator_s3.create_bucket(Bucket=names[kind])
     simulator_s3.create_bucket(Bucket=names["golden"], ObjectLockEnabledForBucket=True)
     simulator_s3.put_object_lock_configuration(
         Bucket=names["golden"],
@@ -83,5 +83,5 @@ def simulator_buckets(simulator_s3) -> dict[str, str]:
 
 @pytest.fixture
 def s3_store(simulator_s3, simulator_buckets) -> S3Store:
-    """An S3Store on the moto simulator: main bucket with a prefix, golden keys in the locked bucket."""
-    return S3Store(simulator_buckets["main"], prefix="retrain", golden_bucket=simulator_buckets["golden"], client=simulator_s3)
+    """An S3Store on the moto simulator: the dataset, artifact and locked golden buckets of one deployment."""
+    return S3Store(simulator_buckets["dataset"], simulator_buckets["artifact"], simulator_buckets["golden"], client=simulator_s3)

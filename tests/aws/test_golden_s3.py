@@ -17,7 +17,7 @@ KEY = "golden/intent/g1"
 
 
 def golden_object(store: S3Store, name: str) -> str:
-    return f"retrain/{KEY}/{name}"
+    return f"{KEY}/{name}"
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def published(s3_store):
 
 
 def test_golden_keys_live_in_the_locked_bucket_and_nothing_else_does(s3_store, simulator_buckets, published):
-    assert s3_store.uri(KEY) == f"s3://{simulator_buckets['golden']}/retrain/{KEY}"
-    assert s3_store.uri("datasets/intent/ds-1") == f"s3://{simulator_buckets['main']}/retrain/datasets/intent/ds-1"
+    assert s3_store.uri(KEY) == f"s3://{simulator_buckets['golden']}/{KEY}"
+    assert s3_store.uri("datasets/intent/ds-1") == f"s3://{simulator_buckets['dataset']}/datasets/intent/ds-1"
     head = s3_store.client.head_object(Bucket=simulator_buckets["golden"], Key=golden_object(s3_store, "golden.jsonl"))
     assert head["ObjectLockMode"] == "COMPLIANCE"  # the bucket's default retention applied to the published object
     assert s3_store.list_keys("golden/intent") == [KEY]
@@ -49,7 +49,7 @@ def test_a_new_version_on_top_of_a_locked_golden_object_is_refused_on_read(s3_st
     # Object Lock keeps every stored version, but PutObject without a condition still stacks a new
     # current version on top: that is the tampering a reader can meet, and the hashes must catch it.
     s3_store.client.put_object(Bucket=simulator_buckets["golden"], Key=golden_object(s3_store, "golden.jsonl"), Body=b'{"text": "x", "label": "y"}\n')
-    tampered = rf"s3://{simulator_buckets['golden']}/retrain/{KEY}/golden\.jsonl: sha256 .* does not match the manifest"
+    tampered = rf"s3://{simulator_buckets['golden']}/{KEY}/golden\.jsonl: sha256 .* does not match the manifest"
     with pytest.raises(IntegrityError, match=tampered):
         s3_store.read_golden(KEY, published["content_sha256"])
     with pytest.raises(IntegrityError, match=tampered):
@@ -70,7 +70,7 @@ def test_a_forger_who_rewrites_the_manifest_too_is_stopped_by_the_pin(s3_store, 
 
 
 def test_tampering_in_a_bucket_without_lock_is_refused_too(simulator_s3, simulator_buckets):
-    store = S3Store(simulator_buckets["main"], golden_bucket=simulator_buckets["plain"], client=simulator_s3)
+    store = S3Store(simulator_buckets["dataset"], simulator_buckets["artifact"], golden_bucket=simulator_buckets["plain"], client=simulator_s3)
     manifest = store.publish_version(KEY, GOLDEN, {"golden_version": "g1"})
     simulator_s3.put_object(Bucket=simulator_buckets["plain"], Key=f"{KEY}/labels.json", Body=b'["other"]\n')  # a plain overwrite
     with pytest.raises(IntegrityError, match=rf"s3://{simulator_buckets['plain']}/{KEY}/labels\.json: sha256 .* does not match"):

@@ -23,23 +23,23 @@ def filled(s3_store):
 
 
 def object_key(seq: int) -> str:
-    return f"retrain/ledger/intent/{seq:08d}.json"
+    return f"ledger/intent/{seq:08d}.json"
 
 
 def stored(store: S3Store, seq: int) -> dict:
-    return json.loads(store.client.get_object(Bucket=store.bucket, Key=object_key(seq))["Body"].read())
+    return json.loads(store.client.get_object(Bucket=store.layout.artifact_bucket, Key=object_key(seq))["Body"].read())
 
 
 def overwrite(store: S3Store, seq: int, entry: dict) -> None:
     """What someone with PutObject on the bucket can do behind the ledger's back."""
-    store.client.put_object(Bucket=store.bucket, Key=object_key(seq), Body=json.dumps(entry, sort_keys=True).encode())
+    store.client.put_object(Bucket=store.layout.artifact_bucket, Key=object_key(seq), Body=json.dumps(entry, sort_keys=True).encode())
 
 
 def test_chain_is_one_object_per_entry_and_verifies(filled):
-    listed = filled.client.list_objects_v2(Bucket=filled.bucket, Prefix="retrain/ledger/")
+    listed = filled.client.list_objects_v2(Bucket=filled.layout.artifact_bucket, Prefix="ledger/")
     assert [item["Key"] for item in listed["Contents"]] == [object_key(seq) for seq in (1, 2, 3, 4)]
     assert_filled_chain(filled)
-    assert ledger.ledger_location(filled, "intent") == f"s3://{filled.bucket}/retrain/ledger/intent"
+    assert ledger.ledger_location(filled, "intent") == f"s3://{filled.layout.artifact_bucket}/ledger/intent"
 
 
 def test_edit_is_detected(filled):
@@ -57,7 +57,7 @@ def test_edit_with_recomputed_hash_is_still_detected(filled):
 
 
 def test_deletion_is_detected(filled):
-    filled.client.delete_object(Bucket=filled.bucket, Key=object_key(2))
+    filled.client.delete_object(Bucket=filled.layout.artifact_bucket, Key=object_key(2))
     with pytest.raises(LedgerError, match=r"/00000003\.json: seq is 3, expected 2"):
         ledger.verify(filled, "intent")
 
@@ -82,14 +82,14 @@ def test_reordering_is_detected(filled):
 
 def test_an_entry_moved_to_another_name_is_detected(filled):
     last = stored(filled, 4)
-    filled.client.delete_object(Bucket=filled.bucket, Key=object_key(4))
+    filled.client.delete_object(Bucket=filled.layout.artifact_bucket, Key=object_key(4))
     overwrite(filled, 5, last)
     with pytest.raises(LedgerError, match=r"/00000005\.json: named as entry 5 but holds entry 4"):
         ledger.verify(filled, "intent")
 
 
 def test_a_stray_object_in_the_ledger_is_refused(filled):
-    filled.client.put_object(Bucket=filled.bucket, Key="retrain/ledger/intent/notes.txt", Body=b"hi")
+    filled.client.put_object(Bucket=filled.layout.artifact_bucket, Key="ledger/intent/notes.txt", Body=b"hi")
     with pytest.raises(LedgerError, match=r"/ledger/intent/notes\.txt: not a ledger entry name"):
         ledger.verify(filled, "intent")
 
@@ -98,7 +98,7 @@ def test_appending_to_a_tampered_ledger_is_refused_and_writes_nothing(filled):
     overwrite(filled, 1, {**stored(filled, 1), "actor": "mallory"})
     with pytest.raises(LedgerError, match="hash does not match"):
         ledger.append(filled, "intent", action="promote", to_version=5, actor="alice", reason="x", model_dir="/m5")
-    listed = filled.client.list_objects_v2(Bucket=filled.bucket, Prefix="retrain/ledger/")
+    listed = filled.client.list_objects_v2(Bucket=filled.layout.artifact_bucket, Prefix="ledger/")
     assert len(listed["Contents"]) == 4
 
 
@@ -120,7 +120,7 @@ class RacingStore(S3Store):
 
 
 def test_two_appends_of_the_same_seq_cannot_both_win(filled, simulator_s3):
-    racing = RacingStore(filled.bucket, filled.prefix, golden_bucket=filled.golden_bucket, client=simulator_s3)
+    racing = RacingStore(filled.layout.dataset_bucket, filled.layout.artifact_bucket, filled.layout.golden_bucket, client=simulator_s3)
     racing.rival = filled
     with pytest.raises(LedgerError, match=r"/00000005\.json: another append created entry 5 first; this one was not written .*PreconditionFailed"):
         ledger.append(racing, "intent", action="promote", to_version=7, actor="alice", reason="v7 better", model_dir="/m7")

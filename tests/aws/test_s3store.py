@@ -20,10 +20,10 @@ def object_body(client, bucket: str, key: str) -> bytes:
 
 def test_second_write_once_gets_412_and_the_first_stays(s3_store, simulator_s3, simulator_buckets):
     uri = s3_store.write_once_bytes("datasets/intent/ds-1/data.jsonl", b"first")
-    assert uri == f"s3://{simulator_buckets['main']}/retrain/datasets/intent/ds-1/data.jsonl"
+    assert uri == f"s3://{simulator_buckets['dataset']}/datasets/intent/ds-1/data.jsonl"
     with pytest.raises(WriteOnceError, match=rf"{uri}: already exists and is write-once; refusing to overwrite \(S3 answered PreconditionFailed\)"):
         s3_store.write_once_bytes("datasets/intent/ds-1/data.jsonl", b"second")
-    assert object_body(simulator_s3, simulator_buckets["main"], "retrain/datasets/intent/ds-1/data.jsonl") == b"first"
+    assert object_body(simulator_s3, simulator_buckets["dataset"], "datasets/intent/ds-1/data.jsonl") == b"first"
 
 
 def test_run_scratch_is_overwritable_json_and_missing_keys_name_their_uri(s3_store):
@@ -36,10 +36,15 @@ def test_run_scratch_is_overwritable_json_and_missing_keys_name_their_uri(s3_sto
         s3_store.read_json("runs/intent/r2/gate.json")
 
 
-def test_keys_cannot_escape_the_prefix(s3_store):
-    for key in ("../outside", "/etc/passwd", "raw/../../x", "raw//x"):
+def test_keys_cannot_escape_their_bucket_root(s3_store):
+    for key in ("../outside", "/etc/passwd", "raw/../../x", "raw//x", ""):
         with pytest.raises(ValueError, match="invalid store key"):
             s3_store.uri(key)
+
+
+def test_a_key_no_bucket_holds_is_refused_by_name_and_rule(s3_store):
+    with pytest.raises(ValueError, match=r"store key 'scratch/x': 'scratch' is not a known top-level prefix; rule: the first key segment picks the bucket: raw/ → dataset"):
+        s3_store.write_once_bytes("scratch/x", b"x")
 
 
 def test_publish_uploads_every_file_write_once_and_the_manifest_last(s3_store, simulator_s3):
@@ -48,10 +53,10 @@ def test_publish_uploads_every_file_write_once_and_the_manifest_last(s3_store, s
     manifest = s3_store.publish_version("datasets/intent/ds-1", FILES, {"dataset_version": "ds-1"})
 
     assert [key for key, _ in puts] == [
-        "retrain/datasets/intent/.ds-1.publishing",  # the claim
-        "retrain/datasets/intent/ds-1/data.jsonl",
-        "retrain/datasets/intent/ds-1/labels/classes.json",
-        "retrain/datasets/intent/ds-1/manifest.json",  # the commit, last
+        "datasets/intent/.ds-1.publishing",  # the claim
+        "datasets/intent/ds-1/data.jsonl",
+        "datasets/intent/ds-1/labels/classes.json",
+        "datasets/intent/ds-1/manifest.json",  # the commit, last
     ]
     assert all(condition == "*" for _, condition in puts)
     assert manifest["files"] == {name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()}
@@ -71,13 +76,13 @@ def test_a_published_version_is_immutable(s3_store):
 
 def leave_a_dead_publish(client, bucket: str) -> None:
     """What a publisher that died after its first file leaves behind: the claim and one file, no manifest."""
-    client.put_object(Bucket=bucket, Key="retrain/datasets/intent/.ds-2.publishing", Body=b'{"key": "datasets/intent/ds-2"}')
-    client.put_object(Bucket=bucket, Key="retrain/datasets/intent/ds-2/data.jsonl", Body=b"half\n")
+    client.put_object(Bucket=bucket, Key="datasets/intent/.ds-2.publishing", Body=b'{"key": "datasets/intent/ds-2"}')
+    client.put_object(Bucket=bucket, Key="datasets/intent/ds-2/data.jsonl", Body=b"half\n")
 
 
 def test_a_version_without_its_manifest_is_absent_until_abandoned(s3_store, simulator_s3, simulator_buckets):
     s3_store.publish_version("datasets/intent/ds-1", FILES, {"dataset_version": "ds-1"})
-    leave_a_dead_publish(simulator_s3, simulator_buckets["main"])
+    leave_a_dead_publish(simulator_s3, simulator_buckets["dataset"])
 
     assert s3_store.list_keys("datasets/intent") == ["datasets/intent/ds-1"]
     assert not s3_store.exists("datasets/intent/ds-2")
@@ -97,10 +102,10 @@ def test_a_version_without_its_manifest_is_absent_until_abandoned(s3_store, simu
 
 def test_a_failed_publish_removes_what_it_uploaded(s3_store, simulator_s3, simulator_buckets):
     # A stray object where the second file goes makes that conditional PUT fail mid-publish.
-    simulator_s3.put_object(Bucket=simulator_buckets["main"], Key="retrain/datasets/intent/ds-3/labels/classes.json", Body=b"stray")
+    simulator_s3.put_object(Bucket=simulator_buckets["dataset"], Key="datasets/intent/ds-3/labels/classes.json", Body=b"stray")
     with pytest.raises(WriteOnceError, match=r"ds-3/labels/classes\.json: already exists and is write-once"):
         s3_store.publish_version("datasets/intent/ds-3", FILES, {"dataset_version": "ds-3"})
-    left = simulator_s3.list_objects_v2(Bucket=simulator_buckets["main"], Prefix="retrain/datasets/intent/")
+    left = simulator_s3.list_objects_v2(Bucket=simulator_buckets["dataset"], Prefix="datasets/intent/")
     assert left.get("KeyCount") == 0  # no files, no manifest, no claim marker
     assert not s3_store.exists("datasets/intent/ds-3") and s3_store.pending_versions("datasets/intent") == []
 
@@ -114,7 +119,7 @@ def test_bad_file_names_are_refused_before_anything_is_claimed(s3_store):
 
 def test_verify_names_the_tampered_missing_or_added_object(s3_store, simulator_s3, simulator_buckets):
     manifest = s3_store.publish_version("datasets/intent/ds-1", FILES, {"dataset_version": "ds-1"})
-    bucket, base = simulator_buckets["main"], "retrain/datasets/intent/ds-1"
+    bucket, base = simulator_buckets["dataset"], "datasets/intent/ds-1"
     with pytest.raises(IntegrityError, match="differs from the pinned"):
         s3_store.verify_version("datasets/intent/ds-1", "0" * 64)
 
@@ -144,7 +149,7 @@ def test_materialized_version_is_a_verified_local_copy(s3_store, simulator_s3, s
     assert (local / "labels" / "classes.json").read_bytes() == FILES["labels/classes.json"]
     assert verify_tree(local, manifest["content_sha256"]) == manifest
 
-    simulator_s3.put_object(Bucket=simulator_buckets["main"], Key="retrain/datasets/intent/ds-1/data.jsonl", Body=b"tampered\n")
+    simulator_s3.put_object(Bucket=simulator_buckets["dataset"], Key="datasets/intent/ds-1/data.jsonl", Body=b"tampered\n")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -154,7 +159,7 @@ def test_materialized_version_is_a_verified_local_copy(s3_store, simulator_s3, s
 
 
 def test_list_keys_pages_through_large_prefixes(simulator_s3, simulator_buckets):
-    store = S3Store(simulator_buckets["plain"], client=simulator_s3)
+    store = S3Store(simulator_buckets["plain"], simulator_buckets["artifact"], simulator_buckets["golden"], client=simulator_s3)
     store.list_page_size = 7  # several ListObjectsV2 pages without uploading thousands of objects
     pages = []
     simulator_s3.meta.events.register("after-call.s3.ListObjectsV2", lambda parsed, **_: pages.append(parsed.get("KeyCount")))

@@ -1,7 +1,7 @@
 """Where things are on AWS: store keys as S3 URIs, the deployed code bundle, and ``AwsJob``.
 
 Keys are the same on S3 and on disk (DESIGN.md, Contracts); only the bucket depends on the
-key's first segment. ``aws_job_from_spec`` turns the JobSpec the local runner uses into the
+key's first segment, by the rule in ``retrain.s3layout``. ``aws_job_from_spec`` turns the JobSpec the local runner uses into the
 S3 URIs and container paths the Glue and SageMaker builders take.
 """
 
@@ -13,29 +13,25 @@ from typing import Literal
 
 from retrain.config import AwsConfig
 from retrain.jobs import JobSpec
+from retrain.s3layout import S3Layout
 from retrain.tracking import ARTIFACT_ROOT_ENV
 
 PROCESSING_INPUT = PurePosixPath("/opt/ml/processing/input")
 PROCESSING_OUTPUT = PurePosixPath("/opt/ml/processing/output")
 CHECKPOINT_PATH = "/opt/ml/checkpoints"
 
-# Which bucket holds each top-level store prefix.
-_BUCKET_OF_PREFIX = {
-    "raw": "dataset_bucket",
-    "datasets": "dataset_bucket",
-    "golden": "golden_bucket",
-    "runs": "artifact_bucket",
-    "ledger": "artifact_bucket",
-}
+def layout(aws: AwsConfig) -> S3Layout:
+    """The three buckets of an ``aws:`` config, routed by ``retrain.s3layout``'s one rule."""
+    return S3Layout(dataset_bucket=aws.dataset_bucket, artifact_bucket=aws.artifact_bucket, golden_bucket=aws.golden_bucket)
 
 
 def s3_uri(aws: AwsConfig, key: str) -> str:
-    """``s3://<bucket>/<key>`` for a store key such as ``runs/intent/<run>/metrics.json``."""
-    key = key.strip("/")
-    prefix = key.split("/", 1)[0]
-    if prefix not in _BUCKET_OF_PREFIX:
-        raise ValueError(f"store key {key!r}: first segment must be one of {sorted(_BUCKET_OF_PREFIX)}")
-    return f"s3://{getattr(aws, _BUCKET_OF_PREFIX[prefix])}/{key}"
+    """``s3://<bucket>/<key>`` for a store key such as ``runs/intent/<run>/metrics.json``.
+
+    The same URI as ``S3Store.uri(key)`` of a store built on the same buckets: both route
+    through ``S3Layout``, so a job's request and the Airflow side name one object.
+    """
+    return layout(aws).uri(key)
 
 
 @dataclass(frozen=True)
@@ -161,5 +157,5 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_roo
         model_uri=store_uri(spec.model_dir, "model_dir") if spec.kind == "training" else None,
         checkpoint_uri=store_uri(spec.checkpoint_dir, "checkpoint_dir") if spec.kind == "training" else None,
         env={**{k: v for k, v in spec.env.items() if k not in ("MLFLOW_TRACKING_URI", ARTIFACT_ROOT_ENV)},
-             **({ARTIFACT_ROOT_ENV: f"s3://{aws.artifact_bucket}/mlartifacts"} if ARTIFACT_ROOT_ENV in spec.env else {})},
+             **({ARTIFACT_ROOT_ENV: s3_uri(aws, "mlartifacts")} if ARTIFACT_ROOT_ENV in spec.env else {})},
     )

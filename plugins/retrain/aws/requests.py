@@ -18,7 +18,7 @@ from typing import Any
 
 from retrain import jobs
 from retrain.aws import glue, sagemaker
-from retrain.aws.locations import PROCESSING_INPUT, AwsJob, CodeBundle, aws_job_from_spec, s3_uri
+from retrain.aws.locations import PROCESSING_INPUT, AwsJob, CodeBundle, aws_job_from_spec, layout, s3_uri
 from retrain.aws.names import glue_job_name, job_name
 from retrain.aws.schema import validate_request
 from retrain.config import AwsConfig, ModelConfig
@@ -44,7 +44,7 @@ def code_bundle(aws: AwsConfig) -> CodeBundle:
     if not sha or sha == "unknown" or sha.endswith("-dirty"):
         # A bundle is uploaded per commit; a dirty or unknown tree names code that is not on S3.
         raise ValueError(f"{GIT_SHA_ENV}: the deployed git sha is needed to find the code bundle, got {sha!r}")
-    return CodeBundle(aws.artifact_bucket, sha)
+    return CodeBundle(layout(aws).bucket_of("code"), sha)
 
 
 def virtual_store() -> LocalStore:
@@ -95,7 +95,7 @@ def aws_job(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBund
     rest = replace(spec, arguments={k: v for k, v in spec.arguments.items() if k != "store-root"})
     mapped = aws_job_from_spec(rest, aws, code, STORE_ROOT, PROJECT_ROOT)
     if spec.kind == "glue":
-        return replace(mapped, arguments={**mapped.arguments, "store-root": f"s3://{aws.dataset_bucket}"})
+        return replace(mapped, arguments={**mapped.arguments, "store-root": f"s3://{layout(aws).bucket_of('raw')}"})
     return replace(mapped, arguments={**mapped.arguments, "store-root": str(PROCESSING_INPUT / "store")},
                    inputs={**mapped.inputs, "store": s3_uri(aws, f"raw/{config.name}")})
 
