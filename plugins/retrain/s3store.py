@@ -232,6 +232,15 @@ class S3Store:
         hidden = {name for name in pending & children if not self._object_exists(f"{base}/{name}/{MANIFEST_NAME}")}
         return sorted(f"{base}/{name}" for name in children - hidden)
 
+    def list_objects(self, prefix: str) -> list[str]:
+        """The objects directly under a prefix, sorted, hidden ones excluded: ``list_keys`` without the sub-prefixes.
+
+        One listing tells objects from prefixes, so no HEAD per key; raw partitions, the one
+        caller, hold no versions, so there are no markers to honour here.
+        """
+        return sorted(key for key, is_prefix in self._list(prefix, delimiter=True)
+                      if not is_prefix and not key.rpartition("/")[2].startswith("."))
+
     def pending_versions(self, prefix: str) -> list[str]:
         """Versions under ``prefix`` whose publish started and never wrote a manifest (running or dead)."""
         base = prefix.rstrip("/")

@@ -5,6 +5,10 @@ of its data interval (the dataset grows over time); partitions inside the interv
 are flagged ``in_interval``. A backfill of an old interval therefore sees exactly the
 data that run saw. The manifest records each file's sha256 and row count so later
 steps can prove they read the same bytes.
+
+Everything here goes through the store's methods (``list_keys``, ``list_objects``,
+``read_bytes``, ``uri``), so the same manifest comes out of a ``LocalStore`` directory and an
+``S3Store`` bucket holding the same files; errors name the file by its path or ``s3://`` URI.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from retrain.store import LocalStore, canonical_json, sha256_file
+from retrain.store import Store, canonical_json
 
 PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
@@ -29,19 +33,23 @@ class RawDataError(ValueError):
 class NotUtf8Error(RawDataError):
     """A raw file holds a byte that is not UTF-8; carries the line and byte offset of the first one."""
 
-    def __init__(self, path: Path, line: int, offset: int, detail: str) -> None:
+    def __init__(self, path: Path | str, line: int, offset: int, detail: str) -> None:
         super().__init__(f"{path}: line {line} (byte offset {offset}): {detail}; rule: raw files are UTF-8 CSV")
         self.line, self.offset, self.detail = line, offset, detail
 
 
-def decode_utf8(path: Path) -> str:
-    """A raw file's text, a leading UTF-8 BOM (Excel) dropped; a byte that is not UTF-8 raises NotUtf8Error."""
-    data = path.read_bytes()  # whole file: a streamed decoder reports offsets within its buffer
+def decode_utf8_bytes(data: bytes, name: Path | str) -> str:
+    """A raw file's text from its bytes, a leading UTF-8 BOM (Excel) dropped; ``name`` is what errors show."""
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise NotUtf8Error(path, line, exc.start, f"{data[exc.start:exc.end]!r} is not valid UTF-8 ({exc.reason})") from None
+        raise NotUtf8Error(name, line, exc.start, f"{data[exc.start:exc.end]!r} is not valid UTF-8 ({exc.reason})") from None
+
+
+def decode_utf8(path: Path) -> str:
+    """A raw file's text, a leading UTF-8 BOM (Excel) dropped; a byte that is not UTF-8 raises NotUtf8Error."""
+    return decode_utf8_bytes(path.read_bytes(), path)  # whole file: a streamed decoder reports offsets within its buffer
 
 
 def header_problems(header: list[str], text_column: str, label_column: str) -> list[str]:
@@ -55,55 +63,63 @@ def header_problems(header: list[str], text_column: str, label_column: str) -> l
     return problems
 
 
-def count_csv_rows(path: Path) -> int:
-    """Data rows of a CSV file (header excluded), honouring quoted newlines; a leading UTF-8 BOM (Excel) is dropped."""
-    reader = csv.reader(io.StringIO(decode_utf8(path), newline=""))
+def count_csv_text_rows(text: str) -> int:
+    """Data rows of CSV text (header excluded), honouring quoted newlines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
     if next(reader, None) is None:
         return 0
     return sum(1 for _ in reader)
 
 
-def list_partitions(store: LocalStore, model: str) -> list[tuple[date, Path]]:
-    """All raw partitions of a model, oldest first."""
-    base = store.path(f"raw/{model}")
+def count_csv_rows(path: Path) -> int:
+    """Data rows of a CSV file (header excluded), honouring quoted newlines; a leading UTF-8 BOM (Excel) is dropped."""
+    return count_csv_text_rows(decode_utf8(path))
+
+
+def list_partitions(store: Store, model: str) -> list[tuple[date, str]]:
+    """All raw partitions of a model as (day, store key), oldest first."""
+    base = f"raw/{model}"
+    files = set(store.list_objects(base))  # a file named like a partition is not one: partitions are prefixes
     found = []
-    for child in sorted(base.iterdir()) if base.is_dir() else []:
-        match = PARTITION.match(child.name)
-        if child.is_dir() and match:
-            found.append((date.fromisoformat(match.group(1)), child))
+    for key in store.list_keys(base):
+        match = PARTITION.match(key.rpartition("/")[2])
+        if match and key not in files:
+            found.append((date.fromisoformat(match.group(1)), key))
     return found
 
 
-def snapshot_raw(store: LocalStore, model: str, interval_start: datetime, interval_end: datetime) -> dict[str, Any]:
+def snapshot_raw(store: Store, model: str, interval_start: datetime, interval_end: datetime) -> dict[str, Any]:
     """Build the raw manifest for one data interval; raises RawDataError on empty input."""
     start, end = interval_start.date(), interval_end.date()
     files: list[dict[str, Any]] = []
-    for day, directory in list_partitions(store, model):
+    for day, partition in list_partitions(store, model):
         if day >= end:
             continue
-        parts = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+        parts = store.list_objects(partition)
         if not parts:
-            raise RawDataError(f"{directory}: empty partition (no files); rule: every partition holds at least one data file")
-        for part in parts:
+            raise RawDataError(f"{store.uri(partition)}: empty partition (no files); rule: every partition holds at least one data file")
+        for key in parts:
+            name = store.uri(key)
+            data = store.read_bytes(key)  # one read serves the row count, the size and the hash
             try:
-                rows = count_csv_rows(part)
+                rows = count_csv_text_rows(decode_utf8_bytes(data, name))
             except csv.Error as exc:
-                raise RawDataError(f"{part}: {exc}; rule: raw files are well-formed CSV") from None
+                raise RawDataError(f"{name}: {exc}; rule: raw files are well-formed CSV") from None
             if rows == 0:
-                raise RawDataError(f"{part}: row 1: empty partition file (no data rows); rule: every partition file holds at least one row")
+                raise RawDataError(f"{name}: row 1: empty partition file (no data rows); rule: every partition file holds at least one row")
             files.append(
                 {
-                    "key": part.relative_to(store.root).as_posix(),
+                    "key": key,
                     "dt": day.isoformat(),
                     "in_interval": start <= day < end,
                     "rows": rows,
-                    "bytes": part.stat().st_size,
-                    "sha256": sha256_file(part),
+                    "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
                 }
             )
     if not files:
         raise RawDataError(
-            f"{store.path(f'raw/{model}')}: no raw partitions before {end.isoformat()}; rule: a run needs at least one partition"
+            f"{store.uri(f'raw/{model}')}: no raw partitions before {end.isoformat()}; rule: a run needs at least one partition"
         )
     manifest = {
         "model": model,
@@ -118,11 +134,12 @@ def snapshot_raw(store: LocalStore, model: str, interval_start: datetime, interv
     return manifest
 
 
-def verify_raw_files(store: LocalStore, manifest: dict[str, Any]) -> None:
+def verify_raw_files(store: Store, manifest: dict[str, Any]) -> None:
     """Re-hash every file in a raw manifest; raises RawDataError if one changed since the snapshot."""
     for entry in manifest["files"]:
-        path = store.path(entry["key"])
-        if not path.is_file():
-            raise RawDataError(f"{path}: listed in the raw manifest but missing")
-        if sha256_file(path) != entry["sha256"]:
-            raise RawDataError(f"{path}: changed since snapshot_raw (sha256 differs); rule: raw partitions are immutable")
+        try:
+            data = store.read_bytes(entry["key"])
+        except (FileNotFoundError, IsADirectoryError):
+            raise RawDataError(f"{store.uri(entry['key'])}: listed in the raw manifest but missing") from None
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise RawDataError(f"{store.uri(entry['key'])}: changed since snapshot_raw (sha256 differs); rule: raw partitions are immutable")
