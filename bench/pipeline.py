@@ -160,6 +160,7 @@ def run(quick: bool, work: Path) -> dict:
     import demo
     from retrain.airflow_api import AirflowClient, wait_until
     from retrain.config import load_model
+    from retrain.runner import stop_process_group
     from retrain.seed import seed
     from retrain.store import LocalStore
 
@@ -198,7 +199,7 @@ def run(quick: bool, work: Path) -> dict:
         runs = [analyse_run(client, airflow_home, store_root, dag_id, rid) for rid in (first_id, second_id)]
         rollbacks = measure_rollbacks(client, airflow_home, LocalStore(store_root), repeats)
     finally:
-        demo.stop_airflow(proc)
+        stop_process_group(proc)
 
     waits = sum(r["approval_wait_s"] for r in runs)
     time_to_model = finished - started - waits

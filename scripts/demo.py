@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from retrain.dagfiles import sync as sync_dag_files
 from retrain.intervals import latest_complete_interval
 from retrain.jobs import latest_try, run_key
 from retrain.paths import PROJECT_ROOT, job_python
+from retrain.runner import stop_process_group
 from retrain.seed import SeedError, describe, seed
 from retrain.store import LocalStore, WriteOnceError
 
@@ -57,14 +57,6 @@ def start_airflow(port: int, approver: str) -> subprocess.Popen:
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": with_user(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"), approver)}
     print(f"starting airflow standalone (log: {home / 'standalone.log'})")
     return subprocess.Popen(["airflow", "standalone"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def stop_airflow(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class Demo:
@@ -227,7 +219,7 @@ def main() -> int:
         return 0 if all(state == "success" for _, state in runs) else 1
     finally:
         if proc.poll() is None:
-            stop_airflow(proc)
+            stop_process_group(proc)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,18 @@ def exclusive(directory: Path | None, what: str) -> Iterator[int | None]:
         os.close(fd)
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Stop a server started with ``start_new_session=True`` and everything it started: SIGTERM, then SIGKILL."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
+
+
 def make_read_only(directory: Path) -> None:
     """A finished model directory is never written again: registered versions point to it."""
     for path in directory.rglob("*"):

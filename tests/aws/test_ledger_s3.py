@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ledger_expectations import assert_filled_chain  # tests/ is on pytest's pythonpath
+from ledger_expectations import assert_filled_chain, fill  # tests/ is on pytest's pythonpath
 from retrain import ledger
 from retrain.ledger import LedgerError
 from retrain.s3store import S3Store
@@ -16,10 +16,7 @@ pytestmark = pytest.mark.aws
 
 @pytest.fixture
 def filled(s3_store):
-    for version, actor in ((1, "alice"), (2, "alice"), (3, "carol")):
-        ledger.append(s3_store, "intent", action="promote", to_version=version, actor=actor, reason=f"v{version} better", model_dir=f"/m{version}")
-    ledger.append(s3_store, "intent", action="rollback", to_version=2, actor="bob", reason="v3 regressed in prod", model_dir="/m2")
-    return s3_store
+    return fill(s3_store)
 
 
 def object_key(seq: int) -> str:

@@ -23,7 +23,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import threading
@@ -37,7 +36,7 @@ import pytest
 
 from retrain.jobs import JobSpec
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
-from retrain.runner import command_line, job_environment
+from retrain.runner import command_line, job_environment, stop_process_group
 from retrain.tracking import ARTIFACT_ROOT_ENV
 
 pytestmark = pytest.mark.aws
@@ -159,12 +158,7 @@ def mlflow_server(tmp_path_factory):
             time.sleep(0.5)
         yield port
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server, timeout=20)
         log.close()
 
 

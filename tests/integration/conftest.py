@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from retrain.airflow_api import AirflowClient, wait_until
 from retrain.dagfiles import sync as sync_dag_files
 from retrain.intervals import latest_complete_week
 from retrain.paths import job_python
+from retrain.runner import stop_process_group
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
@@ -166,8 +166,4 @@ def stack(tmp_path_factory):
             "interval": (start, end), "env": env, "root": root, "config_dir": config_dir, "dags_dir": dags_dir, "log": root / "standalone.log", "write_csv": write_csv,
         }
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)

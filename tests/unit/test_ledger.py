@@ -6,17 +6,14 @@ import json
 
 import pytest
 
-from ledger_expectations import assert_filled_chain  # tests/ is on pytest's pythonpath
+from ledger_expectations import assert_filled_chain, fill  # tests/ is on pytest's pythonpath
 from retrain import ledger
 from retrain.ledger import LedgerError
 
 
 @pytest.fixture
 def filled(store):
-    for version, actor in ((1, "alice"), (2, "alice"), (3, "carol")):
-        ledger.append(store, "intent", action="promote", to_version=version, actor=actor, reason=f"v{version} better", model_dir=f"/m{version}")
-    ledger.append(store, "intent", action="rollback", to_version=2, actor="bob", reason="v3 regressed in prod", model_dir="/m2")
-    return store
+    return fill(store)
 
 
 def lines(store):
