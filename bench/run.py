@@ -15,6 +15,7 @@ Modes:
                   3 reps; ETL 10k/100k/1M rows, 3/3/2 reps; pipeline (the README demo under
                   airflow standalone) once, with 5 rollbacks; gate operating characteristics
                   300 A/A and 100 power draws per cell, rho 0.9/0.8/0.5 (10-15 min on one core).
+  aws_pipeline    (full mode) the aws DAG end to end on moto, an AWS simulator: orchestration overhead.
   --quick         parse 3 reps; gate 10k/100k, 3 reps; training 512 examples x 2 epochs,
                   3 reps; ETL 10k/100k rows, 2 reps; gate operating characteristics 100 A/A
                   and 50 power draws per cell, rho 0.9 only; no pipeline (it needs 6-8 minutes on
@@ -43,7 +44,7 @@ import psutil
 
 from common import PROJECT_ROOT, job_python
 
-BENCHMARKS = ("parse", "gate_scale", "gate_oc", "training", "etl_scale", "pipeline")
+BENCHMARKS = ("parse", "gate_scale", "gate_oc", "training", "etl_scale", "pipeline", "aws_pipeline")
 RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
 REPORT = PROJECT_ROOT / "docs" / "performance.md"
 
@@ -186,6 +187,8 @@ def main() -> int:
     if args.quick and not args.only and not args.with_pipeline:
         chosen.remove("pipeline")
         skipped.append("pipeline (time to model, pipeline overhead, rollback): full mode, --with-pipeline or --only pipeline")
+        chosen.remove("aws_pipeline")
+        skipped.append("aws_pipeline (the aws DAG on moto): full mode, --with-pipeline or --only aws_pipeline")
     order = [b for b in BENCHMARKS if b in chosen]
 
     work = Path(tempfile.mkdtemp(prefix="retrain-bench-"))

@@ -30,6 +30,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,8 +41,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from retrain.snapshot import RawDataError, decode_utf8, header_problems, verify_raw_files
-from retrain.store import IntegrityError, LocalStore, WriteOnceError, sha256_file, tree_digest, verify_tree, write_manifest_and_publish
+from retrain.snapshot import RawDataError, decode_utf8_bytes, header_problems, verify_raw_files
+from retrain.store import MANIFEST_NAME, IntegrityError, Store, WriteOnceError, sha256_file, tree_digest
+from retrain.stores import read_json_at, store_for, write_json_at
 
 SPLITS = ("train", "validation")
 
@@ -63,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--validation-fraction", type=float, required=True)
     parser.add_argument("--expected-golden-sha256", default="", help="the config's pinned golden hash; any other content is refused")
+    # With --store-root s3://<dataset bucket> (Glue): the deployment's other two buckets (else RETRAIN_*_BUCKET).
+    parser.add_argument("--artifact-bucket", default=None)
+    parser.add_argument("--golden-bucket", default=None)
     parser.add_argument("--spark-master", default=os.environ.get("SPARK_MASTER", "local[2]"))
     args, _glue_extras = parser.parse_known_args(argv)  # Glue adds --JOB_NAME, --TempDir, ...
     if not 0.0 <= args.validation_fraction < 1.0:
@@ -70,28 +75,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_inputs(args: argparse.Namespace, store: LocalStore) -> dict[str, Any]:
-    """Verify every input before Spark starts, so bad inputs fail in a second, not after start-up."""
-    raw_manifest = json.loads(Path(args.raw_manifest).read_text())
+def load_inputs(args: argparse.Namespace, store: Store, scratch: Path) -> dict[str, Any]:
+    """Verify every input before Spark starts, so bad inputs fail in a second, not after start-up.
+
+    Spark reads files: on S3 the snapshot's files and the golden version are copied into
+    ``scratch`` first (verified), on disk they are read where they are."""
+    raw_manifest = read_json_at(store, args.raw_manifest)
     if raw_manifest.get("model") != args.model:
         raise BuildError(f"{args.raw_manifest}: manifest is for model {raw_manifest.get('model')!r}; rule: it must be for {args.model!r}")
     verify_raw_files(store, raw_manifest)
-    for entry in raw_manifest["files"]:  # the header rule, before Spark: a bad header is bad data, never a crash to retry
-        path = store.path(entry["key"])
-        header = next(csv.reader(io.StringIO(decode_utf8(path), newline="")), [])
+    raw_paths = [store.local_file(entry["key"], scratch / "raw") for entry in raw_manifest["files"]]
+    for entry, path in zip(raw_manifest["files"], raw_paths):  # the header rule, before Spark: bad data, never a crash to retry
+        header = next(csv.reader(io.StringIO(decode_utf8_bytes(path.read_bytes(), store.uri(entry['key'])), newline="")), [])
         problems = header_problems(header, args.text_column, args.label_column)
         if problems:
-            raise BuildError(f"{path}: row 1 (header): {'; '.join(problems)} (value: {header})")
-    golden_dir = store.path(f"golden/{args.model}/{args.golden_version}")
+            raise BuildError(f"{store.uri(entry['key'])}: row 1 (header): {'; '.join(problems)} (value: {header})")
     # Every read of a golden set checks its hashes first, and against the config's pin: a golden file edited
     # with its manifest re-hashed verifies on its own, but not against the pin.
-    golden_manifest = verify_tree(golden_dir, args.expected_golden_sha256 or None)
+    golden_dir = store.materialize_version(f"golden/{args.model}/{args.golden_version}", args.expected_golden_sha256 or None,
+                                           dest=scratch / "golden")
+    golden_manifest = json.loads((golden_dir / MANIFEST_NAME).read_text())
     if not (golden_dir / "golden.jsonl").is_file():
         raise BuildError(f"{golden_dir / 'golden.jsonl'}: missing; rule: a golden version holds golden.jsonl")
     labels = json.loads(Path(args.labels_file).read_text())
     if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
         raise BuildError(f"{args.labels_file}: rule: the labels file is a non-empty JSON list of unique strings")
-    return {"raw_manifest": raw_manifest, "golden_dir": golden_dir, "golden_manifest": golden_manifest, "labels": labels}
+    return {"raw_manifest": raw_manifest, "raw_paths": raw_paths, "golden_dir": golden_dir, "golden_manifest": golden_manifest,
+            "labels": labels, "scratch": scratch}
 
 
 def spark_session(master: str) -> tuple[SparkSession, bool]:
@@ -127,8 +137,8 @@ def with_text_columns(df: DataFrame, source: str) -> DataFrame:
     return df.withColumn("text", text).withColumn("norm", norm).withColumn("key", F.sha2(F.col("norm"), 256))
 
 
-def read_raw(spark: SparkSession, store: LocalStore, inputs: dict[str, Any], args: argparse.Namespace) -> DataFrame:
-    paths = [str(store.path(entry["key"])) for entry in inputs["raw_manifest"]["files"]]
+def read_raw(spark: SparkSession, inputs: dict[str, Any], args: argparse.Namespace) -> DataFrame:
+    paths = [str(path) for path in inputs["raw_paths"]]
     raw = (
         spark.read.option("header", True)
         # quoted newlines; Python's csv module (snapshot_raw) agrees. Reading each file as one stream
@@ -201,7 +211,7 @@ def write_split(df: DataFrame, staging: Path, split: str) -> None:
     shutil.rmtree(out)
 
 
-def find_previous(store: LocalStore, model: str, exclude: str, interval_end: str | None) -> dict[str, Any] | None:
+def find_previous(store: Store, model: str, exclude: str, interval_end: str | None) -> dict[str, Any] | None:
     """The version this build's interval follows: the newest one built for an earlier interval.
 
     Not the most recently created one: a backfill of an old interval runs after later
@@ -230,12 +240,12 @@ def js_divergence(p: dict[str, int], q: dict[str, int]) -> float:
     return min(1.0, max(0.0, total))
 
 
-def compute_drift(spark: SparkSession, store: LocalStore, final: DataFrame, dist: dict, previous: dict | None) -> dict[str, Any]:
+def compute_drift(spark: SparkSession, store: Store, final: DataFrame, dist: dict, previous: dict | None, scratch: Path) -> dict[str, Any]:
     if previous is None:
         return {"label_js_divergence": None, "new_example_fraction": 1.0, "score": 1.0, "previous_version": None,
                 "reason": "no previous dataset version: everything is new"}
-    prev_dir = store.path(f"datasets/{previous['model']}/{previous['dataset_version']}")
-    verify_tree(prev_dir)  # drift is only meaningful against intact data
+    # Drift is only meaningful against intact data: the version is verified as it is read.
+    prev_dir = store.materialize_version(f"datasets/{previous['model']}/{previous['dataset_version']}", dest=scratch / "previous")
     prev_keys = spark.read.schema("key string").json([str(split_file(prev_dir, s)) for s in SPLITS])
     total = sum(sum(d.values()) for d in dist.values())
     new = final.select("key").join(prev_keys, "key", "left_anti").count()
@@ -246,9 +256,9 @@ def compute_drift(spark: SparkSession, store: LocalStore, final: DataFrame, dist
             "score": round(max(js, fraction), 6), "previous_version": previous["dataset_version"]}
 
 
-def build(spark: SparkSession, args: argparse.Namespace, store: LocalStore, inputs: dict[str, Any]) -> dict[str, Any]:
+def build(spark: SparkSession, args: argparse.Namespace, store: Store, inputs: dict[str, Any]) -> dict[str, Any]:
     labels = inputs["labels"]
-    raw = read_raw(spark, store, inputs, args)
+    raw = read_raw(spark, inputs, args)
     label_ids = F.create_map(*[F.lit(v) for i, label in enumerate(labels) for v in (label, i)])
     label_id = F.coalesce(label_ids[F.col("label")], F.lit(-1))  # -1: unknown, reported below
     # Partition by key once: the exact/normalised dedupe and the window below then need no further shuffle.
@@ -284,27 +294,25 @@ def build(spark: SparkSession, args: argparse.Namespace, store: LocalStore, inpu
         **{s: sum(dist[s].values()) for s in SPLITS},
     }
 
-    staging = store.staging_dir(f"datasets/{args.model}/build")
-    try:
-        for split in SPLITS:
-            write_split(final, staging, split)
-        content_sha256, _ = tree_digest(staging)  # the same digest the manifest will record
-        version = "ds-" + content_sha256[:16]
-        key = f"datasets/{args.model}/{version}"
-        previous = find_previous(store, args.model, exclude=version, interval_end=inputs["raw_manifest"].get("data_interval_end"))
-        drift = compute_drift(spark, store, final, dist, previous)
-        reused = store.exists(key)
-        if not reused:
-            manifest = make_manifest(args, inputs, spark, version, previous, counts, dist, drift)
-            try:
-                write_manifest_and_publish(store, staging, key, manifest)
-            except WriteOnceError:  # a concurrent run published the same content first
-                reused = True
-        if reused:  # same content: never rewrite, but prove the existing version is intact and identical
-            verify_tree(store.path(key), expected_content_sha256=content_sha256)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return {"dataset_version": version, "dataset_dir": str(store.path(key)), "previous_version": drift["previous_version"],
+    staging = inputs["scratch"] / "staging"
+    staging.mkdir()
+    for split in SPLITS:
+        write_split(final, staging, split)
+    content_sha256, files = tree_digest(staging)  # the same digest the manifest will record
+    version = "ds-" + content_sha256[:16]
+    key = f"datasets/{args.model}/{version}"
+    previous = find_previous(store, args.model, exclude=version, interval_end=inputs["raw_manifest"].get("data_interval_end"))
+    drift = compute_drift(spark, store, final, dist, previous, inputs["scratch"])
+    reused = store.exists(key)
+    if not reused:
+        manifest = make_manifest(args, inputs, spark, version, previous, counts, dist, drift)
+        try:  # write-once on every store; on S3 the manifest goes last and is the commit
+            store.publish_version(key, {name: staging / name for name in files}, manifest)
+        except WriteOnceError:  # a concurrent run published the same content first
+            reused = True
+    if reused:  # same content: never rewrite, but prove the existing version is intact and identical
+        store.verify_version(key, expected_content_sha256=content_sha256)
+    return {"dataset_version": version, "dataset_dir": store.uri(key), "previous_version": drift["previous_version"],
             "drift": drift, "counts": counts, "reused": reused}
 
 
@@ -337,10 +345,11 @@ def make_manifest(args, inputs, spark, version, previous, counts, dist, drift) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    store = LocalStore(args.store_root)
+    store = store_for(args.store_root, args.artifact_bucket, args.golden_bucket)
     spark = owned = None
+    scratch = Path(tempfile.mkdtemp(prefix="build_dataset-"))
     try:
-        inputs = load_inputs(args, store)
+        inputs = load_inputs(args, store, scratch)
         spark, owned = spark_session(args.spark_master)
         result = build(spark, args, store, inputs)
     except (BuildError, RawDataError, IntegrityError, WriteOnceError) as exc:
@@ -349,9 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if spark is not None and owned:
             spark.stop()
-    result_file = Path(args.result_file)
-    result_file.parent.mkdir(parents=True, exist_ok=True)
-    result_file.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        shutil.rmtree(scratch, ignore_errors=True)
+    write_json_at(store, args.result_file, result)
     c, d = result["counts"], result["drift"]
     print(f"build_dataset: {result['dataset_version']} ({'reused' if result['reused'] else 'new'}) "
           f"raw={c['raw_rows']} exact={c['after_exact_dedupe']} normalized={c['after_normalized_dedupe']} "

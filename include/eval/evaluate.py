@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from eval.report import build_report
 from retrain.store import IntegrityError, verify_tree
-from training.modeling import WeightsMismatch, load_classifier
+from training.modeling import WeightsMismatch, load_classifier, unpack_model_archive
 
 PROCESSING = Path("/opt/ml/processing")
 
@@ -168,8 +169,13 @@ def evaluate(args: argparse.Namespace) -> dict:
         (args.output_dir / name).unlink(missing_ok=True)
     manifest, examples = load_golden(args.golden_dir, args.expected_golden_sha256)
 
-    challenger_model = load_classifier(args.challenger_dir, expected_digest=args.challenger_digest or None)
-    champion_model = load_classifier(args.champion_dir, expected_digest=args.champion_digest or None) if args.champion_dir else None
+    with tempfile.TemporaryDirectory(prefix="evaluate-models-") as unpacked:  # on AWS both are model.tar.gz
+        challenger_dir = unpack_model_archive(args.challenger_dir, Path(unpacked) / "challenger")
+        challenger_model = load_classifier(challenger_dir, expected_digest=args.challenger_digest or None)
+        champion_model = None
+        if args.champion_dir:
+            champion_dir = unpack_model_archive(args.champion_dir, Path(unpacked) / "champion")
+            champion_model = load_classifier(champion_dir, expected_digest=args.champion_digest or None)
     labels = label_space(
         [m.labels for m in (challenger_model, champion_model) if m], {ex["label"] for ex in examples}
     )

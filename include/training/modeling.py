@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -148,6 +149,17 @@ class LoadedClassifier:
     def predict(self, texts: list[str], batch_size: int = 64) -> list[str]:
         """Predicted label names."""
         return [self.labels[i] for i in self.predict_proba(texts, batch_size).argmax(axis=1)]
+
+
+def unpack_model_archive(path: str | Path, dest: Path) -> Path:
+    """A model directory from what a job was given: the directory itself, or SageMaker's ``model.tar.gz``
+    (the archive it makes of SM_MODEL_DIR) unpacked into ``dest``. The weights digest is checked on load."""
+    path = Path(path)
+    if path.is_dir() or not path.name.endswith(".tar.gz"):
+        return path
+    with tarfile.open(path, "r:gz") as archive:
+        archive.extractall(dest, filter="data")  # "data": no absolute paths, links out of dest or device files
+    return dest
 
 
 def load_classifier(model_dir: str | Path, device: str = "cpu", expected_digest: str | None = None) -> LoadedClassifier:

@@ -31,7 +31,7 @@ from retrain import ledger
 from retrain.airflow_api import AirflowClient, ApiError
 from retrain.config import config_paths
 from retrain.paths import CONFIG_DIR
-from retrain.store import LocalStore
+from retrain.stores import get_store
 
 
 def client_for(args: argparse.Namespace) -> AirflowClient:
@@ -52,7 +52,7 @@ def show_status(args: argparse.Namespace, model: str) -> None:
     from retrain.registry import status
 
     args.model = model
-    info = status(LocalStore(), args.model)
+    info = status(get_store(), args.model)
     print(f"model:      {args.model}")
     print(f"champion:   {'v' + str(info['champion']) if info['champion'] else '-'}")
     print(f"challenger: {'v' + str(info['challenger']) if info['challenger'] else '-'}")
@@ -121,7 +121,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    store = LocalStore()
+    store = get_store()
     try:
         entries = ledger.verify(store, args.model)
     except ledger.LedgerError as exc:
@@ -130,7 +130,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if args.action == "show":
         for e in entries:
             print(json.dumps(e, sort_keys=True))
-    print(f"ledger {store.path(ledger.ledger_key(args.model))}: {len(entries)} entries, chain verified")
+    print(f"ledger {store.uri(ledger.ledger_key(args.model))}: {len(entries)} entries, chain verified")
     return 0
 
 
@@ -179,7 +179,7 @@ def cmd_golden_pin(args: argparse.Namespace) -> int:
 
     path = CONFIG_DIR / f"{args.model}.yaml"
     try:
-        new, old = pin(path, LocalStore(), replace=args.replace)
+        new, old = pin(path, get_store(), replace=args.replace)
     except (PinError, ConfigError) as exc:
         print(f"golden pin refused: {exc}", file=sys.stderr)
         return 1

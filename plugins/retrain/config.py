@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from retrain.paths import CONFIG_DIR, PROJECT_ROOT
+from retrain.paths import PROJECT_ROOT
+from retrain.paths import config_dir as current_config_dir
 
 CADENCE_CRON = {
     "weekly": "0 0 * * 1",  # Monday 00:00 UTC: intervals span Monday to Monday
@@ -406,11 +407,11 @@ def load_config(path: str | Path) -> ModelConfig:
     return config
 
 
-def config_paths(config_dir: Path = CONFIG_DIR) -> list[Path]:
-    """All model config files, sorted by name."""
-    return sorted(config_dir.glob("*.yaml"))
+def config_paths(config_dir: Path | None = None) -> list[Path]:
+    """All model config files, sorted by name (default directory: ``RETRAIN_CONFIG_DIR``, read now)."""
+    return sorted((config_dir or current_config_dir()).glob("*.yaml"))
 
 
-def load_model(name: str, config_dir: Path = CONFIG_DIR) -> ModelConfig:
-    """Load the config of one model by name."""
-    return load_config(config_dir / f"{name}.yaml")
+def load_model(name: str, config_dir: Path | None = None) -> ModelConfig:
+    """Load the config of one model by name (default directory: ``RETRAIN_CONFIG_DIR``, read now)."""
+    return load_config((config_dir or current_config_dir()) / f"{name}.yaml")

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from retrain.config import ConfigError, load_config
-from retrain.store import IntegrityError, LocalStore, verify_tree
+from retrain.store import IntegrityError, Store
 
 PIN_LINE = re.compile(r"^(?P<indent>[ \t]+)golden_sha256:[^\n#]*(?P<comment>#[^\n]*)?$", re.MULTILINE)
 VERSION_LINE = re.compile(r"^(?P<indent>[ \t]+)golden_version:[^\n]*$", re.MULTILINE)
@@ -22,14 +22,14 @@ class PinError(ValueError):
     """The golden version cannot be pinned; the config was not changed."""
 
 
-def pin(config_path: Path, store: LocalStore, replace: bool = False) -> tuple[str, str | None]:
-    """Write the verified content hash of the config's golden version into the config; returns (new, old)."""
+def pin(config_path: Path, store: Store, replace: bool = False) -> tuple[str, str | None]:
+    """Write the verified content hash of the config's golden version into the config, from any store; returns (new, old)."""
     config = load_config(config_path)
-    version_dir = store.path(f"golden/{config.name}/{config.data.golden_version}")
-    if not version_dir.is_dir():
-        raise PinError(f"{version_dir}: golden {config.data.golden_version} does not exist; seed or publish it first")
+    key = f"golden/{config.name}/{config.data.golden_version}"
+    if not store.exists(key):
+        raise PinError(f"{store.uri(key)}: golden {config.data.golden_version} does not exist; seed or publish it first")
     try:
-        content_sha256 = verify_tree(version_dir)["content_sha256"]
+        content_sha256 = store.verify_version(key)["content_sha256"]
     except IntegrityError as exc:
         raise PinError(f"refusing to pin golden {config.data.golden_version} of {config.name}: its manifest does not verify: {exc}") from None
     old = config.data.golden_sha256
@@ -37,7 +37,7 @@ def pin(config_path: Path, store: LocalStore, replace: bool = False) -> tuple[st
         return content_sha256, old
     if old is not None and not replace:
         raise PinError(
-            f"{config_path}: field 'data.golden_sha256' pins {old}, but golden {config.data.golden_version} in {store.root} "
+            f"{config_path}: field 'data.golden_sha256' pins {old}, but golden {config.data.golden_version} at {store.uri(key)} "
             f"holds {content_sha256}; a golden version is immutable, so one of them is not the set you think. "
             "Pass --replace only if this store's version is the one to trust."
         )

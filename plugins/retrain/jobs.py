@@ -78,12 +78,17 @@ def run_dir(store: LocalStore, config: ModelConfig, ctx: RunContext) -> Path:
     return store.path(f"runs/{config.name}/{ctx.run_key}")
 
 
-def try_dir(store: LocalStore, config: ModelConfig, ctx: RunContext, task: str) -> Path:
-    """``runs/<model>/<run_key>/<task>/try-<n>/``: one try's outputs, never written by another try.
+def try_key(config: ModelConfig, ctx: RunContext, task: str) -> str:
+    """``runs/<model>/<run_key>/<task>/try-<n>``: the store key of one try's outputs, on every backend.
 
     A cleared or retried task gets a new try number, so it never overwrites what an earlier
     try wrote (weights a ledger entry points to, a gate.json someone approved)."""
-    return run_dir(store, config, ctx) / task / f"try-{ctx.try_number}"
+    return f"runs/{config.name}/{ctx.run_key}/{task}/try-{ctx.try_number}"
+
+
+def try_dir(store: LocalStore, config: ModelConfig, ctx: RunContext, task: str) -> Path:
+    """``try_key`` as a path of a local store (the directory a job writes into)."""
+    return store.path(try_key(config, ctx, task))
 
 
 def latest_try(task_root: Path) -> Path | None:
@@ -104,9 +109,11 @@ def claim(directory: Path, owner: dict[str, Any]) -> Path:
     return directory
 
 
-def write_once_json(store: LocalStore, path: Path, obj: Any) -> Path:
-    """Write a JSON output of an in-process task (snapshot, gate, decision) once; refuse to overwrite."""
-    return store.write_once_bytes(path.relative_to(store.root).as_posix(), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def write_once_json(store: Any, key: str, obj: Any) -> str:
+    """Write a JSON output of an in-process task (snapshot, gate, decision) once, on any store; refuse to
+    overwrite. Returns its location (``store.uri``: a path locally, an ``s3://`` URI on aws)."""
+    store.write_once_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    return store.uri(key)
 
 
 def checkpoint_dir(store: LocalStore, config: ModelConfig, ctx: RunContext, dataset_version: str) -> Path:

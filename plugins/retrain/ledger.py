@@ -206,9 +206,13 @@ def append(
     gate_digest: str | None = None,
     run_id: str | None = None,
     weights_digest: str | None = None,
+    archive_sha256: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Append one entry after verifying the chain; returns the entry written."""
+    """Append one entry after verifying the chain; returns the entry written.
+
+    ``archive_sha256`` (aws): the sha256 of the model.tar.gz at ``model_dir``, which the Airflow
+    worker can check without loading weights; recorded only when given, so older chains hash as before."""
     if action not in ACTIONS:
         raise LedgerError(f"action must be one of {ACTIONS}, got {action!r}")
     if not actor or not reason:
@@ -231,6 +235,8 @@ def append(
             "weights_digest": weights_digest,
             "prev_hash": entries[-1]["hash"] if entries else GENESIS,
         }
+        if archive_sha256:
+            entry["archive_sha256"] = archive_sha256
         entry["hash"] = entry_hash(entry)
         chain.write(entry)
     return entry

@@ -10,6 +10,11 @@ CONFIG_DIR = Path(os.environ.get("RETRAIN_CONFIG_DIR", PROJECT_ROOT / "config" /
 INCLUDE_DIR = PROJECT_ROOT / "include"
 
 
+def config_dir() -> Path:
+    """The model configs' directory, read when asked (``RETRAIN_CONFIG_DIR``), like the store root."""
+    return Path(os.environ.get("RETRAIN_CONFIG_DIR", PROJECT_ROOT / "config" / "models"))
+
+
 def store_root() -> Path:
     """Root of the local object store (the local stand-in for the S3 bucket)."""
     return Path(os.environ.get("RETRAIN_HOME", PROJECT_ROOT / ".retrain"))

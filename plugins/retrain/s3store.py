@@ -120,6 +120,28 @@ class S3Store:
         """``s3://<bucket>/<key>`` of a store key: the same URI ``retrain.aws.locations.s3_uri`` builds."""
         return self.layout.uri(key)
 
+    def key_of(self, location: str | Path) -> str:
+        """The key of an ``s3://`` URI this store handed out; ValueError when its bucket is not the key's own."""
+        bucket, key = parse_s3_uri(str(location))
+        if not key or self.layout.bucket_of(key) != bucket:
+            raise ValueError(f"{location}: not in this store ({self!r}); rule: results are read from the run's own buckets")
+        return key
+
+    def sha256_of(self, key: str) -> str:
+        """The sha256 of one object, streamed (a model.tar.gz is checked without holding it in memory)."""
+        return self._stream_sha256(key)
+
+    def local_file(self, key: str, scratch: Path) -> Path:
+        """Download ``key`` to ``scratch/<key>`` (once) for code that reads files (Spark); returns that path."""
+        target = Path(scratch) / check_relpath(key)
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.part")
+            with open(partial, "wb") as sink:
+                self._stream_sha256(key, sink)
+            os.replace(partial, target)
+        return target
+
     @staticmethod
     def _marker_key(key: str) -> str:
         """The publish-in-progress marker of a version, beside it: ``<parent>/.<name>.publishing``."""

@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import re
-import shutil
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -33,7 +32,8 @@ from retrain.config import ConfigError, ModelConfig, load_model
 from retrain.intervals import intervals_ending, is_boundary, latest_complete_interval, shift
 from retrain.paths import CONFIG_DIR, PROJECT_ROOT
 from retrain.snapshot import list_partitions
-from retrain.store import LocalStore, WriteOnceError, tree_digest, verify_tree, write_manifest_and_publish
+from retrain.stores import get_store
+from retrain.store import Store, WriteOnceError, digest_sources
 
 
 class SeedError(ValueError):
@@ -61,7 +61,7 @@ def partition_of(text: str, partitions: int) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % partitions
 
 
-def placement(store: LocalStore, config: ModelConfig, partitions: int, end: datetime | None, now: datetime) -> list[tuple[datetime, datetime]]:
+def placement(store: Store, config: ModelConfig, partitions: int, end: datetime | None, now: datetime) -> list[tuple[datetime, datetime]]:
     """The intervals to seed: ending at ``end``, else where existing partitions end, else at the latest complete interval."""
     cadence = config.schedule.cadence
     if end is None:
@@ -86,12 +86,12 @@ def plan_raw(config: ModelConfig, rows: list[tuple[str, str]], intervals: list[t
     return plan
 
 
-def seed_raw(store: LocalStore, plan: dict[str, bytes]) -> list[str]:
+def seed_raw(store: Store, plan: dict[str, bytes]) -> list[str]:
     """Write the planned partitions that are missing; refuse, writing nothing, if one exists with other content."""
-    conflicts = [key for key, data in plan.items() if store.exists(key) and store.path(key).read_bytes() != data]
+    conflicts = [key for key, data in plan.items() if store.exists(key) and store.read_bytes(key) != data]
     if conflicts:
         raise WriteOnceError(
-            f"{store.path(conflicts[0])}: exists with different content ({len(conflicts)} conflicting partition(s)); "
+            f"{store.uri(conflicts[0])}: exists with different content ({len(conflicts)} conflicting partition(s)); "
             "rule: raw partitions are immutable. Nothing was written. Seed over other intervals with --end, "
             "or start from an empty store (make clean-state)."
         )
@@ -118,29 +118,25 @@ def golden_rows(config: ModelConfig, source: Path) -> list[dict]:
     return sorted(lines, key=lambda row: (row["key"], row["text"]))
 
 
-def publish_golden(store: LocalStore, config: ModelConfig, source: Path, version: str) -> tuple[dict, bool]:
-    """Publish an immutable golden version from a CSV; returns (manifest, written).
+def publish_golden(store: Store, config: ModelConfig, source: Path, version: str) -> tuple[dict, bool]:
+    """Publish an immutable golden version from a CSV, on any store; returns (manifest, written).
 
     An existing version with the same content is verified and left alone; one with other
     content is refused by name."""
     key = f"golden/{config.name}/{version}"
-    staging = store.staging_dir(key)
-    try:
-        rows = golden_rows(config, source)
-        (staging / "golden.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
-        if store.exists(key):
-            existing = verify_tree(store.path(key))
-            if existing["content_sha256"] != tree_digest(staging)[0]:
-                raise WriteOnceError(f"{store.path(key)}: golden {version} exists with different content; rule: golden versions are immutable. Nothing was written.")
-            return existing, False
-        origin = source.relative_to(PROJECT_ROOT).as_posix() if source.is_relative_to(PROJECT_ROOT) else str(source)
-        manifest = write_manifest_and_publish(store, staging, key, {"golden_version": version, "model": config.name, "source": origin, "rows": len(rows)})
-        return manifest, True
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # published versions were renamed away already
+    rows = golden_rows(config, source)
+    files = {"golden.jsonl": "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")}
+    if store.exists(key):
+        existing = store.verify_version(key)
+        if existing["content_sha256"] != digest_sources(files)[0]:
+            raise WriteOnceError(f"{store.uri(key)}: golden {version} exists with different content; rule: golden versions are immutable. Nothing was written.")
+        return existing, False
+    origin = source.relative_to(PROJECT_ROOT).as_posix() if source.is_relative_to(PROJECT_ROOT) else str(source)
+    manifest = store.publish_version(key, files, {"golden_version": version, "model": config.name, "source": origin, "rows": len(rows)})
+    return manifest, True
 
 
-def seed(store: LocalStore, config: ModelConfig, partitions: int | None = None, end: datetime | None = None,
+def seed(store: Store, config: ModelConfig, partitions: int | None = None, end: datetime | None = None,
          now: datetime | None = None) -> dict:
     """Land the model's sample data; returns what was planned and written."""
     if config.sample_data is None:
@@ -158,7 +154,7 @@ def seed(store: LocalStore, config: ModelConfig, partitions: int | None = None, 
     return {"intervals": intervals, "raw_written": written, "raw_planned": list(plan), "golden": golden, "golden_written": golden_written}
 
 
-def describe(config: ModelConfig, store: LocalStore, result: dict) -> str:
+def describe(config: ModelConfig, store: Store, result: dict) -> str:
     """What seeding did, with the full golden hash and whether the config pins it."""
     intervals, golden = result["intervals"], result["golden"]
     first, last = intervals[0][0].date(), intervals[-1][0].date()
@@ -168,7 +164,7 @@ def describe(config: ModelConfig, store: LocalStore, result: dict) -> str:
                  f"NOT pinned: run `bin/retrain golden pin {config.name}`" if pin is None else
                  f"DIFFERS from the config's pin {pin}: evaluation will refuse this golden set")
     return "\n".join([
-        f"raw: {len(intervals)} {config.schedule.cadence} partitions dt={first}..{last} under {store.path(f'raw/{config.name}')} ({raw_state})",
+        f"raw: {len(intervals)} {config.schedule.cadence} partitions dt={first}..{last} under {store.uri(f'raw/{config.name}')} ({raw_state})",
         f"golden {config.data.golden_version}: {golden['rows']} rows ({'published' if result['golden_written'] else 'present already, verified'})",
         f"golden content sha256 {golden['content_sha256']} ({pin_state})",
     ])
@@ -193,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_model(name)
         if args.end is not None and not is_boundary(config.schedule.cadence, args.end.date()):
             parser.error(f"--end {args.end.date()} is not a {config.schedule.cadence} interval boundary")
-        store = LocalStore()
+        store = get_store()  # the backend's: a Store, or the S3 buckets with RETRAIN_BACKEND=aws
         result = seed(store, config, args.partitions, args.end)
     except (ConfigError, SeedError, WriteOnceError) as exc:
         print(f"seed refused: {exc}", file=sys.stderr)

@@ -149,6 +149,8 @@ class Store(Protocol):
     """What every store offers (``LocalStore``, ``S3Store``); code that takes a store types it as this."""
 
     def uri(self, key: str) -> str: ...
+    def key_of(self, location: str | Path) -> str: ...
+    def local_file(self, key: str, scratch: Path) -> Path: ...
     def exists(self, key: str) -> bool: ...
     def read_bytes(self, key: str) -> bytes: ...
     def read_json(self, key: str) -> Any: ...
@@ -178,6 +180,17 @@ class LocalStore:
     def uri(self, key: str) -> str:
         """Where ``key`` lives, for messages and job arguments: here, its local path."""
         return str(self.path(key))
+
+    def key_of(self, location: str | Path) -> str:
+        """The key of a location this store handed out (``uri``); ValueError for one outside the root."""
+        try:
+            return Path(location).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            raise ValueError(f"{location}: not in the store at {self.root}; rule: results are read from the run's own store") from None
+
+    def local_file(self, key: str, scratch: Path) -> Path:
+        """A local path holding ``key``'s bytes, for code that reads files (Spark): here, the file itself."""
+        return self.path(key)
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` is a file or a directory (a published version) in the store."""

@@ -22,8 +22,10 @@ job arguments.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from retrain.paths import store_root
 from retrain.s3store import S3Store, parse_s3_uri
@@ -106,3 +108,23 @@ def store_argument(store: Store) -> str:
     if isinstance(store, LocalStore):
         return str(store.root)
     raise TypeError(f"{type(store).__name__}: not a store that jobs can be pointed at")
+
+
+def read_json_at(store: Store, location: str | Path) -> Any:
+    """A JSON document a job was pointed at: an ``s3://`` URI of ``store``'s buckets, or a local file."""
+    if str(location).startswith("s3://"):
+        return store.read_json(store.key_of(location))
+    return json.loads(Path(location).read_text())
+
+
+def write_json_at(store: Store, location: str | Path, obj: Any) -> str:
+    """Write a job's result JSON where it was told to: write-once to ``s3://`` (Glue), else a local file
+    in the job's own claimed directory (the runner, a SageMaker container's output path)."""
+    body = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    if str(location).startswith("s3://"):
+        store.write_once_bytes(store.key_of(location), body)
+        return str(location)
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    return str(path)

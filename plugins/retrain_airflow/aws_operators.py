@@ -240,8 +240,9 @@ class RegisterModelPackageOperator(ModelOperator):
         arn = _sagemaker_client().create_model_package(**request)["ModelPackageArn"]
         version = int(arn.rsplit("/", 1)[1])
         self.log.info("registered %s v%d as %s (PendingManualApproval)", config.name, version, arn)
-        return {"name": config.name, "version": version, "model_package_arn": arn,
-                "model_data_url": ctx.upstream["train_model"]["model_data_url"], "status": "PendingManualApproval"}
+        trained = ctx.upstream["train_model"]
+        return {"name": config.name, "version": version, "model_package_arn": arn, "model_data_url": trained["model_data_url"],
+                "weights_digest": trained["weights_digest"], "status": "PendingManualApproval"}
 
 
 class PromoteModelPackageOperator(ModelOperator):
@@ -281,10 +282,13 @@ class PromoteModelPackageOperator(ModelOperator):
                 f"{config.name} v{registered['version']} was gated against champion {gated.get('champion_version')}, "
                 f"but v{serving} serves now; nothing was changed. Clear evaluate_model and downstream to re-evaluate.")
         version = int(registered["version"])
+        # The archive's hash, taken before approval: a rollback to this version refuses an archive that changed since.
+        archive_sha256 = store.sha256_of(store.key_of(registered["model_data_url"]))
         _sagemaker_client().update_model_package(**update_package_request(aws, version, True, f"approved by {actor}: {reason}"))
         entry = ledger.append(store, config.name, action="promote", to_version=version, actor=actor, reason=reason,
                               model_dir=registered["model_data_url"], gate_digest=gated["digest"], run_id=ctx.run_id,
-                              weights_digest=(ctx.upstream.get("train_model") or {}).get("weights_digest"))
+                              weights_digest=registered["weights_digest"],
+                              archive_sha256=archive_sha256)
         self.log.info("%s v%d approved in the model registry; ledger entry #%d", config.name, version, entry["seq"])
         return {"name": config.name, "champion": version, "model_package_arn": registered["model_package_arn"], "ledger_entry": entry}
 
@@ -297,12 +301,6 @@ class AwsApproveModelOperator(ApproveModelOperator):
 
         request = update_package_request(require_aws(config), version, False, f"rejected by {actor or 'timeout'}: {reason}")
         _sagemaker_client().update_model_package(**request)
-
-    def write_decision(self, config: Any, ctx: Any, decision: dict[str, Any]) -> None:
-        from retrain.stores import get_store
-
-        key = f"runs/{config.name}/{ctx.run_key}/await_approval/try-{ctx.try_number}/decision.json"
-        get_store().write_once_bytes(key, (json.dumps(decision, indent=2, sort_keys=True) + "\n").encode())
 
 
 class AwsRollbackModelOperator(RollbackModelOperator):
@@ -326,12 +324,19 @@ class AwsRollbackModelOperator(RollbackModelOperator):
             raise AirflowFailException(
                 f"{config.name}: v{target} cannot be rolled back to (champions in the ledger: "
                 f"{', '.join(f'v{v}' for v in sorted(served))}; serving v{current}); nothing was changed")
+        recorded = served[target].get("archive_sha256")
+        if not recorded:
+            raise AirflowFailException(f"{config.name} v{target} has no recorded archive hash; refusing to serve weights nobody can verify")
+        actual = store.sha256_of(store.key_of(served[target]["model_dir"]))
+        if actual != recorded:
+            raise AirflowFailException(f"{config.name} v{target}: {served[target]['model_dir']} has sha256 {actual}, but {recorded} "
+                                       "was approved; nothing was changed")
         client = _sagemaker_client()
         client.update_model_package(**update_package_request(aws, current, False, f"rolled back by {actor}: {reason}"))
         client.update_model_package(**update_package_request(aws, target, True, f"restored by {actor}: {reason}"))
         entry = ledger.append(store, config.name, action="rollback", to_version=target, actor=actor, reason=reason,
                               model_dir=served[target]["model_dir"], gate_digest=served[target].get("gate_digest"),
-                              weights_digest=served[target].get("weights_digest"))
+                              weights_digest=served[target].get("weights_digest"), archive_sha256=recorded)
         return {"name": config.name, "champion": target, "previous": current, "ledger_entry": entry}
 
 

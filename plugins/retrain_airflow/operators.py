@@ -43,20 +43,20 @@ class SnapshotRawOperator(ModelOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrain.config import load_model
-        from retrain.jobs import try_dir, write_once_json
+        from retrain.jobs import try_key, write_once_json
         from retrain.snapshot import snapshot_raw
-        from retrain.store import LocalStore
+        from retrain.stores import get_store
 
-        config, store = load_model(self.model_name), LocalStore()
+        config, store = load_model(self.model_name), get_store()
         ctx = run_context(context)
         manifest = snapshot_raw(store, config.name, ctx.interval_start, ctx.interval_end)
-        path = write_once_json(store, try_dir(store, config, ctx, "snapshot_raw") / "raw_manifest.json", manifest)
+        location = write_once_json(store, f"{try_key(config, ctx, 'snapshot_raw')}/raw_manifest.json", manifest)
         self.log.info(
             "snapshot of %s: %d file(s), %d rows (%d in this interval), partitions %s",
             config.name, len(manifest["files"]), manifest["total_rows"], manifest["interval_rows"], ", ".join(manifest["partitions"]),
         )
         return {
-            "manifest_path": str(path),
+            "manifest_path": location,
             "manifest_sha256": manifest["manifest_sha256"],
             "total_rows": manifest["total_rows"],
             "interval_rows": manifest["interval_rows"],
@@ -81,10 +81,10 @@ class LocalJobOperator(ModelOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from retrain.config import load_model
         from retrain.jobs import SPEC_BUILDERS, XCOM_SUMMARIES
-        from retrain.store import LocalStore
+        from retrain.stores import get_store
 
         ctx = run_context(context, self.upstream_results)
-        spec = SPEC_BUILDERS[self.job](load_model(self.model_name), ctx, LocalStore())
+        spec = SPEC_BUILDERS[self.job](load_model(self.model_name), ctx, get_store())
         result = run_local_job(spec, self.log, ctx)
         summarize = XCOM_SUMMARIES.get(self.job)
         return summarize(result, spec) if summarize else result
@@ -108,13 +108,13 @@ def should_train(model_name: str, **context: Any) -> bool:
     """check_drift: False (skip training) when drift is below threshold and a champion exists, unless forced."""
     from retrain import ledger
     from retrain.config import load_model
-    from retrain.store import LocalStore
+    from retrain.stores import get_store
 
     config = load_model(model_name)
     built = context["ti"].xcom_pull(task_ids="build_dataset")
     # A rebuild that produced an existing version's exact content has not drifted at all.
     score = 0.0 if built.get("reused") else float(built["drift"]["score"])
-    champion = ledger.current_champion(LocalStore(), config.name)
+    champion = ledger.current_champion(get_store(), config.name)
     threshold = config.data.drift_threshold
     if context["params"].get("force"):
         log.info("force=true: training regardless of drift (score %.4f)", score)
@@ -139,34 +139,32 @@ class GateOnMetricsOperator(ModelOperator):
     ui_color = "#f3e8fd"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        import json
-        from pathlib import Path
-
         from airflow.sdk.exceptions import AirflowFailException
 
         from retrain.config import load_model
         from retrain.gate import evaluate_gate, format_table
-        from retrain.jobs import try_dir, write_once_json
-        from retrain.store import LocalStore
+        from retrain.jobs import try_key, write_once_json
+        from retrain.stores import get_store
         from retrain.verdict import with_verdict
 
-        config, store = load_model(self.model_name), LocalStore()
+        config, store = load_model(self.model_name), get_store()
         ctx = run_context(context, ("evaluate_model",))
         evaluated = ctx.upstream["evaluate_model"]
-        gate = evaluate_gate(config.gate, json.loads(Path(evaluated["metrics_path"]).read_text()))
+        gate = evaluate_gate(config.gate, store.read_json(store.key_of(evaluated["metrics_path"])))
         gate.update({"model": config.name, "dag_id": ctx.dag_id, "run_id": ctx.run_id})
-        out = try_dir(store, config, ctx, "gate_on_metrics")
-        path = write_once_json(store, out / "gate.json", gate)
-        report = out / "report.html"  # the evaluation report with the verdict on top: what a person reads
-        html = with_verdict(Path(evaluated["report_path"]).read_text(encoding="utf-8"), gate)
-        store.write_once_bytes(report.relative_to(store.root).as_posix(), html.encode("utf-8"))
+        out = try_key(config, ctx, "gate_on_metrics")
+        path = write_once_json(store, f"{out}/gate.json", gate)
+        # The evaluation report with the verdict on top: what a person reads.
+        html = with_verdict(store.read_bytes(store.key_of(evaluated["report_path"])).decode("utf-8"), gate)
+        store.write_once_bytes(f"{out}/report.html", html.encode("utf-8"))
+        report = store.uri(f"{out}/report.html")
         table = format_table(gate)
         for line in table.splitlines():
             self.log.info("%s", line)
         if gate["decision"] != "pass":
             raise AirflowFailException(f"gate rejected the challenger: failed {', '.join(gate['failed'])}; see {path} and {report}")
-        return {"gate_path": str(path), "decision": gate["decision"], "digest": gate["digest"], "table": table,
-                "report_path": str(report), "has_champion": gate["has_champion"], "champion_version": gate["champion_version"]}
+        return {"gate_path": path, "decision": gate["decision"], "digest": gate["digest"], "table": table,
+                "report_path": report, "has_champion": gate["has_champion"], "champion_version": gate["champion_version"]}
 
 
 class ApproveModelOperator(ApprovalOperator):
@@ -218,19 +216,18 @@ class ApproveModelOperator(ApprovalOperator):
         return decision
 
     def write_decision(self, config: Any, ctx: Any, decision: dict[str, Any]) -> None:
-        """Keep the decision beside the run's other outputs (write-once)."""
-        from retrain.jobs import try_dir, write_once_json
-        from retrain.store import LocalStore
+        """Keep the decision beside the run's other outputs (write-once), in the backend's store."""
+        from retrain.jobs import try_key, write_once_json
+        from retrain.stores import get_store
 
-        store = LocalStore()
-        write_once_json(store, try_dir(store, config, ctx, "await_approval") / "decision.json", decision)
+        write_once_json(get_store(), f"{try_key(config, ctx, 'await_approval')}/decision.json", decision)
 
     def reject(self, config: Any, ctx: Any, version: int, actor: str | None, reason: str) -> None:
         """Record the rejection in the registry and clear ``challenger`` (the local MLflow registry)."""
         from retrain.jobs import reject_model_spec
-        from retrain.store import LocalStore
+        from retrain.stores import get_store
 
-        run_local_job(reject_model_spec(config, ctx, LocalStore(), version, actor, reason), self.log, ctx)
+        run_local_job(reject_model_spec(config, ctx, get_store(), version, actor, reason), self.log, ctx)
 
 
 class RollbackModelOperator(ModelOperator):
@@ -255,6 +252,6 @@ class RollbackModelOperator(ModelOperator):
     def roll_back(self, config: Any, ctx: Any, target: int | None, actor: str, reason: str) -> dict[str, Any]:
         """Move champion back and append the ledger (the local MLflow registry, as a job)."""
         from retrain.jobs import rollback_model_spec
-        from retrain.store import LocalStore
+        from retrain.stores import get_store
 
-        return run_local_job(rollback_model_spec(config, ctx, LocalStore(), target, actor, reason), self.log, ctx)
+        return run_local_job(rollback_model_spec(config, ctx, get_store(), target, actor, reason), self.log, ctx)

@@ -85,3 +85,37 @@ def simulator_buckets(simulator_s3) -> dict[str, str]:
 def s3_store(simulator_s3, simulator_buckets) -> S3Store:
     """An S3Store on the moto simulator: the dataset, artifact and locked golden buckets of one deployment."""
     return S3Store(simulator_buckets["dataset"], simulator_buckets["artifact"], simulator_buckets["golden"], client=simulator_s3)
+
+
+@pytest.fixture(scope="session")
+def simulated_tracking_server(moto_simulator_endpoint, tmp_path_factory):
+    """A local ``mlflow server`` standing in for the SageMaker managed tracking server, for the whole
+    session: its port. Jobs reach it through the sagemaker-mlflow plugin's ``SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT``."""
+    import os
+
+    from mlflow_server import local_mlflow_server  # tests/ is on pytest's pythonpath
+
+    def environment(root):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "SAGEMAKER_"))}
+        return {**clean, **FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": moto_simulator_endpoint}
+
+    with local_mlflow_server(tmp_path_factory.mktemp("tracking-server"), environment) as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def simulated_jobs(moto_simulator_endpoint, simulated_tracking_server, tmp_path_factory):
+    """moto's SageMaker and Glue made to run the jobs they are asked for through the local job environment
+    (``tests/moto_job_bridge.py``), for the whole session; tests may add to its ``extra_env``. Jobs track to
+    ``simulated_tracking_server`` and write MLflow artifacts to the simulator's S3."""
+    import boto3
+
+    from moto_job_bridge import MotoLocalJobBridge  # tests/ is on pytest's pythonpath
+
+    s3 = boto3.client("s3", endpoint_url=moto_simulator_endpoint, region_name=REGION, aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    bridge = MotoLocalJobBridge(s3, tmp_path_factory.mktemp("containers"), {
+        **FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": moto_simulator_endpoint, "AWS_EC2_METADATA_DISABLED": "true",
+        "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": f"http://127.0.0.1:{simulated_tracking_server}", "MLFLOW_S3_ENDPOINT_URL": moto_simulator_endpoint})
+    with bridge.installed():
+        yield bridge

@@ -1,17 +1,17 @@
 """train_model's aws operator, run synchronously against moto (an AWS simulator), never AWS.
 
-The operator builds its CreateTrainingJob request at run time, the provider's operator sends
-it to the simulator, and the XCom is read back from the model.tar.gz the contract puts on S3.
-moto runs no container: the simulator marks the job Completed, so this test uploads the
-model.tar.gz a training script would have left, and checks the request the simulator received.
+The operator builds its CreateTrainingJob request at run time and the provider's operator sends it
+to the simulator. moto runs no container; ``simulated_jobs`` (tests/moto_job_bridge.py) runs the
+real training script on the channels the request names and uploads the model.tar.gz where
+SageMaker would. The XCom is then read back from that archive. A job whose script fails is
+reported as SageMaker reports one: status Failed with a FailureReason, which the task must show.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from datetime import datetime, timezone
+from pathlib import Path
 from types import SimpleNamespace
 
 import boto3
@@ -19,22 +19,29 @@ import pytest
 
 from retrain.aws.names import job_name
 from retrain.config import load_model
+from tinydata import PROJECT_ROOT, tiny_channels
 
 RUN_ID = "scheduled__2026-09-14T00:00:00+00:00"
+FAILING_RUN_ID = "manual__2026-09-15T10:00:00+00:00"  # job names are unique per run: the simulator keeps every job
 GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
-DATASET_VERSION = "ds-5f1c0a9e2b7d"
 
 
 class FakeTI:
+    """The upstream result train_model reads (build_dataset's dataset version), as the task instance hands it over."""
+
     try_number = 1
 
+    def __init__(self, dataset_version: str) -> None:
+        self.dataset_version = dataset_version
+
     def xcom_pull(self, task_ids: str):
-        return {"build_dataset": {"dataset_version": DATASET_VERSION}}.get(task_ids)
+        return {"build_dataset": {"dataset_version": self.dataset_version}}.get(task_ids)
 
 
 @pytest.fixture
-def simulated_connection(simulator_env, monkeypatch):
-    """aws_default pointing at the simulator; synchronous operators polling every second."""
+def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
+    """aws_default pointing at the simulator; synchronous operators polling every second; a tiny intent config
+    (the packaged base model, two epochs) whose buckets exist on the simulator."""
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
         "conn_type": "aws", "login": "testing", "password": "testing",
         "extra": {"region_name": "us-east-1", "endpoint_url": simulator_env}}))
@@ -42,48 +49,87 @@ def simulated_connection(simulator_env, monkeypatch):
     monkeypatch.setenv("RETRAIN_AWS_CHECK_INTERVAL", "1")
     monkeypatch.setenv("RETRAIN_GIT_SHA", GIT_SHA)
     monkeypatch.setenv("RETRAIN_BACKEND", "aws")
-    return simulator_env
+    text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
+    for old, new in (("  aws_base_model: distilbert-base-uncased\n", ""), ("    epochs: 30\n", "    epochs: 2\n")):
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "intent.yaml").write_text(text)
+    monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(tmp_path / "config"))
+    s3 = boto3.client("s3", endpoint_url=simulator_env, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    aws = load_model("intent").aws
+    for bucket in (aws.dataset_bucket, aws.artifact_bucket):
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+    return SimpleNamespace(endpoint=simulator_env, s3=s3, aws=aws, jobs=simulated_jobs)
 
 
-def test_train_model_sends_its_request_to_the_simulator_and_returns_the_summary(simulated_connection, simulator_s3):
+def _upload_channels(connection, dataset_version: str, root: Path, bad_label: bool = False) -> None:
+    """A tiny Banking77 split as build_dataset publishes it, on the simulator's dataset bucket."""
+    channels = tiny_channels(root, 8, 2)
+    for channel in ("train", "validation"):
+        body = (channels[channel] / f"{channel}.jsonl").read_text()
+        if bad_label:
+            body = body.replace('"label": "card_arrival"', '"label": "no_such_intent"')
+        connection.s3.put_object(Bucket=connection.aws.dataset_bucket, Key=f"datasets/intent/{dataset_version}/{channel}/{channel}.jsonl",
+                                 Body=body.encode())
+
+
+def _operator_and_context(dataset_version: str, run_id: str = RUN_ID):
     from retrain_airflow.aws_operators import aws_job_operator
     from retrain_airflow.factory import UPSTREAM_RESULTS
 
-    config = load_model("intent")
-    aws = config.aws
-    for bucket in (aws.dataset_bucket, aws.artifact_bucket):
-        try:
-            simulator_s3.create_bucket(Bucket=bucket)
-        except simulator_s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
-    for channel in ("train", "validation"):  # the provider refuses a job whose channel prefix is missing
-        simulator_s3.put_object(Bucket=aws.dataset_bucket, Key=f"datasets/intent/{DATASET_VERSION}/{channel}/part-0.jsonl", Body=b"{}\n")
-
-    operator = aws_job_operator(config, "train_model", UPSTREAM_RESULTS["train_model"], {})
+    operator = aws_job_operator(load_model("intent"), "train_model", UPSTREAM_RESULTS["train_model"], {})
     operator.print_log = False  # the simulator keeps no CloudWatch log streams for its jobs
-    context = {"ti": FakeTI(), "dag_run": SimpleNamespace(dag_id=config.dag_id, run_id=RUN_ID), "params": {},
+    context = {"ti": FakeTI(dataset_version), "dag_run": SimpleNamespace(dag_id="retrain_intent", run_id=run_id), "params": {},
                "data_interval_start": datetime(2026, 9, 7, tzinfo=timezone.utc), "data_interval_end": datetime(2026, 9, 14, tzinfo=timezone.utc)}
+    return operator, context
+
+
+def test_train_model_runs_its_request_and_returns_the_summary_from_the_model_archive(simulated_connection, tmp_path):
+    dataset_version = "ds-0000000000000001"
+    _upload_channels(simulated_connection, dataset_version, tmp_path)
+    operator, context = _operator_and_context(dataset_version)
     request = operator.build_config(context)
     name = job_name("intent", "train_model", RUN_ID, 1)
     assert request["TrainingJobName"] == name
-    # What the training script leaves in SM_MODEL_DIR, as SageMaker would upload it.
-    summary = {"weights_digest": "ab" * 32, "dataset_version": DATASET_VERSION, "mlflow_run_id": "0f3c", "model_dir": "/opt/ml/model"}
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        data = json.dumps(summary).encode()
-        info = tarfile.TarInfo("training_summary.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    model_key = f"{request['OutputDataConfig']['S3OutputPath'].split('/', 3)[3]}/{name}/output/model.tar.gz"
-    simulator_s3.put_object(Bucket=aws.artifact_bucket, Key=model_key, Body=archive.getvalue())
 
     result = operator.execute(context)
 
-    sagemaker = boto3.client("sagemaker", endpoint_url=simulated_connection, region_name="us-east-1",
+    sagemaker = boto3.client("sagemaker", endpoint_url=simulated_connection.endpoint, region_name="us-east-1",
                              aws_access_key_id="testing", aws_secret_access_key="testing")
     described = sagemaker.describe_training_job(TrainingJobName=name)
     assert described["TrainingJobStatus"] == "Completed"
     assert described["HyperParameters"] == request["HyperParameters"]  # what the simulator received
-    assert described["HyperParameters"]["base-model"] == "distilbert-base-uncased"
-    assert result["weights_digest"] == summary["weights_digest"] and result["training_job_name"] == name
-    assert result["model_dir"] == result["model_data_url"] == f"s3://{aws.artifact_bucket}/{model_key}"
+    ran = [job for job in simulated_connection.jobs.summary() if job["name"] == name]
+    assert [job["exit_code"] for job in ran] == [0], "the bridge ran the training script once"
+    assert result["training_job_name"] == name and result["dataset_version"] == dataset_version
+    assert len(result["weights_digest"]) == 64  # from training_summary.json inside the model.tar.gz
+    assert result["model_dir"] == result["model_data_url"] == f"{request['OutputDataConfig']['S3OutputPath']}/{name}/output/model.tar.gz"
+
+
+def test_a_failed_training_job_fails_the_task_with_its_failure_reason(simulated_connection, tmp_path):
+    dataset_version = "ds-00000000000000bd"
+    _upload_channels(simulated_connection, dataset_version, tmp_path, bad_label=True)
+    operator, context = _operator_and_context(dataset_version, FAILING_RUN_ID)
+    sagemaker = boto3.client("sagemaker", endpoint_url=simulated_connection.endpoint, region_name="us-east-1",
+                             aws_access_key_id="testing", aws_secret_access_key="testing")
+    group = simulated_connection.aws.model_package_group
+    before = sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"] if _group_exists(sagemaker, group) else []
+
+    with pytest.raises(Exception) as failed:
+        operator.execute(context)
+
+    name = job_name("intent", "train_model", FAILING_RUN_ID, 1)
+    described = sagemaker.describe_training_job(TrainingJobName=name)
+    assert described["TrainingJobStatus"] == "Failed"
+    assert "no_such_intent" in described["FailureReason"], described["FailureReason"]  # the script's own error
+    assert "no_such_intent" in str(failed.value), "the task's error (its log) must carry the job's FailureReason"
+    after = sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"] if _group_exists(sagemaker, group) else []
+    assert after == before, "a failed training job must leave no model package"
+
+
+def _group_exists(sagemaker, group: str) -> bool:
+    return any(g["ModelPackageGroupName"] == group for g in sagemaker.list_model_package_groups()["ModelPackageGroupSummaryList"])

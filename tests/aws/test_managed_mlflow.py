@@ -23,11 +23,8 @@ import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import threading
-import time
-import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,7 +33,7 @@ import pytest
 
 from retrain.jobs import JobSpec
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
-from retrain.runner import command_line, job_environment, stop_process_group
+from retrain.runner import command_line, job_environment
 from retrain.tracking import ARTIFACT_ROOT_ENV
 
 pytestmark = pytest.mark.aws
@@ -47,7 +44,8 @@ FAKE_KEY = "testing"
 SIGNING_SERVICE = "sagemaker-mlflow"  # sagemaker_mlflow.auth_provider signs tracking servers for this service
 EXPERIMENT = "retrain_intent"
 ROUTING_PREFIXES = ("AWS_", "MLFLOW_", "SAGEMAKER_")
-from tinydata import tiny_channels  # tests/ is on pytest's pythonpath
+from mlflow_server import local_mlflow_server  # tests/ is on pytest's pythonpath
+from tinydata import tiny_channels
 AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
     r"SignedHeaders=(?P<signed>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})$"
@@ -79,12 +77,6 @@ sys.meta_path.insert(0, BlockPlugin())
 from retrain.tracking import ensure_experiment
 ensure_experiment("retrain_intent")
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _without_routing(env: dict[str, str]) -> dict[str, str]:
@@ -132,34 +124,8 @@ class _RecordingProxy(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` from the job environment on 127.0.0.1 (SQLite backend): its port."""
-    probe = subprocess.run([str(job_python()), "-c", "import sagemaker_mlflow"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"the job environment ({job_python()}) lacks sagemaker-mlflow (requirements-jobs.txt installs it)")
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    # No artifact serving: as with SageMaker's server, jobs write artifacts to the experiment's s3:// location themselves.
-    command = [str(job_python().parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", (root / "default").as_uri(),
-               "--no-serve-artifacts", "--workers", "1"]
-    log = open(root / "server.log", "w")
-    # Its own session, so stopping it also stops the uvicorn process it starts.
-    server = subprocess.Popen(command, cwd=root, env=_clean_env(root), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as health:
-                    if health.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up: {(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    with local_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), _clean_env) as port:
         yield port
-    finally:
-        stop_process_group(server, timeout=20)
-        log.close()
 
 
 @pytest.fixture(scope="module")

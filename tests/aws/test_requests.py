@@ -20,6 +20,7 @@ import pytest
 
 from retrain import jobs
 from retrain.aws import glue, s3, sagemaker
+from retrain.aws import requests as aws_requests
 from retrain.aws.locations import AwsJob, CodeBundle, aws_job_from_spec, s3_uri
 from retrain.aws.names import MAX_LENGTH, SAGEMAKER_NAME, glue_job_name, job_name
 from retrain.aws.schema import RequestInvalid, param_validator_problems, strict_problems, validate_request
@@ -57,54 +58,28 @@ def run_key_uri(config, task: str, leaf: str = "") -> str:
     return s3_uri(config.aws, f"runs/{config.name}/{jobs.run_key(RUN_ID)}/{task}{leaf}")
 
 
-def context(config, store: LocalStore) -> jobs.RunContext:
-    model_dir = store.path(f"runs/{config.name}/{jobs.run_key(RUN_ID)}/train_model/model")
+def context(config) -> jobs.RunContext:
+    """A run as the aws operators see it: upstream results in their aws shape (S3 URIs, model.tar.gz)."""
+    model_data = run_key_uri(config, "train_model", f"/try-1/model/{job_name(config.name, 'train_model', RUN_ID, TRY)}/output/model.tar.gz")
     return jobs.RunContext(
         dag_id=config.dag_id, run_id=RUN_ID,
         interval_start=datetime(2026, 9, 7, tzinfo=timezone.utc), interval_end=datetime(2026, 9, 14, tzinfo=timezone.utc),
-        upstream={"build_dataset": {"dataset_version": DATASET_VERSION}, "train_model": {"model_dir": str(model_dir), "mlflow_run_id": "0f3c9d", "weights_digest": "b6502f70" + "0" * 56}},
+        upstream={"snapshot_raw": {"manifest_path": run_key_uri(config, "snapshot_raw", "/try-1/raw_manifest.json")},
+                  "build_dataset": {"dataset_version": DATASET_VERSION},
+                  "train_model": {"model_dir": model_data, "model_data_url": model_data, "mlflow_run_id": "0f3c9d",
+                                  "weights_digest": "b6502f70" + "0" * 56}},
     )
 
 
-def explicit_jobs(config) -> dict[str, AwsJob]:
-    """validate_raw and build_dataset, spelled out: they read through a store root, which aws_job_from_spec refuses.
-
-    Their ``--store-root`` on AWS is a placeholder here (the dataset bucket, and raw/<model>/ as
-    the processing input) until the S3 store settles how a job reaches three buckets.
-    """
-    raw_manifest = run_key_uri(config, "snapshot_raw", "/manifest.json")
-    data = config.data
-    code = CodeBundle(config.aws.artifact_bucket, GIT_SHA)
-    common = {"text-column": data.text_column, "label-column": data.label_column}
-    return {
-        "validate_raw": AwsJob(
-            task="validate_raw", kind="processing", script="include/validation/validate_raw.py",
-            arguments={"raw-manifest": "/opt/ml/processing/input/raw-manifest/manifest.json", "store-root": "/opt/ml/processing/input/store",
-                       **common, "labels-file": f"/opt/ml/processing/input/code/{data.labels_file}", "min-rows": str(data.min_rows), "min-text-chars": str(data.min_text_chars),
-                       "max-text-chars": str(data.max_text_chars), "output-dir": "/opt/ml/processing/output/output-dir"},
-            inputs={"raw-manifest": raw_manifest.rsplit("/", 1)[0], "store": s3_uri(config.aws, f"raw/{config.name}")},
-            outputs={"output-dir": run_key_uri(config, "validate_raw")},
-        ),
-        "build_dataset": AwsJob(
-            task="build_dataset", kind="glue", script="include/etl/build_dataset.py",
-            arguments={"model": config.name, "raw-manifest": raw_manifest, "store-root": f"s3://{config.aws.dataset_bucket}",
-                       **common, "labels-file": code.script_uri(data.labels_file), "golden-version": data.golden_version, "validation-fraction": str(data.validation_fraction),
-                       "result-file": run_key_uri(config, "build_dataset", "/result.json")},
-        ),
-    }
-
-
 @pytest.fixture
-def spec_jobs(tmp_path, monkeypatch):
-    """train_model and evaluate_model: the local JobSpecs, mapped by aws_job_from_spec."""
+def spec_jobs(monkeypatch):
+    """Every job task's AwsJob, built as the aws operators build it at run time (``requests.aws_job``)."""
     monkeypatch.setattr(jobs, "git_sha", lambda: GIT_SHA)
 
     def build(config) -> dict[str, AwsJob]:
-        store = LocalStore(tmp_path / "store")
-        ctx = context(config, store)
         code = CodeBundle(config.aws.artifact_bucket, GIT_SHA)
-        return {name: aws_job_from_spec(builder(config, ctx, store), config.aws, code, store.root, PROJECT_ROOT)
-                for name, builder in (("train_model", jobs.train_model_spec), ("evaluate_model", jobs.evaluate_model_spec))}
+        return {task: aws_requests.aws_job(task, config, context(config), code)
+                for task in ("validate_raw", "build_dataset", "train_model", "evaluate_model")}
 
     return build
 
@@ -141,7 +116,7 @@ def all_requests(config, aws_jobs: dict[str, AwsJob]) -> dict[str, tuple[str, st
 
 @pytest.fixture
 def requests_for(spec_jobs):
-    return lambda config: all_requests(config, {**explicit_jobs(config), **spec_jobs(config)})
+    return lambda config: all_requests(config, spec_jobs(config))
 
 
 # --- every request passes the schema ---------------------------------------------------------
@@ -250,7 +225,7 @@ def test_an_unknown_instance_type_passes_botocore_but_not_the_walk(tmp_path, spe
                                                "instance_type: ml.m5.huge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot"))
     config = load_config(path)  # well-formed, so the config accepts it; only the service model knows the list
     assert config.aws.training.instance_type == "ml.m5.huge"
-    request = all_requests(config, {**explicit_jobs(config), **spec_jobs(config)})["sagemaker_train_model"][2]
+    request = all_requests(config, spec_jobs(config))["sagemaker_train_model"][2]
     assert param_validator_problems("sagemaker", "CreateTrainingJob", request) == []
     with pytest.raises(RequestInvalid) as info:
         validate_request("sagemaker", "CreateTrainingJob", request)
@@ -269,9 +244,9 @@ def test_glue_version_stays_a_string(requests_for):
         validate_request("glue", "CreateJob", float_version)
 
 
-def test_glue_arguments_must_be_strings():
+def test_glue_arguments_must_be_strings(spec_jobs):
     config = load_config(INTENT)
-    job = explicit_jobs(config)["build_dataset"]
+    job = spec_jobs(config)["build_dataset"]
     bad = AwsJob(**{**job.__dict__, "arguments": {**job.arguments, "validation-fraction": 0.1}})
     with pytest.raises(TypeError, match="validation-fraction"):
         glue.glue_operator_kwargs(config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA), "j", "d")
@@ -283,14 +258,34 @@ def test_spec_mapping_places_channels_model_and_checkpoints_on_s3(spec_jobs):
     config = load_config(INTENT)
     mapped = spec_jobs(config)
     train, evaluate = mapped["train_model"], mapped["evaluate_model"]
-    assert train.inputs == {"train": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/train",
-                            "validation": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/validation"}
+    assert train.inputs == {"train": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/train/",
+                            "validation": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/validation/"}
     # shared by a run's tries, but only for one config digest and dataset version
     assert train.checkpoint_uri == run_key_uri(config, "train_model", f"/checkpoints/{config.digest()[:16]}-{DATASET_VERSION}")
     assert evaluate.arguments["output-dir"] == "/opt/ml/processing/output/output-dir"
     assert evaluate.outputs == {"output-dir": run_key_uri(config, "evaluate_model", "/try-1")}  # each try writes its own prefix
-    assert evaluate.inputs["golden-dir"] == "s3://retrain-golden-123456789012/golden/intent/v1"
+    assert evaluate.inputs["golden-dir"] == "s3://retrain-golden-123456789012/golden/intent/v1/"  # a prefix: never also v10/
     assert "MLFLOW_TRACKING_URI" not in train.env
+    # The challenger is SageMaker's model.tar.gz, mounted as the one object it is; evaluate.py unpacks it.
+    assert evaluate.inputs["challenger-dir"].endswith("/output/model.tar.gz")
+    assert evaluate.arguments["challenger-dir"] == "/opt/ml/processing/input/challenger-dir/model.tar.gz"
+
+
+def test_validate_raw_reads_the_snapshot_through_a_store_mounted_at_its_keys(spec_jobs):
+    config = load_config(INTENT)
+    validate = spec_jobs(config)["validate_raw"]
+    assert validate.arguments["store-root"] == "/opt/ml/processing/input/store"
+    assert validate.inputs["store"] == "s3://retrain-datasets-123456789012/raw/intent/"
+    assert validate.input_paths["store"] == "/opt/ml/processing/input/store/raw/intent"  # key raw/intent/... under the store root
+    assert validate.arguments["raw-manifest"] == "/opt/ml/processing/input/raw-manifest/raw_manifest.json"
+
+
+def test_glue_reaches_all_three_buckets(spec_jobs):
+    config = load_config(INTENT)
+    build = spec_jobs(config)["build_dataset"]
+    assert build.arguments["store-root"] == "s3://retrain-datasets-123456789012"
+    assert (build.arguments["artifact-bucket"], build.arguments["golden-bucket"]) == (config.aws.artifact_bucket, config.aws.golden_bucket)
+    assert build.arguments["raw-manifest"].startswith("s3://retrain-artifacts-123456789012/runs/intent/")
 
 
 def test_spec_mapping_refuses_the_store_root(tmp_path):
@@ -315,3 +310,13 @@ def test_model_package_refuses_incomplete_lineage():
     with pytest.raises(ValueError, match=r"CustomerMetadataProperties: lineage is missing dataset_version"):
         sagemaker.model_package_request(config.aws, config.aws.inference_image_uri, "s3://b/m.tar.gz", "s3://b/metrics.json",
                                         {**lineage(config), "dataset_version": ""}, "d")
+
+
+def test_training_lineage_names_the_deployed_code_not_the_workers_checkout(monkeypatch):
+    """On MWAA there is no git: the job's lineage must carry the deployed bundle's sha and the aws base model."""
+    monkeypatch.setattr(jobs, "git_sha", lambda: "unknown")
+    config = load_config(INTENT)
+    job = aws_requests.aws_job("train_model", config, context(config), CodeBundle(config.aws.artifact_bucket, GIT_SHA))
+    tags = json.loads(job.env["RETRAIN_LINEAGE"])
+    assert (tags["git_sha"], tags["base_model"]) == (GIT_SHA, "distilbert-base-uncased")
+    assert job.arguments["base-model"] == "distilbert-base-uncased"

@@ -243,7 +243,7 @@ def test_train_model_builds_a_valid_request_per_try(aws_operators):
     assert first["HyperParameters"]["base-model"] == "distilbert-base-uncased"  # the aws base model
     assert first["HyperParameters"]["sagemaker_submit_directory"].endswith(f"/code/{GIT_SHA}/sourcedir.tar.gz")
     assert first["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == \
-        "s3://retrain-datasets-123456789012/datasets/intent/ds-5f1c0a9e2b7d/train"
+        "s3://retrain-datasets-123456789012/datasets/intent/ds-5f1c0a9e2b7d/train/"  # a prefix: never also train-extra/
     assert first["OutputDataConfig"]["S3OutputPath"].startswith("s3://retrain-artifacts-123456789012/runs/intent/")
     tags = {t["Key"]: t["Value"] for t in first["Tags"]}
     assert tags["retrain:git_sha"] == GIT_SHA

@@ -12,10 +12,8 @@ import error while the others load.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -23,71 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from retrain.airflow_api import AirflowClient, wait_until
+from airflow_stack import LABELS, PROJECT_ROOT, standalone_airflow, tiny_config, tiny_rows, write_csv  # tests/ is on pytest's pythonpath
+from retrain.airflow_api import AirflowClient
 from retrain.dagfiles import sync as sync_dag_files
 from retrain.intervals import latest_complete_week
 from retrain.paths import job_python
-from retrain.runner import stop_process_group
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"]
 MODELS = ("intent", "intent_strict", "intent_backfill", "intent_race", "intent_timeout")
 UNREACHABLE_FLOOR = ("intent_strict", "intent_backfill")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tiny_rows(path: Path, per_label: int) -> list[tuple[str, str]]:
-    taken: dict[str, int] = {label: 0 for label in LABELS}
-    rows = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["category"] in taken and taken[row["category"]] < per_label:
-                taken[row["category"]] += 1
-                rows.append((row["text"], row["category"]))
-    return rows
-
-
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["text", "category"])
-        writer.writerows(rows)
-
-
-def tiny_config(config_dir: Path, labels_file: Path, name: str) -> None:
-    """The shipped intent config, shrunk for tiny data; intent_strict adds an unreachable floor."""
-    text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
-    replacements = [
-        ("name: intent", f"name: {name}"),
-        ("data/banking77/categories.json", str(labels_file)),
-        ("retries: 2", "retries: 0"),
-        ("  golden_sha256: 5dc02b57ced59ded2839e99f93b714068d5fcb2205af5141ab28e61ae36ac629", "  golden_sha256: null"),
-        ("epochs: 30", "epochs: 20"),
-        ("min_rows: 20", "min_rows: 10"),
-        ("requests: 200", "requests: 20"),
-        ("warmup: 20", "warmup: 2"),
-        ("min_total_examples: 1000", "min_total_examples: 50"),
-        ("min_class_support: 20", "min_class_support: 5"),
-        ("per_class_floor: 0.50", "per_class_floor: 0.0"),
-        ("per_class_max_regression: 0.10", "per_class_max_regression: 1.0"),
-        ("    macro_f1: 0.85\n", "    macro_f1: 0.999\n" if name in UNREACHABLE_FLOOR else "    macro_f1: 0.5\n"),
-        ("    accuracy: 0.85\n", "    accuracy: 0.5\n"),
-        ("    macro_f1: -0.01\n", "    macro_f1: -1.0\n"),
-        ("    accuracy: -0.01\n", "    accuracy: -1.0\n"),
-        ("    margin: -0.01 ", "    margin: -1.0 "),
-    ]
-    if name == "intent_timeout":
-        replacements.append(("response_timeout_hours: 168", "response_timeout_hours: 0.005"))
-    for old, new in replacements:
-        assert old in text, old
-        text = text.replace(old, new)
-    (config_dir / f"{name}.yaml").write_text(text)
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +46,7 @@ def stack(tmp_path_factory):
     older, newer = rows[::2], rows[1::2]
     newer += [rows[0], (rows[1][0].upper() + "!!", rows[1][1]), golden[0]]  # exact dupe, normalised dupe, golden overlap
     for model in MODELS:
-        tiny_config(config_dir, labels_file, model)
+        tiny_config(config_dir, labels_file, model, unreachable_floor=model in UNREACHABLE_FLOOR, timeout=model == "intent_timeout")
     for model in ("intent", "intent_strict", "intent_race", "intent_timeout"):
         write_csv(store_root / f"raw/{model}/dt={(start - timedelta(weeks=1)).date()}/part-00000.csv", older)
         write_csv(store_root / f"raw/{model}/dt={start.date()}/part-00000.csv", newer)
@@ -139,18 +80,7 @@ def stack(tmp_path_factory):
             ), model, str(root / "golden.csv")],
             env=env, check=True,
         )
-    port = free_port()
-    env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/"})
-    log = open(root / "standalone.log", "wb")
-    proc = subprocess.Popen(["airflow", "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        client = AirflowClient(f"http://localhost:{port}", airflow_home)
-        wait_until(client.healthy, 240, "the API server and scheduler")
-        wait_until(lambda: (airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords")
-        client.login("admin")
-        for model in MODELS:
-            wait_until(lambda: client.dag(f"retrain_{model}"), 240, f"retrain_{model} to be parsed")
-
+    with standalone_airflow(env, root, [f"retrain_{model}" for model in MODELS]) as client:
         def as_user(name: str) -> AirflowClient:
             return AirflowClient(client.base_url, airflow_home).login(name)
 
@@ -165,5 +95,3 @@ def stack(tmp_path_factory):
             "client": client, "as_user": as_user, "registry_status": registry_status, "store_root": store_root,
             "interval": (start, end), "env": env, "root": root, "config_dir": config_dir, "dags_dir": dags_dir, "log": root / "standalone.log", "write_csv": write_csv,
         }
-    finally:
-        stop_process_group(proc)

@@ -18,6 +18,7 @@ from retrain.tracking import ARTIFACT_ROOT_ENV
 
 PROCESSING_INPUT = PurePosixPath("/opt/ml/processing/input")
 PROCESSING_OUTPUT = PurePosixPath("/opt/ml/processing/output")
+PROCESSING_CODE = PROCESSING_INPUT / "code"  # where processing jobs get the project tree (the code bundle's source/)
 CHECKPOINT_PATH = "/opt/ml/checkpoints"
 
 def layout(aws: AwsConfig) -> S3Layout:
@@ -81,6 +82,7 @@ class AwsJob:
     script: str
     arguments: dict[str, str]
     inputs: dict[str, str] = field(default_factory=dict)
+    input_paths: dict[str, str] = field(default_factory=dict)  # container path of an input, when not /opt/ml/processing/input/<name>
     outputs: dict[str, str] = field(default_factory=dict)
     model_uri: str | None = None
     checkpoint_uri: str | None = None
@@ -94,6 +96,18 @@ def _relative(path: Path, root: Path) -> str | None:
         return None
 
 
+def _mount(key: str, uri: str, is_dir: bool) -> tuple[str, str]:
+    """(S3Prefix, container path) of one processing input argument.
+
+    A directory is its prefix with a trailing "/" (so ``golden/intent/v1/`` never also matches
+    ``v10/``), mounted at ``/opt/ml/processing/input/<key>``. A file is its own object key,
+    which SageMaker downloads under its own name into that directory.
+    """
+    if is_dir:
+        return uri.rstrip("/") + "/", str(PROCESSING_INPUT / key)
+    return uri, str(PROCESSING_INPUT / key / PurePosixPath(uri).name)
+
+
 def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_root: Path, project_root: Path) -> AwsJob:
     """Map a JobSpec built against ``store_root`` onto S3 URIs and container paths.
 
@@ -101,8 +115,9 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_roo
     argument that names a path under the store becomes an S3 URI (glue), or a processing
     input or output mounted in the container (processing; keys ending in ``-dir`` are
     directories, others files); training reads data only through channels, so it refuses
-    one. A path under the project becomes project-relative, since the code bundle ships
-    the project tree, or its S3 URI in the bundle for Glue, which has no such tree. The store root itself is refused: on AWS it spans three buckets.
+    one. A path under the project becomes project-relative for training (script mode runs
+    in the unpacked project tree), its path under the processing code input, or its S3 URI in
+    the bundle for Glue, which has no such tree. The store root itself is refused: on AWS it spans three buckets.
     The local tracking settings are replaced: the builders set the tracking server's ARN as
     MLFLOW_TRACKING_URI, and experiment artifacts go under the artifact bucket.
     """
@@ -113,6 +128,9 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_roo
     inputs: dict[str, str] = {}
     outputs: dict[str, str] = {}
     for key, value in spec.arguments.items():
+        if value.startswith("s3://") and spec.kind == "processing":  # an object a task already put on S3 (a model.tar.gz)
+            inputs[key], arguments[key] = _mount(key, value, is_dir=False)
+            continue
         key_in_store = _relative(Path(value), store_root) if value.startswith("/") else None
         in_project = _relative(Path(value), project_root) if value.startswith("/") else None
         if key_in_store == ".":
@@ -121,7 +139,7 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_roo
             if in_project is None:
                 arguments[key] = value
             else:
-                arguments[key] = code.script_uri(in_project) if spec.kind == "glue" else in_project
+                arguments[key] = {"glue": code.script_uri(in_project), "processing": str(PROCESSING_CODE / in_project)}.get(spec.kind, in_project)
         elif spec.kind == "glue":
             arguments[key] = s3_uri(aws, key_in_store)
         elif spec.kind == "training":
@@ -129,13 +147,8 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_roo
         elif spec.output_dir is not None and Path(value) == spec.output_dir:
             outputs[key] = s3_uri(aws, key_in_store)
             arguments[key] = str(PROCESSING_OUTPUT / key)
-        elif key.endswith("-dir"):
-            inputs[key] = s3_uri(aws, key_in_store)
-            arguments[key] = str(PROCESSING_INPUT / key)
-        else:  # a file: its directory is the input, so SageMaker downloads the file under its own name
-            parent, name = PurePosixPath(key_in_store).parent, PurePosixPath(key_in_store).name
-            inputs[key] = s3_uri(aws, str(parent))
-            arguments[key] = str(PROCESSING_INPUT / key / name)
+        else:
+            inputs[key], arguments[key] = _mount(key, s3_uri(aws, key_in_store), is_dir=key.endswith("-dir"))
 
     def store_uri(path: Path | None, what: str) -> str | None:
         if path is None:
@@ -145,8 +158,8 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_roo
             raise ValueError(f"{spec.name}: {what} {path} is not below the store root {store_root}")
         return s3_uri(aws, key)
 
-    if spec.kind == "training":
-        inputs = {name: store_uri(path, f"channel {name!r}") for name, path in spec.channels.items()}
+    if spec.kind == "training":  # a channel is a prefix: "/" keeps train/ from also matching train-extra/
+        inputs = {name: store_uri(path, f"channel {name!r}") + "/" for name, path in spec.channels.items()}
     return AwsJob(
         task=spec.name,
         kind=spec.kind,

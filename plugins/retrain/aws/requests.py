@@ -80,24 +80,33 @@ def _spec(task: str, config: ModelConfig, ctx: jobs.RunContext, champion_store: 
 def aws_job(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None) -> AwsJob:
     """The task's JobSpec mapped onto S3 and container paths.
 
-    ``--store-root`` spans three buckets on AWS, so aws_job_from_spec refuses it; until the job
-    scripts read through ``retrain.stores.store_for``, it becomes the dataset bucket for Glue and
-    ``raw/<model>/`` mounted as the processing input ``store`` (the placeholder that
-    tests/aws/test_requests.py spells out).
+    ``--store-root`` spans three buckets on AWS, so aws_job_from_spec refuses it; it becomes:
+
+    - Glue (build_dataset): ``s3://<dataset bucket>`` with ``--artifact-bucket`` and
+      ``--golden-bucket``, which the script turns into an S3Store (``retrain.stores.store_for``);
+    - processing (validate_raw): a store in the container, ``/opt/ml/processing/input/store``,
+      with the model's ``raw/<model>/`` prefix mounted at the same key below it, so the job
+      reads the snapshot's files by their keys without any S3 call (network isolation allows none).
     """
     aws = require_aws(config)
     spec = _spec(task, config, ctx, champion_store)
-    if task == "train_model" and config.training.aws_base_model:
-        spec = replace(spec, arguments={**spec.arguments, "base-model": config.training.aws_base_model})
+    if task == "train_model":  # what the AWS job really runs: the deployed sha (MWAA has no git), the aws base model
+        dataset_version = ctx.upstream["build_dataset"]["dataset_version"]
+        env = {**spec.env, "RETRAIN_LINEAGE": json.dumps(lineage(config, ctx, code, dataset_version), sort_keys=True)}
+        arguments = {**spec.arguments, **({"base-model": config.training.aws_base_model} if config.training.aws_base_model else {})}
+        spec = replace(spec, arguments=arguments, env=env)
     store_root = spec.arguments.get("store-root")
     if store_root is None:
         return aws_job_from_spec(spec, aws, code, STORE_ROOT, PROJECT_ROOT)
     rest = replace(spec, arguments={k: v for k, v in spec.arguments.items() if k != "store-root"})
     mapped = aws_job_from_spec(rest, aws, code, STORE_ROOT, PROJECT_ROOT)
     if spec.kind == "glue":
-        return replace(mapped, arguments={**mapped.arguments, "store-root": f"s3://{layout(aws).bucket_of('raw')}"})
+        buckets = {"store-root": f"s3://{aws.dataset_bucket}", "artifact-bucket": aws.artifact_bucket, "golden-bucket": aws.golden_bucket}
+        return replace(mapped, arguments={**mapped.arguments, **buckets})
+    raw = f"raw/{config.name}"
     return replace(mapped, arguments={**mapped.arguments, "store-root": str(PROCESSING_INPUT / "store")},
-                   inputs={**mapped.inputs, "store": s3_uri(aws, f"raw/{config.name}")})
+                   inputs={**mapped.inputs, "store": s3_uri(aws, raw) + "/"},
+                   input_paths={**mapped.input_paths, "store": str(PROCESSING_INPUT / "store" / raw)})
 
 
 def _name(config: ModelConfig, task: str, ctx: jobs.RunContext) -> str:

@@ -10,11 +10,10 @@ import hashlib
 import re
 from typing import Any
 
-from retrain.aws.locations import CHECKPOINT_PATH, PROCESSING_INPUT, PROCESSING_OUTPUT, AwsJob, CodeBundle
+from retrain.aws.locations import CHECKPOINT_PATH, PROCESSING_CODE, PROCESSING_INPUT, PROCESSING_OUTPUT, AwsJob, CodeBundle
 from retrain.config import AwsConfig
 
 CODE_DIR = "/opt/ml/code"  # where script mode unpacks sagemaker_submit_directory
-PROCESSING_CODE = PROCESSING_INPUT / "code"
 LINEAGE_KEYS = ("dataset_version", "golden_version", "base_model", "git_sha", "config_digest", "airflow_dag_id", "airflow_run_id")
 # Tag values allow letters, digits, spaces and _.:/=+-@ ({L}{Z}{N} in SageMaker's Java pattern).
 _TAG_FORBIDDEN = re.compile(r"[^\w\s.:/=+\-@]")
@@ -113,7 +112,8 @@ def processing_request(aws: AwsConfig, job: AwsJob, code: CodeBundle, name: str,
         "StoppingCondition": {"MaxRuntimeInSeconds": processing.max_runtime_seconds},
         "AppSpecification": {"ImageUri": processing.image_uri, "ContainerEntrypoint": ["python3", f"{PROCESSING_CODE}/{job.script}"]},
         "ProcessingInputs": [
-            {"InputName": input_name, "S3Input": {"S3Uri": uri, "LocalPath": str(PROCESSING_INPUT / input_name), "S3DataType": "S3Prefix",
+            {"InputName": input_name, "S3Input": {"S3Uri": uri, "LocalPath": job.input_paths.get(input_name, str(PROCESSING_INPUT / input_name)),
+                                                  "S3DataType": "S3Prefix",
                                                   "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}
             for input_name, uri in inputs.items()
         ],

@@ -1,0 +1,60 @@
+"""A real ``mlflow server`` from the job environment, standing in for a SageMaker managed tracking server.
+
+Jobs reach it through the ``sagemaker-mlflow`` plugin's ``SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT``;
+it serves no artifacts, as SageMaker's does not: jobs write them to the experiment's ``s3://``
+location themselves.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from retrain.paths import job_python
+from retrain.runner import stop_process_group
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def local_mlflow_server(root: Path, environment: Callable[[Path], dict[str, str]]) -> Iterator[int]:
+    """Start ``mlflow server`` (SQLite under ``root``) with ``environment(root)``; yield its port; stop it.
+
+    Skips when the job environment lacks sagemaker-mlflow, which the managed path needs."""
+    probe = subprocess.run([str(job_python()), "-c", "import sagemaker_mlflow"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"the job environment ({job_python()}) lacks sagemaker-mlflow (requirements-jobs.txt installs it)")
+    port = free_port()
+    command = [str(job_python().parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", (root / "default").as_uri(),
+               "--no-serve-artifacts", "--workers", "1"]
+    with open(root / "server.log", "w") as log:
+        # Its own session, so stopping it also stops the uvicorn process it starts.
+        server = subprocess.Popen(command, cwd=root, env=environment(root), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as health:
+                        if health.status == 200:
+                            break
+                except OSError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server did not come up: {(root / 'server.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield port
+        finally:
+            stop_process_group(server, timeout=20)
