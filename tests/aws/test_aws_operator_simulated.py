@@ -22,6 +22,7 @@ from retrain.config import load_model
 
 RUN_ID = "scheduled__2026-09-14T00:00:00+00:00"
 GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
+CODE_DIGEST = "c0de" * 16  # deploy-manifest.json's code_digest, as startup.sh exports it
 DATASET_VERSION = "ds-5f1c0a9e2b7d"
 
 
@@ -41,6 +42,7 @@ def simulated_connection(simulator_env, monkeypatch):
     monkeypatch.setenv("RETRAIN_AWS_DEFERRABLE", "false")
     monkeypatch.setenv("RETRAIN_AWS_CHECK_INTERVAL", "1")
     monkeypatch.setenv("RETRAIN_GIT_SHA", GIT_SHA)
+    monkeypatch.setenv("RETRAIN_CODE_DIGEST", CODE_DIGEST)
     monkeypatch.setenv("RETRAIN_BACKEND", "aws")
     return simulator_env
 
