@@ -44,7 +44,7 @@ import psutil
 
 from common import PROJECT_ROOT, job_python
 
-BENCHMARKS = ("parse", "gate_scale", "gate_oc", "training", "etl_scale", "pipeline", "aws_pipeline")
+BENCHMARKS = ("parse", "deploy", "gate_scale", "gate_oc", "training", "etl_scale", "pipeline", "aws_pipeline")
 RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
 REPORT = PROJECT_ROOT / "docs" / "performance.md"
 

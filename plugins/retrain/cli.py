@@ -10,6 +10,8 @@
     bin/retrain golden pin intent         # write the verified golden hash into the config
     bin/retrain dags sync                 # one thin DAG file per model config (dags/retrain_<model>.py)
     bin/retrain backfill intent --from 2026-10-05 --to 2026-10-19   # through the API server (works on SQLite)
+    bin/retrain deploy build              # the MWAA bundle in dist/mwaa/ (checked: configs, DAG parse, pip resolve)
+    bin/retrain deploy push --bucket B --environment E [--dry-run]   # upload with versions, UpdateEnvironment, wait
 
 Every command that acts on one model takes it as its first argument or as ``--model``.
 
@@ -30,7 +32,7 @@ from pathlib import Path
 from retrain import ledger
 from retrain.airflow_api import AirflowClient, ApiError
 from retrain.config import config_paths
-from retrain.paths import CONFIG_DIR
+from retrain.paths import CONFIG_DIR, PROJECT_ROOT
 from retrain.stores import get_store
 
 
@@ -205,6 +207,45 @@ def cmd_dags(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_build(args: argparse.Namespace) -> int:
+    from retrain.deploy.bundle import BuildError, build
+    from retrain.deploy.checks import BundleCheckFailed
+    from retrain.deploy.resolve import ResolveError
+
+    out = Path(args.out)
+    started = time.monotonic()
+    try:
+        manifest = build(out, Path(args.config_dir) if args.config_dir else CONFIG_DIR, allow_dirty=args.allow_dirty)
+    except (BuildError, BundleCheckFailed, ResolveError) as exc:
+        print(f"deploy build refused; nothing was written to {out}:\n{exc}", file=sys.stderr)
+        return 1
+    print(f"{out}: MWAA bundle of git {manifest['git_sha']} ({manifest['date']}), models {', '.join(sorted(manifest['configs']))}, "
+          f"code {manifest['code_prefix']}, built in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def cmd_deploy_push(args: argparse.Namespace) -> int:
+    from retrain.deploy import push
+
+    bundle = Path(args.bundle)
+    if not (bundle / "deploy-manifest.json").is_file():
+        print(f"error: {bundle} holds no built bundle; run `bin/retrain deploy build` first", file=sys.stderr)
+        return 1
+    s3, mwaa = push.clients(args.region)
+    try:
+        plan = push.plan(bundle, s3, mwaa, args.bucket, args.environment)
+        print("\n".join(push.describe(plan)))
+        if args.dry_run:
+            print("dry run: nothing was uploaded and the environment was not changed")
+            return 0
+        push.push(plan, s3, mwaa, poll_s=args.poll_seconds, timeout_s=args.timeout_minutes * 60, show=push.tty_progress)
+    except push.PushError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{args.environment} is AVAILABLE on git {plan.manifest['git_sha']}")
+    return 0
+
+
 def add_model(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """The model as a positional argument or as --model."""
     parser.add_argument("model_positional", nargs="?", metavar="MODEL", help="model name (as in config/models/<name>.yaml)")
@@ -275,6 +316,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["sync", "check"], help="sync: write missing or stale files, remove orphans; check: report, change nothing")
     p.add_argument("--dags-dir", default=None, help="the DAGs folder (default: the project's dags/)")
     p.set_defaults(func=cmd_dags)
+
+    deploy = sub_add("deploy", help="Amazon MWAA: build the bundle, push it to an environment").add_subparsers(
+        dest="deploy_command", required=True, metavar="COMMAND")
+    p = deploy.add_parser("build", help="write the MWAA bundle (dags/, plugins.zip, requirements.txt, startup.sh, code) into dist/mwaa/")
+    p.add_argument("--out", default=str(PROJECT_ROOT / "dist" / "mwaa"), help="bundle directory (default: %(default)s)")
+    p.add_argument("--config-dir", default=None, help="model configs to deploy (default: the project's config/models/)")
+    p.add_argument("--allow-dirty", action="store_true", help="build from a tree with uncommitted edits (its jobs will refuse to run)")
+    p.set_defaults(func=cmd_deploy_build)
+    p = deploy.add_parser("push", help="upload the bundle with object versions, UpdateEnvironment, wait for AVAILABLE")
+    p.add_argument("--bucket", required=True, help="the environment's source bucket (versioning enabled)")
+    p.add_argument("--environment", required=True, help="MWAA environment name")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; upload and change nothing")
+    p.add_argument("--bundle", default=str(PROJECT_ROOT / "dist" / "mwaa"), help="built bundle (default: %(default)s)")
+    p.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"), help="AWS region")
+    p.add_argument("--poll-seconds", type=float, default=30.0, help="seconds between status polls (default: %(default)s)")
+    p.add_argument("--timeout-minutes", type=float, default=60.0, help="give up waiting after this (default: %(default)s)")
+    p.set_defaults(func=cmd_deploy_push)
     return parser
 
 

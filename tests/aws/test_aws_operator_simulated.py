@@ -24,6 +24,7 @@ from tinydata import PROJECT_ROOT, tiny_channels
 RUN_ID = "scheduled__2026-09-14T00:00:00+00:00"
 FAILING_RUN_ID = "manual__2026-09-15T10:00:00+00:00"  # job names are unique per run: the simulator keeps every job
 GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
+CODE_DIGEST = "c0de" * 16  # deploy-manifest.json's code_digest, as startup.sh exports it
 
 
 class FakeTI:
@@ -48,6 +49,7 @@ def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     monkeypatch.setenv("RETRAIN_AWS_DEFERRABLE", "false")
     monkeypatch.setenv("RETRAIN_AWS_CHECK_INTERVAL", "1")
     monkeypatch.setenv("RETRAIN_GIT_SHA", GIT_SHA)
+    monkeypatch.setenv("RETRAIN_CODE_DIGEST", CODE_DIGEST)
     monkeypatch.setenv("RETRAIN_BACKEND", "aws")
     text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
     for old, new in (("  aws_base_model: distilbert-base-uncased\n", ""), ("    epochs: 30\n", "    epochs: 2\n")):

@@ -42,7 +42,8 @@ from retrain.seed import publish_golden
 pytestmark = pytest.mark.aws
 
 REGION = "us-east-1"
-GIT_SHA = "e2e0" * 10  # the deployed code's sha; the bridge runs the checkout, so any 40-hex value names it
+GIT_SHA = "e2e0" * 10  # the deployed code's sha and digest (startup.sh exports both); the bridge runs the checkout
+CODE_DIGEST = "c0de" * 16
 TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
          "gate_on_metrics", "register_model", "await_approval", "promote_model"]
 BENCH_FIGURES_ENV = "RETRAIN_BENCH_FIGURES"
@@ -122,6 +123,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         **no_routing, **aws_env, **buckets_env,
         "RETRAIN_BACKEND": "aws",
         "RETRAIN_GIT_SHA": GIT_SHA,
+        "RETRAIN_CODE_DIGEST": CODE_DIGEST,
         "RETRAIN_AWS_CHECK_INTERVAL": "2",
         "RETRAIN_PROJECT_ROOT": str(PROJECT_ROOT),
         "RETRAIN_CONFIG_DIR": str(config_dir),

@@ -33,6 +33,7 @@ INTENT = PROJECT_ROOT / "config" / "models" / "intent.yaml"
 RUN_ID = "scheduled__2026-09-14T00:00:00+00:00"
 TRY = 1
 GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
+CODE_DIGEST = "c0de" * 16  # deploy-manifest.json's code_digest: the code bundle's S3 prefix
 DATASET_VERSION = "ds-5f1c0a9e2b7d"
 GOLDEN_NAMES = [
     "glue_create_job", "glue_start_job_run", "sagemaker_validate_raw", "sagemaker_train_model", "sagemaker_evaluate_model",
@@ -77,7 +78,7 @@ def spec_jobs(monkeypatch):
     monkeypatch.setattr(jobs, "git_sha", lambda: GIT_SHA)
 
     def build(config) -> dict[str, AwsJob]:
-        code = CodeBundle(config.aws.artifact_bucket, GIT_SHA)
+        code = CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST)
         return {task: aws_requests.aws_job(task, config, context(config), code)
                 for task in ("validate_raw", "build_dataset", "train_model", "evaluate_model")}
 
@@ -87,9 +88,9 @@ def spec_jobs(monkeypatch):
 def all_requests(config, aws_jobs: dict[str, AwsJob]) -> dict[str, tuple[str, str, dict]]:
     """name -> (service, operation, request) for every request the aws backend sends for one run."""
     aws = config.aws
-    code = CodeBundle(aws.artifact_bucket, GIT_SHA)
+    code = CodeBundle(aws.artifact_bucket, GIT_SHA, CODE_DIGEST)
     tags = lineage(config)
-    glue_kwargs = glue.glue_operator_kwargs(aws, aws_jobs["build_dataset"], code, glue_job_name(config.name, GIT_SHA), f"{config.dag_id} build_dataset")
+    glue_kwargs = glue.glue_operator_kwargs(aws, aws_jobs["build_dataset"], code, glue_job_name(config.name, CODE_DIGEST), f"{config.dag_id} build_dataset")
     named = {task: job_name(config.name, task, RUN_ID, TRY) for task in ("validate_raw", "train_model", "evaluate_model")}
     package_arn = f"arn:aws:sagemaker:{aws.region}:123456789012:model-package/{aws.model_package_group}/3"
     model_data = f"{aws_jobs['train_model'].model_uri}/{named['train_model']}/output/model.tar.gz"
@@ -198,7 +199,7 @@ def test_a_non_string_hyperparameter_is_refused_by_the_builder(spec_jobs):
     job = spec_jobs(config)["train_model"]
     bad = AwsJob(**{**job.__dict__, "arguments": {**job.arguments, "seed": 42}})
     with pytest.raises(TypeError, match=r"HyperParameters: .*seed \(int\)"):
-        sagemaker.training_request(config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA), "n", lineage(config))
+        sagemaker.training_request(config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST), "n", lineage(config))
 
 
 def test_a_non_string_hyperparameter_is_refused_by_botocore(requests_for):
@@ -212,7 +213,7 @@ def test_a_non_string_hyperparameter_is_refused_by_botocore(requests_for):
 def test_hyperparameters_are_the_script_mode_ones(requests_for):
     hyperparameters = requests_for(load_config(INTENT))["sagemaker_train_model"][2]["HyperParameters"]
     assert hyperparameters["sagemaker_program"] == "include/training/train.py"
-    assert hyperparameters["sagemaker_submit_directory"] == f"s3://retrain-artifacts-123456789012/code/{GIT_SHA}/sourcedir.tar.gz"
+    assert hyperparameters["sagemaker_submit_directory"] == f"s3://retrain-artifacts-123456789012/code/{CODE_DIGEST}/sourcedir.tar.gz"
     assert hyperparameters["labels-file"] == "data/banking77/categories.json"  # project-relative, shipped in the source dir
     assert hyperparameters["seed"] == "42" and all(isinstance(v, str) for v in hyperparameters.values())
 
@@ -237,7 +238,7 @@ def test_glue_version_stays_a_string(requests_for):
     create = requests["glue_create_job"][2]
     assert create["GlueVersion"] == "5.0" and isinstance(create["GlueVersion"], str)
     assert create["WorkerType"] == "G.1X" and create["NumberOfWorkers"] == 2
-    assert create["DefaultArguments"]["--extra-py-files"].endswith(f"/code/{GIT_SHA}/retrain.zip")
+    assert create["DefaultArguments"]["--extra-py-files"].endswith(f"/code/{CODE_DIGEST}/retrain.zip")
     assert create["DefaultArguments"]["--job-language"] == "python"
     float_version = dict(create, GlueVersion=5.0)  # what render_template_as_native_obj made of it
     with pytest.raises(RequestInvalid, match=r"GlueVersion"):
@@ -249,7 +250,7 @@ def test_glue_arguments_must_be_strings(spec_jobs):
     job = spec_jobs(config)["build_dataset"]
     bad = AwsJob(**{**job.__dict__, "arguments": {**job.arguments, "validation-fraction": 0.1}})
     with pytest.raises(TypeError, match="validation-fraction"):
-        glue.glue_operator_kwargs(config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA), "j", "d")
+        glue.glue_operator_kwargs(config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST), "j", "d")
 
 
 # --- the JobSpec mapping and the lineage -------------------------------------------------------
@@ -293,7 +294,7 @@ def test_spec_mapping_refuses_the_store_root(tmp_path):
     store = LocalStore(tmp_path / "store")
     ctx = jobs.RunContext(config.dag_id, RUN_ID, None, None, upstream={"snapshot_raw": {"manifest_path": str(store.path("runs/intent/r/m.json"))}})
     with pytest.raises(ValueError, match=r"validate_raw: argument --store-root is the store root"):
-        aws_job_from_spec(jobs.validate_raw_spec(config, ctx, store), config.aws, CodeBundle("b", GIT_SHA), store.root, PROJECT_ROOT)
+        aws_job_from_spec(jobs.validate_raw_spec(config, ctx, store), config.aws, CodeBundle("b", GIT_SHA, CODE_DIGEST), store.root, PROJECT_ROOT)
 
 
 def test_model_package_carries_the_full_lineage(requests_for):
@@ -316,7 +317,7 @@ def test_training_lineage_names_the_deployed_code_not_the_workers_checkout(monke
     """On MWAA there is no git: the job's lineage must carry the deployed bundle's sha and the aws base model."""
     monkeypatch.setattr(jobs, "git_sha", lambda: "unknown")
     config = load_config(INTENT)
-    job = aws_requests.aws_job("train_model", config, context(config), CodeBundle(config.aws.artifact_bucket, GIT_SHA))
+    job = aws_requests.aws_job("train_model", config, context(config), CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST))
     tags = json.loads(job.env["RETRAIN_LINEAGE"])
     assert (tags["git_sha"], tags["base_model"]) == (GIT_SHA, "distilbert-base-uncased")
     assert job.arguments["base-model"] == "distilbert-base-uncased"

@@ -27,6 +27,7 @@ HEAVY = ("torch", "transformers", "pandas", "pyspark", "sagemaker", "mlflow", "g
 FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 RUN_ID = "scheduled__2026-09-14T00:00:00+00:00"
 GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
+CODE_DIGEST = "c0de" * 16  # deploy-manifest.json's code_digest, as startup.sh exports it
 
 SUMMARY = """
 import importlib.abc, json, socket, sys
@@ -134,6 +135,9 @@ def test_aws_alerts_go_to_sns_and_local_alerts_to_the_file(both):
             assert both["local"]["dags"][dag_id]["tasks"][task_id]["callbacks"] == ["FileAlertNotifier"]
 
 
+FAB_IDS_LINE = next(line + "\n" for line in INTENT.read_text().splitlines() if line.startswith("  fab_user_ids:"))
+
+
 def _config_dir(tmp_path: Path, old: str | None, new: str = "", fab_ids: str = "") -> tuple[Path, Path]:
     from retrain.dagfiles import sync
 
@@ -142,7 +146,8 @@ def _config_dir(tmp_path: Path, old: str | None, new: str = "", fab_ids: str = "
         assert old in text, old
         text = text.replace(old, new)
     if fab_ids:
-        text = text.replace("  rollback_users: [alice, admin]", f"  rollback_users: [alice, admin]\n  fab_user_ids: {fab_ids}")
+        assert FAB_IDS_LINE in text
+        text = text.replace(FAB_IDS_LINE, f"  fab_user_ids: {fab_ids}\n")
     config_dir, dags_dir = tmp_path / "config", tmp_path / "dags"
     config_dir.mkdir()
     (config_dir / "intent.yaml").write_text(text)
@@ -181,7 +186,7 @@ def test_under_fab_approvers_are_their_numeric_user_ids(tmp_path):
 
 
 def test_under_fab_an_approver_without_an_id_is_an_import_error(tmp_path):
-    config_dir, dags_dir = _config_dir(tmp_path, None)
+    config_dir, dags_dir = _config_dir(tmp_path, FAB_IDS_LINE, "")
     result = parse("aws", dags_dir, config_dir, AIRFLOW__CORE__AUTH_MANAGER=FAB)
     error = result["errors"][str(dags_dir / "retrain_intent.py")]
     assert str(config_dir / "intent.yaml") in error and "field 'approval.fab_user_ids'" in error and "alice" in error, error
@@ -212,6 +217,7 @@ def fake_context(xcoms: dict, try_number: int = 1) -> dict:
 @pytest.fixture
 def aws_operators(monkeypatch):
     monkeypatch.setenv("RETRAIN_GIT_SHA", GIT_SHA)
+    monkeypatch.setenv("RETRAIN_CODE_DIGEST", CODE_DIGEST)
     monkeypatch.setenv("RETRAIN_BACKEND", "aws")
     from retrain_airflow import aws_operators
 
@@ -241,7 +247,7 @@ def test_train_model_builds_a_valid_request_per_try(aws_operators):
         assert SAGEMAKER_NAME.fullmatch(request["TrainingJobName"]) and len(request["TrainingJobName"]) <= 63
     assert first["TrainingJobName"] != second["TrainingJobName"]
     assert first["HyperParameters"]["base-model"] == "distilbert-base-uncased"  # the aws base model
-    assert first["HyperParameters"]["sagemaker_submit_directory"].endswith(f"/code/{GIT_SHA}/sourcedir.tar.gz")
+    assert first["HyperParameters"]["sagemaker_submit_directory"].endswith(f"/code/{CODE_DIGEST}/sourcedir.tar.gz")
     assert first["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == \
         "s3://retrain-datasets-123456789012/datasets/intent/ds-5f1c0a9e2b7d/train/"  # a prefix: never also train-extra/
     assert first["OutputDataConfig"]["S3OutputPath"].startswith("s3://retrain-artifacts-123456789012/runs/intent/")

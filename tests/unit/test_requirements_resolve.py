@@ -2,7 +2,7 @@
 
 MWAA runs `pip3 install --constraint mwaa_essential_constraints.txt -r requirements.txt` and adds
 its copy of Airflow's constraints-3.3.1 when requirements.txt has no constraint line. These tests
-run the same resolve as a dry run with this interpreter (the Airflow venv's Python 3.12), so a pin
+run the same resolve (retrain.deploy.resolve, which `bin/retrain deploy build` runs too) as a dry run with this interpreter (the Airflow venv's Python 3.12), so a pin
 that MWAA would refuse fails here, before a deploy. They need the package registry that pip is
 configured for (about 30 s a resolve); if it cannot be reached they fail and say so.
 
@@ -14,21 +14,22 @@ MWAA's constraint files are read from `<project>/../shared/mwaa-3.3.1/`, where C
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from retrain.deploy.resolve import (ESSENTIAL_NAME, AIRFLOW_CONSTRAINTS_NAME, IndexUnreachable, ResolveError, Resolution,
+                                    constraint_lines, resolve)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 PROJECT_CONSTRAINTS = PROJECT_ROOT / "constraints" / "airflow.txt"
 MWAA_DIR = Path(os.environ.get("RETRAIN_MWAA_CONSTRAINTS", PROJECT_ROOT.parent / "shared" / "mwaa-3.3.1"))
-ESSENTIAL = MWAA_DIR / "mwaa_essential_constraints.txt"
-AIRFLOW_CONSTRAINTS = MWAA_DIR / "airflow_constraints.txt"
+ESSENTIAL = MWAA_DIR / ESSENTIAL_NAME
+AIRFLOW_CONSTRAINTS = MWAA_DIR / AIRFLOW_CONSTRAINTS_NAME
 
 # The pins that matter on MWAA 3.3.1 (see AWS.md), as pip must resolve them.
 EXPECTED = {
@@ -42,13 +43,6 @@ EXPECTED = {
 }
 # The Airflow environment holds none of these (DESIGN.md, "Environments").
 HEAVY = {"torch", "transformers", "pyspark", "pandas", "sagemaker", "sagemaker-core", "mlflow", "deepspeed"}
-# pip's words for "the index could not be reached", as opposed to "the pins conflict".
-UNREACHABLE = re.compile(
-    r"NewConnectionError|Max retries exceeded|Temporary failure in name resolution|Name or service not known"
-    r"|Network is unreachable|Connection refused|ConnectTimeoutError|ReadTimeoutError|ProxyError|SSLError"
-    r"|Could not fetch URL|connection broken by"
-)
-PIP_TIMEOUT_S = 540  # MWAA gives the requirements install 9 minutes
 
 
 def _name(requirement_name: str) -> str:
@@ -68,29 +62,15 @@ def _pins(path: Path) -> dict[str, str]:
     return pins
 
 
-def _resolve(requirements: Path) -> subprocess.CompletedProcess | None:
-    """Dry-run MWAA's install of `requirements` under both of its constraint files (None: timed out)."""
-    command = [
-        sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-        "--report", "-", "--timeout", "60", "--retries", "2",
-        "-r", str(requirements), "-c", str(ESSENTIAL), "-c", str(AIRFLOW_CONSTRAINTS),
-    ]  # fmt: skip
+def _resolve(requirements: Path) -> Resolution | ResolveError:
+    """retrain.deploy.resolve (MWAA's install as a dry run, the check `deploy build` runs); a failure is returned."""
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, cwd=PROJECT_ROOT)
-    except subprocess.TimeoutExpired:
-        return None
-
-
-def _fail_unless_ran(result: subprocess.CompletedProcess | None) -> subprocess.CompletedProcess:
-    """Fail on a resolve that never got to the pins: pip timed out, or the registry was unreachable."""
-    if result is None:
-        pytest.fail(f"pip did not resolve within {PIP_TIMEOUT_S} s (MWAA's limit for the requirements install)")
-    if result.returncode != 0 and UNREACHABLE.search(result.stderr):
-        pytest.fail(
-            "the package registry could not be reached, so the resolve against MWAA's constraints "
-            f"could not run (CI reaches it; check pip's index configuration):\n{result.stderr[-3000:]}"
-        )
-    return result
+        return resolve(sys.executable, requirements, MWAA_DIR, cwd=PROJECT_ROOT)
+    except IndexUnreachable as exc:
+        pytest.fail(f"the package registry could not be reached, so the resolve against MWAA's constraints "
+                    f"could not run (CI reaches it; check pip's index configuration):\n{exc}")
+    except ResolveError as exc:
+        return exc
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +82,7 @@ def mwaa_constraints() -> Path:
 
 
 @pytest.fixture(scope="module")
-def resolution(mwaa_constraints) -> subprocess.CompletedProcess | None:
+def resolution(mwaa_constraints) -> Resolution | ResolveError:
     """pip's dry run of requirements.txt on MWAA, run once for the module (a failure too)."""
     assert sys.version_info[:2] == (3, 12), f"MWAA 3.3.1 runs Python 3.12; this is {sys.version.split()[0]}"
     return _resolve(REQUIREMENTS)
@@ -111,16 +91,13 @@ def resolution(mwaa_constraints) -> subprocess.CompletedProcess | None:
 @pytest.fixture
 def resolved(resolution) -> dict[str, str]:
     """What pip would install from requirements.txt on MWAA: normalised name -> version."""
-    result = _fail_unless_ran(resolution)
-    assert result.returncode == 0, f"requirements.txt does not resolve under MWAA 3.3.1's constraints:\n{result.stderr}"
-    report = json.loads(result.stdout)
-    return {_name(item["metadata"]["name"]): item["metadata"]["version"] for item in report["install"]}
+    assert isinstance(resolution, Resolution), f"requirements.txt does not resolve under MWAA 3.3.1's constraints:\n{resolution}"
+    return resolution.installed
 
 
 def test_requirements_leave_mwaa_its_airflow_constraints():
     """A constraint line in requirements.txt would make MWAA drop Airflow's constraints."""
-    lines = [line.split("#", 1)[0].strip() for line in REQUIREMENTS.read_text().splitlines()]
-    assert not [line for line in lines if line.startswith(("-c", "--constraint"))]
+    assert not constraint_lines(REQUIREMENTS.read_text())
 
 
 def test_project_constraints_carry_mwaa_pins_unchanged(mwaa_constraints):
@@ -147,6 +124,6 @@ def test_conflicting_pin_fails_to_resolve(mwaa_constraints, tmp_path):
     """The check can fail: a boto3 newer than MWAA's is refused, and pip names boto3."""
     conflicting = tmp_path / "requirements.txt"
     conflicting.write_text(f"-r {REQUIREMENTS}\nboto3==1.44.5\n")
-    result = _fail_unless_ran(_resolve(conflicting))
-    assert result.returncode != 0, "pip resolved boto3==1.44.5 under MWAA's boto3==1.43.56 constraint"
-    assert "boto3" in result.stderr and "conflict" in result.stderr.lower(), result.stderr
+    result = _resolve(conflicting)
+    assert isinstance(result, ResolveError), "pip resolved boto3==1.44.5 under MWAA's boto3==1.43.56 constraint"
+    assert "boto3" in str(result) and "conflict" in str(result).lower(), str(result)

@@ -100,10 +100,13 @@ def test_choosing_a_store_imports_no_boto3():
 
 
 def test_only_the_s3_store_imports_boto3():
-    """Storage goes through the store modules. The one other AWS SDK import is botocore's service
-    models in the request-schema validator, which reads API shapes and never calls AWS."""
+    """Storage goes through the store modules. The other AWS SDK imports are botocore's service
+    models in the request-schema validator, which reads API shapes and never calls AWS, and the
+    deploy tool (`bin/retrain deploy push`), which uploads the bundle and calls MWAA from the CLI,
+    never from a DAG, a task or a job."""
     root = Path(__file__).resolve().parents[2]
-    allowed = {"plugins/retrain/s3store.py": "boto", "plugins/retrain/aws/schema.py": "botocore"}
+    allowed = {"plugins/retrain/s3store.py": "boto", "plugins/retrain/aws/schema.py": "botocore",
+               "plugins/retrain/deploy/push.py": "boto"}
     offenders = []
     for folder in ("plugins", "include", "dags", "scripts"):
         for path in (root / folder).rglob("*.py"):

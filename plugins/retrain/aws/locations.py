@@ -37,19 +37,23 @@ def s3_uri(aws: AwsConfig, key: str) -> str:
 
 @dataclass(frozen=True)
 class CodeBundle:
-    """The code of one git sha as the deploy tool uploads it, under ``s3://<artifact bucket>/code/<sha>/``.
+    """The job code as ``bin/retrain deploy push`` uploads it, under ``s3://<artifact bucket>/code/<digest>/``.
 
-    ``retrain.zip`` holds the ``retrain`` package and include/'s packages for Glue's
-    ``--extra-py-files``; ``sourcedir.tar.gz`` is the project tree for training (script
-    mode); ``source/`` is the same tree unpacked, for Glue scripts and processing inputs.
+    ``digest`` is the content digest of the code (``deploy-manifest.json``'s ``code_digest``), so
+    unchanged code keeps its objects across commits and changed code never overwrites a deployed
+    one; ``git_sha`` is the commit it was built from, for lineage. ``retrain.zip`` holds the
+    ``retrain`` package and include/'s packages for Glue's ``--extra-py-files``;
+    ``sourcedir.tar.gz`` is the project tree for training (script mode); ``source/`` is the same
+    tree unpacked, for Glue scripts and processing inputs.
     """
 
     bucket: str
     git_sha: str
+    digest: str
 
     @property
     def prefix(self) -> str:
-        return f"s3://{self.bucket}/code/{self.git_sha}"
+        return f"s3://{self.bucket}/code/{self.digest}"
 
     @property
     def py_files_uri(self) -> str:

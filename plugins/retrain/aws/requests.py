@@ -27,7 +27,8 @@ from retrain.store import LocalStore
 
 # Spec paths are built under this root and never touched on disk: it only marks "a store key".
 STORE_ROOT = Path("/retrain-store")
-GIT_SHA_ENV = "RETRAIN_GIT_SHA"  # set from the deploy manifest on MWAA, which has no git
+GIT_SHA_ENV = "RETRAIN_GIT_SHA"  # set from the deploy manifest on MWAA (startup.sh), which has no git
+CODE_DIGEST_ENV = "RETRAIN_CODE_DIGEST"  # the manifest's code_digest: where the job code is on S3
 DEFAULT_CHECK_INTERVAL = 60
 
 
@@ -39,12 +40,19 @@ def require_aws(config: ModelConfig) -> AwsConfig:
 
 
 def code_bundle(aws: AwsConfig) -> CodeBundle:
-    """The deployed code this run uses: ``RETRAIN_GIT_SHA`` (the deploy manifest's sha), else git."""
+    """The deployed code this run uses, as startup.sh exports it from the deploy manifest.
+
+    ``RETRAIN_CODE_DIGEST`` locates the code on S3; ``RETRAIN_GIT_SHA`` (else git) is its lineage.
+    """
     sha = os.environ.get(GIT_SHA_ENV, "").strip() or jobs.git_sha()
     if not sha or sha == "unknown" or sha.endswith("-dirty"):
-        # A bundle is uploaded per commit; a dirty or unknown tree names code that is not on S3.
-        raise ValueError(f"{GIT_SHA_ENV}: the deployed git sha is needed to find the code bundle, got {sha!r}")
-    return CodeBundle(layout(aws).bucket_of("code"), sha)
+        # Lineage must name a commit that rebuilds the model; a dirty or unknown tree does not.
+        raise ValueError(f"{GIT_SHA_ENV}: the deployed git sha is needed for lineage, got {sha!r}")
+    digest = os.environ.get(CODE_DIGEST_ENV, "").strip()
+    if not digest:
+        raise ValueError(f"{CODE_DIGEST_ENV}: the deployed code digest is needed to find the code bundle; "
+                         "startup.sh of `bin/retrain deploy build` exports it (deploy-manifest.json, code_digest)")
+    return CodeBundle(layout(aws).bucket_of("code"), sha, digest)
 
 
 def virtual_store() -> LocalStore:
@@ -135,7 +143,7 @@ def glue_kwargs(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle) -> 
     """GlueJobOperator keyword arguments of build_dataset; the CreateJob and StartJobRun they imply are validated."""
     aws = require_aws(config)
     job = aws_job("build_dataset", config, ctx, code)
-    kwargs = glue.glue_operator_kwargs(aws, job, code, glue_job_name(config.name, code.git_sha), f"{config.dag_id} build_dataset")
+    kwargs = glue.glue_operator_kwargs(aws, job, code, glue_job_name(config.name, code.digest), f"{config.dag_id} build_dataset")
     validate_request("glue", "CreateJob", glue.create_job_request(kwargs))
     validate_request("glue", "StartJobRun", glue.start_job_run_request(kwargs))
     return kwargs
