@@ -148,7 +148,7 @@ def test_celery_deployment_pins_are_mwaa_pins(mwaa_constraints):
     """The local Celery deployment (tests/celery, docker-compose) runs the executor at MWAA 3.3.1's versions."""
     mwaa = {**_pins(AIRFLOW_CONSTRAINTS), **_pins(ESSENTIAL)}
     pins = _requirement_pins(CELERY_REQUIREMENTS)
-    assert {"apache-airflow-providers-celery", "celery", "redis", "psycopg2-binary"} <= pins.keys()
+    assert {"apache-airflow-providers-celery", "celery", "redis", "psycopg2-binary", "asyncpg"} <= pins.keys()
     assert {name: mwaa.get(name) for name in pins} == pins
 
 
