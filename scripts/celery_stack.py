@@ -59,6 +59,8 @@ SETTINGS: dict[str, str] = {
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,alice:op,bob:op",
     "RETRAIN_BACKEND": "local",
 }
+# MLflow's schema, created once before any job writes (several first writers would race to create it).
+MLFLOW_SCHEMA_INIT = "import mlflow, os; mlflow.MlflowClient(os.environ['MLFLOW_TRACKING_URI']).search_experiments()"
 # Settings that must be equal in every process (tokens the scheduler signs, the API server checks),
 # with values of the deployment's own: random per stack here, from the environment in docker-compose.
 SHARED_SECRETS = ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY")
@@ -277,7 +279,7 @@ class CeleryStack:
     def _migrate(self) -> None:
         """Airflow's metadata schema and MLflow's, at once (MLflow's first writers would otherwise race to create it)."""
         mlflow_init = subprocess.Popen(
-            [str(job_python()), "-c", "import mlflow, sys; mlflow.MlflowClient(sys.argv[1]).search_experiments()", self.env["MLFLOW_TRACKING_URI"]],
+            [str(job_python()), "-c", MLFLOW_SCHEMA_INIT],
             env=self.env, cwd=self.cwd, stdout=open(self.logs / "mlflow-init.log", "wb"), stderr=subprocess.STDOUT,
         )
         migrate = subprocess.run(["airflow", "db", "migrate"], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=600)
