@@ -14,9 +14,8 @@ This module is the one source of truth for that deployment: ``SETTINGS``, ``endp
   tracking store: several workers write it at once, which a SQLite file does not take).
 - Redis: ``redis-server`` from the distribution (``scripts/ensure-redis`` installs it), on a free port.
 - Airflow: ``airflow db migrate``, then every component with the same settings, started in a working
-  directory of their own (never the project's), as MWAA's containers are. The workers share
-  AIRFLOW_HOME, so each gets its own pid file and log-server port (in separate containers neither
-  would collide).
+  directory of their own (never the project's), as MWAA's containers are. The workers share one
+  host here, so each serves its task logs on a port of its own (in separate containers 8793 each).
 """
 
 from __future__ import annotations
@@ -291,8 +290,7 @@ class CeleryStack:
 
     def _launch(self, name: str, command: list[str]) -> None:
         env = self.env
-        if name in self.workers:  # workers share AIRFLOW_HOME here: their own pid file and log-server port
-            command = [*command, "--pid", str(self.airflow_home / f"airflow-{name}.pid")]
+        if name in self.workers:  # one host: a log-server port each (the second would fail to bind 8793)
             env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
         log = open(self.logs / f"{name}.log", "wb")
         self.procs[name] = subprocess.Popen(["airflow", *command], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
