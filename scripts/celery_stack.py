@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -241,6 +242,7 @@ class CeleryStack:
         self.env: dict[str, str] = {}
         self.procs: dict[str, subprocess.Popen] = {}
         self.timings: dict[str, float] = {}
+        self._previous_sigterm = None
 
     def __enter__(self) -> "CeleryStack":
         return self
@@ -254,6 +256,10 @@ class CeleryStack:
         started = time.monotonic()
         for directory in (self.logs, self.cwd, self.airflow_home):
             directory.mkdir(parents=True, exist_ok=True)
+        if threading.current_thread() is threading.main_thread():
+            # Python dies of SIGTERM without running `finally`: turn it into SystemExit so the
+            # caller's cleanup (and so stop()) runs, and a killed test run leaves no server behind.
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             self.postgres.start()
             self.redis.start()
@@ -330,3 +336,10 @@ class CeleryStack:
         self.procs.clear()
         self.redis.stop()
         self.postgres.stop()
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
