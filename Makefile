@@ -5,14 +5,14 @@ PY_JOBS    ?= $(shell scripts/find-python 3.11)
 ENV        := source scripts/env.sh &&
 MODEL      ?= intent
 
-.PHONY: setup demo test test-fast ui seed bench clean-state
+.PHONY: setup redis demo test test-fast ui seed bench clean-state
 
 setup: .venv-airflow/.installed .venv-jobs/.installed  ## build both virtual environments
 
-.venv-airflow/.installed: requirements.txt requirements-dev.txt constraints/airflow.txt
+.venv-airflow/.installed: requirements.txt requirements-celery.txt requirements-dev.txt constraints/airflow.txt
 	$(PY_AIRFLOW) -m venv --clear .venv-airflow
 	.venv-airflow/bin/pip install -q --upgrade pip
-	.venv-airflow/bin/pip install -q -r requirements.txt -r requirements-dev.txt -c constraints/airflow.txt
+	.venv-airflow/bin/pip install -q -r requirements.txt -r requirements-celery.txt -r requirements-dev.txt -c constraints/airflow.txt
 	touch $@
 
 .venv-jobs/.installed: requirements-jobs.txt constraints/jobs.txt
@@ -27,7 +27,10 @@ seed: setup  ## land a model's sample raw partitions and golden version (MODEL=i
 demo: setup  ## a model's pipeline end to end under a real Airflow scheduler (MODEL=intent)
 	$(ENV) python scripts/demo.py --model $(MODEL) $(DEMO_ARGS)
 
-test: setup  ## every test tier (dags, unit, jobs, integration)
+redis:  ## the Celery tier's broker: installs the distribution's redis-server only when it is absent
+	scripts/ensure-redis
+
+test: setup redis  ## every test tier (dags, unit, jobs, integration, celery, aws)
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## everything but the integration tier

@@ -121,3 +121,24 @@ def fmt(value: float, digits: int = 3) -> str:
         return f"{value:.{digits}g}"
     magnitude = len(str(int(abs(value)))) if abs(value) >= 1 else 0
     return f"{value:,.{max(0, digits - magnitude)}f}"
+
+
+def section_markers(name: str) -> tuple[str, str]:
+    """The comments around a benchmark's own section of docs/performance.md."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def write_section(name: str, title: str, section: list[str], command: str) -> None:
+    """Replace (or add) only benchmark ``name``'s section of docs/performance.md, for a benchmark run on its own."""
+    start, end = section_markers(name)
+    report = PROJECT_ROOT / "docs" / "performance.md"
+    body = "\n".join([start, f"## {title} (`bench/{name}.py`)", "",
+                      f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}`.", "", *section, end])
+    text = report.read_text() if report.exists() else "# Performance\n"
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + body + rest.split(end, 1)[1]
+    else:
+        marker = "\n## What each benchmark measures"
+        text = text.replace(marker, "\n" + body + "\n" + marker, 1) if marker in text else text.rstrip() + "\n\n" + body + "\n"
+    report.write_text(text)

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import PROJECT_ROOT, log, row
+import common
+from common import PROJECT_ROOT, log, row, section_markers
 
 NEIGHBOURS = 3
 ERROR_BETA = (0.9, 11.0)
@@ -42,7 +43,7 @@ REALISTIC_RHO = 0.9
 TARGET_AA, TARGET_POWER = 0.05, 0.80
 OVERALL_DROP, CLASS_DROP, CLASS_DROP_SUPPORT = 0.03, 0.20, 30
 CRITERIA = ("per_class.regression", "per_class.floor", "delta.macro_f1", "delta.accuracy", "significance.macro_f1")
-SECTION_START, SECTION_END = "<!-- gate_oc:start -->", "<!-- gate_oc:end -->"
+SECTION_START, SECTION_END = section_markers("gate_oc")
 REPORT = PROJECT_ROOT / "docs" / "performance.md"
 
 
@@ -277,16 +278,7 @@ def run(quick: bool, work: Path | None = None, draws: int | None = None) -> dict
 
 def write_section(section: list[str], command: str) -> None:
     """Replace (or append) only this benchmark's section of docs/performance.md."""
-    body = "\n".join([SECTION_START, "## Gate operating characteristics (`bench/gate_oc.py`)", "",
-                      f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}`.", "", *section, SECTION_END])
-    text = REPORT.read_text() if REPORT.exists() else "# Performance\n"
-    if SECTION_START in text:
-        head, rest = text.split(SECTION_START, 1)
-        text = head + body + rest.split(SECTION_END, 1)[1]
-    else:
-        marker = "\n## What each benchmark measures"
-        text = text.replace(marker, "\n" + body + "\n" + marker, 1) if marker in text else text.rstrip() + "\n\n" + body + "\n"
-    REPORT.write_text(text)
+    common.write_section("gate_oc", "Gate operating characteristics", section, command)
 
 
 def main() -> int:

@@ -14,12 +14,14 @@ Modes:
   full (default)  parse 7 reps; gate 10k/100k/1M, 5 reps; training 2048 examples x 2 epochs,
                   3 reps; ETL 10k/100k/1M rows, 3/3/2 reps; pipeline (the README demo under
                   airflow standalone) once, with 5 rollbacks; gate operating characteristics
-                  300 A/A and 100 power draws per cell, rho 0.9/0.8/0.5 (10-15 min on one core).
+                  300 A/A and 100 power draws per cell, rho 0.9/0.8/0.5 (10-15 min on one core);
+                  celery_executor: tiny runs under LocalExecutor and CeleryExecutor, 3 models
+                  at once on two workers and on one (10-15 min).
   aws_pipeline    (full mode) the aws DAG end to end on moto, an AWS simulator: orchestration overhead.
   --quick         parse 3 reps; gate 10k/100k, 3 reps; training 512 examples x 2 epochs,
                   3 reps; ETL 10k/100k rows, 2 reps; gate operating characteristics 100 A/A
                   and 50 power draws per cell, rho 0.9 only; no pipeline (it needs 6-8 minutes on
-                  its own; add it with --with-pipeline or --only pipeline).
+                  its own; add it with --with-pipeline or --only pipeline), no celery_executor (likewise).
   bench/gate_oc.py on its own rewrites only its section of docs/performance.md.
 Exit status: 0 when every benchmark ran (whether or not targets were met), 1 when one failed.
 """
@@ -44,7 +46,7 @@ import psutil
 
 from common import PROJECT_ROOT, job_python
 
-BENCHMARKS = ("parse", "deploy", "gate_scale", "gate_oc", "training", "etl_scale", "pipeline", "aws_pipeline")
+BENCHMARKS = ("parse", "deploy", "gate_scale", "gate_oc", "training", "etl_scale", "pipeline", "celery_executor", "aws_pipeline")
 RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
 REPORT = PROJECT_ROOT / "docs" / "performance.md"
 
@@ -156,8 +158,9 @@ def report(results: dict) -> str:
     for name in results["order"]:  # a benchmark with tables of its own (gate_oc) brings a section
         section = results["benchmarks"][name].get("section")
         if section:
-            from gate_oc import SECTION_END, SECTION_START
+            from common import section_markers
 
+            SECTION_START, SECTION_END = section_markers(name)
             title = (importlib.import_module(name).__doc__ or name).strip().splitlines()[0].split(":")[0]
             out += [SECTION_START, f"## {title} (`bench/{name}.py`)", "", *section, SECTION_END, ""]
     out += ["## What each benchmark measures", ""]
@@ -189,6 +192,8 @@ def main() -> int:
         skipped.append("pipeline (time to model, pipeline overhead, rollback): full mode, --with-pipeline or --only pipeline")
         chosen.remove("aws_pipeline")
         skipped.append("aws_pipeline (the aws DAG on moto): full mode, --with-pipeline or --only aws_pipeline")
+        chosen.remove("celery_executor")
+        skipped.append("celery_executor (Celery overhead and throughput, 10-15 min): full mode, --with-pipeline or --only celery_executor")
     order = [b for b in BENCHMARKS if b in chosen]
 
     work = Path(tempfile.mkdtemp(prefix="retrain-bench-"))

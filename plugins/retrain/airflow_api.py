@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -185,17 +186,38 @@ class AirflowClient:
         executor event of the worker that parked the task: the answer re-queues the task, the
         late "success" event then looks like an external state change, and the scheduler fails
         the task. People never answer that fast; scripted answers (the demo, tests) wait for
-        the parking worker to exit (its pid, on this machine with LocalExecutor), then one
-        scheduler loop.
+        the parking worker to exit, then one scheduler loop. The worker's pid is only checked
+        when it ran on this host (LocalExecutor, or Celery workers beside this process): a pid
+        recorded on another host or in a container names some unrelated process here, so there
+        the wait is ``REMOTE_SETTLE_S`` instead (the task process's exit, Celery's result and a
+        scheduler loop).
         """
         if self.wait_for_task(dag_id, run_id, task_id, ("awaiting_input",), timeout) != "awaiting_input":
             return False
         ti = next(t for t in self.task_instances(dag_id, run_id) if t["task_id"] == task_id)
-        if ti.get("pid"):
+        if ti.get("pid") and is_this_host(ti.get("hostname")):
             wait_until(lambda: not _process_alive(ti["pid"]), 120, f"the worker that parked {task_id} to exit", every=0.5)
+        else:
+            settle = max(settle, REMOTE_SETTLE_S)
         time.sleep(settle)
         states = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
         return states.get(task_id) == "awaiting_input"
+
+
+REMOTE_SETTLE_S = 15.0
+
+
+def is_this_host(hostname: str | None) -> bool:
+    """Whether a task instance's recorded hostname names this machine: Airflow records its own
+    ``getfqdn()``, the canonical name ``getaddrinfo`` gives for ``gethostname()``."""
+    if not hostname:
+        return False
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        names.update(info[3] for info in socket.getaddrinfo(socket.gethostname(), None, 0, socket.SOCK_DGRAM, 0, socket.AI_CANONNAME))
+    except OSError:
+        pass
+    return hostname in names - {""}
 
 
 def _process_alive(pid: int) -> bool:

@@ -120,16 +120,35 @@ def exclusive(directory: Path | None, what: str) -> Iterator[int | None]:
         os.close(fd)
 
 
-def stop_process_group(proc: subprocess.Popen, timeout: float = 60) -> None:
-    """Stop a server started with ``start_new_session=True`` and everything it started: SIGTERM, then SIGKILL."""
+def stop_process_group(proc: subprocess.Popen, timeout: float = 60, sig: int = signal.SIGTERM) -> None:
+    """Stop a server started with ``start_new_session=True`` and everything it started: ``sig``, then SIGKILL.
+
+    Descendants are listed before the signal, so one that left the group (or outlived its parent
+    and was re-parented) is killed too: a Celery worker's task processes must not outlive a test."""
+    descendants = _descendants(proc.pid)
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     except ProcessLookupError:
         proc.wait()
+    for child in descendants:
+        try:
+            child.kill()  # psutil checks the process is still the one listed (pid reuse)
+        except Exception:  # noqa: BLE001 - psutil.NoSuchProcess: it is gone, as it should be
+            pass
+
+
+def _descendants(pid: int) -> list:
+    """Every process below ``pid`` (psutil handles), or none where psutil is unavailable."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).children(recursive=True)
+    except Exception:  # noqa: BLE001 - ImportError, or the process is already gone
+        return []
 
 
 def make_read_only(directory: Path) -> None:

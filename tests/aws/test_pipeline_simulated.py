@@ -28,7 +28,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from airflow_stack import LABELS, PROJECT_ROOT, standalone_airflow, tiny_config, tiny_rows, write_csv  # tests/ is on pythonpath
+from airflowstack import PROJECT_ROOT, standalone_airflow, tiny_config, tiny_rows, write_csv  # tests/ is on pythonpath
 from moto_job_bridge import dumps
 from retrain import ledger
 from retrain.airflow_api import AirflowClient, wait_until
@@ -38,6 +38,7 @@ from retrain.intervals import latest_complete_week
 from retrain.jobs import run_key
 from retrain.s3store import S3Store
 from retrain.seed import publish_golden
+from tinydata import LABELS
 
 pytestmark = pytest.mark.aws
 
@@ -96,7 +97,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
     config_dir.mkdir()
     labels_file = root / "labels.json"
     labels_file.write_text(json.dumps(LABELS))
-    config_path = tiny_config(config_dir, labels_file, "intent", extra=_aws_config_edits(account))
+    config_path = tiny_config(config_dir, labels_file, "intent", extra=tuple(_aws_config_edits(account)))
     sync_dag_files(config_dir, dags_dir)
 
     # What upstream producers and `bin/retrain seed` put in the buckets: two weekly raw partitions and golden v1.
@@ -139,7 +140,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    with standalone_airflow(env, root, ["retrain_intent"], "aws-standalone.log") as client:
+    with standalone_airflow(env, root, ("retrain_intent",), "aws-standalone.log") as client:
         started = time.monotonic()
         client.set_paused("retrain_intent", False)
         run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")

@@ -18,7 +18,7 @@ import pytest
 
 from retrain.config import load_model
 from retrain.jobs import RunContext, build_dataset_spec, claim, evaluate_model_spec, train_model_spec
-from retrain.runner import JobFailed, command_line, exclusive, job_environment, run_job
+from retrain.runner import JobFailed, command_line, exclusive, job_environment, run_job, stop_process_group
 from retrain.store import WriteOnceError
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
@@ -137,6 +137,28 @@ def test_a_job_dies_with_the_task_that_started_it(tmp_path):
     while time.monotonic() < deadline and _alive(job_pid):
         time.sleep(0.1)
     assert not _alive(job_pid), "the job outlived its task"
+
+
+def test_stopping_a_server_also_stops_what_left_its_process_group(tmp_path):
+    """A server's grandchild that started its own session (as a Celery task's job could) is stopped with it."""
+    server = tmp_path / "server.py"
+    server.write_text(textwrap.dedent(f"""
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
+        time.sleep(120)
+    """))
+    proc = subprocess.Popen([sys.executable, str(server)], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
+        assert time.monotonic() < deadline, "the grandchild never started"
+        time.sleep(0.1)
+    escaped = int((tmp_path / "pid").read_text())
+    assert os.getpgid(escaped) != proc.pid  # out of the server's group: killpg alone misses it
+    stop_process_group(proc, timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(escaped):
+        time.sleep(0.1)
+    assert not _alive(escaped), "a process that left the group outlived the server"
 
 
 def _alive(pid: int) -> bool:

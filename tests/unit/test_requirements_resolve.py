@@ -26,6 +26,7 @@ from retrain.deploy.resolve import (ESSENTIAL_NAME, AIRFLOW_CONSTRAINTS_NAME, In
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
+CELERY_REQUIREMENTS = PROJECT_ROOT / "requirements-celery.txt"
 PROJECT_CONSTRAINTS = PROJECT_ROOT / "constraints" / "airflow.txt"
 MWAA_DIR = Path(os.environ.get("RETRAIN_MWAA_CONSTRAINTS", PROJECT_ROOT.parent / "shared" / "mwaa-3.3.1"))
 ESSENTIAL = MWAA_DIR / ESSENTIAL_NAME
@@ -106,6 +107,26 @@ def test_project_constraints_carry_mwaa_pins_unchanged(mwaa_constraints):
     project = _pins(PROJECT_CONSTRAINTS)
     differing = {name: (project.get(name), version) for name, version in mwaa.items() if project.get(name) != version}
     assert not differing, f"constraints/airflow.txt vs MWAA 3.3.1 (ours, MWAA's): {differing}"
+
+
+def _requirement_pins(path: Path) -> dict[str, str]:
+    """`name[extras]==version` lines of a requirements file, by normalised name (extras dropped)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if spec:
+            name, _, version = spec.partition("==")
+            assert version, f"{path.name}: not an exact pin: {line!r}"
+            pins[_name(name.split("[", 1)[0])] = version.strip()
+    return pins
+
+
+def test_celery_deployment_pins_are_mwaa_pins(mwaa_constraints):
+    """The local Celery deployment (tests/celery, docker-compose) runs the executor at MWAA 3.3.1's versions."""
+    mwaa = {**_pins(AIRFLOW_CONSTRAINTS), **_pins(ESSENTIAL)}
+    pins = _requirement_pins(CELERY_REQUIREMENTS)
+    assert {"apache-airflow-providers-celery", "celery", "redis", "psycopg2-binary", "asyncpg"} <= pins.keys()
+    assert {name: mwaa.get(name) for name in pins} == pins
 
 
 def test_requirements_resolve_to_mwaa_pins(resolved):

@@ -1,0 +1,198 @@
+"""A tiny project for the tiers that run a real Airflow (tests/integration under ``airflow standalone``,
+tests/celery under the Celery deployment): tiny Banking77 data in a fresh store, tiny model configs
+and their DAG files, golden v1 published by the project's own seeding code, the environment every
+Airflow process gets, and the helpers both tiers use to talk to the running Airflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+from retrain.airflow_api import AirflowClient, wait_until
+from retrain.intervals import latest_complete_week
+from retrain.paths import job_python
+from retrain.runner import stop_process_group
+from tinydata import LABELS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tiny_rows(path: Path, per_label: int) -> list[tuple[str, str]]:
+    """The first ``per_label`` rows of each of LABELS' intents in a Banking77 CSV."""
+    taken: dict[str, int] = {label: 0 for label in LABELS}
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["category"] in taken and taken[row["category"]] < per_label:
+                taken[row["category"]] += 1
+                rows.append((row["text"], row["category"]))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["text", "category"])
+        writer.writerows(rows)
+
+
+def tiny_config(config_dir: Path, labels_file: Path, name: str, unreachable_floor: bool = False,
+                extra: tuple[tuple[str, str], ...] = ()) -> Path:
+    """The shipped intent config as ``<name>.yaml``, shrunk for tiny data; ``unreachable_floor`` sets a macro F1 floor
+    no model reaches; ``intent_timeout`` gets an approval that times out after 18 s; ``extra`` holds more (old, new) edits."""
+    text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
+    replacements = [
+        ("name: intent", f"name: {name}"),
+        ("data/banking77/categories.json", str(labels_file)),
+        ("retries: 2", "retries: 0"),
+        ("  golden_sha256: 5dc02b57ced59ded2839e99f93b714068d5fcb2205af5141ab28e61ae36ac629", "  golden_sha256: null"),
+        ("epochs: 30", "epochs: 20"),
+        ("min_rows: 20", "min_rows: 10"),
+        ("requests: 200", "requests: 20"),
+        ("warmup: 20", "warmup: 2"),
+        ("min_total_examples: 1000", "min_total_examples: 50"),
+        ("min_class_support: 20", "min_class_support: 5"),
+        ("per_class_floor: 0.50", "per_class_floor: 0.0"),
+        ("per_class_max_regression: 0.10", "per_class_max_regression: 1.0"),
+        ("    macro_f1: 0.85\n", "    macro_f1: 0.999\n" if unreachable_floor else "    macro_f1: 0.5\n"),
+        ("    accuracy: 0.85\n", "    accuracy: 0.5\n"),
+        ("    macro_f1: -0.01\n", "    macro_f1: -1.0\n"),
+        ("    accuracy: -0.01\n", "    accuracy: -1.0\n"),
+        ("    margin: -0.01 ", "    margin: -1.0 "),
+    ]
+    if name == "intent_timeout":
+        replacements.append(("response_timeout_hours: 168", "response_timeout_hours: 0.005"))
+    for old, new in [*replacements, *extra]:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = config_dir / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+class TinyProject:
+    """Directories and tiny data under ``root``: ``store``, ``airflow``, ``config``, ``dags``, the
+    golden CSV and the labels file; ``interval`` is the latest complete week."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.store_root, self.airflow_home = root / "store", root / "airflow"
+        self.config_dir, self.dags_dir = root / "config", root / "dags"
+        self.config_dir.mkdir(parents=True)
+        self.labels_file, self.golden_csv = root / "labels.json", root / "golden.csv"
+        self.labels_file.write_text(json.dumps(LABELS))
+        self.interval = latest_complete_week(datetime.now(timezone.utc))
+        self.rows = tiny_rows(PROJECT_ROOT / "data" / "banking77" / "train.csv", 40)
+        self.golden = tiny_rows(PROJECT_ROOT / "data" / "banking77" / "test.csv", 12)
+        write_csv(self.golden_csv, self.golden)
+
+    def add_model(self, name: str, unreachable_floor: bool = False) -> None:
+        tiny_config(self.config_dir, self.labels_file, name, unreachable_floor)
+
+    def land_two_weeks(self, model: str) -> None:
+        """Raw partitions of the week before the latest and of the latest; the latest plants an exact
+        duplicate, a normalised duplicate and an example of the golden set."""
+        start = self.interval[0]
+        older, newer = self.rows[::2], self.rows[1::2]
+        newer = newer + [self.rows[0], (self.rows[1][0].upper() + "!!", self.rows[1][1]), self.golden[0]]
+        write_csv(self.store_root / f"raw/{model}/dt={(start - timedelta(weeks=1)).date()}/part-00000.csv", older)
+        write_csv(self.store_root / f"raw/{model}/dt={start.date()}/part-00000.csv", newer)
+
+    def land_past_weeks(self, model: str, weeks: tuple[int, ...] = (3, 2, 1)) -> None:
+        """One partition per past week (weeks back from the latest), for backfills."""
+        for weeks_back in weeks:
+            write_csv(self.store_root / f"raw/{model}/dt={(self.interval[0] - timedelta(weeks=weeks_back)).date()}/part-00000.csv",
+                      self.rows[weeks_back::3])
+
+    def sync_dags(self) -> None:
+        """One DAG file per config, by the project's own ``dags sync``."""
+        from retrain.dagfiles import sync
+
+        sync(self.config_dir, self.dags_dir)
+
+    def env(self, base: dict[str, str], mlflow_tracking_uri: str | None = None) -> dict[str, str]:
+        """The environment of every Airflow process and job: this project's store, configs, DAGs and MLflow."""
+        return {
+            **base,
+            "RETRAIN_PROJECT_ROOT": str(PROJECT_ROOT),
+            "RETRAIN_HOME": str(self.store_root),
+            "RETRAIN_CONFIG_DIR": str(self.config_dir),
+            "MLFLOW_TRACKING_URI": mlflow_tracking_uri or f"sqlite:///{self.store_root / 'mlflow.db'}",
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,alice:op,bob:op",
+            "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
+            "PATH": f"{Path(sys.executable).parent}:{base['PATH']}",
+        }
+
+    def publish_golden(self, env: dict[str, str], models: tuple[str, ...]) -> None:
+        """Golden v1 of each model through the project's own seeding code."""
+        for model in models:
+            subprocess.run(
+                [sys.executable, "-c", (
+                    "import sys; from pathlib import Path; from retrain.config import load_model; from retrain.store import LocalStore;"
+                    "from retrain.seed import publish_golden; publish_golden(LocalStore(), load_model(sys.argv[1]), Path(sys.argv[2]), 'v1')"
+                ), model, str(self.golden_csv)],
+                env=env, check=True,
+            )
+
+
+def registry_status_reader(env: dict[str, str]) -> Callable[..., dict]:
+    """``registry_status(model)``: aliases, versions and the verified ledger, asked of the job environment."""
+    def registry_status(model: str = "intent") -> dict:
+        out = subprocess.run(
+            [str(job_python()), str(PROJECT_ROOT / "plugins" / "retrain" / "registry.py"), "status", "--model", model],
+            env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"}, capture_output=True, text=True, check=True,
+        )
+        return json.loads(out.stdout)
+
+    return registry_status
+
+
+def logged_in(base_url: str, airflow_home: Path, dag_ids: tuple[str, ...], timeout: float = 240) -> AirflowClient:
+    """An admin client, once the API server and scheduler are healthy and every DAG in ``dag_ids`` is parsed."""
+    client = AirflowClient(base_url, airflow_home)
+    wait_until(client.healthy, timeout, "the API server and scheduler")
+    wait_until(lambda: (airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords")
+    client.login("admin")
+    for dag_id in dag_ids:
+        wait_until(lambda: client.dag(dag_id), timeout, f"{dag_id} to be parsed")
+    return client
+
+
+def user_factory(client: AirflowClient) -> Callable[[str], AirflowClient]:
+    """``as_user(name)``: a client logged in as ``name`` with the password Airflow generated."""
+    return lambda name: AirflowClient(client.base_url, client.airflow_home).login(name)
+
+
+@contextmanager
+def standalone_airflow(env: dict[str, str], root: Path, dag_ids: tuple[str, ...], log_name: str = "standalone.log") -> Iterator[AirflowClient]:
+    """``airflow standalone`` (LocalExecutor on SQLite) with ``env`` (which sets AIRFLOW_HOME) on a free port, logged to
+    ``root/<log_name>``; yields an admin client once every DAG in ``dag_ids`` is parsed, and stops everything it started.
+    ``env`` gains the API port."""
+    port = free_port()
+    env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/"})
+    with open(root / log_name, "wb") as log:
+        proc = subprocess.Popen(["airflow", "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield logged_in(f"http://localhost:{port}", Path(env["AIRFLOW_HOME"]), dag_ids)
+        finally:
+            stop_process_group(proc)
