@@ -153,7 +153,7 @@ class GateOnMetricsOperator(ModelOperator):
         config, store = load_model(self.model_name), LocalStore()
         ctx = run_context(context, ("evaluate_model",))
         evaluated = ctx.upstream["evaluate_model"]
-        gate = evaluate_gate(config.gate, json.loads(Path(evaluated["metrics_path"]).read_text()))
+        gate = evaluate_gate(config.gate, json.loads(Path(evaluated["metrics_path"]).read_text()), config.task)
         gate.update({"model": config.name, "dag_id": ctx.dag_id, "run_id": ctx.run_id})
         out = try_dir(store, config, ctx, "gate_on_metrics")
         path = write_once_json(store, out / "gate.json", gate)
