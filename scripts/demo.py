@@ -195,7 +195,7 @@ def main() -> int:
         demo = Demo(client, config.dag_id, started, args.manual_approval, args.port, approver)
         # The scheduler creates the second run itself when it is the latest complete interval and has no run yet.
         fresh = (client.run_for_interval(config.dag_id, first[0]) is None and client.run_for_interval(config.dag_id, second[0]) is None
-                 and second == latest_complete_interval(config.schedule.cadence, datetime.now(timezone.utc)))
+                 and second == latest_complete_interval(config.schedule.calendar, datetime.now(timezone.utc)))
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         first_id = f"{unit}_{first[0]:%Y-%m-%d}" if fresh else f"demo_{stamp}_{unit}_{first[0]:%Y-%m-%d}"
         # run_after orders queued runs: the first goes first, the scheduler's second run waits (max_active_runs=1)

@@ -6,18 +6,17 @@
         --golden-dir /opt/ml/processing/input/golden \\
         --output-dir /opt/ml/processing/output \\
         --batch-size 128 --latency-requests 200 --latency-warmup 20 --latency-threads 1 \\
-        [--mlflow-run-id RUN_ID] [--expected-golden-sha256 HEX]
+        [--mlflow-run-id RUN_ID] [--expected-golden-sha256 HEX] \\
+        [--task text_classification --task-options '{"escalation_label": "negative"}']
 
 The golden set is verified against its manifest before a byte of it is read. Both models
 are scored by the same code in the same process, and the job writes ``metrics.json``
 (overall, per-class and latency figures plus the paired per-example results the gate's
 significance test needs) and ``report.html``. It knows nothing about Airflow.
 
-Metric choices: labels are matched by name (the golden ``label`` field), never by id, so
-two models with differently ordered label lists compare fairly. Macro F1 averages over
-every label in ``labels`` (``labels=range(len(labels))``, ``zero_division=0``): a class
-absent from the golden set then scores 0 for both models alike instead of silently
-changing the denominator between runs; per-class ``support`` shows where that happens.
+``--task`` selects ``eval.tasks.<task>``, which loads a model, scores it and names its
+metrics (classifiers: see that module for the metric choices); the golden-set check, the
+latency protocol, metrics.json, MLflow logging and the report skeleton are this file's.
 """
 
 from __future__ import annotations
@@ -32,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from eval.report import build_report
 from retrain.store import IntegrityError, verify_tree
-from training.modeling import WeightsMismatch, load_classifier, unpack_model_archive
+from retrain.tasks import task_module
+from training.base import WeightsMismatch
+from training.modeling import unpack_model_archive
 
 PROCESSING = Path("/opt/ml/processing")
 
@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-threads", type=int, default=1)
     parser.add_argument("--mlflow-run-id", default="")
     parser.add_argument("--expected-golden-sha256", default=None)
+    parser.add_argument("--task", default="text_classification", help="task type: selects eval.tasks.<task>")
+    parser.add_argument("--task-options", type=json.loads, default={}, help="JSON object of the task's evaluation options")
     return parser.parse_args(argv)
 
 
@@ -74,63 +76,27 @@ def load_golden(golden_dir: Path, expected_sha256: str | None) -> tuple[dict, li
     return manifest, sorted(examples, key=lambda ex: ex["key"])
 
 
-def label_space(label_lists: list[list[str]], golden_labels: set[str]) -> list[str]:
-    """The challenger's labels, then any the champion adds; every golden label must be in it."""
-    labels: list[str] = []
-    for names in label_lists:
-        labels += [name for name in names if name not in labels]
-    unknown = sorted(golden_labels - set(labels))
-    if unknown:
-        raise ValueError(f"golden labels unknown to the model(s), schema mismatch: {unknown}")
-    return labels
-
-
-def measure_latency(model, texts: list[str], warmup: int, requests: int, threads: int) -> list[float]:
-    """Single-example predict calls (tokenize + forward) in ms; warm-up calls are not timed."""
+def measure_latency(predict_one, inputs: list, warmup: int, requests: int, threads: int) -> list[float]:
+    """Single-request calls ``predict_one(input)`` in ms; warm-up calls are not timed."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)  # fixed thread count so runs on different hosts compare
     try:
         for i in range(warmup):
-            model.predict_proba([texts[i % len(texts)]], batch_size=1)
+            predict_one(inputs[i % len(inputs)])
         samples = []
         for i in range(requests):
-            text = texts[i % len(texts)]
+            request = inputs[i % len(inputs)]
             start = time.perf_counter()
-            model.predict_proba([text], batch_size=1)
+            predict_one(request)
             samples.append((time.perf_counter() - start) * 1000.0)
         return samples
     finally:
         torch.set_num_threads(previous)
 
 
-def score_model(model, texts: list[str], y_true: np.ndarray, labels: list[str], args) -> tuple[dict, np.ndarray, list[float]]:
-    """Overall, per-class and latency figures for one model, its predictions and raw latencies."""
-    started = time.perf_counter()
-    local_pred = model.predict_proba(texts, batch_size=args.batch_size).argmax(axis=1)
-    eval_seconds = time.perf_counter() - started
-    to_global = np.array([labels.index(name) for name in model.labels])  # map by name
-    y_pred = to_global[local_pred]
-    latencies = measure_latency(model, texts, args.latency_warmup, args.latency_requests, args.latency_threads)
-
-    ids = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-    block = {
-        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
-        "accuracy": float(np.mean(y_true == y_pred)),
-        "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-            for i, name in enumerate(labels)
-        },
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
-        "latency_ms": {
-            "p50": float(np.percentile(latencies, 50)),
-            "p99": float(np.percentile(latencies, 99)),
-            "mean": float(np.mean(latencies)),
-            "n": len(latencies),
-        },
-        "eval_seconds": round(eval_seconds, 3),
-    }
-    return block, y_pred, latencies
+def latency_block(samples: list[float]) -> dict[str, float]:
+    return {"p50": float(np.percentile(samples, 50)), "p99": float(np.percentile(samples, 99)),
+            "mean": float(np.mean(samples)), "n": len(samples)}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -140,7 +106,7 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def log_to_mlflow(run_id: str, metrics: dict, output_dir: Path) -> None:
+def log_to_mlflow(run_id: str, metrics: dict, output_dir: Path, headline: list[tuple]) -> None:
     """Add the golden-set figures and both files to the training run (it already exists)."""
     import mlflow  # only this branch needs it; keeps the job usable without a tracking server
     from mlflow.entities import Metric
@@ -149,10 +115,9 @@ def log_to_mlflow(run_id: str, metrics: dict, output_dir: Path) -> None:
     values = {}
     for prefix, block in (("", metrics["challenger"]), ("champion_", metrics["champion"])):
         if block:
+            values.update({f"{prefix}golden_{key}": block[key] for key, *_ in headline})
             values.update(
                 {
-                    f"{prefix}golden_macro_f1": block["macro_f1"],
-                    f"{prefix}golden_accuracy": block["accuracy"],
                     f"{prefix}latency_p50_ms": block["latency_ms"]["p50"],
                     f"{prefix}latency_p99_ms": block["latency_ms"]["p99"],
                 }
@@ -168,60 +133,52 @@ def evaluate(args: argparse.Namespace) -> dict:
     for name in ("metrics.json", "report.html"):
         (args.output_dir / name).unlink(missing_ok=True)
     manifest, examples = load_golden(args.golden_dir, args.expected_golden_sha256)
+    task = task_module("evaluate", args.task)
 
-    with tempfile.TemporaryDirectory(prefix="evaluate-models-") as unpacked:  # on AWS both are model.tar.gz
-        challenger_dir = unpack_model_archive(args.challenger_dir, Path(unpacked) / "challenger")
-        challenger_model = load_classifier(challenger_dir, expected_digest=args.challenger_digest or None)
+    with tempfile.TemporaryDirectory(prefix="evaluate-models-") as unpacked:  # on AWS both are SageMaker's model.tar.gz
+        challenger_model = task.load(unpack_model_archive(args.challenger_dir, Path(unpacked) / "challenger"), args.challenger_digest or None)
         champion_model = None
         if args.champion_dir:
-            champion_dir = unpack_model_archive(args.champion_dir, Path(unpacked) / "champion")
-            champion_model = load_classifier(champion_dir, expected_digest=args.champion_digest or None)
-    labels = label_space(
-        [m.labels for m in (challenger_model, champion_model) if m], {ex["label"] for ex in examples}
-    )
-    texts = [ex["text"] for ex in examples]
-    y_true = np.array([labels.index(ex["label"]) for ex in examples])
-
-    # Same texts, same code, same process for both models: only the weights differ.
-    block, challenger_pred, challenger_lat = score_model(challenger_model, texts, y_true, labels, args)
-    challenger = {"model_dir": str(args.challenger_dir), **block}
-    champion, champion_pred, champion_lat = None, None, None
+            champion_model = task.load(unpack_model_archive(args.champion_dir, Path(unpacked) / "champion"), args.champion_digest or None)
+    # Same examples, same code, same process for both models: only the weights differ.
+    scored = task.score(examples, challenger_model, champion_model, args.batch_size, args.task_options)
+    requests = task.latency_requests(examples)
+    latencies = {
+        role: measure_latency(lambda request, m=model: task.predict_one(m, request), requests,
+                              args.latency_warmup, args.latency_requests, args.latency_threads) if model else None
+        for role, model in (("challenger", challenger_model), ("champion", champion_model))
+    }
+    challenger = {"model_dir": str(args.challenger_dir), **scored["blocks"]["challenger"], "latency_ms": latency_block(latencies["challenger"])}
+    champion = None
     if champion_model:
-        block, champion_pred, champion_lat = score_model(champion_model, texts, y_true, labels, args)
-        champion = {"model_dir": str(args.champion_dir), "version": args.champion_version, **block}
+        champion = {"model_dir": str(args.champion_dir), "version": args.champion_version, **scored["blocks"]["champion"],
+                    "latency_ms": latency_block(latencies["champion"])}
 
     metrics = {
         "golden_version": manifest.get("golden_version"),
         "golden_content_sha256": manifest["content_sha256"],
         "n_examples": len(examples),
-        "labels": labels,
+        "task": args.task,
+        **scored["fields"],
         "protocol": {
             "batch_size": 1,
             "warmup": args.latency_warmup,
             "requests": args.latency_requests,
             "threads": args.latency_threads,
             "timer": "time.perf_counter",
-            "call": "predict_proba([text], batch_size=1): tokenize + forward + softmax",
             "examples": "first `requests` golden examples in key order, cycling when the set is smaller; warm-up uses the same sequence",
             "scoring_batch_size": args.batch_size,
-            "macro_f1": "mean over all labels (labels=range(len(labels)), zero_division=0)",
+            **scored["protocol"],
         },
         "challenger": challenger,
         "champion": champion,
-        "paired": {
-            "keys": [ex["key"] for ex in examples],
-            "y_true": y_true.tolist(),
-            "challenger_pred": challenger_pred.tolist(),
-            "champion_pred": champion_pred.tolist() if champion else None,
-            "challenger_correct": (challenger_pred == y_true).astype(int).tolist(),
-            "champion_correct": (champion_pred == y_true).astype(int).tolist() if champion else None,
-        },
+        "paired": scored["paired"],
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.output_dir / "report.html", build_report(metrics, {"challenger": challenger_lat, "champion": champion_lat}))
+    write_atomic(args.output_dir / "report.html", build_report(metrics, latencies))
     write_atomic(args.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")  # last: it marks success
     if args.mlflow_run_id and os.environ.get("MLFLOW_TRACKING_URI"):
-        log_to_mlflow(args.mlflow_run_id, metrics, args.output_dir)
+        log_to_mlflow(args.mlflow_run_id, metrics, args.output_dir, task.summary_rows(metrics))
     elif args.mlflow_run_id:
         print("MLFLOW_TRACKING_URI is not set: results not logged to MLflow")
     return metrics
@@ -229,14 +186,13 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 def summary(metrics: dict) -> str:
     lines = [f"golden {metrics['golden_version']} ({metrics['golden_content_sha256'][:12]}…), {metrics['n_examples']} examples"]
+    headline = task_module("evaluate", metrics["task"]).summary_rows(metrics)
     for role in ("challenger", "champion"):
         block = metrics[role]
         if block:
             lat = block["latency_ms"]
-            lines.append(
-                f"{role:<10} macro F1 {block['macro_f1']:.4f}  accuracy {block['accuracy']:.4f}  "
-                f"latency p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms"
-            )
+            figures = "  ".join(f"{name} {block[key]:{fmt}}" for key, name, _, fmt in headline)
+            lines.append(f"{role:<10} {figures}  latency p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms")
     if not metrics["champion"]:
         lines.append("champion   none (first model of the lineage)")
     return "\n".join(lines)

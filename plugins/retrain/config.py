@@ -18,13 +18,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from retrain.intervals import WEEKDAYS, Calendar
 from retrain.paths import PROJECT_ROOT
 from retrain.paths import config_dir as current_config_dir
+from retrain.tasks import TASK_TYPES, UnknownTask, check_task, headline_metrics
 
 CADENCE_CRON = {
-    "weekly": "0 0 * * 1",  # Monday 00:00 UTC: intervals span Monday to Monday
-    "monthly": "0 0 1 * *",
-    "quarterly": "0 0 1 */3 *",
+    "weekly": "0 0 * * {weekday}",  # 00:00 UTC on the config's weekday (cron: 0 = Sunday): intervals span one week
+    "monthly": "0 0 1 * *",  # the 1st to the next 1st
+    "quarterly": "0 0 1 */3 *",  # 1 January, April, July, October to the next
 }
 
 
@@ -42,6 +44,20 @@ class ScheduleConfig(_Strict):
     cadence: Literal["weekly", "monthly", "quarterly"] = Field(description="Run cadence; each run's data interval spans one period.")
     start_date: date = Field(description="First data interval start (UTC).")
     catchup: bool = Field(False, description="Whether the scheduler creates runs for past intervals on unpause.")
+    weekday: Literal[WEEKDAYS] = Field(
+        "monday", description="Weekly cadence only: the day (00:00 UTC) each weekly interval starts and ends, so "
+                              "weekly models can be staggered across the week.")
+
+    @model_validator(mode="after")
+    def _weekday_is_weekly(self) -> "ScheduleConfig":
+        if self.weekday != "monday" and self.cadence != "weekly":
+            raise ValueError(f"weekday applies to the weekly cadence only; a {self.cadence} interval starts on the 1st")
+        return self
+
+    @property
+    def calendar(self) -> Calendar:
+        """The interval calendar (retrain.intervals) this schedule cuts."""
+        return Calendar(self.cadence, WEEKDAYS.index(self.weekday))
 
 
 class DagConfig(_Strict):
@@ -111,6 +127,13 @@ class EvaluationConfig(_Strict):
 
     batch_size: int = Field(64, ge=1, description="Batch size for scoring the golden set.")
     latency: LatencyProtocol = Field(default_factory=LatencyProtocol, description="Latency measurement protocol.")
+    escalation_label: str | None = Field(
+        None, description="text_classification: the label whose prediction escalates to a person (sentiment: negative); "
+                          "evaluation then reports the false-escalation rate.")
+
+    def task_options(self) -> dict[str, Any]:
+        """The task-specific evaluation options that are set, handed to the evaluation job as JSON."""
+        return {} if self.escalation_label is None else {"escalation_label": self.escalation_label}
 
 
 class SignificancePolicy(_Strict):
@@ -122,19 +145,33 @@ class SignificancePolicy(_Strict):
     seed: int = Field(0, description="Seed of the resampling, so a verdict can be reproduced.")
 
 
+class FalseEscalationPolicy(_Strict):
+    """The false-escalation rate (examples not of the escalation label predicted as it): a ceiling, and its ratio to the champion's."""
+
+    max_rate: float = Field(ge=0, le=1, description="Ceiling on the challenger's false-escalation rate.")
+    max_ratio: float = Field(1.15, ge=1, description="The challenger's rate may be at most this times the champion's, beyond noise.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Level of the paired one-sided exact test that the ratio is exceeded.")
+
+
 class GatePolicy(_Strict):
     """What a challenger must satisfy before it may be registered."""
 
     min_total_examples: int = Field(100, ge=1, description="Fewest golden examples the verdict may rest on.")
     min_class_support: int = Field(10, ge=1, description="Per-class criteria judge only classes with this many golden examples.")
-    floors: dict[Literal["macro_f1", "accuracy"], float] = Field(default_factory=dict, description="Absolute minimums of the challenger.")
-    min_delta: dict[Literal["macro_f1", "accuracy"], float] = Field(default_factory=dict, description="challenger − champion must be >= this; negative allows non-inferiority.")
+    floors: dict[str, float] = Field(default_factory=dict, description="Absolute minimums of the challenger's headline metrics (the task type's).")
+    min_delta: dict[str, float] = Field(default_factory=dict, description="challenger − champion must be >= this; negative allows non-inferiority.")
     per_class_floor: float = Field(0.0, ge=0, le=1, description="Lowest F1 any judged class may have, beyond sampling noise (see per_class_alpha).")
     per_class_max_regression: float = Field(1.0, ge=0, le=1, description="Largest F1 drop against the champion any judged class may have, beyond sampling noise (see per_class_alpha).")
     per_class_alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise error rate of each per-class family (floor, regression): a class fails only if past its limit and its exact test survives step-down Tarone–Holm at this level.")
     latency_p50_ms_max: float = Field(float("inf"), gt=0, description="Ceiling of median single-request latency.")
     latency_p99_ms_max: float = Field(float("inf"), gt=0, description="Ceiling of p99 single-request latency.")
     significance: SignificancePolicy = Field(default_factory=SignificancePolicy)
+    false_escalation: FalseEscalationPolicy | None = Field(
+        None, description="text_classification with evaluation.escalation_label: ceiling and champion ratio of the false-escalation rate.")
+
+    def unset_optional_sections(self) -> set[str] | None:
+        """Optional sections left unset: left out of dumps, so policies that do not use them keep their digests."""
+        return {"false_escalation"} if self.false_escalation is None else None
 
 
 class SampleDataConfig(_Strict):
@@ -341,7 +378,7 @@ class ModelConfig(_Strict):
     """Everything about one model's retraining pipeline."""
 
     name: str = Field(description="Model name; the DAG id is retrain_<name>.")
-    task: Literal["text_classification"] = Field(description="What the model does; selects train/evaluate logic.")
+    task: str = Field(description=f"Task type; selects the training, evaluation, metrics and gate criteria ({', '.join(TASK_TYPES)}).")
     description: str = Field("", description="Shown as the DAG's description.")
     schedule: ScheduleConfig
     dag: DagConfig
@@ -360,20 +397,51 @@ class ModelConfig(_Strict):
             raise ValueError("must be a lower-case identifier such as 'intent'")
         return value
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        try:
+            return check_task(value)
+        except UnknownTask as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> "ModelConfig":
+        metrics = headline_metrics(self.task)
+        for section in ("floors", "min_delta"):
+            unknown = sorted(set(getattr(self.gate, section)) - set(metrics))
+            if unknown:
+                raise ValueError(f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
+        if self.gate.false_escalation is not None and self.evaluation.escalation_label is None:
+            raise ValueError("gate.false_escalation needs evaluation.escalation_label: the label whose prediction escalates")
+        return self
+
     @property
     def dag_id(self) -> str:
         return f"retrain_{self.name}"
 
     @property
     def cron(self) -> str:
-        return CADENCE_CRON[self.schedule.cadence]
+        return CADENCE_CRON[self.schedule.cadence].format(weekday=(self.schedule.calendar.weekday + 1) % 7)
 
     def digest(self) -> str:
         """sha256 of the canonical config: recorded as lineage on every run and model version."""
-        # An unset fab_user_ids is left out, so configs that do not use it keep the digests they had.
-        exclude = None if self.approval.fab_user_ids else {"approval": {"fab_user_ids"}}
-        canonical = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
+        # Optional fields added later are left out while unset, so configs that do not use them keep the digests they had.
+        exclude: dict[str, set[str]] = {}
+        for section, name, unset in _LATER_FIELDS:
+            if getattr(getattr(self, section), name) == unset:
+                exclude.setdefault(section, set()).add(name)
+        canonical = json.dumps(self.model_dump(mode="json", exclude=exclude or None), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_LATER_FIELDS = (
+    ("approval", "fab_user_ids", {}),
+    ("schedule", "weekday", "monday"),
+    ("evaluation", "escalation_label", None),
+    ("gate", "false_escalation", None),
+)
+"""(section, field, value while unset) of fields added after configs were in use; see ModelConfig.digest."""
 
 
 def _format_errors(path: Path, error: ValidationError) -> str:
@@ -404,6 +472,9 @@ def load_config(path: str | Path) -> ModelConfig:
     labels_path = PROJECT_ROOT / config.data.labels_file
     if not labels_path.is_file():
         raise ConfigError(f"{path}: field 'data.labels_file': no such file {labels_path}")
+    escalation = config.evaluation.escalation_label
+    if escalation is not None and escalation not in config.data.labels():
+        raise ConfigError(f"{path}: field 'evaluation.escalation_label': {escalation!r} is not one of the labels in {config.data.labels_file}")
     return config
 
 

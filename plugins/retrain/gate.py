@@ -2,7 +2,10 @@
 
 Plain Python and numpy, no Airflow. ``evaluate_gate(policy, metrics)`` returns the body of
 ``gate.json``: each criterion with its value, threshold, verdict and a one-line reason.
-With no champion only absolute criteria apply, and the result says so.
+With no champion only absolute criteria apply, and the result says so. The criteria every
+task type shares live here, with the statistics they use; each task type's own criteria
+live in ``retrain.tasks.<task>`` (for classifiers: per-class limits, paired significance
+on macro F1, the false-escalation rate).
 
 The paired significance criterion is a percentile bootstrap of (challenger − champion)
 macro F1 over the golden set's examples. It is vectorised by noting that resampling n
@@ -21,6 +24,9 @@ import numpy as np
 
 from retrain.config import GatePolicy
 from retrain.store import canonical_json
+from retrain.tasks import task_module
+
+DEFAULT_TASK = "text_classification"
 
 PASS, FAIL, SKIP, REPORT = "pass", "fail", "skipped", "report"
 
@@ -156,92 +162,25 @@ def one_vs_rest_discordance(y: np.ndarray, a: np.ndarray, b: np.ndarray, n_class
     return only_a, only_b
 
 
-def _fmt_p(p: float) -> str:
+def fmt_p(p: float) -> str:
     return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
 
-def _per_class(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) -> list[dict[str, Any]]:
-    """Per-class floor and regression: a class fails only if it is past the limit and the gap is beyond sampling noise.
-
-    Each family (floor, regression) is an exact one-sided test per judged class, corrected with
-    step-down Tarone–Holm at ``policy.per_class_alpha`` (family-wise), so an equivalent challenger
-    is rarely blocked however many classes there are; bench/gate_oc.py measures the error rates.
-    """
-    labels = list(metrics["labels"])
-    challenger = metrics["challenger"]["per_class"]
-    judged = [i for i, label in enumerate(labels) if challenger[label]["support"] >= policy.min_class_support]
-    small = len(labels) - len(judged)
-    note = f"; {small} class(es) under {policy.min_class_support} examples not judged" if small else ""
-    if not judged:
-        return [criterion("per_class.floor", None, policy.per_class_floor, SKIP, f"no class has {policy.min_class_support}+ examples")]
-    alpha = policy.per_class_alpha
-    paired = metrics["paired"]
-    y, a = (np.asarray(paired[k], dtype=np.int64) for k in ("y_true", "challenger_pred"))
-    n_classes = len(labels)
-    f1 = np.array([challenger[labels[i]]["f1"] for i in judged])
-    out = [_floor(policy, labels, judged, f1, y, a, n_classes, note)]
-    if has_champion:
-        b = np.asarray(paired["champion_pred"], dtype=np.int64)
-        champion = metrics["champion"]["per_class"]
-        drop = np.array([champion[labels[i]]["f1"] for i in judged]) - f1
-        only_a, only_b = (counts[judged] for counts in one_vs_rest_discordance(y, a, b, n_classes))
-        discordant = only_a + only_b
-        p = np.array([binomial_tail(int(k), int(n), 0.5, upper=True) for k, n in zip(only_b, discordant)])
-        min_p = np.power(0.5, discordant.astype(np.float64))
-        significant, family = holm_tarone(p, min_p, alpha)
-        material = drop > policy.per_class_max_regression
-        failing = np.flatnonzero(material & significant)
-        worst = int(failing[np.argmin(p[failing])]) if len(failing) else int(np.argmax(drop))
-        in_noise = int(np.sum(material & ~significant))
-
-        def evidence(j: int) -> str:
-            return (f"{labels[judged[j]]}: F1 {-drop[j]:+.3f}, one-vs-rest McNemar {int(only_a[j])} vs {int(only_b[j])} "
-                    f"(only challenger vs only champion right), p={_fmt_p(p[j])} "
-                    f"{'<=' if significant[j] else '>'} {alpha:g}/{family[j]} (Holm–Tarone, {family[j]} of {len(judged)} classes testable)")
-
-        if len(failing):
-            reason = (f"{len(failing)} class(es) lost more than {policy.per_class_max_regression} F1 beyond noise, worst "
-                      + evidence(worst) + (f"; {in_noise} more past the limit within noise" if in_noise else ""))
-        else:
-            reason = (f"no class lost more than {policy.per_class_max_regression} F1 beyond noise; largest drop "
-                      + evidence(worst) + (f"; {in_noise} class(es) past the limit within noise" if in_noise else ""))
-        out.append(criterion("per_class.regression", round(float(drop[worst]), 6), policy.per_class_max_regression,
-                             FAIL if len(failing) else PASS, reason + note))
-    return out
+def deltas(policy: GatePolicy, challenger: dict[str, Any], champion: dict[str, Any]) -> list[dict[str, Any]]:
+    """challenger − champion of each headline metric in ``policy.min_delta``; a negative margin allows non-inferiority."""
+    return [at_least(f"delta.{m}", challenger[m] - champion[m], margin, f"challenger − champion {m}")
+            for m, margin in policy.min_delta.items()]
 
 
-def _floor(policy: GatePolicy, labels: list[str], judged: list[int], f1: np.ndarray, y: np.ndarray, a: np.ndarray,
-           n_classes: int, note: str) -> dict[str, Any]:
-    """Per-class floor: F1 below the floor, and an exact binomial test that its true F1 is below it too.
+def evaluate_gate(policy: GatePolicy, metrics: dict[str, Any], task: str | None = None) -> dict[str, Any]:
+    """All criteria for one challenger; ``decision`` is 'pass' only if none failed.
 
-    F1 = 2J/(1+J), where J = TP/(TP+FP+FN) is the share of the examples that concern the class
-    (truly it, or predicted as it) that are right; so F1 < floor exactly when J < floor/(2−floor),
-    and given those n examples, TP is binomial in J.
-    """
-    floor, alpha = policy.per_class_floor, policy.per_class_alpha
-    tp = np.bincount(y[y == a], minlength=n_classes)[judged]
-    concern = (np.bincount(y, minlength=n_classes) + np.bincount(a, minlength=n_classes))[judged] - tp
-    j0 = floor / (2 - floor)
-    p = np.array([binomial_tail(int(k), int(n), j0, upper=False) for k, n in zip(tp, concern)])
-    min_p = np.power(1 - j0, concern.astype(np.float64))
-    significant, family = holm_tarone(p, min_p, alpha)
-    below = f1 < floor
-    failing = np.flatnonzero(below & significant)
-    worst = int(failing[np.argmin(p[failing])]) if len(failing) else int(np.argmin(f1))
-    in_noise = int(np.sum(below & ~significant))
-    evidence = (f"{labels[judged[worst]]} at {f1[worst]:.3f}, TP {int(tp[worst])} of {int(concern[worst])} examples "
-                f"concerning it, exact binomial p={_fmt_p(p[worst])} {'<=' if significant[worst] else '>'} "
-                f"{alpha:g}/{family[worst]} (Holm–Tarone)")
-    if len(failing):
-        reason = f"{len(failing)} class(es) below the floor beyond noise, worst " + evidence
-    else:
-        reason = "no class below the floor beyond noise; lowest " + evidence
-    reason += f"; {in_noise} class(es) under the floor within noise" if in_noise else ""
-    return criterion("per_class.floor", round(float(f1[worst]), 6), floor, FAIL if len(failing) else PASS, reason + note)
-
-
-def evaluate_gate(policy: GatePolicy, metrics: dict[str, Any]) -> dict[str, Any]:
-    """All criteria for one challenger; ``decision`` is 'pass' only if none failed."""
+    The criteria every task shares (sample size, floors, latency) are applied here; the task
+    type's own (``retrain.tasks.<task>.criteria``) follow. ``task`` defaults to the one
+    ``metrics.json`` records, and must agree with it."""
+    recorded = metrics.get("task", DEFAULT_TASK)  # metrics written before task types were recorded are classification
+    if task is not None and task != recorded:
+        raise ValueError(f"metrics.json was written for task {recorded!r}, but the model's config says {task!r}")
     challenger, champion = metrics["challenger"], metrics.get("champion")
     has_champion = champion is not None
     results = [
@@ -249,28 +188,8 @@ def evaluate_gate(policy: GatePolicy, metrics: dict[str, Any]) -> dict[str, Any]
         *(at_least(f"floor.{m}", challenger[m], t, f"challenger {m}") for m, t in policy.floors.items()),
         at_most("latency.p50_ms", challenger["latency_ms"]["p50"], policy.latency_p50_ms_max, "p50 latency (ms)"),
         at_most("latency.p99_ms", challenger["latency_ms"]["p99"], policy.latency_p99_ms_max, "p99 latency (ms)"),
-        *_per_class(policy, metrics, has_champion),
+        *task_module("gate", recorded).criteria(policy, metrics, has_champion),
     ]
-    if has_champion:
-        for m, margin in policy.min_delta.items():
-            delta = challenger[m] - champion[m]
-            results.append(at_least(f"delta.{m}", delta, margin, f"challenger − champion {m}"))
-        paired = metrics["paired"]
-        y, a, b = (np.asarray(paired[k], dtype=np.int64) for k in ("y_true", "challenger_pred", "champion_pred"))
-        sig = policy.significance
-        ci = paired_bootstrap_macro_f1(y, a, b, len(metrics["labels"]), sig.resamples, sig.confidence, sig.seed)
-        ok = ci["lower"] >= sig.margin
-        results.append(criterion(
-            "significance.macro_f1", round(ci["lower"], 6), sig.margin, PASS if ok else FAIL,
-            f"{sig.confidence:.0%} paired bootstrap CI of Δ macro F1 [{ci['lower']:+.4f}, {ci['upper']:+.4f}] "
-            f"(Δ {ci['delta']:+.4f}, {sig.resamples} resamples); lower bound {'>=' if ok else '<'} margin {sig.margin}",
-        ))
-        mc = mcnemar_exact(np.asarray(paired["challenger_correct"], bool), np.asarray(paired["champion_correct"], bool))
-        results.append(criterion(
-            "significance.mcnemar", round(mc["p_value"], 6), None, REPORT,
-            f"exact McNemar p={mc['p_value']:.4g}: {mc['only_challenger_correct']} only-challenger vs "
-            f"{mc['only_champion_correct']} only-champion correct (reported, not gating)",
-        ))
     failed = [r["name"] for r in results if r["verdict"] == FAIL]
     body = {
         "decision": "reject" if failed else "pass",
@@ -281,7 +200,7 @@ def evaluate_gate(policy: GatePolicy, metrics: dict[str, Any]) -> dict[str, Any]
         "champion_version": champion.get("version") if has_champion else None,
         "golden_version": metrics["golden_version"],
         "criteria": results,
-        "policy": policy.model_dump(mode="json"),
+        "policy": policy.model_dump(mode="json", exclude=policy.unset_optional_sections()),
     }
     body["digest"] = hashlib.sha256(canonical_json(body)).hexdigest()
     return body

@@ -206,6 +206,7 @@ def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) ->
     hyperparameters = {key: str(value) for key, value in config.training.hyperparameters.items()}
     hyperparameters.update(
         {
+            "task": config.task,
             "base-model": config.training.base_model,
             "dataset-version": built["dataset_version"],
             "config-digest": config.digest(),
@@ -249,6 +250,8 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore,
         "latency-threads": str(latency.threads),
         "mlflow-run-id": trained.get("mlflow_run_id") or "",
         "expected-golden-sha256": config.data.golden_sha256 or "",
+        "task": config.task,
+        "task-options": _json(config.evaluation.task_options()),
     }
     champion = ledger.current_champion(store if champion_store is None else champion_store, config.name)
     if champion is not None:

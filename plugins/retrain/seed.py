@@ -63,7 +63,7 @@ def partition_of(text: str, partitions: int) -> int:
 
 def placement(store: Store, config: ModelConfig, partitions: int, end: datetime | None, now: datetime) -> list[tuple[datetime, datetime]]:
     """The intervals to seed: ending at ``end``, else where existing partitions end, else at the latest complete interval."""
-    cadence = config.schedule.cadence
+    cadence = config.schedule.calendar
     if end is None:
         existing = list_partitions(store, config.name)
         if existing:
@@ -187,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("a model is required: --model NAME")
     try:
         config = load_model(name)
-        if args.end is not None and not is_boundary(config.schedule.cadence, args.end.date()):
-            parser.error(f"--end {args.end.date()} is not a {config.schedule.cadence} interval boundary")
-        store = get_store()  # the backend's: a Store, or the S3 buckets with RETRAIN_BACKEND=aws
+        if args.end is not None and not is_boundary(config.schedule.calendar, args.end.date()):
+            on = f" ({config.schedule.weekday} 00:00 UTC)" if config.schedule.cadence == "weekly" else ""
+            parser.error(f"--end {args.end.date()} is not a {config.schedule.cadence} interval boundary{on}")
+        store = get_store()  # the backend's: a LocalStore, or the S3 buckets with RETRAIN_BACKEND=aws
         result = seed(store, config, args.partitions, args.end)
     except (ConfigError, SeedError, WriteOnceError) as exc:
         print(f"seed refused: {exc}", file=sys.stderr)

@@ -150,7 +150,7 @@ class GateOnMetricsOperator(ModelOperator):
         config, store = load_model(self.model_name), get_store()
         ctx = run_context(context, ("evaluate_model",))
         evaluated = ctx.upstream["evaluate_model"]
-        gate = evaluate_gate(config.gate, store.read_json(store.key_of(evaluated["metrics_path"])))
+        gate = evaluate_gate(config.gate, store.read_json(store.key_of(evaluated["metrics_path"])), config.task)
         gate.update({"model": config.name, "dag_id": ctx.dag_id, "run_id": ctx.run_id})
         out = try_key(config, ctx, "gate_on_metrics")
         path = write_once_json(store, f"{out}/gate.json", gate)

@@ -88,13 +88,36 @@ def test_rollback_dag_is_manual_and_needs_a_reason(dagbag, configs):
         assert dag.params["target_version"] is None
 
 
-def test_weekly_schedule_has_week_long_data_intervals(dagbag):
+def data_interval(dag, run_after: datetime):
     from airflow.serialization.encoders import coerce_to_core_timetable
 
-    timetable = coerce_to_core_timetable(dagbag.dags["retrain_intent"].timetable)
-    interval = timetable.infer_manual_data_interval(run_after=datetime(2026, 10, 21, 9, 30, tzinfo=timezone.utc))
+    return coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=run_after)
+
+
+@pytest.mark.parametrize(("dag_id", "weekday"), [("retrain_intent", 0), ("retrain_sentiment", 1)])
+def test_weekly_schedules_have_week_long_data_intervals_on_their_weekday(dagbag, dag_id, weekday):
+    interval = data_interval(dagbag.dags[dag_id], datetime(2026, 10, 21, 9, 30, tzinfo=timezone.utc))
     assert interval.end - interval.start == timedelta(days=7)
-    assert interval.start.weekday() == 0 and interval.start.hour == 0
+    assert interval.start.weekday() == weekday and interval.start.hour == 0  # sentiment runs a day after intent
+
+
+@pytest.mark.parametrize(("cadence", "run_after", "start", "end"), [
+    ("monthly", datetime(2026, 11, 23, 9, 30), datetime(2026, 10, 1), datetime(2026, 11, 1)),     # 31 days
+    ("monthly", datetime(2027, 3, 2), datetime(2027, 2, 1), datetime(2027, 3, 1)),                # 28 days
+    ("quarterly", datetime(2026, 11, 23, 9, 30), datetime(2026, 7, 1), datetime(2026, 10, 1)),    # Q3: 92 days
+    ("quarterly", datetime(2027, 1, 15), datetime(2026, 10, 1), datetime(2027, 1, 1)),            # Q4, across the year
+])
+def test_monthly_and_quarterly_intervals_span_the_whole_period(cadence, run_after, start, end):
+    """A monthly or quarterly config gets a timetable whose data interval is exactly the calendar month or quarter."""
+    from retrain.intervals import latest_complete_interval
+    from retrain_airflow.factory import build_retraining_dag
+
+    config = load_config(PROJECT_ROOT / "config" / "models" / "intent.yaml").model_copy(
+        update={"schedule": load_config(PROJECT_ROOT / "config" / "models" / "intent.yaml").schedule.model_copy(update={"cadence": cadence})})
+    utc = [moment.replace(tzinfo=timezone.utc) for moment in (run_after, start, end)]
+    interval = data_interval(build_retraining_dag(config, backend="local"), utc[0])
+    assert (interval.start, interval.end) == (utc[1], utc[2])
+    assert latest_complete_interval(config.schedule.calendar, utc[0]) == (utc[1], utc[2])  # seeding cuts the same periods
 
 
 def test_parsing_dags_loads_no_heavy_module():

@@ -178,7 +178,8 @@ def test_challenger_only_writes_complete_metrics_and_report(challenger_only, gol
     metrics = json.loads((out / "metrics.json").read_text())
     manifest = json.loads((golden / "manifest.json").read_text())
 
-    assert set(metrics) == {"golden_version", "golden_content_sha256", "n_examples", "labels", "protocol", "challenger", "champion", "paired"}
+    assert set(metrics) == {"golden_version", "golden_content_sha256", "n_examples", "task", "labels", "protocol", "challenger", "champion", "paired"}
+    assert metrics["task"] == "text_classification"
     assert metrics["golden_version"] == "v1"
     assert metrics["golden_content_sha256"] == manifest["content_sha256"]
     assert metrics["n_examples"] == sum(map(len, TEXTS.values()))

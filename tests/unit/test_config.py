@@ -107,3 +107,30 @@ def test_aws_section_is_optional_and_glue_version_stays_a_string(tmp_path):
     assert config.aws is not None and config.aws.glue.glue_version == "5.0"
     local_only = write(tmp_path, text[: text.index("\naws:")] + "\n")
     assert load_config(local_only).aws is None
+
+
+SENTIMENT = INTENT.with_name("sentiment.yaml")
+
+
+def test_sentiment_is_staggered_a_day_after_intent_and_names_its_escalation_label():
+    sentiment, intent = load_config(SENTIMENT), load_config(INTENT)
+    assert (intent.cron, sentiment.cron) == ("0 0 * * 1", "0 0 * * 2")  # Monday, Tuesday
+    assert sentiment.evaluation.task_options() == {"escalation_label": "negative"}
+    assert intent.evaluation.task_options() == {}
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("task: text_classification", "task: image_segmentation", "unknown task 'image_segmentation'"),
+    ("  floors:\n    macro_f1: 0.88", "  floors:\n    recall_at_10: 0.88", "not headline metrics of task 'text_classification'"),
+    ("  escalation_label: negative  #", "  #", "gate.false_escalation needs evaluation.escalation_label"),
+    ("  escalation_label: negative", "  escalation_label: angry", "field 'evaluation.escalation_label': 'angry' is not one of the labels"),
+    ("  cadence: weekly", "  cadence: monthly", "weekday applies to the weekly cadence only"),
+    ("  weekday: tuesday", "  weekday: tues", "field 'schedule.weekday'"),
+])
+def test_task_and_schedule_rules_name_the_problem(tmp_path, old, new, message):
+    text = SENTIMENT.read_text()
+    assert old in text
+    path = write(tmp_path, text.replace(old, new), name="sentiment")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and message in str(info.value)

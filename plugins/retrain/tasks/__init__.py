@@ -1,0 +1,53 @@
+"""Task types: what a config's ``task`` selects, as one module per side.
+
+A task type is three small modules with the same name, one per side, looked up here:
+
+- ``training.tasks.<task>`` (include/, job environment): reads the training channels, builds
+  the model, computes the loss and the validation figures, saves the model directory;
+- ``eval.tasks.<task>`` (include/, job environment): loads a model directory (checking its
+  weights digest), scores the golden set, adds the task's sections to the report;
+- ``retrain.tasks.<task>`` (plugins/, core): the task's headline metrics and its gate criteria.
+
+Everything the task types share is written once around them: seeding, the SageMaker
+contract, checkpoint/resume and MLflow logging (``training/train.py``), the weights digest
+(``training/base.py``), golden-set verification, the latency protocol and the report
+skeleton (``eval/evaluate.py``, ``eval/report.py``), and the common gate criteria
+(``retrain/gate.py``). None of them branches on the task. docs/task-types.md says how to add one.
+Plain Python: nothing heavy is imported until a side's module is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+TASK_TYPES: dict[str, tuple[str, ...]] = {
+    "text_classification": ("macro_f1", "accuracy"),
+}
+"""Each task type that has all three modules, with its headline metrics: the scalars (higher is
+better) that its metrics.json blocks carry and that ``gate.floors`` and ``gate.min_delta`` may name.
+Kept here, as plain data, so a config validates without importing a task's modules."""
+
+SIDES = {"train": "training.tasks", "evaluate": "eval.tasks", "gate": "retrain.tasks"}
+"""Where each side's module of a task type lives (``<package>.<task>``)."""
+
+
+class UnknownTask(ValueError):
+    """A task name that no task type provides."""
+
+
+def check_task(task: str) -> str:
+    """``task`` if it is a known task type; else an error listing the known ones."""
+    if task not in TASK_TYPES:
+        raise UnknownTask(f"unknown task {task!r}; known task types: {', '.join(TASK_TYPES)}")
+    return task
+
+
+def headline_metrics(task: str) -> tuple[str, ...]:
+    """The headline metrics of a task type."""
+    return TASK_TYPES[check_task(task)]
+
+
+def task_module(side: str, task: str) -> ModuleType:
+    """The module of one side (``train``, ``evaluate`` or ``gate``) of a task type."""
+    return importlib.import_module(f"{SIDES[side]}.{check_task(task)}")
