@@ -18,27 +18,23 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import urllib.request
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
 import pytest
 
-from airflowstack import PROJECT_ROOT, standalone_airflow, tiny_config, tiny_rows, write_csv  # tests/ is on pythonpath
+from airflowstack import TinyProject, standalone_airflow, tiny_config, user_factory, write_csv  # tests/ is on pythonpath
 from moto_job_bridge import dumps
 from retrain import ledger
-from retrain.airflow_api import AirflowClient, wait_until
+from retrain.airflow_api import wait_until
 from retrain.config import load_config
-from retrain.dagfiles import sync as sync_dag_files
-from retrain.intervals import latest_complete_week
 from retrain.jobs import run_key
 from retrain.s3store import S3Store
 from retrain.seed import publish_golden
-from tinydata import LABELS
 
 pytestmark = pytest.mark.aws
 
@@ -93,23 +89,18 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
     root = tmp_path_factory.mktemp("aws-e2e")
     endpoint, tag = moto_simulator_endpoint, uuid.uuid4().hex[:8]
     account = _simulated_account(endpoint, tag)
-    config_dir, airflow_home, dags_dir = root / "config", root / "airflow", root / "dags"
-    config_dir.mkdir()
-    labels_file = root / "labels.json"
-    labels_file.write_text(json.dumps(LABELS))
-    config_path = tiny_config(config_dir, labels_file, "intent", extra=tuple(_aws_config_edits(account)))
-    sync_dag_files(config_dir, dags_dir)
+    project = TinyProject(root)  # tiny data, configs and DAG files as the integration tier has them; its local store stays empty
+    config_path = tiny_config(project.config_dir, project.labels_file, "intent", extra=tuple(_aws_config_edits(account)))
+    project.sync_dags()
 
     # What upstream producers and `bin/retrain seed` put in the buckets: two weekly raw partitions and golden v1.
-    start, end = latest_complete_week(datetime.now(timezone.utc))
-    rows = tiny_rows(PROJECT_ROOT / "data" / "banking77" / "train.csv", 40)
-    write_csv(root / "golden.csv", tiny_rows(PROJECT_ROOT / "data" / "banking77" / "test.csv", 12))
+    start, rows = project.interval[0], project.rows
     s3 = _client("s3", endpoint)
     store = S3Store(account["datasets"], account["artifacts"], account["golden"], client=s3)
     for week, part in ((start - timedelta(weeks=1), rows[::2]), (start, rows[1::2])):
         write_csv(root / "part.csv", part)
         store.write_once_bytes(f"raw/intent/dt={week.date()}/part-00000.csv", (root / "part.csv").read_bytes())
-    publish_golden(store, load_config(config_path), root / "golden.csv", "v1")
+    publish_golden(store, load_config(config_path), project.golden_csv, "v1")
 
     aws_env = {**SIMULATED, "AWS_ENDPOINT_URL": endpoint, "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-credentials"),
                "AWS_CONFIG_FILE": str(root / "no-config")}
@@ -121,24 +112,13 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
     bridge.extra_env.update(buckets_env)
     first_job = len(bridge.jobs)  # the session's bridge may have run other tests' jobs before
     env = {
-        **no_routing, **aws_env, **buckets_env,
+        **project.env(no_routing), **aws_env, **buckets_env,
         "RETRAIN_BACKEND": "aws",
         "RETRAIN_GIT_SHA": GIT_SHA,
         "RETRAIN_CODE_DIGEST": CODE_DIGEST,
         "RETRAIN_AWS_CHECK_INTERVAL": "2",
-        "RETRAIN_PROJECT_ROOT": str(PROJECT_ROOT),
-        "RETRAIN_CONFIG_DIR": str(config_dir),
-        "RETRAIN_HOME": str(root / "unused-local-store"),  # must stay empty: the aws backend writes only to S3
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
                                                 "extra": {"region_name": REGION, "endpoint_url": endpoint}}),
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_dir),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,alice:op",
-        "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     with standalone_airflow(env, root, ("retrain_intent",), "aws-standalone.log") as client:
         started = time.monotonic()
@@ -148,7 +128,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         log = root / "aws-standalone.log"
         assert client.wait_for_approval_request("retrain_intent", run_id), log.read_text()[-5000:] + dumps(bridge.jobs[first_job:])
         approval_at = time.monotonic()
-        AirflowClient(client.base_url, airflow_home).login("alice").respond(
+        user_factory(client)("alice").respond(
             "retrain_intent", run_id, "await_approval", "Approve", {"reason": "aws e2e: first model"})
         states = client.wait_for_run("retrain_intent", run_id)
         finished = time.monotonic()
@@ -157,7 +137,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
                 "wall_s": finished - started, "approval_requested_after_s": approval_at - started, "states": states,
                 "jobs": [{k: j[k] for k in ("name", "kind", "seconds", "exit_code")} for j in bridge.jobs[first_job:]]}))
         yield {"run_id": run_id, "states": states, "store": store, "s3": s3, "account": account, "jobs": bridge.jobs[first_job:],
-               "client": client, "endpoint": endpoint, "mlflow_port": mlflow_port, "log": log, "root": root,
+               "client": client, "endpoint": endpoint, "mlflow_port": mlflow_port, "log": log, "root": root, "project": project,
                "seconds": {"to_approval": approval_at - started, "total": finished - started}}
 
 
@@ -187,7 +167,7 @@ def test_outputs_are_where_sagemaker_and_glue_put_them(aws_stack):
     assert b"Gate: PASS" in store.read_bytes(f"{key}/gate_on_metrics/try-1/report.html")
     job = next(j["name"] for j in aws_stack["jobs"] if j["kind"] == "training")
     assert store.exists(f"{key}/train_model/try-1/model/{job}/output/model.tar.gz")  # <S3OutputPath>/<job name>/output/
-    assert not (aws_stack["root"] / "unused-local-store").exists(), "the aws backend wrote to the local store"
+    assert not aws_stack["project"].store_root.exists(), "the aws backend wrote to the local store"
 
 
 def test_promotion_approves_the_package_and_appends_the_s3_ledger(aws_stack):

@@ -52,14 +52,14 @@ def _name(requirement_name: str) -> str:
 
 
 def _pins(path: Path) -> dict[str, str]:
-    """`name==version` lines of a constraints file, by normalised name."""
+    """`name[extras]==version` lines of a constraints or requirements file, by normalised name (extras dropped)."""
     pins = {}
     for line in path.read_text().splitlines():
         spec = line.split("#", 1)[0].strip()
         if spec:
             name, _, version = spec.partition("==")
             assert version, f"{path.name}: not an exact pin: {line!r}"
-            pins[_name(name)] = version.strip()
+            pins[_name(name.split("[", 1)[0])] = version.strip()
     return pins
 
 
@@ -109,22 +109,10 @@ def test_project_constraints_carry_mwaa_pins_unchanged(mwaa_constraints):
     assert not differing, f"constraints/airflow.txt vs MWAA 3.3.1 (ours, MWAA's): {differing}"
 
 
-def _requirement_pins(path: Path) -> dict[str, str]:
-    """`name[extras]==version` lines of a requirements file, by normalised name (extras dropped)."""
-    pins = {}
-    for line in path.read_text().splitlines():
-        spec = line.split("#", 1)[0].strip()
-        if spec:
-            name, _, version = spec.partition("==")
-            assert version, f"{path.name}: not an exact pin: {line!r}"
-            pins[_name(name.split("[", 1)[0])] = version.strip()
-    return pins
-
-
 def test_celery_deployment_pins_are_mwaa_pins(mwaa_constraints):
     """The local Celery deployment (tests/celery, docker-compose) runs the executor at MWAA 3.3.1's versions."""
     mwaa = {**_pins(AIRFLOW_CONSTRAINTS), **_pins(ESSENTIAL)}
-    pins = _requirement_pins(CELERY_REQUIREMENTS)
+    pins = _pins(CELERY_REQUIREMENTS)
     assert {"apache-airflow-providers-celery", "celery", "redis", "psycopg2-binary", "asyncpg"} <= pins.keys()
     assert {name: mwaa.get(name) for name in pins} == pins
 
