@@ -59,7 +59,7 @@ def tiny_project(root: Path, models: tuple[str, ...]):
 
 def start_standalone(project, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """``airflow standalone`` (LocalExecutor on SQLite) over the tiny project, on free ports."""
-    from airflowstack import free_port
+    from retrain.runner import free_port
 
     port = free_port()
     env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
@@ -204,8 +204,8 @@ def run(quick: bool, work: Path) -> dict:
         f"LocalExecutor overhead run: {split(local)}.",
         "Celery deployment up (Postgres, Redis, db migrate with MLflow's schema, six Airflow processes healthy) in "
         f"{two['stack_timings']['ready_s']:.0f} s; airflow standalone in {local['airflow_ready_s']:.0f} s.",
-        f"Throughput runs' walls, 2 workers: " + ", ".join(f"{r['wall_s']:.0f} s" for r in two["throughput"]["runs"].values())
-        + f"; 1 worker: " + ", ".join(f"{r['wall_s']:.0f} s" for r in one["throughput"]["runs"].values())
+        "Throughput runs' walls, 2 workers: " + ", ".join(f"{r['wall_s']:.0f} s" for r in two["throughput"]["runs"].values())
+        + "; 1 worker: " + ", ".join(f"{r['wall_s']:.0f} s" for r in one["throughput"]["runs"].values())
         + f". Tasks received per worker (2-worker deployment, overhead run included): {two['tasks_per_worker']}. "
         f"Load average (1 min) during them: {two['throughput']['load_average']} and {one['throughput']['load_average']}: "
         "the 2 cores are shared with everything else on the machine.",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 import time
 from datetime import datetime
@@ -44,10 +43,6 @@ REGISTRY_JOBS = ("register_model", "promote_model")
 FINISHED = re.compile(r"^(\w+) finished in ([\d.]+)s$")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def when(stamp: str) -> datetime:
@@ -160,7 +155,7 @@ def run(quick: bool, work: Path) -> dict:
     import demo
     from retrain.airflow_api import AirflowClient, wait_until
     from retrain.config import load_model
-    from retrain.runner import stop_process_group
+    from retrain.runner import free_port, stop_process_group
     from retrain.seed import seed
     from retrain.store import LocalStore
 

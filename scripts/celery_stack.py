@@ -40,7 +40,7 @@ if str(PROJECT_ROOT / "plugins") not in sys.path:
 
 from retrain.airflow_api import AirflowClient, wait_until  # noqa: E402
 from retrain.paths import job_python  # noqa: E402
-from retrain.runner import stop_process_group  # noqa: E402
+from retrain.runner import free_port, stop_process_group  # noqa: E402
 
 AIRFLOW_IMAGE = "apache/airflow:3.3.1-python3.12"  # the Dockerfile's base: MWAA 3.3.1's Airflow and Python
 POSTGRES_MAJOR = "15"  # docker-compose's postgres image; the local server binaries must be this major
@@ -86,10 +86,6 @@ def processes(workers: tuple[str, ...] = WORKERS) -> dict[str, list[str]]:
     return commands
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_version(binary: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -19,16 +18,12 @@ from typing import Callable, Iterator
 from retrain.airflow_api import AirflowClient, wait_until
 from retrain.intervals import latest_complete_week
 from retrain.paths import job_python
-from retrain.runner import stop_process_group
+from retrain.runner import free_port, stop_process_group
 from tinydata import LABELS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tiny_rows(path: Path, per_label: int) -> list[tuple[str, str]]:

@@ -7,7 +7,6 @@ location themselves.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import urllib.request
@@ -19,13 +18,9 @@ from typing import Iterator
 import pytest
 
 from retrain.paths import job_python
-from retrain.runner import stop_process_group
+from retrain.runner import free_port, stop_process_group
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from pathlib import Path
 from retrain import ledger
 from retrain.airflow_api import AirflowClient, ApiError
 from retrain.config import config_paths
-from retrain.paths import CONFIG_DIR, PROJECT_ROOT
+from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.stores import get_store
 
 
@@ -179,7 +179,7 @@ def cmd_golden_pin(args: argparse.Namespace) -> int:
     from retrain.config import ConfigError
     from retrain.golden import PinError, pin
 
-    path = CONFIG_DIR / f"{args.model}.yaml"
+    path = config_dir() / f"{args.model}.yaml"
     try:
         new, old = pin(path, get_store(), replace=args.replace)
     except (PinError, ConfigError) as exc:
@@ -194,12 +194,12 @@ def cmd_dags(args: argparse.Namespace) -> int:
 
     dags_dir = Path(args.dags_dir) if args.dags_dir else DAGS_DIR
     if args.action == "check":
-        problems = check(CONFIG_DIR, dags_dir)
+        problems = check(config_dir(), dags_dir)
         for problem in problems:
             print(problem, file=sys.stderr)
-        print(f"{dags_dir}: {'out of date' if problems else 'one DAG file per config in ' + str(CONFIG_DIR)}")
+        print(f"{dags_dir}: {'out of date' if problems else 'one DAG file per config in ' + str(config_dir())}")
         return 1 if problems else 0
-    changes = sync(CONFIG_DIR, dags_dir)
+    changes = sync(config_dir(), dags_dir)
     for kind in ("written", "removed"):
         for name in changes[kind]:
             print(f"{kind} {dags_dir / name}")
@@ -215,7 +215,7 @@ def cmd_deploy_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     started = time.monotonic()
     try:
-        manifest = build(out, Path(args.config_dir) if args.config_dir else CONFIG_DIR, allow_dirty=args.allow_dirty)
+        manifest = build(out, Path(args.config_dir) if args.config_dir else config_dir(), allow_dirty=args.allow_dirty)
     except (BuildError, BundleCheckFailed, ResolveError) as exc:
         print(f"deploy build refused; nothing was written to {out}:\n{exc}", file=sys.stderr)
         return 1

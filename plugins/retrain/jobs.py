@@ -20,7 +20,7 @@ from typing import Any, Literal
 from retrain import ledger
 from retrain.config import ModelConfig
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, mlflow_tracking_uri
-from retrain.store import LocalStore, WriteOnceError
+from retrain.store import LocalStore, Store, WriteOnceError
 from retrain.tracking import ARTIFACT_ROOT_ENV, artifact_root
 
 
@@ -75,7 +75,12 @@ def git_sha() -> str:
 
 def run_dir(store: LocalStore, config: ModelConfig, ctx: RunContext) -> Path:
     """``runs/<model>/<run_key>/`` for this run."""
-    return store.path(f"runs/{config.name}/{ctx.run_key}")
+    return store.path(run_prefix(config, ctx))
+
+
+def run_prefix(config: ModelConfig, ctx: RunContext) -> str:
+    """``runs/<model>/<run_key>``: the store key under which one run keeps everything it writes."""
+    return f"runs/{config.name}/{ctx.run_key}"
 
 
 def try_key(config: ModelConfig, ctx: RunContext, task: str) -> str:
@@ -83,7 +88,7 @@ def try_key(config: ModelConfig, ctx: RunContext, task: str) -> str:
 
     A cleared or retried task gets a new try number, so it never overwrites what an earlier
     try wrote (weights a ledger entry points to, a gate.json someone approved)."""
-    return f"runs/{config.name}/{ctx.run_key}/{task}/try-{ctx.try_number}"
+    return f"{run_prefix(config, ctx)}/{task}/try-{ctx.try_number}"
 
 
 def try_dir(store: LocalStore, config: ModelConfig, ctx: RunContext, task: str) -> Path:
@@ -109,7 +114,7 @@ def claim(directory: Path, owner: dict[str, Any]) -> Path:
     return directory
 
 
-def write_once_json(store: Any, key: str, obj: Any) -> str:
+def write_once_json(store: Store, key: str, obj: Any) -> str:
     """Write a JSON output of an in-process task (snapshot, gate, decision) once, on any store; refuse to
     overwrite. Returns its location (``store.uri``: a path locally, an ``s3://`` URI on aws)."""
     store.write_once_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(os.environ.get("RETRAIN_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
-CONFIG_DIR = Path(os.environ.get("RETRAIN_CONFIG_DIR", PROJECT_ROOT / "config" / "models"))
 INCLUDE_DIR = PROJECT_ROOT / "include"
 
 

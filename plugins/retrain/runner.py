@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -118,6 +119,13 @@ def exclusive(directory: Path | None, what: str) -> Iterator[int | None]:
         yield fd
     finally:
         os.close(fd)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for the servers the tests, the demo and the bench start."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 60, sig: int = signal.SIGTERM) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from retrain.config import ConfigError, ModelConfig, load_model
 from retrain.intervals import intervals_ending, is_boundary, latest_complete_interval, shift
-from retrain.paths import CONFIG_DIR, PROJECT_ROOT
+from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.snapshot import list_partitions
 from retrain.stores import get_store
 from retrain.store import Store, WriteOnceError, digest_sources
@@ -140,11 +140,11 @@ def seed(store: Store, config: ModelConfig, partitions: int | None = None, end: 
          now: datetime | None = None) -> dict:
     """Land the model's sample data; returns what was planned and written."""
     if config.sample_data is None:
-        raise SeedError(f"{CONFIG_DIR / (config.name + '.yaml')}: no field 'sample_data'; rule: seeding needs sample_data.raw and sample_data.golden")
+        raise SeedError(f"{config_dir() / (config.name + '.yaml')}: no field 'sample_data'; rule: seeding needs sample_data.raw and sample_data.golden")
     sample = config.sample_data
     for which in ("raw", "golden"):
         if not sample.path(which).is_file():
-            raise SeedError(f"{CONFIG_DIR / (config.name + '.yaml')}: field 'sample_data.{which}': no such file {sample.path(which)}")
+            raise SeedError(f"{config_dir() / (config.name + '.yaml')}: field 'sample_data.{which}': no such file {sample.path(which)}")
     intervals = placement(store, config, partitions or sample.partitions, end, now or datetime.now(timezone.utc))
     rows = read_rows(sample.path("raw"), config.data.text_column, config.data.label_column)
     plan = plan_raw(config, rows, intervals)

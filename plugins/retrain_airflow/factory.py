@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
 
 from retrain.config import ConfigError, ModelConfig, load_model
-from retrain.paths import CONFIG_DIR
+from retrain.paths import config_dir
 
 JOB_TASKS = ("validate_raw", "build_dataset", "train_model", "evaluate_model", "register_model", "promote_model")
 UPSTREAM_RESULTS = {
@@ -108,7 +108,7 @@ def alert_notifier(config: ModelConfig, message: str | None = None, backend: str
 def _require_aws(config: ModelConfig):
     """The config's aws section; ConfigError naming the file and field ``aws`` when it has none."""
     if config.aws is None:
-        raise ConfigError(f"{CONFIG_DIR / (config.name + '.yaml')}: field 'aws': RETRAIN_BACKEND=aws needs the model's "
+        raise ConfigError(f"{config_dir() / (config.name + '.yaml')}: field 'aws': RETRAIN_BACKEND=aws needs the model's "
                           "aws section (region, role_arn, buckets, glue, training, processing, ...)")
     return config.aws
 
@@ -164,7 +164,7 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
     try:
         approvers = config.approval.approvers(by_fab_id=uses_fab_auth())
     except ValueError as exc:
-        raise ConfigError(f"{CONFIG_DIR / (config.name + '.yaml')}: {exc}") from None
+        raise ConfigError(f"{config_dir() / (config.name + '.yaml')}: {exc}") from None
     notifier = alert_notifier(config, backend=backend)
     start = datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=timezone.utc)
     with DAG(

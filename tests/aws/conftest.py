@@ -7,7 +7,6 @@ fake and every client names the simulator's endpoint, so no request can reach AW
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
@@ -17,21 +16,18 @@ pytest.importorskip("moto.server", reason="moto[server] (requirements-dev.txt) r
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from retrain.s3store import S3Store  # noqa: E402
+from retrain.runner import free_port  # noqa: E402
 
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def moto_simulator_endpoint():
     """moto, an AWS simulator, in server mode on 127.0.0.1: its endpoint URL, for the whole session."""
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

@@ -82,6 +82,6 @@ def test_a_label_outside_the_schema_names_file_row_and_rule(bad_label_run, job, 
     store, path, errors = bad_label_run
     message = str(errors[job])
     assert errors[job].bad_input  # EX_DATAERR: never retried
-    assert f"{path}" in message or f"raw/sentiment/dt=2026-11-10/part-00000.csv" in message
+    assert f"{path}" in message or "raw/sentiment/dt=2026-11-10/part-00000.csv" in message
     assert where in message and "neutral" in message and rule in message and "labels.json" in message
     assert not store.path("datasets/sentiment").exists()  # nothing written

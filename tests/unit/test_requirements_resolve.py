@@ -14,21 +14,18 @@ MWAA's constraint files are read from `<project>/../shared/mwaa-3.3.1/`, where C
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from retrain.deploy.resolve import (ESSENTIAL_NAME, AIRFLOW_CONSTRAINTS_NAME, IndexUnreachable, ResolveError, Resolution,
-                                    constraint_lines, resolve)
+from retrain.deploy.resolve import (AIRFLOW_CONSTRAINTS_NAME, ESSENTIAL_NAME, MWAA_DIR, IndexUnreachable, Resolution,
+                                    ResolveError, constraint_lines, normalise, resolve)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 CELERY_REQUIREMENTS = PROJECT_ROOT / "requirements-celery.txt"
 PROJECT_CONSTRAINTS = PROJECT_ROOT / "constraints" / "airflow.txt"
-MWAA_DIR = Path(os.environ.get("RETRAIN_MWAA_CONSTRAINTS", PROJECT_ROOT.parent / "shared" / "mwaa-3.3.1"))
 ESSENTIAL = MWAA_DIR / ESSENTIAL_NAME
 AIRFLOW_CONSTRAINTS = MWAA_DIR / AIRFLOW_CONSTRAINTS_NAME
 
@@ -46,11 +43,6 @@ EXPECTED = {
 HEAVY = {"torch", "transformers", "pyspark", "pandas", "sagemaker", "sagemaker-core", "mlflow", "deepspeed"}
 
 
-def _name(requirement_name: str) -> str:
-    """PEP 503 normal form, so `SQLAlchemy` and `sqlalchemy` compare equal."""
-    return re.sub(r"[-_.]+", "-", requirement_name).lower()
-
-
 def _pins(path: Path) -> dict[str, str]:
     """`name[extras]==version` lines of a constraints or requirements file, by normalised name (extras dropped)."""
     pins = {}
@@ -59,7 +51,7 @@ def _pins(path: Path) -> dict[str, str]:
         if spec:
             name, _, version = spec.partition("==")
             assert version, f"{path.name}: not an exact pin: {line!r}"
-            pins[_name(name.split("[", 1)[0])] = version.strip()
+            pins[normalise(name.split("[", 1)[0])] = version.strip()
     return pins
 
 

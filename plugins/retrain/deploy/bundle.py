@@ -34,7 +34,7 @@ from typing import Callable
 from retrain.config import ConfigError, ModelConfig, config_paths, load_config
 from retrain.dagfiles import dag_file_text
 from retrain.deploy import archive
-from retrain.paths import CONFIG_DIR, PROJECT_ROOT
+from retrain.paths import PROJECT_ROOT, config_dir as current_config_dir
 
 MWAA_AIRFLOW_HOME = "/usr/local/airflow"  # where MWAA puts dags/ and plugins/ (AIRFLOW_HOME, protected)
 CONSTRAINTS_NAME = "constraints.txt"
@@ -269,13 +269,13 @@ def swap_in(stage_dir: Path, out_dir: Path, log: Callable[[str], None]) -> None:
     os.rename(stage_dir, out_dir)
 
 
-def build(out_dir: Path = DEFAULT_OUT, config_dir: Path = CONFIG_DIR, project_root: Path = PROJECT_ROOT, *,
+def build(out_dir: Path = DEFAULT_OUT, config_dir: Path | None = None, project_root: Path = PROJECT_ROOT, *,
           python: str | Path | None = None, check_resolve: bool = True, allow_dirty: bool = False,
           log: Callable[[str], None] = print) -> dict:
     """Build, check and swap in the bundle; BuildError (nothing written to ``out_dir``) on bad input."""
     from retrain.deploy import checks
 
-    out_dir, config_dir = Path(out_dir).absolute(), Path(config_dir)
+    out_dir, config_dir = Path(out_dir).absolute(), Path(config_dir or current_config_dir())
     git = git_identity(project_root)
     if git.dirty and not allow_dirty:
         raise BuildError(f"{project_root}: tracked files have local edits; commit them (the manifest names a commit), "

@@ -11,6 +11,7 @@ opened outside the allowed roots. It is a stand-in for MWAA's DAG processor, not
 from __future__ import annotations
 
 import json
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -77,12 +78,8 @@ def airflow_python(project_root: Path) -> Path:
     """A Python 3.12 with Airflow: ``RETRAIN_AIRFLOW_PYTHON``, this interpreter if it is one, else .venv-airflow's."""
     if os.environ.get("RETRAIN_AIRFLOW_PYTHON"):
         return Path(os.environ["RETRAIN_AIRFLOW_PYTHON"])
-    if sys.version_info[:2] == (3, 12):
-        try:
-            import airflow  # noqa: F401
-            return Path(sys.executable)
-        except ImportError:
-            pass
+    if sys.version_info[:2] == (3, 12) and importlib.util.find_spec("airflow") is not None:  # found, not imported
+        return Path(sys.executable)
     return project_root / ".venv-airflow" / "bin" / "python"
 
 
