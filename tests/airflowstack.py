@@ -178,6 +178,21 @@ def user_factory(client: AirflowClient) -> Callable[[str], AirflowClient]:
     return lambda name: AirflowClient(client.base_url, client.airflow_home).login(name)
 
 
+def run_report(client: AirflowClient, dag_id: str, run_id: str, lines: int = 40) -> str:
+    """What a failed wait shows: every task's state and the last lines of each failed task's log
+    (``$AIRFLOW_HOME/logs``, where the LocalExecutor and the Celery workers on this host write)."""
+    states = {ti["task_id"]: (ti["state"], ti.get("try_number")) for ti in client.task_instances(dag_id, run_id)}
+    report = [f"{dag_id} {run_id}: " + ", ".join(f"{task}={state}" for task, (state, _) in states.items())]
+    run_dir = client.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    for task, (state, _) in states.items():
+        if state not in ("failed", "up_for_retry", "upstream_failed"):
+            continue
+        for log in sorted(run_dir.glob(f"task_id={task}/**/attempt=*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            report.append(f"--- {log.relative_to(run_dir)} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(report) + "\n"
+
+
 @contextmanager
 def standalone_airflow(env: dict[str, str], root: Path, dag_ids: tuple[str, ...], log_name: str = "standalone.log") -> Iterator[AirflowClient]:
     """``airflow standalone`` (LocalExecutor on SQLite) with ``env`` (which sets AIRFLOW_HOME) on a free port, logged to

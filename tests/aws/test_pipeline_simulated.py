@@ -27,7 +27,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from airflowstack import TinyProject, standalone_airflow, tiny_config, user_factory, write_csv  # tests/ is on pythonpath
+from airflowstack import TinyProject, run_report, standalone_airflow, tiny_config, user_factory, write_csv  # tests/ is on pythonpath
 from moto_job_bridge import dumps
 from retrain import ledger
 from retrain.airflow_api import wait_until
@@ -126,7 +126,8 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
         run_id = run["dag_run_id"]
         log = root / "aws-standalone.log"
-        assert client.wait_for_approval_request("retrain_intent", run_id), log.read_text()[-5000:] + dumps(bridge.jobs[first_job:])
+        assert client.wait_for_approval_request("retrain_intent", run_id), (
+            log.read_text()[-3000:] + dumps(bridge.jobs[first_job:]) + run_report(client, "retrain_intent", run_id))
         approval_at = time.monotonic()
         user_factory(client)("alice").respond(
             "retrain_intent", run_id, "await_approval", "Approve", {"reason": "aws e2e: first model"})

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from airflowstack import run_report  # tests/ is on pythonpath
 from retrain.airflow_api import ApiError, wait_until
 from retrain.jobs import run_key
 
@@ -25,7 +26,8 @@ def scheduled_run(stack):
     client.set_paused("retrain_intent", False)
     run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
     run_id = run["dag_run_id"]
-    assert client.wait_for_approval_request("retrain_intent", run_id), open(stack["log"]).read()[-5000:]
+    assert client.wait_for_approval_request("retrain_intent", run_id), (
+        open(stack["log"]).read()[-3000:] + run_report(client, "retrain_intent", run_id))
     with pytest.raises(ApiError) as refused:
         stack["as_user"]("bob").respond("retrain_intent", run_id, "await_approval", "Approve")
     while_waiting = stack["registry_status"]()
