@@ -16,7 +16,8 @@ job the request describes:
    model directory as ``<S3OutputPath>/<job name>/output/model.tar.gz``, checkpoints to
    ``CheckpointConfig.S3Uri``. Glue scripts read and write ``s3://`` themselves;
 5. reports Completed (SUCCEEDED), or Failed with ``FailureReason`` set to the script's last
-   output lines, as SageMaker and Glue do.
+   output lines, as SageMaker and Glue do; not before ``startup_s`` seconds after the request, when
+   that is set (see ``MotoLocalJobBridge``).
 
 What differs from AWS, on purpose: the code is the checkout's. The container paths of the code
 bundle (``/opt/ml/code``, ``/opt/ml/processing/input/code``, Glue's ``--scriptLocation`` under
@@ -53,10 +54,18 @@ class MotoLocalJobBridge:
     ``s3`` is a boto3 S3 client of the simulator; ``extra_env`` is added to every job's environment
     (the simulator's endpoint and fake credentials, the MLflow endpoint). ``jobs`` records every
     job run: name, kind, command, exit code, seconds.
+
+    ``startup_s``: the least time a job stays InProgress (RUNNING), as the provisioning of real
+    SageMaker and Glue jobs (minutes) guarantees. A tiny job here finishes in seconds, and a
+    deferred task's trigger can then fire before the scheduler has seen the deferring worker exit
+    (the supervisor notices an exit up to 5 s late); Airflow 3.3.1 then fails the resumed task
+    ("reported that the task instance finished with state success, but the task instance's state
+    attribute is queued"). Tests that run deferred operators under a scheduler set it.
     """
 
-    def __init__(self, s3: Any, scratch: Path, extra_env: dict[str, str]) -> None:
+    def __init__(self, s3: Any, scratch: Path, extra_env: dict[str, str], startup_s: float = 0.0) -> None:
         self.s3, self.scratch, self.extra_env = s3, Path(scratch), dict(extra_env)
+        self.startup_s = startup_s
         self.jobs: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
@@ -178,14 +187,16 @@ class MotoLocalJobBridge:
     # -- moto ----------------------------------------------------------------------------------------
 
     def _in_background(self, work: Callable[[], None], done: Callable[[str | None], None]) -> None:
+        requested = time.monotonic()
+
         def target() -> None:
+            failure = None
             try:
                 work()
             except Exception as exc:  # noqa: BLE001 - any failure is the job's failure, reported as AWS does
-                message = str(exc) if isinstance(exc, RuntimeError) else f"InternalServerError: {traceback.format_exc(limit=3)}"
-                done(message[:1024])
-            else:
-                done(None)
+                failure = str(exc) if isinstance(exc, RuntimeError) else f"InternalServerError: {traceback.format_exc(limit=3)}"
+            time.sleep(max(0.0, requested + self.startup_s - time.monotonic()))
+            done(failure[:1024] if failure else None)
 
         threading.Thread(target=target, name="moto-local-job-bridge", daemon=True).start()
 

@@ -44,6 +44,7 @@ CODE_DIGEST = "c0de" * 16
 TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
          "gate_on_metrics", "register_model", "await_approval", "promote_model"]
 BENCH_FIGURES_ENV = "RETRAIN_BENCH_FIGURES"
+JOB_STARTUP_S = 15.0  # the least time a simulated job stays InProgress; real ones take minutes to provision
 SIMULATED = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
              "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}
 
@@ -120,26 +121,30 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
                                                 "extra": {"region_name": REGION, "endpoint_url": endpoint}}),
     }
-    with standalone_airflow(env, root, ("retrain_intent",), "aws-standalone.log") as client:
-        started = time.monotonic()
-        client.set_paused("retrain_intent", False)
-        run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
-        run_id = run["dag_run_id"]
-        log = root / "aws-standalone.log"
-        assert client.wait_for_approval_request("retrain_intent", run_id), (
-            log.read_text()[-3000:] + dumps(bridge.jobs[first_job:]) + run_report(client, "retrain_intent", run_id))
-        approval_at = time.monotonic()
-        user_factory(client)("alice").respond(
-            "retrain_intent", run_id, "await_approval", "Approve", {"reason": "aws e2e: first model"})
-        states = client.wait_for_run("retrain_intent", run_id)
-        finished = time.monotonic()
-        if os.environ.get(BENCH_FIGURES_ENV):  # bench/aws_pipeline.py reads these; tests assert no timings
-            Path(os.environ[BENCH_FIGURES_ENV]).write_text(json.dumps({
-                "wall_s": finished - started, "approval_requested_after_s": approval_at - started, "states": states,
-                "jobs": [{k: j[k] for k in ("name", "kind", "seconds", "exit_code")} for j in bridge.jobs[first_job:]]}))
-        yield {"run_id": run_id, "states": states, "store": store, "s3": s3, "account": account, "jobs": bridge.jobs[first_job:],
-               "client": client, "endpoint": endpoint, "mlflow_port": mlflow_port, "log": log, "root": root, "project": project,
-               "seconds": {"to_approval": approval_at - started, "total": finished - started}}
+    bridge.startup_s = JOB_STARTUP_S  # deferred tasks under a scheduler: see MotoLocalJobBridge
+    try:
+        with standalone_airflow(env, root, ("retrain_intent",), "aws-standalone.log") as client:
+            started = time.monotonic()
+            client.set_paused("retrain_intent", False)
+            run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
+            run_id = run["dag_run_id"]
+            log = root / "aws-standalone.log"
+            assert client.wait_for_approval_request("retrain_intent", run_id), (
+                log.read_text()[-3000:] + dumps(bridge.jobs[first_job:]) + run_report(client, "retrain_intent", run_id))
+            approval_at = time.monotonic()
+            user_factory(client)("alice").respond(
+                "retrain_intent", run_id, "await_approval", "Approve", {"reason": "aws e2e: first model"})
+            states = client.wait_for_run("retrain_intent", run_id)
+            finished = time.monotonic()
+            if os.environ.get(BENCH_FIGURES_ENV):  # bench/aws_pipeline.py reads these; tests assert no timings
+                Path(os.environ[BENCH_FIGURES_ENV]).write_text(json.dumps({
+                    "wall_s": finished - started, "approval_requested_after_s": approval_at - started, "states": states,
+                    "jobs": [{k: j[k] for k in ("name", "kind", "seconds", "exit_code")} for j in bridge.jobs[first_job:]]}))
+            yield {"run_id": run_id, "states": states, "store": store, "s3": s3, "account": account, "jobs": bridge.jobs[first_job:],
+                   "client": client, "endpoint": endpoint, "mlflow_port": mlflow_port, "log": log, "root": root, "project": project,
+                   "seconds": {"to_approval": approval_at - started, "total": finished - started}}
+    finally:
+        bridge.startup_s = 0.0
 
 
 def _why(stack) -> str:
