@@ -35,7 +35,7 @@ import torch
 from eval.report import build_report
 from retrain.store import IntegrityError, verify_tree
 from retrain.tasks import task_module
-from training.base import WeightsMismatch
+from training.base import DataError, WeightsMismatch
 from training.modeling import unpack_model_archive
 
 PROCESSING = Path("/opt/ml/processing")
@@ -63,17 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_golden(golden_dir: Path, expected_sha256: str | None) -> tuple[dict, list[dict]]:
-    """Verify the tree against its manifest first, then read the examples in key order."""
+def load_golden(golden_dir: Path, expected_sha256: str | None, task) -> tuple[dict, object]:
+    """Verify the tree against its manifest first, then let the task read its files (examples in key order)."""
     manifest = verify_tree(golden_dir, expected_sha256 or None)
-    with open(golden_dir / "golden.jsonl", encoding="utf-8") as handle:
-        examples = [json.loads(line) for line in handle if line.strip()]
-    keys = [ex["key"] for ex in examples]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{golden_dir / 'golden.jsonl'}: duplicate keys")
-    if not examples:
-        raise ValueError(f"{golden_dir / 'golden.jsonl'}: no examples")
-    return manifest, sorted(examples, key=lambda ex: ex["key"])
+    return manifest, task.read_golden(golden_dir)
 
 
 def measure_latency(predict_one, inputs: list, warmup: int, requests: int, threads: int) -> list[float]:
@@ -132,8 +125,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     # Drop results of an earlier attempt so a failure never leaves a stale metrics.json behind.
     for name in ("metrics.json", "report.html"):
         (args.output_dir / name).unlink(missing_ok=True)
-    manifest, examples = load_golden(args.golden_dir, args.expected_golden_sha256)
     task = task_module("evaluate", args.task)
+    manifest, examples = load_golden(args.golden_dir, args.expected_golden_sha256, task)
 
     with tempfile.TemporaryDirectory(prefix="evaluate-models-") as unpacked:  # on AWS both are SageMaker's model.tar.gz
         challenger_model = task.load(unpack_model_archive(args.challenger_dir, Path(unpacked) / "challenger"), args.challenger_digest or None)
@@ -207,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         return os.EX_DATAERR  # tampered golden set: retrying cannot help
     except WeightsMismatch as exc:
         print(f"model integrity check failed, refusing to evaluate: {exc}", file=sys.stderr)
+        return os.EX_DATAERR
+    except DataError as exc:
+        print(f"bad golden set, refusing to evaluate: {exc}", file=sys.stderr)
         return os.EX_DATAERR
     print(summary(metrics))
     return 0

@@ -26,6 +26,11 @@ def resolve_base_model(name: str) -> Path:
     )
 
 
+class DataError(ValueError):
+    """An input file breaks a rule of the task's data format; the message names the file, the row and the rule.
+    Jobs exit with EX_DATAERR (65) and write nothing: the same input fails again, so it is not retried."""
+
+
 class WeightsMismatch(ValueError):
     """Loaded weights are not the ones recorded (trained, registered or approved); refuse to use them."""
 

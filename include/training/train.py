@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.base import weights_digest
+from training.base import DataError, weights_digest
 
 
 @dataclass
@@ -312,6 +312,10 @@ if __name__ == "__main__":
     except Terminated:
         end_active_mlflow_run("KILLED")
         sys.exit(128 + signal.SIGTERM)
+    except DataError as exc:  # raised while reading the channels, before anything is written
+        end_active_mlflow_run("FAILED")
+        print(f"bad input, nothing written: {exc}", file=sys.stderr)
+        sys.exit(os.EX_DATAERR)
     except BaseException:
         end_active_mlflow_run("FAILED")
         raise

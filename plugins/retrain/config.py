@@ -153,6 +153,16 @@ class FalseEscalationPolicy(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="Level of the paired one-sided exact test that the ratio is exceeded.")
 
 
+class RetrievalPolicy(_Strict):
+    """embedding_adapter: which metric the paired bootstrap over queries judges, and the gain the adapter must
+    keep over the frozen encoder it sits on (else serving the frozen encoder would do as well)."""
+
+    significance_metric: str = Field("ndcg_at_10", description="Headline metric whose Δ against the champion the paired "
+                                                               "bootstrap over queries judges (gate.significance).")
+    min_delta_vs_frozen: dict[str, float] = Field(default_factory=dict, description="challenger − frozen encoder must be >= "
+                                                                                    "this, per headline metric; applies without a champion too.")
+
+
 class GatePolicy(_Strict):
     """What a challenger must satisfy before it may be registered."""
 
@@ -169,9 +179,12 @@ class GatePolicy(_Strict):
     false_escalation: FalseEscalationPolicy | None = Field(
         None, description="text_classification with evaluation.escalation_label: ceiling and champion ratio of the false-escalation rate.")
 
+    retrieval: RetrievalPolicy | None = Field(
+        None, description="embedding_adapter: the metric of the paired bootstrap over queries, and the gain over the frozen encoder.")
+
     def unset_optional_sections(self) -> set[str] | None:
         """Optional sections left unset: left out of dumps, so policies that do not use them keep their digests."""
-        return {"false_escalation"} if self.false_escalation is None else None
+        return {name for name in ("false_escalation", "retrieval") if getattr(self, name) is None} or None
 
 
 class SampleDataConfig(_Strict):
@@ -412,6 +425,11 @@ class ModelConfig(_Strict):
             unknown = sorted(set(getattr(self.gate, section)) - set(metrics))
             if unknown:
                 raise ValueError(f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
+        if self.gate.retrieval is not None:
+            named = {self.gate.retrieval.significance_metric, *self.gate.retrieval.min_delta_vs_frozen}
+            unknown = sorted(named - set(metrics))
+            if unknown:
+                raise ValueError(f"gate.retrieval names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
         if self.gate.false_escalation is not None and self.evaluation.escalation_label is None:
             raise ValueError("gate.false_escalation needs evaluation.escalation_label: the label whose prediction escalates")
         return self
@@ -440,6 +458,7 @@ _LATER_FIELDS = (
     ("schedule", "weekday", "monday"),
     ("evaluation", "escalation_label", None),
     ("gate", "false_escalation", None),
+    ("gate", "retrieval", None),
 )
 """(section, field, value while unset) of fields added after configs were in use; see ModelConfig.digest."""
 

@@ -20,7 +20,9 @@ escalation label, the share predicted as it (each one sends a calm customer to a
 from __future__ import annotations
 
 import html
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
@@ -35,6 +37,18 @@ CHART_K = 15
 """With many labels, the per-class chart shows the K worst classes plus the K most changed."""
 LATENCY_CALL = "predict_proba([text], batch_size=1): tokenize + forward + softmax"
 MACRO_F1 = "mean over all labels (labels=range(len(labels)), zero_division=0)"
+
+
+def read_golden(golden_dir: Path) -> list[dict]:
+    """The golden examples ({"key", "text", "label"}) of a verified golden directory, in key order."""
+    with open(golden_dir / "golden.jsonl", encoding="utf-8") as handle:
+        examples = [json.loads(line) for line in handle if line.strip()]
+    keys = [ex["key"] for ex in examples]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{golden_dir / 'golden.jsonl'}: duplicate keys")
+    if not examples:
+        raise ValueError(f"{golden_dir / 'golden.jsonl'}: no examples")
+    return sorted(examples, key=lambda ex: ex["key"])
 
 
 def load(model_dir, expected_digest: str | None):
