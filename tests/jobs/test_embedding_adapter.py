@@ -140,7 +140,7 @@ def test_a_pair_whose_passage_is_not_in_the_corpus_names_file_row_and_rule(chann
 #       recall@1 = 1, MRR = 1, nDCG = 1
 #   q1: relevant p0 (1), p3 (2).     ranking p2 p0 p1 p3 -> relevant at ranks 2 (grade 1) and 4 (grade 2):
 #       recall@1 = 0, recall@5 = 1, MRR = 1/2,
-#       DCG = 1/log2(3) + 2/log2(5), ideal = 2/log2(2) + 1/log2(3) -> nDCG = (0.63093 + 0.86135) / (2 + 0.63093) = 0.567179
+#       DCG = 1/log2(3) + 2/log2(5), ideal = 2/log2(2) + 1/log2(3) -> nDCG = (0.63093 + 0.86135) / (2 + 0.63093) = 0.567207
 #   q2: relevant p2 (1).             scores tie everywhere -> corpus order p0 p1 p2 p3, relevant at rank 3:
 #       recall@1 = 0, recall@5 = 1, MRR = 1/3, nDCG = 1/log2(4) = 0.5
 RANKING_FIXTURE = """
@@ -160,7 +160,7 @@ def test_ranking_metrics_by_hand():
     assert got["recall_at_1"] == [1.0, 0.0, 0.0]
     assert got["recall_at_5"] == [1.0, 1.0, 1.0] and got["recall_at_10"] == [1.0, 1.0, 1.0]
     assert got["mrr_at_10"] == pytest.approx([1.0, 0.5, 1 / 3])
-    assert got["ndcg_at_10"] == pytest.approx([1.0, 0.567179, 0.5], abs=1e-6)
+    assert got["ndcg_at_10"] == pytest.approx([1.0, 0.567207, 0.5], abs=1e-6)
 
 
 def publish(store: LocalStore, key: str, queries, corpus, qrels) -> Path:
