@@ -37,6 +37,10 @@ class ClassifierSpec:
     trainable_layers: int
 
 
+class _LayerReached(Exception):
+    """Stops the encoder's forward pass at the layer ``hidden_before_layer`` wants."""
+
+
 class TextClassifier(nn.Module):
     """Encoder + mean pooling + L2 norm + linear head."""
 
@@ -47,9 +51,41 @@ class TextClassifier(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.pool(hidden, attention_mask)
+
+    @staticmethod
+    def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean over the real tokens, L2-normalised."""
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return nn.functional.normalize(pooled, dim=-1)
+
+    def hidden_before_layer(self, index: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """The hidden states that enter transformer layer ``index``, and the attention mask in the form the
+        encoder built for its layers; the layers from ``index`` on are not run. Taken from the encoder's own
+        forward pass (a pre-hook on that layer), so the embeddings and the mask are exactly the model's."""
+        captured: dict[str, object] = {}
+
+        def grab(module, args, kwargs):
+            captured["hidden"] = args[0]
+            captured["mask"] = args[1] if len(args) > 1 else kwargs.get("attention_mask")
+            raise _LayerReached
+
+        handle = self.encoder.encoder.layer[index].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        except _LayerReached:
+            pass
+        finally:
+            handle.remove()
+        return captured["hidden"], captured["mask"]
+
+    def embed_from_layer(self, index: int, hidden: torch.Tensor, layer_mask: object, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``embed`` resumed at layer ``index`` from ``hidden_before_layer``'s output."""
+        for layer in self.encoder.encoder.layer[index:]:
+            hidden = layer(hidden, layer_mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return self.pool(hidden, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(input_ids, attention_mask))

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from retrain.paths import job_python
 from retrain.runner import command_line, job_environment
 
 
@@ -114,3 +115,34 @@ def test_bad_channel_fails_clearly(channels, tmp_path, training):
     assert proc.returncode != 0
     assert "channel holds no examples" in proc.stdout + proc.stderr
     assert os.path.basename(str(tmp_path / "empty")) in proc.stdout + proc.stderr
+
+
+TOP_LAYERS_FIXTURE = """
+import json, torch
+from training.modeling import build_classifier
+torch.manual_seed(0)
+model, tokenizer = build_classifier("all-MiniLM-L6-v2", 3)
+model.eval()
+batch = tokenizer(["my card was declined twice", "hi", "where is the refund I asked for last week"],
+                  padding=True, return_tensors="pt")
+ids, mask = batch["input_ids"], batch["attention_mask"]
+with torch.no_grad():
+    whole = model.embed(ids, mask)
+    gaps = {}
+    for index in (0, 4, 5):
+        hidden, layer_mask = model.hidden_before_layer(index, ids, mask)
+        gaps[index] = (model.embed_from_layer(index, hidden, layer_mask, mask) - whole).abs().max().item()
+print(json.dumps({"gaps": gaps, "padded": int((mask == 0).sum())}))
+"""
+
+
+def test_top_layers_resumed_from_the_frozen_layers_output_match_the_whole_encoder(channels, tmp_path, training):
+    """trainable_layers K > 0 trains the top K layers on the cached output of the frozen ones: the split
+    forward pass must be the encoder's own, padding included."""
+    spec_for, _ = training
+    done = subprocess.run([str(job_python()), "-c", TOP_LAYERS_FIXTURE], env=job_environment(spec_for(channels, tmp_path)),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["padded"] > 0  # the mask matters in this batch
+    assert all(gap < 1e-5 for gap in got["gaps"].values()), got

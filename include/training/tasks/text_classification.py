@@ -3,7 +3,8 @@
 Recipe: linear probe first (LP-FT, Kumar et al. 2022). With ``--trainable-layers 0`` the
 encoder is frozen, its sentence embeddings are computed once, and only the head trains,
 for many cheap epochs; ``--trainable-layers K`` also fine-tunes the top K encoder layers
-at ``--learning-rate``. Channel rows are ``{"text", "label"}``; the label index is the
+at ``--learning-rate``. The frozen layers below never change, so their output is computed
+once too (in eval mode: no dropout in them), and each epoch runs only the top K layers. Channel rows are ``{"text", "label"}``; the label index is the
 label's position in ``--labels-file``. train.py runs the loop, this module says what a
 batch, a loss and a validation score are.
 """
@@ -90,6 +91,7 @@ class Task:
         self.labels = list(json.loads(Path(task_args.labels_file).read_text()))
         self.label_id = {name: i for i, name in enumerate(self.labels)}
         self.cached = task_args.trainable_layers == 0
+        self.first_trained = None  # index of the lowest fine-tuned layer, set by build() when trainable_layers > 0
 
     def read(self, directory: str, limit: int) -> Examples:
         """A channel's examples."""
@@ -99,6 +101,11 @@ class Task:
         """A fresh classifier on the base encoder (seeded before), its top layers trainable, on the device."""
         self.model, self.tokenizer = build_classifier(self.args.base_model, len(self.labels))
         self.model.freeze_encoder_except_top(self.task_args.trainable_layers)
+        layers = len(self.model.encoder.encoder.layer)
+        if not 0 <= self.task_args.trainable_layers <= layers:
+            raise ValueError(f"trainable_layers={self.task_args.trainable_layers}: {self.args.base_model} has {layers} layers")
+        if self.task_args.trainable_layers:
+            self.first_trained = layers - self.task_args.trainable_layers
         self.model.to(self.device)
         return self.model
 
@@ -111,10 +118,11 @@ class Task:
         return groups
 
     def prepare(self, examples: Examples) -> list[tuple[torch.Tensor, ...]]:
-        """A split as a list of batches: (ids, mask, y), or (features, y) when the encoder is frozen."""
+        """A split as a list of batches: (features, y) when the encoder is frozen, else the frozen layers'
+        output (hidden, layer mask, mask, y) that the top layers start from."""
         y = np.array([self.label_id[n] for n in examples.labels], dtype=np.int64)
         batches = length_bucketed(self.tokenizer, examples.texts, y, self.args.batch_size, self.task_args.max_seq_length)
-        return self._features(batches) if self.cached else batches
+        return self._features(batches) if self.cached else self._frozen_outputs(batches)
 
     @torch.no_grad()
     def _features(self, batches: list[tuple[torch.Tensor, ...]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -125,13 +133,24 @@ class Task:
                 cached.append((self.model.embed(ids.to(self.device), mask.to(self.device)).float(), y.to(self.device)))
         return cached
 
+    @torch.no_grad()
+    def _frozen_outputs(self, batches: list[tuple[torch.Tensor, ...]]) -> list[tuple]:
+        self.model.eval()
+        outputs = []
+        for ids, mask, y in batches:
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            with self.autocast():
+                hidden, layer_mask = self.model.hidden_before_layer(self.first_trained, ids, mask)
+            outputs.append((hidden, layer_mask, mask, y.to(self.device)))
+        return outputs
+
     def _logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cached:
             features, y = batch
             return self.model.head(features), y
-        ids, mask, y = batch
+        hidden, layer_mask, mask, y = batch
         with self.autocast():
-            return self.model(ids.to(self.device), mask.to(self.device)).float(), y.to(self.device)
+            return self.model.head(self.model.embed_from_layer(self.first_trained, hidden, layer_mask, mask)).float(), y
 
     def loss(self, batch) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy of a batch, and its example count."""
