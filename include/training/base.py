@@ -7,6 +7,8 @@ evaluation, registration and rollback check it), so it is computed one way for a
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 from torch import nn
@@ -42,3 +44,15 @@ def weights_digest(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def save_model_dir(model_dir: Path, encoder: nn.Module, tokenizer, part: str, module: nn.Module, spec_file: str, spec) -> None:
+    """A self-contained model directory: ``encoder/`` (Hugging Face weights, config and tokenizer), the
+    trained ``module`` as ``<part>.safetensors`` and the ``spec`` dataclass as ``spec_file``."""
+    from safetensors.torch import save_file
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    encoder.save_pretrained(model_dir / "encoder")
+    tokenizer.save_pretrained(model_dir / "encoder")
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, model_dir / f"{part}.safetensors")
+    (model_dir / spec_file).write_text(json.dumps(asdict(spec), indent=2) + "\n")

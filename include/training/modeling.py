@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import json
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from training.base import WeightsMismatch, resolve_base_model, weights_digest  # noqa: F401  (re-exported)
+from training.base import WeightsMismatch, resolve_base_model, save_model_dir, weights_digest  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,7 @@ def build_classifier(base_model: str, num_labels: int) -> tuple[TextClassifier, 
 
 def save_classifier(model: TextClassifier, tokenizer, spec: ClassifierSpec, model_dir: Path) -> None:
     """Write a self-contained model directory."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(model_dir / "encoder")
-    tokenizer.save_pretrained(model_dir / "encoder")
-    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
-    (model_dir / "classifier.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    save_model_dir(model_dir, model.encoder, tokenizer, "head", model.head, "classifier.json", spec)
 
 
 class LoadedClassifier:

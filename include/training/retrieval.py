@@ -20,16 +20,16 @@ channels), ``golden.jsonl`` {"key", "text"} and ``qrels.jsonl`` {"query_id", "pa
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from training.base import DataError, WeightsMismatch, resolve_base_model, weights_digest
+from training.base import DataError, WeightsMismatch, resolve_base_model, save_model_dir, weights_digest
 
 
 class RetrievalDataError(DataError):
@@ -101,11 +101,7 @@ def encode_frozen(model: AdaptedEncoder, tokenizer, texts: list[str], max_len: i
 
 def save_adapted_encoder(model: AdaptedEncoder, tokenizer, spec: AdapterSpec, model_dir: Path) -> None:
     """Write a self-contained model directory."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(model_dir / "encoder")
-    tokenizer.save_pretrained(model_dir / "encoder")
-    save_file({k: v.contiguous() for k, v in model.adapter.state_dict().items()}, model_dir / "adapter.safetensors")
-    (model_dir / "adapter.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    save_model_dir(model_dir, model.encoder, tokenizer, "adapter", model.adapter, "adapter.json", spec)
 
 
 class LoadedRetriever:

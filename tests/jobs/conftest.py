@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from retrain.jobs import JobSpec
-from retrain.paths import INCLUDE_DIR
 from retrain.runner import command_line, job_environment
 
 from tinydata import tiny_channels  # tests/ is on pytest's pythonpath
+from trainspec import training_spec
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +22,8 @@ def channels(tmp_path_factory) -> dict[str, Path]:
 
 
 def spec_for(channels, out: Path, **overrides) -> JobSpec:
-    arguments = {"labels-file": str(channels["labels"]), "dataset-version": "ds-tiny", "epochs": "6", "batch-size": "16",
-                 "head-learning-rate": "0.05", "threads": "2", "seed": "7"}
-    arguments.update({k.replace("_", "-"): str(v) for k, v in overrides.items()})
-    return JobSpec(
-        name="train_model", kind="training", script=INCLUDE_DIR / "training" / "train.py", arguments=arguments,
-        channels={"train": channels["train"], "validation": channels["validation"]},
-        model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
-        result_file=out / "model" / "training_summary.json",
-    )
+    return training_spec(channels, out, {"labels-file": str(channels["labels"]), "dataset-version": "ds-tiny", "epochs": "6",
+                                         "batch-size": "16", "head-learning-rate": "0.05", "threads": "2", "seed": "7"}, overrides)
 
 
 def train(spec: JobSpec, extra_env: dict | None = None, cwd: Path | None = None) -> dict:

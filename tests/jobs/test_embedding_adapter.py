@@ -18,6 +18,7 @@ from retrain.jobs import JobSpec
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
 from retrain.store import LocalStore, write_manifest_and_publish
+from trainspec import training_spec  # tests/ is on pytest's pythonpath
 
 pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environment missing at {job_python()}")
 
@@ -53,15 +54,9 @@ def channels(tmp_path_factory) -> dict[str, Path]:
 
 
 def spec_for(channels, out: Path, **overrides) -> JobSpec:
-    arguments = {"task": "embedding_adapter", "dataset-version": "ds-tiny", "epochs": "8", "batch-size": "16",
-                 "adapter-learning-rate": "0.005", "adapter-rank": "16", "max-seq-length": "64", "threads": "2", "seed": "7"}
-    arguments.update({k.replace("_", "-"): str(v) for k, v in overrides.items()})
-    return JobSpec(
-        name="train_model", kind="training", script=INCLUDE_DIR / "training" / "train.py", arguments=arguments,
-        channels={"train": channels["train"], "validation": channels["validation"]},
-        model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
-        result_file=out / "model" / "training_summary.json",
-    )
+    return training_spec(channels, out, {"task": "embedding_adapter", "dataset-version": "ds-tiny", "epochs": "8", "batch-size": "16",
+                                         "adapter-learning-rate": "0.005", "adapter-rank": "16", "max-seq-length": "64",
+                                         "threads": "2", "seed": "7"}, overrides)
 
 
 def run(spec: JobSpec, env: dict | None = None) -> subprocess.CompletedProcess:
