@@ -18,6 +18,7 @@ Modes:
                   celery_executor: tiny runs under LocalExecutor and CeleryExecutor, 3 models
                   at once on two workers and on one (10-15 min).
   aws_pipeline    (full mode) the aws DAG end to end on moto, an AWS simulator: orchestration overhead.
+  model_demos     (full mode) `make demo MODEL=<name>` of each further model (sentiment): wall time and golden quality.
   --quick         parse 3 reps; gate 10k/100k, 3 reps; training 512 examples x 2 epochs,
                   3 reps; ETL 10k/100k rows, 2 reps; gate operating characteristics 100 A/A
                   and 50 power draws per cell, rho 0.9 only; no pipeline (it needs 6-8 minutes on
@@ -46,7 +47,8 @@ import psutil
 
 from common import PROJECT_ROOT, job_python
 
-BENCHMARKS = ("parse", "deploy", "gate_scale", "gate_oc", "training", "etl_scale", "pipeline", "celery_executor", "aws_pipeline")
+BENCHMARKS = ("parse", "deploy", "gate_scale", "gate_oc", "training", "etl_scale", "pipeline", "celery_executor", "aws_pipeline",
+              "model_demos")
 RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
 REPORT = PROJECT_ROOT / "docs" / "performance.md"
 
@@ -194,6 +196,8 @@ def main() -> int:
         skipped.append("aws_pipeline (the aws DAG on moto): full mode, --with-pipeline or --only aws_pipeline")
         chosen.remove("celery_executor")
         skipped.append("celery_executor (Celery overhead and throughput, 10-15 min): full mode, --with-pipeline or --only celery_executor")
+        chosen.remove("model_demos")
+        skipped.append("model_demos (each further model's demo, 4 min each): full mode, --with-pipeline or --only model_demos")
     order = [b for b in BENCHMARKS if b in chosen]
 
     work = Path(tempfile.mkdtemp(prefix="retrain-bench-"))
