@@ -33,6 +33,7 @@ from retrain.intervals import intervals_ending, is_boundary, latest_complete_int
 from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.snapshot import list_partitions
 from retrain.stores import get_store
+from retrain.tasks import task_module
 from retrain.store import Store, WriteOnceError, digest_sources
 
 
@@ -103,6 +104,12 @@ def seed_raw(store: Store, plan: dict[str, bytes]) -> list[str]:
     return written
 
 
+def classification_golden(config: ModelConfig, source: Path) -> tuple[dict[str, bytes], int]:
+    """A text_classification golden version from a CSV: ``golden.jsonl`` of ``golden_rows``, and the example count."""
+    rows = golden_rows(config, source)
+    return {"golden.jsonl": "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")}, len(rows)
+
+
 def golden_rows(config: ModelConfig, source: Path) -> list[dict]:
     """The golden examples in key order; the key identifies an example (paired statistics join on it)."""
     labels = config.data.labels()
@@ -124,15 +131,14 @@ def publish_golden(store: Store, config: ModelConfig, source: Path, version: str
     An existing version with the same content is verified and left alone; one with other
     content is refused by name."""
     key = f"golden/{config.name}/{version}"
-    rows = golden_rows(config, source)
-    files = {"golden.jsonl": "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")}
+    files, rows = task_module("gate", config.task).golden_files(config, source)
     if store.exists(key):
         existing = store.verify_version(key)
         if existing["content_sha256"] != digest_sources(files)[0]:
             raise WriteOnceError(f"{store.uri(key)}: golden {version} exists with different content; rule: golden versions are immutable. Nothing was written.")
         return existing, False
     origin = source.relative_to(PROJECT_ROOT).as_posix() if source.is_relative_to(PROJECT_ROOT) else str(source)
-    manifest = store.publish_version(key, files, {"golden_version": version, "model": config.name, "source": origin, "rows": len(rows)})
+    manifest = store.publish_version(key, files, {"golden_version": version, "model": config.name, "source": origin, "rows": rows})
     return manifest, True
 
 

@@ -81,3 +81,31 @@ def test_a_model_without_sample_data_or_a_bad_end_is_refused(store, monkeypatch,
         seed_main(["--model", "intent", "--end", "2026-11-24"])
     assert "not a weekly interval boundary" in capsys.readouterr().err
     assert not store.root.exists() or not any(store.root.rglob("*.csv"))
+
+
+def test_a_retrieval_golden_set_is_published_as_its_three_files(tmp_path):
+    """embedding_adapter's golden version: queries, corpus and qrels byte for byte, counted in queries."""
+    from retrain.paths import PROJECT_ROOT
+    from retrain.tasks import task_module
+
+    source = PROJECT_ROOT / "data" / "retrieval" / "golden.jsonl"
+    files, count = task_module("gate", "embedding_adapter").golden_files(None, source)
+    assert sorted(files) == ["corpus.jsonl", "golden.jsonl", "qrels.jsonl"]
+    assert files["golden.jsonl"] == source.read_bytes() and count == 770
+
+
+@pytest.mark.parametrize(("qrels_line", "rule"), [
+    ('{"query_id": "q_nobody", "passage_id": "p_a", "relevance": 1}', "query_id 'q_nobody' is not a query in"),
+    ('{"query_id": "q_1", "passage_id": "p_nowhere", "relevance": 1}', "passage_id 'p_nowhere' is not in"),
+])
+def test_a_qrels_row_naming_an_unknown_query_or_passage_is_refused_with_file_line_and_rule(tmp_path, qrels_line, rule):
+    from retrain.seed import SeedError
+    from retrain.tasks import task_module
+
+    (tmp_path / "golden.jsonl").write_text('{"key": "q_1", "text": "where is my card"}\n')
+    (tmp_path / "corpus.jsonl").write_text('{"passage_id": "p_a", "text": "Card arrival."}\n')
+    (tmp_path / "qrels.jsonl").write_text('{"query_id": "q_1", "passage_id": "p_a", "relevance": 1}\n' + qrels_line + "\n")
+    with pytest.raises(SeedError) as info:
+        task_module("gate", "embedding_adapter").golden_files(None, tmp_path / "golden.jsonl")
+    message = str(info.value)
+    assert f"{tmp_path / 'qrels.jsonl'}: line 2" in message and rule in message and "rule: qrels name known" in message

@@ -15,6 +15,8 @@ Plain Python and numpy, no Airflow.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,3 +70,48 @@ def significance(policy: GatePolicy, metric: str, paired: dict[str, Any]) -> dic
         f"(Δ {ci['delta']:+.4f}; {better} queries better, {worse} worse; {sig.resamples} resamples); "
         f"lower bound {'>=' if ok else '<'} margin {sig.margin}",
     )
+
+
+def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
+    """A retrieval golden version: ``source`` (queries, ``{"key", "text"}`` per line) with ``corpus.jsonl``
+    (``{"passage_id", "text"}``) and ``qrels.jsonl`` (``{"query_id", "passage_id", "relevance"}``) beside it,
+    published byte for byte once every qrels row names a known query and passage and every query has a
+    relevant passage; the example count is the number of queries. Errors name the file, the line and the rule."""
+    from retrain.seed import SeedError
+
+    corpus_path, qrels_path = source.parent / "corpus.jsonl", source.parent / "qrels.jsonl"
+    for path in (corpus_path, qrels_path):
+        if not path.is_file():
+            raise SeedError(f"{path}: no such file; rule: a retrieval golden set is {source.name}, corpus.jsonl and qrels.jsonl side by side")
+
+    def rows(path: Path, id_field: str, text_field: str | None) -> dict[str, int]:
+        ids: dict[str, int] = {}
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if text_field and not str(row.get(text_field, "")).strip():
+                raise SeedError(f"{path}: line {line_no}: empty {text_field!r}; rule: every row has text")
+            if row[id_field] in ids:
+                raise SeedError(f"{path}: line {line_no}: {id_field} {row[id_field]!r} repeated (first on line {ids[row[id_field]]}); rule: ids are unique")
+            ids[row[id_field]] = line_no
+        return ids
+
+    queries, passages = rows(source, "key", "text"), rows(corpus_path, "passage_id", "text")
+    judged: set[str] = set()
+    for line_no, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row["query_id"] not in queries:
+            raise SeedError(f"{qrels_path}: line {line_no}: query_id {row['query_id']!r} is not a query in {source}; rule: qrels name known queries")
+        if row["passage_id"] not in passages:
+            raise SeedError(f"{qrels_path}: line {line_no}: passage_id {row['passage_id']!r} is not in {corpus_path}; rule: qrels name known passages")
+        if row.get("relevance", 0) > 0:
+            judged.add(row["query_id"])
+    unjudged = sorted(set(queries) - judged)
+    if unjudged:
+        raise SeedError(f"{source}: line {queries[unjudged[0]]}: query {unjudged[0]!r} has no relevant passage in {qrels_path} "
+                        f"({len(unjudged)} such); rule: every golden query has one")
+    files = {"golden.jsonl": source.read_bytes(), "corpus.jsonl": corpus_path.read_bytes(), "qrels.jsonl": qrels_path.read_bytes()}
+    return files, len(queries)

@@ -226,3 +226,10 @@ def _floor(policy: GatePolicy, labels: list[str], judged: list[int], f1: np.ndar
         reason = "no class below the floor beyond noise; lowest " + evidence
     reason += f"; {in_noise} class(es) under the floor within noise" if in_noise else ""
     return criterion("per_class.floor", round(float(f1[worst]), 6), floor, FAIL if len(failing) else PASS, reason + note)
+
+
+def golden_files(config, source):
+    """The files of a golden version published from ``source`` (a CSV of text and label), and its example count."""
+    from retrain.seed import classification_golden
+
+    return classification_golden(config, source)
