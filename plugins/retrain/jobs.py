@@ -21,6 +21,7 @@ from retrain import ledger
 from retrain.config import ModelConfig
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, mlflow_tracking_uri
 from retrain.store import LocalStore, Store, WriteOnceError
+from retrain.tasks import TASK_TYPES
 from retrain.tracking import ARTIFACT_ROOT_ENV, artifact_root
 
 
@@ -293,7 +294,8 @@ def register_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
     """Register the gated challenger with lineage tags and its evidence; alias it challenger."""
     trained, evaluated, gated = (ctx.upstream[k] for k in ("train_model", "evaluate_model", "gate_on_metrics"))
     tags = {**lineage(config, ctx, trained["dataset_version"]), "weights_digest": trained["weights_digest"],
-            "gate_digest": gated["digest"], "golden_macro_f1": f"{evaluated['challenger']['macro_f1']:.6f}"}
+            "gate_digest": gated["digest"],
+            **{f"golden_{metric}": f"{evaluated['challenger'][metric]:.6f}" for metric in TASK_TYPES[config.task]}}
     evidence = {"metrics": evaluated["metrics_path"], "report": gated["report_path"], "gate": gated["gate_path"]}
     return _registry_spec(config, ctx, store, "register_model", "register", {
         "model-dir": trained["model_dir"], "run-id": trained["mlflow_run_id"],
@@ -329,7 +331,8 @@ def rollback_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore,
 def summarize_metrics(metrics: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     """What downstream tasks need of metrics.json; the per-example arrays stay in the file, not in XCom."""
     def brief(block):
-        return None if block is None else {k: block.get(k) for k in ("macro_f1", "accuracy", "latency_ms", "version", "model_dir")}
+        keys = (*TASK_TYPES[metrics.get("task", "text_classification")], "latency_ms", "version", "model_dir")
+        return None if block is None else {k: block.get(k) for k in keys}
 
     return {
         "metrics_path": str(spec.result_file),
