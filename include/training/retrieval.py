@@ -12,9 +12,11 @@ A saved model directory is self-contained:
     adapter.safetensors   the adapter
     adapter.json          rank, max_seq_length, temperature, base model
 
-Data files (JSON lines; a bad row is a RetrievalDataError naming the file, the line and the rule):
-``corpus.jsonl`` {"passage_id", "text"}, ``pairs.jsonl`` {"query_id", "query", "passage_id"} (training
-channels), ``golden.jsonl`` {"key", "text"} and ``qrels.jsonl`` {"query_id", "passage_id", "relevance"}.
+Data files (JSON lines; a bad row is a RetrievalDataError naming the file, the line and the rule): the
+corpus {"passage_id", "text"} (``data.corpus_file``, given to training as ``--corpus-file``); a training
+channel's split files, the ETL's rows {"key", "text": query, "label": positive passage id, "label_id"}; a
+golden directory's ``golden.jsonl`` {"key", "text"}, ``corpus.jsonl`` and ``qrels.jsonl``
+{"query_id", "passage_id", "relevance"}.
 """
 
 from __future__ import annotations
@@ -160,15 +162,27 @@ def read_corpus(path: Path) -> dict[str, str]:
     return corpus
 
 
-def read_pairs(path: Path, corpus: dict[str, str], corpus_path: Path) -> list[dict]:
-    """Training pairs, each naming a passage of the corpus."""
+def read_channel_pairs(directory: str | Path, corpus_file: str | Path) -> tuple[list[dict], dict[str, str]]:
+    """A training channel's (query, positive passage) pairs, and the corpus they point into.
+
+    The channel holds the ETL's split files (``*.jsonl`` rows {key, text, label, label_id}, build_dataset):
+    for a retrieval-shaped task the text is the query and the label its positive passage's id. Pairs come
+    back as {"query_id": key, "query": text, "passage_id": label}, in file then line order."""
+    if not corpus_file:
+        raise RetrievalDataError(f"{directory}: no corpus given; rule: a retrieval task's config names data.corpus_file "
+                                 "(the training job's --corpus-file)")
+    corpus_path = Path(corpus_file)
+    corpus = read_corpus(corpus_path)
     pairs = []
-    for line_no, row in _rows(path, ("query_id", "query", "passage_id")):
-        if row["passage_id"] not in corpus:
-            raise RetrievalDataError(f"{path}: line {line_no}: passage_id {row['passage_id']!r} is not in {corpus_path}; "
-                                     "rule: every pair's passage is in the corpus")
-        pairs.append({k: row[k] for k in ("query_id", "query", "passage_id")})
-    return pairs
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        for line_no, row in _rows(path, ("key", "text", "label")):
+            if row["label"] not in corpus:
+                raise RetrievalDataError(f"{path}: line {line_no}: passage_id {row['label']!r} is not in {corpus_path}; "
+                                         "rule: every pair's passage is in the corpus")
+            pairs.append({"query_id": row["key"], "query": row["text"], "passage_id": row["label"]})
+    if not pairs:
+        raise RetrievalDataError(f"{directory}: channel holds no pairs (*.jsonl); rule: a training channel is not empty")
+    return pairs, corpus
 
 
 def read_qrels(path: Path, query_ids: set[str], corpus: dict[str, str], queries_path: Path, corpus_path: Path) -> dict[str, dict[str, int]]:

@@ -78,6 +78,9 @@ class DataConfig(_Strict):
     text_column: str = Field("text", description="Raw column holding the input text.")
     label_column: str = Field("label", description="Raw column holding the label.")
     labels_file: str = Field(description="JSON list of allowed labels, relative to the project root.")
+    corpus_file: str | None = Field(
+        None, description="Retrieval-shaped tasks: JSON lines {passage_id, text}, relative to the project root. The labels are "
+        "passage ids; the training job receives the corpus as --corpus-file and the deploy bundle carries it like the labels file.")
     min_rows: int = Field(1, ge=1, description="Fewest rows the snapshot may hold before validation fails.")
     min_text_chars: int = Field(1, ge=1, description="Shortest allowed text after stripping whitespace.")
     max_text_chars: int = Field(1000, ge=1, description="Longest allowed text.")
@@ -91,6 +94,10 @@ class DataConfig(_Strict):
         if self.min_text_chars > self.max_text_chars:
             raise ValueError("min_text_chars must not exceed max_text_chars")
         return self
+
+    def files(self) -> list[str]:
+        """The project-relative data files a job needs beside the dataset (the labels file, and the corpus if any)."""
+        return [self.labels_file] + ([self.corpus_file] if self.corpus_file else [])
 
     def labels(self) -> list[str]:
         """The allowed labels, in file order (the label index order)."""
@@ -459,6 +466,7 @@ _LATER_FIELDS = (
     ("evaluation", "escalation_label", None),
     ("gate", "false_escalation", None),
     ("gate", "retrieval", None),
+    ("data", "corpus_file", None),
 )
 """(section, field, value while unset) of fields added after configs were in use; see ModelConfig.digest."""
 
@@ -491,6 +499,8 @@ def load_config(path: str | Path) -> ModelConfig:
     labels_path = PROJECT_ROOT / config.data.labels_file
     if not labels_path.is_file():
         raise ConfigError(f"{path}: field 'data.labels_file': no such file {labels_path}")
+    if config.data.corpus_file and not (PROJECT_ROOT / config.data.corpus_file).is_file():
+        raise ConfigError(f"{path}: field 'data.corpus_file': no such file {PROJECT_ROOT / config.data.corpus_file}")
     escalation = config.evaluation.escalation_label
     if escalation is not None and escalation not in config.data.labels():
         raise ConfigError(f"{path}: field 'evaluation.escalation_label': {escalation!r} is not one of the labels in {config.data.labels_file}")

@@ -217,6 +217,7 @@ def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) ->
             "dataset-version": built["dataset_version"],
             "config-digest": config.digest(),
             "labels-file": _path_of(config.data.labels_file),
+            **({"corpus-file": _path_of(config.data.corpus_file)} if config.data.corpus_file else {}),
             "experiment-name": ctx.dag_id,
             "run-name": f"{ctx.dag_id}/{ctx.run_key}",
         }
@@ -298,7 +299,7 @@ def register_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
             **{f"golden_{metric}": f"{evaluated['challenger'][metric]:.6f}" for metric in TASK_TYPES[config.task]}}
     evidence = {"metrics": evaluated["metrics_path"], "report": gated["report_path"], "gate": gated["gate_path"]}
     return _registry_spec(config, ctx, store, "register_model", "register", {
-        "model-dir": trained["model_dir"], "run-id": trained["mlflow_run_id"],
+        "task": config.task, "model-dir": trained["model_dir"], "run-id": trained["mlflow_run_id"],
         "tags-json": _json(tags), "evidence-json": _json(evidence),
     })
 
@@ -324,7 +325,7 @@ def reject_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, v
 def rollback_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, target: int | None, actor: str, reason: str) -> JobSpec:
     """Move champion back (default: the previous champion in the ledger)."""
     return _registry_spec(config, ctx, store, "rollback_model", "rollback", {
-        "target-version": "" if target is None else str(target), "actor": actor, "reason": reason,
+        "task": config.task, "target-version": "" if target is None else str(target), "actor": actor, "reason": reason,
     })
 
 

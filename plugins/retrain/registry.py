@@ -21,6 +21,7 @@ from typing import Any
 from retrain import ledger, tracking
 from retrain.paths import INCLUDE_DIR
 from retrain.store import LocalStore
+from retrain.tasks import task_module
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 MODEL_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "safetensors==0.8.0", "numpy", "pandas"]
@@ -46,8 +47,8 @@ def alias_version(name: str, alias: str) -> int | None:
         return None
 
 
-def register(name: str, model_dir: str, run_id: str, tags: dict[str, str], evidence: dict[str, str]) -> dict[str, Any]:
-    """Log the classifier into its training run, register it, tag its lineage, alias it challenger."""
+def register(name: str, task: str, model_dir: str, run_id: str, tags: dict[str, str], evidence: dict[str, str]) -> dict[str, Any]:
+    """Log the model directory into its training run, register it, tag its lineage, alias it challenger."""
     import mlflow
 
     client = _client()
@@ -58,12 +59,13 @@ def register(name: str, model_dir: str, run_id: str, tags: dict[str, str], evide
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(INCLUDE_DIR / "training" / "mlflow_model.py"),
-            artifacts={"classifier": model_dir},
+            artifacts={"model": model_dir},
             code_paths=[str(INCLUDE_DIR / "training")],
             pip_requirements=MODEL_REQUIREMENTS,
-            model_config={"weights_digest": tags.get("weights_digest", "")},  # serving refuses other weights
+            # serving loads through the task type's module and refuses other weights
+            model_config={"weights_digest": tags.get("weights_digest", ""), "task": task},
         )
-    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    version = mlflow.register_model(info.model_uri, name, tags={**tags, "task": task})
     artifact_root = client.get_run(run_id).info.artifact_uri
     for key, path in evidence.items():
         client.set_model_version_tag(name, version.version, f"evidence.{key}", f"{artifact_root}/evaluation/{Path(path).name}")
@@ -112,21 +114,22 @@ def promote(store: LocalStore, name: str, version: int, actor: str, reason: str,
     return {"name": name, "champion": version, "ledger_entry": entry}
 
 
-def verify_weights(name: str, version: int, model_dir: str, digest: str | None) -> None:
-    """Load a version's model directory and check its weights against the recorded digest; refuse on any difference."""
+def verify_weights(name: str, task: str, version: int, model_dir: str, digest: str | None) -> None:
+    """Load a version's model directory through its task type and check its weights against the recorded digest;
+    refuse on any difference."""
     if not digest:
         raise RegistryError(f"{name} v{version} has no recorded weights digest; refusing to serve weights nobody can verify")
-    from training.modeling import WeightsMismatch, load_classifier
+    from training.base import WeightsMismatch
 
     try:
-        load_classifier(model_dir, expected_digest=digest)
+        task_module("train", task).load(model_dir, digest)
     except WeightsMismatch as exc:
         raise RegistryError(f"{name} v{version}: {exc}; nothing was changed") from None
     except OSError as exc:
         raise RegistryError(f"{name} v{version}: its model directory cannot be read ({exc}); nothing was changed") from None
 
 
-def rollback(store: LocalStore, name: str, target: int | None, actor: str, reason: str) -> dict[str, Any]:
+def rollback(store: LocalStore, name: str, task: str, target: int | None, actor: str, reason: str) -> dict[str, Any]:
     """Move ``champion`` back to a version that served before; refuses anything else, changing nothing."""
     if not reason.strip():
         raise RegistryError("a rollback needs a reason")
@@ -150,7 +153,7 @@ def rollback(store: LocalStore, name: str, target: int | None, actor: str, reaso
     except MlflowException:
         raise RegistryError(f"{name} v{target} does not exist in the registry") from None
     digest = served[target].get("weights_digest") or mv.tags.get("weights_digest")
-    verify_weights(name, target, served[target]["model_dir"], digest)
+    verify_weights(name, mv.tags.get("task") or task, target, served[target]["model_dir"], digest)
     _client().set_registered_model_alias(name, CHAMPION, str(target))
     entry = ledger.append(store, name, action="rollback", to_version=target, actor=actor, reason=reason,
                           model_dir=served[target]["model_dir"], gate_digest=served[target].get("gate_digest"), weights_digest=digest)
@@ -188,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", choices=commands, help="what to do")
     parser.add_argument("--command", dest="command_flag", choices=commands, help="the same, as a --key value job argument")
     parser.add_argument("--model", required=True, help="registered model name (the model config's name)")
+    parser.add_argument("--task", default="text_classification", help="register, rollback: the config's task type")
     parser.add_argument("--version", type=int, help="model version")
-    parser.add_argument("--model-dir", help="register: the trained classifier directory")
+    parser.add_argument("--model-dir", help="register: the trained model directory")
     parser.add_argument("--run-id", help="register: the MLflow training run; promote: the Airflow run id")
     parser.add_argument("--tags-json", default="{}", help="register: lineage tags as JSON")
     parser.add_argument("--evidence-json", default="{}", help="register: {name: file} to attach (metrics, report, gate)")
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     store = LocalStore()
     try:
         if args.command == "register":
-            result = register(args.model, args.model_dir, args.run_id, json.loads(args.tags_json), json.loads(args.evidence_json))
+            result = register(args.model, args.task, args.model_dir, args.run_id, json.loads(args.tags_json), json.loads(args.evidence_json))
         elif args.command == "reject":
             result = reject(args.model, args.version, args.actor or None, args.reason)
         elif args.command == "promote":
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             gated = int(args.gated_champion) if args.gated_champion else None
             result = promote(store, args.model, args.version, args.actor, args.reason, args.gate_digest, args.run_id, gated)
         elif args.command == "rollback":
-            result = rollback(store, args.model, int(args.target_version) if args.target_version else None, args.actor, args.reason)
+            result = rollback(store, args.model, args.task, int(args.target_version) if args.target_version else None, args.actor, args.reason)
         else:
             result = status(store, args.model)
     except (RegistryError, ledger.LedgerError) as exc:

@@ -33,7 +33,8 @@ def jsonl(rows) -> str:
 
 @pytest.fixture(scope="module")
 def channels(tmp_path_factory) -> dict[str, Path]:
-    """train/ and validation/ channels (corpus.jsonl + pairs.jsonl) and a golden directory, from data/retrieval."""
+    """train/ and validation/ channels as build_dataset writes them (<split>.jsonl rows {key, text: query,
+    label: passage id, label_id}), the corpus file training gets as --corpus-file, from data/retrieval."""
     import csv
 
     root = tmp_path_factory.mktemp("retrieval")
@@ -44,19 +45,21 @@ def channels(tmp_path_factory) -> dict[str, Path]:
         for row in csv.DictReader(handle):
             if row["passage_id"] in by_passage and len(by_passage[row["passage_id"]]) < 16:
                 by_passage[row["passage_id"]].append(row["query"])
+    (root / "corpus.jsonl").write_text(jsonl(corpus))
+    ids = {pid: i for i, pid in enumerate(by_passage)}
     for split, rows in (("train", slice(0, 12)), ("validation", slice(12, 16))):
         (root / split).mkdir()
-        (root / split / "corpus.jsonl").write_text(jsonl(corpus))
-        pairs = [{"query_id": f"{split}-{pid}-{i}", "query": q, "passage_id": pid}
+        pairs = [{"key": f"{split}-{pid}-{i}", "text": q, "label": pid, "label_id": ids[pid]}
                  for pid, queries in by_passage.items() for i, q in enumerate(queries[rows])]
-        (root / split / "pairs.jsonl").write_text(jsonl(pairs))
-    return {"train": root / "train", "validation": root / "validation", "corpus": corpus, "root": root}
+        (root / split / f"{split}.jsonl").write_text(jsonl(pairs))
+    return {"train": root / "train", "validation": root / "validation", "corpus": corpus, "corpus_file": root / "corpus.jsonl",
+            "root": root}
 
 
 def spec_for(channels, out: Path, **overrides) -> JobSpec:
     return training_spec(channels, out, {"task": "embedding_adapter", "dataset-version": "ds-tiny", "epochs": "8", "batch-size": "16",
                                          "adapter-learning-rate": "0.005", "adapter-rank": "16", "max-seq-length": "64",
-                                         "threads": "2", "seed": "7"}, overrides)
+                                         "threads": "2", "seed": "7", "corpus-file": str(channels["corpus_file"])}, overrides)
 
 
 def run(spec: JobSpec, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -118,14 +121,13 @@ def test_killed_job_resumes_to_the_same_weights(channels, tmp_path):
 def test_a_pair_whose_passage_is_not_in_the_corpus_names_file_row_and_rule(channels, tmp_path):
     bad = tmp_path / "bad-train"
     bad.mkdir()
-    (bad / "corpus.jsonl").write_text((channels["train"] / "corpus.jsonl").read_text())
-    lines = (channels["train"] / "pairs.jsonl").read_text().splitlines()
-    lines[2] = json.dumps({"query_id": "x", "query": "where is my card", "passage_id": "p_no_such_intent"})
-    (bad / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    lines = (channels["train"] / "train.jsonl").read_text().splitlines()
+    lines[2] = json.dumps({"key": "x", "text": "where is my card", "label": "p_no_such_intent", "label_id": 99})
+    (bad / "train.jsonl").write_text("\n".join(lines) + "\n")
     spec = spec_for(channels, tmp_path / "out")
     proc = run(spec, {"SM_CHANNEL_TRAIN": str(bad)})
     assert proc.returncode == os.EX_DATAERR, proc.stderr[-2000:]
-    assert f"{bad / 'pairs.jsonl'}: line 3: passage_id 'p_no_such_intent' is not in {bad / 'corpus.jsonl'}" in proc.stderr
+    assert f"{bad / 'train.jsonl'}: line 3: passage_id 'p_no_such_intent' is not in {channels['corpus_file']}" in proc.stderr
     assert "rule: every pair's passage is in the corpus" in proc.stderr
     assert not any(spec.model_dir.iterdir()) and not any(spec.checkpoint_dir.iterdir())  # nothing written
 
@@ -148,7 +150,7 @@ print(json.dumps({k: v.tolist() for k, v in ranking_metrics(scores, relevance).i
 
 
 def test_ranking_metrics_by_hand():
-    env = job_environment(spec_for({"train": Path("."), "validation": Path(".")}, Path("/tmp")))
+    env = job_environment(spec_for({"train": Path("."), "validation": Path("."), "corpus_file": ""}, Path("/tmp")))
     done = subprocess.run([str(job_python()), "-c", RANKING_FIXTURE], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
@@ -170,17 +172,17 @@ def evaluate(golden: Path, challenger: Path, out: Path, *extra: str) -> subproce
     cmd = [str(job_python()), str(INCLUDE_DIR / "eval" / "evaluate.py"), "--task", "embedding_adapter",
            "--challenger-dir", str(challenger), "--golden-dir", str(golden), "--output-dir", str(out),
            "--batch-size", "16", "--latency-requests", "10", "--latency-warmup", "2", *extra]
-    env = job_environment(spec_for({"train": Path("."), "validation": Path(".")}, Path("/tmp")))
+    env = job_environment(spec_for({"train": Path("."), "validation": Path("."), "corpus_file": ""}, Path("/tmp")))
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
 
 
 @pytest.fixture(scope="module")
 def golden(channels, tmp_path_factory) -> Path:
     """The validation pairs as golden queries with their qrels, published through the store."""
-    pairs = [json.loads(line) for line in (channels["validation"] / "pairs.jsonl").read_text().splitlines()]
+    pairs = [json.loads(line) for line in (channels["validation"] / "validation.jsonl").read_text().splitlines()]
     store = LocalStore(tmp_path_factory.mktemp("store"))
-    return publish(store, "golden/embedding_adapter/v1", [{"key": p["query_id"], "text": p["query"]} for p in pairs],
-                   channels["corpus"], [{"query_id": p["query_id"], "passage_id": p["passage_id"], "relevance": 1} for p in pairs])
+    return publish(store, "golden/embedding_adapter/v1", [{"key": p["key"], "text": p["text"]} for p in pairs],
+                   channels["corpus"], [{"query_id": p["key"], "passage_id": p["label"], "relevance": 1} for p in pairs])
 
 
 def test_evaluation_scores_adapter_champion_and_frozen_baseline(first_run, channels, golden, tmp_path):

@@ -133,9 +133,9 @@ def test_weights_changed_after_registration_are_neither_rolled_back_to_nor_serve
     assert intact.returncode == 0 and "loaded" in intact.stdout, intact.stderr[-2000:]
     serve_tampered = (
         "import json, sys, types; sys.path.insert(0, sys.argv[2]);"
-        "from training.mlflow_model import TextClassifierModel;"
-        "ctx = types.SimpleNamespace(artifacts={'classifier': sys.argv[1]}, model_config={'weights_digest': sys.argv[3]});"
-        "TextClassifierModel().load_context(ctx)"
+        "from training.mlflow_model import RetrainModel;"
+        "ctx = types.SimpleNamespace(artifacts={'model': sys.argv[1]}, model_config={'weights_digest': sys.argv[3], 'task': 'text_classification'});"
+        "RetrainModel().load_context(ctx)"
     )
     proc = subprocess.run([str(job_python()), "-c", serve_tampered, v3_dir, str(INCLUDE_DIR), world["models"][2]["weights_digest"]],
                           env=world["env"], capture_output=True, text=True, timeout=300)

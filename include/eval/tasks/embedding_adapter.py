@@ -29,12 +29,16 @@ import numpy as np
 import torch
 
 from eval.report import delta_cell
-from training.retrieval import LoadedRetriever, RetrievalDataError, read_corpus, read_qrels
+from training.retrieval import RetrievalDataError, read_corpus, read_qrels
+from training.tasks import embedding_adapter as training_side
 
 METRICS = ("recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10")
 NAMES = {"recall_at_1": "recall@1", "recall_at_5": "recall@5", "recall_at_10": "recall@10", "mrr_at_10": "MRR@10",
          "ndcg_at_10": "nDCG@10"}
 LATENCY_CALL = "embed([query]) + cosine against the indexed corpus + top 10"
+
+load = training_side.load
+"""The task's loader (weights checked against the recorded digest), shared with serving and rollback."""
 
 
 @dataclass
@@ -63,11 +67,6 @@ def read_golden(golden_dir: Path) -> Golden:
     corpus = read_corpus(corpus_path)
     qrels = read_qrels(golden_dir / "qrels.jsonl", set(queries), corpus, queries_path, corpus_path)
     return Golden([{"key": k, "text": queries[k], "relevant": qrels[k]} for k in sorted(queries)], corpus)
-
-
-def load(model_dir, expected_digest: str | None) -> LoadedRetriever:
-    """A saved adapter model, refused (WeightsMismatch) if its weights are not the recorded ones."""
-    return LoadedRetriever(model_dir, expected_digest)
 
 
 def ranking_metrics(scores: np.ndarray, relevance: np.ndarray) -> dict[str, np.ndarray]:

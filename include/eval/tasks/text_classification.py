@@ -29,7 +29,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from eval.report import COLORS, delta_cell, img, plt  # report first: it selects matplotlib's headless backend
 from matplotlib.colors import PowerNorm
-from training.modeling import load_classifier
+from training.tasks import text_classification as training_side
 
 MANY_CLASSES = 40
 """Above this many labels, charts show a chosen subset and confusions become a table."""
@@ -37,6 +37,9 @@ CHART_K = 15
 """With many labels, the per-class chart shows the K worst classes plus the K most changed."""
 LATENCY_CALL = "predict_proba([text], batch_size=1): tokenize + forward + softmax"
 MACRO_F1 = "mean over all labels (labels=range(len(labels)), zero_division=0)"
+
+load = training_side.load
+"""The task's loader (weights checked against the recorded digest), shared with serving and rollback."""
 
 
 def read_golden(golden_dir: Path) -> list[dict]:
@@ -49,11 +52,6 @@ def read_golden(golden_dir: Path) -> list[dict]:
     if not examples:
         raise ValueError(f"{golden_dir / 'golden.jsonl'}: no examples")
     return sorted(examples, key=lambda ex: ex["key"])
-
-
-def load(model_dir, expected_digest: str | None):
-    """A saved classifier, refused (WeightsMismatch) if its weights are not the recorded ones."""
-    return load_classifier(model_dir, expected_digest=expected_digest)
 
 
 def label_space(label_lists: list[list[str]], golden_labels: set[str]) -> list[str]:

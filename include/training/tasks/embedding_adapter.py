@@ -1,6 +1,7 @@
 """Training side of the embedding_adapter task type: a low-rank residual adapter on a frozen sentence encoder.
 
-A channel directory holds ``corpus.jsonl`` and ``pairs.jsonl`` (training.retrieval). The encoder
+A channel directory holds the ETL's split file, whose rows pair a query (``text``) with its positive
+passage's id (``label``); the corpus is ``--corpus-file`` (training.retrieval). The encoder
 never changes, so ``prepare`` embeds every query and passage once; an epoch then only runs the
 adapter over cached embeddings. The loss is InfoNCE with in-batch negatives: each query against
 the distinct positive passages of its batch, at temperature ``temperature``. A passage that is
@@ -18,9 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.retrieval import AdapterSpec, build_adapted_encoder, encode_frozen, read_corpus, read_pairs, save_adapted_encoder
-
-CORPUS, PAIRS = "corpus.jsonl", "pairs.jsonl"
+from training.retrieval import (AdapterSpec, LoadedRetriever, build_adapted_encoder, encode_frozen, read_channel_pairs,
+                                save_adapted_encoder)
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Args:
     adapter_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the adapter."})
     temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature: logits are cosine / temperature."})
     max_seq_length: int = field(default=128, metadata={"help": "Tokens kept per query or passage."})
+    corpus_file: str = field(default="", metadata={"help": "JSON lines {passage_id, text}: the passages the pairs name (data.corpus_file)."})
 
 
 @dataclass
@@ -51,12 +52,8 @@ class Task:
         self.args, self.task_args, self.device, self.autocast = args, task_args, device, autocast
 
     def read(self, directory: str, limit: int) -> Examples:
-        """A channel's pairs (the first ``limit`` when set), each checked against the channel's corpus."""
-        corpus_path = Path(directory) / CORPUS
-        corpus = read_corpus(corpus_path)
-        pairs = read_pairs(Path(directory) / PAIRS, corpus, corpus_path)
-        if not pairs:
-            raise SystemExit(f"{Path(directory) / PAIRS}: channel holds no pairs")
+        """A channel's pairs (the first ``limit`` when set), each checked against the corpus."""
+        pairs, corpus = read_channel_pairs(directory, self.task_args.corpus_file)
         return Examples(pairs[:limit] if limit else pairs, corpus)
 
     def build(self) -> nn.Module:
@@ -121,3 +118,13 @@ class Task:
         spec = AdapterSpec(rank=self.task_args.adapter_rank, max_seq_length=self.task_args.max_seq_length,
                            temperature=self.task_args.temperature, base_model=self.args.base_model)
         save_adapted_encoder(self.model, self.tokenizer, spec, model_dir)
+
+
+def load(model_dir, expected_digest: str | None) -> LoadedRetriever:
+    """A saved adapter model, refused (WeightsMismatch) if its weights are not the recorded ones: serving, rollback, evaluation."""
+    return LoadedRetriever(model_dir, expected_digest)
+
+
+def predict(model: LoadedRetriever, requests: list[str]) -> list[list[float]]:
+    """What a served embedding model answers: the adapted, L2-normalised embedding of each text."""
+    return model.embed([str(text) for text in requests]).tolist()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.modeling import ClassifierSpec, build_classifier, save_classifier
+from training.modeling import ClassifierSpec, LoadedClassifier, build_classifier, load_classifier, save_classifier
 
 
 @dataclass
@@ -179,3 +179,13 @@ class Task:
         spec = ClassifierSpec(labels=self.labels, max_seq_length=self.task_args.max_seq_length,
                               base_model=self.args.base_model, trainable_layers=self.task_args.trainable_layers)
         save_classifier(self.model, self.tokenizer, spec, model_dir)
+
+
+def load(model_dir, expected_digest: str | None) -> LoadedClassifier:
+    """A saved classifier, refused (WeightsMismatch) if its weights are not the recorded ones: serving, rollback, evaluation."""
+    return load_classifier(model_dir, expected_digest=expected_digest)
+
+
+def predict(model: LoadedClassifier, requests: list[str]) -> list[str]:
+    """What a served classifier answers: the predicted label name of each text."""
+    return model.predict([str(text) for text in requests])
