@@ -35,17 +35,15 @@ DATA = ROOT / "data" / "retrieval"
 
 
 def stage(root: Path) -> dict[str, Path]:
-    corpus = (DATA / "corpus.jsonl").read_text()
     splits = {"train": [], "validation": []}
     with open(DATA / "train.csv", newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             key = hashlib.sha256(row["query"].encode()).hexdigest()
             split = "validation" if int(key[:8], 16) % 10 == 0 else "train"
-            splits[split].append({"query_id": key[:16], "query": row["query"], "passage_id": row["passage_id"]})
-    for split, pairs in splits.items():
+            splits[split].append({"key": key[:16], "text": row["query"], "label": row["passage_id"]})
+    for split, pairs in splits.items():  # the ETL's split layout: <split>/<split>.jsonl, text = query, label = passage id
         (root / split).mkdir(parents=True)
-        (root / split / "corpus.jsonl").write_text(corpus)
-        (root / split / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+        (root / split / f"{split}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     store = LocalStore(root / "store")
     staging = store.staging_dir("golden/embedding_adapter/v1")
     for name in ("golden.jsonl", "corpus.jsonl", "qrels.jsonl"):
@@ -64,7 +62,8 @@ def main() -> int:
         paths = stage(root)
         spec = JobSpec(name="train_model", kind="training", script=ROOT / "include" / "training" / "train.py",
                        arguments={"task": "embedding_adapter", "epochs": args.epochs, "batch-size": "64", "threads": args.threads,
-                                  "adapter-rank": "64", "adapter-learning-rate": "0.001", "temperature": "0.05", "seed": "42"},
+                                  "adapter-rank": "64", "adapter-learning-rate": "0.001", "temperature": "0.05", "seed": "42",
+                                  "corpus-file": str(DATA / "corpus.jsonl")},
                        channels={"train": paths["train"], "validation": paths["validation"]}, model_dir=root / "model",
                        output_dir=root / "output", checkpoint_dir=root / "ckpt", result_file=root / "model" / "training_summary.json")
         env = job_environment(spec)

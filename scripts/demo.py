@@ -126,9 +126,10 @@ def outcome(model: str, run_id: str, state: str) -> tuple[str, bool]:
     Airflow (gate_on_metrics fails, nothing is registered) but did what the pipeline is for."""
     if state == "success":
         return "promoted", True
-    gate = output(LocalStore().path(f"runs/{model}/{run_key(run_id)}"), "gate_on_metrics", "gate.json")
-    if gate and json.loads(gate.read_text())["decision"] == "reject":
-        failed = [c["name"] for c in json.loads(gate.read_text())["criteria"] if c["verdict"] == "fail"]
+    path = output(LocalStore().path(f"runs/{model}/{run_key(run_id)}"), "gate_on_metrics", "gate.json")
+    gate = json.loads(path.read_text()) if path else None
+    if gate and gate["decision"] == "reject":
+        failed = [c["name"] for c in gate["criteria"] if c["verdict"] == "fail"]
         return f"rejected by the gate ({', '.join(failed)}), nothing registered", True
     return f"{state}: see the task logs in the Airflow UI", False
 

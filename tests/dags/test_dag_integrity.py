@@ -101,6 +101,28 @@ def test_weekly_schedules_have_week_long_data_intervals_on_their_weekday(dagbag,
     assert interval.start.weekday() == weekday and interval.start.hour == 0  # sentiment runs a day after intent
 
 
+SHIPPED = {"intent": "weekly", "sentiment": "weekly", "embedding_adapter": "monthly"}
+"""The models this project ships and their cadences (issue 10 staggers the weekly ones and adds monthly and quarterly)."""
+
+
+def test_shipped_models_have_a_retraining_and_a_rollback_dag_on_their_cadence(dagbag, configs):
+    assert {config.name: config.schedule.cadence for config in configs} == SHIPPED
+    assert sorted(d for d in dagbag.dags if d.startswith("retrain_")) == sorted(f"retrain_{name}" for name in SHIPPED)
+    assert sorted(d for d in dagbag.dags if d.startswith("rollback_")) == sorted(f"rollback_{name}" for name in SHIPPED)
+
+
+@pytest.mark.parametrize("run_after", [datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc), datetime(2027, 3, 2, tzinfo=timezone.utc)])
+def test_every_dag_interval_is_its_cadences_real_period(dagbag, configs, run_after):
+    """Each shipped DAG's data interval is the whole week, month or quarter that seeding and backfills cut."""
+    from retrain.intervals import latest_complete_interval
+
+    lengths = {"weekly": {7}, "monthly": {28, 29, 30, 31}, "quarterly": {90, 91, 92}}
+    for config in configs:
+        interval = data_interval(dagbag.dags[config.dag_id], run_after)
+        assert (interval.start, interval.end) == latest_complete_interval(config.schedule.calendar, run_after), config.name
+        assert (interval.end - interval.start).days in lengths[config.schedule.cadence], config.name
+
+
 @pytest.mark.parametrize(("cadence", "run_after", "start", "end"), [
     ("monthly", datetime(2026, 11, 23, 9, 30), datetime(2026, 10, 1), datetime(2026, 11, 1)),     # 31 days
     ("monthly", datetime(2027, 3, 2), datetime(2027, 2, 1), datetime(2027, 3, 1)),                # 28 days

@@ -78,6 +78,18 @@ def test_bad_yaml_and_missing_labels_file(tmp_path):
         load_config(path)
 
 
+def test_a_missing_corpus_file_is_named_and_an_unset_one_keeps_the_digest(tmp_path):
+    adapter = INTENT.parent / "embedding_adapter.yaml"
+    path = write(tmp_path, adapter.read_text().replace("data/retrieval/corpus.jsonl", "data/retrieval/nope.jsonl"), name="embedding_adapter")
+    with pytest.raises(ConfigError, match=r"embedding_adapter\.yaml: field 'data.corpus_file': no such file .*nope\.jsonl"):
+        load_config(path)
+    # corpus_file came after configs were in use: left unset, it stays out of the digest, so intent.yaml keeps
+    # the digest it had before the field existed (computed at commit 588c736)
+    intent = load_config(INTENT)
+    assert intent.data.corpus_file is None and intent.data.files() == [intent.data.labels_file]
+    assert intent.digest() == "8b66cd0297100cc2e7ac83cf746ecdddd1a85fd3b38ed4d99d1dbb1164e0cc88"
+
+
 @pytest.mark.parametrize(
     ("old", "new", "field", "rule"),
     [
