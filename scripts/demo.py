@@ -41,6 +41,7 @@ from retrain.paths import PROJECT_ROOT, job_python
 from retrain.runner import stop_process_group
 from retrain.seed import SeedError, describe, seed
 from retrain.store import LocalStore, WriteOnceError
+from retrain.tasks import headline_metrics
 
 
 def with_user(users: str, name: str) -> str:
@@ -152,9 +153,11 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
         if trained:
             print(f"training: {trained['wall_seconds']:.0f}s, {trained['samples_per_second']:.0f} samples/s, weights {trained['weights_digest'][:16]}…")
         if metrics:
-            ch, champ = metrics["challenger"], metrics.get("champion")
-            vs = f" | champion v{champ['version']}: {champ['macro_f1']:.4f}" if champ else " | no champion"
-            print(f"golden {metrics['golden_version']} (n={metrics['n_examples']}): challenger macro F1 {ch['macro_f1']:.4f}, "
+            ch, champ, base = metrics["challenger"], metrics.get("champion"), metrics.get("baseline")
+            figures = lambda block: ", ".join(f"{name} {block[name]:.4f}" for name in headline_metrics(metrics["task"]))  # noqa: E731
+            vs = f" | champion v{champ['version']}: {figures(champ)}" if champ else " | no champion"
+            vs += f" | baseline ({base.get('base_model', 'untrained')}): {figures(base)}" if base else ""
+            print(f"golden {metrics['golden_version']} (n={metrics['n_examples']}): challenger {figures(ch)}, "
                   f"p50 {ch['latency_ms']['p50']:.1f} ms, p99 {ch['latency_ms']['p99']:.1f} ms{vs}")
             # the report with the gate verdict on top, else the evaluation's own
             print(f"report: {output(run, 'gate_on_metrics', 'report.html') or output(run, 'evaluate_model', 'report.html')}")
