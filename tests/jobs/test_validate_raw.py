@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from retrain.jobs import JobSpec
-from retrain.paths import INCLUDE_DIR, job_python
+from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
 from retrain.snapshot import snapshot_raw
 from retrain.store import LocalStore
@@ -52,11 +52,13 @@ def csv_text(*rows: str, header: str = "text,category") -> str:
     return "\n".join([header, *rows]) + "\n"
 
 
-def run_validate(tmp_path: Path, files: dict[str, str], min_rows: int = 3) -> tuple[subprocess.CompletedProcess, dict]:
+def run_validate(tmp_path: Path, files: dict[str, str], min_rows: int = 3, columns: tuple[str, str] = ("text", "category"),
+                 labels: Path | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     """Run the script once with the runner's command line and environment; return it and result.json."""
     root = tmp_path / "store"
-    labels = tmp_path / "labels.json"
-    labels.write_text(json.dumps(LABELS))
+    if labels is None:
+        labels = tmp_path / "labels.json"
+        labels.write_text(json.dumps(LABELS))
     out = tmp_path / "out"
     spec = JobSpec(
         name="validate_raw",
@@ -65,8 +67,8 @@ def run_validate(tmp_path: Path, files: dict[str, str], min_rows: int = 3) -> tu
         arguments={
             "raw-manifest": str(write_raw(root, files)),
             "store-root": str(root),
-            "text-column": "text",
-            "label-column": "category",
+            "text-column": columns[0],
+            "label-column": columns[1],
             "labels-file": str(labels),
             "min-rows": str(min_rows),
             "min-text-chars": "2",
@@ -161,6 +163,18 @@ def test_unknown_label_names_line(tmp_path: Path) -> None:
     assert lines[0] == f"{PART}: line 7: category in the allowed labels (labels.json) (value: 'card_arival')"
     assert result["failures"][0]["line"] == 7
     assert result["expectations"]["expect_column_values_to_be_in_set(category)"] is False
+
+
+def test_a_retrieval_pair_whose_passage_is_not_in_the_corpus_names_file_row_and_rule(tmp_path: Path) -> None:
+    """embedding_adapter's raw contract as shipped: query,passage_id, with the corpus's passage ids as the labels file."""
+    from retrain.config import load_model
+
+    data = load_model("embedding_adapter").data
+    rows = ["where is my new card?,p_card_arrival", "how do I link my card?,p_card_linking", "what is the rate for euros?,p_no_such_passage"]
+    proc, result = run_validate(tmp_path, {PART: csv_text(*rows, header=f"{data.text_column},{data.label_column}")},
+                                columns=(data.text_column, data.label_column), labels=PROJECT_ROOT / data.labels_file)
+    lines = assert_failed(proc, result, problems=1)
+    assert lines[0] == f"{PART}: line 4: passage_id in the allowed labels (passage_ids.json) (value: 'p_no_such_passage')"
 
 
 def test_empty_text_is_rejected(tmp_path: Path) -> None:
