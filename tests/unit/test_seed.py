@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from retrain.config import load_model
+from retrain.config import config_paths, load_model
 from retrain.seed import SeedError, main as seed_main, seed
 from retrain.store import WriteOnceError, verify_tree
 
@@ -109,3 +109,23 @@ def test_a_qrels_row_naming_an_unknown_query_or_passage_is_refused_with_file_lin
         task_module("gate", "embedding_adapter").golden_files(None, tmp_path / "golden.jsonl")
     message = str(info.value)
     assert f"{tmp_path / 'qrels.jsonl'}: line 2" in message and rule in message and "rule: qrels name known" in message
+
+
+@pytest.mark.parametrize("name", [path.stem for path in config_paths()])
+def test_every_shipped_model_seeds_a_three_interval_backfill_and_its_pinned_golden(tmp_path, name):
+    """`bin/retrain seed <model>` as shipped: raw partitions over at least three consecutive intervals of the
+    model's own cadence, each with enough rows to pass validation, and golden v1 with the config's pinned hash."""
+    from retrain.intervals import shift
+    from retrain.store import LocalStore
+
+    config = load_model(name)
+    store = LocalStore(tmp_path / "store")
+    result = seed(store, config, now=NOW)
+    starts = [start for start, _ in result["intervals"]]
+    assert len(starts) >= 3 and all(shift(config.schedule.calendar, a, 1) == b for a, b in zip(starts, starts[1:]))
+    assert result["intervals"][-1][1] <= NOW
+    for start, _ in result["intervals"][-3:]:
+        part = store.path(f"raw/{name}/dt={start.date()}")
+        rows = sum(len(p.read_text(encoding="utf-8-sig").strip().splitlines()) - 1 for p in part.glob("*.csv"))
+        assert rows >= config.data.min_rows, (name, start, rows)
+    assert result["golden"]["content_sha256"] == config.data.golden_sha256
