@@ -216,6 +216,14 @@ def test_hyperparameters_are_the_script_mode_ones(requests_for):
     assert hyperparameters["sagemaker_submit_directory"] == f"s3://retrain-artifacts-123456789012/code/{CODE_DIGEST}/sourcedir.tar.gz"
     assert hyperparameters["labels-file"] == "data/banking77/categories.json"  # project-relative, shipped in the source dir
     assert hyperparameters["seed"] == "42" and all(isinstance(v, str) for v in hyperparameters.values())
+    assert "corpus-file" not in hyperparameters
+
+
+def test_a_retrieval_model_gets_its_corpus_as_a_project_relative_file_of_the_source_dir(requests_for):
+    request = requests_for(load_config(INTENT.parent / "embedding_adapter.yaml"))["sagemaker_train_model"][2]
+    assert request["HyperParameters"]["corpus-file"] == "data/retrieval/corpus.jsonl"
+    assert request["HyperParameters"]["labels-file"] == "data/retrieval/passage_ids.json"
+    validate_request("sagemaker", "CreateTrainingJob", request)
 
 
 # --- instance types and the Glue version -------------------------------------------------------
