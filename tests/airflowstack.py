@@ -38,11 +38,11 @@ def tiny_rows(path: Path, per_label: int) -> list[tuple[str, str]]:
     return rows
 
 
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "category")) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["text", "category"])
+        writer.writerow(header)
         writer.writerows(rows)
 
 
@@ -78,6 +78,46 @@ def tiny_config(config_dir: Path, labels_file: Path, name: str, unreachable_floo
     path = config_dir / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+def tiny_shipped_config(config_dir: Path, name: str, edits: tuple[tuple[str, str], ...]) -> Path:
+    """A shipped model's config as is, but for ``edits`` ((old, new) text replacements, each of which must apply),
+    fewer retries and timed requests, and no golden pin (the tiny golden set has another hash)."""
+    text = (PROJECT_ROOT / "config" / "models" / f"{name}.yaml").read_text()
+    pin = next(line for line in text.splitlines() if line.startswith("  golden_sha256:"))
+    for old, new in [("retries: 2", "retries: 0"), (pin, "  golden_sha256: null"), ("requests: 200", "requests: 20"),
+                     ("warmup: 20", "warmup: 2"), *edits]:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = config_dir / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def tiny_retrieval_data(root: Path, model: str, intents: int = 8, queries: int = 20, golden: int = 8) -> dict[str, object]:
+    """data/retrieval cut down to ``intents`` intents: ``queries`` raw pairs and ``golden`` golden queries per intent,
+    the golden queries' qrels and the whole corpus (its passage ids stay the labels file). Returns the raw rows
+    (query, passage_id) and the golden queries' path, with corpus.jsonl and qrels.jsonl beside it."""
+    data = PROJECT_ROOT / "data" / "retrieval"
+    passages = [json.loads(line)["passage_id"] for line in (data / "corpus.jsonl").read_text().splitlines()][:intents]
+    taken: dict[str, int] = dict.fromkeys(passages, 0)
+    rows = []
+    with open(data / "train.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["passage_id"] in taken and taken[row["passage_id"]] < queries:
+                taken[row["passage_id"]] += 1
+                rows.append((row["query"], row["passage_id"]))
+    qrels = [json.loads(line) for line in (data / "qrels.jsonl").read_text().splitlines()]
+    kept = [q for q in qrels if q["passage_id"] in taken]
+    kept = [q for i, q in enumerate(kept) if sum(1 for other in kept[:i] if other["passage_id"] == q["passage_id"]) < golden]
+    keys = {q["query_id"] for q in kept}
+    out = root / f"{model}-golden"
+    out.mkdir(parents=True)
+    (out / "golden.jsonl").write_text("".join(line + "\n" for line in (data / "golden.jsonl").read_text().splitlines()
+                                              if json.loads(line)["key"] in keys))
+    (out / "qrels.jsonl").write_text("".join(json.dumps(q) + "\n" for q in kept))
+    (out / "corpus.jsonl").write_bytes((data / "corpus.jsonl").read_bytes())
+    return {"rows": rows, "golden": out / "golden.jsonl"}
 
 
 class TinyProject:
@@ -138,14 +178,14 @@ class TinyProject:
             "PATH": f"{Path(sys.executable).parent}:{base['PATH']}",
         }
 
-    def publish_golden(self, env: dict[str, str], models: tuple[str, ...]) -> None:
-        """Golden v1 of each model through the project's own seeding code."""
+    def publish_golden(self, env: dict[str, str], models: tuple[str, ...], sources: dict[str, Path] | None = None) -> None:
+        """Golden v1 of each model through the project's own seeding code (from the tiny golden CSV unless ``sources`` names another)."""
         for model in models:
             subprocess.run(
                 [sys.executable, "-c", (
                     "import sys; from pathlib import Path; from retrain.config import load_model; from retrain.store import LocalStore;"
                     "from retrain.seed import publish_golden; publish_golden(LocalStore(), load_model(sys.argv[1]), Path(sys.argv[2]), 'v1')"
-                ), model, str(self.golden_csv)],
+                ), model, str((sources or {}).get(model, self.golden_csv))],
                 env=env, check=True,
             )
 

@@ -7,19 +7,33 @@ same unreachable floor, three weekly partitions) for backfills, and ``intent_rac
 ``intent``) for two overlapping runs, and ``intent_timeout``, whose approval times out after 18 s. Their DAG files are
 generated into the stack's own DAGs folder by the project's ``dags sync``, as a user adding
 a model would; ``broken.yaml`` is a config with a bad field, which must show up as an
-import error while the others load.
+import error while the others load. ``OTHER_MODELS`` are shipped models of the other task types,
+their configs as shipped but for tiny data (one raw partition of their own cadence's latest
+complete interval), a smaller golden set and fewer epochs.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 
 import pytest
 
-from airflowstack import TinyProject, registry_status_reader, standalone_airflow, user_factory, write_csv
+from airflowstack import (TinyProject, registry_status_reader, standalone_airflow, tiny_retrieval_data, tiny_shipped_config,
+                          user_factory, write_csv)
+from retrain.config import load_config
+from retrain.intervals import latest_complete_interval
 
 MODELS = ("intent", "intent_strict", "intent_backfill", "intent_race", "intent_timeout")
 UNREACHABLE_FLOOR = ("intent_strict", "intent_backfill")
+OTHER_MODELS = ("embedding_adapter",)
+"""Shipped models of other task types, as shipped but for tiny data, a smaller gate sample and fewer epochs."""
+TINY_EDITS = {
+    "embedding_adapter": (("min_rows: 20", "min_rows: 10"), ("epochs: 10 ", "epochs: 4 "), ("min_total_examples: 500", "min_total_examples: 40"),
+                          ("    recall_at_10: 0.95\n", "    recall_at_10: 0.5\n"), ("    mrr_at_10: 0.85\n", "    mrr_at_10: 0.3\n"),
+                          ("    ndcg_at_10: 0.88\n", "    ndcg_at_10: 0.3\n"), ("      ndcg_at_10: 0.02\n", "      ndcg_at_10: -1.0\n"),
+                          ("      recall_at_10: 0.0\n", "      recall_at_10: -1.0\n")),
+}
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +48,21 @@ def stack(tmp_path_factory):
     project.land_past_weeks("intent_backfill")  # one partition per past week, for a three-week backfill
     broken = (project.config_dir / "intent.yaml").read_text().replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly")
     (project.config_dir / "broken.yaml").write_text(broken)
+    goldens, other = {}, {}
+    for model in OTHER_MODELS:  # one raw partition, of the latest complete interval of the model's own cadence
+        config = tiny_shipped_config(project.config_dir, model, TINY_EDITS[model])
+        data = tiny_retrieval_data(root, model)
+        loaded = load_config(config)
+        start, end = latest_complete_interval(loaded.schedule.calendar, datetime.now(timezone.utc))
+        write_csv(store_root / f"raw/{model}/dt={start.date()}/part-00000.csv", data["rows"], (loaded.data.text_column, loaded.data.label_column))
+        goldens[model], other[model] = data["golden"], {"interval": (start, end), "rows": len(data["rows"])}
     project.sync_dags()
 
     env = project.env(dict(os.environ))
-    project.publish_golden(env, MODELS)
-    with standalone_airflow(env, root, tuple(f"retrain_{model}" for model in MODELS)) as client:
+    project.publish_golden(env, MODELS + OTHER_MODELS, goldens)
+    with standalone_airflow(env, root, tuple(f"retrain_{model}" for model in MODELS + OTHER_MODELS)) as client:
         yield {
             "client": client, "as_user": user_factory(client), "registry_status": registry_status_reader(env), "store_root": store_root,
             "interval": project.interval, "env": env, "root": root, "config_dir": project.config_dir, "dags_dir": project.dags_dir,
-            "log": root / "standalone.log", "write_csv": write_csv,
+            "log": root / "standalone.log", "write_csv": write_csv, "other_models": other,
         }

@@ -1,0 +1,71 @@
+"""Shipped models of the other task types end to end under the real scheduler, on tiny data: the
+scheduler creates the run of the latest complete interval of the model's own cadence, every task
+runs, the assigned approver approves over REST hitlDetails, and the promoted version serves
+through MLflow with its task type's loader."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+
+import pytest
+
+from airflowstack import run_report  # tests/ is on pythonpath
+from retrain.airflow_api import wait_until
+from retrain.config import load_config
+from retrain.jobs import run_key
+from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
+from retrain.tasks import TASK_TYPES
+
+pytestmark = pytest.mark.integration
+
+TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
+         "gate_on_metrics", "register_model", "await_approval", "promote_model"]
+SERVE = ("import json, sys, mlflow, pandas as pd; m = mlflow.pyfunc.load_model(f'models:/{sys.argv[1]}@champion');"
+         "print(json.dumps(m.predict(pd.DataFrame({'text': ['I still have not received my new card']}))))")
+
+
+@pytest.fixture(scope="module", params=["embedding_adapter"])
+def promoted(request, stack):
+    model = request.param
+    client, dag_id = stack["client"], f"retrain_{model}"
+    start, end = stack["other_models"][model]["interval"]
+    client.set_paused(dag_id, False)
+    run = wait_until(lambda: client.run_for_interval(dag_id, start), 120, f"the scheduled run of {dag_id}")
+    run_id = run["dag_run_id"]
+    assert client.wait_for_approval_request(dag_id, run_id), open(stack["log"]).read()[-3000:] + run_report(client, dag_id, run_id)
+    stack["as_user"]("alice").respond(dag_id, run_id, "await_approval", "Approve", {"reason": f"integration: first {model}"})
+    states = client.wait_for_run(dag_id, run_id)
+    client.set_paused(dag_id, True)
+    return {"model": model, "run": run, "states": states, "interval": (start, end),
+            "run_dir": stack["store_root"] / "runs" / model / run_key(run_id), "report": run_report(client, dag_id, run_id)}
+
+
+def test_the_scheduler_runs_every_task_of_the_cadences_interval(promoted):
+    assert promoted["states"] == dict.fromkeys(TASKS, "success"), promoted["report"]
+    assert promoted["run"]["run_type"] == "scheduled"
+    start, end = promoted["interval"]
+    assert (end - start).days in {28, 29, 30, 31}  # a monthly model's interval is the whole calendar month
+
+
+def test_metrics_gate_and_registry_are_the_task_types(promoted, stack):
+    model, run_dir = promoted["model"], promoted["run_dir"]
+    task = json.loads((run_dir / "evaluate_model" / "try-1" / "metrics.json").read_text())
+    assert task["task"] == model and task["champion"] is None and task["baseline"]  # the untrained baseline, same run
+    gate = json.loads((run_dir / "gate_on_metrics" / "try-1" / "gate.json").read_text())
+    floors = load_config(stack["config_dir"] / f"{model}.yaml").gate.floors
+    assert gate["decision"] == "pass" and floors and {f"floor.{m}" for m in floors} <= {c["name"] for c in gate["criteria"]}
+    status = stack["registry_status"](model)
+    assert (status["champion"], status["challenger"]) == (1, None) and status["ledger"][0]["actor"] == "alice"
+    tags = dict(sqlite3.connect(stack["store_root"] / "mlflow.db").execute(
+        "select key, value from model_version_tags where name=? and version=1", (model,)))
+    assert tags["task"] == model and {f"golden_{m}" for m in TASK_TYPES[model]} <= set(tags)
+
+
+def test_the_champion_serves_through_its_task_types_loader(promoted, stack):
+    env = {**stack["env"], "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}"}
+    proc = subprocess.run([str(job_python()), "-c", SERVE, promoted["model"]], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (vector,) = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(vector) == 384 and abs(sum(v * v for v in vector) - 1.0) < 1e-4  # an L2-normalised MiniLM-sized embedding
