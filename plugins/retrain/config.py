@@ -170,6 +170,19 @@ class RetrievalPolicy(_Strict):
                                                                                     "this, per headline metric; applies without a champion too.")
 
 
+class RerankingPolicy(_Strict):
+    """cross_encoder_reranking: the gain the reranker must keep over the first-stage order of the same fixed
+    candidates (else serving the first stage alone would do), and the metric of the paired bootstrap over queries."""
+
+    significance_metric: str = Field("ndcg_at_10", description="Headline metric whose Δ the paired bootstrap over queries judges: "
+                                                               "against the champion (gate.significance), and against the first stage "
+                                                               "when first_stage_margin is set.")
+    min_uplift_vs_first_stage: dict[str, float] = Field(default_factory=dict, description="challenger − first-stage order must be >= "
+                                                                                          "this, per headline metric; applies without a champion too.")
+    first_stage_margin: float | None = Field(None, ge=-1, le=1, description="If set, the lower bound of the paired bootstrap CI over "
+                                                                            "queries of Δ significance_metric against the first stage must be >= this.")
+
+
 class GatePolicy(_Strict):
     """What a challenger must satisfy before it may be registered."""
 
@@ -188,10 +201,12 @@ class GatePolicy(_Strict):
 
     retrieval: RetrievalPolicy | None = Field(
         None, description="embedding_adapter: the metric of the paired bootstrap over queries, and the gain over the frozen encoder.")
+    reranking: RerankingPolicy | None = Field(
+        None, description="cross_encoder_reranking: the uplift over the first-stage order, and the metric of the paired bootstrap.")
 
     def unset_optional_sections(self) -> set[str] | None:
         """Optional sections left unset: left out of dumps, so policies that do not use them keep their digests."""
-        return {name for name in ("false_escalation", "retrieval") if getattr(self, name) is None} or None
+        return {name for name in ("false_escalation", "retrieval", "reranking") if getattr(self, name) is None} or None
 
 
 class SampleDataConfig(_Strict):
@@ -437,6 +452,10 @@ class ModelConfig(_Strict):
             unknown = sorted(named - set(metrics))
             if unknown:
                 raise ValueError(f"gate.retrieval names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
+        if self.gate.reranking is not None:
+            unknown = sorted({self.gate.reranking.significance_metric, *self.gate.reranking.min_uplift_vs_first_stage} - set(metrics))
+            if unknown:
+                raise ValueError(f"gate.reranking names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
         if self.gate.false_escalation is not None and self.evaluation.escalation_label is None:
             raise ValueError("gate.false_escalation needs evaluation.escalation_label: the label whose prediction escalates")
         return self
@@ -466,6 +485,7 @@ _LATER_FIELDS = (
     ("evaluation", "escalation_label", None),
     ("gate", "false_escalation", None),
     ("gate", "retrieval", None),
+    ("gate", "reranking", None),
     ("data", "corpus_file", None),
 )
 """(section, field, value while unset) of fields added after configs were in use; see ModelConfig.digest."""

@@ -1,0 +1,107 @@
+"""Gate criteria of the cross_encoder_reranking task type.
+
+Applied by ``retrain.gate.evaluate_gate`` after the criteria every task shares (sample size,
+``floors`` of the headline metrics, latency p50 and the p99 ceiling ``latency_p99_ms_max`` of one
+request of k candidates):
+
+- ``first_stage.<metric>``: the challenger's gain over the first-stage order of the same candidates, at
+  least ``gate.reranking.min_uplift_vs_first_stage[metric]`` (absolute: applies without a champion too);
+- ``first_stage_significance.<metric>`` when ``gate.reranking.first_stage_margin`` is set: the lower bound
+  of a paired percentile bootstrap CI over golden queries of mean(challenger − first stage) of the per-query
+  ``significance_metric`` must clear that margin (also without a champion);
+- against the champion: ``delta.<metric>`` for each ``gate.min_delta`` (a negative margin is
+  non-inferiority), and ``significance.<metric>``: the paired bootstrap over queries of Δ
+  ``significance_metric`` (default nDCG@10) against ``gate.significance.margin``, as embedding_adapter's.
+
+Plain Python and numpy, no Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrain.config import GatePolicy, RerankingPolicy
+from retrain.gate import FAIL, PASS, at_least, criterion, deltas
+from retrain.tasks.embedding_adapter import golden_files as retrieval_golden_files
+from retrain.tasks.embedding_adapter import paired_bootstrap_mean, significance
+
+METRICS = ("mrr_at_10", "ndcg_at_10")
+
+
+def criteria(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) -> list[dict[str, Any]]:
+    """This task type's criteria, in the order gate.json lists them."""
+    rule = policy.reranking or RerankingPolicy()
+    challenger, baseline = metrics["challenger"], metrics["baseline"]
+    results = [at_least(f"first_stage.{m}", challenger[m] - baseline[m], margin, f"challenger − first-stage order {m}")
+               for m, margin in rule.min_uplift_vs_first_stage.items()]
+    if rule.first_stage_margin is not None:
+        results.append(first_stage_significance(policy, rule, metrics["paired"]))
+    if has_champion:
+        results += deltas(policy, challenger, metrics["champion"])
+        results.append(significance(policy, rule.significance_metric, metrics["paired"]))
+    return results
+
+
+def first_stage_significance(policy: GatePolicy, rule: RerankingPolicy, paired: dict[str, Any]) -> dict[str, Any]:
+    """The paired bootstrap over queries of Δ ``significance_metric`` against the first-stage order: its lower bound must
+    clear ``first_stage_margin`` (resamples, confidence and seed from ``gate.significance``)."""
+    sig, metric = policy.significance, rule.significance_metric
+    a, b = np.asarray(paired["challenger"][metric]), np.asarray(paired["baseline"][metric])
+    ci = paired_bootstrap_mean(a, b, sig.resamples, sig.confidence, sig.seed)
+    ok = ci["lower"] >= rule.first_stage_margin
+    better, worse = int(np.sum(a > b)), int(np.sum(a < b))
+    return criterion(
+        f"first_stage_significance.{metric}", round(ci["lower"], 6), rule.first_stage_margin, PASS if ok else FAIL,
+        f"{sig.confidence:.0%} paired bootstrap CI over {len(a)} queries of Δ {metric} against the first stage "
+        f"[{ci['lower']:+.4f}, {ci['upper']:+.4f}] (Δ {ci['delta']:+.4f}; {better} queries better, {worse} worse; "
+        f"{sig.resamples} resamples); lower bound {'>=' if ok else '<'} margin {rule.first_stage_margin}",
+    )
+
+
+def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
+    """A reranking golden version: embedding_adapter's three files (``source`` queries, ``corpus.jsonl``, ``qrels.jsonl``,
+    checked the same way) and ``candidates.jsonl`` beside them (``{"query_id", "passage_ids": [k], "scores": [k]}``, the
+    first stage's top k, best first), published byte for byte once every golden query has exactly one candidate list of
+    the same k known, distinct passages with descending scores. Errors name the file, the line and the rule."""
+    from retrain.seed import SeedError
+
+    files, count = retrieval_golden_files(config, source)
+    path = source.parent / "candidates.jsonl"
+    if not path.is_file():
+        raise SeedError(f"{path}: no such file; rule: a reranking golden set is {source.name}, corpus.jsonl, qrels.jsonl "
+                        "and candidates.jsonl side by side")
+    queries = {json.loads(line)["key"] for line in files["golden.jsonl"].decode("utf-8").splitlines() if line.strip()}
+    passages = {json.loads(line)["passage_id"] for line in files["corpus.jsonl"].decode("utf-8").splitlines() if line.strip()}
+    seen: dict[str, int] = {}
+    k = None
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {line_no}"
+        row = json.loads(line)
+        query, ids, scores = row.get("query_id"), row.get("passage_ids"), row.get("scores")
+        if query not in queries:
+            raise SeedError(f"{where}: query_id {query!r} is not a query in {source}; rule: candidates name known queries")
+        if query in seen:
+            raise SeedError(f"{where}: query_id {query!r} repeated (first on line {seen[query]}); rule: one candidate list per query")
+        seen[query] = line_no
+        if not isinstance(ids, list) or not isinstance(scores, list) or len(ids) != len(scores) or not ids:
+            raise SeedError(f"{where}: passage_ids and scores are not non-empty lists of one length; rule: one first-stage score per candidate")
+        k = len(ids) if k is None else k
+        if len(ids) != k:
+            raise SeedError(f"{where}: {len(ids)} candidates, earlier rows have {k}; rule: every query has the same k candidates")
+        unknown = [p for p in ids if p not in passages]
+        if unknown:
+            raise SeedError(f"{where}: passage_id {unknown[0]!r} is not in {source.parent / 'corpus.jsonl'}; rule: candidates are passages of the corpus")
+        if len(set(ids)) != len(ids):
+            raise SeedError(f"{where}: a passage repeats in the list; rule: a candidate list names each passage once")
+        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores) or any(a < b for a, b in zip(scores, scores[1:])):
+            raise SeedError(f"{where}: scores are not numbers in descending order; rule: candidates are the first stage's top k, best first")
+    missing = sorted(queries - set(seen))
+    if missing:
+        raise SeedError(f"{path}: query {missing[0]!r} has no candidate list ({len(missing)} such); rule: every golden query has one")
+    return {**files, "candidates.jsonl": path.read_bytes()}, count
