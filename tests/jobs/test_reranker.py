@@ -270,3 +270,29 @@ def test_bad_candidate_lists_name_file_row_and_rule(channels, tmp_path):
     assert lines[2] == (f"{candidates[2]}: line 4: scores are not numbers in descending order; "
                         "rule: candidates are the first stage's top k, best first")
     assert lines[3].startswith(f"{candidates[3]}: 1 golden query(ies) without candidates") and "rule: every golden query has a candidate list" in lines[3]
+
+
+CACHED_BOTTOM = """
+import json, torch
+from training.reranking import build_cross_encoder, tokenize_pairs
+torch.manual_seed(0)
+model, tokenizer = build_cross_encoder("all-MiniLM-L6-v2", 2)
+torch.nn.init.normal_(model.scorer.classifier.weight)  # a head that is not zero, so the logits say something
+model.eval()
+batch = tokenize_pairs(tokenizer, ["card not here", "what is the exchange rate today for euros"],
+                       ["Card arrival. Customers write: where is my card?", "Exchange rate. Customers write, for example: " + "rates " * 40], 48)
+with torch.no_grad():
+    whole = model(batch)
+    cached = model.logits_from_layer(*model.hidden_before_layer(batch))
+print(json.dumps({"padded": int((batch["attention_mask"] == 0).sum()), "whole": whole.tolist(), "cached": cached.tolist()}))
+"""
+
+
+def test_the_cached_frozen_bottom_gives_the_whole_models_logits():
+    """Training runs the layers above ``frozen_layers`` on the cached output below; serving runs the whole model.
+    On a padded batch both must give the same logits."""
+    done = subprocess.run([str(job_python()), "-c", CACHED_BOTTOM], env=job_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["padded"] > 0 and abs(got["whole"][0] - got["whole"][1]) > 1e-3
+    assert got["cached"] == pytest.approx(got["whole"], abs=1e-5)
