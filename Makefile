@@ -15,10 +15,11 @@ setup: .venv-airflow/.installed .venv-jobs/.installed  ## build both virtual env
 	.venv-airflow/bin/pip install -q -r requirements.txt -r requirements-celery.txt -r requirements-dev.txt -c constraints/airflow.txt
 	touch $@
 
-.venv-jobs/.installed: requirements-jobs.txt constraints/jobs.txt
+.venv-jobs/.installed: requirements-jobs.txt requirements-jobs-nodeps.txt constraints/jobs.txt
 	$(PY_JOBS) -m venv --clear .venv-jobs
 	.venv-jobs/bin/pip install -q --upgrade pip
 	.venv-jobs/bin/pip install -q -r requirements-jobs.txt -c constraints/jobs.txt
+	.venv-jobs/bin/pip install -q --no-deps -r requirements-jobs-nodeps.txt -c constraints/jobs.txt
 	touch $@
 
 seed: setup  ## land a model's sample raw partitions and golden version (MODEL=intent)
