@@ -173,6 +173,9 @@ def train(args: TrainArgs, task_args) -> dict:
     val_examples = task.read(os.environ["SM_CHANNEL_VALIDATION"], args.max_eval_samples)
     model = task.build()  # after set_seed: fresh layers draw from the seeded RNG
     optimizer = torch.optim.AdamW(task.param_groups(), weight_decay=args.weight_decay)
+    scaler = precision.scaler  # scale(loss).backward(), step(optimizer), update()
+    if hasattr(task, "wrap_training"):  # a task's distributed engine (causal_lm_lora: DeepSpeed ZeRO-3) owns backward and step
+        scaler = task.wrap_training(optimizer, scaler)
     encode_started = time.time()
     train_data, val_data = task.prepare(train_examples), task.prepare(val_examples)
     encode_seconds = time.time() - encode_started
@@ -198,12 +201,12 @@ def train(args: TrainArgs, task_args) -> dict:
         for micro, k in enumerate(order):
             loss, n = task.loss(train_data[k])
             loss = loss / args.gradient_accumulation_steps
-            precision.scaler.scale(loss).backward()
+            scaler.scale(loss).backward()
             losses.append(loss.item() * args.gradient_accumulation_steps)
             samples += n
             if (micro + 1) % args.gradient_accumulation_steps == 0:
-                precision.scaler.step(optimizer)
-                precision.scaler.update()
+                scaler.step(optimizer)
+                scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 step += 1
@@ -240,6 +243,7 @@ def train(args: TrainArgs, task_args) -> dict:
         "device": device.type,
         "model_dir": str(model_dir),
         "mlflow_run_id": run.run_id,
+        **(task.summary_fields() if hasattr(task, "summary_fields") else {}),  # a task's provenance (e.g. its base model's digest)
     }
     (model_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     run.finish(summary, model_dir / "training_summary.json")

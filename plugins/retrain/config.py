@@ -183,6 +183,20 @@ class RerankingPolicy(_Strict):
                                                                             "queries of Δ significance_metric against the first stage must be >= this.")
 
 
+class GenerationPolicy(_Strict):
+    """causal_lm_lora: the gain the adapter must keep over the base model it sits on, non-inferiority against the champion
+    on format exact-match by a paired exact McNemar test over golden prompts, and perplexity limits."""
+
+    min_gain_vs_base: float = Field(0.0, ge=-1, le=1, description="challenger − base model (no adapter) format exact-match must be "
+                                                                  ">= this; applies without a champion too.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Level of the one-sided exact McNemar test over golden prompts that the champion "
+                                                       "matches the format more often; the challenger fails when the test rejects.")
+    max_perplexity: float | None = Field(None, gt=1, description="Ceiling of the challenger's perplexity on the golden responses.")
+    max_perplexity_ratio: float | None = Field(None, ge=1, description="challenger / champion perplexity on the golden responses must be <= this.")
+    max_text_perplexity_ratio_vs_base: float | None = Field(
+        None, ge=1, description="challenger / base model perplexity on held-out plain text must be <= this (forgetting).")
+
+
 class GatePolicy(_Strict):
     """What a challenger must satisfy before it may be registered."""
 
@@ -203,10 +217,12 @@ class GatePolicy(_Strict):
         None, description="embedding_adapter: the metric of the paired bootstrap over queries, and the gain over the frozen encoder.")
     reranking: RerankingPolicy | None = Field(
         None, description="cross_encoder_reranking: the uplift over the first-stage order, and the metric of the paired bootstrap.")
+    generation: GenerationPolicy | None = Field(
+        None, description="causal_lm_lora: gain over the base model, McNemar non-inferiority against the champion, perplexity limits.")
 
     def unset_optional_sections(self) -> set[str] | None:
         """Optional sections left unset: left out of dumps, so policies that do not use them keep their digests."""
-        return {name for name in ("false_escalation", "retrieval", "reranking") if getattr(self, name) is None} or None
+        return {name for name in ("false_escalation", "retrieval", "reranking", "generation") if getattr(self, name) is None} or None
 
 
 class SampleDataConfig(_Strict):
@@ -456,6 +472,8 @@ class ModelConfig(_Strict):
             unknown = sorted({self.gate.reranking.significance_metric, *self.gate.reranking.min_uplift_vs_first_stage} - set(metrics))
             if unknown:
                 raise ValueError(f"gate.reranking names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
+        if self.gate.generation is not None and "format_exact_match" not in metrics:
+            raise ValueError(f"gate.generation judges format_exact_match, not a headline metric of task {self.task!r} ({', '.join(metrics)})")
         if self.gate.false_escalation is not None and self.evaluation.escalation_label is None:
             raise ValueError("gate.false_escalation needs evaluation.escalation_label: the label whose prediction escalates")
         return self
@@ -486,6 +504,7 @@ _LATER_FIELDS = (
     ("gate", "false_escalation", None),
     ("gate", "retrieval", None),
     ("gate", "reranking", None),
+    ("gate", "generation", None),
     ("data", "corpus_file", None),
 )
 """(section, field, value while unset) of fields added after configs were in use; see ModelConfig.digest."""

@@ -25,6 +25,7 @@ TASK_TYPES: dict[str, tuple[str, ...]] = {
     "text_classification": ("macro_f1", "accuracy"),
     "embedding_adapter": ("recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10"),
     "cross_encoder_reranking": ("mrr_at_10", "ndcg_at_10"),
+    "causal_lm_lora": ("format_exact_match", "format_valid"),
 }
 """Each task type that has all three modules, with its headline metrics: the scalars (higher is
 better) that its metrics.json blocks carry and that ``gate.floors`` and ``gate.min_delta`` may name.
