@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -85,8 +86,9 @@ def tiny_shipped_config(config_dir: Path, name: str, edits: tuple[tuple[str, str
     fewer retries and timed requests, and no golden pin (the tiny golden set has another hash)."""
     text = (PROJECT_ROOT / "config" / "models" / f"{name}.yaml").read_text()
     pin = next(line for line in text.splitlines() if line.startswith("  golden_sha256:"))
-    for old, new in [("retries: 2", "retries: 0"), (pin, "  golden_sha256: null"), ("requests: 200", "requests: 20"),
-                     ("warmup: 20", "warmup: 2"), *edits]:
+    text = re.sub(r"(?m)^(    requests:) \d+", r"\1 20", text)  # fewer timed requests, whatever the shipped count
+    text = re.sub(r"(?m)^(    warmup:) \d+", r"\1 2", text)
+    for old, new in [("retries: 2", "retries: 0"), (pin, "  golden_sha256: null"), *edits]:
         assert old in text, old
         text = text.replace(old, new)
     path = config_dir / f"{name}.yaml"
@@ -94,11 +96,14 @@ def tiny_shipped_config(config_dir: Path, name: str, edits: tuple[tuple[str, str
     return path
 
 
-def tiny_retrieval_data(root: Path, model: str, intents: int = 8, queries: int = 20, golden: int = 8) -> dict[str, object]:
+def tiny_retrieval_data(root: Path, model: str, intents: int = 8, queries: int = 20, golden: int = 8,
+                        golden_source: str = "retrieval") -> dict[str, object]:
     """data/retrieval cut down to ``intents`` intents: ``queries`` raw pairs and ``golden`` golden queries per intent,
-    the golden queries' qrels and the whole corpus (its passage ids stay the labels file). Returns the raw rows
-    (query, passage_id) and the golden queries' path, with corpus.jsonl and qrels.jsonl beside it."""
-    data = PROJECT_ROOT / "data" / "retrieval"
+    the golden queries' qrels and the whole corpus (its passage ids stay the labels file). The golden queries come
+    from ``data/<golden_source>`` (``reranking``: its golden set, whose ``candidates.jsonl`` rows of the kept queries
+    are cut the same way). Returns the raw rows (query, passage_id) and the golden queries' path, with corpus.jsonl,
+    qrels.jsonl (and candidates.jsonl) beside it."""
+    data, golden_data = PROJECT_ROOT / "data" / "retrieval", PROJECT_ROOT / "data" / golden_source
     passages = [json.loads(line)["passage_id"] for line in (data / "corpus.jsonl").read_text().splitlines()][:intents]
     taken: dict[str, int] = dict.fromkeys(passages, 0)
     rows = []
@@ -107,16 +112,19 @@ def tiny_retrieval_data(root: Path, model: str, intents: int = 8, queries: int =
             if row["passage_id"] in taken and taken[row["passage_id"]] < queries:
                 taken[row["passage_id"]] += 1
                 rows.append((row["query"], row["passage_id"]))
-    qrels = [json.loads(line) for line in (data / "qrels.jsonl").read_text().splitlines()]
+    qrels = [json.loads(line) for line in (golden_data / "qrels.jsonl").read_text().splitlines()]
     kept = [q for q in qrels if q["passage_id"] in taken]
     kept = [q for i, q in enumerate(kept) if sum(1 for other in kept[:i] if other["passage_id"] == q["passage_id"]) < golden]
     keys = {q["query_id"] for q in kept}
     out = root / f"{model}-golden"
     out.mkdir(parents=True)
-    (out / "golden.jsonl").write_text("".join(line + "\n" for line in (data / "golden.jsonl").read_text().splitlines()
+    (out / "golden.jsonl").write_text("".join(line + "\n" for line in (golden_data / "golden.jsonl").read_text().splitlines()
                                               if json.loads(line)["key"] in keys))
     (out / "qrels.jsonl").write_text("".join(json.dumps(q) + "\n" for q in kept))
-    (out / "corpus.jsonl").write_bytes((data / "corpus.jsonl").read_bytes())
+    (out / "corpus.jsonl").write_bytes((golden_data / "corpus.jsonl").read_bytes())
+    if (golden_data / "candidates.jsonl").is_file():
+        (out / "candidates.jsonl").write_text("".join(line + "\n" for line in (golden_data / "candidates.jsonl").read_text().splitlines()
+                                                      if json.loads(line)["query_id"] in keys))
     return {"rows": rows, "golden": out / "golden.jsonl"}
 
 

@@ -26,14 +26,19 @@ from retrain.intervals import latest_complete_interval
 
 MODELS = ("intent", "intent_strict", "intent_backfill", "intent_race", "intent_timeout")
 UNREACHABLE_FLOOR = ("intent_strict", "intent_backfill")
-OTHER_MODELS = ("embedding_adapter",)
+OTHER_MODELS = ("embedding_adapter", "reranker")
 """Shipped models of other task types, as shipped but for tiny data, a smaller gate sample and fewer epochs."""
 TINY_EDITS = {
     "embedding_adapter": (("min_rows: 20", "min_rows: 10"), ("epochs: 10 ", "epochs: 4 "), ("min_total_examples: 500", "min_total_examples: 40"),
                           ("    recall_at_10: 0.95\n", "    recall_at_10: 0.5\n"), ("    mrr_at_10: 0.85\n", "    mrr_at_10: 0.3\n"),
                           ("    ndcg_at_10: 0.88\n", "    ndcg_at_10: 0.3\n"), ("      ndcg_at_10: 0.02\n", "      ndcg_at_10: -1.0\n"),
                           ("      recall_at_10: 0.0\n", "      recall_at_10: -1.0\n")),
+    "reranker": (("min_rows: 20", "min_rows: 10"), ("max_queries: 256 ", "max_queries: 64 "), ("min_total_examples: 200", "min_total_examples: 20"),
+                 ("    mrr_at_10: 0.75\n", "    mrr_at_10: 0.3\n"), ("    ndcg_at_10: 0.80\n", "    ndcg_at_10: 0.3\n"),
+                 ("      ndcg_at_10: 0.0\n", "      ndcg_at_10: -1.0\n"), ("      mrr_at_10: 0.0\n", "      mrr_at_10: -1.0\n")),
 }
+GOLDEN_SOURCE = {"embedding_adapter": "retrieval", "reranker": "reranking"}
+"""Which data/<dir> a model's tiny golden set is cut from (the reranker's carries its fixed candidate lists)."""
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +56,7 @@ def stack(tmp_path_factory):
     goldens, other = {}, {}
     for model in OTHER_MODELS:  # one raw partition, of the latest complete interval of the model's own cadence
         config = tiny_shipped_config(project.config_dir, model, TINY_EDITS[model])
-        data = tiny_retrieval_data(root, model)
+        data = tiny_retrieval_data(root, model, golden_source=GOLDEN_SOURCE[model])
         loaded = load_config(config)
         start, end = latest_complete_interval(loaded.schedule.calendar, datetime.now(timezone.utc))
         write_csv(store_root / f"raw/{model}/dt={start.date()}/part-00000.csv", data["rows"], (loaded.data.text_column, loaded.data.label_column))

@@ -23,10 +23,25 @@ pytestmark = pytest.mark.integration
 TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
          "gate_on_metrics", "register_model", "await_approval", "promote_model"]
 SERVE = ("import json, sys, mlflow, pandas as pd; m = mlflow.pyfunc.load_model(f'models:/{sys.argv[1]}@champion');"
-         "print(json.dumps(m.predict(pd.DataFrame({'text': ['I still have not received my new card']}))))")
+         "print(json.dumps(m.predict(pd.DataFrame(json.loads(sys.argv[2])))))")
+QUERY = "I still have not received my new card"
+CANDIDATES = [{"passage_id": "p_card_arrival", "text": "card_arrival: When will my new card arrive?", "score": 0.31},
+              {"passage_id": "p_exchange_rate", "text": "exchange_rate: What exchange rate do you use?", "score": 0.35}]
+REQUESTS = {"embedding_adapter": {"text": [QUERY]}, "reranker": [{"query": QUERY, "candidates": CANDIDATES}]}
+"""One serving request per model, as the DataFrame a caller hands mlflow.pyfunc: a text column, or one row per request."""
 
 
-@pytest.fixture(scope="module", params=["embedding_adapter"])
+def check_served(model: str, answer: list) -> None:
+    """What each task type's served model answers for REQUESTS[model]."""
+    (one,) = answer
+    if model == "embedding_adapter":
+        assert len(one) == 384 and abs(sum(v * v for v in one) - 1.0) < 1e-4  # an L2-normalised MiniLM-sized embedding
+    else:  # the reranker: both candidates, reordered by its served score, best first
+        assert sorted(one["passage_ids"]) == sorted(c["passage_id"] for c in CANDIDATES)
+        assert one["scores"] == sorted(one["scores"], reverse=True) and len(one["scores"]) == len(CANDIDATES)
+
+
+@pytest.fixture(scope="module", params=["embedding_adapter", "reranker"])  # conftest.OTHER_MODELS
 def promoted(request, stack):
     model = request.param
     client, dag_id = stack["client"], f"retrain_{model}"
@@ -51,21 +66,23 @@ def test_the_scheduler_runs_every_task_of_the_cadences_interval(promoted):
 
 def test_metrics_gate_and_registry_are_the_task_types(promoted, stack):
     model, run_dir = promoted["model"], promoted["run_dir"]
+    config = load_config(stack["config_dir"] / f"{model}.yaml")
     task = json.loads((run_dir / "evaluate_model" / "try-1" / "metrics.json").read_text())
-    assert task["task"] == model and task["champion"] is None and task["baseline"]  # the untrained baseline, same run
+    assert task["task"] == config.task and task["champion"] is None and task["baseline"]  # the baseline, scored in the same run
     gate = json.loads((run_dir / "gate_on_metrics" / "try-1" / "gate.json").read_text())
-    floors = load_config(stack["config_dir"] / f"{model}.yaml").gate.floors
+    floors = config.gate.floors
     assert gate["decision"] == "pass" and floors and {f"floor.{m}" for m in floors} <= {c["name"] for c in gate["criteria"]}
     status = stack["registry_status"](model)
     assert (status["champion"], status["challenger"]) == (1, None) and status["ledger"][0]["actor"] == "alice"
     tags = dict(sqlite3.connect(stack["store_root"] / "mlflow.db").execute(
         "select key, value from model_version_tags where name=? and version=1", (model,)))
-    assert tags["task"] == model and {f"golden_{m}" for m in TASK_TYPES[model]} <= set(tags)
+    assert tags["task"] == config.task and {f"golden_{m}" for m in TASK_TYPES[config.task]} <= set(tags)
 
 
 def test_the_champion_serves_through_its_task_types_loader(promoted, stack):
     env = {**stack["env"], "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}"}
-    proc = subprocess.run([str(job_python()), "-c", SERVE, promoted["model"]], env=env, capture_output=True, text=True, timeout=300)
+    model = promoted["model"]
+    proc = subprocess.run([str(job_python()), "-c", SERVE, model, json.dumps(REQUESTS[model])], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (vector,) = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(vector) == 384 and abs(sum(v * v for v in vector) - 1.0) < 1e-4  # an L2-normalised MiniLM-sized embedding
+    check_served(model, json.loads(proc.stdout.strip().splitlines()[-1]))
