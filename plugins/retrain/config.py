@@ -118,6 +118,9 @@ class TrainingConfig(_Strict):
         for key, item in value.items():
             if not isinstance(item, (str, int, float, bool)):
                 raise ValueError(f"hyperparameter {key!r} must be a scalar, got {type(item).__name__}")
+            if isinstance(item, str) and ("\n" in item or "\r" in item):
+                raise ValueError(f"hyperparameter {key!r} holds a line break; hyperparameters are single-line strings "
+                                 "(SageMaker's CreateTrainingJob refuses one): write it as \\n, which the job reads as a line break")
         return value
 
 

@@ -146,3 +146,15 @@ def test_task_and_schedule_rules_name_the_problem(tmp_path, old, new, message):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_a_hyperparameter_with_a_line_break_is_refused_naming_the_field(tmp_path):
+    """SageMaker's CreateTrainingJob refuses a line break in a hyperparameter value, so the config does first; a
+    backslash-n written in single quotes stays one line and is the job's line break (llm_lora's prompt template)."""
+    llm = INTENT.parent / "llm_lora.yaml"
+    shipped = load_config(llm).training.hyperparameters["prompt_template"]
+    assert "\n" not in shipped and "\\n" in shipped
+    text = llm.read_text().replace("prompt_template: 'Review: {prompt}\\nJSON", 'prompt_template: "Review: {prompt}\\nJSON')
+    text = text.replace("(sentiment, source): '", '(sentiment, source): "', 1)
+    with pytest.raises(ConfigError, match=r"(?s)llm_lora\.yaml: .*field 'training.hyperparameters'.*'prompt_template' holds a line break"):
+        load_config(write(tmp_path, text, name="llm_lora"))

@@ -44,7 +44,7 @@ class Args:
     """Hyperparameters of this task type, beside train.py's shared ones; each arrives as ``--key value``."""
 
     labels_file: str = field(default="", metadata={"help": "JSON list of every valid response (the closed schema)."})
-    prompt_template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "Wraps each prompt; {prompt} is replaced."})
+    prompt_template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "Wraps each prompt; {prompt} is replaced, a backslash-n is a line break."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
@@ -154,7 +154,9 @@ def read_channel(directory: str, limit: int) -> list[dict]:
 
 
 def wrap(template: str, prompt: str) -> str:
-    return template.replace("{prompt}", prompt)
+    """The template with ``{prompt}`` replaced; a backslash-n in the template is a line break (hyperparameters travel
+    as single-line strings: SageMaker's CreateTrainingJob refuses a line break in one)."""
+    return template.replace("\\n", "\n").replace("{prompt}", prompt)
 
 
 def encode_pairs(tokenizer, template: str, rows: list[dict], max_prompt: int, max_response: int) -> list[tuple[list[int], list[int]]]:
