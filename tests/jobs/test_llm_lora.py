@@ -19,7 +19,7 @@ from retrain.jobs import JobSpec
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
 from retrain.store import LocalStore, write_manifest_and_publish
-from trainspec import training_spec  # tests/ is on pytest's pythonpath
+from trainspec import kill_and_resume, run_job, train_job, training_spec  # tests/ is on pytest's pythonpath
 
 pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environment missing at {job_python()}")
 
@@ -88,16 +88,7 @@ def spec_for(channels, base_dir: Path, out: Path, **overrides) -> JobSpec:
                                          "max-prompt-tokens": "48", "max-new-tokens": "12", "threads": "2", "seed": "7"}, overrides)
 
 
-def run(spec: JobSpec, env: dict | None = None) -> subprocess.CompletedProcess:
-    for d in (spec.model_dir, spec.checkpoint_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(command_line(spec), env={**job_environment(spec), **(env or {})}, capture_output=True, text=True, timeout=600)
-
-
-def train(spec: JobSpec) -> dict:
-    proc = run(spec)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(spec.result_file.read_text())
+run, train = run_job, train_job
 
 
 @pytest.fixture(scope="module")
@@ -138,21 +129,7 @@ def test_same_inputs_give_the_same_weights_digest(first_run, channels, base_dir,
 def test_killed_job_resumes_to_the_same_weights(first_run, channels, base_dir, tmp_path):
     uninterrupted, _ = first_run
     spec = spec_for(channels, base_dir, tmp_path / "killed")
-    for d in (spec.model_dir, spec.checkpoint_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(command_line(spec), env=job_environment(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if '"epoch": 2,' in line:
-            break
-    while not (spec.checkpoint_dir / "last.pt").exists():
-        pass
-    proc.kill()
-    proc.wait()
-    assert not spec.result_file.exists()
-    resumed = run(spec)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    assert "resuming from" in resumed.stdout
-    summary = json.loads(spec.result_file.read_text())
+    summary = kill_and_resume(spec, 2)
     assert [h["epoch"] for h in summary["history"]] == list(range(1, 7))
     assert summary["weights_digest"] == uninterrupted["weights_digest"]
 

@@ -11,6 +11,7 @@ import pytest
 
 from retrain.paths import job_python
 from retrain.runner import command_line, job_environment
+from trainspec import start_until_epoch  # tests/ is on pytest's pythonpath
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +58,6 @@ def test_mlflow_run_has_params_metrics_and_lineage(first_run):
 def run_statuses(db_path) -> list[str]:
     """MLflow run statuses in creation order (the store's own table, read directly)."""
     return [row[0] for row in sqlite3.connect(db_path).execute("select status from runs order by start_time")]
-
-
-def start_until_epoch(spec, env: dict, epoch: int) -> subprocess.Popen:
-    proc = subprocess.Popen(command_line(spec), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if f'"epoch": {epoch}' in line:
-            break
-    while not (spec.checkpoint_dir / "last.pt").exists():
-        pass
-    return proc
 
 
 def test_killed_job_resumes_from_checkpoint_to_the_same_weights(channels, tmp_path, training):
