@@ -296,7 +296,9 @@ def register_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
     trained, evaluated, gated = (ctx.upstream[k] for k in ("train_model", "evaluate_model", "gate_on_metrics"))
     tags = {**lineage(config, ctx, trained["dataset_version"]), "weights_digest": trained["weights_digest"],
             "gate_digest": gated["digest"],
-            **{f"golden_{metric}": f"{evaluated['challenger'][metric]:.6f}" for metric in TASK_TYPES[config.task]}}
+            **{f"golden_{metric}": f"{evaluated['challenger'][metric]:.6f}" for metric in TASK_TYPES[config.task]},
+            # a model that stores only an adapter records the digest of the base weights it needs (causal_lm_lora)
+            **({"base_model_digest": trained["base_model_digest"]} if trained.get("base_model_digest") else {})}
     evidence = {"metrics": evaluated["metrics_path"], "report": gated["report_path"], "gate": gated["gate_path"]}
     return _registry_spec(config, ctx, store, "register_model", "register", {
         "task": config.task, "model-dir": trained["model_dir"], "run-id": trained["mlflow_run_id"],

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from retrain.config import load_model
-from retrain.jobs import RunContext, build_dataset_spec, claim, evaluate_model_spec, train_model_spec
+from retrain.jobs import RunContext, build_dataset_spec, claim, evaluate_model_spec, register_model_spec, train_model_spec
 from retrain.runner import JobFailed, command_line, exclusive, job_environment, run_job, stop_process_group
 from retrain.store import WriteOnceError
 
@@ -34,6 +34,18 @@ CTX = RunContext(
         "train_model": {"model_dir": "/model", "mlflow_run_id": "r1", "weights_digest": "d" * 64},
     },
 )
+
+
+def test_registration_tags_the_base_weights_digest_of_an_adapter_only_model(store):
+    """llm_lora registers the adapter alone: its version is tagged with the base model's digest from the training
+    summary; a model whose summary records none (intent) gets no such tag."""
+    gated = {"gate_on_metrics": {"digest": "g" * 64, "report_path": "/r.html", "gate_path": "/g.json"}}
+    figures = {"challenger": {"format_exact_match": 0.6, "format_valid": 1.0, "macro_f1": 0.9, "accuracy": 0.9}, "metrics_path": "/m"}
+    for model, summary, expected in (("llm_lora", {"base_model_digest": "b" * 64}, {"base_model_digest": "b" * 64}), ("intent", {}, {})):
+        upstream = {**CTX.upstream, **gated, "evaluate_model": figures,
+                    "train_model": {**CTX.upstream["train_model"], "dataset_version": "ds-abc", **summary}}
+        tags = json.loads(register_model_spec(load_model(model), replace(CTX, upstream=upstream), store).arguments["tags-json"])
+        assert {k: v for k, v in tags.items() if k == "base_model_digest"} == expected, model
 
 
 def test_run_key_is_path_safe():
