@@ -59,6 +59,23 @@ def delta_cell(challenger: float, champion: float | None, higher_is_better: bool
     return f'<td class="{css}">{delta:+{fmt}}</td>'
 
 
+def against_baseline(metrics: dict, names: dict[str, str], baseline_name: str, per_query: str, note: str = "") -> list[str]:
+    """Report sections of a task scored beside a baseline in the same run (metrics["baseline"]): each headline metric
+    of the baseline, challenger and champion with the change against the baseline, and how many golden queries the
+    challenger gains and loses against it on the per-query figure ``per_query`` (metrics["paired"])."""
+    baseline, roles = metrics["baseline"], [r for r in ("challenger", "champion") if metrics[r]]
+    head = "".join(f"<th>{r}</th><th>Δ vs {baseline_name}</th>" for r in roles)
+    rows = []
+    for m, name in names.items():
+        cells = "".join(f"<td>{metrics[r][m]:.4f}</td>{delta_cell(metrics[r][m], baseline[m], True, '.4f')}" for r in roles)
+        rows.append(f"<tr><td>{name}</td><td>{baseline[m]:.4f}</td>{cells}</tr>")
+    a, base = np.array(metrics["paired"]["challenger"][per_query]), np.array(metrics["paired"]["baseline"][per_query])
+    counts = (f"<p>Per query {names.get(per_query, per_query)}, challenger against the {baseline_name}: {int(np.sum(a > base))} better, "
+              f"{int(np.sum(a < base))} worse, {int(np.sum(a == base))} the same.</p>")
+    return [f"<h2>Against the {baseline_name}</h2>", *([f"<p>{html.escape(note)}</p>"] if note else []),
+            f"<table><tr><th>metric</th><th>{baseline_name}</th>{head}</tr>{''.join(rows)}</table>", counts]
+
+
 def _summary_table(metrics: dict, headline: list[tuple[str, str, bool, str]]) -> str:
     """The task's headline figures (block key, name, higher is better, format), then latency, with Δ against the champion."""
     challenger, champion = metrics["challenger"], metrics["champion"]

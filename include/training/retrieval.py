@@ -38,6 +38,17 @@ class RetrievalDataError(DataError):
     """A retrieval data file breaks a rule; the message names the file, the line and the rule."""
 
 
+@dataclass
+class Examples:
+    """One split of a retrieval-shaped task: its (query, positive passage) pairs and the corpus they point into."""
+
+    pairs: list[dict]
+    corpus: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
 @dataclass(frozen=True)
 class AdapterSpec:
     """What adapter.json records beside the weights."""

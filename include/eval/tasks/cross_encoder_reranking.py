@@ -20,13 +20,12 @@ candidates (text and first-stage score) scored and reordered.
 
 from __future__ import annotations
 
-import html
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from eval.report import delta_cell
+from eval.report import against_baseline
 from eval.tasks.embedding_adapter import read_golden as read_retrieval_golden
 from training.reranking import read_candidates
 from training.tasks import cross_encoder_reranking as training_side
@@ -133,15 +132,4 @@ def describe(metrics: dict) -> str:
 
 def report_sections(metrics: dict) -> list[str]:
     """The first-stage order beside the rerankers, and the queries the challenger gains and loses against it."""
-    baseline, roles = metrics["baseline"], [r for r in ("challenger", "champion") if metrics[r]]
-    head = "".join(f"<th>{r}</th><th>Δ vs first stage</th>" for r in roles)
-    rows = []
-    for m in METRICS:
-        cells = "".join(f"<td>{metrics[r][m]:.4f}</td>{delta_cell(metrics[r][m], baseline[m], True, '.4f')}" for r in roles)
-        rows.append(f"<tr><td>{NAMES[m]}</td><td>{baseline[m]:.4f}</td>{cells}</tr>")
-    paired = metrics["paired"]
-    a, base = np.array(paired["challenger"]["ndcg_at_10"]), np.array(paired["baseline"]["ndcg_at_10"])
-    counts = (f"<p>Per query nDCG@10, challenger against the first-stage order: {int(np.sum(a > base))} better, "
-              f"{int(np.sum(a < base))} worse, {int(np.sum(a == base))} the same.</p>")
-    return ["<h2>Against the first stage</h2>", f"<p>{html.escape(baseline['source'])}</p>",
-            f"<table><tr><th>metric</th><th>first stage</th>{head}</tr>{''.join(rows)}</table>", counts]
+    return against_baseline(metrics, {m: NAMES[m] for m in METRICS}, "first stage", "ndcg_at_10", metrics["baseline"]["source"])

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.report import delta_cell
+from eval.report import against_baseline
 from training.retrieval import RetrievalDataError, read_corpus, read_qrels
 from training.tasks import embedding_adapter as training_side
 
@@ -142,15 +142,4 @@ def describe(metrics: dict) -> str:
 
 def report_sections(metrics: dict) -> list[str]:
     """The frozen encoder beside the adapter models, and the queries the challenger gains and loses against it."""
-    baseline, roles = metrics["baseline"], [r for r in ("challenger", "champion") if metrics[r]]
-    head = "".join(f"<th>{r}</th><th>Δ vs frozen</th>" for r in roles)
-    rows = []
-    for m in METRICS:
-        cells = "".join(f"<td>{metrics[r][m]:.4f}</td>{delta_cell(metrics[r][m], baseline[m], True, '.4f')}" for r in roles)
-        rows.append(f"<tr><td>{NAMES[m]}</td><td>{baseline[m]:.4f}</td>{cells}</tr>")
-    paired = metrics["paired"]
-    a, base = np.array(paired["challenger"]["ndcg_at_10"]), np.array(paired["baseline"]["ndcg_at_10"])
-    counts = (f"<p>Per query nDCG@10, challenger against the frozen encoder: {int(np.sum(a > base))} better, "
-              f"{int(np.sum(a < base))} worse, {int(np.sum(a == base))} the same.</p>")
-    return ["<h2>Against the frozen encoder</h2>",
-            f"<table><tr><th>metric</th><th>frozen encoder</th>{head}</tr>{''.join(rows)}</table>", counts]
+    return against_baseline(metrics, {m: NAMES[m] for m in METRICS}, "frozen encoder", "ndcg_at_10")

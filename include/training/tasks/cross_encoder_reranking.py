@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from training.reranking import FirstStage, LoadedReranker, RerankerSpec, build_cross_encoder, save_cross_encoder, tokenize_pairs
-from training.retrieval import read_channel_pairs
+from training.retrieval import Examples, read_channel_pairs
 
 
 @dataclass
@@ -37,17 +37,6 @@ class Args:
     max_queries: int = field(default=0, metadata={"help": "Training queries kept (a seeded subset); 0 = all."})
     max_validation_queries: int = field(default=0, metadata={"help": "Validation queries kept (a seeded subset); 0 = all."})
     corpus_file: str = field(default="", metadata={"help": "JSON lines {passage_id, text}: the passages the pairs name (data.corpus_file)."})
-
-
-@dataclass
-class Examples:
-    """One split: its (query, positive) pairs and the corpus they point into."""
-
-    pairs: list[dict]
-    corpus: dict[str, str]
-
-    def __len__(self) -> int:
-        return len(self.pairs)
 
 
 class Task:

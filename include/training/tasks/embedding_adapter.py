@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.retrieval import (AdapterSpec, LoadedRetriever, build_adapted_encoder, encode_frozen, read_channel_pairs,
+from training.retrieval import (AdapterSpec, Examples, LoadedRetriever, build_adapted_encoder, encode_frozen, read_channel_pairs,
                                 save_adapted_encoder)
 
 
@@ -32,17 +32,6 @@ class Args:
     temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature: logits are cosine / temperature."})
     max_seq_length: int = field(default=128, metadata={"help": "Tokens kept per query or passage."})
     corpus_file: str = field(default="", metadata={"help": "JSON lines {passage_id, text}: the passages the pairs name (data.corpus_file)."})
-
-
-@dataclass
-class Examples:
-    """One split: its training pairs and the corpus they point into."""
-
-    pairs: list[dict]
-    corpus: dict[str, str]
-
-    def __len__(self) -> int:
-        return len(self.pairs)
 
 
 class Task:
