@@ -12,7 +12,7 @@ import csv
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -95,7 +95,10 @@ def test_every_job_runs_for_the_new_model(new_model, monkeypatch):
     config, store = new_model["config"], new_model["store"]
     monkeypatch.setenv("RETRAIN_HOME", str(store.root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store.root / 'mlflow.db'}")
-    start, end = (datetime(*d, tzinfo=timezone.utc) for d in ((2026, 11, 16), (2026, 11, 23)))
+    # the two weekly partitions seed placed (ending with the latest complete week when it ran): the interval spans both
+    days = sorted(date.fromisoformat(p.name.removeprefix("dt=")) for p in store.path("raw/ticket").iterdir())
+    start = datetime(days[0].year, days[0].month, days[0].day, tzinfo=timezone.utc)
+    end = datetime(days[-1].year, days[-1].month, days[-1].day, tzinfo=timezone.utc) + timedelta(days=7)
     manifest = snapshot_raw(store, config.name, start, end)
     path = store.write_json("runs/ticket/manual/raw_manifest.json", manifest)
     upstream = {"snapshot_raw": {"manifest_path": str(path)}}
