@@ -172,6 +172,9 @@ class RetrievalPolicy(_Strict):
     min_delta_vs_frozen: dict[str, float] = Field(default_factory=dict, description="challenger − frozen encoder must be >= "
                                                                                     "this, per headline metric; applies without a champion too.")
 
+    def named_metrics(self) -> set[str]:
+        return {self.significance_metric, *self.min_delta_vs_frozen}
+
 
 class RerankingPolicy(_Strict):
     """cross_encoder_reranking: the gain the reranker must keep over the first-stage order of the same fixed
@@ -184,6 +187,9 @@ class RerankingPolicy(_Strict):
                                                                                           "this, per headline metric; applies without a champion too.")
     first_stage_margin: float | None = Field(None, ge=-1, le=1, description="If set, the lower bound of the paired bootstrap CI over "
                                                                             "queries of Δ significance_metric against the first stage must be >= this.")
+
+    def named_metrics(self) -> set[str]:
+        return {self.significance_metric, *self.min_uplift_vs_first_stage}
 
 
 class GenerationPolicy(_Strict):
@@ -198,6 +204,9 @@ class GenerationPolicy(_Strict):
     max_perplexity_ratio: float | None = Field(None, ge=1, description="challenger / champion perplexity on the golden responses must be <= this.")
     max_text_perplexity_ratio_vs_base: float | None = Field(
         None, ge=1, description="challenger / base model perplexity on held-out plain text must be <= this (forgetting).")
+
+    def named_metrics(self) -> set[str]:
+        return {"format_exact_match"}  # the metric its gain, McNemar and champion criteria judge
 
 
 class GatePolicy(_Strict):
@@ -466,17 +475,11 @@ class ModelConfig(_Strict):
             unknown = sorted(set(getattr(self.gate, section)) - set(metrics))
             if unknown:
                 raise ValueError(f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
-        if self.gate.retrieval is not None:
-            named = {self.gate.retrieval.significance_metric, *self.gate.retrieval.min_delta_vs_frozen}
-            unknown = sorted(named - set(metrics))
+        for section in ("retrieval", "reranking", "generation"):  # the task sections' own metric names
+            rule = getattr(self.gate, section)
+            unknown = sorted(rule.named_metrics() - set(metrics)) if rule is not None else []
             if unknown:
-                raise ValueError(f"gate.retrieval names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
-        if self.gate.reranking is not None:
-            unknown = sorted({self.gate.reranking.significance_metric, *self.gate.reranking.min_uplift_vs_first_stage} - set(metrics))
-            if unknown:
-                raise ValueError(f"gate.reranking names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
-        if self.gate.generation is not None and "format_exact_match" not in metrics:
-            raise ValueError(f"gate.generation judges format_exact_match, not a headline metric of task {self.task!r} ({', '.join(metrics)})")
+                raise ValueError(f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
         if self.gate.false_escalation is not None and self.evaluation.escalation_label is None:
             raise ValueError("gate.false_escalation needs evaluation.escalation_label: the label whose prediction escalates")
         return self

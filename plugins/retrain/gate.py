@@ -41,9 +41,9 @@ def at_least(name: str, value: float, threshold: float, what: str) -> dict[str, 
     return criterion(name, round(value, 6), threshold, PASS if ok else FAIL, f"{what} {value:.4g} {'>=' if ok else '<'} {threshold}")
 
 
-def at_most(name: str, value: float, threshold: float, what: str) -> dict[str, Any]:
+def at_most(name: str, value: float, threshold: float, what: str, fmt: str = ".2f") -> dict[str, Any]:
     ok = value <= threshold
-    return criterion(name, round(value, 6), threshold, PASS if ok else FAIL, f"{what} {value:.2f} {'<=' if ok else '>'} {threshold}")
+    return criterion(name, round(value, 6), threshold, PASS if ok else FAIL, f"{what} {value:{fmt}} {'<=' if ok else '>'} {threshold}")
 
 
 def macro_f1_from_counts(tp: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -111,7 +111,7 @@ def test_the_generation_section_is_validated_and_left_out_of_digests_while_unset
     assert llm.task == TASK and llm.gate.generation is not None and llm.schedule.cadence == "quarterly"
     raw = llm.model_dump(mode="json")
     sentiment = load_config(PROJECT_ROOT / "config/models/sentiment.yaml").model_dump(mode="json")
-    with pytest.raises(ValueError, match="gate.generation judges format_exact_match, not a headline metric of task 'text_classification'"):
+    with pytest.raises(ValueError, match=r"gate.generation names \['format_exact_match'\], not headline metrics of task 'text_classification'"):
         ModelConfig.model_validate({**sentiment, "gate": {**sentiment["gate"], "generation": {"min_gain_vs_base": 0.1}}})
     with pytest.raises(ValueError, match="max_perplexity_ratio"):
         ModelConfig.model_validate({**raw, "gate": {**raw["gate"], "generation": {"max_perplexity_ratio": 0.5}}})

@@ -37,23 +37,18 @@ def criteria(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) ->
     results = [at_least(f"base.{METRIC}", challenger[METRIC] - baseline[METRIC], rule.min_gain_vs_base,
                         f"challenger − base model (no adapter) {METRIC}")]
     if rule.max_perplexity is not None:
-        results.append(ratio_or_value("perplexity.ceiling", challenger["perplexity"], rule.max_perplexity, "golden response perplexity"))
+        results.append(at_most("perplexity.ceiling", challenger["perplexity"], rule.max_perplexity, "golden response perplexity", ".4g"))
     if rule.max_text_perplexity_ratio_vs_base is not None:
-        results.append(ratio_or_value("forgetting.text_perplexity", challenger["text_perplexity"] / baseline["text_perplexity"],
-                                      rule.max_text_perplexity_ratio_vs_base, "challenger / base model held-out text perplexity"))
+        results.append(at_most("forgetting.text_perplexity", challenger["text_perplexity"] / baseline["text_perplexity"],
+                               rule.max_text_perplexity_ratio_vs_base, "challenger / base model held-out text perplexity", ".4g"))
     if has_champion:
         champion = metrics["champion"]
         results += deltas(policy, challenger, champion)
         results.append(mcnemar_non_inferiority(metrics["paired"], rule.alpha))
         if rule.max_perplexity_ratio is not None:
-            results.append(ratio_or_value("perplexity.ratio", challenger["perplexity"] / champion["perplexity"], rule.max_perplexity_ratio,
-                                          "challenger / champion golden response perplexity"))
+            results.append(at_most("perplexity.ratio", challenger["perplexity"] / champion["perplexity"], rule.max_perplexity_ratio,
+                                   "challenger / champion golden response perplexity", ".4g"))
     return results
-
-
-def ratio_or_value(name: str, value: float, ceiling: float, what: str) -> dict[str, Any]:
-    ok = value <= ceiling
-    return criterion(name, round(value, 6), ceiling, PASS if ok else FAIL, f"{what} {value:.4g} {'<=' if ok else '>'} {ceiling}")
 
 
 def mcnemar_non_inferiority(paired: dict[str, Any], alpha: float) -> dict[str, Any]:

@@ -22,12 +22,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from retrain.config import GatePolicy, RerankingPolicy
-from retrain.gate import FAIL, PASS, at_least, criterion, deltas
+from retrain.gate import at_least, deltas
 from retrain.tasks.embedding_adapter import golden_files as retrieval_golden_files
-from retrain.tasks.embedding_adapter import paired_bootstrap_mean, significance
+from retrain.tasks.embedding_adapter import bootstrap_criterion, significance
 
 METRICS = ("mrr_at_10", "ndcg_at_10")
 
@@ -47,19 +45,11 @@ def criteria(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) ->
 
 
 def first_stage_significance(policy: GatePolicy, rule: RerankingPolicy, paired: dict[str, Any]) -> dict[str, Any]:
-    """The paired bootstrap over queries of Δ ``significance_metric`` against the first-stage order: its lower bound must
-    clear ``first_stage_margin`` (resamples, confidence and seed from ``gate.significance``)."""
-    sig, metric = policy.significance, rule.significance_metric
-    a, b = np.asarray(paired["challenger"][metric]), np.asarray(paired["baseline"][metric])
-    ci = paired_bootstrap_mean(a, b, sig.resamples, sig.confidence, sig.seed)
-    ok = ci["lower"] >= rule.first_stage_margin
-    better, worse = int(np.sum(a > b)), int(np.sum(a < b))
-    return criterion(
-        f"first_stage_significance.{metric}", round(ci["lower"], 6), rule.first_stage_margin, PASS if ok else FAIL,
-        f"{sig.confidence:.0%} paired bootstrap CI over {len(a)} queries of Δ {metric} against the first stage "
-        f"[{ci['lower']:+.4f}, {ci['upper']:+.4f}] (Δ {ci['delta']:+.4f}; {better} queries better, {worse} worse; "
-        f"{sig.resamples} resamples); lower bound {'>=' if ok else '<'} margin {rule.first_stage_margin}",
-    )
+    """The paired bootstrap over queries of Δ ``significance_metric`` against the first-stage order (``paired["baseline"]``):
+    its lower bound must clear ``first_stage_margin``."""
+    metric = rule.significance_metric
+    return bootstrap_criterion(f"first_stage_significance.{metric}", policy, metric, paired, "baseline", rule.first_stage_margin,
+                               "first-stage order")
 
 
 def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:

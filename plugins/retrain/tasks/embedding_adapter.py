@@ -59,16 +59,23 @@ def criteria(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) ->
 
 def significance(policy: GatePolicy, metric: str, paired: dict[str, Any]) -> dict[str, Any]:
     """The paired bootstrap over queries of Δ ``metric`` against the champion: its lower bound must clear the margin."""
+    return bootstrap_criterion(f"significance.{metric}", policy, metric, paired, "champion", policy.significance.margin)
+
+
+def bootstrap_criterion(name: str, policy: GatePolicy, metric: str, paired: dict[str, Any], other: str, margin: float,
+                        label: str | None = None) -> dict[str, Any]:
+    """The lower bound of the paired percentile bootstrap CI over queries of mean(challenger − ``other``) of the per-query
+    ``metric`` must clear ``margin``; resamples, confidence and seed from ``gate.significance``."""
     sig = policy.significance
-    a, b = np.asarray(paired["challenger"][metric]), np.asarray(paired["champion"][metric])
+    a, b = np.asarray(paired["challenger"][metric]), np.asarray(paired[other][metric])
     ci = paired_bootstrap_mean(a, b, sig.resamples, sig.confidence, sig.seed)
-    ok = ci["lower"] >= sig.margin
+    ok = ci["lower"] >= margin
     better, worse = int(np.sum(a > b)), int(np.sum(a < b))
     return criterion(
-        f"significance.{metric}", round(ci["lower"], 6), sig.margin, PASS if ok else FAIL,
-        f"{sig.confidence:.0%} paired bootstrap CI over {len(a)} queries of Δ {metric} [{ci['lower']:+.4f}, {ci['upper']:+.4f}] "
-        f"(Δ {ci['delta']:+.4f}; {better} queries better, {worse} worse; {sig.resamples} resamples); "
-        f"lower bound {'>=' if ok else '<'} margin {sig.margin}",
+        name, round(ci["lower"], 6), margin, PASS if ok else FAIL,
+        f"{sig.confidence:.0%} paired bootstrap CI over {len(a)} queries of Δ {metric} against the {label or other} "
+        f"[{ci['lower']:+.4f}, {ci['upper']:+.4f}] (Δ {ci['delta']:+.4f}; {better} queries better, {worse} worse; "
+        f"{sig.resamples} resamples); lower bound {'>=' if ok else '<'} margin {margin}",
     )
 
 
