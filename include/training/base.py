@@ -134,6 +134,16 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def verified_digest(model_dir, model: nn.Module, expected_digest: str | None) -> str:
+    """The weights digest of a model loaded from ``model_dir``; with ``expected_digest``, a WeightsMismatch unless they
+    are equal (the directory was changed after the digest was recorded: trained, registered or approved)."""
+    digest = weights_digest(model)
+    if expected_digest and digest != expected_digest:
+        raise WeightsMismatch(f"{model_dir}: weights digest {digest[:16]}… is not the recorded {expected_digest[:16]}… "
+                              "(the directory was changed after it was recorded); refusing to load")
+    return digest
+
+
 def save_model_dir(model_dir: Path, encoder: nn.Module, tokenizer, part: str, module: nn.Module, spec_file: str, spec) -> None:
     """A self-contained model directory: ``encoder/`` (Hugging Face weights, config and tokenizer), the
     trained ``module`` as ``<part>.safetensors`` and the ``spec`` dataclass as ``spec_file``."""

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from training.base import WeightsMismatch, resolve_base_model, save_model_dir, weights_digest  # noqa: F401  (re-exported)
+from training.base import WeightsMismatch, resolve_base_model, save_model_dir, verified_digest, weights_digest  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -128,12 +128,7 @@ class LoadedClassifier:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir / "encoder")
         self.model = TextClassifier(encoder, len(self.labels))
         self.model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
-        self.digest = weights_digest(self.model)
-        if expected_digest and self.digest != expected_digest:
-            raise WeightsMismatch(
-                f"{model_dir}: weights digest {self.digest[:16]}… is not the recorded {expected_digest[:16]}… "
-                "(the directory was changed after it was recorded); refusing to load"
-            )
+        self.digest = verified_digest(model_dir, self.model, expected_digest)
         self.model.to(device).eval()
         self.device = device
 

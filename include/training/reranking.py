@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertForSequenceClassification
 
-from training.base import WeightsMismatch, resolve_base_model, weights_digest
+from training.base import resolve_base_model, verified_digest
 from training.retrieval import RetrievalDataError, _rows
 
 
@@ -154,10 +154,7 @@ class LoadedReranker:
         self.spec = RerankerSpec(**json.loads((model_dir / "reranker.json").read_text()))
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir / "scorer")
         self.model = CrossEncoder(BertForSequenceClassification.from_pretrained(model_dir / "scorer"), self.spec.frozen_layers)
-        self.digest = weights_digest(self.model)
-        if expected_digest and self.digest != expected_digest:
-            raise WeightsMismatch(f"{model_dir}: weights digest {self.digest[:16]}… is not the recorded {expected_digest[:16]}… "
-                                  "(the directory was changed after it was recorded); refusing to load")
+        self.digest = verified_digest(model_dir, self.model, expected_digest)
         self.model.eval()
 
     @torch.inference_mode()

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from training.base import DataError, WeightsMismatch, resolve_base_model, save_model_dir, weights_digest
+from training.base import DataError, resolve_base_model, save_model_dir, verified_digest
 
 
 class RetrievalDataError(DataError):
@@ -128,10 +128,7 @@ class LoadedRetriever:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir / "encoder")
         self.model = AdaptedEncoder(AutoModel.from_pretrained(model_dir / "encoder"), self.spec.rank)
         self.model.adapter.load_state_dict(load_file(model_dir / "adapter.safetensors"))
-        self.digest = weights_digest(self.model)
-        if expected_digest and self.digest != expected_digest:
-            raise WeightsMismatch(f"{model_dir}: weights digest {self.digest[:16]}… is not the recorded {expected_digest[:16]}… "
-                                  "(the directory was changed after it was recorded); refusing to load")
+        self.digest = verified_digest(model_dir, self.model, expected_digest)
         self.model.eval()
 
     def embed_frozen(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:

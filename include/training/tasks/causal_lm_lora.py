@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.base import DataError, WeightsMismatch, resolve_base_model, tensor_file_digest, weights_digest
+from training.base import DataError, WeightsMismatch, resolve_base_model, tensor_file_digest, verified_digest
 
 SPEC_FILE = "lm_spec.json"
 DEFAULT_TEMPLATE = "Review: {prompt}\nJSON (sentiment, source): "
@@ -372,9 +372,7 @@ class LoadedLM:
         self.tokenizer = load_tokenizer(model_dir / "tokenizer")
         self.tokenizer.padding_side = "left"  # batched generation: every prompt ends where generation starts
         peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(self.base_dir)), str(model_dir / "adapter"))
-        self.digest = weights_digest(peft_model)  # base + adapter, as train.py recorded it
-        if expected_digest and self.digest != expected_digest:
-            raise WeightsMismatch(f"{model_dir}: weights digest {self.digest} is not the recorded {expected_digest}")
+        self.digest = verified_digest(model_dir, peft_model, expected_digest)  # base + adapter, as train.py recorded it
         self.model = peft_model.merge_and_unload().eval()
 
     def base_model(self) -> "LoadedLM":
