@@ -9,8 +9,8 @@ import pytest
 from retrain.config import ConfigError, GatePolicy, GenerationPolicy, ModelConfig, load_config
 from retrain.gate import binomial_tail, evaluate_gate
 from retrain.paths import PROJECT_ROOT
+from gatecases import N, by_name, hits, policy  # tests/ is on pytest's pythonpath
 
-N = 200
 TASK = "causal_lm_lora"
 
 
@@ -35,15 +35,7 @@ def metrics(challenger, baseline, champion=None, ppl=(1.5, 1.5), text_ppl=(40.0,
 
 def matches(share: float, n: int = N, offset: int = 0) -> np.ndarray:
     """The first ``share`` of n prompts (rotated by ``offset``) are exact matches."""
-    return np.roll(np.arange(n) < round(share * n), offset).astype(int)
-
-
-def policy(**gate) -> GatePolicy:
-    return GatePolicy(min_total_examples=100, **gate)
-
-
-def by_name(gate: dict) -> dict[str, dict]:
-    return {c["name"]: c for c in gate["criteria"]}
+    return hits(share, n, offset).astype(int)
 
 
 def test_floors_pass_and_fail():

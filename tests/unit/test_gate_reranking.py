@@ -15,8 +15,8 @@ from retrain.paths import PROJECT_ROOT
 from retrain.seed import SeedError
 from retrain.tasks import task_module
 from retrain.tasks.cross_encoder_reranking import METRICS
+from gatecases import by_name, hits, paired_metrics, policy  # tests/ is on pytest's pythonpath
 
-N = 200
 TASK = "cross_encoder_reranking"
 
 
@@ -25,35 +25,8 @@ def figures(hits: np.ndarray) -> dict[str, np.ndarray]:
     return {"mrr_at_10": np.where(hits, 1.0, 1 / 3), "ndcg_at_10": np.where(hits, 1.0, 0.5)}
 
 
-def block(per_query: dict[str, np.ndarray], p99: float = 6.0) -> dict:
-    return {**{m: float(np.mean(v)) for m, v in per_query.items()}, "latency_ms": {"p50": 3.0, "p99": p99}}
-
-
 def metrics(challenger_hits, baseline_hits, champion_hits=None, p99: float = 6.0) -> dict:
-    per = {"challenger": figures(np.asarray(challenger_hits, bool)), "baseline": figures(np.asarray(baseline_hits, bool))}
-    if champion_hits is not None:
-        per["champion"] = figures(np.asarray(champion_hits, bool))
-    return {
-        "task": TASK, "n_examples": len(challenger_hits), "golden_version": "v1", "n_candidates": 10,
-        "challenger": block(per["challenger"], p99), "baseline": block(per["baseline"]),
-        "champion": block(per["champion"]) if champion_hits is not None else None,
-        "paired": {"keys": [f"q{i}" for i in range(len(challenger_hits))],
-                   **{role: {m: v.tolist() for m, v in f.items()} for role, f in per.items()},
-                   **({} if champion_hits is not None else {"champion": None})},
-    }
-
-
-def hits(share: float, n: int = N, offset: int = 0) -> np.ndarray:
-    """The first ``share`` of n queries (rotated by ``offset``) are hits."""
-    return np.roll(np.arange(n) < round(share * n), offset)
-
-
-def policy(**gate) -> GatePolicy:
-    return GatePolicy(min_total_examples=100, **gate)
-
-
-def by_name(gate: dict) -> dict[str, dict]:
-    return {c["name"]: c for c in gate["criteria"]}
+    return paired_metrics(TASK, figures, challenger_hits, baseline_hits, champion_hits, p99, n_candidates=10)
 
 
 def test_floors_pass_and_fail():

@@ -6,15 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrain.config import ConfigError, GatePolicy, RetrievalPolicy, SignificancePolicy, load_config
+from retrain.config import ConfigError, RetrievalPolicy, SignificancePolicy, load_config
 from retrain.gate import evaluate_gate
 from retrain.tasks.embedding_adapter import METRICS, paired_bootstrap_mean
+from gatecases import by_name, hits, paired_metrics, policy  # tests/ is on pytest's pythonpath
 
-N = 200
-
-
-def block(per_query: dict[str, np.ndarray]) -> dict:
-    return {**{m: float(np.mean(v)) for m, v in per_query.items()}, "latency_ms": {"p50": 3.0, "p99": 6.0}}
 
 
 def figures(hits: np.ndarray) -> dict[str, np.ndarray]:
@@ -24,29 +20,7 @@ def figures(hits: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def metrics(challenger_hits, baseline_hits, champion_hits=None) -> dict:
-    per = {"challenger": figures(np.asarray(challenger_hits, bool)), "baseline": figures(np.asarray(baseline_hits, bool))}
-    if champion_hits is not None:
-        per["champion"] = figures(np.asarray(champion_hits, bool))
-    return {
-        "task": "embedding_adapter", "n_examples": len(challenger_hits), "golden_version": "v1",
-        "challenger": block(per["challenger"]), "baseline": block(per["baseline"]),
-        "champion": block(per["champion"]) if champion_hits is not None else None,
-        "paired": {"keys": [f"q{i}" for i in range(len(challenger_hits))],
-                   **{role: {m: v.tolist() for m, v in f.items()} for role, f in per.items()}, **({} if champion_hits is not None else {"champion": None})},
-    }
-
-
-def hits(share: float, n: int = N, offset: int = 0) -> np.ndarray:
-    """The first ``share`` of n queries (rotated by ``offset``) are hits."""
-    return np.roll(np.arange(n) < round(share * n), offset)
-
-
-def policy(**gate) -> GatePolicy:
-    return GatePolicy(min_total_examples=100, **gate)
-
-
-def by_name(gate: dict) -> dict[str, dict]:
-    return {c["name"]: c for c in gate["criteria"]}
+    return paired_metrics("embedding_adapter", figures, challenger_hits, baseline_hits, champion_hits)
 
 
 def test_floors_pass_and_fail():
