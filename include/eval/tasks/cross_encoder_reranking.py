@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eval.report import against_baseline
+from eval.tasks.embedding_adapter import mrr_and_ndcg
 from eval.tasks.embedding_adapter import read_golden as read_retrieval_golden
 from training.reranking import read_candidates
 from training.tasks import cross_encoder_reranking as training_side
@@ -65,14 +66,10 @@ def reranked_metrics(scores: np.ndarray, gains: np.ndarray, ideal: list[list[int
     the candidate order); ``gains`` are the candidates' relevances (same shape), ``ideal`` each query's judged
     relevances (all of its qrels), for the ideal DCG."""
     order = np.argsort(-scores, axis=1, kind="stable")[:, :CUT]
-    ranked = np.take_along_axis(gains, order, axis=1).astype(np.float64)
-    hit = ranked > 0
-    first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
-    discount = 1.0 / np.log2(np.arange(2, CUT + 2))
-    dcg = (ranked * discount[: ranked.shape[1]]).sum(axis=1)
-    best = np.array([sum(g / np.log2(i + 2) for i, g in enumerate(sorted(rels, reverse=True)[:CUT])) for rels in ideal])
-    return {"mrr_at_10": np.divide(1.0, first, out=np.zeros(len(first)), where=first > 0),
-            "ndcg_at_10": np.divide(dcg, best, out=np.zeros(len(dcg)), where=best > 0)}
+    judged = np.zeros((len(ideal), max([len(rels) for rels in ideal] + [1])))
+    for row, rels in enumerate(ideal):
+        judged[row, : len(rels)] = rels
+    return mrr_and_ndcg(np.take_along_axis(gains, order, axis=1), judged)
 
 
 def _block(per_query: dict[str, np.ndarray], seconds: float) -> dict:

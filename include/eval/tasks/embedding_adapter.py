@@ -75,13 +75,20 @@ def ranking_metrics(scores: np.ndarray, relevance: np.ndarray) -> dict[str, np.n
     gains = np.take_along_axis(relevance, order, axis=1).astype(np.float64)
     hit = gains > 0
     n_relevant = (relevance > 0).sum(axis=1)
-    out = {f"recall_at_{k}": hit[:, :k].sum(axis=1) / n_relevant for k in (1, 5, 10)}
+    return {**{f"recall_at_{k}": hit[:, :k].sum(axis=1) / n_relevant for k in (1, 5, 10)}, **mrr_and_ndcg(gains, relevance)}
+
+
+def mrr_and_ndcg(ranked: np.ndarray, judged: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-query MRR@10 and nDCG@10 from the relevances in ranked order (queries × ranks) and each query's judged
+    relevances in any order (queries × n, zero-padded), whose best 10 make the ideal DCG; 0 where a query has none."""
+    ranked = ranked[:, :10].astype(np.float64)
+    hit = ranked > 0
     first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
-    out["mrr_at_10"] = np.divide(1.0, first, out=np.zeros(len(first)), where=first > 0)
     discount = 1.0 / np.log2(np.arange(2, 12))
-    ideal = -np.sort(-relevance.astype(np.float64), axis=1)[:, :10]
-    out["ndcg_at_10"] = (gains * discount[: gains.shape[1]]).sum(axis=1) / (ideal * discount[: ideal.shape[1]]).sum(axis=1)
-    return out
+    ideal = -np.sort(-judged.astype(np.float64), axis=1)[:, :10]
+    dcg, best = (ranked * discount[: ranked.shape[1]]).sum(axis=1), (ideal * discount[: ideal.shape[1]]).sum(axis=1)
+    return {"mrr_at_10": np.divide(1.0, first, out=np.zeros(len(first)), where=first > 0),
+            "ndcg_at_10": np.divide(dcg, best, out=np.zeros(len(dcg)), where=best > 0)}
 
 
 def _rank(query_embeddings: torch.Tensor, index: torch.Tensor, relevance: np.ndarray) -> dict[str, np.ndarray]:
