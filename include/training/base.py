@@ -121,6 +121,12 @@ class DataError(ValueError):
     Jobs exit with EX_DATAERR (65) and write nothing: the same input fails again, so it is not retried."""
 
 
+class Refused(DataError):
+    """An option this machine cannot honour (a GPU-only precision, quantization or distribution on CPU), raised before
+    anything is read or built: like bad input, the same job fails the same way again, so train.py exits 65 with nothing
+    written and it is not retried."""
+
+
 class WeightsMismatch(ValueError):
     """Loaded weights are not the ones recorded (trained, registered or approved); refuse to use them."""
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.base import DataError, weights_digest
+from training.base import DataError, Refused, weights_digest
 
 
 @dataclass
@@ -57,6 +57,8 @@ class TrainArgs:
     warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps with linear LR warm-up."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default."})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16; bf16 and "
+                                                               "fp16 need a CUDA GPU (refused on CPU). A task may also load its base weights in it."})
     max_steps: int = field(default=0, metadata={"help": "Stop after this many optimizer steps (smoke runs); 0 = no cap."})
     max_train_samples: int = field(default=0, metadata={"help": "Use only the first N training examples; 0 = all."})
     max_eval_samples: int = field(default=0, metadata={"help": "Use only the first N validation examples; 0 = all."})
@@ -101,11 +103,23 @@ def set_seed(seed: int) -> None:
 
 
 class Precision:
-    """bf16 (or fp16 with a loss scaler) autocast on CUDA; plain fp32 on CPU."""
+    """The step loop's precision (``--precision``): ``auto`` is bf16 autocast on CUDA (fp16 with a loss scaler where
+    bf16 is unsupported) and fp32 on CPU; ``fp32``, ``bf16`` or ``fp16`` choose. bf16 and fp16 need a CUDA GPU and are
+    refused elsewhere, before anything is read or built."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else (torch.float16 if device.type == "cuda" else None)
+    DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, device: torch.device, choice: str = "auto") -> None:
+        cuda = device.type == "cuda"
+        if choice not in ("auto", *self.DTYPES):
+            raise Refused(f"precision {choice!r}: expected auto, fp32, bf16 or fp16")
+        if choice in ("bf16", "fp16") and not cuda:
+            raise Refused(f"precision {choice} needs a CUDA GPU: on CPU training runs in fp32 (precision: fp32)")
+        if choice == "bf16" and not torch.cuda.is_bf16_supported():
+            raise Refused("precision bf16: this GPU does not support bfloat16; use fp16")
+        if choice == "auto":
+            choice = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        self.device, self.name, self.dtype = device, choice, self.DTYPES[choice]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
 
     def autocast(self):
@@ -167,7 +181,7 @@ def train(args: TrainArgs, task_args) -> dict:
         torch.set_num_threads(args.threads)
     set_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = Precision(device)
+    precision = Precision(device, args.precision)  # a GPU-only choice is refused here, before anything is read
     task = task_module(args.task).Task(args, task_args, device, precision.autocast)
     train_examples = task.read(os.environ["SM_CHANNEL_TRAIN"], args.max_train_samples)
     val_examples = task.read(os.environ["SM_CHANNEL_VALIDATION"], args.max_eval_samples)

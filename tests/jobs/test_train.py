@@ -155,3 +155,15 @@ def test_a_hub_base_model_is_refused_under_the_local_contract_and_resolved_throu
                        "HF_HUB_DOWNLOAD_TIMEOUT": "2"})  # a closed loopback port: nothing leaves the machine
     online = subprocess.run([str(job_python()), "-c", probe], env=online_env, capture_output=True, text=True, timeout=120)
     assert online.stdout.startswith("huggingface_hub.") and "hub downloads are disabled" not in online.stdout, online.stdout + online.stderr[-2000:]
+
+
+def test_a_gpu_only_precision_is_refused_on_cpu_for_any_task(channels, tmp_path, training):
+    """--precision is train.py's, shared by every task type: bf16 on a CPU is refused before anything is read or written."""
+    spec_for, _ = training
+    spec = spec_for(channels, tmp_path, precision="bf16")
+    for d in (spec.model_dir, spec.checkpoint_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(command_line(spec), env=job_environment(spec), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == os.EX_DATAERR, proc.stderr[-2000:]
+    assert "precision bf16 needs a CUDA GPU: on CPU training runs in fp32" in proc.stderr
+    assert not any(spec.model_dir.iterdir()) and not any(spec.checkpoint_dir.iterdir())

@@ -17,7 +17,7 @@ the whole model's weights digest; ``predict`` answers greedy generated responses
 
 GPU-only options, each a real code path, each refused on a CPU before any work:
 ``quantization: nf4`` (QLoRA: the base loaded 4-bit NF4 through bitsandbytes, ``prepare_model_for_kbit_training``),
-``precision: bf16 | fp16`` (base weights in that dtype; train.py's autocast and loss scaling on CUDA) and
+``--precision bf16 | fp16`` (train.py's shared option: autocast and loss scaling on CUDA; the base weights load in it) and
 ``deepspeed_stage: 3`` (ZeRO-3: a DeepSpeed JSON written from these arguments, the model built under transformers'
 ``HfDeepSpeedConfig`` so it loads partitioned, and ``deepspeed.initialize``; for multi-GPU SageMaker jobs started
 with one process per GPU).
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.base import DataError, WeightsMismatch, resolve_base_model, tensor_file_digest, verified_digest
+from training.base import DataError, Refused, WeightsMismatch, resolve_base_model, tensor_file_digest, verified_digest
 
 SPEC_FILE = "lm_spec.json"
 DEFAULT_TEMPLATE = "Review: {prompt}\nJSON (sentiment, source): "
@@ -53,7 +53,6 @@ class Args:
     max_prompt_tokens: int = field(default=96, metadata={"help": "Tokens kept of a wrapped prompt (its end is kept)."})
     max_response_tokens: int = field(default=24, metadata={"help": "Tokens kept of a response (the end-of-sequence token included)."})
     max_new_tokens: int = field(default=20, metadata={"help": "Greedy generation length when serving and evaluating."})
-    precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 / fp16 (GPU only): the base weights' dtype and autocast."})
     quantization: str = field(default="none", metadata={"help": "none, or nf4: QLoRA, the base 4-bit NF4 via bitsandbytes (GPU only)."})
     deepspeed_stage: int = field(default=0, metadata={"help": "0 = off, 3 = DeepSpeed ZeRO-3 (multi-GPU SageMaker jobs; GPU only)."})
     deepspeed_config_file: str = field(default="", metadata={"help": "Where the ZeRO-3 JSON is written; default: SM_OUTPUT_DATA_DIR or the checkpoint dir."})
@@ -74,15 +73,9 @@ class LMSpec:
     target_modules: list[str]
 
 
-class Refused(DataError):
-    """An option this machine cannot honour, raised before anything is read or built: like bad input, the same job
-    fails the same way again, so train.py exits 65 (EX_DATAERR) with nothing written and it is not retried."""
-
-
 def refuse_unsupported(task_args: Args, device: torch.device) -> None:
-    """Check the GPU-only options against the device, before anything is read or built."""
-    if task_args.precision not in ("fp32", "bf16", "fp16"):
-        raise Refused(f"precision {task_args.precision!r}: expected fp32, bf16 or fp16")
+    """Check the GPU-only options against the device, before anything is read or built (train.py's Precision has
+    already refused a GPU-only precision)."""
     if task_args.quantization not in ("none", "nf4"):
         raise Refused(f"quantization {task_args.quantization!r}: expected none or nf4")
     if task_args.deepspeed_stage not in (0, 3):
@@ -91,10 +84,6 @@ def refuse_unsupported(task_args: Args, device: torch.device) -> None:
     if task_args.quantization == "nf4" and not cuda:
         raise Refused("quantization nf4 (QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit NF4 base weights exist to save GPU memory; "
                       "this job has none. Use quantization: none on CPU")
-    if task_args.precision != "fp32" and not cuda:
-        raise Refused(f"precision {task_args.precision} needs a CUDA GPU: on CPU training runs in fp32 (precision: fp32)")
-    if task_args.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise Refused("precision bf16: this GPU does not support bfloat16; use fp16")
     if task_args.deepspeed_stage and not cuda:
         raise Refused("deepspeed_stage 3 (ZeRO-3) needs CUDA GPUs (a multi-GPU SageMaker training job); this job has none. "
                       "Use deepspeed_stage: 0 on CPU")
@@ -109,8 +98,8 @@ def deepspeed_config(args, task_args: Args) -> dict:
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "gradient_clipping": 1.0,
         "zero_allow_untested_optimizer": True,  # the client's AdamW (train.py)
-        "bf16": {"enabled": task_args.precision == "bf16"},
-        "fp16": {"enabled": task_args.precision == "fp16"},
+        "bf16": {"enabled": args.precision == "bf16"},
+        "fp16": {"enabled": args.precision == "fp16"},
         "zero_optimization": {"stage": 3, "overlap_comm": True, "contiguous_gradients": True,
                               "stage3_gather_16bit_weights_on_model_save": True},
         "seed": args.seed,
@@ -223,8 +212,8 @@ class Task:
         from transformers import AutoModelForCausalLM
 
         kwargs = {}
-        if self.task_args.precision != "fp32":
-            kwargs["dtype"] = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.task_args.precision]
+        if self.args.precision in ("bf16", "fp16"):  # chosen explicitly: the base weights too (auto keeps them fp32 under autocast)
+            kwargs["dtype"] = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.args.precision]
         if self.task_args.quantization == "nf4":
             from transformers import BitsAndBytesConfig
 
