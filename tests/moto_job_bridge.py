@@ -42,7 +42,7 @@ from typing import Any, Iterator
 from retrain.jobs import JobSpec
 from retrain.paths import PROJECT_ROOT, job_python
 from retrain.runner import job_environment
-from retrain.s3store import parse_s3_uri
+from retrain.store import parse_s3_uri
 
 CODE_MOUNTS = ("/opt/ml/processing/input/code", "/opt/ml/code")
 FAILURE_LINES = 12

@@ -43,7 +43,7 @@ from pyspark.sql.types import StringType
 
 from retrain.snapshot import RawDataError, decode_utf8_bytes, header_problems, verify_raw_files
 from retrain.store import MANIFEST_NAME, IntegrityError, Store, WriteOnceError, sha256_file, tree_digest
-from retrain.stores import read_json_at, store_for, write_json_at
+from retrain.store import read_json_at, store_for, write_json_at
 
 SPLITS = ("train", "validation")
 

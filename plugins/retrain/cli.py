@@ -33,7 +33,7 @@ from retrain import ledger
 from retrain.airflow_api import AirflowClient, ApiError
 from retrain.config import config_paths
 from retrain.paths import PROJECT_ROOT, config_dir
-from retrain.stores import get_store
+from retrain.store import get_store
 
 
 def client_for(args: argparse.Namespace) -> AirflowClient:

@@ -7,8 +7,9 @@ is ever rewritten. Plain Python, no Airflow.
 
 The chain logic is one; where the entries live depends on the store:
 
-- ``LocalStore``: one file ``ledger/<model>.jsonl``, appended under an exclusive lock.
-- any other store (``S3Store``): one object per entry, ``ledger/<model>/<seq:08d>.json``,
+- a store that can append under a lock (``can_append``, the local store): one file
+  ``ledger/<model>.jsonl``, appended under an exclusive lock.
+- a store that cannot (``S3Store``): one object per entry, ``ledger/<model>/<seq:08d>.json``,
   each created with a write-once PUT (``IfNoneMatch="*"``). There is no lock on S3; the
   conditional PUT is the arbiter. Two appends that verified the same head both try the
   same ``seq``; S3 lets one create it and refuses the other, which gets ``LedgerError``
@@ -18,17 +19,15 @@ The chain logic is one; where the entries live depends on the store:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import re
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ContextManager, Iterator
 
-from retrain.store import LocalStore, Store, WriteOnceError, canonical_json
+from retrain.store import Store, WriteOnceError, canonical_json
 
 GENESIS = "0" * 64
 ACTIONS = ("promote", "rollback")
@@ -70,44 +69,39 @@ class _Row:
 
 
 class _FileChain:
-    """``ledger/<model>.jsonl`` on the local store; appends take an exclusive lock."""
+    """``ledger/<model>.jsonl`` on a store that can append under an exclusive lock (the local store)."""
 
-    def __init__(self, store: LocalStore, model: str) -> None:
-        self.store, self.model = store, model
-        self.path = store.path(ledger_key(model))
+    def __init__(self, store: Store, model: str) -> None:
+        self.store, self.model, self.key = store, model, ledger_key(model)
+        self._append = None
 
     def location(self) -> str:
-        return str(self.path)
+        return self.store.uri(self.key)
 
     def load(self) -> list[_Row]:
-        if not self.path.is_file():
+        if not self.store.exists(self.key):
             return []
-        rows = []
-        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+        rows, where = [], self.location()
+        for number, line in enumerate(self.store.read_bytes(self.key).decode().splitlines(), start=1):
             try:
-                rows.append(_Row(f"{self.path}: line {number}", f"line {number}", json.loads(line)))
+                rows.append(_Row(f"{where}: line {number}", f"line {number}", json.loads(line)))
             except json.JSONDecodeError as exc:
-                raise LedgerError(f"{self.path}: line {number}: not valid JSON ({exc.msg})") from None
+                raise LedgerError(f"{where}: line {number}: not valid JSON ({exc.msg})") from None
         return rows
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        lock_path = self.store.path(f"ledger/.{self.model}.lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time; readers never block
+        with self.store.append_locked(self.key) as append:  # one writer at a time; readers never block
+            self._append = append
             try:
                 yield
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                self._append = None
 
     def write(self, entry: dict[str, Any]) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self._append is None:
+            raise RuntimeError("ledger entries are written only inside locked()")
+        self._append((json.dumps(entry, sort_keys=True) + "\n").encode())
 
 
 class _ObjectChain:
@@ -148,7 +142,7 @@ class _ObjectChain:
 
 
 def _chain(store: Store, model: str) -> _FileChain | _ObjectChain:
-    return _FileChain(store, model) if isinstance(store, LocalStore) else _ObjectChain(store, model)
+    return _FileChain(store, model) if getattr(store, "can_append", False) else _ObjectChain(store, model)
 
 
 def ledger_location(store: Store, model: str) -> str:

@@ -32,7 +32,7 @@ from retrain.config import ConfigError, ModelConfig, load_model
 from retrain.intervals import intervals_ending, is_boundary, latest_complete_interval, shift
 from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.snapshot import list_partitions
-from retrain.stores import get_store
+from retrain.store import get_store
 from retrain.tasks import task_module
 from retrain.store import Store, WriteOnceError, digest_sources
 

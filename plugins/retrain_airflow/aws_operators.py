@@ -50,7 +50,7 @@ def check_interval() -> int:
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
-    from retrain.s3store import parse_s3_uri
+    from retrain.store import parse_s3_uri
 
     return parse_s3_uri(uri)
 
@@ -147,7 +147,7 @@ class RetrainProcessingOperator(_RetrainJob, SageMakerProcessingOperator):
     def build_config(self, context: Any) -> dict[str, Any]:
         """The validated CreateProcessingJob request for this run and try."""
         from retrain.aws.requests import processing_config
-        from retrain.stores import get_store
+        from retrain.store import get_store
 
         config, ctx, code = self.run_inputs(context)
         champion_store = get_store() if self.job == "evaluate_model" else None
@@ -264,7 +264,7 @@ class PromoteModelPackageOperator(ModelOperator):
         from retrain import ledger
         from retrain.aws.requests import require_aws, update_package_request
         from retrain.config import load_model
-        from retrain.stores import get_store
+        from retrain.store import get_store
 
         config = load_model(self.model_name)
         aws = require_aws(config)
@@ -311,7 +311,7 @@ class AwsRollbackModelOperator(RollbackModelOperator):
 
         from retrain import ledger
         from retrain.aws.requests import require_aws, update_package_request
-        from retrain.stores import get_store
+        from retrain.store import get_store
 
         aws, store = require_aws(config), get_store()
         entries = ledger.verify(store, config.name)

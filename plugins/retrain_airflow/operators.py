@@ -45,7 +45,7 @@ class SnapshotRawOperator(ModelOperator):
         from retrain.config import load_model
         from retrain.jobs import try_key, write_once_json
         from retrain.snapshot import snapshot_raw
-        from retrain.stores import get_store
+        from retrain.store import get_store
 
         config, store = load_model(self.model_name), get_store()
         ctx = run_context(context)
@@ -81,7 +81,7 @@ class LocalJobOperator(ModelOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from retrain.config import load_model
         from retrain.jobs import SPEC_BUILDERS, XCOM_SUMMARIES
-        from retrain.stores import get_store
+        from retrain.store import get_store
 
         ctx = run_context(context, self.upstream_results)
         spec = SPEC_BUILDERS[self.job](load_model(self.model_name), ctx, get_store())
@@ -108,7 +108,7 @@ def should_train(model_name: str, **context: Any) -> bool:
     """check_drift: False (skip training) when drift is below threshold and a champion exists, unless forced."""
     from retrain import ledger
     from retrain.config import load_model
-    from retrain.stores import get_store
+    from retrain.store import get_store
 
     config = load_model(model_name)
     built = context["ti"].xcom_pull(task_ids="build_dataset")
@@ -144,7 +144,7 @@ class GateOnMetricsOperator(ModelOperator):
         from retrain.config import load_model
         from retrain.gate import evaluate_gate, format_table
         from retrain.jobs import try_key, write_once_json
-        from retrain.stores import get_store
+        from retrain.store import get_store
         from retrain.verdict import with_verdict
 
         config, store = load_model(self.model_name), get_store()
@@ -218,14 +218,14 @@ class ApproveModelOperator(ApprovalOperator):
     def write_decision(self, config: Any, ctx: Any, decision: dict[str, Any]) -> None:
         """Keep the decision beside the run's other outputs (write-once), in the backend's store."""
         from retrain.jobs import try_key, write_once_json
-        from retrain.stores import get_store
+        from retrain.store import get_store
 
         write_once_json(get_store(), f"{try_key(config, ctx, 'await_approval')}/decision.json", decision)
 
     def reject(self, config: Any, ctx: Any, version: int, actor: str | None, reason: str) -> None:
         """Record the rejection in the registry and clear ``challenger`` (the local MLflow registry)."""
         from retrain.jobs import reject_model_spec
-        from retrain.stores import get_store
+        from retrain.store import get_store
 
         run_local_job(reject_model_spec(config, ctx, get_store(), version, actor, reason), self.log, ctx)
 
@@ -252,6 +252,6 @@ class RollbackModelOperator(ModelOperator):
     def roll_back(self, config: Any, ctx: Any, target: int | None, actor: str, reason: str) -> dict[str, Any]:
         """Move champion back and append the ledger (the local MLflow registry, as a job)."""
         from retrain.jobs import rollback_model_spec
-        from retrain.stores import get_store
+        from retrain.store import get_store
 
         return run_local_job(rollback_model_spec(config, ctx, get_store(), target, actor, reason), self.log, ctx)

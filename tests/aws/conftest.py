@@ -15,7 +15,7 @@ pytest.importorskip("moto.server", reason="moto[server] (requirements-dev.txt) r
 
 from moto.server import ThreadedMotoServer  # noqa: E402
 
-from retrain.s3store import S3Store  # noqa: E402
+from retrain.store import S3Store  # noqa: E402
 from retrain.runner import free_port  # noqa: E402
 
 REGION = "us-east-1"

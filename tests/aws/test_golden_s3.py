@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from retrain.s3store import S3Store
+from retrain.store import S3Store
 from retrain.store import IntegrityError, LocalStore, WriteOnceError, content_digest
 
 pytestmark = pytest.mark.aws

@@ -9,7 +9,7 @@ import pytest
 from ledger_expectations import assert_filled_chain, fill  # tests/ is on pytest's pythonpath
 from retrain import ledger
 from retrain.ledger import LedgerError
-from retrain.s3store import S3Store
+from retrain.store import S3Store
 
 pytestmark = pytest.mark.aws
 

@@ -33,7 +33,7 @@ from retrain import ledger
 from retrain.airflow_api import wait_until
 from retrain.config import load_config
 from retrain.jobs import run_key
-from retrain.s3store import S3Store
+from retrain.store import S3Store
 from retrain.seed import publish_golden
 
 pytestmark = pytest.mark.aws

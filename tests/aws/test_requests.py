@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from retrain import jobs
-from retrain.aws import glue, s3, sagemaker
+from retrain.aws import glue, sagemaker
+from retrain.store import s3
 from retrain.aws import requests as aws_requests
 from retrain.aws.locations import AwsJob, CodeBundle, aws_job_from_spec, s3_uri
 from retrain.aws.names import MAX_LENGTH, SAGEMAKER_NAME, glue_job_name, job_name

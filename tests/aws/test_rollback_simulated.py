@@ -18,7 +18,7 @@ import pytest
 
 from retrain import ledger
 from retrain.config import load_model
-from retrain.s3store import S3Store
+from retrain.store import S3Store
 from tinydata import PROJECT_ROOT
 
 pytestmark = pytest.mark.aws

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from retrain.s3store import S3Store
+from retrain.store import S3Store
 from retrain.store import IntegrityError, WriteOnceError
 
 pytestmark = pytest.mark.aws

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from retrain import ledger
-from retrain.stores import get_store, store_argument, store_for
+from retrain.store import get_store, store_argument, store_for
 
 pytestmark = pytest.mark.aws
 

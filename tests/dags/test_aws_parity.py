@@ -277,7 +277,7 @@ def test_evaluate_model_reads_the_champion_from_the_given_store(aws_operators, t
     ledger.append(champion_store, "intent", action="promote", to_version=3, actor="alice", reason="first",
                   model_dir="s3://retrain-artifacts-123456789012/runs/intent/r/train_model/try-1/model/j/output/model.tar.gz",
                   weights_digest="ab" * 32)
-    monkeypatch.setattr("retrain.stores.get_store", lambda: champion_store)
+    monkeypatch.setattr("retrain.store.get_store", lambda: champion_store)
     upstream = {**UPSTREAM, "train_model": {"model_dir": "s3://retrain-artifacts-123456789012/m.tar.gz", "weights_digest": "cd" * 32,
                                             "mlflow_run_id": "0f3c", "dataset_version": "ds-5f1c0a9e2b7d"}}
     request = operator(aws_operators, "evaluate_model").build_config(fake_context(upstream))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from retrain.s3store import S3Store
+from retrain.store import S3Store
 from retrain.store import LocalStore
-from retrain.stores import StoreConfigError, get_store, store_argument, store_for
+from retrain.store import StoreConfigError, get_store, store_argument, store_for
 
 BOTO_IMPORT = re.compile(r"^\s*(?:import|from)\s+(?:boto3|botocore)\b", re.MULTILINE)
 AWS_VARIABLES = ("RETRAIN_DATASET_BUCKET", "RETRAIN_ARTIFACT_BUCKET", "RETRAIN_GOLDEN_BUCKET", "RETRAIN_S3_BUCKET", "RETRAIN_S3_PREFIX")
@@ -91,7 +91,7 @@ def test_choosing_a_store_imports_no_boto3():
     """DAG parsing and the local backend must not pay for boto3; S3Store imports it on first use."""
     code = (
         "import os, sys; os.environ.update(RETRAIN_BACKEND='aws', RETRAIN_DATASET_BUCKET='d', RETRAIN_ARTIFACT_BUCKET='a', RETRAIN_GOLDEN_BUCKET='g');"
-        "from retrain.stores import get_store; store = get_store(); store.uri('raw/x');"
+        "from retrain.store import get_store; store = get_store(); store.uri('raw/x');"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, sorted(m for m in sys.modules if 'boto' in m)"
     )
     plugins = Path(__file__).resolve().parents[2] / "plugins"
@@ -105,7 +105,7 @@ def test_only_the_s3_store_imports_boto3():
     deploy tool (`bin/retrain deploy push`), which uploads the bundle and calls MWAA from the CLI,
     never from a DAG, a task or a job."""
     root = Path(__file__).resolve().parents[2]
-    allowed = {"plugins/retrain/s3store.py": "boto", "plugins/retrain/aws/schema.py": "botocore",
+    allowed = {"plugins/retrain/store/s3.py": "boto", "plugins/retrain/aws/schema.py": "botocore",
                "plugins/retrain/deploy/push.py": "boto"}
     offenders = []
     for folder in ("plugins", "include", "dags", "scripts"):

@@ -1,7 +1,7 @@
 """Where things are on AWS: store keys as S3 URIs, the deployed code bundle, and ``AwsJob``.
 
 Keys are the same on S3 and on disk (DESIGN.md, Contracts); only the bucket depends on the
-key's first segment, by the rule in ``retrain.s3layout``. ``aws_job_from_spec`` turns the JobSpec the local runner uses into the
+key's first segment, by the rule in ``retrain.store.layout``. ``aws_job_from_spec`` turns the JobSpec the local runner uses into the
 S3 URIs and container paths the Glue and SageMaker builders take.
 """
 
@@ -13,7 +13,7 @@ from typing import Literal
 
 from retrain.config import AwsConfig
 from retrain.jobs import JobSpec
-from retrain.s3layout import S3Layout
+from retrain.store.layout import S3Layout
 from retrain.tracking import ARTIFACT_ROOT_ENV
 
 PROCESSING_INPUT = PurePosixPath("/opt/ml/processing/input")
@@ -22,7 +22,7 @@ PROCESSING_CODE = PROCESSING_INPUT / "code"  # where processing jobs get the pro
 CHECKPOINT_PATH = "/opt/ml/checkpoints"
 
 def layout(aws: AwsConfig) -> S3Layout:
-    """The three buckets of an ``aws:`` config, routed by ``retrain.s3layout``'s one rule."""
+    """The three buckets of an ``aws:`` config, routed by ``retrain.store.layout``'s one rule."""
     return S3Layout(dataset_bucket=aws.dataset_bucket, artifact_bucket=aws.artifact_bucket, golden_bucket=aws.golden_bucket)
 
 

@@ -91,7 +91,7 @@ def aws_job(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBund
     ``--store-root`` spans three buckets on AWS, so aws_job_from_spec refuses it; it becomes:
 
     - Glue (build_dataset): ``s3://<dataset bucket>`` with ``--artifact-bucket`` and
-      ``--golden-bucket``, which the script turns into an S3Store (``retrain.stores.store_for``);
+      ``--golden-bucket``, which the script turns into an S3Store (``retrain.store.store_for``);
     - processing (validate_raw): a store in the container, ``/opt/ml/processing/input/store``,
       with the model's ``raw/<model>/`` prefix mounted at the same key below it, so the job
       reads the snapshot's files by their keys without any S3 call (network isolation allows none).

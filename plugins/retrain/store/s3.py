@@ -18,7 +18,7 @@ treat it as absent. A publish that fails removes what it uploaded; one that dies
 its marker, so ``pending_versions`` finds it, ``abandon_version`` removes it, and another
 publish of that key is refused until then (with a message saying so).
 
-Every key lives in one of three buckets, chosen by its first segment (``retrain.s3layout``,
+Every key lives in one of three buckets, chosen by its first segment (``retrain.store.layout``,
 the rule the job request builders use too): ``raw/`` and ``datasets/`` in the dataset bucket,
 ``runs/`` and ``ledger/`` in the artifact bucket, ``golden/`` in the golden bucket. The golden
 bucket has Object Lock and a COMPLIANCE default retention set by the infrastructure, so a
@@ -42,18 +42,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from retrain.s3layout import S3Layout
-from retrain.store import (
+from retrain.store.layout import S3Layout
+from retrain.store.digest import (
     MANIFEST_NAME,
     FileSource,
-    IntegrityError,
-    WriteOnceError,
     check_against_manifest,
     check_pin_first,
     check_relpath,
     digest_sources,
     require_golden_pin,
 )
+from retrain.store.errors import IntegrityError, WriteOnceError
 
 PUBLISHING_SUFFIX = ".publishing"
 _CHUNK = 1 << 20
@@ -93,9 +92,15 @@ class S3Store:
     list_page_size = 1000
     """Keys per ListObjectsV2 page: S3's maximum; a test lowers it to exercise paging cheaply."""
 
+    can_append = False  # no append on S3: an append-only log is one write-once object per entry
+
     def __init__(self, dataset_bucket: str, artifact_bucket: str, golden_bucket: str, client: Any = None) -> None:
         self.layout = S3Layout(dataset_bucket=dataset_bucket, artifact_bucket=artifact_bucket, golden_bucket=golden_bucket)
         self._client = client
+
+    def job_argument(self) -> str:
+        """What a job gets as ``--store-root`` (``s3://<dataset bucket>``); its environment names the other two buckets."""
+        return f"s3://{self.layout.dataset_bucket}"
 
     @property
     def client(self) -> Any:
@@ -415,3 +420,15 @@ class S3Store:
             raise
         (dest / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return dest
+
+
+def put_object_request(aws: Any, key: str, body: bytes | str, content_type: str = "application/json") -> dict[str, Any]:
+    """``PutObject`` with ``IfNoneMatch="*"``: S3 answers 412 instead of overwriting, and KMS when configured.
+
+    ``aws`` is a model's ``aws:`` config (``retrain.config.AwsConfig``); its three buckets route the key."""
+    layout = S3Layout(dataset_bucket=aws.dataset_bucket, artifact_bucket=aws.artifact_bucket, golden_bucket=aws.golden_bucket)
+    bucket, object_key = layout.locate(key)
+    request: dict[str, Any] = {"Bucket": bucket, "Key": object_key, "Body": body, "ContentType": content_type, "IfNoneMatch": "*"}
+    if aws.kms_key_arn:
+        request.update({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": aws.kms_key_arn})
+    return request

@@ -1,4 +1,15 @@
-"""The one place that chooses the object store. Operators, jobs and the CLI ask here.
+"""The object store: one protocol, two stores, one place that chooses between them.
+
+Keys are the same on disk and on S3: ``raw/<model>/dt=YYYY-MM-DD/…``, ``datasets/<model>/<version>/…``,
+``golden/<model>/<version>/…``, ``runs/<model>/<run_id>/…``, ``ledger/<model>…``. The package:
+
+- here: the ``Store`` protocol, the errors (``errors.py``) and ``get_store``/``store_for``;
+- ``local.py``: ``LocalStore``, a directory tree (exclusive create, atomic rename);
+- ``s3.py``: ``S3Store``, three buckets (conditional writes, the manifest as the commit);
+- ``layout.py``: which bucket holds a key, the one routing rule of the aws backend;
+- ``digest.py``: file, version and manifest digests, shared by both stores.
+
+Operators, jobs and the CLI ask ``get_store()`` for their store.
 
 ``get_store()`` follows ``RETRAIN_BACKEND``:
 
@@ -8,7 +19,7 @@
   - ``RETRAIN_DATASET_BUCKET`` (required, ``aws.dataset_bucket``): ``raw/`` and ``datasets/``;
   - ``RETRAIN_ARTIFACT_BUCKET`` (required, ``aws.artifact_bucket``): ``runs/`` and ``ledger/``;
   - ``RETRAIN_GOLDEN_BUCKET`` (required, ``aws.golden_bucket``): ``golden/``, Object-Locked.
-  Keys go to a bucket by ``retrain.s3layout``'s rule, the one the job request builders use,
+  Keys go to a bucket by ``retrain.store.layout``'s rule, the one the job request builders use,
   at the bucket root: there is no key prefix. Region, credentials and endpoint come from
   boto3's usual environment (``AWS_REGION``, ``AWS_ENDPOINT_URL`` …); nothing here talks to
   AWS until the store is first used.
@@ -25,23 +36,54 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Protocol
 
 from retrain.paths import store_root
-from retrain.s3store import S3Store, parse_s3_uri
-from retrain.store import LocalStore, Store
+from retrain.store.digest import (MANIFEST_NAME, FileSource, canonical_json, check_against_manifest, check_pin_first,
+                                  check_relpath, content_digest, digest_sources, require_golden_pin, sha256_file, tree_digest)
+from retrain.store.errors import IntegrityError, StoreConfigError, WriteOnceError
+from retrain.store.local import LocalStore, verify_tree, write_manifest_and_publish
+from retrain.store.s3 import S3Store, parse_s3_uri
+
+__all__ = ["MANIFEST_NAME", "FileSource", "IntegrityError", "LocalStore", "S3Store", "Store", "StoreConfigError",
+           "WriteOnceError", "canonical_json", "check_against_manifest", "check_pin_first", "check_relpath",
+           "content_digest", "digest_sources", "get_store", "parse_s3_uri", "read_json_at", "require_golden_pin",
+           "sha256_file", "store_argument", "store_for", "tree_digest", "verify_tree", "write_json_at",
+           "write_manifest_and_publish"]
+
+
+class Store(Protocol):
+    """What every store offers (``LocalStore``, ``S3Store``); code that takes a store types it as this."""
+
+    def uri(self, key: str) -> str: ...
+    def key_of(self, location: str | Path) -> str: ...
+    def local_file(self, key: str, scratch: Path) -> Path: ...
+    def exists(self, key: str) -> bool: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def read_json(self, key: str) -> Any: ...
+    def write_json(self, key: str, obj: Any) -> Any: ...
+    def write_once_bytes(self, key: str, data: bytes) -> Any: ...
+    def list_keys(self, prefix: str) -> list[str]: ...
+    def list_objects(self, prefix: str) -> list[str]: ...
+    def publish_version(self, key: str, files: Mapping[str, FileSource], manifest: dict[str, Any]) -> dict[str, Any]: ...
+    def verify_version(self, key: str, expected_content_sha256: str | None = None) -> dict[str, Any]: ...
+    def read_version(self, key: str, expected_content_sha256: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]: ...
+    def read_golden(self, key: str, pinned_content_sha256: str) -> tuple[dict[str, Any], dict[str, bytes]]: ...
+    def materialize_version(self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None) -> Path: ...
+    def job_argument(self) -> str: ...
+
+    can_append: bool
+    """Whether the store can append lines to one object under an exclusive lock (``append_locked``); a store
+    that cannot (S3) keeps an append-only log as one write-once object per entry instead."""
+
 
 BACKENDS = ("local", "aws")
-
-
-class StoreConfigError(ValueError):
-    """The environment does not say which store to use; names the variable to set."""
 
 
 def _required(name: str, needed_by: str) -> str:
     value = os.environ.get(name, "").strip()
     if not value:
-        raise StoreConfigError(f"{name} is not set; {needed_by} needs it (see retrain/stores.py)")
+        raise StoreConfigError(f"{name} is not set; {needed_by} needs it (see retrain/store/__init__.py)")
     return value
 
 
@@ -57,7 +99,7 @@ def _refuse_retired() -> None:
         if os.environ.get(name, "").strip():
             raise StoreConfigError(
                 f"{name} is set, but RETRAIN_BACKEND=aws no longer reads it (replaced by {replacement}); "
-                "unset it (see retrain/stores.py)"
+                "unset it (see retrain/store/__init__.py)"
             )
 
 
@@ -103,11 +145,10 @@ def store_argument(store: Store) -> str:
     For an S3Store that is ``s3://<dataset bucket>``; the job's environment must name the same
     artifact and golden buckets (``RETRAIN_ARTIFACT_BUCKET``, ``RETRAIN_GOLDEN_BUCKET``).
     """
-    if isinstance(store, S3Store):
-        return f"s3://{store.layout.dataset_bucket}"
-    if isinstance(store, LocalStore):
-        return str(store.root)
-    raise TypeError(f"{type(store).__name__}: not a store that jobs can be pointed at")
+    job_argument = getattr(store, "job_argument", None)
+    if job_argument is None:
+        raise TypeError(f"{type(store).__name__}: not a store that jobs can be pointed at")
+    return job_argument()
 
 
 def read_json_at(store: Store, location: str | Path) -> Any:

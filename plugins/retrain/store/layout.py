@@ -12,7 +12,7 @@ There is no key prefix inside a bucket: the IAM policies of infra/cloudformation
 grant each role ``raw/*``, ``runs/*``… at the bucket root, so a prefix would lock the jobs
 out. One deployment owns its three buckets.
 
-Both ``retrain.aws.locations.s3_uri`` (the job request builders) and ``retrain.s3store.S3Store``
+Both ``retrain.aws.locations.s3_uri`` (the job request builders) and ``retrain.store.s3.S3Store``
 (the Airflow side and the jobs' own reads) address objects through ``S3Layout``, so a key
 has one URI everywhere. No AWS SDK is imported here.
 """
