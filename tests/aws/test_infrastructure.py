@@ -375,5 +375,5 @@ def test_outputs_reproduce_the_shipped_config_with_default_parameters(template):
 def test_readme_config_table_matches_the_config_and_template(template):
     # Regenerate with: source scripts/env.sh && python -m retrain.aws.docs --write
     current = docs.readme_table()
-    assert current is not None, "README.md has no generated aws: config table"
-    assert current == docs.render_table(template), "README's aws: table is stale: run python -m retrain.aws.docs --write"
+    assert current is not None, "docs/aws.md has no generated aws: config table"
+    assert current == docs.render_table(template), "docs/aws.md's aws: table is stale: run python -m retrain.aws.docs --write"
