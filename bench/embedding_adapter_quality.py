@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 from retrain.paths import job_python  # noqa: E402
 from retrain.runner import command_line, job_environment  # noqa: E402
-from retrain.jobs import JobSpec  # noqa: E402
+from retrain.runner import LocalJob  # noqa: E402
 from retrain.store import LocalStore, write_manifest_and_publish  # noqa: E402
 
 DATA = ROOT / "data" / "retrieval"
@@ -60,7 +60,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-adapter-") as tmp:
         root = Path(tmp)
         paths = stage(root)
-        spec = JobSpec(name="train_model", kind="training", script=ROOT / "include" / "training" / "train.py",
+        spec = LocalJob(name="train_model", kind="training", script=ROOT / "include" / "training" / "train.py",
                        arguments={"task": "embedding_adapter", "epochs": args.epochs, "batch-size": "64", "threads": args.threads,
                                   "adapter-rank": "64", "adapter-learning-rate": "0.001", "temperature": "0.05", "seed": "42",
                                   "corpus-file": str(DATA / "corpus.jsonl")},

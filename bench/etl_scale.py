@@ -1,7 +1,7 @@
 """ETL scale: include/etl/build_dataset.py on 10k, 100k and 1M raw rows with local Spark.
 
 Measured: the build_dataset job started exactly as the local runner starts it (the
-build_dataset JobSpec of retrain.jobs, command_line / job_environment, the job interpreter,
+build_dataset JobSpec of retrain.jobs, mapped by retrain.runner.local_job, command_line / job_environment, the job interpreter,
 local[2] Spark), from process start to exit, on raw CSVs of 10k, 100k and 1M rows (1M in
 full mode only). Rows are Banking77 training rows with a unique ticket number appended, so
 dedupe cannot collapse them, spread over 8 weekly partitions; every 20th row repeats the
@@ -65,9 +65,10 @@ def write_raw(store_root: Path, n: int) -> None:
 
 
 def prepare(work: Path, n: int):
-    """A store with golden v1 and n raw rows; the build_dataset JobSpec over their snapshot."""
+    """A store with golden v1 and n raw rows; the build_dataset job over their snapshot, mapped onto the store."""
     from retrain.config import load_model
-    from retrain.jobs import RunContext, build_dataset_spec, run_dir
+    from retrain.jobs import RunContext, build_dataset_spec, run_prefix
+    from retrain.runner import local_job
     from retrain.seed import publish_golden
     from retrain.snapshot import snapshot_raw
     from retrain.store import LocalStore
@@ -78,22 +79,20 @@ def prepare(work: Path, n: int):
     end = FIRST_MONDAY + timedelta(weeks=PARTITIONS)
     ctx = RunContext("bench_etl", f"etl_{n}", FIRST_MONDAY, end)
     manifest = snapshot_raw(store, config.name, FIRST_MONDAY, end)
-    path = run_dir(store, config, ctx) / "raw_manifest.json"
-    store.write_json(path.relative_to(store.root).as_posix(), manifest)
+    path = store.write_json(f"{run_prefix(config, ctx)}/raw_manifest.json", manifest)
     ctx = RunContext(ctx.dag_id, ctx.run_id, ctx.interval_start, ctx.interval_end, upstream={"snapshot_raw": {"manifest_path": str(path)}})
-    return store, build_dataset_spec(config, ctx, store), manifest
+    return store, local_job(build_dataset_spec(config, ctx), store), manifest
 
 
 def run(quick: bool, work: Path) -> dict:
-    from retrain.jobs import JobSpec
-    from retrain.runner import command_line, job_environment
+    from retrain.runner import LocalJob, command_line, job_environment
 
     plan = {10_000: 2, 100_000: 2} if quick else {10_000: 3, 100_000: 3, 1_000_000: 2}
     results, rows = {}, []
     for n, reps in plan.items():
         store, spec, manifest = prepare(work, n)
         spec.result_file.parent.mkdir(parents=True, exist_ok=True)
-        read_spec = JobSpec(name="spark_read", kind="glue", script=BENCH_DIR / "baselines" / "spark_read.py", result_file=work / "unused",
+        read_spec = LocalJob(name="spark_read", kind="glue", script=BENCH_DIR / "baselines" / "spark_read.py", result_file=work / "unused",
                             arguments={"raw-manifest": spec.arguments["raw-manifest"], "store-root": str(store.root)})
         etl, base = [], []
         for rep in range(reps):

@@ -60,6 +60,7 @@ def gpu_present() -> bool:
 def run(quick: bool, work: Path) -> dict:
     from retrain.config import load_model
     from retrain.jobs import RunContext, train_model_spec
+    from retrain.runner import local_job
     from retrain.runner import command_line, job_environment
     from retrain.store import LocalStore
 
@@ -73,7 +74,7 @@ def run(quick: bool, work: Path) -> dict:
 
     def train_py(rep: int) -> dict:
         ctx = RunContext("bench_training", f"train_rep{rep}", now, now, upstream={"build_dataset": {"dataset_version": version}})
-        spec = train_model_spec(config, ctx, store)
+        spec = local_job(train_model_spec(config, ctx), store)
         spec = dataclasses.replace(spec, arguments={**spec.arguments, "epochs": str(epochs), "trainable-layers": str(TRAINABLE_LAYERS),
                                                     "threads": str(THREADS)})
         for directory in (spec.model_dir, spec.output_dir, spec.checkpoint_dir):
@@ -90,7 +91,7 @@ def run(quick: bool, work: Path) -> dict:
                 "peak_rss_mb": measured["peak_rss_mb"], "others_cpu_share": measured["others_cpu_share"]}
 
     def baseline(rep: int) -> dict:
-        from retrain.jobs import JobSpec
+        from retrain.runner import LocalJob
 
         arguments = {
             "train-jsonl": str(data_dir / "train" / "train.jsonl"), "labels-file": str(PROJECT_ROOT / config.data.labels_file),
@@ -99,7 +100,7 @@ def run(quick: bool, work: Path) -> dict:
             "head-learning-rate": str(hp["head_learning_rate"]), "weight-decay": str(hp["weight_decay"]), "seed": str(hp["seed"]),
         }
         # a processing-kind spec only to get the runner's job environment (PYTHONPATH, offline flags)
-        spec = JobSpec(name="torch_loop", kind="processing", script=BENCH_DIR / "baselines" / "torch_loop.py",
+        spec = LocalJob(name="torch_loop", kind="processing", script=BENCH_DIR / "baselines" / "torch_loop.py",
                        arguments=arguments, result_file=work / "unused")
         log_file = work / f"torch_loop_{rep}.log"
         measured = run_measured(command_line(spec), job_environment(spec), log_file=log_file)

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from retrain.jobs import JobSpec
+from retrain.runner import LocalJob
 from retrain.paths import PROJECT_ROOT, job_python
 from retrain.runner import job_environment
 from retrain.store import parse_s3_uri
@@ -118,7 +118,7 @@ class MotoLocalJobBridge:
             raise RuntimeError(f"AlgorithmError: {command[1]} exited with code {code}: " + " | ".join(tail))
 
     def _environment(self, kind: str, request_env: dict[str, str], **spec: Any) -> dict[str, str]:
-        env = job_environment(JobSpec(name="bridge", kind=kind, script=Path("-"), arguments=spec.pop("arguments", {}),
+        env = job_environment(LocalJob(name="bridge", kind=kind, script=Path("-"), arguments=spec.pop("arguments", {}),
                                       result_file=Path("-"), **spec))
         env.update({k: v for k, v in request_env.items() if k != "PYTHONPATH"})  # PYTHONPATH: the runner's, onto the project tree
         env.update(self.extra_env)

@@ -8,15 +8,15 @@ import json
 import subprocess
 from pathlib import Path
 
-from retrain.jobs import JobSpec
+from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR
 from retrain.runner import command_line, job_environment
 
 
-def training_spec(channels: dict[str, Path], out: Path, arguments: dict[str, str], overrides: dict) -> JobSpec:
+def training_spec(channels: dict[str, Path], out: Path, arguments: dict[str, str], overrides: dict) -> LocalJob:
     """``arguments`` as train.py takes them (``--key value``), then ``overrides`` (``key_name=value``) on top."""
     arguments = {**arguments, **{k.replace("_", "-"): str(v) for k, v in overrides.items()}}
-    return JobSpec(
+    return LocalJob(
         name="train_model", kind="training", script=INCLUDE_DIR / "training" / "train.py", arguments=arguments,
         channels={"train": channels["train"], "validation": channels["validation"]},
         model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
@@ -24,21 +24,21 @@ def training_spec(channels: dict[str, Path], out: Path, arguments: dict[str, str
     )
 
 
-def run_job(spec: JobSpec, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_job(spec: LocalJob, env: dict | None = None) -> subprocess.CompletedProcess:
     """The job under the container contract (``env`` on top of it), to its end."""
     for d in (spec.model_dir, spec.checkpoint_dir):
         d.mkdir(parents=True, exist_ok=True)
     return subprocess.run(command_line(spec), env={**job_environment(spec), **(env or {})}, capture_output=True, text=True, timeout=600)
 
 
-def train_job(spec: JobSpec, env: dict | None = None) -> dict:
+def train_job(spec: LocalJob, env: dict | None = None) -> dict:
     """A training job that must succeed; its training_summary.json."""
     proc = run_job(spec, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(spec.result_file.read_text())
 
 
-def start_until_epoch(spec: JobSpec, env: dict, epoch: int) -> subprocess.Popen:
+def start_until_epoch(spec: LocalJob, env: dict, epoch: int) -> subprocess.Popen:
     """The job started, returned once it has logged ``epoch`` and written its checkpoint."""
     for d in (spec.model_dir, spec.checkpoint_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def start_until_epoch(spec: JobSpec, env: dict, epoch: int) -> subprocess.Popen:
     return proc
 
 
-def kill_and_resume(spec: JobSpec, epoch: int) -> dict:
+def kill_and_resume(spec: LocalJob, epoch: int) -> dict:
     """SIGKILL the job after ``epoch`` (nothing can be caught), check it left no result, start it again and
     return the resumed job's summary, having checked that it resumed from the checkpoint."""
     proc = start_until_epoch(spec, job_environment(spec), epoch)

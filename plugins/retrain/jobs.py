@@ -1,28 +1,26 @@
 """What each job is asked to do, as backend-neutral specs.
 
-A ``JobSpec`` names the script, its ``--key value`` arguments, and the directories it
-reads and writes. The local runner maps them onto the job environment; the AWS
-request builders turn the same specs into Glue and SageMaker requests. Plain Python.
+A ``JobSpec`` names the script, its ``--key value`` arguments, and the store keys it reads and
+writes, each with a kind (file, directory, output, training channel). The local runner maps them
+onto paths under the local store (``retrain.runner.local_job``); the AWS request builders map the
+same specs onto S3 URIs and container paths (``retrain.aws.locations.aws_job_from_spec``). Plain Python.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from retrain import ledger
 from retrain.config import ModelConfig
-from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, mlflow_tracking_uri
-from retrain.store import LocalStore, Store, WriteOnceError
+from retrain.paths import PROJECT_ROOT
+from retrain.store import Store
 from retrain.tasks import TASK_TYPES
-from retrain.tracking import ARTIFACT_ROOT_ENV, artifact_root
 
 
 def run_key(run_id: str) -> str:
@@ -47,21 +45,64 @@ class RunContext:
         return run_key(self.run_id)
 
 
+Kind = Literal["file", "dir", "output"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """A store key a job reads (``file`` or ``dir``) or writes into (``output``, a directory).
+
+    Locally the runner maps it to a path under the store's root; on AWS it becomes an S3 URI
+    (Glue), or a processing input or output mounted under ``/opt/ml/processing`` (SageMaker)."""
+
+    key: str
+    kind: Kind = "file"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A location an earlier task returned (``store.uri``): a path locally, an ``s3://`` URI on AWS."""
+
+    location: str
+
+
+@dataclass(frozen=True)
+class ProjectFile:
+    """A file of the project tree (a labels file, a corpus), by its path relative to the project root."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class StoreRoot:
+    """The store itself, for a job that opens it (``retrain.store.store_for``): a root locally, buckets on AWS."""
+
+
+Value = str | Key | Upstream | ProjectFile | StoreRoot
+"""What a job argument or environment value is, before a backend maps it."""
+
+
 @dataclass(frozen=True)
 class JobSpec:
-    """One job: a script under include/, its arguments and its directories."""
+    """One job, backend-neutral: a project script, its ``--key value`` arguments, and its store keys.
+
+    Nothing here is a path: every input and output is a store key with a kind (``Key``), a training
+    channel (``channels``: name → directory key), or a location an upstream task returned. Each
+    backend maps a spec in one place: ``retrain.runner.local_job`` (paths under the local store) and
+    ``retrain.aws.locations.aws_job_from_spec`` (S3 URIs, SageMaker channels and container paths)."""
 
     name: str
     kind: Literal["glue", "training", "processing"]
-    script: Path
-    arguments: dict[str, str]
-    result_file: Path
-    channels: dict[str, Path] = field(default_factory=dict)
-    model_dir: Path | None = None
-    output_dir: Path | None = None
-    checkpoint_dir: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: Path | None = None  # the try's own output directory, claimed exclusively by the runner
+    script: str  # relative to the project root, e.g. include/etl/build_dataset.py
+    arguments: dict[str, Value]
+    result_key: str  # the JSON the job writes as its result
+    channels: dict[str, str] = field(default_factory=dict)  # training: channel name -> directory key
+    model_key: str | None = None  # training: SM_MODEL_DIR
+    output_key: str | None = None  # the job's output directory (training: SM_OUTPUT_DATA_DIR)
+    checkpoint_key: str | None = None  # training: the checkpoint directory a restarted job resumes from
+    env: dict[str, Value] = field(default_factory=dict)
+    tracking: bool = False  # the job logs to MLflow: each backend adds its tracking settings
+    workdir_key: str | None = None  # the try's own output directory, claimed exclusively before the job starts
 
 
 def git_sha() -> str:
@@ -72,11 +113,6 @@ def git_sha() -> str:
         return f"{sha}-dirty" if dirty else sha
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def run_dir(store: LocalStore, config: ModelConfig, ctx: RunContext) -> Path:
-    """``runs/<model>/<run_key>/`` for this run."""
-    return store.path(run_prefix(config, ctx))
 
 
 def run_prefix(config: ModelConfig, ctx: RunContext) -> str:
@@ -92,27 +128,10 @@ def try_key(config: ModelConfig, ctx: RunContext, task: str) -> str:
     return f"{run_prefix(config, ctx)}/{task}/try-{ctx.try_number}"
 
 
-def try_dir(store: LocalStore, config: ModelConfig, ctx: RunContext, task: str) -> Path:
-    """``try_key`` as a path of a local store (the directory a job writes into)."""
-    return store.path(try_key(config, ctx, task))
-
-
 def latest_try(task_root: Path) -> Path | None:
     """The newest ``try-<n>`` directory of a task, or None: what readers of a run (demo, CLI) show."""
     tries = [(int(p.name[4:]), p) for p in task_root.glob("try-*") if p.name[4:].isdigit()]
     return max(tries)[1] if tries else None
-
-
-def claim(directory: Path, owner: dict[str, Any]) -> Path:
-    """Create a try's directory exclusively and record who owns it; refuse if it exists."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        directory.mkdir()
-    except FileExistsError:
-        raise WriteOnceError(f"{directory}: exists already; a try's outputs are write-once and a new try writes to its own directory") from None
-    owner = {**owner, "pid": os.getpid(), "host": socket.gethostname(), "claimed_at": datetime.now(timezone.utc).isoformat()}
-    (directory / ".owner.json").write_text(json.dumps(owner, sort_keys=True) + "\n")
-    return directory
 
 
 def write_once_json(store: Store, key: str, obj: Any) -> str:
@@ -122,10 +141,10 @@ def write_once_json(store: Store, key: str, obj: Any) -> str:
     return store.uri(key)
 
 
-def checkpoint_dir(store: LocalStore, config: ModelConfig, ctx: RunContext, dataset_version: str) -> Path:
+def checkpoint_key(config: ModelConfig, ctx: RunContext, dataset_version: str) -> str:
     """Shared by the tries of one run, but only for the same config and dataset version: a retry
     resumes a killed try's training, while a changed config or dataset starts afresh."""
-    return run_dir(store, config, ctx) / "train_model" / "checkpoints" / f"{config.digest()[:16]}-{dataset_version}"
+    return f"{run_prefix(config, ctx)}/train_model/checkpoints/{config.digest()[:16]}-{dataset_version}"
 
 
 def lineage(config: ModelConfig, ctx: RunContext, dataset_version: str | None) -> dict[str, str]:
@@ -142,82 +161,73 @@ def lineage(config: ModelConfig, ctx: RunContext, dataset_version: str | None) -
     }
 
 
-def _path_of(config_relative: str) -> str:
-    return str(PROJECT_ROOT / config_relative)
-
-
-def _raw_data_arguments(config: ModelConfig, ctx: RunContext, store: LocalStore) -> dict[str, str]:
+def _raw_data_arguments(config: ModelConfig, ctx: RunContext) -> dict[str, Value]:
     """Where the snapshot is and what its columns and labels are: shared by validation and the ETL."""
     return {
-        "raw-manifest": ctx.upstream["snapshot_raw"]["manifest_path"],
-        "store-root": str(store.root),
+        "raw-manifest": Upstream(ctx.upstream["snapshot_raw"]["manifest_path"]),
+        "store-root": StoreRoot(),
         "text-column": config.data.text_column,
         "label-column": config.data.label_column,
-        "labels-file": _path_of(config.data.labels_file),
+        "labels-file": ProjectFile(config.data.labels_file),
     }
 
 
-def validate_raw_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+def validate_raw_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
     """Great Expectations over the snapshot's files."""
-    out = try_dir(store, config, ctx, "validate_raw")
+    out = try_key(config, ctx, "validate_raw")
     data = config.data
     return JobSpec(
         name="validate_raw",
         kind="processing",
-        script=INCLUDE_DIR / "validation" / "validate_raw.py",
+        script="include/validation/validate_raw.py",
         arguments={
-            **_raw_data_arguments(config, ctx, store),
+            **_raw_data_arguments(config, ctx),
             "min-rows": str(data.min_rows),
             "min-text-chars": str(data.min_text_chars),
             "max-text-chars": str(data.max_text_chars),
-            "output-dir": str(out),
+            "output-dir": Key(out, "output"),
         },
-        output_dir=out,
-        result_file=out / "result.json",
-        workdir=out,
+        output_key=out,
+        result_key=f"{out}/result.json",
+        workdir_key=out,
     )
 
 
-def build_dataset_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+def build_dataset_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
     """The Spark ETL: clean, dedupe, decontaminate, split, version."""
-    out = try_dir(store, config, ctx, "build_dataset")
+    out = try_key(config, ctx, "build_dataset")
     data = config.data
     return JobSpec(
         name="build_dataset",
         kind="glue",
-        script=INCLUDE_DIR / "etl" / "build_dataset.py",
+        script="include/etl/build_dataset.py",
         arguments={
             "model": config.name,
-            **_raw_data_arguments(config, ctx, store),
+            **_raw_data_arguments(config, ctx),
             "golden-version": data.golden_version,
             "expected-golden-sha256": data.golden_sha256 or "",
             "validation-fraction": str(data.validation_fraction),
-            "result-file": str(out / "result.json"),
+            "result-file": Key(f"{out}/result.json", "output"),
         },
-        result_file=out / "result.json",
-        workdir=out,
+        result_key=f"{out}/result.json",
+        workdir_key=out,
     )
 
 
-def tracking_env(store: LocalStore) -> dict[str, str]:
-    """MLflow settings of a job: the tracking URI, and the artifact root under this store (never the job's working directory)."""
-    return {"MLFLOW_TRACKING_URI": mlflow_tracking_uri(), ARTIFACT_ROOT_ENV: artifact_root(store.root)}
-
-
-def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+def train_model_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
     """Script-mode training on the dataset version that build_dataset produced."""
     built = ctx.upstream["build_dataset"]
-    version_dir = store.path(f"datasets/{config.name}/{built['dataset_version']}")
-    base = try_dir(store, config, ctx, "train_model")
-    hyperparameters = {key: str(value) for key, value in config.training.hyperparameters.items()}
+    version = f"datasets/{config.name}/{built['dataset_version']}"
+    base = try_key(config, ctx, "train_model")
+    hyperparameters: dict[str, Value] = {key: str(value) for key, value in config.training.hyperparameters.items()}
     hyperparameters.update(
         {
             "task": config.task,
             "base-model": config.training.base_model,
             "dataset-version": built["dataset_version"],
             "config-digest": config.digest(),
-            "labels-file": _path_of(config.data.labels_file),
-            **({"corpus-file": _path_of(config.data.corpus_file)} if config.data.corpus_file else {}),
+            "labels-file": ProjectFile(config.data.labels_file),
+            **({"corpus-file": ProjectFile(config.data.corpus_file)} if config.data.corpus_file else {}),
             "experiment-name": ctx.dag_id,
             "run-name": f"{ctx.dag_id}/{ctx.run_key}",
         }
@@ -226,31 +236,31 @@ def train_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) ->
     return JobSpec(
         name="train_model",
         kind="training",
-        script=INCLUDE_DIR / "training" / "train.py",
+        script="include/training/train.py",
         arguments={key.replace("_", "-"): value for key, value in hyperparameters.items()},
-        channels={"train": version_dir / "train", "validation": version_dir / "validation"},
-        model_dir=base / "model",
-        output_dir=base / "output",
-        checkpoint_dir=checkpoint_dir(store, config, ctx, built["dataset_version"]),
-        env={**tracking_env(store), "RETRAIN_LINEAGE": _json(tags)},
-        result_file=base / "model" / "training_summary.json",
-        workdir=base,
+        channels={"train": f"{version}/train", "validation": f"{version}/validation"},
+        model_key=f"{base}/model",
+        output_key=f"{base}/output",
+        checkpoint_key=checkpoint_key(config, ctx, built["dataset_version"]),
+        env={"RETRAIN_LINEAGE": _json(tags)},
+        tracking=True,
+        result_key=f"{base}/model/training_summary.json",
+        workdir_key=base,
     )
 
 
-def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, champion_store: Any = None) -> JobSpec:
+def evaluate_model_spec(config: ModelConfig, ctx: RunContext, champion: dict[str, Any] | None = None) -> JobSpec:
     """Score challenger and champion on the pinned golden set, in one run.
 
-    The champion is read from ``champion_store``'s ledger (default ``store``): on AWS the
-    paths are computed against one root while the ledger lives in S3."""
+    ``champion`` is the ledger's current champion entry (``retrain.ledger.current_champion``), or None."""
     trained = ctx.upstream["train_model"]
-    out = try_dir(store, config, ctx, "evaluate_model")
+    out = try_key(config, ctx, "evaluate_model")
     latency = config.evaluation.latency
-    arguments = {
-        "challenger-dir": trained["model_dir"],
+    arguments: dict[str, Value] = {
+        "challenger-dir": Upstream(trained["model_dir"]),
         "challenger-digest": trained["weights_digest"],
-        "golden-dir": str(store.path(f"golden/{config.name}/{config.data.golden_version}")),
-        "output-dir": str(out),
+        "golden-dir": Key(f"golden/{config.name}/{config.data.golden_version}", "dir"),
+        "output-dir": Key(out, "output"),
         "batch-size": str(config.evaluation.batch_size),
         "latency-requests": str(latency.requests),
         "latency-warmup": str(latency.warmup),
@@ -260,38 +270,38 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore,
         "task": config.task,
         "task-options": _json(config.evaluation.task_options()),
     }
-    champion = ledger.current_champion(store if champion_store is None else champion_store, config.name)
     if champion is not None:
-        arguments["champion-dir"] = champion["model_dir"]
+        arguments["champion-dir"] = Upstream(champion["model_dir"])
         arguments["champion-version"] = str(champion["to_version"])
         arguments["champion-digest"] = champion.get("weights_digest") or ""  # entries before digests were recorded have none
     return JobSpec(
         name="evaluate_model",
         kind="processing",
-        script=INCLUDE_DIR / "eval" / "evaluate.py",
+        script="include/eval/evaluate.py",
         arguments=arguments,
-        output_dir=out,
-        env=tracking_env(store),
-        result_file=out / "metrics.json",
-        workdir=out,
+        output_key=out,
+        tracking=True,
+        result_key=f"{out}/metrics.json",
+        workdir_key=out,
     )
 
 
-def _registry_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, name: str, command: str, arguments: dict[str, str]) -> JobSpec:
+def _registry_spec(config: ModelConfig, ctx: RunContext, name: str, command: str, arguments: dict[str, Value]) -> JobSpec:
     """The registry runs where mlflow is installed: the job environment (on AWS, SageMaker's registry)."""
-    out = try_dir(store, config, ctx, name)
+    out = try_key(config, ctx, name)
     return JobSpec(
         name=name,
         kind="processing",
-        script=PROJECT_ROOT / "plugins" / "retrain" / "registry.py",
-        arguments={"command": command, "model": config.name, **arguments, "result-file": str(out / "result.json")},
-        env={**tracking_env(store), "RETRAIN_HOME": str(store.root)},
-        result_file=out / "result.json",
-        workdir=out,
+        script="plugins/retrain/registry.py",
+        arguments={"command": command, "model": config.name, **arguments, "result-file": Key(f"{out}/result.json", "output")},
+        env={"RETRAIN_HOME": StoreRoot()},
+        tracking=True,
+        result_key=f"{out}/result.json",
+        workdir_key=out,
     )
 
 
-def register_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+def register_model_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
     """Register the gated challenger with lineage tags and its evidence; alias it challenger."""
     trained, evaluated, gated = (ctx.upstream[k] for k in ("train_model", "evaluate_model", "gate_on_metrics"))
     tags = {**lineage(config, ctx, trained["dataset_version"]), "weights_digest": trained["weights_digest"],
@@ -300,46 +310,46 @@ def register_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore)
             # a model that stores only an adapter records the digest of the base weights it needs (causal_lm_lora)
             **({"base_model_digest": trained["base_model_digest"]} if trained.get("base_model_digest") else {})}
     evidence = {"metrics": evaluated["metrics_path"], "report": gated["report_path"], "gate": gated["gate_path"]}
-    return _registry_spec(config, ctx, store, "register_model", "register", {
-        "task": config.task, "model-dir": trained["model_dir"], "run-id": trained["mlflow_run_id"],
+    return _registry_spec(config, ctx, "register_model", "register", {
+        "task": config.task, "model-dir": Upstream(trained["model_dir"]), "run-id": trained["mlflow_run_id"],
         "tags-json": _json(tags), "evidence-json": _json(evidence),
     })
 
 
-def promote_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore) -> JobSpec:
+def promote_model_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
     """Move champion to the approved version; the approver from the approval response is the actor."""
     registered, approval, gated = (ctx.upstream[k] for k in ("register_model", "await_approval", "gate_on_metrics"))
     actor = (approval.get("responded_by_user") or {}).get("id")
     if not actor:
         raise ValueError("promote_model needs the approver's identity from await_approval; none was recorded")
     reason = (approval.get("params_input") or {}).get("reason") or f"approved in {ctx.dag_id} run {ctx.run_id}"
-    return _registry_spec(config, ctx, store, "promote_model", "promote", {
+    return _registry_spec(config, ctx, "promote_model", "promote", {
         "version": str(registered["version"]), "actor": actor, "reason": reason,
         "gate-digest": gated["digest"], "run-id": ctx.run_id, "gated-champion": str(gated.get("champion_version") or ""),
     })
 
 
-def reject_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, version: int, actor: str | None, reason: str) -> JobSpec:
+def reject_model_spec(config: ModelConfig, ctx: RunContext, version: int, actor: str | None, reason: str) -> JobSpec:
     """Record a rejection or a timeout and clear challenger."""
-    return _registry_spec(config, ctx, store, "reject_model", "reject", {"version": str(version), "actor": actor or "", "reason": reason})
+    return _registry_spec(config, ctx, "reject_model", "reject", {"version": str(version), "actor": actor or "", "reason": reason})
 
 
-def rollback_model_spec(config: ModelConfig, ctx: RunContext, store: LocalStore, target: int | None, actor: str, reason: str) -> JobSpec:
+def rollback_model_spec(config: ModelConfig, ctx: RunContext, target: int | None, actor: str, reason: str) -> JobSpec:
     """Move champion back (default: the previous champion in the ledger)."""
-    return _registry_spec(config, ctx, store, "rollback_model", "rollback", {
+    return _registry_spec(config, ctx, "rollback_model", "rollback", {
         "task": config.task, "target-version": "" if target is None else str(target), "actor": actor, "reason": reason,
     })
 
 
-def summarize_metrics(metrics: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+def summarize_metrics(metrics: dict[str, Any], metrics_location: str) -> dict[str, Any]:
     """What downstream tasks need of metrics.json; the per-example arrays stay in the file, not in XCom."""
     def brief(block):
         keys = (*TASK_TYPES[metrics.get("task", "text_classification")], "latency_ms", "version", "model_dir")
         return None if block is None else {k: block.get(k) for k in keys}
 
     return {
-        "metrics_path": str(spec.result_file),
-        "report_path": str(spec.result_file.parent / "report.html"),
+        "metrics_path": metrics_location,
+        "report_path": metrics_location.rsplit("/", 1)[0] + "/report.html",
         "golden_version": metrics["golden_version"],
         "n_examples": metrics["n_examples"],
         "challenger": brief(metrics["challenger"]),
@@ -349,6 +359,13 @@ def summarize_metrics(metrics: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
+
+
+def job_spec(task: str, config: ModelConfig, ctx: RunContext, ledger_store: Store) -> JobSpec:
+    """The spec of one of the DAG's job tasks; evaluate_model reads its champion from ``ledger_store``'s ledger."""
+    if task == "evaluate_model":
+        return evaluate_model_spec(config, ctx, ledger.current_champion(ledger_store, config.name))
+    return SPEC_BUILDERS[task](config, ctx)
 
 
 SPEC_BUILDERS = {

@@ -1,6 +1,8 @@
 """The local runner: start a job script with the job environment's interpreter.
 
-It maps a ``JobSpec`` onto the same contract the managed services use:
+``local_job`` is the local backend's one mapping of a backend-neutral ``JobSpec``: every store key
+becomes a path under the local store, every project file a path in the checkout. ``run_job`` then
+starts the script under the same contract the managed services use:
 
 - training (SageMaker script mode): ``SM_CHANNEL_<NAME>``, ``SM_MODEL_DIR``,
   ``SM_OUTPUT_DATA_DIR``, ``SM_HPS``, hyperparameters as ``--key value``, and
@@ -25,13 +27,85 @@ import stat
 import subprocess
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
-from retrain.jobs import JobSpec, claim
-from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
+from retrain.jobs import JobSpec, Key, ProjectFile, StoreRoot, Upstream, Value
+from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python, mlflow_tracking_uri
+from retrain.store import LocalStore, WriteOnceError
+from retrain.tracking import ARTIFACT_ROOT_ENV, artifact_root
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+@dataclass(frozen=True)
+class LocalJob:
+    """One job as the local runner starts it: a script, its arguments and its directories, all local paths."""
+
+    name: str
+    kind: Literal["glue", "training", "processing"]
+    script: Path
+    arguments: dict[str, str]
+    result_file: Path
+    channels: dict[str, Path] = field(default_factory=dict)
+    model_dir: Path | None = None
+    output_dir: Path | None = None
+    checkpoint_dir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: Path | None = None  # the try's own output directory, claimed exclusively by the runner
+
+
+def tracking_env(store: LocalStore) -> dict[str, str]:
+    """MLflow settings of a job: the tracking URI, and the artifact root under this store (never the job's working directory)."""
+    return {"MLFLOW_TRACKING_URI": mlflow_tracking_uri(), ARTIFACT_ROOT_ENV: artifact_root(store.root)}
+
+
+def local_value(value: Value, store: LocalStore) -> str:
+    """One argument or environment value of a spec, as a local string."""
+    if isinstance(value, Key):
+        return str(store.path(value.key))
+    if isinstance(value, Upstream):
+        return value.location
+    if isinstance(value, ProjectFile):
+        return str(PROJECT_ROOT / value.path)
+    if isinstance(value, StoreRoot):
+        return str(store.root)
+    return value
+
+
+def local_job(spec: JobSpec, store: LocalStore) -> LocalJob:
+    """Map a backend-neutral spec onto the local store: the local backend's one place for that mapping."""
+    def path(key: str | None) -> Path | None:
+        return None if key is None else store.path(key)
+
+    env = {name: local_value(value, store) for name, value in spec.env.items()}
+    return LocalJob(
+        name=spec.name,
+        kind=spec.kind,
+        script=PROJECT_ROOT / spec.script,
+        arguments={name: local_value(value, store) for name, value in spec.arguments.items()},
+        result_file=store.path(spec.result_key),
+        channels={name: store.path(key) for name, key in spec.channels.items()},
+        model_dir=path(spec.model_key),
+        output_dir=path(spec.output_key),
+        checkpoint_dir=path(spec.checkpoint_key),
+        env={**(tracking_env(store) if spec.tracking else {}), **env},
+        workdir=path(spec.workdir_key),
+    )
+
+
+def claim(directory: Path, owner: dict[str, Any]) -> Path:
+    """Create a try's directory exclusively and record who owns it; refuse if it exists."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        raise WriteOnceError(f"{directory}: exists already; a try's outputs are write-once and a new try writes to its own directory") from None
+    owner = {**owner, "pid": os.getpid(), "host": socket.gethostname(), "claimed_at": datetime.now(timezone.utc).isoformat()}
+    (directory / ".owner.json").write_text(json.dumps(owner, sort_keys=True) + "\n")
+    return directory
 
 
 class JobFailed(RuntimeError):
@@ -47,7 +121,7 @@ class JobFailed(RuntimeError):
         return self.exit_code == os.EX_DATAERR
 
 
-def job_environment(spec: JobSpec) -> dict[str, str]:
+def job_environment(spec: LocalJob) -> dict[str, str]:
     """Environment variables of the container contract for this job."""
     env = {
         key: value
@@ -81,7 +155,7 @@ def job_environment(spec: JobSpec) -> dict[str, str]:
     return env
 
 
-def command_line(spec: JobSpec) -> list[str]:
+def command_line(spec: LocalJob) -> list[str]:
     """The job interpreter, the script and ``--key value`` arguments in a stable order."""
     args = [str(job_python()), str(spec.script)]
     for key, value in spec.arguments.items():
@@ -166,7 +240,7 @@ def make_read_only(directory: Path) -> None:
             path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def run_job(spec: JobSpec, log: logging.Logger | None = None, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_job(spec: LocalJob, log: logging.Logger | None = None, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one job to completion, streaming its output; return the JSON it wrote as its result.
 
     The try's work directory is claimed exclusively first (write-once outputs), the

@@ -80,14 +80,15 @@ class LocalJobOperator(ModelOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrain.config import load_model
-        from retrain.jobs import SPEC_BUILDERS, XCOM_SUMMARIES
+        from retrain.jobs import XCOM_SUMMARIES, job_spec
+        from retrain.runner import local_job
         from retrain.store import get_store
 
-        ctx = run_context(context, self.upstream_results)
-        spec = SPEC_BUILDERS[self.job](load_model(self.model_name), ctx, get_store())
-        result = run_local_job(spec, self.log, ctx)
+        ctx, store = run_context(context, self.upstream_results), get_store()
+        job = local_job(job_spec(self.job, load_model(self.model_name), ctx, store), store)
+        result = run_local_job(job, self.log, ctx)
         summarize = XCOM_SUMMARIES.get(self.job)
-        return summarize(result, spec) if summarize else result
+        return summarize(result, str(job.result_file)) if summarize else result
 
 
 def run_local_job(spec: Any, task_log: Any, ctx: Any) -> dict[str, Any]:
@@ -225,9 +226,10 @@ class ApproveModelOperator(ApprovalOperator):
     def reject(self, config: Any, ctx: Any, version: int, actor: str | None, reason: str) -> None:
         """Record the rejection in the registry and clear ``challenger`` (the local MLflow registry)."""
         from retrain.jobs import reject_model_spec
+        from retrain.runner import local_job
         from retrain.store import get_store
 
-        run_local_job(reject_model_spec(config, ctx, get_store(), version, actor, reason), self.log, ctx)
+        run_local_job(local_job(reject_model_spec(config, ctx, version, actor, reason), get_store()), self.log, ctx)
 
 
 class RollbackModelOperator(ModelOperator):
@@ -252,6 +254,7 @@ class RollbackModelOperator(ModelOperator):
     def roll_back(self, config: Any, ctx: Any, target: int | None, actor: str, reason: str) -> dict[str, Any]:
         """Move champion back and append the ledger (the local MLflow registry, as a job)."""
         from retrain.jobs import rollback_model_spec
+        from retrain.runner import local_job
         from retrain.store import get_store
 
-        return run_local_job(rollback_model_spec(config, ctx, get_store(), target, actor, reason), self.log, ctx)
+        return run_local_job(local_job(rollback_model_spec(config, ctx, target, actor, reason), get_store()), self.log, ctx)

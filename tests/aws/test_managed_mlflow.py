@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.jobs import JobSpec
+from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
 from retrain.tracking import ARTIFACT_ROOT_ENV
@@ -159,11 +159,11 @@ def channels(tmp_path_factory) -> dict[str, Path]:
     return tiny_channels(tmp_path_factory.mktemp("dataset"), 12, 4)
 
 
-def _training_spec(channels: dict[str, Path], out: Path) -> JobSpec:
+def _training_spec(channels: dict[str, Path], out: Path) -> LocalJob:
     arguments = {"labels-file": str(channels["labels"]), "dataset-version": "ds-tiny", "epochs": "2", "batch-size": "16",
                  "head-learning-rate": "0.05", "threads": "2", "seed": "7", "experiment-name": EXPERIMENT,
                  "run-name": f"{EXPERIMENT}/manual__1"}
-    return JobSpec(
+    return LocalJob(
         name="train_model", kind="training", script=INCLUDE_DIR / "training" / "train.py", arguments=arguments,
         channels={"train": channels["train"], "validation": channels["validation"]},
         model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
@@ -171,7 +171,7 @@ def _training_spec(channels: dict[str, Path], out: Path) -> JobSpec:
     )
 
 
-def _run_training(spec: JobSpec, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _run_training(spec: LocalJob, env: dict[str, str]) -> subprocess.CompletedProcess:
     for directory in (spec.model_dir, spec.checkpoint_dir):
         directory.mkdir(parents=True, exist_ok=True)
     job_env = job_environment(spec)

@@ -26,7 +26,6 @@ from retrain.aws.locations import AwsJob, CodeBundle, aws_job_from_spec, s3_uri
 from retrain.aws.names import MAX_LENGTH, SAGEMAKER_NAME, glue_job_name, job_name
 from retrain.aws.schema import RequestInvalid, param_validator_problems, strict_problems, validate_request
 from retrain.config import config_paths, load_config
-from retrain.store import LocalStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -300,10 +299,9 @@ def test_glue_reaches_all_three_buckets(spec_jobs):
 
 def test_spec_mapping_refuses_the_store_root(tmp_path):
     config = load_config(INTENT)
-    store = LocalStore(tmp_path / "store")
-    ctx = jobs.RunContext(config.dag_id, RUN_ID, None, None, upstream={"snapshot_raw": {"manifest_path": str(store.path("runs/intent/r/m.json"))}})
+    ctx = jobs.RunContext(config.dag_id, RUN_ID, None, None, upstream={"snapshot_raw": {"manifest_path": "s3://b/runs/intent/r/m.json"}})
     with pytest.raises(ValueError, match=r"validate_raw: argument --store-root is the store root"):
-        aws_job_from_spec(jobs.validate_raw_spec(config, ctx, store), config.aws, CodeBundle("b", GIT_SHA, CODE_DIGEST), store.root, PROJECT_ROOT)
+        aws_job_from_spec(jobs.validate_raw_spec(config, ctx), config.aws, CodeBundle("b", GIT_SHA, CODE_DIGEST))
 
 
 def test_model_package_carries_the_full_lineage(requests_for):

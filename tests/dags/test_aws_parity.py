@@ -231,7 +231,7 @@ def operator(aws_operators, task_id: str):
 
 
 UPSTREAM = {
-    "snapshot_raw": {"manifest_path": f"/retrain-store/runs/intent/{RUN_ID.replace(':', '_').replace('+', '_')}/snapshot_raw/try-1/raw_manifest.json"},
+    "snapshot_raw": {"manifest_path": f"s3://retrain-artifacts-123456789012/runs/intent/{RUN_ID.replace(':', '_').replace('+', '_')}/snapshot_raw/try-1/raw_manifest.json"},
     "build_dataset": {"dataset_version": "ds-5f1c0a9e2b7d"},
 }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.jobs import JobSpec
+from retrain.runner import LocalJob
 from retrain.runner import command_line, job_environment
 
 from tinydata import tiny_channels  # tests/ is on pytest's pythonpath
@@ -21,12 +21,12 @@ def channels(tmp_path_factory) -> dict[str, Path]:
     return tiny_channels(tmp_path_factory.mktemp("dataset"), 24, 6)
 
 
-def spec_for(channels, out: Path, **overrides) -> JobSpec:
+def spec_for(channels, out: Path, **overrides) -> LocalJob:
     return training_spec(channels, out, {"labels-file": str(channels["labels"]), "dataset-version": "ds-tiny", "epochs": "6",
                                          "batch-size": "16", "head-learning-rate": "0.05", "threads": "2", "seed": "7"}, overrides)
 
 
-def train(spec: JobSpec, extra_env: dict | None = None, cwd: Path | None = None) -> dict:
+def train(spec: LocalJob, extra_env: dict | None = None, cwd: Path | None = None) -> dict:
     for d in (spec.model_dir, spec.checkpoint_dir):
         d.mkdir(parents=True, exist_ok=True)
     env = {**job_environment(spec), **(extra_env or {})}

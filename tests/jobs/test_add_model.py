@@ -19,7 +19,8 @@ import pytest
 
 from retrain.config import load_config
 from retrain.gate import evaluate_gate
-from retrain.jobs import SPEC_BUILDERS, RunContext
+from retrain.jobs import RunContext, job_spec
+from retrain.runner import local_job
 from retrain.paths import PROJECT_ROOT, job_python
 from retrain.runner import run_job
 from retrain.snapshot import snapshot_raw
@@ -104,7 +105,7 @@ def test_every_job_runs_for_the_new_model(new_model, monkeypatch):
     upstream = {"snapshot_raw": {"manifest_path": str(path)}}
     for job in ("validate_raw", "build_dataset", "train_model", "evaluate_model"):
         ctx = RunContext(dag_id="retrain_ticket", run_id="manual", interval_start=start, interval_end=end, upstream=upstream)
-        upstream[job] = run_job(SPEC_BUILDERS[job](config, ctx, store))
+        upstream[job] = run_job(local_job(job_spec(job, config, ctx, store), store))
     built, metrics = upstream["build_dataset"], upstream["evaluate_model"]
     assert built["counts"]["train"] + built["counts"]["validation"] > 50
     assert set(metrics["labels"]) == set(TOPICS.values()) and metrics["golden_content_sha256"] == config.data.golden_sha256

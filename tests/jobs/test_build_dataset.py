@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.jobs import JobSpec
+from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
 from retrain.snapshot import snapshot_raw
@@ -92,7 +92,7 @@ def run_build(store: LocalStore, interval: tuple[datetime, datetime], labels_fil
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "raw_manifest.json"
     manifest_path.write_text(json.dumps(snapshot_raw(store, MODEL, *interval)))
-    spec = JobSpec(
+    spec = LocalJob(
         name="build_dataset",
         kind="glue",
         script=INCLUDE_DIR / "etl" / "build_dataset.py",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.jobs import JobSpec
+from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import job_environment
 from retrain.store import LocalStore, write_manifest_and_publish
@@ -56,7 +56,7 @@ def channels(tmp_path_factory) -> dict[str, Path]:
             "root": root}
 
 
-def spec_for(channels, out: Path, **overrides) -> JobSpec:
+def spec_for(channels, out: Path, **overrides) -> LocalJob:
     return training_spec(channels, out, {"task": "embedding_adapter", "dataset-version": "ds-tiny", "epochs": "8", "batch-size": "16",
                                          "adapter-learning-rate": "0.005", "adapter-rank": "16", "max-seq-length": "64",
                                          "threads": "2", "seed": "7", "corpus-file": str(channels["corpus_file"])}, overrides)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.jobs import JobSpec
+from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
 from retrain.store import LocalStore, write_manifest_and_publish
@@ -81,7 +81,7 @@ def channels(tmp_path_factory) -> dict[str, Path]:
     return {"train": root / "train", "validation": root / "validation", "root": root}
 
 
-def spec_for(channels, base_dir: Path, out: Path, **overrides) -> JobSpec:
+def spec_for(channels, base_dir: Path, out: Path, **overrides) -> LocalJob:
     return training_spec(channels, out, {"task": "causal_lm_lora", "base-model": str(base_dir), "dataset-version": "ds-tiny",
                                          "labels-file": str(DATA / "responses.json"), "epochs": "6", "batch-size": "8",
                                          "learning-rate": "0.01", "lora-r": "4", "lora-alpha": "8", "warmup-ratio": "0.1",
@@ -165,7 +165,7 @@ def test_validate_raw_refuses_a_row_with_an_empty_response(tmp_path):
                             datetime(2026, 4, 1, tzinfo=timezone.utc))
     (tmp_path / "raw_manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    spec = JobSpec(name="validate_raw", kind="processing", script=INCLUDE_DIR / "validation" / "validate_raw.py",
+    spec = LocalJob(name="validate_raw", kind="processing", script=INCLUDE_DIR / "validation" / "validate_raw.py",
                    arguments={"raw-manifest": str(tmp_path / "raw_manifest.json"), "store-root": str(tmp_path / "store"),
                               "text-column": data.text_column, "label-column": data.label_column,
                               "labels-file": str(PROJECT_ROOT / data.labels_file), "min-rows": "2", "min-text-chars": "2",

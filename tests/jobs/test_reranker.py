@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.jobs import JobSpec
+from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import job_environment
 from retrain.store import LocalStore, write_manifest_and_publish
@@ -53,7 +53,7 @@ def channels(tmp_path_factory) -> dict:
     return {"train": root / "train", "validation": root / "validation", "corpus": corpus, "corpus_file": root / "corpus.jsonl"}
 
 
-def spec_for(channels, out: Path, **overrides) -> JobSpec:
+def spec_for(channels, out: Path, **overrides) -> LocalJob:
     return training_spec(channels, out, {"task": "cross_encoder_reranking", "dataset-version": "ds-tiny", "epochs": "4", "batch-size": "8",
                                          "learning-rate": "0.0002", "head-learning-rate": "0.005", "negatives": "2", "frozen-layers": "4",
                                          "max-seq-length": "32", "threads": "1", "seed": "7", "corpus-file": str(channels["corpus_file"])},

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 import pytest
 
 from retrain.config import load_model
-from retrain.jobs import SPEC_BUILDERS, RunContext
+from retrain.jobs import RunContext, job_spec
+from retrain.runner import LocalJob, local_job
 from retrain.paths import job_python
 from retrain.runner import JobFailed, job_environment, run_job
 from retrain.seed import publish_golden
@@ -41,7 +42,7 @@ print(json.dumps(out))
 
 
 def test_false_escalation_rate_by_hand():
-    env = job_environment(SPEC_BUILDERS["validate_raw"].__globals__["JobSpec"]("x", "processing", job_python(), {}, job_python()))
+    env = job_environment(LocalJob("x", "processing", job_python(), {}, job_python()))
     done = subprocess.run([str(job_python()), "-c", FIXTURE], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     blocks = json.loads(done.stdout.strip().splitlines()[-1])
@@ -69,7 +70,7 @@ def bad_label_run(tmp_path_factory):
     errors = {}
     for job in ("validate_raw", "build_dataset"):
         with pytest.raises(JobFailed) as info:
-            run_job(SPEC_BUILDERS[job](config, ctx, store))
+            run_job(local_job(job_spec(job, config, ctx, store), store))
         errors[job] = info.value
     return store, store.path(key), errors
 

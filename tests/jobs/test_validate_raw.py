@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.jobs import JobSpec
+from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
 from retrain.snapshot import snapshot_raw
@@ -60,7 +60,7 @@ def run_validate(tmp_path: Path, files: dict[str, str], min_rows: int = 3, colum
         labels = tmp_path / "labels.json"
         labels.write_text(json.dumps(LABELS))
     out = tmp_path / "out"
-    spec = JobSpec(
+    spec = LocalJob(
         name="validate_raw",
         kind="processing",
         script=SCRIPT,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from retrain.config import load_model
-from retrain.jobs import RunContext, build_dataset_spec, claim, evaluate_model_spec, register_model_spec, train_model_spec
-from retrain.runner import JobFailed, command_line, exclusive, job_environment, run_job, stop_process_group
+from retrain.jobs import Key, RunContext, Upstream, build_dataset_spec, evaluate_model_spec, register_model_spec, train_model_spec
+from retrain.runner import JobFailed, claim, command_line, exclusive, job_environment, local_job, run_job, stop_process_group
 from retrain.store import WriteOnceError
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
@@ -44,7 +44,7 @@ def test_registration_tags_the_base_weights_digest_of_an_adapter_only_model(stor
     for model, summary, expected in (("llm_lora", {"base_model_digest": "b" * 64}, {"base_model_digest": "b" * 64}), ("intent", {}, {})):
         upstream = {**CTX.upstream, **gated, "evaluate_model": figures,
                     "train_model": {**CTX.upstream["train_model"], "dataset_version": "ds-abc", **summary}}
-        tags = json.loads(register_model_spec(load_model(model), replace(CTX, upstream=upstream), store).arguments["tags-json"])
+        tags = json.loads(register_model_spec(load_model(model), replace(CTX, upstream=upstream)).arguments["tags-json"])
         assert {k: v for k, v in tags.items() if k == "base_model_digest"} == expected, model
 
 
@@ -53,7 +53,7 @@ def test_run_key_is_path_safe():
 
 
 def test_training_spec_follows_script_mode(store):
-    spec = train_model_spec(load_model("intent"), CTX, store)
+    spec = local_job(train_model_spec(load_model("intent"), CTX), store)
     env = job_environment(spec)
     assert env["SM_CHANNEL_TRAIN"].endswith("datasets/intent/ds-abc/train")
     assert env["SM_CHANNEL_VALIDATION"].endswith("datasets/intent/ds-abc/validation")
@@ -70,11 +70,13 @@ def test_training_spec_follows_script_mode(store):
 
 def test_evaluation_and_etl_specs(store):
     config = load_model("intent")
-    evaluate = evaluate_model_spec(config, CTX, store)
-    assert evaluate.arguments["golden-dir"].endswith("golden/intent/v1")
+    evaluate = evaluate_model_spec(config, CTX)
+    assert evaluate.arguments["golden-dir"] == Key("golden/intent/v1", "dir")  # a key with its kind, on every backend
+    assert local_job(evaluate, store).arguments["golden-dir"] == str(store.path("golden/intent/v1"))
     assert "champion-dir" not in evaluate.arguments  # no ledger, no champion
-    build = build_dataset_spec(config, CTX, store)
-    assert build.kind == "glue" and build.arguments["raw-manifest"] == "/m.json"
+    build = build_dataset_spec(config, CTX)
+    assert build.kind == "glue" and build.arguments["raw-manifest"] == Upstream("/m.json")
+    assert local_job(build, store).arguments["raw-manifest"] == "/m.json"
 
 
 def test_runner_streams_output_and_reports_failures(store, tmp_path, monkeypatch, caplog):
@@ -82,20 +84,20 @@ def test_runner_streams_output_and_reports_failures(store, tmp_path, monkeypatch
     script = tmp_path / "job.py"
     script.write_text("import sys, json, os\nprint('hello from the job')\nsys.exit(int(os.environ.get('CODE', '0')))\n")
     monkeypatch.setenv("RETRAIN_JOB_PYTHON", sys.executable)
-    from retrain.jobs import JobSpec
+    from retrain.runner import LocalJob
 
-    spec = JobSpec(name="probe", kind="processing", script=script, arguments={}, result_file=tmp_path / "out" / "result.json", env={"CODE": "3"})
+    spec = LocalJob(name="probe", kind="processing", script=script, arguments={}, result_file=tmp_path / "out" / "result.json", env={"CODE": "3"})
     with pytest.raises(JobFailed, match=r"probe exited with code 3.*\n.*hello from the job"):
         run_job(spec)
     assert "hello from the job" in caplog.text
-    ok = JobSpec(name="probe", kind="processing", script=script, arguments={}, result_file=tmp_path / "out" / "result.json")
+    ok = LocalJob(name="probe", kind="processing", script=script, arguments={}, result_file=tmp_path / "out" / "result.json")
     with pytest.raises(JobFailed, match="wrote no result file"):
         run_job(ok)
 
 
 def test_each_try_writes_its_own_directory_and_never_another_tries(store):
     config = load_model("intent")
-    first, second = (train_model_spec(config, replace(CTX, try_number=n), store) for n in (1, 2))
+    first, second = (local_job(train_model_spec(config, replace(CTX, try_number=n)), store) for n in (1, 2))
     assert first.workdir.name == "try-1" and second.workdir.name == "try-2"
     assert first.model_dir.is_relative_to(first.workdir) and second.model_dir.is_relative_to(second.workdir)
     claim(first.workdir, {"job": "train_model"})
@@ -106,12 +108,12 @@ def test_each_try_writes_its_own_directory_and_never_another_tries(store):
 
 def test_checkpoints_are_shared_by_tries_only_for_the_same_config_and_dataset(store):
     config = load_model("intent")
-    one, two = (train_model_spec(config, replace(CTX, try_number=n), store) for n in (1, 2))
+    one, two = (local_job(train_model_spec(config, replace(CTX, try_number=n)), store) for n in (1, 2))
     assert one.checkpoint_dir == two.checkpoint_dir  # a retry resumes a killed try
     changed = config.model_copy(update={"description": "epochs changed"})
     other_data = replace(CTX, upstream={**CTX.upstream, "build_dataset": {"dataset_version": "ds-other"}})
-    assert train_model_spec(changed, CTX, store).checkpoint_dir != one.checkpoint_dir
-    assert train_model_spec(config, other_data, store).checkpoint_dir != one.checkpoint_dir
+    assert local_job(train_model_spec(changed, CTX), store).checkpoint_dir != one.checkpoint_dir
+    assert local_job(train_model_spec(config, other_data), store).checkpoint_dir != one.checkpoint_dir
     assert json.loads(job_environment(one)["SM_HPS"])["config-digest"] == config.digest()
 
 
@@ -133,9 +135,9 @@ def test_a_job_dies_with_the_task_that_started_it(tmp_path):
         import os, sys
         from pathlib import Path
         os.environ["RETRAIN_JOB_PYTHON"] = sys.executable
-        from retrain.jobs import JobSpec
+        from retrain.runner import LocalJob
         from retrain.runner import run_job
-        run_job(JobSpec(name="sleeper", kind="processing", script=Path({str(job)!r}), arguments={{}},
+        run_job(LocalJob(name="sleeper", kind="processing", script=Path({str(job)!r}), arguments={{}},
                         result_file=Path({str(tmp_path / 'out' / 'result.json')!r}), env={{"PIDFILE": {str(tmp_path / 'pid')!r}}}))
     """))
     proc = subprocess.Popen([sys.executable, str(task)], env={**os.environ, "PYTHONPATH": str(PLUGINS)})

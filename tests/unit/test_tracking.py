@@ -8,6 +8,7 @@ import pytest
 
 from retrain.config import load_model
 from retrain.jobs import RunContext, train_model_spec
+from retrain.runner import local_job
 from retrain.tracking import ARTIFACT_ROOT_ENV, ArtifactLocationWarning, artifact_root, check_experiment, experiment_location
 
 
@@ -45,5 +46,5 @@ def test_jobs_are_told_the_artifact_root_of_their_store(store, monkeypatch):
     ctx = RunContext(dag_id="retrain_intent", run_id="manual__1", interval_start=None, interval_end=None,
                      upstream={"build_dataset": {"dataset_version": "ds-abc"}})
     monkeypatch.delenv(ARTIFACT_ROOT_ENV, raising=False)
-    spec = train_model_spec(load_model("intent"), ctx, store)
+    spec = local_job(train_model_spec(load_model("intent"), ctx), store)
     assert spec.env[ARTIFACT_ROOT_ENV] == (store.root.resolve() / "mlartifacts").as_uri()

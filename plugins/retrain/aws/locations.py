@@ -1,18 +1,19 @@
 """Where things are on AWS: store keys as S3 URIs, the deployed code bundle, and ``AwsJob``.
 
 Keys are the same on S3 and on disk (DESIGN.md, Contracts); only the bucket depends on the
-key's first segment, by the rule in ``retrain.store.layout``. ``aws_job_from_spec`` turns the JobSpec the local runner uses into the
-S3 URIs and container paths the Glue and SageMaker builders take.
+key's first segment, by the rule in ``retrain.store.layout``. ``aws_job_from_spec`` maps a backend-neutral
+JobSpec (the one the local runner maps onto paths) onto the S3 URIs and container paths the Glue and
+SageMaker builders take.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Literal
 
 from retrain.config import AwsConfig
-from retrain.jobs import JobSpec
+from retrain.jobs import JobSpec, ProjectFile, StoreRoot, Upstream
 from retrain.store.layout import S3Layout
 from retrain.tracking import ARTIFACT_ROOT_ENV
 
@@ -93,86 +94,75 @@ class AwsJob:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def _relative(path: Path, root: Path) -> str | None:
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return None
-
-
-def _mount(key: str, uri: str, is_dir: bool) -> tuple[str, str]:
+def _mount(name: str, uri: str, is_dir: bool) -> tuple[str, str]:
     """(S3Prefix, container path) of one processing input argument.
 
     A directory is its prefix with a trailing "/" (so ``golden/intent/v1/`` never also matches
-    ``v10/``), mounted at ``/opt/ml/processing/input/<key>``. A file is its own object key,
+    ``v10/``), mounted at ``/opt/ml/processing/input/<name>``. A file is its own object key,
     which SageMaker downloads under its own name into that directory.
     """
     if is_dir:
-        return uri.rstrip("/") + "/", str(PROCESSING_INPUT / key)
-    return uri, str(PROCESSING_INPUT / key / PurePosixPath(uri).name)
+        return uri.rstrip("/") + "/", str(PROCESSING_INPUT / name)
+    return uri, str(PROCESSING_INPUT / name / PurePosixPath(uri).name)
 
 
-def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle, store_root: Path, project_root: Path) -> AwsJob:
-    """Map a JobSpec built against ``store_root`` onto S3 URIs and container paths.
+def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle) -> AwsJob:
+    """Map a backend-neutral JobSpec onto S3 URIs and container paths: the aws backend's one place for that.
 
-    Rules: channels, model_dir and checkpoint_dir become S3 URIs of the same keys. An
-    argument that names a path under the store becomes an S3 URI (glue), or a processing
-    input or output mounted in the container (processing; keys ending in ``-dir`` are
-    directories, others files); training reads data only through channels, so it refuses
-    one. A path under the project becomes project-relative for training (script mode runs
-    in the unpacked project tree), its path under the processing code input, or its S3 URI in
-    the bundle for Glue, which has no such tree. The store root itself is refused: on AWS it spans three buckets.
-    The local tracking settings are replaced: the builders set the tracking server's ARN as
-    MLFLOW_TRACKING_URI, and experiment artifacts go under the artifact bucket.
+    - a ``Key`` becomes the S3 URI of the same key (Glue reads and writes URIs); in a processing job a
+      ``file`` or ``dir`` key is an input mounted under ``/opt/ml/processing/input/<name>`` and an
+      ``output`` key a processing output from ``/opt/ml/processing/output/<name>``; training reads data
+      only through its channels, so it refuses one;
+    - an ``Upstream`` location (an object an earlier task put on S3, such as a ``model.tar.gz``) passes
+      through to Glue and is mounted as a file in a processing job;
+    - a ``ProjectFile`` is its S3 URI in the code bundle (Glue), its path under the processing code
+      input, or its project-relative path (training: script mode runs in the unpacked project tree);
+    - ``StoreRoot`` is refused: on AWS the store spans three buckets (``retrain.aws.requests.aws_job``
+      replaces it first);
+    - channels, the model and the checkpoint key become S3 URIs (a channel a prefix ending in "/", so
+      ``train/`` never also matches ``train-extra/``).
+    The builders set the tracking server's ARN as MLFLOW_TRACKING_URI; a tracking job's experiment
+    artifacts go under the artifact bucket.
     """
-    script = _relative(spec.script, project_root)
-    if script is None:
-        raise ValueError(f"{spec.name}: script {spec.script} is outside the project {project_root}")
     arguments: dict[str, str] = {}
     inputs: dict[str, str] = {}
     outputs: dict[str, str] = {}
-    for key, value in spec.arguments.items():
-        if value.startswith("s3://") and spec.kind == "processing":  # an object a task already put on S3 (a model.tar.gz)
-            inputs[key], arguments[key] = _mount(key, value, is_dir=False)
-            continue
-        key_in_store = _relative(Path(value), store_root) if value.startswith("/") else None
-        in_project = _relative(Path(value), project_root) if value.startswith("/") else None
-        if key_in_store == ".":
-            raise ValueError(f"{spec.name}: argument --{key} is the store root, which spans three buckets on AWS; pass the keys the job reads instead")
-        if key_in_store is None:
-            if in_project is None:
-                arguments[key] = value
-            else:
-                arguments[key] = {"glue": code.script_uri(in_project), "processing": str(PROCESSING_CODE / in_project)}.get(spec.kind, in_project)
+    for name, value in spec.arguments.items():
+        if isinstance(value, str):
+            arguments[name] = value
+        elif isinstance(value, StoreRoot):
+            raise ValueError(f"{spec.name}: argument --{name} is the store root, which spans three buckets on AWS; pass the keys the job reads instead")
+        elif isinstance(value, ProjectFile):
+            arguments[name] = {"glue": code.script_uri(value.path), "processing": str(PROCESSING_CODE / value.path)}.get(spec.kind, value.path)
         elif spec.kind == "glue":
-            arguments[key] = s3_uri(aws, key_in_store)
+            arguments[name] = value.location if isinstance(value, Upstream) else s3_uri(aws, value.key)
         elif spec.kind == "training":
-            raise ValueError(f"{spec.name}: argument --{key} names store path {value}; training reads data only through channels")
-        elif spec.output_dir is not None and Path(value) == spec.output_dir:
-            outputs[key] = s3_uri(aws, key_in_store)
-            arguments[key] = str(PROCESSING_OUTPUT / key)
+            raise ValueError(f"{spec.name}: argument --{name} names a store location; training reads data only through channels")
+        elif isinstance(value, Upstream):
+            inputs[name], arguments[name] = _mount(name, value.location, is_dir=False)
+        elif value.kind == "output":
+            outputs[name] = s3_uri(aws, value.key)
+            arguments[name] = str(PROCESSING_OUTPUT / name)
         else:
-            inputs[key], arguments[key] = _mount(key, s3_uri(aws, key_in_store), is_dir=key.endswith("-dir"))
-
-    def store_uri(path: Path | None, what: str) -> str | None:
-        if path is None:
-            return None
-        key = _relative(path, store_root)
-        if key in (None, "."):
-            raise ValueError(f"{spec.name}: {what} {path} is not below the store root {store_root}")
-        return s3_uri(aws, key)
-
-    if spec.kind == "training":  # a channel is a prefix: "/" keeps train/ from also matching train-extra/
-        inputs = {name: store_uri(path, f"channel {name!r}") + "/" for name, path in spec.channels.items()}
+            inputs[name], arguments[name] = _mount(name, s3_uri(aws, value.key), is_dir=value.kind == "dir")
+    env = {}
+    for name, value in spec.env.items():
+        if not isinstance(value, str):
+            raise ValueError(f"{spec.name}: environment variable {name} names a store location, which no AWS job reads from its environment")
+        env[name] = value
+    if spec.tracking:
+        env[ARTIFACT_ROOT_ENV] = s3_uri(aws, "mlartifacts")
+    training = spec.kind == "training"
+    if training:
+        inputs = {name: s3_uri(aws, key).rstrip("/") + "/" for name, key in spec.channels.items()}
     return AwsJob(
         task=spec.name,
         kind=spec.kind,
-        script=script,
+        script=spec.script,
         arguments=arguments,
         inputs=inputs,
         outputs=outputs,
-        model_uri=store_uri(spec.model_dir, "model_dir") if spec.kind == "training" else None,
-        checkpoint_uri=store_uri(spec.checkpoint_dir, "checkpoint_dir") if spec.kind == "training" else None,
-        env={**{k: v for k, v in spec.env.items() if k not in ("MLFLOW_TRACKING_URI", ARTIFACT_ROOT_ENV)},
-             **({ARTIFACT_ROOT_ENV: s3_uri(aws, "mlartifacts")} if ARTIFACT_ROOT_ENV in spec.env else {})},
+        model_uri=s3_uri(aws, spec.model_key) if training and spec.model_key else None,
+        checkpoint_uri=s3_uri(aws, spec.checkpoint_key) if training and spec.checkpoint_key else None,
+        env=env,
     )

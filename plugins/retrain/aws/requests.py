@@ -1,8 +1,7 @@
 """Run-time assembly of the aws backend's requests: model config + RunContext → validated request.
 
-The same backend-neutral JobSpecs the local runner uses are built against a virtual store
-root (``STORE_ROOT``), so every store path in them is ``STORE_ROOT/<key>``; ``aws_job_from_spec``
-then maps each key onto its bucket. The aws operators call these functions inside ``execute``,
+The same backend-neutral JobSpecs the local runner maps onto paths are mapped here onto buckets,
+S3 URIs and container paths (``aws_job_from_spec``). The aws operators call these functions inside ``execute``,
 never at parse time. Plain Python: no Airflow and no boto3 (botocore's service model is read
 lazily by ``schema.validate_request``).
 """
@@ -13,20 +12,15 @@ import json
 import math
 import os
 from dataclasses import replace
-from pathlib import Path, PurePosixPath
 from typing import Any
 
-from retrain import jobs
+from retrain import jobs, ledger
 from retrain.aws import glue, sagemaker
 from retrain.aws.locations import PROCESSING_INPUT, AwsJob, CodeBundle, aws_job_from_spec, layout, s3_uri
 from retrain.aws.names import glue_job_name, job_name
 from retrain.aws.schema import validate_request
 from retrain.config import AwsConfig, ModelConfig
-from retrain.paths import PROJECT_ROOT
-from retrain.store import LocalStore
 
-# Spec paths are built under this root and never touched on disk: it only marks "a store key".
-STORE_ROOT = Path("/retrain-store")
 GIT_SHA_ENV = "RETRAIN_GIT_SHA"  # set from the deploy manifest on MWAA (startup.sh), which has no git
 CODE_DIGEST_ENV = "RETRAIN_CODE_DIGEST"  # the manifest's code_digest: where the job code is on S3
 DEFAULT_CHECK_INTERVAL = 60
@@ -55,19 +49,6 @@ def code_bundle(aws: AwsConfig) -> CodeBundle:
     return CodeBundle(layout(aws).bucket_of("code"), sha, digest)
 
 
-def virtual_store() -> LocalStore:
-    """A LocalStore that only computes paths under ``STORE_ROOT`` (spec builders never write through it)."""
-    return LocalStore(STORE_ROOT)
-
-
-def store_key(path: str | Path) -> str:
-    """The store key of a path under ``STORE_ROOT``; ValueError otherwise."""
-    try:
-        return PurePosixPath(path).relative_to(PurePosixPath(STORE_ROOT)).as_posix()
-    except ValueError:
-        raise ValueError(f"{path}: not a store path under {STORE_ROOT}") from None
-
-
 def lineage(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, dataset_version: str | None) -> dict[str, str]:
     """jobs.lineage with the deployed sha and the aws base model: what the AWS job really runs."""
     tags = jobs.lineage(config, ctx, dataset_version)
@@ -78,17 +59,15 @@ def lineage(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, dataset
 
 
 def _spec(task: str, config: ModelConfig, ctx: jobs.RunContext, champion_store: Any = None) -> jobs.JobSpec:
-    store = virtual_store()
-    if task == "evaluate_model":
-        # The champion comes from the real (S3) ledger; its paths are the ledger's own.
-        return jobs.evaluate_model_spec(config, ctx, store, champion_store=champion_store)
-    return jobs.SPEC_BUILDERS[task](config, ctx, store)
+    if task == "evaluate_model":  # the champion comes from the real (S3) ledger; its locations are the ledger's own
+        return jobs.evaluate_model_spec(config, ctx, None if champion_store is None else ledger.current_champion(champion_store, config.name))
+    return jobs.SPEC_BUILDERS[task](config, ctx)
 
 
 def aws_job(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None) -> AwsJob:
     """The task's JobSpec mapped onto S3 and container paths.
 
-    ``--store-root`` spans three buckets on AWS, so aws_job_from_spec refuses it; it becomes:
+    ``--store-root`` (``StoreRoot``) spans three buckets on AWS, so aws_job_from_spec refuses it; it becomes:
 
     - Glue (build_dataset): ``s3://<dataset bucket>`` with ``--artifact-bucket`` and
       ``--golden-bucket``, which the script turns into an S3Store (``retrain.store.store_for``);
@@ -103,11 +82,10 @@ def aws_job(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBund
         env = {**spec.env, "RETRAIN_LINEAGE": json.dumps(lineage(config, ctx, code, dataset_version), sort_keys=True)}
         arguments = {**spec.arguments, **({"base-model": config.training.aws_base_model} if config.training.aws_base_model else {})}
         spec = replace(spec, arguments=arguments, env=env)
-    store_root = spec.arguments.get("store-root")
-    if store_root is None:
-        return aws_job_from_spec(spec, aws, code, STORE_ROOT, PROJECT_ROOT)
+    if "store-root" not in spec.arguments:
+        return aws_job_from_spec(spec, aws, code)
     rest = replace(spec, arguments={k: v for k, v in spec.arguments.items() if k != "store-root"})
-    mapped = aws_job_from_spec(rest, aws, code, STORE_ROOT, PROJECT_ROOT)
+    mapped = aws_job_from_spec(rest, aws, code)
     if spec.kind == "glue":
         buckets = {"store-root": f"s3://{aws.dataset_bucket}", "artifact-bucket": aws.artifact_bucket, "golden-bucket": aws.golden_bucket}
         return replace(mapped, arguments={**mapped.arguments, **buckets})
@@ -162,10 +140,7 @@ def result_uri(task: str, request: dict[str, Any]) -> str:
 
 def evaluation_summary(metrics: dict[str, Any], metrics_uri: str) -> dict[str, Any]:
     """evaluate_model's XCom on aws: jobs.summarize_metrics with S3 URIs in place of local paths."""
-    summary = jobs.summarize_metrics(metrics, jobs.JobSpec("evaluate_model", "processing", Path("-"), {}, Path("metrics.json")))
-    summary["metrics_path"] = metrics_uri
-    summary["report_path"] = metrics_uri.rsplit("/", 1)[0] + "/report.html"
-    return summary
+    return jobs.summarize_metrics(metrics, metrics_uri)
 
 
 def model_package_request(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle) -> dict[str, Any]:
