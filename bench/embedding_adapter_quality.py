@@ -3,9 +3,9 @@
     source scripts/env.sh && python bench/embedding_adapter_quality.py [--epochs 10] [--threads 1]
 
 Stages training channels from data/retrieval (10% of the training pairs, by a hash of the
-query, as validation), runs include/training/train.py with the job interpreter exactly as the
+query, as validation), runs include/retrain_jobs/train.py with the job interpreter exactly as the
 local runner does, publishes data/retrieval's golden queries, corpus and qrels through the store,
-and runs include/eval/evaluate.py on them. Prints one JSON line: train and evaluate wall seconds,
+and runs include/retrain_jobs/evaluate.py on them. Prints one JSON line: train and evaluate wall seconds,
 and recall@1/5/10, MRR@10, nDCG@10 for the adapter and the frozen encoder from the same run.
 Target (issue 10): the adapter beats the frozen encoder on recall@10. Not wired into bench/run.py
 yet: the model has no config and DAG (docs/task-types.md, "Not done yet").
@@ -60,7 +60,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-adapter-") as tmp:
         root = Path(tmp)
         paths = stage(root)
-        spec = LocalJob(name="train_model", kind="training", script=ROOT / "include" / "training" / "train.py",
+        spec = LocalJob(name="train_model", kind="training", script=ROOT / "include" / "retrain_jobs" / "train.py",
                        arguments={"task": "embedding_adapter", "epochs": args.epochs, "batch-size": "64", "threads": args.threads,
                                   "adapter-rank": "64", "adapter-learning-rate": "0.001", "temperature": "0.05", "seed": "42",
                                   "corpus-file": str(DATA / "corpus.jsonl")},
@@ -75,7 +75,7 @@ def main() -> int:
         train_seconds = time.time() - started
         summary = json.loads(spec.result_file.read_text())
         started = time.time()
-        subprocess.run([str(job_python()), str(ROOT / "include" / "eval" / "evaluate.py"), "--task", "embedding_adapter",
+        subprocess.run([str(job_python()), str(ROOT / "include" / "retrain_jobs" / "evaluate.py"), "--task", "embedding_adapter",
                         "--challenger-dir", str(root / "model"), "--golden-dir", str(paths["golden"]), "--output-dir", str(root / "eval"),
                         "--batch-size", "128", "--latency-requests", "200", "--latency-warmup", "20"],
                        env=env, check=True, stdout=subprocess.DEVNULL)

@@ -1,4 +1,4 @@
-"""Training throughput of include/training/train.py.
+"""Training throughput of include/retrain_jobs/train.py.
 
 Measured: train.py started exactly as the local runner starts it (the train_model JobSpec of
 retrain.jobs, retrain.runner.command_line / job_environment, the job interpreter, the

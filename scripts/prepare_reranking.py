@@ -12,7 +12,7 @@ embedding_adapter), and is judged on a fixed candidate list per golden query:
 - ``qrels.jsonl``      the chosen queries' rows of data/retrieval/qrels.jsonl;
 - ``candidates.jsonl`` {"query_id", "passage_ids": [K], "scores": [K]}: the first stage's top K passages of the
                        whole corpus, best first: the frozen packaged MiniLM as a bi-encoder (mean pooling, L2
-                       norm, training.reranking.FirstStage), cosine rounded to 6 places, ties in corpus order.
+                       norm, retrain_jobs.tasks.cross_encoder_reranking.model.FirstStage), cosine rounded to 6 places, ties in corpus order.
 
 Computed once and published with the golden version, so the golden set is immutable and evaluation needs no
 first-stage model. Deterministic: one thread, the same inputs and packages give the same bytes.
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.reranking import FirstStage
+from retrain_jobs.tasks.cross_encoder_reranking.model import FirstStage
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE, OUT = ROOT / "data" / "retrieval", ROOT / "data" / "reranking"

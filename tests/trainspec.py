@@ -17,7 +17,7 @@ def training_spec(channels: dict[str, Path], out: Path, arguments: dict[str, str
     """``arguments`` as train.py takes them (``--key value``), then ``overrides`` (``key_name=value``) on top."""
     arguments = {**arguments, **{k.replace("_", "-"): str(v) for k, v in overrides.items()}}
     return LocalJob(
-        name="train_model", kind="training", script=INCLUDE_DIR / "training" / "train.py", arguments=arguments,
+        name="train_model", kind="training", script=INCLUDE_DIR / "retrain_jobs" / "train.py", arguments=arguments,
         channels={"train": channels["train"], "validation": channels["validation"]},
         model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
         result_file=out / "model" / "training_summary.json",

@@ -1,6 +1,6 @@
 """The baseline of bench/training.py: a minimal hand-written PyTorch fine-tuning loop.
 
-Runs with the job interpreter (PYTHONPATH=include). Same model (training.modeling.build_classifier),
+Runs with the job interpreter (PYTHONPATH=include). Same model (retrain_jobs.tasks.text_classification.model.build_classifier),
 same trainable parameters as train.py with --trainable-layers 6 (every transformer layer and the
 head; embeddings frozen), same AdamW parameter groups, batch size, max_seq_length and threads.
 Batches are the same length-bucketed chunks train.py forms, padded once before timing and
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.modeling import build_classifier
+from retrain_jobs.tasks.text_classification.model import build_classifier
 
 
 def main() -> None:

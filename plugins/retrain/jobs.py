@@ -236,7 +236,7 @@ def train_model_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
     return JobSpec(
         name="train_model",
         kind="training",
-        script="include/training/train.py",
+        script="include/retrain_jobs/train.py",
         arguments={key.replace("_", "-"): value for key, value in hyperparameters.items()},
         channels={"train": f"{version}/train", "validation": f"{version}/validation"},
         model_key=f"{base}/model",
@@ -277,7 +277,7 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, champion: dict[str
     return JobSpec(
         name="evaluate_model",
         kind="processing",
-        script="include/eval/evaluate.py",
+        script="include/retrain_jobs/evaluate.py",
         arguments=arguments,
         output_key=out,
         tracking=True,

@@ -58,9 +58,9 @@ def register(name: str, task: str, model_dir: str, run_id: str, tags: dict[str, 
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(INCLUDE_DIR / "training" / "mlflow_model.py"),
+            python_model=str(INCLUDE_DIR / "retrain_jobs" / "mlflow_model.py"),
             artifacts={"model": model_dir},
-            code_paths=[str(INCLUDE_DIR / "training")],
+            code_paths=[str(INCLUDE_DIR / "retrain_jobs")],
             pip_requirements=MODEL_REQUIREMENTS,
             # serving loads through the task type's module and refuses other weights
             model_config={"weights_digest": tags.get("weights_digest", ""), "task": task},
@@ -119,7 +119,7 @@ def verify_weights(name: str, task: str, version: int, model_dir: str, digest: s
     refuse on any difference."""
     if not digest:
         raise RegistryError(f"{name} v{version} has no recorded weights digest; refusing to serve weights nobody can verify")
-    from training.base import WeightsMismatch
+    from retrain_jobs.base import WeightsMismatch
 
     try:
         task_module("train", task).load(model_dir, digest)

@@ -82,7 +82,7 @@ def with_verdict(report_html: str, gate: dict[str, Any]) -> str:
     if not _BLOCK.search(report_html):
         raise ValueError(
             f"report has no gate-verdict placeholder ({VERDICT_MARKER} followed by a gate-verdict section): "
-            "was it built by eval.report.build_report?"
+            "was it built by retrain_jobs.report.build_report?"
         )
     replacement = VERDICT_MARKER + verdict_table_html(gate)
     return _BLOCK.sub(lambda _: replacement, report_html, count=1)

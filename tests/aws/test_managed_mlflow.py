@@ -1,6 +1,6 @@
 """Training logs to a SageMaker managed MLflow tracking server named by its ARN.
 
-What is real: the training job (``include/training/train.py`` in the job environment,
+What is real: the training job (``include/retrain_jobs/train.py`` in the job environment,
 started through the runner's ``command_line``/``job_environment``), MLflow 3 with the
 ``sagemaker-mlflow`` plugin resolving ``MLFLOW_TRACKING_URI=arn:aws:sagemaker:...``, the
 plugin's SigV4 signing, and a real ``mlflow server`` that stores what it receives.
@@ -164,7 +164,7 @@ def _training_spec(channels: dict[str, Path], out: Path) -> LocalJob:
                  "head-learning-rate": "0.05", "threads": "2", "seed": "7", "experiment-name": EXPERIMENT,
                  "run-name": f"{EXPERIMENT}/manual__1"}
     return LocalJob(
-        name="train_model", kind="training", script=INCLUDE_DIR / "training" / "train.py", arguments=arguments,
+        name="train_model", kind="training", script=INCLUDE_DIR / "retrain_jobs" / "train.py", arguments=arguments,
         channels={"train": channels["train"], "validation": channels["validation"]},
         model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
         result_file=out / "model" / "training_summary.json",

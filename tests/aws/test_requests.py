@@ -212,7 +212,7 @@ def test_a_non_string_hyperparameter_is_refused_by_botocore(requests_for):
 
 def test_hyperparameters_are_the_script_mode_ones(requests_for):
     hyperparameters = requests_for(load_config(INTENT))["sagemaker_train_model"][2]["HyperParameters"]
-    assert hyperparameters["sagemaker_program"] == "include/training/train.py"
+    assert hyperparameters["sagemaker_program"] == "include/retrain_jobs/train.py"
     assert hyperparameters["sagemaker_submit_directory"] == f"s3://retrain-artifacts-123456789012/code/{CODE_DIGEST}/sourcedir.tar.gz"
     assert hyperparameters["labels-file"] == "data/banking77/categories.json"  # project-relative, shipped in the source dir
     assert hyperparameters["seed"] == "42" and all(isinstance(v, str) for v in hyperparameters.values())

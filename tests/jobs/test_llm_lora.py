@@ -30,7 +30,7 @@ DATA = PROJECT_ROOT / "data" / "llm"
 TINY_BASE = """
 import importlib.util, sys, torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-from training.base import BASE_MODEL_PINS, SMOLLM2, SMOLLM2_GGUF, model_cache_dir
+from retrain_jobs.base import BASE_MODEL_PINS, SMOLLM2, SMOLLM2_GGUF, model_cache_dir
 cached = model_cache_dir() / f"{SMOLLM2}-{BASE_MODEL_PINS[SMOLLM2][:12]}"
 if (cached / "tokenizer.json").is_file():
     tokenizer = AutoTokenizer.from_pretrained(str(cached))
@@ -115,7 +115,7 @@ def test_loss_falls_and_the_model_dir_holds_the_adapter_only(first_run, base_dir
     assert keys and all("lora_A" in k or "lora_B" in k for k in keys), keys
     assert len(keys) == 2 * 4 * 2  # A and B of q/k/v/o in 2 layers
     # The base model's digest is recorded in the model dir's spec and the training summary, and it is the base's.
-    digest = python("import sys\nfrom training.base import tensor_file_digest\nprint(tensor_file_digest(sys.argv[1]))", str(base_dir))
+    digest = python("import sys\nfrom retrain_jobs.base import tensor_file_digest\nprint(tensor_file_digest(sys.argv[1]))", str(base_dir))
     base_digest = digest.stdout.strip().splitlines()[-1]
     assert json.loads((model / "lm_spec.json").read_text())["base_model_digest"] == base_digest == summary["base_model_digest"]
 
@@ -187,7 +187,7 @@ def test_validate_raw_refuses_a_row_with_an_empty_response(tmp_path):
 # -> format_valid 3/6, exact match 2/6.
 FORMAT_FIXTURE = """
 import json
-from eval.tasks.causal_lm_lora import exact_match, parse_response, schema_of
+from retrain_jobs.tasks.causal_lm_lora.evaluate import exact_match, parse_response, schema_of
 responses = json.load(open("data/llm/responses.json"))
 schema = schema_of(responses)
 reference = '{"sentiment": "negative", "source": "imdb"}'
@@ -223,7 +223,7 @@ def test_evaluation_scores_adapter_champion_and_base_baseline(first_run, channel
     """A fresh adapter (0 epochs: LoRA's B starts at zero) is the base model, so it must score exactly the baseline."""
     summary, out = first_run
     fresh = train(spec_for(channels, base_dir, tmp_path / "fresh", epochs=0))
-    cmd = [str(job_python()), str(INCLUDE_DIR / "eval" / "evaluate.py"), "--task", "causal_lm_lora",
+    cmd = [str(job_python()), str(INCLUDE_DIR / "retrain_jobs" / "evaluate.py"), "--task", "causal_lm_lora",
            "--challenger-dir", str(out / "model"), "--champion-dir", str(tmp_path / "fresh" / "model"), "--champion-version", "1",
            "--challenger-digest", summary["weights_digest"], "--champion-digest", fresh["weights_digest"],
            "--golden-dir", str(golden), "--output-dir", str(tmp_path / "eval"), "--batch-size", "8",
@@ -243,8 +243,8 @@ def test_evaluation_scores_adapter_champion_and_base_baseline(first_run, channel
 
 SERVE = """
 import json, sys
-from training.base import WeightsMismatch
-from training.tasks.causal_lm_lora import load, predict
+from retrain_jobs.base import WeightsMismatch
+from retrain_jobs.tasks.causal_lm_lora.train import load, predict
 model = load(sys.argv[1], sys.argv[2])
 answers = predict(model, ["The battery died after a week.", {"text": "Great tacos."}])
 try:
@@ -275,7 +275,7 @@ def test_serving_loads_base_and_adapter_and_checks_digests(first_run, base_dir, 
 
 REFUSALS = """
 import json, os, sys
-from training.train import parse_args, train
+from retrain_jobs.train import parse_args, train
 results = {}
 for flags in (["--precision", "bf16"], ["--precision", "fp16"], ["--quantization", "nf4"], ["--deepspeed-stage", "3"]):
     try:

@@ -133,7 +133,7 @@ def test_weights_changed_after_registration_are_neither_rolled_back_to_nor_serve
     assert intact.returncode == 0 and "loaded" in intact.stdout, intact.stderr[-2000:]
     serve_tampered = (
         "import json, sys, types; sys.path.insert(0, sys.argv[2]);"
-        "from training.mlflow_model import RetrainModel;"
+        "from retrain_jobs.mlflow_model import RetrainModel;"
         "ctx = types.SimpleNamespace(artifacts={'model': sys.argv[1]}, model_config={'weights_digest': sys.argv[3], 'task': 'text_classification'});"
         "RetrainModel().load_context(ctx)"
     )

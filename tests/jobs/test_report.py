@@ -1,4 +1,4 @@
-"""include/eval/report.py at scale, with the gate's verdict on top.
+"""include/retrain_jobs/report.py at scale, with the gate's verdict on top.
 
 A seeded synthetic 150-class golden-set result (challenger and champion, paired arrays,
 shaped like ``evaluate()``'s metrics.json) and a 5-class one without a champion are
@@ -33,7 +33,7 @@ ODD_LABEL = "refund <pending> & reversed"
 RENDER = """
 import json, sys
 from pathlib import Path
-from eval.report import build_report
+from retrain_jobs.report import build_report
 
 for name, case in json.loads(Path(sys.argv[1]).read_text()).items():
     (Path(sys.argv[2]) / f"{name}.html").write_text(build_report(case["metrics"], case["latencies"]), encoding="utf-8")

@@ -118,7 +118,7 @@ def test_a_pair_whose_passage_is_not_in_the_corpus_names_file_row_and_rule(chann
 #       MRR 1, nDCG = 1 / (1 + 1/log2(3)) = 0.613147
 RANKING_FIXTURE = """
 import json, numpy as np
-from eval.tasks.cross_encoder_reranking import reranked_metrics
+from retrain_jobs.tasks.cross_encoder_reranking.evaluate import reranked_metrics
 scores = np.array([[0.5, 0.9, 0.1, 0.0], [0.7, 0.2, 0.8, 0.1], [0.3, 0.3, 0.3, 0.3], [0.4, 0.3, 0.2, 0.1], [0.1, 0.9, 0.2, 0.0]])
 gains = np.array([[0, 1, 0, 0], [1, 0, 0, 2], [0, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]])
 ideal = [[1], [1, 2], [1], [1], [1, 1]]
@@ -147,7 +147,7 @@ def publish(store: LocalStore, key: str, files: dict[str, list[dict]]) -> Path:
 
 
 def evaluate(golden: Path, challenger: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [str(job_python()), str(INCLUDE_DIR / "eval" / "evaluate.py"), "--task", "cross_encoder_reranking",
+    cmd = [str(job_python()), str(INCLUDE_DIR / "retrain_jobs" / "evaluate.py"), "--task", "cross_encoder_reranking",
            "--challenger-dir", str(challenger), "--golden-dir", str(golden), "--output-dir", str(out),
            "--batch-size", "32", "--latency-requests", "10", "--latency-warmup", "2", *extra]
     return subprocess.run(cmd, env=job_env(), capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
@@ -206,8 +206,8 @@ def test_qrels_naming_an_unknown_query_names_file_row_and_rule(first_run, channe
 READ_GOLDEN = """
 import sys
 from pathlib import Path
-from eval.tasks.cross_encoder_reranking import read_golden
-from training.base import DataError
+from retrain_jobs.tasks.cross_encoder_reranking.evaluate import read_golden
+from retrain_jobs.base import DataError
 for directory in sys.argv[1:]:
     try:
         read_golden(Path(directory))
@@ -251,7 +251,7 @@ def test_bad_candidate_lists_name_file_row_and_rule(channels, tmp_path):
 
 CACHED_BOTTOM = """
 import json, torch
-from training.reranking import build_cross_encoder, tokenize_pairs
+from retrain_jobs.tasks.cross_encoder_reranking.model import build_cross_encoder, tokenize_pairs
 torch.manual_seed(0)
 model, tokenizer = build_cross_encoder("all-MiniLM-L6-v2", 2)
 torch.nn.init.normal_(model.scorer.classifier.weight)  # a head that is not zero, so the logits say something

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environm
 # Challenger F1: negative has TP 1, FP 2, FN 1 -> 2/(2+2+1) = 0.4; positive TP 2, FP 1, FN 2 -> 4/7.
 FIXTURE = """
 import json, numpy as np
-from eval.tasks.text_classification import classification_block
+from retrain_jobs.tasks.text_classification.evaluate import classification_block
 labels = ["negative", "positive"]
 y = np.array([0, 0, 1, 1, 1, 1])
 out = {role: classification_block(y, np.array(pred), labels, escalation=0)

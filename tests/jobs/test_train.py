@@ -110,7 +110,7 @@ def test_bad_channel_fails_clearly(channels, tmp_path, training):
 
 TOP_LAYERS_FIXTURE = """
 import json, torch
-from training.modeling import build_classifier
+from retrain_jobs.tasks.text_classification.model import build_classifier
 torch.manual_seed(0)
 model, tokenizer = build_classifier("all-MiniLM-L6-v2", 3)
 model.eval()
@@ -143,7 +143,7 @@ def test_a_hub_base_model_is_refused_under_the_local_contract_and_resolved_throu
     """The local runner's environment is offline (HF_HUB_OFFLINE=1): a hub id is refused by name. Without that
     variable (a SageMaker job container running aws_base_model) the id goes to the hub client, which here, with
     no hub in reach and an empty cache, fails as the hub client fails, not with the local refusal."""
-    probe = ("import sys\nfrom training.base import resolve_base_model\n"
+    probe = ("import sys\nfrom retrain_jobs.base import resolve_base_model\n"
              "try:\n    resolve_base_model('distilbert-base-uncased')\nexcept Exception as exc:\n"
              "    print(type(exc).__module__ + '.' + type(exc).__name__, '|', exc)\n")
     spec_for, _ = training

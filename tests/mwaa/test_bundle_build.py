@@ -56,7 +56,7 @@ def test_job_code_bundle_has_scripts_sourcedir_requirements_and_glue_zip(mwaa_bu
     with tarfile.open(code / "sourcedir.tar.gz") as archive:
         members = {m.name: m for m in archive.getmembers()}
         requirements = archive.extractfile("requirements.txt").read().decode()
-    assert {"include/training/train.py", "include/eval/evaluate.py", "plugins/retrain/jobs.py", "data/banking77/categories.json",
+    assert {"include/retrain_jobs/train.py", "include/retrain_jobs/evaluate.py", "plugins/retrain/jobs.py", "data/banking77/categories.json",
             "data/retrieval/passage_ids.json", "data/retrieval/corpus.jsonl"} <= set(members)  # every model's data files
     assert {m.mtime for m in members.values()} == {bundle_module.archive.FIXED_EPOCH} and {m.uid for m in members.values()} == {0}
     assert "transformers==" in requirements and "torch==" not in requirements and "pyspark==" not in requirements

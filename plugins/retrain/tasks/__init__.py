@@ -1,17 +1,18 @@
 """Task types: what a config's ``task`` selects, as one module per side.
 
-A task type is three small modules with the same name, one per side, looked up here:
+A task type is one package on the job side and one module on the Airflow side, looked up here:
 
-- ``training.tasks.<task>`` (include/, job environment): reads the training channels, builds
-  the model, computes the loss and the validation figures, saves the model directory;
-- ``eval.tasks.<task>`` (include/, job environment): loads a model directory (checking its
-  weights digest), scores the golden set, adds the task's sections to the report;
+- ``include/retrain_jobs/tasks/<task>/`` (job environment): ``model.py`` the model (build, save, load),
+  ``train.py`` reads the training channels, computes the loss and the validation figures and saves the
+  model directory, ``evaluate.py`` loads a model directory (checking its weights digest), scores the
+  golden set and adds the task's sections to the report;
 - ``retrain.tasks.<task>`` (plugins/, core): the task's headline metrics and its gate criteria.
 
 Everything the task types share is written once around them: seeding, the SageMaker
-contract, checkpoint/resume and MLflow logging (``training/train.py``), the weights digest
-(``training/base.py``), golden-set verification, the latency protocol and the report
-skeleton (``eval/evaluate.py``, ``eval/report.py``), and the common gate criteria
+contract, checkpoint/resume and MLflow logging (``retrain_jobs/train.py``), the weights digest
+(``retrain_jobs/base.py``), golden-set verification, the latency protocol and the report
+skeleton (``retrain_jobs/evaluate.py``, ``retrain_jobs/report.py``), the ranking metrics of the
+retrieval-shaped tasks (``retrain_jobs/ranking.py``), and the common gate criteria
 (``retrain/gate.py``). None of them branches on the task. docs/task-types.md says how to add one.
 Plain Python: nothing heavy is imported until a side's module is asked for.
 """
@@ -31,8 +32,8 @@ TASK_TYPES: dict[str, tuple[str, ...]] = {
 better) that its metrics.json blocks carry and that ``gate.floors`` and ``gate.min_delta`` may name.
 Kept here, as plain data, so a config validates without importing a task's modules."""
 
-SIDES = {"train": "training.tasks", "evaluate": "eval.tasks", "gate": "retrain.tasks"}
-"""Where each side's module of a task type lives (``<package>.<task>``)."""
+SIDES = {"train": "retrain_jobs.tasks.{task}.train", "evaluate": "retrain_jobs.tasks.{task}.evaluate", "gate": "retrain.tasks.{task}"}
+"""Where each side's module of a task type lives."""
 
 
 class UnknownTask(ValueError):
@@ -53,4 +54,4 @@ def headline_metrics(task: str) -> tuple[str, ...]:
 
 def task_module(side: str, task: str) -> ModuleType:
     """The module of one side (``train``, ``evaluate`` or ``gate``) of a task type."""
-    return importlib.import_module(f"{SIDES[side]}.{check_task(task)}")
+    return importlib.import_module(SIDES[side].format(task=check_task(task)))

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from eval.report import COLORS, delta_cell, img, plt  # report first: it selects matplotlib's headless backend
+from retrain_jobs.report import COLORS, delta_cell, img, plt  # report first: it selects matplotlib's headless backend
 from matplotlib.colors import PowerNorm
-from training.tasks import text_classification as training_side
+from retrain_jobs.tasks.text_classification import train as training_side
 
 MANY_CLASSES = 40
 """Above this many labels, charts show a chosen subset and confusions become a table."""

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.tasks import causal_lm_lora as training_side
-from training.tasks.causal_lm_lora import collate, encode_pairs, response_loss
+from retrain_jobs.tasks.causal_lm_lora import train as training_side
+from retrain_jobs.tasks.causal_lm_lora.train import collate, encode_pairs, response_loss
 
 METRICS = ("format_exact_match", "format_valid")
 NAMES = {"format_exact_match": "format exact match", "format_valid": "format valid", "perplexity": "perplexity",
@@ -192,7 +192,7 @@ def describe(metrics: dict) -> str:
 
 def report_sections(metrics: dict) -> list[str]:
     """The base model beside the adapter models, and a few generations."""
-    from eval.report import delta_cell
+    from retrain_jobs.report import delta_cell
 
     baseline, roles = metrics["baseline"], [r for r in ("challenger", "champion") if metrics[r]]
     head = "".join(f"<th>{r}</th><th>Δ vs base</th>" for r in roles)

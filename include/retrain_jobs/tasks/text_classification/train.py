@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.modeling import ClassifierSpec, LoadedClassifier, build_classifier, load_classifier, save_classifier
+from retrain_jobs.tasks.text_classification.model import ClassifierSpec, LoadedClassifier, build_classifier, load_classifier, save_classifier
 
 
 @dataclass
@@ -175,7 +175,7 @@ class Task:
         }
 
     def save(self, model_dir: Path) -> None:
-        """The self-contained classifier directory (training.modeling)."""
+        """The self-contained classifier directory (retrain_jobs.tasks.text_classification.model)."""
         spec = ClassifierSpec(labels=self.labels, max_seq_length=self.task_args.max_seq_length,
                               base_model=self.args.base_model, trainable_layers=self.task_args.trainable_layers)
         save_classifier(self.model, self.tokenizer, spec, model_dir)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from training.base import WeightsMismatch, resolve_base_model, save_model_dir, verified_digest, weights_digest  # noqa: F401  (re-exported)
+from retrain_jobs.base import WeightsMismatch, resolve_base_model, save_model_dir, verified_digest, weights_digest  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 
 The model directory travels as the artifact ``model`` and ``training/`` travels as code, so a
 registered version loads without this repository. The task type recorded at registration
-(``model_config["task"]``) picks ``training.tasks.<task>``, whose ``load`` checks the weights against
+(``model_config["task"]``) picks ``retrain_jobs.tasks.<task>.train``, whose ``load`` checks the weights against
 the recorded digest and whose ``predict`` answers a batch of requests (a classifier: label names; an
 embedding adapter: vectors). Input: a DataFrame with one column ``text`` or a list of requests.
 """
@@ -32,7 +32,7 @@ class RetrainModel(PythonModel):
 
     def load_context(self, context):
         config = getattr(context, "model_config", None) or {}
-        self.task = importlib.import_module(f"training.tasks.{config.get('task') or 'text_classification'}")
+        self.task = importlib.import_module(f"retrain_jobs.tasks.{config.get('task') or 'text_classification'}.train")
         # The digest recorded at registration: a directory changed since is refused, never served.
         self.model = self.task.load(context.artifacts["model"], config.get("weights_digest") or None)
 

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from training.base import DataError, resolve_base_model, save_model_dir, verified_digest
+from retrain_jobs.base import DataError, resolve_base_model, save_model_dir, verified_digest
 
 
 class RetrievalDataError(DataError):

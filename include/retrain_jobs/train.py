@@ -5,10 +5,10 @@ Run it locally exactly as SageMaker would (the local runner does this for you):
     SM_CHANNEL_TRAIN=.retrain/datasets/intent/<version>/train \
     SM_CHANNEL_VALIDATION=.retrain/datasets/intent/<version>/validation \
     SM_MODEL_DIR=/tmp/model SM_CHECKPOINT_DIR=/tmp/ckpt PYTHONPATH=include:plugins \
-    .venv-jobs/bin/python include/training/train.py --base-model all-MiniLM-L6-v2 \
+    .venv-jobs/bin/python include/retrain_jobs/train.py --base-model all-MiniLM-L6-v2 \
         --labels-file data/banking77/categories.json --epochs 30 --max-steps 50
 
-``--task`` (default text_classification) selects ``training.tasks.<task>``: its ``Args``
+``--task`` (default text_classification) selects ``retrain_jobs.tasks.<task>.train``: its ``Args``
 (task hyperparameters, as flags beside the shared ones below) and its ``Task``, which reads
 a channel, builds the model, turns a split into batches and says what a loss and a
 validation score are. This file holds what every task shares: the SageMaker contract,
@@ -37,14 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.base import DataError, Refused, weights_digest
+from retrain_jobs.base import DataError, Refused, weights_digest
 
 
 @dataclass
 class TrainArgs:
     """Hyperparameters; each arrives as ``--key value`` (SageMaker) or from ``--config file.json``."""
 
-    task: str = field(default="text_classification", metadata={"help": "Task type: selects training.tasks.<task>."})
+    task: str = field(default="text_classification", metadata={"help": "Task type: selects retrain_jobs.tasks.<task>.train."})
     base_model: str = field(default="all-MiniLM-L6-v2", metadata={"help": "Packaged base model name or a model directory."})
     dataset_version: str = field(default="", metadata={"help": "Recorded in the summary (provenance)."})
     config_digest: str = field(default="", metadata={"help": "The model config's digest: provenance, and part of the checkpoint "
@@ -67,8 +67,8 @@ class TrainArgs:
 
 
 def task_module(task: str):
-    """``training.tasks.<task>``; the name was validated against the task registry with the config."""
-    return importlib.import_module(f"training.tasks.{task}")
+    """``retrain_jobs.tasks.<task>.train``; the name was validated against the task registry with the config."""
+    return importlib.import_module(f"retrain_jobs.tasks.{task}.train")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainArgs, object]:

@@ -22,7 +22,7 @@ A saved model directory is self-contained:
     reranker.json    max_seq_length, first_stage_weight, temperature, frozen_layers, base model
 
 Data files (JSON lines; a bad row is a RetrievalDataError naming the file, the line and the rule): the
-training side reads the same channel pairs and corpus as embedding_adapter (training.retrieval); a golden
+training side reads the same channel pairs and corpus as embedding_adapter (retrain_jobs.tasks.embedding_adapter.model); a golden
 directory holds embedding_adapter's three files and ``candidates.jsonl`` {"query_id", "passage_ids": [k],
 "scores": [k]}: every golden query's first-stage top k, best first.
 """
@@ -38,8 +38,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertForSequenceClassification
 
-from training.base import resolve_base_model, verified_digest
-from training.retrieval import RetrievalDataError, _rows
+from retrain_jobs.base import resolve_base_model, verified_digest
+from retrain_jobs.tasks.embedding_adapter.model import RetrievalDataError, _rows
 
 
 @dataclass(frozen=True)

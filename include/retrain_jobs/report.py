@@ -1,7 +1,7 @@
 """The evaluation report: one self-contained HTML page built from ``metrics.json``.
 
 The skeleton is shared by every task type; each task adds its sections
-(``eval.tasks.<task>.report_sections``) and its headline rows (``summary_rows``).
+(``retrain_jobs.tasks.<task>.evaluate.report_sections``) and its headline rows (``summary_rows``).
 
 Charts are matplotlib (Agg, no display needed) PNGs embedded as base64, so the file can
 be attached to an MLflow run or an alert and opened anywhere without its neighbours.
@@ -115,7 +115,7 @@ def build_report(metrics: dict, latencies: dict[str, list[float] | None]) -> str
     """The whole page; ``latencies`` holds the raw per-request samples ({role: [ms, ...]}).
 
     The skeleton (title, verdict placeholder, golden set and protocol, summary table, latency)
-    is the same for every task type; ``eval.tasks.<task>.report_sections`` adds the task's own."""
+    is the same for every task type; ``retrain_jobs.tasks.<task>.evaluate.report_sections`` adds the task's own."""
     from retrain.tasks import task_module  # the task's sections import this module's helpers
 
     task = task_module("evaluate", metrics.get("task", "text_classification"))

@@ -25,15 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.report import against_baseline
-from eval.tasks.embedding_adapter import mrr_and_ndcg
-from eval.tasks.embedding_adapter import read_golden as read_retrieval_golden
-from training.reranking import read_candidates
-from training.tasks import cross_encoder_reranking as training_side
+from retrain_jobs.ranking import reranked_metrics
+from retrain_jobs.report import against_baseline
+from retrain_jobs.tasks.embedding_adapter.evaluate import read_golden as read_retrieval_golden
+from retrain_jobs.tasks.cross_encoder_reranking.model import read_candidates
+from retrain_jobs.tasks.cross_encoder_reranking import train as training_side
 
 METRICS = ("mrr_at_10", "ndcg_at_10")
 NAMES = {"mrr_at_10": "MRR@10", "ndcg_at_10": "nDCG@10"}
-CUT = 10
 
 load = training_side.load
 """The task's loader (weights checked against the recorded digest), shared with serving and rollback."""
@@ -59,17 +58,6 @@ def read_golden(golden_dir) -> Golden:
                                  golden_dir / "corpus.jsonl")
     queries = [{**q, **candidates[q["key"]]} for q in retrieval.queries]
     return Golden(queries, retrieval.corpus, len(queries[0]["passage_ids"]))
-
-
-def reranked_metrics(scores: np.ndarray, gains: np.ndarray, ideal: list[list[int]]) -> dict[str, np.ndarray]:
-    """Per-query MRR@10 and nDCG@10 of reordering each row's candidates by ``scores`` (queries × k, ties keep
-    the candidate order); ``gains`` are the candidates' relevances (same shape), ``ideal`` each query's judged
-    relevances (all of its qrels), for the ideal DCG."""
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :CUT]
-    judged = np.zeros((len(ideal), max([len(rels) for rels in ideal] + [1])))
-    for row, rels in enumerate(ideal):
-        judged[row, : len(rels)] = rels
-    return mrr_and_ndcg(np.take_along_axis(gains, order, axis=1), judged)
 
 
 def _block(per_query: dict[str, np.ndarray], seconds: float) -> dict:

@@ -1,8 +1,8 @@
 """Training side of the cross_encoder_reranking task type: a MiniLM cross-encoder over first-stage hard negatives.
 
 A channel holds the ETL's split file (text = query, label = positive passage id), read against
-``--corpus-file`` like embedding_adapter (training.retrieval). ``prepare`` runs the first stage once (the
-frozen packaged MiniLM bi-encoder, training.reranking.FirstStage) over the corpus and the queries; each
+``--corpus-file`` like embedding_adapter (retrain_jobs.tasks.embedding_adapter.model). ``prepare`` runs the first stage once (the
+frozen packaged MiniLM bi-encoder, retrain_jobs.tasks.cross_encoder_reranking.model.FirstStage) over the corpus and the queries; each
 query's group is its positive and the ``negatives`` passages the first stage ranks highest among the others
 (hard negatives), with their first-stage cosines. The frozen bottom of the cross-encoder runs once per pair
 here too (its output is cached), so an epoch runs only the trainable layers. The loss is listwise: softmax
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.reranking import FirstStage, LoadedReranker, RerankerSpec, build_cross_encoder, save_cross_encoder, tokenize_pairs
-from training.retrieval import Examples, read_channel_pairs
+from retrain_jobs.tasks.cross_encoder_reranking.model import FirstStage, LoadedReranker, RerankerSpec, build_cross_encoder, save_cross_encoder, tokenize_pairs
+from retrain_jobs.tasks.embedding_adapter.model import Examples, read_channel_pairs
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Evaluation side of the embedding_adapter task type: ranking metrics over a golden corpus.
 
 The golden directory holds ``golden.jsonl`` (queries: key, text), ``corpus.jsonl`` and
-``qrels.jsonl`` (training.retrieval; a qrels row naming an unknown query or passage is refused,
+``qrels.jsonl`` (retrain_jobs.tasks.embedding_adapter.model; a qrels row naming an unknown query or passage is refused,
 naming the file and the line). Each model embeds the corpus once (its index) and ranks every
 passage for every query by cosine similarity; ties keep corpus order. Per query, over the
 passages with relevance > 0:
@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.report import against_baseline
-from training.retrieval import RetrievalDataError, read_corpus, read_qrels
-from training.tasks import embedding_adapter as training_side
+from retrain_jobs.ranking import ranking_metrics
+from retrain_jobs.report import against_baseline
+from retrain_jobs.tasks.embedding_adapter.model import RetrievalDataError, read_corpus, read_qrels
+from retrain_jobs.tasks.embedding_adapter import train as training_side
 
 METRICS = ("recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10")
 NAMES = {"recall_at_1": "recall@1", "recall_at_5": "recall@5", "recall_at_10": "recall@10", "mrr_at_10": "MRR@10",
@@ -67,28 +68,6 @@ def read_golden(golden_dir: Path) -> Golden:
     corpus = read_corpus(corpus_path)
     qrels = read_qrels(golden_dir / "qrels.jsonl", set(queries), corpus, queries_path, corpus_path)
     return Golden([{"key": k, "text": queries[k], "relevant": qrels[k]} for k in sorted(queries)], corpus)
-
-
-def ranking_metrics(scores: np.ndarray, relevance: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-query figures from scores (queries × passages) and graded relevance of the same shape."""
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
-    gains = np.take_along_axis(relevance, order, axis=1).astype(np.float64)
-    hit = gains > 0
-    n_relevant = (relevance > 0).sum(axis=1)
-    return {**{f"recall_at_{k}": hit[:, :k].sum(axis=1) / n_relevant for k in (1, 5, 10)}, **mrr_and_ndcg(gains, relevance)}
-
-
-def mrr_and_ndcg(ranked: np.ndarray, judged: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-query MRR@10 and nDCG@10 from the relevances in ranked order (queries × ranks) and each query's judged
-    relevances in any order (queries × n, zero-padded), whose best 10 make the ideal DCG; 0 where a query has none."""
-    ranked = ranked[:, :10].astype(np.float64)
-    hit = ranked > 0
-    first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
-    discount = 1.0 / np.log2(np.arange(2, 12))
-    ideal = -np.sort(-judged.astype(np.float64), axis=1)[:, :10]
-    dcg, best = (ranked * discount[: ranked.shape[1]]).sum(axis=1), (ideal * discount[: ideal.shape[1]]).sum(axis=1)
-    return {"mrr_at_10": np.divide(1.0, first, out=np.zeros(len(first)), where=first > 0),
-            "ndcg_at_10": np.divide(dcg, best, out=np.zeros(len(dcg)), where=best > 0)}
 
 
 def _rank(query_embeddings: torch.Tensor, index: torch.Tensor, relevance: np.ndarray) -> dict[str, np.ndarray]:

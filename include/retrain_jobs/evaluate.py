@@ -1,6 +1,6 @@
 """Score the challenger and the champion on the pinned golden set (a SageMaker processing job).
 
-    python include/eval/evaluate.py \\
+    python include/retrain_jobs/evaluate.py \\
         --challenger-dir /opt/ml/processing/input/challenger \\
         [--champion-dir /opt/ml/processing/input/champion --champion-version 3] \\
         --golden-dir /opt/ml/processing/input/golden \\
@@ -14,7 +14,7 @@ are scored by the same code in the same process, and the job writes ``metrics.js
 (overall, per-class and latency figures plus the paired per-example results the gate's
 significance test needs) and ``report.html``. It knows nothing about Airflow.
 
-``--task`` selects ``eval.tasks.<task>``, which loads a model, scores it and names its
+``--task`` selects ``retrain_jobs.tasks.<task>.evaluate``, which loads a model, scores it and names its
 metrics (classifiers: see that module for the metric choices); the golden-set check, the
 latency protocol, metrics.json, MLflow logging and the report skeleton are this file's.
 """
@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.report import build_report
+from retrain_jobs.report import build_report
 from retrain.store import IntegrityError, verify_tree
 from retrain.tasks import task_module
-from training.base import DataError, WeightsMismatch
-from training.modeling import unpack_model_archive
+from retrain_jobs.base import DataError, WeightsMismatch
+from retrain_jobs.tasks.text_classification.model import unpack_model_archive
 
 PROCESSING = Path("/opt/ml/processing")
 
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-threads", type=int, default=1)
     parser.add_argument("--mlflow-run-id", default="")
     parser.add_argument("--expected-golden-sha256", default=None)
-    parser.add_argument("--task", default="text_classification", help="task type: selects eval.tasks.<task>")
+    parser.add_argument("--task", default="text_classification", help="task type: selects retrain_jobs.tasks.<task>.evaluate")
     parser.add_argument("--task-options", type=json.loads, default={}, help="JSON object of the task's evaluation options")
     return parser.parse_args(argv)
 

@@ -11,7 +11,7 @@ and dropout draw from torch's seeded RNG, so the same data, arguments and code g
 
 The model directory holds the adapter only (``adapter/``: peft's ``adapter_model.safetensors`` and
 ``adapter_config.json``), the tokenizer and ``lm_spec.json``: the base model's name and weights digest
-(``training.base.tensor_file_digest``), the prompt template, the response schema and the generation settings.
+(``retrain_jobs.base.tensor_file_digest``), the prompt template, the response schema and the generation settings.
 ``load`` resolves the base model, refuses it if its digest is not the recorded one, applies the adapter and checks
 the whole model's weights digest; ``predict`` answers greedy generated responses.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.base import DataError, Refused, WeightsMismatch, resolve_base_model, tensor_file_digest, verified_digest
+from retrain_jobs.base import DataError, Refused, WeightsMismatch, resolve_base_model, tensor_file_digest, verified_digest
 
 SPEC_FILE = "lm_spec.json"
 DEFAULT_TEMPLATE = "Review: {prompt}\nJSON (sentiment, source): "

@@ -1,7 +1,7 @@
 """Training side of the embedding_adapter task type: a low-rank residual adapter on a frozen sentence encoder.
 
 A channel directory holds the ETL's split file, whose rows pair a query (``text``) with its positive
-passage's id (``label``); the corpus is ``--corpus-file`` (training.retrieval). The encoder
+passage's id (``label``); the corpus is ``--corpus-file`` (retrain_jobs.tasks.embedding_adapter.model). The encoder
 never changes, so ``prepare`` embeds every query and passage once; an epoch then only runs the
 adapter over cached embeddings. The loss is InfoNCE with in-batch negatives: each query against
 the distinct positive passages of its batch, at temperature ``temperature``. A passage that is
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.retrieval import (AdapterSpec, Examples, LoadedRetriever, build_adapted_encoder, encode_frozen, read_channel_pairs,
+from retrain_jobs.tasks.embedding_adapter.model import (AdapterSpec, Examples, LoadedRetriever, build_adapted_encoder, encode_frozen, read_channel_pairs,
                                 save_adapted_encoder)
 
 

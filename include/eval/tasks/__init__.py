@@ -1,1 +1,0 @@
-"""Evaluation side of each task type: ``eval.tasks.<task>`` (see retrain.tasks and docs/task-types.md)."""

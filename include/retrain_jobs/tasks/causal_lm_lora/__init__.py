@@ -1,0 +1,1 @@
+"""The causal_lm_lora task type on the job side: see docs/task-types.md."""
