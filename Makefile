@@ -23,7 +23,7 @@ setup: .venv-airflow/.installed .venv-jobs/.installed  ## build both virtual env
 	touch $@
 
 seed: setup  ## land a model's sample raw partitions and golden version (MODEL=intent)
-	$(ENV) python -m retrain.seed --model $(MODEL)
+	$(ENV) python -m retrain_tools.seed --model $(MODEL)
 
 demo: setup  ## a model's pipeline end to end under a real Airflow scheduler (MODEL=intent)
 	$(ENV) python scripts/demo.py --model $(MODEL) $(DEMO_ARGS)

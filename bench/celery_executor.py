@@ -72,7 +72,7 @@ def start_standalone(project, env: dict[str, str]) -> tuple[subprocess.Popen, st
 def drive(client, approver, dag_ids: list[str], alive, timeout: float = 1800) -> dict:
     """Unpause every DAG at once, answer each approval as it parks, wait for every run; timings per run.
     ``alive()`` raises when an Airflow process has died (else every poll would just fail until the timeout)."""
-    from retrain.airflow_api import wait_until
+    from retrain_tools.airflow_api import wait_until
 
     unpaused = datetime.now(timezone.utc)
     for dag_id in dag_ids:

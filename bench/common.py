@@ -21,8 +21,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = PROJECT_ROOT / "bench"
 TRAIN_CSV = PROJECT_ROOT / "data" / "banking77" / "train.csv"
 TEST_CSV = PROJECT_ROOT / "data" / "banking77" / "test.csv"
-if str(PROJECT_ROOT / "plugins") not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT / "plugins"))
+for _folder in ("plugins", "tools"):
+    if str(PROJECT_ROOT / _folder) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT / _folder))
 
 
 def median(values: list[float]) -> float:

@@ -1,6 +1,6 @@
 """MWAA bundle: build time, and DAG parse time inside an MWAA-like environment.
 
-Measured: ``retrain.deploy.bundle.build`` of this tree into a temp dir, with its checks (the
+Measured: ``retrain_tools.deploy.bundle.build`` of this tree into a temp dir, with its checks (the
 DAG parse under RETRAIN_BACKEND=aws and the FAB auth manager, and pip's dry-run resolve under
 MWAA 3.3.1's constraints; the resolve needs the package index), and once without the resolve;
 then a fresh Python 3.12 venv installed from the bundle's requirements.txt as MWAA installs it
@@ -24,7 +24,7 @@ TIMEOUT_S = 30.0
 
 
 def _build(out: Path, resolve: bool) -> float:
-    from retrain.deploy import bundle
+    from retrain_tools.deploy import bundle
 
     if out.exists():
         shutil.rmtree(out)
@@ -34,8 +34,8 @@ def _build(out: Path, resolve: bool) -> float:
 
 
 def _venv(bundle_dir: Path, root: Path) -> tuple[Path, float]:
-    from retrain.deploy.bundle import localized_requirements
-    from retrain.deploy.resolve import mwaa_install_command
+    from retrain_tools.deploy.bundle import localized_requirements
+    from retrain_tools.deploy.resolve import mwaa_install_command
 
     python312 = subprocess.run([str(PROJECT_ROOT / "scripts" / "find-python"), "3.12"], capture_output=True, text=True, check=True).stdout.strip()
     home = root / "airflow"
@@ -51,7 +51,7 @@ def _venv(bundle_dir: Path, root: Path) -> tuple[Path, float]:
 
 
 def run(quick: bool, work: Path) -> dict:
-    from retrain.deploy.checks import check_parse
+    from retrain_tools.deploy.checks import check_parse
 
     reps = 2 if quick else 3
     work.mkdir(parents=True, exist_ok=True)

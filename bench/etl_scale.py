@@ -7,7 +7,7 @@ full mode only). Rows are Banking77 training rows with a unique ticket number ap
 dedupe cannot collapse them, spread over 8 weekly partitions; every 20th row repeats the
 previous one exactly and every 20th (offset 10) is a normalised duplicate (upper case, "!!"),
 and every 1000th row is a golden-set text, so dedupe and decontamination have work. Golden v1
-is published with retrain.seed.publish_golden, the raw manifest made with
+is published with retrain_tools.seed.publish_golden, the raw manifest made with
 retrain.snapshot.snapshot_raw. Each repetition builds the first dataset version of an empty
 datasets/ tree (no drift join). Reported: median wall time, rows/s, and the highest peak RSS
 over the repetitions of the job's whole process tree (Python driver, JVM, Python workers;
@@ -69,7 +69,7 @@ def prepare(work: Path, n: int):
     from retrain.config import load_model
     from retrain.jobs import RunContext, build_dataset_spec, run_prefix
     from retrain.runner import local_job
-    from retrain.seed import publish_golden
+    from retrain_tools.seed import publish_golden
     from retrain.snapshot import snapshot_raw
     from retrain.store import LocalStore
 

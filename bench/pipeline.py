@@ -153,10 +153,10 @@ def measure_rollbacks(client, airflow_home: Path, store, repeats: int) -> list[d
 def run(quick: bool, work: Path) -> dict:
     sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
     import demo
-    from retrain.airflow_api import AirflowClient, wait_until
+    from retrain_tools.airflow_api import AirflowClient, wait_until
     from retrain.config import load_model
     from retrain.runner import free_port, stop_process_group
-    from retrain.seed import seed
+    from retrain_tools.seed import seed
     from retrain.store import LocalStore
 
     store_root, airflow_home = work / "home", work / "airflow"

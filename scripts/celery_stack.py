@@ -35,10 +35,11 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT / "plugins") not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT / "plugins"))
+for folder in ("plugins", "tools"):
+    if str(PROJECT_ROOT / folder) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT / folder))
 
-from retrain.airflow_api import AirflowClient, wait_until  # noqa: E402
+from retrain_tools.airflow_api import AirflowClient, wait_until  # noqa: E402
 from retrain.paths import job_python  # noqa: E402
 from retrain.runner import free_port, stop_process_group  # noqa: E402
 

@@ -32,14 +32,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from retrain.airflow_api import AirflowClient, wait_until
+from retrain_tools.airflow_api import AirflowClient, wait_until
 from retrain.config import ConfigError, load_model
-from retrain.dagfiles import sync as sync_dag_files
+from retrain_tools.dagfiles import sync as sync_dag_files
 from retrain.intervals import latest_complete_interval
 from retrain.jobs import latest_try, run_key
 from retrain.paths import PROJECT_ROOT, job_python
 from retrain.runner import stop_process_group
-from retrain.seed import SeedError, describe, seed
+from retrain_tools.seed import SeedError, describe, seed
 from retrain.store import LocalStore, WriteOnceError
 from retrain.tasks import headline_metrics
 

@@ -15,6 +15,6 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 # $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated.
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin,alice:op,bob:op}"
 export AIRFLOW__LOGGING__LOGGING_LEVEL="${AIRFLOW__LOGGING__LOGGING_LEVEL:-INFO}"
-export PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT/plugins:$ROOT/tools${PYTHONPATH:+:$PYTHONPATH}"  # tools: bin/retrain's tooling, never shipped to MWAA
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$RETRAIN_HOME/mlflow.db}"
 export PATH="$ROOT/.venv-airflow/bin:$PATH"   # `airflow standalone` needs the venv's bin on PATH

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from retrain.airflow_api import AirflowClient, wait_until
+from retrain_tools.airflow_api import AirflowClient, wait_until
 from retrain.intervals import latest_complete_week
 from retrain.paths import job_python
 from retrain.runner import free_port, stop_process_group
@@ -164,7 +164,7 @@ class TinyProject:
 
     def sync_dags(self) -> None:
         """One DAG file per config, by the project's own ``dags sync``."""
-        from retrain.dagfiles import sync
+        from retrain_tools.dagfiles import sync
 
         sync(self.config_dir, self.dags_dir)
 
@@ -192,9 +192,9 @@ class TinyProject:
             subprocess.run(
                 [sys.executable, "-c", (
                     "import sys; from pathlib import Path; from retrain.config import load_model; from retrain.store import LocalStore;"
-                    "from retrain.seed import publish_golden; publish_golden(LocalStore(), load_model(sys.argv[1]), Path(sys.argv[2]), 'v1')"
+                    "from retrain_tools.seed import publish_golden; publish_golden(LocalStore(), load_model(sys.argv[1]), Path(sys.argv[2]), 'v1')"
                 ), model, str((sources or {}).get(model, self.golden_csv))],
-                env=env, check=True,
+                env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT / 'tools'}"}, check=True,
             )
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from retrain.aws.schema import validate_request
-from retrain.deploy import bundle as bundle_module
-from retrain.deploy import push
+from retrain_tools.deploy import bundle as bundle_module
+from retrain_tools.deploy import push
 from mwaa_simulator import SimulatedMwaa
 
 ENVIRONMENT = "retrain-simulated"
@@ -75,7 +75,7 @@ def run_push(bundle: Path, bucket: str, **kwargs):
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(built_bundle, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3, capsys):
-    from retrain.cli import main
+    from retrain_tools.cli import main
 
     simulated_mwaa.add(ENVIRONMENT, source_bucket)
     code_before = keys(simulator_s3, artifact_bucket)
@@ -89,7 +89,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(built_bundle, simulated_mwaa
 
 
 def test_push_uploads_versions_updates_the_environment_and_waits(built_bundle, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3, capsys):
-    from retrain.cli import main
+    from retrain_tools.cli import main
 
     simulated_mwaa.add(ENVIRONMENT, source_bucket)
     assert main(["deploy", "push", "--bucket", source_bucket, "--environment", ENVIRONMENT, "--bundle", str(built_bundle),
@@ -149,7 +149,7 @@ def test_a_bucket_without_versioning_is_refused_and_nothing_is_uploaded(built_bu
 
 
 def test_an_unknown_environment_is_refused_and_nothing_is_uploaded(built_bundle, simulated_mwaa, source_bucket, simulator_s3, capsys):
-    from retrain.cli import main
+    from retrain_tools.cli import main
 
     assert main(["deploy", "push", "--bucket", source_bucket, "--environment", "no-such-env", "--bundle", str(built_bundle),
                  "--region", "us-east-1"]) == 1

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from retrain.aws import docs
+from retrain_tools import aws_docs as docs
 from retrain.config import load_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -373,7 +373,7 @@ def test_outputs_reproduce_the_shipped_config_with_default_parameters(template):
 
 
 def test_readme_config_table_matches_the_config_and_template(template):
-    # Regenerate with: source scripts/env.sh && python -m retrain.aws.docs --write
+    # Regenerate with: source scripts/env.sh && python -m retrain_tools.aws_docs --write
     current = docs.readme_table()
     assert current is not None, "docs/aws.md has no generated aws: config table"
-    assert current == docs.render_table(template), "docs/aws.md's aws: table is stale: run python -m retrain.aws.docs --write"
+    assert current == docs.render_table(template), "docs/aws.md's aws: table is stale: run python -m retrain_tools.aws_docs --write"

@@ -30,11 +30,11 @@ import pytest
 from airflowstack import TinyProject, run_report, standalone_airflow, tiny_config, user_factory, write_csv  # tests/ is on pythonpath
 from moto_job_bridge import dumps
 from retrain import ledger
-from retrain.airflow_api import wait_until
+from retrain_tools.airflow_api import wait_until
 from retrain.config import load_config
 from retrain.jobs import run_key
 from retrain.store import S3Store
-from retrain.seed import publish_golden
+from retrain_tools.seed import publish_golden
 
 pytestmark = pytest.mark.aws
 

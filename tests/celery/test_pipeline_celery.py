@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from retrain.airflow_api import ApiError, wait_until
+from retrain_tools.airflow_api import ApiError, wait_until
 from retrain.jobs import latest_try, run_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.celery]

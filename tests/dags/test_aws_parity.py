@@ -139,7 +139,7 @@ FAB_IDS_LINE = next(line + "\n" for line in INTENT.read_text().splitlines() if l
 
 
 def _config_dir(tmp_path: Path, old: str | None, new: str = "", fab_ids: str = "") -> tuple[Path, Path]:
-    from retrain.dagfiles import sync
+    from retrain_tools.dagfiles import sync
 
     text = INTENT.read_text()
     if old is not None:

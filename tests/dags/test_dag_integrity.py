@@ -167,7 +167,7 @@ def test_parsing_dags_loads_no_heavy_module():
 
 
 def test_every_config_has_its_generated_dag_file():
-    from retrain.dagfiles import check
+    from retrain_tools.dagfiles import check
 
     assert check() == []
 
@@ -193,7 +193,7 @@ def parse_in_fresh_interpreter(dags_dir: Path, config_dir: Path) -> dict:
     ("max_active_runs: 1", "max_active_runs: one", "dag.max_active_runs"),  # a wrong type
 ])
 def test_a_broken_config_is_an_import_error_of_its_own_dag_file(tmp_path, old, new, field):
-    from retrain.dagfiles import sync
+    from retrain_tools.dagfiles import sync
 
     good = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
     config_dir, dags_dir = tmp_path / "config", tmp_path / "dags"
@@ -210,7 +210,7 @@ def test_a_broken_config_is_an_import_error_of_its_own_dag_file(tmp_path, old, n
 
 
 def test_dag_file_sync_writes_removes_and_never_touches_hand_written_files(tmp_path):
-    from retrain.dagfiles import check, sync
+    from retrain_tools.dagfiles import check, sync
 
     config_dir, dags_dir = tmp_path / "config", tmp_path / "dags"
     config_dir.mkdir()

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from retrain.airflow_api import wait_until
+from retrain_tools.airflow_api import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_a_three_week_backfill_never_trains_twice_at_once(stack):
     dag = "retrain_intent_backfill"
     # The documented command, beside a running scheduler on SQLite: it goes through the API server, unpauses the
     # DAG (a paused DAG's backfill runs stay queued), and here allows 10 runs at once, a backfill's own default.
-    cli = subprocess.run([sys.executable, "-m", "retrain.cli", "backfill", "intent_backfill", "--api-url", client.base_url,
+    cli = subprocess.run([sys.executable, "-m", "retrain_tools.cli", "backfill", "intent_backfill", "--api-url", client.base_url,
                           "--from", str((start - timedelta(weeks=3)).date()), "--to", str((start - timedelta(weeks=1)).date()),
                           "--max-active-runs", "10"], env=stack["env"], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and "unpausing it" in cli.stdout, cli.stdout + cli.stderr  # paused at creation

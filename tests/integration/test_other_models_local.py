@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from airflowstack import run_report  # tests/ is on pythonpath
-from retrain.airflow_api import wait_until
+from retrain_tools.airflow_api import wait_until
 from retrain.config import load_config
 from retrain.jobs import run_key
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python

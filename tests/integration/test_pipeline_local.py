@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from airflowstack import run_report  # tests/ is on pythonpath
-from retrain.airflow_api import ApiError, wait_until
+from retrain_tools.airflow_api import ApiError, wait_until
 from retrain.jobs import run_key
 
 pytestmark = pytest.mark.integration

@@ -88,7 +88,7 @@ def test_rollback_by_a_user_who_may_not_roll_back_changes_nothing(stack):
 def test_gate_rejection_alerts_and_registers_nothing(stack):
     client, start = stack["client"], stack["interval"][0]
     client.set_paused("retrain_intent_strict", False)
-    from retrain.airflow_api import wait_until
+    from retrain_tools.airflow_api import wait_until
 
     run = wait_until(lambda: client.run_for_interval("retrain_intent_strict", start), 120, "the strict model's scheduled run")
     states = client.wait_for_run("retrain_intent_strict", run["dag_run_id"])

@@ -74,9 +74,9 @@ def new_model(tmp_path_factory):
     write_sample(root / "golden.csv", PROJECT_ROOT / "data/banking77/test.csv", 8)
     (config_dir / "ticket.yaml").write_text(CONFIG.format(labels=root / "topics.json", raw=root / "raw.csv", golden=root / "golden.csv"))
     env = {"RETRAIN_CONFIG_DIR": str(config_dir), "RETRAIN_HOME": str(store_root), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    for command in (["-m", "retrain.seed", "--model", "ticket"], ["-m", "retrain.cli", "golden", "pin", "ticket"],
-                    ["-m", "retrain.cli", "dags", "sync", "--dags-dir", str(dags_dir)]):
-        done = subprocess.run([sys.executable, *command], env={**env, "PYTHONPATH": str(PROJECT_ROOT / "plugins")},
+    for command in (["-m", "retrain_tools.seed", "--model", "ticket"], ["-m", "retrain_tools.cli", "golden", "pin", "ticket"],
+                    ["-m", "retrain_tools.cli", "dags", "sync", "--dags-dir", str(dags_dir)]):
+        done = subprocess.run([sys.executable, *command], env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT / 'tools'}"},
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
     return {"config": load_config(config_dir / "ticket.yaml"), "store": LocalStore(store_root), "dags": dags_dir, "env": env}

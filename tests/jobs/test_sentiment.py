@@ -19,7 +19,7 @@ from retrain.jobs import RunContext, job_spec
 from retrain.runner import LocalJob, local_job
 from retrain.paths import job_python
 from retrain.runner import JobFailed, job_environment, run_job
-from retrain.seed import publish_golden
+from retrain_tools.seed import publish_golden
 from retrain.snapshot import snapshot_raw
 from retrain.store import LocalStore
 

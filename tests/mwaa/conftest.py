@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from retrain.deploy import bundle as bundle_module
-from retrain.deploy.bundle import localized_requirements
-from retrain.deploy.resolve import MWAA_DIR, mwaa_install_command
+from retrain_tools.deploy import bundle as bundle_module
+from retrain_tools.deploy.bundle import localized_requirements
+from retrain_tools.deploy.resolve import MWAA_DIR, mwaa_install_command
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 from mwaa_figures import TIMINGS

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from retrain.deploy import bundle as bundle_module
-from retrain.deploy.bundle import BuildError, MWAA_PROTECTED
-from retrain.deploy.checks import BundleCheckFailed
-from retrain.deploy.resolve import ResolveError
+from retrain_tools.deploy import bundle as bundle_module
+from retrain_tools.deploy.bundle import BuildError, MWAA_PROTECTED
+from retrain_tools.deploy.checks import BundleCheckFailed
+from retrain_tools.deploy.resolve import ResolveError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INTENT = PROJECT_ROOT / "config" / "models" / "intent.yaml"
@@ -48,6 +48,21 @@ def test_plugins_zip_holds_both_packages_at_its_root_with_fixed_times(mwaa_bundl
         assert "retrain/__init__.py" in names and "retrain_airflow/factory.py" in names
         assert names == sorted(names)
         assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_plugins_zip_holds_the_runtime_and_no_developer_tooling(mwaa_bundle):
+    """What runs on MWAA's workers ships; the CLI, the deploy tool, seeding, DAG-file generation, the REST
+    client and the docs generator do not (they live in tools/retrain_tools/)."""
+    with zipfile.ZipFile(mwaa_bundle / "plugins.zip") as archive:
+        names = archive.namelist()
+    tops = {name.split("/", 1)[0] for name in names}
+    assert tops == {"retrain", "retrain_airflow"}, tops
+    tooling = [n for n in names if n.rsplit("/", 1)[-1] in {"cli.py", "seed.py", "dagfiles.py", "airflow_api.py", "docs.py", "aws_docs.py"}
+               or n.startswith(("retrain/deploy/", "retrain_tools/"))]
+    assert tooling == []
+    for module in ("retrain/jobs.py", "retrain/runner.py", "retrain/gate.py", "retrain/store/__init__.py", "retrain/store/s3.py",
+                   "retrain/tasks/__init__.py", "retrain_airflow/aws_operators.py"):
+        assert module in names, module
 
 
 def test_job_code_bundle_has_scripts_sourcedir_requirements_and_glue_zip(mwaa_bundle):
@@ -140,7 +155,7 @@ def test_requirements_that_do_not_resolve_under_mwaa_are_refused(tmp_path):
 
 
 def bundle_module_python() -> Path:
-    from retrain.deploy.checks import airflow_python
+    from retrain_tools.deploy.checks import airflow_python
 
     return airflow_python(PROJECT_ROOT)
 

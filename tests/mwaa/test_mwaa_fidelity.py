@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from retrain.config import config_paths
-from retrain.deploy.checks import DAGBAG_IMPORT_TIMEOUT_S, ParseResult, check_parse
+from retrain_tools.deploy.checks import DAGBAG_IMPORT_TIMEOUT_S, ParseResult, check_parse
 from mwaa_figures import TIMINGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

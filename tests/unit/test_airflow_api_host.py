@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.utils.net import get_hostname
 
-from retrain.airflow_api import is_this_host
+from retrain_tools.airflow_api import is_this_host
 
 
 def test_the_hostname_airflow_records_here_is_this_host():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrain.cli import main
+from retrain_tools.cli import main
 
 
 def test_rollback_by_a_user_who_may_not_roll_back_is_refused_before_anything_is_triggered(capsys):

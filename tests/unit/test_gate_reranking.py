@@ -12,7 +12,7 @@ import pytest
 from retrain.config import ConfigError, GatePolicy, RerankingPolicy, SignificancePolicy, load_config
 from retrain.gate import evaluate_gate
 from retrain.paths import PROJECT_ROOT
-from retrain.seed import SeedError
+from retrain_tools.seed import SeedError
 from retrain.tasks import task_module
 from retrain.tasks.cross_encoder_reranking import METRICS
 from gatecases import by_name, hits, paired_metrics, policy  # tests/ is on pytest's pythonpath

@@ -8,7 +8,7 @@ import pytest
 
 from retrain.config import load_config
 from retrain.golden import PinError, pin
-from retrain.seed import publish_golden
+from retrain_tools.seed import publish_golden
 
 INTENT = Path(__file__).resolve().parents[2] / "config" / "models" / "intent.yaml"
 

@@ -2,7 +2,7 @@
 
 MWAA runs `pip3 install --constraint mwaa_essential_constraints.txt -r requirements.txt` and adds
 its copy of Airflow's constraints-3.3.1 when requirements.txt has no constraint line. These tests
-run the same resolve (retrain.deploy.resolve, which `bin/retrain deploy build` runs too) as a dry run with this interpreter (the Airflow venv's Python 3.12), so a pin
+run the same resolve (retrain_tools.deploy.resolve, which `bin/retrain deploy build` runs too) as a dry run with this interpreter (the Airflow venv's Python 3.12), so a pin
 that MWAA would refuse fails here, before a deploy. They need the package registry that pip is
 configured for (about 30 s a resolve); if it cannot be reached they fail and say so.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.deploy.resolve import (AIRFLOW_CONSTRAINTS_NAME, ESSENTIAL_NAME, MWAA_DIR, IndexUnreachable, Resolution,
+from retrain_tools.deploy.resolve import (AIRFLOW_CONSTRAINTS_NAME, ESSENTIAL_NAME, MWAA_DIR, IndexUnreachable, Resolution,
                                     ResolveError, constraint_lines, normalise, resolve)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def _pins(path: Path) -> dict[str, str]:
 
 
 def _resolve(requirements: Path) -> Resolution | ResolveError:
-    """retrain.deploy.resolve (MWAA's install as a dry run, the check `deploy build` runs); a failure is returned."""
+    """retrain_tools.deploy.resolve (MWAA's install as a dry run, the check `deploy build` runs); a failure is returned."""
     try:
         return resolve(sys.executable, requirements, MWAA_DIR, cwd=PROJECT_ROOT)
     except IndexUnreachable as exc:

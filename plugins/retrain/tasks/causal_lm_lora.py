@@ -70,6 +70,6 @@ def mcnemar_non_inferiority(paired: dict[str, Any], alpha: float) -> dict[str, A
 def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
     """A golden version from a CSV of prompt and reference response (the labels file lists the valid responses):
     ``golden.jsonl`` as a classifier's, whose label is the reference response."""
-    from retrain.seed import classification_golden
+    from retrain.golden import classification_golden
 
     return classification_golden(config, source)

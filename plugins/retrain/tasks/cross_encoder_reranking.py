@@ -57,7 +57,7 @@ def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
     checked the same way) and ``candidates.jsonl`` beside them (``{"query_id", "passage_ids": [k], "scores": [k]}``, the
     first stage's top k, best first), published byte for byte once every golden query has exactly one candidate list of
     the same k known, distinct passages with descending scores. Errors name the file, the line and the rule."""
-    from retrain.seed import SeedError
+    from retrain.golden import SeedError
 
     files, count = retrieval_golden_files(config, source)
     path = source.parent / "candidates.jsonl"

@@ -84,7 +84,7 @@ def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
     (``{"passage_id", "text"}``) and ``qrels.jsonl`` (``{"query_id", "passage_id", "relevance"}``) beside it,
     published byte for byte once every qrels row names a known query and passage and every query has a
     relevant passage; the example count is the number of queries. Errors name the file, the line and the rule."""
-    from retrain.seed import SeedError
+    from retrain.golden import SeedError
 
     corpus_path, qrels_path = source.parent / "corpus.jsonl", source.parent / "qrels.jsonl"
     for path in (corpus_path, qrels_path):

@@ -230,6 +230,6 @@ def _floor(policy: GatePolicy, labels: list[str], judged: list[int], f1: np.ndar
 
 def golden_files(config, source):
     """The files of a golden version published from ``source`` (a CSV of text and label), and its example count."""
-    from retrain.seed import classification_golden
+    from retrain.golden import classification_golden
 
     return classification_golden(config, source)

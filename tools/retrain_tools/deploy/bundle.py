@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 from retrain.config import ConfigError, ModelConfig, config_paths, load_config
-from retrain.dagfiles import dag_file_text
-from retrain.deploy import archive
+from retrain_tools.dagfiles import dag_file_text
+from retrain_tools.deploy import archive
 from retrain.paths import PROJECT_ROOT, config_dir as current_config_dir
 
 MWAA_AIRFLOW_HOME = "/usr/local/airflow"  # where MWAA puts dags/ and plugins/ (AIRFLOW_HOME, protected)
@@ -273,7 +273,7 @@ def build(out_dir: Path = DEFAULT_OUT, config_dir: Path | None = None, project_r
           python: str | Path | None = None, check_resolve: bool = True, allow_dirty: bool = False,
           log: Callable[[str], None] = print) -> dict:
     """Build, check and swap in the bundle; BuildError (nothing written to ``out_dir``) on bad input."""
-    from retrain.deploy import checks
+    from retrain_tools.deploy import checks
 
     out_dir, config_dir = Path(out_dir).absolute(), Path(config_dir or current_config_dir())
     git = git_identity(project_root)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from retrain import ledger
-from retrain.airflow_api import AirflowClient, ApiError
+from retrain_tools.airflow_api import AirflowClient, ApiError
 from retrain.config import config_paths
 from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.store import get_store
@@ -169,7 +169,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from retrain.seed import main as seed_main
+    from retrain_tools.seed import main as seed_main
 
     return seed_main(["--model", args.model] + ([f"--partitions={args.partitions}"] if args.partitions else [])
                      + ([f"--end={args.end}"] if args.end else []))
@@ -190,7 +190,7 @@ def cmd_golden_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_dags(args: argparse.Namespace) -> int:
-    from retrain.dagfiles import DAGS_DIR, check, sync
+    from retrain_tools.dagfiles import DAGS_DIR, check, sync
 
     dags_dir = Path(args.dags_dir) if args.dags_dir else DAGS_DIR
     if args.action == "check":
@@ -208,9 +208,9 @@ def cmd_dags(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_build(args: argparse.Namespace) -> int:
-    from retrain.deploy.bundle import BuildError, build
-    from retrain.deploy.checks import BundleCheckFailed
-    from retrain.deploy.resolve import ResolveError
+    from retrain_tools.deploy.bundle import BuildError, build
+    from retrain_tools.deploy.checks import BundleCheckFailed
+    from retrain_tools.deploy.resolve import ResolveError
 
     out = Path(args.out)
     started = time.monotonic()
@@ -225,7 +225,7 @@ def cmd_deploy_build(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_push(args: argparse.Namespace) -> int:
-    from retrain.deploy import push
+    from retrain_tools.deploy import push
 
     bundle = Path(args.bundle)
     if not (bundle / "deploy-manifest.json").is_file():

@@ -1,6 +1,6 @@
 """Land a model's sample data: raw partitions over recent data intervals, and its golden version.
 
-    python -m retrain.seed --model intent        # or: make seed MODEL=intent
+    python -m retrain_tools.seed --model intent        # or: make seed MODEL=intent
 
 What to land comes from the model's config (``sample_data``: the raw CSV, the golden CSV,
 how many partitions). One placement rule serves seeding, the demo, the benchmarks and the
@@ -29,32 +29,13 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from retrain.config import ConfigError, ModelConfig, load_model
+from retrain.golden import SeedError, classification_golden, golden_rows, normalized_key, read_rows  # noqa: F401  (re-exported)
 from retrain.intervals import intervals_ending, is_boundary, latest_complete_interval, shift
 from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.snapshot import list_partitions
 from retrain.store import get_store
 from retrain.tasks import task_module
 from retrain.store import Store, WriteOnceError, digest_sources
-
-
-class SeedError(ValueError):
-    """The sample data or the seed request breaks a rule; nothing was written."""
-
-
-def normalized_key(text: str) -> str:
-    """sha256 of lower-cased text without punctuation or repeated whitespace (the dedupe key)."""
-    norm = re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
-    return hashlib.sha256(norm.encode()).hexdigest()
-
-
-def read_rows(path: Path, text_column: str, label_column: str) -> list[tuple[str, str]]:
-    """(text, label) rows of a sample CSV; a leading UTF-8 byte-order mark (Excel) is ignored."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in (text_column, label_column) if c not in (reader.fieldnames or [])]
-        if missing:
-            raise SeedError(f"{path}: row 1 (header): missing column(s) {missing}; rule: the sample has the config's text and label columns")
-        return [(row[text_column], row[label_column]) for row in reader]
 
 
 def partition_of(text: str, partitions: int) -> int:
@@ -102,27 +83,6 @@ def seed_raw(store: Store, plan: dict[str, bytes]) -> list[str]:
             store.write_once_bytes(key, data)
             written.append(key)
     return written
-
-
-def classification_golden(config: ModelConfig, source: Path) -> tuple[dict[str, bytes], int]:
-    """A text_classification golden version from a CSV: ``golden.jsonl`` of ``golden_rows``, and the example count."""
-    rows = golden_rows(config, source)
-    return {"golden.jsonl": "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")}, len(rows)
-
-
-def golden_rows(config: ModelConfig, source: Path) -> list[dict]:
-    """The golden examples in key order; the key identifies an example (paired statistics join on it)."""
-    labels = config.data.labels()
-    label_id = {name: i for i, name in enumerate(labels)}
-    lines, seen = [], {}
-    for line_no, (text, label) in enumerate(read_rows(source, config.data.text_column, config.data.label_column), start=2):
-        if label not in label_id:
-            raise SeedError(f"{source}: line {line_no}: label {label!r} is not one of the {len(labels)} allowed labels")
-        # Golden sets may hold texts that normalise alike, so the occurrence number keeps keys unique.
-        base = normalized_key(text)[:24]
-        seen[base] = seen.get(base, -1) + 1
-        lines.append({"key": f"{base}-{seen[base]}", "text": text, "label": label, "label_id": label_id[label]})
-    return sorted(lines, key=lambda row: (row["key"], row["text"]))
 
 
 def publish_golden(store: Store, config: ModelConfig, source: Path, version: str) -> tuple[dict, bool]:
@@ -181,7 +141,7 @@ def parse_end(value: str) -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retrain.seed", description="Land a model's sample raw partitions and golden set.")
+    parser = argparse.ArgumentParser(prog="python -m retrain_tools.seed", description="Land a model's sample raw partitions and golden set.")
     parser.add_argument("model_positional", nargs="?", metavar="MODEL", help="model name (or use --model)")
     parser.add_argument("--model", help="model name, e.g. intent (its config names the sample data)")
     parser.add_argument("--partitions", type=int, default=None, help="data intervals to spread the raw rows over (default: the config's sample_data.partitions)")

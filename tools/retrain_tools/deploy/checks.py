@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrain.deploy.resolve import MWAA_DIR, Resolution, resolve
+from retrain_tools.deploy.resolve import MWAA_DIR, Resolution, resolve
 
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 DAGBAG_IMPORT_TIMEOUT_S = 30.0  # MWAA's default dagbag_import_timeout
@@ -156,7 +156,7 @@ def require_resolve(bundle: Path, python: str | Path, mwaa_dir: Path = MWAA_DIR)
     """The bundle's requirements.txt resolves under MWAA's constraints, its constraint line pointed at the bundle."""
     import tempfile
 
-    from retrain.deploy.bundle import localized_requirements
+    from retrain_tools.deploy.bundle import localized_requirements
 
     with tempfile.TemporaryDirectory(prefix="retrain-mwaa-reqs-") as tmp:
         home = Path(tmp)

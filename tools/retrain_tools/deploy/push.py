@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from retrain.aws.schema import validate_request
-from retrain.deploy.bundle import MANIFEST_NAME
+from retrain_tools.deploy.bundle import MANIFEST_NAME
 
 TOP_LEVEL = {"plugins.zip": "Plugins", "requirements.txt": "Requirements", "startup.sh": "StartupScript"}
 
