@@ -209,6 +209,25 @@ def test_a_broken_config_is_an_import_error_of_its_own_dag_file(tmp_path, old, n
     assert str(config_dir / "broken.yaml") in error and f"field '{field}'" in error
 
 
+def test_two_models_sharing_a_model_package_group_are_both_their_dag_files_import_errors(tmp_path, monkeypatch):
+    """A config copied from intent keeps `aws.model_package_group: retrain-intent`: each DAG file refuses it, naming both."""
+    from retrain.config import ConfigError
+    from retrain_airflow.factory import model_dags
+
+    good = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
+    (tmp_path / "intent.yaml").write_text(good)
+    (tmp_path / "intent150.yaml").write_text(good.replace("name: intent", "name: intent150"))
+    monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(tmp_path))
+    for name, other in (("intent", "intent150"), ("intent150", "intent")):
+        with pytest.raises(ConfigError) as info:
+            model_dags(name)
+        assert str(info.value).startswith(f"{tmp_path / (name + '.yaml')}: field 'aws.model_package_group' is 'retrain-intent', "
+                                          f"as in {tmp_path / (other + '.yaml')}")
+    (tmp_path / "intent150.yaml").write_text(good.replace("name: intent", "name: intent150").replace(
+        "model_package_group: retrain-intent\n", "model_package_group: retrain-intent150\n"))
+    assert sorted(model_dags("intent150")) == ["retrain_intent150", "rollback_intent150"]
+
+
 def test_dag_file_sync_writes_removes_and_never_touches_hand_written_files(tmp_path):
     from retrain.dagfiles import check, sync
 
