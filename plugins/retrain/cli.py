@@ -9,6 +9,7 @@
     bin/retrain seed --model intent       # land the model's sample data (config: sample_data)
     bin/retrain golden pin intent         # write the verified golden hash into the config
     bin/retrain dags sync                 # one thin DAG file per model config (dags/retrain_<model>.py)
+    bin/retrain dags check                # every config valid (alone and together) and its DAG file up to date
     bin/retrain backfill intent --from 2026-10-05 --to 2026-10-19   # through the API server (works on SQLite)
     bin/retrain deploy build              # the MWAA bundle in dist/mwaa/ (checked: configs, DAG parse, pip resolve)
     bin/retrain deploy push --bucket B --environment E [--dry-run]   # upload with versions, UpdateEnvironment, wait
@@ -194,11 +195,16 @@ def cmd_dags(args: argparse.Namespace) -> int:
 
     dags_dir = Path(args.dags_dir) if args.dags_dir else DAGS_DIR
     if args.action == "check":
+        from retrain.config import config_problems
+
+        configs, invalid = config_problems(config_dir())  # each config as its DAG file loads it, and all of them together
         problems = check(config_dir(), dags_dir)
-        for problem in problems:
+        for problem in invalid + problems:
             print(problem, file=sys.stderr)
-        print(f"{dags_dir}: {'out of date' if problems else 'one DAG file per config in ' + str(config_dir())}")
-        return 1 if problems else 0
+        verdict = (["out of date"] if problems else []) + ([f"{len(invalid)} config problem(s) in {config_dir()}, whose DAG files "
+                                                            "will not load"] if invalid else [])
+        print(f"{dags_dir}: {'; '.join(verdict) or f'one DAG file per config in {config_dir()}, {len(configs)} valid'}")
+        return 1 if verdict else 0
     changes = sync(config_dir(), dags_dir)
     for kind in ("written", "removed"):
         for name in changes[kind]:
@@ -313,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_golden_pin)
 
     p = sub_add("dags", help="the per-model DAG files in dags/")
-    p.add_argument("action", choices=["sync", "check"], help="sync: write missing or stale files, remove orphans; check: report, change nothing")
+    p.add_argument("action", choices=["sync", "check"], help="sync: write missing or stale files, remove orphans; "
+                                                             "check: validate every config and report, change nothing")
     p.add_argument("--dags-dir", default=None, help="the DAGs folder (default: the project's dags/)")
     p.set_defaults(func=cmd_dags)
 

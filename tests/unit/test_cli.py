@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from retrain.cli import main
@@ -20,3 +22,46 @@ def test_model_as_option_or_argument_but_not_two_different_ones(capsys):
     with pytest.raises(SystemExit):
         main(["rollback", "--reason", "why"])
     assert "a model is required" in capsys.readouterr().err
+
+
+INTENT = Path(__file__).resolve().parents[2] / "config" / "models" / "intent.yaml"
+
+
+def config_dir_with(tmp_path, monkeypatch, **configs: str) -> tuple[Path, Path]:
+    """A config directory of intent plus ``name=text`` configs, with its DAG files synced; RETRAIN_CONFIG_DIR names it."""
+    from retrain.dagfiles import sync
+
+    config_dir, dags_dir = tmp_path / "config", tmp_path / "dags"
+    config_dir.mkdir()
+    (config_dir / "intent.yaml").write_text(INTENT.read_text())
+    for name, text in configs.items():
+        (config_dir / f"{name}.yaml").write_text(text)
+    sync(config_dir, dags_dir)
+    monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(config_dir))
+    return config_dir, dags_dir
+
+
+def test_dags_check_validates_every_config_and_names_the_broken_file_and_field(tmp_path, monkeypatch, capsys):
+    broken = INTENT.read_text().replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly")
+    config_dir, dags_dir = config_dir_with(tmp_path, monkeypatch, broken=broken)
+    assert main(["dags", "check", "--dags-dir", str(dags_dir)]) == 1  # its DAG file is there and up to date: the config is not
+    out, err = capsys.readouterr()
+    assert f"{config_dir / 'broken.yaml'}: invalid model config" in err and "field 'schedule.cadence'" in err
+    assert "1 config problem(s)" in out and "one DAG file per config" not in out
+
+
+def test_dags_check_refuses_two_models_sharing_a_model_package_group(tmp_path, monkeypatch, capsys):
+    config_dir, dags_dir = config_dir_with(tmp_path, monkeypatch, intent150=INTENT.read_text().replace("name: intent", "name: intent150"))
+    assert main(["dags", "check", "--dags-dir", str(dags_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"{config_dir / 'intent150.yaml'}: field 'aws.model_package_group' is 'retrain-intent', as in {config_dir / 'intent.yaml'}" in err
+
+
+def test_dags_check_passes_valid_configs_with_their_dag_files(tmp_path, monkeypatch, capsys):
+    own = INTENT.read_text().replace("name: intent", "name: intent150").replace("retrain-intent\n", "retrain-intent150\n")
+    config_dir, dags_dir = config_dir_with(tmp_path, monkeypatch, intent150=own)
+    assert main(["dags", "check", "--dags-dir", str(dags_dir)]) == 0
+    assert capsys.readouterr().out.strip() == f"{dags_dir}: one DAG file per config in {config_dir}, 2 valid"
+    (dags_dir / "retrain_intent150.py").unlink()
+    assert main(["dags", "check", "--dags-dir", str(dags_dir)]) == 1
+    assert "retrain_intent150.py: missing" in capsys.readouterr().err
