@@ -10,6 +10,7 @@
     bin/retrain golden pin intent         # write the verified golden hash into the config
     bin/retrain dags sync                 # one thin DAG file per model config (dags/retrain_<model>.py)
     bin/retrain dags check                # every config valid (alone and together) and its DAG file up to date
+    bin/retrain dags errors               # each DAG file's import error, as Airflow parses them (no `airflow db migrate` needed)
     bin/retrain backfill intent --from 2026-10-05 --to 2026-10-19   # through the API server (works on SQLite)
     bin/retrain deploy build              # the MWAA bundle in dist/mwaa/ (checked: configs, DAG parse, pip resolve)
     bin/retrain deploy push --bucket B --environment E [--dry-run]   # upload with versions, UpdateEnvironment, wait
@@ -151,7 +152,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     client = client_for(args)
     dag = client.dag(dag_id)
     if dag is None:
-        print(f"error: {dag_id} is not known to Airflow at {args.api_url} (is it parsed? see `airflow dags list-import-errors`)", file=sys.stderr)
+        print(f"error: {dag_id} is not known to Airflow at {args.api_url} (is it parsed? see `bin/retrain dags errors`)", file=sys.stderr)
         return 1
     # Created while the DAG may still be paused (less scheduler traffic), then unpaused: a paused DAG's
     # backfill runs stay queued.
@@ -191,9 +192,17 @@ def cmd_golden_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_dags(args: argparse.Namespace) -> int:
-    from retrain.dagfiles import DAGS_DIR, check, sync
+    from retrain.dagfiles import DAGS_DIR, check, import_errors, sync
 
     dags_dir = Path(args.dags_dir) if args.dags_dir else DAGS_DIR
+    if args.action == "errors":
+        from retrain.deploy.checks import airflow_python
+
+        dags, errors = import_errors(dags_dir, airflow_python(PROJECT_ROOT))
+        for path, error in errors.items():
+            print(f"{path}:\n" + "\n".join(f"  {line}" for line in error.rstrip().splitlines()), file=sys.stderr)
+        print(f"{dags_dir}: {len(errors)} import error(s); {len(dags)} DAG(s) loaded" + (f": {', '.join(dags)}" if dags else ""))
+        return 1 if errors else 0
     if args.action == "check":
         from retrain.config import config_problems
 
@@ -319,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_golden_pin)
 
     p = sub_add("dags", help="the per-model DAG files in dags/")
-    p.add_argument("action", choices=["sync", "check"], help="sync: write missing or stale files, remove orphans; "
-                                                             "check: validate every config and report, change nothing")
+    p.add_argument("action", choices=["sync", "check", "errors"], help="sync: write missing or stale files, remove orphans; "
+                   "check: validate every config and report, change nothing; errors: parse the DAGs folder as Airflow does "
+                   "and print each file's import error (no metadata DB or running Airflow needed)")
     p.add_argument("--dags-dir", default=None, help="the DAGs folder (default: the project's dags/)")
     p.set_defaults(func=cmd_dags)
 

@@ -209,6 +209,32 @@ def test_a_broken_config_is_an_import_error_of_its_own_dag_file(tmp_path, old, n
     assert str(config_dir / "broken.yaml") in error and f"field '{field}'" in error
 
 
+def test_bin_retrain_dags_errors_shows_a_broken_configs_import_error_without_a_metadata_db(tmp_path, monkeypatch, capsys):
+    """`airflow dags list-import-errors` needs `airflow db migrate` first; `bin/retrain dags errors` parses the folder itself."""
+    from retrain.cli import main
+    from retrain.dagfiles import sync
+
+    good = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
+    config_dir, dags_dir, home = tmp_path / "config", tmp_path / "dags", tmp_path / "fresh-airflow-home"
+    config_dir.mkdir()
+    (config_dir / "intent.yaml").write_text(good)
+    (config_dir / "broken.yaml").write_text(good.replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly"))
+    sync(config_dir, dags_dir)
+    monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(config_dir))
+    monkeypatch.setenv("AIRFLOW_HOME", str(home))  # a fresh clone's: no airflow.cfg, no metadata DB
+    assert main(["dags", "errors", "--dags-dir", str(dags_dir)]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith(f"{dags_dir / 'retrain_broken.py'}:\n")
+    assert f"{config_dir / 'broken.yaml'}: invalid model config" in err and "field 'schedule.cadence'" in err
+    assert "retrain_intent.py" not in err
+    assert out.strip() == f"{dags_dir}: 1 import error(s); 2 DAG(s) loaded: retrain_intent, rollback_intent"
+    assert not (home / "airflow.db").exists()
+    (config_dir / "broken.yaml").unlink()
+    sync(config_dir, dags_dir)
+    assert main(["dags", "errors", "--dags-dir", str(dags_dir)]) == 0
+    assert capsys.readouterr().out.strip() == f"{dags_dir}: 0 import error(s); 2 DAG(s) loaded: retrain_intent, rollback_intent"
+
+
 def test_two_models_sharing_a_model_package_group_are_both_their_dag_files_import_errors(tmp_path, monkeypatch):
     """A config copied from intent keeps `aws.model_package_group: retrain-intent`: each DAG file refuses it, naming both."""
     from retrain.config import ConfigError
