@@ -32,27 +32,32 @@ import time
 from pathlib import Path
 
 from retrain import ledger
-from retrain.airflow_api import AirflowClient, ApiError
+from retrain.airflow_api import AirflowClient, AirflowNotRunning, ApiError, configured_api_url
 from retrain.config import config_paths
 from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.stores import get_store
 
 
 def client_for(args: argparse.Namespace) -> AirflowClient:
+    """A client logged in as ``--as``; AirflowNotRunning when nothing answers (asked first: an Airflow that never started
+    has not written its passwords file either)."""
     client = AirflowClient(args.api_url, Path(os.environ.get("AIRFLOW_HOME", ".airflow")))
+    client.healthy()
     return client.login(args.user, args.password or os.environ.get("RETRAIN_AIRFLOW_PASSWORD"))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     names = [args.model] if args.model else [path.stem for path in config_paths()]
+    shown = []
     for number, name in enumerate(names):
         if number:
             print()
-        show_status(args, name)
-    return 0
+        shown.append(show_status(args, name))
+    return 0 if all(shown) else 1
 
 
-def show_status(args: argparse.Namespace, model: str) -> None:
+def show_status(args: argparse.Namespace, model: str) -> bool:
+    """Print a model's status; False when its last runs could not be read from Airflow."""
     from retrain.registry import status
 
     args.model = model
@@ -70,11 +75,16 @@ def show_status(args: argparse.Namespace, model: str) -> None:
         print(f"  #{e['seq']} {e['time'][:19]} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}: {e['reason']}")
     try:
         runs = client_for(args).dag_runs(f"retrain_{args.model}")[:5]
-        print("last runs:")
-        for run in runs:
-            print(f"  {run['dag_run_id']:<48} {run['state']}")
-    except (OSError, ApiError, KeyError, FileNotFoundError) as exc:
-        print(f"last runs:  Airflow not reachable at {args.api_url} ({exc.__class__.__name__})")
+    except AirflowNotRunning as exc:
+        print(f"last runs:  {exc}")
+        return False
+    except (OSError, ApiError, KeyError) as exc:
+        print(f"last runs:  Airflow at {args.api_url} did not answer ({exc.__class__.__name__}: {exc})")
+        return False
+    print("last runs:")
+    for run in runs:
+        print(f"  {run['dag_run_id']:<48} {run['state']}")
+    return True
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
@@ -270,7 +280,8 @@ def add_model(parser: argparse.ArgumentParser, required: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--api-url", default=os.environ.get("RETRAIN_AIRFLOW_URL", "http://localhost:8080"), help="Airflow API server (default: %(default)s)")
+    common.add_argument("--api-url", default=os.environ.get("RETRAIN_AIRFLOW_URL") or configured_api_url(),
+                        help="Airflow API server (default: RETRAIN_AIRFLOW_URL, else Airflow's own [api] base_url or port: %(default)s)")
     common.add_argument("--as", dest="user", default=os.environ.get("RETRAIN_AIRFLOW_USER", "admin"), help="Airflow user to act as (default: %(default)s)")
     common.add_argument("--password", default=None, help="that user's password (default: RETRAIN_AIRFLOW_PASSWORD, then Airflow's generated passwords file)")
     parser = argparse.ArgumentParser(prog="retrain", description="Inspect and steer retrain's models (status, approvals, rollbacks, ledger).")
@@ -362,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         args.model = args.model or args.model_positional
         if args.model_required and not args.model:
             parser.error(f"{args.command}: a model is required (MODEL or --model NAME)")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except AirflowNotRunning as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
