@@ -26,13 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from retrain_tools.airflow_api import AirflowClient, wait_until
+from retrain_tools.airflow_api import AirflowClient, configured_api_url, wait_until
 from retrain.config import ConfigError, load_model
 from retrain_tools.dagfiles import sync as sync_dag_files
 from retrain.intervals import latest_complete_interval
@@ -48,6 +50,37 @@ def with_user(users: str, name: str) -> str:
     """The simple auth manager's user list, with ``name`` added (as an op user) if missing."""
     names = {entry.split(":")[0] for entry in users.split(",") if entry}
     return users if name in names else f"{users},{name}:op"
+
+
+def with_api_options(text: str, options: dict[str, str]) -> str:
+    """airflow.cfg's text with ``key = value`` under ``[api]`` for each option: the option's line (set, else commented
+    out) replaced in place, else added under the section header, or in a new ``[api]`` section at the end."""
+    lines = text.splitlines(keepends=True)
+    header = next((i for i, line in enumerate(lines) if line.strip() == "[api]"), None)
+    if header is None:
+        lines += ([] if not lines or lines[-1].endswith("\n") else ["\n"]) + ["\n[api]\n"]
+        header = len(lines) - 1
+    end = next((i for i in range(header + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    for key, value in options.items():
+        found = [i for i in range(header + 1, end) if re.match(rf"\s*{key}\s*=", lines[i])] or \
+                [i for i in range(header + 1, end) if re.match(rf"\s*#\s*{key}\s*=", lines[i])]
+        if found:
+            lines[found[0]] = f"{key} = {value}\n"
+        else:
+            lines.insert(header + 1, f"{key} = {value}\n")
+            end += 1
+    return "".join(lines)
+
+
+def remember_port(port: int) -> Path:
+    """Make ``port`` the API server's port in Airflow's own config (``[api] port`` and ``base_url`` in airflow.cfg, which
+    Airflow writes first if missing), so that bin/retrain, alert links, `make ui` and Airflow's own links find it."""
+    from airflow.configuration import AIRFLOW_CONFIG, write_default_airflow_configuration_if_needed
+
+    write_default_airflow_configuration_if_needed()
+    path = Path(AIRFLOW_CONFIG)
+    path.write_text(with_api_options(path.read_text(), {"port": str(port), "base_url": f"http://localhost:{port}"}))
+    return path
 
 
 def start_airflow(port: int, approver: str) -> subprocess.Popen:
@@ -176,14 +209,15 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
         print(f"  #{e['seq']} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}  ({e['reason']})  hash {e['hash'][:12]}…")
     print(f"\nwall time: {wall:.0f}s")
     print(f"mlflow:     {os.environ['MLFLOW_TRACKING_URI']}  (make ui, then http://localhost:5000)")
-    print("airflow UI: make ui, then http://localhost:8080 (passwords: .airflow/simple_auth_manager_passwords.json.generated)")
+    print(f"airflow UI: make ui, then {configured_api_url()} (passwords: .airflow/simple_auth_manager_passwords.json.generated)")
     print(f"roll back:  bin/retrain rollback {model} --reason '…'   (or trigger rollback_{model} in the UI)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="intent", help="which model to run (default intent); its config needs sample_data")
-    parser.add_argument("--port", type=int, default=8080, help="API server port (default 8080)")
+    parser.add_argument("--port", type=int, default=None, help="API server port (default: Airflow's own [api] port, 8080 unless "
+                        "configured); another one is written into airflow.cfg, so bin/retrain and the alert links find it")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each run (default 1800)")
     parser.add_argument("--manual-approval", action="store_true", help="leave the approval to a person in the Airflow UI")
     parser.add_argument("--keep-running", action="store_true", help="leave Airflow running afterwards for the UI")
@@ -202,6 +236,10 @@ def main() -> int:
     (first, second), unit = seeded["intervals"][-2:], config.schedule.cadence.removesuffix("ly")
     approver = config.approval.assigned_users[0]
 
+    configured = urlsplit(configured_api_url()).port or 8080
+    args.port = args.port or configured
+    if args.port != configured:
+        print(f"Airflow's API server port is now {args.port}: [api] port and base_url in {remember_port(args.port)}")
     proc = start_airflow(args.port, approver)
     try:
         client = AirflowClient(f"http://localhost:{args.port}", Path(os.environ["AIRFLOW_HOME"]))

@@ -560,3 +560,63 @@ def config_paths(config_dir: Path | None = None) -> list[Path]:
 def load_model(name: str, config_dir: Path | None = None) -> ModelConfig:
     """Load the config of one model by name (default directory: ``RETRAIN_CONFIG_DIR``, read now)."""
     return load_config((config_dir or current_config_dir()) / f"{name}.yaml")
+
+
+UNIQUE_PER_MODEL = {
+    "aws.model_package_group": "each model registers its versions in its own SageMaker model package group; "
+                               "a shared group would mix two models' versions and approvals",
+}
+"""Fields two models may not share, and why. Every other per-model name is derived from the model name, which is the
+file name (S3 keys ``raw/<model>/``…, job names, SNS subjects ``[retrain <model>]``, the MLflow registered model); the
+buckets, the MLflow server, the SNS topic and the Slack connection are one per deployment and may be shared."""
+
+
+def _value(config: ModelConfig, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part, None)
+    return value
+
+
+def _shared(path: Path, config: ModelConfig, others: dict[Path, ModelConfig]) -> list[str]:
+    """Where ``config`` (file ``path``) shares a ``UNIQUE_PER_MODEL`` value with one of ``others`` (path -> config)."""
+    return [f"{path}: field '{field}' is {value!r}, as in {other_path}: {why}"
+            for field, why in UNIQUE_PER_MODEL.items() if (value := _value(config, field)) is not None
+            for other_path, other in others.items() if other_path != path and _value(other, field) == value]
+
+
+def clashes(configs: dict[Path, ModelConfig]) -> list[str]:
+    """Configs (path -> config) sharing a ``UNIQUE_PER_MODEL`` value: one line per clash, naming both files and the field."""
+    items = list(configs.items())
+    return [line for number, (path, config) in enumerate(items) for line in _shared(path, config, dict(items[:number]))]
+
+
+def config_problems(config_dir: Path | None = None) -> tuple[list[ModelConfig], list[str]]:
+    """Every model config in the directory validated, then checked against each other (``UNIQUE_PER_MODEL``):
+    the valid configs, and one message per problem, each naming the file (and the field)."""
+    configs, problems = {}, []
+    for path in config_paths(config_dir):
+        try:
+            configs[path] = load_config(path)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return list(configs.values()), problems + clashes(configs)
+
+
+def load_model_among_all(name: str, config_dir: Path | None = None) -> ModelConfig:
+    """``load_model``, refused (ConfigError naming both files and the field) when the config shares a ``UNIQUE_PER_MODEL``
+    value with another config in the directory. Each model's DAG file loads its config this way, so both models' DAG files
+    show the clash; a config that does not load is its own DAG file's import error and is not compared."""
+    config_dir = config_dir or current_config_dir()
+    config = load_model(name, config_dir)
+    others = {}
+    for path in config_paths(config_dir):
+        if path.stem != name:
+            try:
+                others[path] = load_config(path)
+            except ConfigError:
+                continue
+    problems = _shared(config_dir / f"{name}.yaml", config, others)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 PROJECT_ROOT = Path(os.environ.get("RETRAIN_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
 INCLUDE_DIR = PROJECT_ROOT / "include"
@@ -27,3 +28,14 @@ def job_python() -> Path:
 def mlflow_tracking_uri() -> str:
     """MLflow on SQLite under the store root unless MLFLOW_TRACKING_URI says otherwise."""
     return os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{store_root() / 'mlflow.db'}")
+
+
+def api_base_url(get: Callable[[str], str | None]) -> str:
+    """The API server's URL by Airflow's own ``[api]`` options, each read through ``get(key)``: ``base_url`` when set
+    (a bare path such as ``/airflow`` is on localhost), else ``http://localhost:<port>`` (Airflow's default port 8080).
+    Airflow's own links use ``base_url`` else localhost:8080, whatever the port."""
+    port = (get("port") or "").strip() or "8080"
+    base = (get("base_url") or "").strip()
+    if not base or base.startswith("/"):
+        base = f"http://localhost:{port}{base}"
+    return base.rstrip("/")

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
 
-from retrain.config import ConfigError, ModelConfig, load_model
+from retrain.config import ConfigError, ModelConfig, load_model_among_all
 from retrain.paths import config_dir
 
 JOB_TASKS = ("validate_raw", "build_dataset", "train_model", "evaluate_model", "register_model", "promote_model")
@@ -247,7 +247,8 @@ def model_dags(name: str) -> dict[str, DAG]:
 
     A broken config raises ConfigError naming the file and the field; raised while the DAG
     file is imported, it becomes that file's import error in the UI, the REST API and
-    ``airflow dags list-import-errors``, while every other model's DAG file loads on its own.
+    ``airflow dags list-import-errors``, while every other model's DAG file loads on its own. A config that shares
+    a field that must be unique per model (``retrain.config.UNIQUE_PER_MODEL``) with another is refused the same way.
     """
-    config = load_model(name)
+    config = load_model_among_all(name)
     return {config.dag_id: build_retraining_dag(config), f"rollback_{config.name}": build_rollback_dag(config)}

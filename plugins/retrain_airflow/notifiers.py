@@ -11,10 +11,30 @@ import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
 
 log = logging.getLogger(__name__)
+
+
+def airflow_url() -> str:
+    """Where this Airflow's UI is, by Airflow's own config: ``[api] base_url``, else localhost on ``[api] port``
+    (retrain.paths.api_base_url, the rule the CLI follows too). A task instance's ``log_url`` falls back to
+    localhost:8080 whatever the port, so alert links are built here."""
+    from airflow.sdk.configuration import conf
+
+    from retrain.paths import api_base_url
+
+    return api_base_url(lambda key: conf.get("api", key, fallback=None))
+
+
+def task_url(ti: Any) -> str:
+    """The task instance's page in the Airflow UI (the path of Airflow's own ``log_url``), on ``airflow_url()``."""
+    map_index, try_number = getattr(ti, "map_index", None), getattr(ti, "try_number", None)
+    mapped = f"/mapped/{map_index}" if map_index is not None and map_index >= 0 else ""
+    attempt = f"?try_number={try_number}" if try_number else ""
+    return f"{airflow_url()}/dags/{ti.dag_id}/runs/{quote(ti.run_id)}/tasks/{ti.task_id}{mapped}{attempt}"
 
 
 def alert_record(model: str, message: str, context: Any, reason: str | None = None) -> dict[str, Any]:
@@ -27,7 +47,7 @@ def alert_record(model: str, message: str, context: Any, reason: str | None = No
         "run_id": ti.run_id,
         "task_id": ti.task_id,
         "try_number": getattr(ti, "try_number", None),
-        "url": getattr(ti, "log_url", None),
+        "url": task_url(ti),
         "message": message,
         "reason": reason if reason is not None else str(context.get("exception") or ""),
     }

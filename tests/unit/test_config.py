@@ -158,3 +158,58 @@ def test_a_hyperparameter_with_a_line_break_is_refused_naming_the_field(tmp_path
     text = text.replace("(sentiment, source): '", '(sentiment, source): "', 1)
     with pytest.raises(ConfigError, match=r"(?s)llm_lora\.yaml: .*field 'training.hyperparameters'.*'prompt_template' holds a line break"):
         load_config(write(tmp_path, text, name="llm_lora"))
+
+
+def copy_of_intent(config_dir: Path, name: str, package_group: str | None = None) -> Path:
+    """intent.yaml as ``<name>.yaml``, as a person adding a model starts; its package group kept unless given."""
+    text = INTENT.read_text().replace("name: intent", f"name: {name}")
+    assert "model_package_group: retrain-intent\n" in text
+    if package_group:
+        text = text.replace("model_package_group: retrain-intent\n", f"model_package_group: {package_group}\n")
+    return write(config_dir, text, name)
+
+
+def test_every_shipped_config_is_unique_where_it_must_be():
+    from retrain.config import config_problems
+
+    configs, problems = config_problems()
+    assert problems == [] and len(configs) == len(config_paths())
+
+
+def test_two_models_sharing_a_model_package_group_are_refused_naming_both_files_and_the_field(tmp_path):
+    """intent150 copied from intent keeps `aws.model_package_group: retrain-intent`: loaded together, refused."""
+    from retrain.config import config_problems, load_model, load_model_among_all
+
+    intent = write(tmp_path, INTENT.read_text())
+    copy = copy_of_intent(tmp_path, "intent150")
+    assert load_model("intent150", tmp_path).aws.model_package_group == "retrain-intent"  # each is valid on its own
+    configs, problems = config_problems(tmp_path)
+    assert len(configs) == 2 and len(problems) == 1
+    assert problems[0].startswith(f"{copy}: field 'aws.model_package_group' is 'retrain-intent', as in {intent}: ")
+    for name, mine, theirs in (("intent", intent, copy), ("intent150", copy, intent)):  # each model's DAG file refuses it
+        with pytest.raises(ConfigError) as info:
+            load_model_among_all(name, tmp_path)
+        assert str(info.value).startswith(f"{mine}: field 'aws.model_package_group' is 'retrain-intent', as in {theirs}")
+
+
+def test_own_package_groups_a_local_only_model_and_a_broken_neighbour_pass_together(tmp_path):
+    from retrain.config import config_problems, load_model_among_all
+
+    write(tmp_path, INTENT.read_text())
+    copy_of_intent(tmp_path, "intent150", package_group="retrain-intent150")
+    local = INTENT.read_text().replace("name: intent", "name: local_only")
+    write(tmp_path, local[:local.index("\naws:")] + "\n", "local_only")  # no aws section: nothing to share
+    write(tmp_path, INTENT.read_text().replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly"), "broken")
+    configs, problems = config_problems(tmp_path)
+    assert [config.name for config in configs] == ["intent", "intent150", "local_only"]
+    assert len(problems) == 1 and "broken.yaml" in problems[0] and "field 'schedule.cadence'" in problems[0]
+    assert load_model_among_all("intent", tmp_path).aws.model_package_group == "retrain-intent"
+
+
+def test_the_mwaa_bundle_refuses_two_models_sharing_a_model_package_group(tmp_path):
+    from retrain_tools.deploy.bundle import BuildError, load_configs
+
+    write(tmp_path, INTENT.read_text())
+    copy = copy_of_intent(tmp_path, "intent150")
+    with pytest.raises(BuildError, match=f"{copy}: field 'aws.model_package_group' is 'retrain-intent', as in {tmp_path / 'intent.yaml'}"):
+        load_configs(tmp_path)

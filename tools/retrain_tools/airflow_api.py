@@ -6,6 +6,7 @@ auth manager's ``/auth/token`` endpoint with the passwords Airflow generated.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import socket
@@ -14,7 +15,12 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+from retrain.paths import api_base_url
+
+START_COMMAND = "make ui"
+"""How this project starts Airflow (``airflow standalone`` on the port of Airflow's own config)."""
 
 
 class ApiError(RuntimeError):
@@ -23,6 +29,27 @@ class ApiError(RuntimeError):
     def __init__(self, method: str, path: str, status: int, body: str) -> None:
         super().__init__(f"{method} {path} -> HTTP {status}: {body[:500]}")
         self.status = status
+
+
+class AirflowNotRunning(ConnectionError):
+    """Nothing answers at the API server's URL (an OSError, so polling loops keep counting it as 'not yet')."""
+
+    def __init__(self, base_url: str, reason: str = "") -> None:
+        super().__init__(f"Airflow is not running at {base_url}; start it with `{START_COMMAND}`")
+        self.base_url, self.reason = base_url, reason
+
+
+def configured_api_url(environ: Mapping[str, str] | None = None) -> str:
+    """``api_base_url`` as Airflow configures it, read without importing Airflow (the CLI runs in the job environment):
+    ``AIRFLOW__API__<KEY>`` in the environment, else ``[api] <key>`` in ``$AIRFLOW_CONFIG`` or ``$AIRFLOW_HOME/airflow.cfg``."""
+    environ = os.environ if environ is None else environ
+    home = Path(environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(environ.get("AIRFLOW_CONFIG") or home / "airflow.cfg")
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        pass  # a file Airflow could not read either: its defaults
+    return api_base_url(lambda key: environ.get(f"AIRFLOW__API__{key.upper()}") or parser.get("api", key, fallback=None))
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
@@ -59,6 +86,8 @@ class AirflowClient:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             raise ApiError(method, path, exc.code, exc.read().decode(errors="replace")) from None
+        except urllib.error.URLError as exc:  # no connection: refused, unknown host, connect timeout
+            raise AirflowNotRunning(self.base_url, str(exc.reason)) from None
         return json.loads(payload) if payload else None
 
     def password(self, username: str) -> str:

@@ -9,6 +9,8 @@
     bin/retrain seed --model intent       # land the model's sample data (config: sample_data)
     bin/retrain golden pin intent         # write the verified golden hash into the config
     bin/retrain dags sync                 # one thin DAG file per model config (dags/retrain_<model>.py)
+    bin/retrain dags check                # every config valid (alone and together) and its DAG file up to date
+    bin/retrain dags errors               # each DAG file's import error, as Airflow parses them (no `airflow db migrate` needed)
     bin/retrain backfill intent --from 2026-10-05 --to 2026-10-19   # through the API server (works on SQLite)
     bin/retrain deploy build              # the MWAA bundle in dist/mwaa/ (checked: configs, DAG parse, pip resolve)
     bin/retrain deploy push --bucket B --environment E [--dry-run]   # upload with versions, UpdateEnvironment, wait
@@ -30,27 +32,32 @@ import time
 from pathlib import Path
 
 from retrain import ledger
-from retrain_tools.airflow_api import AirflowClient, ApiError
+from retrain_tools.airflow_api import AirflowClient, AirflowNotRunning, ApiError, configured_api_url
 from retrain.config import config_paths
 from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.store import get_store
 
 
 def client_for(args: argparse.Namespace) -> AirflowClient:
+    """A client logged in as ``--as``; AirflowNotRunning when nothing answers (asked first: an Airflow that never started
+    has not written its passwords file either)."""
     client = AirflowClient(args.api_url, Path(os.environ.get("AIRFLOW_HOME", ".airflow")))
+    client.healthy()
     return client.login(args.user, args.password or os.environ.get("RETRAIN_AIRFLOW_PASSWORD"))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     names = [args.model] if args.model else [path.stem for path in config_paths()]
+    shown = []
     for number, name in enumerate(names):
         if number:
             print()
-        show_status(args, name)
-    return 0
+        shown.append(show_status(args, name))
+    return 0 if all(shown) else 1
 
 
-def show_status(args: argparse.Namespace, model: str) -> None:
+def show_status(args: argparse.Namespace, model: str) -> bool:
+    """Print a model's status; False when its last runs could not be read from Airflow."""
     from retrain.registry import status
 
     args.model = model
@@ -68,11 +75,16 @@ def show_status(args: argparse.Namespace, model: str) -> None:
         print(f"  #{e['seq']} {e['time'][:19]} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}: {e['reason']}")
     try:
         runs = client_for(args).dag_runs(f"retrain_{args.model}")[:5]
-        print("last runs:")
-        for run in runs:
-            print(f"  {run['dag_run_id']:<48} {run['state']}")
-    except (OSError, ApiError, KeyError, FileNotFoundError) as exc:
-        print(f"last runs:  Airflow not reachable at {args.api_url} ({exc.__class__.__name__})")
+    except AirflowNotRunning as exc:
+        print(f"last runs:  {exc}")
+        return False
+    except (OSError, ApiError, KeyError) as exc:
+        print(f"last runs:  Airflow at {args.api_url} did not answer ({exc.__class__.__name__}: {exc})")
+        return False
+    print("last runs:")
+    for run in runs:
+        print(f"  {run['dag_run_id']:<48} {run['state']}")
+    return True
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
@@ -150,7 +162,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     client = client_for(args)
     dag = client.dag(dag_id)
     if dag is None:
-        print(f"error: {dag_id} is not known to Airflow at {args.api_url} (is it parsed? see `airflow dags list-import-errors`)", file=sys.stderr)
+        print(f"error: {dag_id} is not known to Airflow at {args.api_url} (is it parsed? see `bin/retrain dags errors`)", file=sys.stderr)
         return 1
     # Created while the DAG may still be paused (less scheduler traffic), then unpaused: a paused DAG's
     # backfill runs stay queued.
@@ -190,15 +202,28 @@ def cmd_golden_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_dags(args: argparse.Namespace) -> int:
-    from retrain_tools.dagfiles import DAGS_DIR, check, sync
+    from retrain_tools.dagfiles import DAGS_DIR, check, import_errors, sync
 
     dags_dir = Path(args.dags_dir) if args.dags_dir else DAGS_DIR
+    if args.action == "errors":
+        from retrain_tools.deploy.checks import airflow_python
+
+        dags, errors = import_errors(dags_dir, airflow_python(PROJECT_ROOT))
+        for path, error in errors.items():
+            print(f"{path}:\n" + "\n".join(f"  {line}" for line in error.rstrip().splitlines()), file=sys.stderr)
+        print(f"{dags_dir}: {len(errors)} import error(s); {len(dags)} DAG(s) loaded" + (f": {', '.join(dags)}" if dags else ""))
+        return 1 if errors else 0
     if args.action == "check":
+        from retrain.config import config_problems
+
+        configs, invalid = config_problems(config_dir())  # each config as its DAG file loads it, and all of them together
         problems = check(config_dir(), dags_dir)
-        for problem in problems:
+        for problem in invalid + problems:
             print(problem, file=sys.stderr)
-        print(f"{dags_dir}: {'out of date' if problems else 'one DAG file per config in ' + str(config_dir())}")
-        return 1 if problems else 0
+        verdict = (["out of date"] if problems else []) + ([f"{len(invalid)} config problem(s) in {config_dir()}, whose DAG files "
+                                                            "will not load"] if invalid else [])
+        print(f"{dags_dir}: {'; '.join(verdict) or f'one DAG file per config in {config_dir()}, {len(configs)} valid'}")
+        return 1 if verdict else 0
     changes = sync(config_dir(), dags_dir)
     for kind in ("written", "removed"):
         for name in changes[kind]:
@@ -255,7 +280,8 @@ def add_model(parser: argparse.ArgumentParser, required: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--api-url", default=os.environ.get("RETRAIN_AIRFLOW_URL", "http://localhost:8080"), help="Airflow API server (default: %(default)s)")
+    common.add_argument("--api-url", default=os.environ.get("RETRAIN_AIRFLOW_URL") or configured_api_url(),
+                        help="Airflow API server (default: RETRAIN_AIRFLOW_URL, else Airflow's own [api] base_url or port: %(default)s)")
     common.add_argument("--as", dest="user", default=os.environ.get("RETRAIN_AIRFLOW_USER", "admin"), help="Airflow user to act as (default: %(default)s)")
     common.add_argument("--password", default=None, help="that user's password (default: RETRAIN_AIRFLOW_PASSWORD, then Airflow's generated passwords file)")
     parser = argparse.ArgumentParser(prog="retrain", description="Inspect and steer retrain's models (status, approvals, rollbacks, ledger).")
@@ -313,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_golden_pin)
 
     p = sub_add("dags", help="the per-model DAG files in dags/")
-    p.add_argument("action", choices=["sync", "check"], help="sync: write missing or stale files, remove orphans; check: report, change nothing")
+    p.add_argument("action", choices=["sync", "check", "errors"], help="sync: write missing or stale files, remove orphans; "
+                   "check: validate every config and report, change nothing; errors: parse the DAGs folder as Airflow does "
+                   "and print each file's import error (no metadata DB or running Airflow needed)")
     p.add_argument("--dags-dir", default=None, help="the DAGs folder (default: the project's dags/)")
     p.set_defaults(func=cmd_dags)
 
@@ -345,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         args.model = args.model or args.model_positional
         if args.model_required and not args.model:
             parser.error(f"{args.command}: a model is required (MODEL or --model NAME)")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except AirflowNotRunning as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

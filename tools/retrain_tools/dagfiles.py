@@ -9,6 +9,9 @@ data; they hold no logic of their own. Plain Python, no Airflow import.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
 from retrain.paths import PROJECT_ROOT, config_dir as current_config_dir
@@ -77,3 +80,24 @@ def sync(config_dir: Path | None = None, dags_dir: Path = DAGS_DIR) -> dict[str,
             path.unlink()
             changes["removed"].append(path.name)
     return changes
+
+
+PARSE_SCRIPT = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+print("DAGBAG_JSON " + json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v) for k, v in sorted(bag.import_errors.items())}}))
+"""
+
+
+def import_errors(dags_dir: Path, python: str | Path) -> tuple[list[str], dict[str, str]]:
+    """The DAG ids and the import errors (file -> error) of ``dags_dir`` as Airflow's DagBag parses it, in a fresh ``python``
+    that has Airflow: what ``airflow dags list-import-errors`` shows, without a migrated metadata DB or a running Airflow."""
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": str(dags_dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT / "plugins"), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([str(python), "-c", PARSE_SCRIPT, str(dags_dir)], env=env, capture_output=True, text=True, timeout=600)
+    line = next((line for line in reversed(result.stdout.splitlines()) if line.startswith("DAGBAG_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"{python} could not parse {dags_dir} (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    parsed = json.loads(line[len("DAGBAG_JSON "):])
+    return parsed["dags"], parsed["errors"]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from retrain.config import ConfigError, ModelConfig, config_paths, load_config
+from retrain.config import ConfigError, ModelConfig, clashes, config_paths, load_config
 from retrain_tools.dagfiles import dag_file_text
 from retrain_tools.deploy import archive
 from retrain.paths import PROJECT_ROOT, config_dir as current_config_dir
@@ -79,8 +79,9 @@ def git_identity(project_root: Path) -> GitIdentity:
 
 
 def load_configs(config_dir: Path) -> list[ModelConfig]:
-    """Every model config, validated, each with an ``aws:`` section; all problems in one BuildError."""
-    configs, problems = [], []
+    """Every model config, validated, each with an ``aws:`` section, no two sharing a field that is unique per model
+    (``retrain.config.UNIQUE_PER_MODEL``); all problems in one BuildError."""
+    configs, problems = {}, []
     paths = config_paths(config_dir)
     if not paths:
         raise BuildError(f"{config_dir}: no model configs (*.yaml) to deploy")
@@ -92,10 +93,11 @@ def load_configs(config_dir: Path) -> list[ModelConfig]:
             continue
         if config.aws is None:
             problems.append(f"{path}: field 'aws': RETRAIN_BACKEND=aws (MWAA) needs the model's aws section")
-        configs.append(config)
+        configs[path] = config
+    problems += clashes(configs)
     if problems:
         raise BuildError("\n".join(problems))
-    return configs
+    return list(configs.values())
 
 
 SHARED_FIELDS = {  # one value per deployment: startup.sh exports it for every model
