@@ -85,7 +85,7 @@ def load_inputs(args: argparse.Namespace, store: Store, scratch: Path) -> dict[s
         raise BuildError(f"{args.raw_manifest}: manifest is for model {raw_manifest.get('model')!r}; rule: it must be for {args.model!r}")
     verify_raw_files(store, raw_manifest)
     raw_paths = [store.local_file(entry["key"], scratch / "raw") for entry in raw_manifest["files"]]
-    for entry, path in zip(raw_manifest["files"], raw_paths):  # the header rule, before Spark: bad data, never a crash to retry
+    for entry, path in zip(raw_manifest["files"], raw_paths, strict=True):  # the header rule, before Spark: bad data, never a crash to retry
         header = next(csv.reader(io.StringIO(decode_utf8_bytes(path.read_bytes(), store.uri(entry['key'])), newline="")), [])
         problems = header_problems(header, args.text_column, args.label_column)
         if problems:

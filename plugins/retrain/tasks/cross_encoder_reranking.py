@@ -19,6 +19,7 @@ Plain Python and numpy, no Airflow.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
             raise SeedError(f"{where}: passage_id {unknown[0]!r} is not in {source.parent / 'corpus.jsonl'}; rule: candidates are passages of the corpus")
         if len(set(ids)) != len(ids):
             raise SeedError(f"{where}: a passage repeats in the list; rule: a candidate list names each passage once")
-        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores) or any(a < b for a, b in zip(scores, scores[1:])):
+        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores) or any(a < b for a, b in pairwise(scores)):
             raise SeedError(f"{where}: scores are not numbers in descending order; rule: candidates are the first stage's top k, best first")
     missing = sorted(queries - set(seen))
     if missing:

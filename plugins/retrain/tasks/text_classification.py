@@ -174,7 +174,7 @@ def _per_class(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) 
         drop = np.array([champion[labels[i]]["f1"] for i in judged]) - f1
         only_a, only_b = (counts[judged] for counts in one_vs_rest_discordance(y, a, b, n_classes))
         discordant = only_a + only_b
-        p = np.array([binomial_tail(int(k), int(n), 0.5, upper=True) for k, n in zip(only_b, discordant)])
+        p = np.array([binomial_tail(int(k), int(n), 0.5, upper=True) for k, n in zip(only_b, discordant, strict=True)])
         min_p = np.power(0.5, discordant.astype(np.float64))
         significant, family = holm_tarone(p, min_p, alpha)
         material = drop > policy.per_class_max_regression
@@ -210,7 +210,7 @@ def _floor(policy: GatePolicy, labels: list[str], judged: list[int], f1: np.ndar
     tp = np.bincount(y[y == a], minlength=n_classes)[judged]
     concern = (np.bincount(y, minlength=n_classes) + np.bincount(a, minlength=n_classes))[judged] - tp
     j0 = floor / (2 - floor)
-    p = np.array([binomial_tail(int(k), int(n), j0, upper=False) for k, n in zip(tp, concern)])
+    p = np.array([binomial_tail(int(k), int(n), j0, upper=False) for k, n in zip(tp, concern, strict=True)])
     min_p = np.power(1 - j0, concern.astype(np.float64))
     significant, family = holm_tarone(p, min_p, alpha)
     below = f1 < floor

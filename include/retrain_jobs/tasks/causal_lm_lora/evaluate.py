@@ -122,9 +122,9 @@ def score_model(model, examples: list[dict], batch_size: int) -> tuple[dict, lis
     schema = schema_of(model.spec.responses)
     generations = model.generate([ex["text"] for ex in examples], batch_size)
     valid = [parse_response(g, schema) is not None for g in generations]
-    matched = [exact_match(g, ex["label"], schema) for g, ex in zip(generations, examples)]
+    matched = [exact_match(g, ex["label"], schema) for g, ex in zip(generations, examples, strict=True)]
     fields = {k: 0 for k in schema}
-    for g, ex in zip(generations, examples):
+    for g, ex in zip(generations, examples, strict=True):
         for k, hit in _field_hits(g, json.loads(ex["label"])).items():
             fields[k] += int(hit)
     rows = [{"prompt": ex["text"], "response": ex["label"]} for ex in examples]

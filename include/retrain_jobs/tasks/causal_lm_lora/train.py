@@ -153,7 +153,7 @@ def encode_pairs(tokenizer, template: str, rows: list[dict], max_prompt: int, ma
     prompts = tokenizer([wrap(template, r["prompt"]) for r in rows], add_special_tokens=False)["input_ids"]
     responses = tokenizer([r["response"] for r in rows], add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
-    return [(p[-max_prompt:], (r + [eos])[:max_response]) for p, r in zip(prompts, responses)]
+    return [(p[-max_prompt:], (r + [eos])[:max_response]) for p, r in zip(prompts, responses, strict=True)]
 
 
 def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:

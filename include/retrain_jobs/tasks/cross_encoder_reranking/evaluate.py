@@ -97,7 +97,7 @@ def score(golden: Golden, challenger, champion, batch_size: int, options: dict) 
 def latency_requests(golden: Golden) -> list[dict]:
     """What one request holds: a golden query and its k candidates with text and first-stage score."""
     return [{"query": q["text"], "candidates": [{"passage_id": pid, "text": golden.corpus[pid], "score": s}
-                                                for pid, s in zip(q["passage_ids"], q["scores"])]} for q in golden.queries]
+                                                for pid, s in zip(q["passage_ids"], q["scores"], strict=True)]} for q in golden.queries]
 
 
 def predict_one(model, request: dict) -> None:

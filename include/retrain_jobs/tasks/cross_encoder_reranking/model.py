@@ -30,6 +30,7 @@ directory holds embedding_adapter's three files and ``candidates.jsonl`` {"query
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -161,7 +162,7 @@ class LoadedReranker:
     def logits(self, queries: list[str], passages: list[str], batch_size: int = 64) -> np.ndarray:
         """The cross-encoder's logit of each (query, passage) pair, in input order (batches are length-sorted)."""
         out = np.zeros(len(queries), dtype=np.float64)
-        order = np.argsort([len(q) + len(p) for q, p in zip(queries, passages)], kind="stable")
+        order = np.argsort([len(q) + len(p) for q, p in zip(queries, passages, strict=True)], kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = tokenize_pairs(self.tokenizer, [queries[i] for i in idx], [passages[i] for i in idx], self.spec.max_seq_length)
@@ -202,7 +203,7 @@ def read_candidates(path: Path, query_ids: list[str], corpus: dict[str, str], qu
                 raise RetrievalDataError(f"{where}: passage_id {pid!r} is not in {corpus_path}; rule: candidates are passages of the corpus")
         if len(set(ids)) != len(ids):
             raise RetrievalDataError(f"{where}: a passage repeats in the list; rule: a candidate list names each passage once")
-        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores) or any(a < b for a, b in zip(scores, scores[1:])):
+        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores) or any(a < b for a, b in pairwise(scores)):
             raise RetrievalDataError(f"{where}: scores are not numbers in descending order; rule: candidates are the first stage's top k, best first")
         rows[row["query_id"]] = {"passage_ids": ids, "scores": [float(s) for s in scores]}
     missing = [q for q in query_ids if q not in rows]

@@ -65,7 +65,7 @@ class Task:
         corpus, queries = corpus.to(self.device), queries.to(self.device)
         targets = np.array([position[p["passage_id"]] for p in examples.pairs])
         positives: dict[str, set[int]] = {}
-        for pair, target in zip(examples.pairs, targets):
+        for pair, target in zip(examples.pairs, targets, strict=True):
             positives.setdefault(pair["query_id"], set()).add(int(target))
         order = np.random.default_rng(self.args.seed).permutation(len(examples.pairs))
         batches = []

@@ -215,7 +215,7 @@ def _top_confusions(metrics: dict, k: int) -> str:
     errors = matrix.copy()
     np.fill_diagonal(errors, 0)
     champion = np.array(metrics["champion"]["confusion_matrix"]) if metrics["champion"] else None
-    pairs = sorted(((int(i), int(j)) for i, j in zip(*np.nonzero(errors))), key=lambda ij: (-errors[ij], labels[ij[0]], labels[ij[1]]))
+    pairs = sorted(((int(i), int(j)) for i, j in zip(*np.nonzero(errors), strict=True)), key=lambda ij: (-errors[ij], labels[ij[0]], labels[ij[1]]))
     if not pairs:
         return "<p>No confusions.</p>"
     shown = pairs[:k]
@@ -272,7 +272,7 @@ def _f1_chart(metrics: dict) -> str:
     centres = y + height * (len(roles) - 1) / 2
     ax.set_yticks(centres, labels, fontsize=6 if len(labels) > 40 else 8)
     if metrics["champion"]:
-        for centre, name in zip(centres, labels):
+        for centre, name in zip(centres, labels, strict=True):
             delta = metrics["challenger"]["per_class"][name]["f1"] - metrics["champion"]["per_class"][name]["f1"]
             colour = "#137333" if delta > 0 else "#b3261e" if delta < 0 else "#666"
             ax.text(1.01, centre, f"{delta:+.2f}", va="center", fontsize=7, color=colour, transform=ax.get_yaxis_transform())
