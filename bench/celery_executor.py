@@ -27,7 +27,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common import PROJECT_ROOT, log, row, write_section
@@ -64,7 +64,7 @@ def start_standalone(project, env: dict[str, str]) -> tuple[subprocess.Popen, st
     port = free_port()
     env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()), "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())})
-    log_file = open(project.root / "standalone.log", "wb")
+    log_file = open(project.root / "standalone.log", "wb")  # noqa: SIM115 - the process writes to it after this returns
     proc = subprocess.Popen(["airflow", "standalone"], env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, f"http://localhost:{port}"
 
@@ -74,10 +74,10 @@ def drive(client, approver, dag_ids: list[str], alive, timeout: float = 1800) ->
     ``alive()`` raises when an Airflow process has died (else every poll would just fail until the timeout)."""
     from retrain_tools.airflow_api import wait_until
 
-    unpaused = datetime.now(timezone.utc)
+    unpaused = datetime.now(UTC)
     for dag_id in dag_ids:
         client.set_paused(dag_id, False)
-    runs = {dag_id: wait_until(lambda: (client.dag_runs(dag_id) or [None])[0], 120, f"{dag_id}'s scheduled run")["dag_run_id"]
+    runs = {dag_id: wait_until(lambda dag_id=dag_id: (client.dag_runs(dag_id) or [None])[0], 120, f"{dag_id}'s scheduled run")["dag_run_id"]
             for dag_id in dag_ids}
     answered: set[str] = set()
     deadline = time.monotonic() + timeout
@@ -88,10 +88,10 @@ def drive(client, approver, dag_ids: list[str], alive, timeout: float = 1800) ->
         alive()
         for dag_id in sorted(pending):
             states = {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, runs[dag_id])}
-            if states.get("await_approval") == "awaiting_input" and dag_id not in answered:
-                if client.wait_for_approval_request(dag_id, runs[dag_id], settle=1.0):
-                    approver.respond(dag_id, runs[dag_id], "await_approval", "Approve", {"reason": "bench: gate passed"})
-                    answered.add(dag_id)
+            if (states.get("await_approval") == "awaiting_input" and dag_id not in answered
+                    and client.wait_for_approval_request(dag_id, runs[dag_id], settle=1.0)):
+                approver.respond(dag_id, runs[dag_id], "await_approval", "Approve", {"reason": "bench: gate passed"})
+                answered.add(dag_id)
             if client.dag_run(dag_id, runs[dag_id])["state"] in ("success", "failed"):
                 pending.discard(dag_id)
         time.sleep(1)

@@ -12,8 +12,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -67,7 +68,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = 
     so short RSS spikes between samples can be missed. Raises CalledProcessError (with the
     log's tail) when the command fails.
     """
-    out = open(log_file, "wb") if log_file else subprocess.DEVNULL
+    out = open(log_file, "wb") if log_file else subprocess.DEVNULL  # noqa: SIM115 - closed below, after the process ends
     peak, cpu, busy_before, started = 0, {}, _busy_seconds(), time.perf_counter()
     try:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)

@@ -27,8 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from retrain.paths import job_python  # noqa: E402
-from retrain.runner import command_line, job_environment  # noqa: E402
-from retrain.runner import LocalJob  # noqa: E402
+from retrain.runner import (  # noqa: E402
+    LocalJob,  # noqa: E402
+    command_line,
+    job_environment,
+)
 from retrain.store import LocalStore, write_manifest_and_publish  # noqa: E402
 
 DATA = ROOT / "data" / "retrieval"

@@ -25,14 +25,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from common import BENCH_DIR, TEST_CSV, TRAIN_CSV, log, median, row, run_measured, settle
 
 TARGET_1M_S = 90.0
 PARTITIONS = 8
-FIRST_MONDAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
+FIRST_MONDAY = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def read_csv(path: Path) -> list[tuple[str, str]]:
@@ -69,9 +69,9 @@ def prepare(work: Path, n: int):
     from retrain.config import load_model
     from retrain.jobs import RunContext, build_dataset_spec, run_prefix
     from retrain.runner import local_job
-    from retrain_tools.seed import publish_golden
     from retrain.snapshot import snapshot_raw
     from retrain.store import LocalStore
+    from retrain_tools.seed import publish_golden
 
     config, store = load_model("intent"), LocalStore(work / f"store_{n}")
     publish_golden(store, config, TEST_CSV, config.data.golden_version)

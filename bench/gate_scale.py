@@ -99,9 +99,9 @@ def run(quick: bool, work: Path) -> dict:
     results = {}
     for n in sizes:
         y, a, b = synthetic(n, seed=n)
-        boot = lambda: paired_bootstrap_macro_f1(y, a, b, CLASSES, sig.resamples, sig.confidence, sig.seed)  # noqa: E731
+        boot = lambda y=y, a=a, b=b: paired_bootstrap_macro_f1(y, a, b, CLASSES, sig.resamples, sig.confidence, sig.seed)  # noqa: E731
         metrics = metrics_dict(y, a, b)
-        gate = lambda: evaluate_gate(policy, metrics)  # noqa: E731
+        gate = lambda metrics=metrics: evaluate_gate(policy, metrics)  # noqa: E731
         boot_s = [timed(boot)[0] for _ in range(reps)]
         gate_s = [timed(gate)[0] for _ in range(reps)]
         triples = len(np.unique(np.stack([y, a, b], axis=1), axis=0))

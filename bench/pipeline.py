@@ -75,11 +75,11 @@ def follow(client, approver, dag_id: str, run_id: str, started: float, timeout: 
             if seen.get(ti["task_id"]) != state and state != "none":
                 seen[ti["task_id"]] = state
                 log(f"[{time.monotonic() - started:6.1f}s] {ti['task_id']:<16} {state}")
-            if ti["task_id"] == "await_approval" and state == "awaiting_input" and not answered:
-                # like the demo: a scripted answer waits for the parking worker (Airflow 3.3.1 race)
-                if client.wait_for_approval_request(dag_id, run_id):
-                    approver.respond(dag_id, run_id, "await_approval", "Approve", {"reason": "bench: gate passed"})
-                    answered = True
+            # like the demo: a scripted answer waits for the parking worker (Airflow 3.3.1 race)
+            if (ti["task_id"] == "await_approval" and state == "awaiting_input" and not answered
+                    and client.wait_for_approval_request(dag_id, run_id)):
+                approver.respond(dag_id, run_id, "await_approval", "Approve", {"reason": "bench: gate passed"})
+                answered = True
         state = client.dag_run(dag_id, run_id)["state"]
         if state in ("success", "failed"):
             return state
@@ -153,11 +153,11 @@ def measure_rollbacks(client, airflow_home: Path, store, repeats: int) -> list[d
 def run(quick: bool, work: Path) -> dict:
     sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
     import demo
-    from retrain_tools.airflow_api import AirflowClient, wait_until
     from retrain.config import load_model
     from retrain.runner import free_port, stop_process_group
-    from retrain_tools.seed import seed
     from retrain.store import LocalStore
+    from retrain_tools.airflow_api import AirflowClient, wait_until
+    from retrain_tools.seed import seed
 
     store_root, airflow_home = work / "home", work / "airflow"
     os.environ.update({

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -203,7 +203,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="retrain-bench-"))
     isolate(work)
     started = time.monotonic()
-    results = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "mode": "quick" if args.quick else "full",
+    results = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "mode": "quick" if args.quick else "full",
                "command": "python bench/run.py " + " ".join(sys.argv[1:]), "work_dir": str(work), "order": order,
                "skipped": skipped, "load_average": {"start": os.getloadavg()[0]}, "benchmarks": {}}
     print(f"retrain benchmarks, {results['mode']} mode: {', '.join(order)} (work dir {work})", flush=True)

@@ -28,7 +28,7 @@ import json
 import math
 import random
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common import BENCH_DIR, PROJECT_ROOT, TRAIN_CSV, log, median, row, run_measured, settle
@@ -60,8 +60,7 @@ def gpu_present() -> bool:
 def run(quick: bool, work: Path) -> dict:
     from retrain.config import load_model
     from retrain.jobs import RunContext, train_model_spec
-    from retrain.runner import local_job
-    from retrain.runner import command_line, job_environment
+    from retrain.runner import command_line, job_environment, local_job
     from retrain.store import LocalStore
 
     n_train, epochs, reps = (512, 2, 3) if quick else (2048, 2, 3)
@@ -70,7 +69,7 @@ def run(quick: bool, work: Path) -> dict:
     data_dir = write_channels(store.root, version, n_train, 64)
     config = load_model("intent")
     hp = config.training.hyperparameters
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def train_py(rep: int) -> dict:
         ctx = RunContext("bench_training", f"train_rep{rep}", now, now, upstream={"build_dataset": {"dataset_version": version}})

@@ -39,9 +39,9 @@ for folder in ("plugins", "tools"):
     if str(PROJECT_ROOT / folder) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT / folder))
 
-from retrain_tools.airflow_api import AirflowClient, wait_until  # noqa: E402
 from retrain.paths import job_python  # noqa: E402
 from retrain.runner import free_port, stop_process_group  # noqa: E402
+from retrain_tools.airflow_api import AirflowClient, wait_until  # noqa: E402
 
 AIRFLOW_IMAGE = "apache/airflow:3.3.1-python3.12"  # the Dockerfile's base: MWAA 3.3.1's Airflow and Python
 POSTGRES_MAJOR = "15"  # docker-compose's postgres image; the local server binaries must be this major
@@ -125,7 +125,7 @@ class Postgres:
         self.proc: subprocess.Popen | None = None
         self.dir: Path | None = None
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         account = _unprivileged_account()
         # Not under the caller's directory: pytest's temp root is root-only (0700), unreadable to 'postgres'.
         self.dir = Path(tempfile.mkdtemp(prefix="retrain-postgres-"))
@@ -138,7 +138,7 @@ class Postgres:
                                "-E", "UTF8"], capture_output=True, text=True)
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout[-2000:]}{init.stderr[-2000:]}")
-        log = open(self.log_dir / "postgres.log", "wb")
+        log = open(self.log_dir / "postgres.log", "wb")  # noqa: SIM115 - the process writes to it after this returns
         # fsync off: a throwaway test server; compose's keeps Postgres's durable defaults.
         self.proc = subprocess.Popen(
             [*prefix, "postgres", "-D", str(data), "-p", str(self.port), "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
@@ -185,11 +185,11 @@ class Redis:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Redis":
+    def start(self) -> Redis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not on PATH: run scripts/ensure-redis (make test does)")
-        log = open(self.log_dir / "redis.log", "wb")
+        log = open(self.log_dir / "redis.log", "wb")  # noqa: SIM115 - the process writes to it after this returns
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.log_dir)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -241,13 +241,13 @@ class CeleryStack:
         self.timings: dict[str, float] = {}
         self._previous_sigterm = None
 
-    def __enter__(self) -> "CeleryStack":
+    def __enter__(self) -> CeleryStack:
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self, timeout: float = 300) -> "CeleryStack":
+    def start(self, timeout: float = 300) -> CeleryStack:
         """Start everything and wait until the API server reports a healthy scheduler, DAG processor and
         triggerer, and every worker is ready. Stops what it started if any of it fails."""
         started = time.monotonic()
@@ -282,7 +282,7 @@ class CeleryStack:
         """Airflow's metadata schema and MLflow's, at once (MLflow's first writers would otherwise race to create it)."""
         mlflow_init = subprocess.Popen(
             [str(job_python()), "-c", MLFLOW_SCHEMA_INIT],
-            env=self.env, cwd=self.cwd, stdout=open(self.logs / "mlflow-init.log", "wb"), stderr=subprocess.STDOUT,
+            env=self.env, cwd=self.cwd, stdout=open(self.logs / "mlflow-init.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the process writes to it after this returns
         )
         migrate = subprocess.run(["airflow", "db", "migrate"], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=600)
         (self.logs / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
@@ -295,7 +295,7 @@ class CeleryStack:
         env = self.env
         if name in self.workers:  # one host: a log-server port each (the second would fail to bind 8793)
             env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
-        log = open(self.logs / f"{name}.log", "wb")
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - the process writes to it after this returns
         self.procs[name] = subprocess.Popen(["airflow", *command], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
 

@@ -30,20 +30,20 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from retrain_tools.airflow_api import AirflowClient, configured_api_url, wait_until
 from retrain.config import ConfigError, load_model
-from retrain_tools.dagfiles import sync as sync_dag_files
 from retrain.intervals import latest_complete_interval
 from retrain.jobs import latest_try, run_key
 from retrain.paths import PROJECT_ROOT, job_python
 from retrain.runner import stop_process_group
-from retrain_tools.seed import SeedError, describe, seed
 from retrain.store import LocalStore, WriteOnceError
 from retrain.tasks import headline_metrics
+from retrain_tools.airflow_api import AirflowClient, configured_api_url, wait_until
+from retrain_tools.dagfiles import sync as sync_dag_files
+from retrain_tools.seed import SeedError, describe, seed
 
 
 def with_user(users: str, name: str) -> str:
@@ -86,7 +86,7 @@ def remember_port(port: int) -> Path:
 def start_airflow(port: int, approver: str) -> subprocess.Popen:
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    log = open(home / "standalone.log", "ab")
+    log = open(home / "standalone.log", "ab")  # noqa: SIM115 - the process writes to it after this returns
     env = {**os.environ, "AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": with_user(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"), approver)}
     print(f"starting airflow standalone (log: {home / 'standalone.log'})")
@@ -174,7 +174,7 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
     print(f"\n=== retrain_{model}: summary ===")
     for run_id, state in runs:
         run = store.path(f"runs/{model}/{run_key(run_id)}")
-        read = lambda task, name: json.loads(path.read_text()) if (path := output(run, task, name)) else None  # noqa: E731
+        read = lambda task, name, run=run: json.loads(path.read_text()) if (path := output(run, task, name)) else None  # noqa: E731
         built, trained = read("build_dataset", "result.json"), read("train_model", "model/training_summary.json")
         metrics, registered = read("evaluate_model", "metrics.json"), read("register_model", "result.json")
         decision = read("await_approval", "decision.json")
@@ -187,7 +187,7 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
             print(f"training: {trained['wall_seconds']:.0f}s, {trained['samples_per_second']:.0f} samples/s, weights {trained['weights_digest'][:16]}…")
         if metrics:
             ch, champ, base = metrics["challenger"], metrics.get("champion"), metrics.get("baseline")
-            figures = lambda block: ", ".join(f"{name} {block[name]:.4f}" for name in headline_metrics(metrics["task"]))  # noqa: E731
+            figures = lambda block, task=metrics["task"]: ", ".join(f"{name} {block[name]:.4f}" for name in headline_metrics(task))  # noqa: E731
             vs = f" | champion v{champ['version']}: {figures(champ)}" if champ else " | no champion"
             vs += f" | baseline ({base.get('base_model', 'untrained')}): {figures(base)}" if base else ""
             print(f"golden {metrics['golden_version']} (n={metrics['n_examples']}): challenger {figures(ch)}, "
@@ -249,8 +249,8 @@ def main() -> int:
         demo = Demo(client, config.dag_id, started, args.manual_approval, args.port, approver)
         # The scheduler creates the second run itself when it is the latest complete interval and has no run yet.
         fresh = (client.run_for_interval(config.dag_id, first[0]) is None and client.run_for_interval(config.dag_id, second[0]) is None
-                 and second == latest_complete_interval(config.schedule.calendar, datetime.now(timezone.utc)))
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+                 and second == latest_complete_interval(config.schedule.calendar, datetime.now(UTC)))
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         first_id = f"{unit}_{first[0]:%Y-%m-%d}" if fresh else f"demo_{stamp}_{unit}_{first[0]:%Y-%m-%d}"
         # run_after orders queued runs: the first goes first, the scheduler's second run waits (max_active_runs=1)
         client.trigger(config.dag_id, first_id, first[0], first[1], {} if fresh else {"force": True},

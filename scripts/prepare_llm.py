@@ -91,7 +91,7 @@ def main() -> None:
     counts = defaultdict(int)
     for _, sentiment, source in golden:
         counts[(source, sentiment)] += 1
-    print(f"train {len(train)}, golden {len(golden)}: " + ", ".join(f"{s}/{l} {n}" for (s, l), n in sorted(counts.items())))
+    print(f"train {len(train)}, golden {len(golden)}: " + ", ".join(f"{s}/{label} {n}" for (s, label), n in sorted(counts.items())))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import unicodedata
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,17 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
 from retrain.snapshot import RawDataError, decode_utf8_bytes, header_problems, verify_raw_files
-from retrain.store import MANIFEST_NAME, IntegrityError, Store, WriteOnceError, sha256_file, tree_digest
-from retrain.store import read_json_at, store_for, write_json_at
+from retrain.store import (
+    MANIFEST_NAME,
+    IntegrityError,
+    Store,
+    WriteOnceError,
+    read_json_at,
+    sha256_file,
+    store_for,
+    tree_digest,
+    write_json_at,
+)
 
 SPLITS = ("train", "validation")
 
@@ -221,7 +230,7 @@ def find_previous(store: Store, model: str, exclude: str, interval_end: str | No
     end = _instant(interval_end)
     if end is not None:
         manifests = [m for m in manifests if (seen := _instant(m["lineage"].get("data_interval_end"))) is not None and seen < end]
-    return max(manifests, key=lambda m: (_instant(m["lineage"].get("data_interval_end")) or datetime.min.replace(tzinfo=timezone.utc),
+    return max(manifests, key=lambda m: (_instant(m["lineage"].get("data_interval_end")) or datetime.min.replace(tzinfo=UTC),
                                          m["created_at"], m["dataset_version"]), default=None)
 
 
@@ -249,7 +258,10 @@ def compute_drift(spark: SparkSession, store: Store, final: DataFrame, dist: dic
     prev_keys = spark.read.schema("key string").json([str(split_file(prev_dir, s)) for s in SPLITS])
     total = sum(sum(d.values()) for d in dist.values())
     new = final.select("key").join(prev_keys, "key", "left_anti").count()
-    overall = lambda d: {k: d["train"].get(k, 0) + d["validation"].get(k, 0) for k in set(d["train"]) | set(d["validation"])}
+
+    def overall(d: dict) -> dict:
+        return {k: d["train"].get(k, 0) + d["validation"].get(k, 0) for k in set(d["train"]) | set(d["validation"])}
+
     js = js_divergence(overall(dist), overall(previous["label_distribution"]))
     fraction = new / total if total else 0.0
     return {"label_js_divergence": round(js, 6), "new_example_fraction": round(fraction, 6),
@@ -321,7 +333,7 @@ def make_manifest(args, inputs, spark, version, previous, counts, dist, drift) -
     return {
         "dataset_version": version,
         "model": args.model,
-        "created_at": datetime.now(timezone.utc).isoformat(),  # not part of the version hash
+        "created_at": datetime.now(UTC).isoformat(),  # not part of the version hash
         "schema": {"fields": ["key", "text", "label", "label_id"], "labels": inputs["labels"], "labels_file": args.labels_file},
         "split": {"rule": "validation iff int(sha256(key)[:8], 16) / 2**32 < validation_fraction",
                   "validation_fraction": args.validation_fraction},

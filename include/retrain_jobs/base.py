@@ -14,7 +14,6 @@ from pathlib import Path
 
 from torch import nn
 
-
 SMOLLM2 = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_MODEL_PINS = {

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrain_jobs.report import build_report
 from retrain.store import IntegrityError, verify_tree
 from retrain.tasks import task_module
 from retrain_jobs.base import DataError, WeightsMismatch
+from retrain_jobs.report import build_report
 from retrain_jobs.tasks.text_classification.model import unpack_model_archive
 
 PROCESSING = Path("/opt/ml/processing")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import matplotlib
 
@@ -127,7 +127,7 @@ def build_report(metrics: dict, latencies: dict[str, list[float] | None]) -> str
         f"(sha256 {metrics['golden_content_sha256'][:12]}…), {metrics['n_examples']} examples, "
         f"{task.describe(metrics)} · latency: batch size 1, {protocol['warmup']} warm-up + "
         f"{protocol['requests']} timed requests, {protocol['threads']} thread(s) · generated "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
     sections = [
         "<h1>Evaluation report</h1>",

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from retrain.intervals import WEEKDAYS, Calendar
 from retrain.paths import PROJECT_ROOT
@@ -49,7 +58,7 @@ class ScheduleConfig(_Strict):
                               "weekly models can be staggered across the week.")
 
     @model_validator(mode="after")
-    def _weekday_is_weekly(self) -> "ScheduleConfig":
+    def _weekday_is_weekly(self) -> ScheduleConfig:
         if self.weekday != "monday" and self.cadence != "weekly":
             raise ValueError(f"weekday applies to the weekly cadence only; a {self.cadence} interval starts on the 1st")
         return self
@@ -90,7 +99,7 @@ class DataConfig(_Strict):
     drift_threshold: float = Field(0.05, ge=0, le=1, description="Below this drift score, training is skipped when a champion exists.")
 
     @model_validator(mode="after")
-    def _bounds(self) -> "DataConfig":
+    def _bounds(self) -> DataConfig:
         if self.min_text_chars > self.max_text_chars:
             raise ValueError("min_text_chars must not exceed max_text_chars")
         return self
@@ -273,7 +282,7 @@ class ApprovalConfig(_Strict):
         return ids
 
     @model_validator(mode="after")
-    def _ids_for_approvers_only(self) -> "ApprovalConfig":
+    def _ids_for_approvers_only(self) -> ApprovalConfig:
         unknown = sorted(set(self.fab_user_ids) - set(self.assigned_users) - set(self.rollback_users))
         if unknown:
             raise ValueError(f"fab_user_ids names users who are neither assigned_users nor rollback_users: {', '.join(unknown)}")
@@ -363,7 +372,7 @@ class VpcConfig(_Strict):
     security_group_ids: list[SECURITY_GROUP_ID] = Field(default_factory=list, max_length=5, description="Security group ids.")
 
     @model_validator(mode="after")
-    def _both_or_neither(self) -> "VpcConfig":
+    def _both_or_neither(self) -> VpcConfig:
         if bool(self.subnets) != bool(self.security_group_ids):
             raise ValueError("subnets and security_group_ids must both be set or both be empty")
         return self
@@ -391,7 +400,7 @@ class TrainingJobConfig(_Strict):
     max_wait_seconds: int | None = Field(None, ge=1, le=2419200, description="StoppingCondition.MaxWaitTimeInSeconds; spot only, >= max_runtime_seconds.")
 
     @model_validator(mode="after")
-    def _spot_wait(self) -> "TrainingJobConfig":
+    def _spot_wait(self) -> TrainingJobConfig:
         if self.use_spot_instances:
             if self.max_wait_seconds is None or self.max_wait_seconds < self.max_runtime_seconds:
                 raise ValueError("with use_spot_instances, max_wait_seconds must be set and >= max_runtime_seconds")
@@ -469,7 +478,7 @@ class ModelConfig(_Strict):
             raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
-    def _task_fits(self) -> "ModelConfig":
+    def _task_fits(self) -> ModelConfig:
         metrics = headline_metrics(self.task)
         for section in ("floors", "min_delta"):
             unknown = sorted(set(getattr(self.gate, section)) - set(metrics))

@@ -139,7 +139,7 @@ def holm_tarone(p: np.ndarray, min_p: np.ndarray, alpha: float) -> tuple[np.ndar
     """
     p, min_p = np.asarray(p, dtype=np.float64), np.asarray(min_p, dtype=np.float64)
     rejected, family = np.zeros(len(p), bool), np.zeros(len(p), np.int64)
-    for rank, i in enumerate(np.argsort(p, kind="stable")):
+    for i in np.argsort(p, kind="stable"):
         k = tarone_family(min_p[~rejected], alpha)
         if p[i] > alpha / k * (1 + 1e-12):  # tolerance: a p-value equal to the level is rejected
             family[np.flatnonzero(~rejected)] = k

@@ -13,7 +13,7 @@ Every function takes a cadence name (``"weekly"``: a Monday week) or a ``Calenda
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 MONTHS_PER_PERIOD = {"monthly": 1, "quarterly": 3}
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -32,13 +32,13 @@ def _calendar(cadence: str | Calendar) -> Calendar:
 
 
 def _utc_midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def boundary_on_or_before(cadence: str | Calendar, moment: datetime) -> datetime:
     """The latest interval boundary at or before ``moment`` (an interval end, and the next start)."""
     calendar = _calendar(cadence)
-    day = moment.astimezone(timezone.utc).date()
+    day = moment.astimezone(UTC).date()
     if calendar.cadence == "weekly":
         return _utc_midnight(day - timedelta(days=(day.weekday() - calendar.weekday) % 7))
     months = MONTHS_PER_PERIOD[calendar.cadence]

@@ -22,10 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, ContextManager, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from retrain.store import Store, WriteOnceError, canonical_json
 
@@ -127,7 +128,7 @@ class _ObjectChain:
             rows.append(_Row(self.store.uri(key), name, entry, int(match["seq"])))
         return rows
 
-    def locked(self) -> ContextManager[None]:
+    def locked(self) -> AbstractContextManager[None]:
         return nullcontext()  # the conditional PUT in write() decides between concurrent appends
 
     def write(self, entry: dict[str, Any]) -> None:
@@ -216,7 +217,7 @@ def append(
         entries = _verify_rows(chain.load())
         entry = {
             "seq": len(entries) + 1,
-            "time": (now or datetime.now(timezone.utc)).isoformat(),
+            "time": (now or datetime.now(UTC)).isoformat(),
             "model": model,
             "action": action,
             "from_version": entries[-1]["to_version"] if entries else None,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 PROJECT_ROOT = Path(os.environ.get("RETRAIN_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
 INCLUDE_DIR = PROJECT_ROOT / "include"

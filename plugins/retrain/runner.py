@@ -16,6 +16,7 @@ Output is streamed line by line to the caller's logger, so it lands in the Airfl
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -26,11 +27,12 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from retrain.jobs import JobSpec, Key, ProjectFile, StoreRoot, Upstream, Value
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python, mlflow_tracking_uri
@@ -103,7 +105,7 @@ def claim(directory: Path, owner: dict[str, Any]) -> Path:
         directory.mkdir()
     except FileExistsError:
         raise WriteOnceError(f"{directory}: exists already; a try's outputs are write-once and a new try writes to its own directory") from None
-    owner = {**owner, "pid": os.getpid(), "host": socket.gethostname(), "claimed_at": datetime.now(timezone.utc).isoformat()}
+    owner = {**owner, "pid": os.getpid(), "host": socket.gethostname(), "claimed_at": datetime.now(UTC).isoformat()}
     (directory / ".owner.json").write_text(json.dumps(owner, sort_keys=True) + "\n")
     return directory
 
@@ -217,10 +219,8 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 60, sig: int = s
     except ProcessLookupError:
         proc.wait()
     for child in descendants:
-        try:
+        with contextlib.suppress(Exception):  # psutil.NoSuchProcess: it is gone, as it should be
             child.kill()  # psutil checks the process is still the one listed (pid reuse)
-        except Exception:  # noqa: BLE001 - psutil.NoSuchProcess: it is gone, as it should be
-            pass
 
 
 def _descendants(pid: int) -> list:

@@ -8,7 +8,7 @@ dependencies inside ``execute``.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
 
@@ -166,7 +166,7 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
     except ValueError as exc:
         raise ConfigError(f"{config_dir() / (config.name + '.yaml')}: {exc}") from None
     notifier = alert_notifier(config, backend=backend)
-    start = datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=timezone.utc)
+    start = datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=UTC)
     with DAG(
         dag_id=config.dag_id,
         description=config.description or f"Retrain the {config.name} model",
@@ -227,7 +227,7 @@ def build_rollback_dag(config: ModelConfig, backend: str | None = None) -> DAG:
         doc_md=f"Trigger with a **reason**; **target_version** defaults to the previous champion in `ledger/{config.name}.jsonl`. "
         "A version that was never champion, or does not exist, is refused and nothing changes.",
         schedule=None,
-        start_date=datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=timezone.utc),
+        start_date=datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=UTC),
         catchup=False,
         is_paused_upon_creation=False,  # manual-only: unpaused, so one click runs it
         max_active_runs=1,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -41,7 +41,7 @@ def alert_record(model: str, message: str, context: Any, reason: str | None = No
     """One alert as JSON: what failed, where to look (the run link) and why."""
     ti = context["ti"]
     return {
-        "time": datetime.now(timezone.utc).isoformat(),
+        "time": datetime.now(UTC).isoformat(),
         "model": model,
         "dag_id": ti.dag_id,
         "run_id": ti.run_id,

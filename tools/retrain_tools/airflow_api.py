@@ -7,15 +7,17 @@ auth manager's ``/auth/token`` endpoint with the passwords Airflow generated.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import socket
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from retrain.paths import api_base_url
 
@@ -45,10 +47,8 @@ def configured_api_url(environ: Mapping[str, str] | None = None) -> str:
     environ = os.environ if environ is None else environ
     home = Path(environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
     parser = configparser.ConfigParser(interpolation=None, strict=False)
-    try:
+    with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):  # a file Airflow could not read either: its defaults
         parser.read(environ.get("AIRFLOW_CONFIG") or home / "airflow.cfg")
-    except (configparser.Error, OSError, UnicodeDecodeError):
-        pass  # a file Airflow could not read either: its defaults
     return api_base_url(lambda key: environ.get(f"AIRFLOW__API__{key.upper()}") or parser.get("api", key, fallback=None))
 
 
@@ -98,7 +98,7 @@ class AirflowClient:
             raise KeyError(f"{path}: no user {username!r}; configured users: {', '.join(sorted(passwords))}")
         return passwords[username]
 
-    def login(self, username: str, password: str | None = None) -> "AirflowClient":
+    def login(self, username: str, password: str | None = None) -> AirflowClient:
         body = {"username": username, "password": password or self.password(username)}
         self.token = self._request("POST", "/auth/token", body, auth=False)["access_token"]
         return self
@@ -147,7 +147,7 @@ class AirflowClient:
         re-run of an interval defaults to "now" as its logical date; run_after orders queued runs."""
         body = {
             "dag_run_id": run_id,
-            "logical_date": (logical_date or datetime.now(timezone.utc)).isoformat(),
+            "logical_date": (logical_date or datetime.now(UTC)).isoformat(),
             "data_interval_start": start.isoformat(),
             "data_interval_end": end.isoformat(),
             "conf": conf or {},
@@ -242,10 +242,8 @@ def is_this_host(hostname: str | None) -> bool:
     if not hostname:
         return False
     names = {socket.gethostname(), socket.getfqdn()}
-    try:
+    with contextlib.suppress(OSError):
         names.update(info[3] for info in socket.getaddrinfo(socket.gethostname(), None, 0, socket.SOCK_DGRAM, 0, socket.AI_CANONNAME))
-    except OSError:
-        pass
     return hostname in names - {""}
 
 

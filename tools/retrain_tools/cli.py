@@ -29,13 +29,14 @@ import json
 import os
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 from retrain import ledger
-from retrain_tools.airflow_api import AirflowClient, AirflowNotRunning, ApiError, configured_api_url
 from retrain.config import config_paths
 from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.store import get_store
+from retrain_tools.airflow_api import AirflowClient, AirflowNotRunning, ApiError, configured_api_url
 
 
 def client_for(args: argparse.Namespace) -> AirflowClient:
@@ -152,13 +153,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     """A backfill created through the API server, not by a second writer of the metadata DB: on the
     default SQLite setup `airflow backfill create` beside a running scheduler can fail with
     "database is locked" and leave an empty backfill behind that blocks the next one."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from retrain.config import load_model
 
     config = load_model(args.model)
     dag_id, max_runs = config.dag_id, args.max_active_runs or config.dag.max_active_runs
-    parse = lambda day: datetime.combine(datetime.fromisoformat(day).date(), datetime.min.time(), tzinfo=timezone.utc)  # noqa: E731
+    parse = lambda day: datetime.combine(datetime.fromisoformat(day).date(), datetime.min.time(), tzinfo=UTC)  # noqa: E731
     client = client_for(args)
     dag = client.dag(dag_id)
     if dag is None:

@@ -22,10 +22,8 @@ import argparse
 import csv
 import hashlib
 import io
-import json
-import re
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from retrain.config import ConfigError, ModelConfig, load_model
@@ -33,9 +31,8 @@ from retrain.golden import SeedError, classification_golden, golden_rows, normal
 from retrain.intervals import intervals_ending, is_boundary, latest_complete_interval, shift
 from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.snapshot import list_partitions
-from retrain.store import get_store
+from retrain.store import Store, WriteOnceError, digest_sources, get_store
 from retrain.tasks import task_module
-from retrain.store import Store, WriteOnceError, digest_sources
 
 
 def partition_of(text: str, partitions: int) -> int:
@@ -49,7 +46,7 @@ def placement(store: Store, config: ModelConfig, partitions: int, end: datetime 
     if end is None:
         existing = list_partitions(store, config.name)
         if existing:
-            last = datetime.combine(existing[-1][0], datetime.min.time(), tzinfo=timezone.utc)
+            last = datetime.combine(existing[-1][0], datetime.min.time(), tzinfo=UTC)
             end = shift(cadence, last, 1)
         else:
             end = latest_complete_interval(cadence, now)[1]
@@ -111,7 +108,7 @@ def seed(store: Store, config: ModelConfig, partitions: int | None = None, end: 
     for which in ("raw", "golden"):
         if not sample.path(which).is_file():
             raise SeedError(f"{config_dir() / (config.name + '.yaml')}: field 'sample_data.{which}': no such file {sample.path(which)}")
-    intervals = placement(store, config, partitions or sample.partitions, end, now or datetime.now(timezone.utc))
+    intervals = placement(store, config, partitions or sample.partitions, end, now or datetime.now(UTC))
     rows = read_rows(sample.path("raw"), config.data.text_column, config.data.label_column)
     plan = plan_raw(config, rows, intervals)
     # Check the golden version before writing any partition, so a refusal leaves nothing behind.
@@ -137,7 +134,7 @@ def describe(config: ModelConfig, store: Store, result: dict) -> str:
 
 
 def parse_end(value: str) -> datetime:
-    return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=timezone.utc)
+    return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
 
 
 def main(argv: list[str] | None = None) -> int:

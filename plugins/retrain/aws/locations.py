@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from retrain.config import AwsConfig
-from retrain.jobs import JobSpec, ProjectFile, StoreRoot, Upstream
+from retrain.jobs import JobSpec, ProjectFile, StoreRoot, Upstream, Value
 from retrain.store.layout import S3Layout
 from retrain.tracking import ARTIFACT_ROOT_ENV
 
@@ -106,6 +106,29 @@ def _mount(name: str, uri: str, is_dir: bool) -> tuple[str, str]:
     return uri, str(PROCESSING_INPUT / name / PurePosixPath(uri).name)
 
 
+def _argument(spec: JobSpec, name: str, value: Value, aws: AwsConfig, code: CodeBundle,
+              inputs: dict[str, str], outputs: dict[str, str]) -> str:
+    """One argument of ``spec`` as the AWS job gets it; a processing input or output it needs goes into ``inputs``/``outputs``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, StoreRoot):
+        raise ValueError(f"{spec.name}: argument --{name} is the store root, which spans three buckets on AWS; pass the keys the job reads instead")
+    if isinstance(value, ProjectFile):
+        return {"glue": code.script_uri(value.path), "processing": str(PROCESSING_CODE / value.path)}.get(spec.kind, value.path)
+    if spec.kind == "glue":
+        return value.location if isinstance(value, Upstream) else s3_uri(aws, value.key)
+    if spec.kind == "training":
+        raise ValueError(f"{spec.name}: argument --{name} names a store location; training reads data only through channels")
+    if isinstance(value, Upstream):
+        inputs[name], argument = _mount(name, value.location, is_dir=False)
+        return argument
+    if value.kind == "output":
+        outputs[name] = s3_uri(aws, value.key)
+        return str(PROCESSING_OUTPUT / name)
+    inputs[name], argument = _mount(name, s3_uri(aws, value.key), is_dir=value.kind == "dir")
+    return argument
+
+
 def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle) -> AwsJob:
     """Map a backend-neutral JobSpec onto S3 URIs and container paths: the aws backend's one place for that.
 
@@ -128,23 +151,7 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle) -> AwsJob
     inputs: dict[str, str] = {}
     outputs: dict[str, str] = {}
     for name, value in spec.arguments.items():
-        if isinstance(value, str):
-            arguments[name] = value
-        elif isinstance(value, StoreRoot):
-            raise ValueError(f"{spec.name}: argument --{name} is the store root, which spans three buckets on AWS; pass the keys the job reads instead")
-        elif isinstance(value, ProjectFile):
-            arguments[name] = {"glue": code.script_uri(value.path), "processing": str(PROCESSING_CODE / value.path)}.get(spec.kind, value.path)
-        elif spec.kind == "glue":
-            arguments[name] = value.location if isinstance(value, Upstream) else s3_uri(aws, value.key)
-        elif spec.kind == "training":
-            raise ValueError(f"{spec.name}: argument --{name} names a store location; training reads data only through channels")
-        elif isinstance(value, Upstream):
-            inputs[name], arguments[name] = _mount(name, value.location, is_dir=False)
-        elif value.kind == "output":
-            outputs[name] = s3_uri(aws, value.key)
-            arguments[name] = str(PROCESSING_OUTPUT / name)
-        else:
-            inputs[name], arguments[name] = _mount(name, s3_uri(aws, value.key), is_dir=value.kind == "dir")
+        arguments[name] = _argument(spec, name, value, aws, code, inputs, outputs)
     env = {}
     for name, value in spec.env.items():
         if not isinstance(value, str):

@@ -10,7 +10,14 @@ import hashlib
 import re
 from typing import Any
 
-from retrain.aws.locations import CHECKPOINT_PATH, PROCESSING_CODE, PROCESSING_INPUT, PROCESSING_OUTPUT, AwsJob, CodeBundle
+from retrain.aws.locations import (
+    CHECKPOINT_PATH,
+    PROCESSING_CODE,
+    PROCESSING_INPUT,
+    PROCESSING_OUTPUT,
+    AwsJob,
+    CodeBundle,
+)
 from retrain.config import AwsConfig
 
 CODE_DIR = "/opt/ml/code"  # where script mode unpacks sagemaker_submit_directory

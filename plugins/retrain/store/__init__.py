@@ -35,12 +35,24 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from retrain.paths import store_root
-from retrain.store.digest import (MANIFEST_NAME, FileSource, canonical_json, check_against_manifest, check_pin_first,
-                                  check_relpath, content_digest, digest_sources, require_golden_pin, sha256_file, tree_digest)
+from retrain.store.digest import (
+    MANIFEST_NAME,
+    FileSource,
+    canonical_json,
+    check_against_manifest,
+    check_pin_first,
+    check_relpath,
+    content_digest,
+    digest_sources,
+    require_golden_pin,
+    sha256_file,
+    tree_digest,
+)
 from retrain.store.errors import IntegrityError, StoreConfigError, WriteOnceError
 from retrain.store.local import LocalStore, verify_tree, write_manifest_and_publish
 from retrain.store.s3 import S3Store, parse_s3_uri

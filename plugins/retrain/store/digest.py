@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
 from retrain.store.errors import IntegrityError
 
@@ -31,7 +32,7 @@ def canonical_json(obj: Any) -> bytes:
 
 MANIFEST_NAME = "manifest.json"
 
-FileSource = Union[bytes, Path]
+FileSource = bytes | Path
 """What a version's file is published from: its bytes, or a local file to stream."""
 
 

@@ -17,9 +17,10 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from retrain.paths import store_root
 from retrain.store.digest import (

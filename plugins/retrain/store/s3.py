@@ -32,17 +32,18 @@ boto3 is imported here only, and lazily, so DAG parsing and the local backend ne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import socket
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
-from retrain.store.layout import S3Layout
 from retrain.store.digest import (
     MANIFEST_NAME,
     FileSource,
@@ -53,6 +54,7 @@ from retrain.store.digest import (
     require_golden_pin,
 )
 from retrain.store.errors import IntegrityError, WriteOnceError
+from retrain.store.layout import S3Layout
 
 PUBLISHING_SUFFIX = ".publishing"
 _CHUNK = 1 << 20
@@ -307,7 +309,7 @@ class S3Store:
         """
         content_sha256, hashes = digest_sources(files)  # before the claim: a bad relpath claims nothing
         marker = self._marker_key(key)
-        claim = {"key": key, "started": datetime.now(timezone.utc).isoformat(), "host": socket.gethostname(), "pid": os.getpid()}
+        claim = {"key": key, "started": datetime.now(UTC).isoformat(), "host": socket.gethostname(), "pid": os.getpid()}
         try:
             self._put_once(marker, json.dumps(claim).encode(), rule="marks a publish in progress")
         except WriteOnceError:
@@ -338,10 +340,8 @@ class S3Store:
 
     def _cleanup_failed_publish(self, key: str) -> None:
         """Best effort after a failed publish; what it cannot remove stays findable by ``pending_versions``."""
-        try:
+        with contextlib.suppress(Exception):  # the original failure is what the caller must see
             self.abandon_version(key)
-        except Exception:  # the original failure is what the caller must see
-            pass
 
     def _version_objects(self, key: str) -> list[str]:
         """Relpaths of the files stored under a version, manifest excluded."""

@@ -25,8 +25,8 @@ from typing import Any
 
 from retrain.config import GatePolicy, RerankingPolicy
 from retrain.gate import at_least, deltas
-from retrain.tasks.embedding_adapter import golden_files as retrieval_golden_files
 from retrain.tasks.embedding_adapter import bootstrap_criterion, significance
+from retrain.tasks.embedding_adapter import golden_files as retrieval_golden_files
 
 METRICS = ("mrr_at_10", "ndcg_at_10")
 
@@ -51,6 +51,24 @@ def first_stage_significance(policy: GatePolicy, rule: RerankingPolicy, paired: 
     metric = rule.significance_metric
     return bootstrap_criterion(f"first_stage_significance.{metric}", policy, metric, paired, "baseline", rule.first_stage_margin,
                                "first-stage order")
+
+
+def candidate_list_problem(ids: Any, scores: Any, k: int | None, passages: Any, corpus_name: str) -> str | None:
+    """What is wrong with one first-stage candidate list (``passage_ids``, ``scores``), as "<what>; rule: <rule>", or
+    None: the rules both the seeding of a golden version and the evaluation job's read of it apply. ``k`` is the
+    earlier lists' length (None for the first), ``passages`` the corpus's passage ids."""
+    if not isinstance(ids, list) or not isinstance(scores, list) or len(ids) != len(scores) or not ids:
+        return "passage_ids and scores are not non-empty lists of one length; rule: one first-stage score per candidate"
+    if k is not None and len(ids) != k:
+        return f"{len(ids)} candidates, earlier rows have {k}; rule: every query has the same k candidates"
+    unknown = next((pid for pid in ids if pid not in passages), None)
+    if unknown is not None:
+        return f"passage_id {unknown!r} is not in {corpus_name}; rule: candidates are passages of the corpus"
+    if len(set(ids)) != len(ids):
+        return "a passage repeats in the list; rule: a candidate list names each passage once"
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores) or any(a < b for a, b in pairwise(scores)):
+        return "scores are not numbers in descending order; rule: candidates are the first stage's top k, best first"
+    return None
 
 
 def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
@@ -80,18 +98,10 @@ def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
         if query in seen:
             raise SeedError(f"{where}: query_id {query!r} repeated (first on line {seen[query]}); rule: one candidate list per query")
         seen[query] = line_no
-        if not isinstance(ids, list) or not isinstance(scores, list) or len(ids) != len(scores) or not ids:
-            raise SeedError(f"{where}: passage_ids and scores are not non-empty lists of one length; rule: one first-stage score per candidate")
-        k = len(ids) if k is None else k
-        if len(ids) != k:
-            raise SeedError(f"{where}: {len(ids)} candidates, earlier rows have {k}; rule: every query has the same k candidates")
-        unknown = [p for p in ids if p not in passages]
-        if unknown:
-            raise SeedError(f"{where}: passage_id {unknown[0]!r} is not in {source.parent / 'corpus.jsonl'}; rule: candidates are passages of the corpus")
-        if len(set(ids)) != len(ids):
-            raise SeedError(f"{where}: a passage repeats in the list; rule: a candidate list names each passage once")
-        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores) or any(a < b for a, b in pairwise(scores)):
-            raise SeedError(f"{where}: scores are not numbers in descending order; rule: candidates are the first stage's top k, best first")
+        problem = candidate_list_problem(ids, scores, k, passages, str(source.parent / "corpus.jsonl"))
+        if problem:
+            raise SeedError(f"{where}: {problem}")
+        k = len(ids)
     missing = sorted(queries - set(seen))
     if missing:
         raise SeedError(f"{path}: query {missing[0]!r} has no candidate list ({len(missing)} such); rule: every golden query has one")

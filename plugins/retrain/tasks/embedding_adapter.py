@@ -16,6 +16,7 @@ Plain Python and numpy, no Airflow.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,42 @@ def bootstrap_criterion(name: str, policy: GatePolicy, metric: str, paired: dict
     )
 
 
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of each non-blank line of a JSON-lines file."""
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            yield line_no, json.loads(line)
+
+
+def _unique_rows(path: Path, id_field: str, text_field: str) -> dict[str, int]:
+    """id -> line of a golden file whose rows each have text and a unique id; SeedError naming file, line and rule."""
+    from retrain.golden import SeedError
+
+    ids: dict[str, int] = {}
+    for line_no, row in _jsonl_rows(path):
+        if not str(row.get(text_field, "")).strip():
+            raise SeedError(f"{path}: line {line_no}: empty {text_field!r}; rule: every row has text")
+        if row[id_field] in ids:
+            raise SeedError(f"{path}: line {line_no}: {id_field} {row[id_field]!r} repeated (first on line {ids[row[id_field]]}); rule: ids are unique")
+        ids[row[id_field]] = line_no
+    return ids
+
+
+def _judged_queries(qrels_path: Path, queries: dict[str, int], passages: dict[str, int], source: Path, corpus_path: Path) -> set[str]:
+    """The queries with a relevant passage, once every qrels row names a known query and passage."""
+    from retrain.golden import SeedError
+
+    judged: set[str] = set()
+    for line_no, row in _jsonl_rows(qrels_path):
+        if row["query_id"] not in queries:
+            raise SeedError(f"{qrels_path}: line {line_no}: query_id {row['query_id']!r} is not a query in {source}; rule: qrels name known queries")
+        if row["passage_id"] not in passages:
+            raise SeedError(f"{qrels_path}: line {line_no}: passage_id {row['passage_id']!r} is not in {corpus_path}; rule: qrels name known passages")
+        if row.get("relevance", 0) > 0:
+            judged.add(row["query_id"])
+    return judged
+
+
 def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
     """A retrieval golden version: ``source`` (queries, ``{"key", "text"}`` per line) with ``corpus.jsonl``
     (``{"passage_id", "text"}``) and ``qrels.jsonl`` (``{"query_id", "passage_id", "relevance"}``) beside it,
@@ -90,33 +127,8 @@ def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
     for path in (corpus_path, qrels_path):
         if not path.is_file():
             raise SeedError(f"{path}: no such file; rule: a retrieval golden set is {source.name}, corpus.jsonl and qrels.jsonl side by side")
-
-    def rows(path: Path, id_field: str, text_field: str | None) -> dict[str, int]:
-        ids: dict[str, int] = {}
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if text_field and not str(row.get(text_field, "")).strip():
-                raise SeedError(f"{path}: line {line_no}: empty {text_field!r}; rule: every row has text")
-            if row[id_field] in ids:
-                raise SeedError(f"{path}: line {line_no}: {id_field} {row[id_field]!r} repeated (first on line {ids[row[id_field]]}); rule: ids are unique")
-            ids[row[id_field]] = line_no
-        return ids
-
-    queries, passages = rows(source, "key", "text"), rows(corpus_path, "passage_id", "text")
-    judged: set[str] = set()
-    for line_no, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        if row["query_id"] not in queries:
-            raise SeedError(f"{qrels_path}: line {line_no}: query_id {row['query_id']!r} is not a query in {source}; rule: qrels name known queries")
-        if row["passage_id"] not in passages:
-            raise SeedError(f"{qrels_path}: line {line_no}: passage_id {row['passage_id']!r} is not in {corpus_path}; rule: qrels name known passages")
-        if row.get("relevance", 0) > 0:
-            judged.add(row["query_id"])
-    unjudged = sorted(set(queries) - judged)
+    queries, passages = _unique_rows(source, "key", "text"), _unique_rows(corpus_path, "passage_id", "text")
+    unjudged = sorted(set(queries) - _judged_queries(qrels_path, queries, passages, source, corpus_path))
     if unjudged:
         raise SeedError(f"{source}: line {queries[unjudged[0]]}: query {unjudged[0]!r} has no relevant passage in {qrels_path} "
                         f"({len(unjudged)} such); rule: every golden query has one")

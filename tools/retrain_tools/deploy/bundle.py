@@ -27,14 +27,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from retrain.config import ConfigError, ModelConfig, clashes, config_paths, load_config
+from retrain.paths import PROJECT_ROOT
+from retrain.paths import config_dir as current_config_dir
 from retrain_tools.dagfiles import dag_file_text
 from retrain_tools.deploy import archive
-from retrain.paths import PROJECT_ROOT, config_dir as current_config_dir
 
 MWAA_AIRFLOW_HOME = "/usr/local/airflow"  # where MWAA puts dags/ and plugins/ (AIRFLOW_HOME, protected)
 CONSTRAINTS_NAME = "constraints.txt"

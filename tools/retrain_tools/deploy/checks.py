@@ -10,8 +10,8 @@ opened outside the allowed roots. It is a stand-in for MWAA's DAG processor, not
 
 from __future__ import annotations
 
-import json
 import importlib.util
+import json
 import os
 import shutil
 import subprocess

@@ -19,9 +19,10 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from retrain.aws.schema import validate_request
 from retrain_tools.deploy.bundle import MANIFEST_NAME

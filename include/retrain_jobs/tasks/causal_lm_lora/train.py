@@ -33,7 +33,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from retrain_jobs.base import DataError, Refused, WeightsMismatch, resolve_base_model, tensor_file_digest, verified_digest
+from retrain_jobs.base import (
+    DataError,
+    Refused,
+    WeightsMismatch,
+    resolve_base_model,
+    tensor_file_digest,
+    verified_digest,
+)
 
 SPEC_FILE = "lm_spec.json"
 DEFAULT_TEMPLATE = "Review: {prompt}\nJSON (sentiment, source): "
@@ -364,7 +371,7 @@ class LoadedLM:
         self.digest = verified_digest(model_dir, peft_model, expected_digest)  # base + adapter, as train.py recorded it
         self.model = peft_model.merge_and_unload().eval()
 
-    def base_model(self) -> "LoadedLM":
+    def base_model(self) -> LoadedLM:
         """The same interface over the base model alone (no adapter), from the base directory whose digest was checked."""
         from transformers import AutoModelForCausalLM
 

@@ -27,9 +27,9 @@ import numpy as np
 
 from retrain_jobs.ranking import reranked_metrics
 from retrain_jobs.report import against_baseline
-from retrain_jobs.tasks.embedding_adapter.evaluate import read_golden as read_retrieval_golden
-from retrain_jobs.tasks.cross_encoder_reranking.model import read_candidates
 from retrain_jobs.tasks.cross_encoder_reranking import train as training_side
+from retrain_jobs.tasks.cross_encoder_reranking.model import read_candidates
+from retrain_jobs.tasks.embedding_adapter.evaluate import read_golden as read_retrieval_golden
 
 METRICS = ("mrr_at_10", "ndcg_at_10")
 NAMES = {"mrr_at_10": "MRR@10", "ndcg_at_10": "nDCG@10"}

@@ -30,7 +30,6 @@ directory holds embedding_adapter's three files and ``candidates.jsonl`` {"query
 from __future__ import annotations
 
 import json
-from itertools import pairwise
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertForSequenceClassification
 
+from retrain.tasks.cross_encoder_reranking import candidate_list_problem
 from retrain_jobs.base import resolve_base_model, verified_digest
 from retrain_jobs.tasks.embedding_adapter.model import RetrievalDataError, _rows
 
@@ -192,20 +192,11 @@ def read_candidates(path: Path, query_ids: list[str], corpus: dict[str, str], qu
             raise RetrievalDataError(f"{where}: query_id {row['query_id']!r} is not in {queries_path}; rule: candidates name only known queries")
         if row["query_id"] in rows:
             raise RetrievalDataError(f"{where}: query_id {row['query_id']!r} repeated; rule: one candidate list per query")
-        ids, scores = row["passage_ids"], row["scores"]
-        if not isinstance(ids, list) or not isinstance(scores, list) or len(ids) != len(scores):
-            raise RetrievalDataError(f"{where}: passage_ids and scores are not lists of one length; rule: one first-stage score per candidate")
-        k = len(ids) if k is None else k
-        if len(ids) != k:
-            raise RetrievalDataError(f"{where}: {len(ids)} candidates, earlier rows have {k}; rule: every query has the same k candidates")
-        for pid in ids:
-            if pid not in corpus:
-                raise RetrievalDataError(f"{where}: passage_id {pid!r} is not in {corpus_path}; rule: candidates are passages of the corpus")
-        if len(set(ids)) != len(ids):
-            raise RetrievalDataError(f"{where}: a passage repeats in the list; rule: a candidate list names each passage once")
-        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores) or any(a < b for a, b in pairwise(scores)):
-            raise RetrievalDataError(f"{where}: scores are not numbers in descending order; rule: candidates are the first stage's top k, best first")
-        rows[row["query_id"]] = {"passage_ids": ids, "scores": [float(s) for s in scores]}
+        problem = candidate_list_problem(row["passage_ids"], row["scores"], k, corpus, str(corpus_path))
+        if problem:
+            raise RetrievalDataError(f"{where}: {problem}")
+        k = len(row["passage_ids"])
+        rows[row["query_id"]] = {"passage_ids": row["passage_ids"], "scores": [float(s) for s in row["scores"]]}
     missing = [q for q in query_ids if q not in rows]
     if missing:
         raise RetrievalDataError(f"{path}: {len(missing)} golden query(ies) without candidates, first {missing[0]!r}; "

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from retrain_jobs.tasks.cross_encoder_reranking.model import FirstStage, LoadedReranker, RerankerSpec, build_cross_encoder, save_cross_encoder, tokenize_pairs
+from retrain_jobs.tasks.cross_encoder_reranking.model import (
+    FirstStage,
+    LoadedReranker,
+    RerankerSpec,
+    build_cross_encoder,
+    save_cross_encoder,
+    tokenize_pairs,
+)
 from retrain_jobs.tasks.embedding_adapter.model import Examples, read_channel_pairs
 
 

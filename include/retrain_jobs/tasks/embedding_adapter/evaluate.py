@@ -30,8 +30,8 @@ import torch
 
 from retrain_jobs.ranking import ranking_metrics
 from retrain_jobs.report import against_baseline
-from retrain_jobs.tasks.embedding_adapter.model import RetrievalDataError, read_corpus, read_qrels
 from retrain_jobs.tasks.embedding_adapter import train as training_side
+from retrain_jobs.tasks.embedding_adapter.model import RetrievalDataError, read_corpus, read_qrels
 
 METRICS = ("recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10")
 NAMES = {"recall_at_1": "recall@1", "recall_at_5": "recall@5", "recall_at_10": "recall@10", "mrr_at_10": "MRR@10",

@@ -19,8 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from retrain_jobs.tasks.embedding_adapter.model import (AdapterSpec, Examples, LoadedRetriever, build_adapted_encoder, encode_frozen, read_channel_pairs,
-                                save_adapted_encoder)
+from retrain_jobs.tasks.embedding_adapter.model import (
+    AdapterSpec,
+    Examples,
+    LoadedRetriever,
+    build_adapted_encoder,
+    encode_frozen,
+    read_channel_pairs,
+    save_adapted_encoder,
+)
 
 
 @dataclass

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.colors import PowerNorm
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from retrain_jobs.report import COLORS, delta_cell, img, plt  # report first: it selects matplotlib's headless backend
-from matplotlib.colors import PowerNorm
 from retrain_jobs.tasks.text_classification import train as training_side
 
 MANY_CLASSES = 40

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from retrain_jobs.tasks.text_classification.model import ClassifierSpec, LoadedClassifier, build_classifier, load_classifier, save_classifier
+from retrain_jobs.tasks.text_classification.model import (
+    ClassifierSpec,
+    LoadedClassifier,
+    build_classifier,
+    load_classifier,
+    save_classifier,
+)
 
 
 @dataclass
