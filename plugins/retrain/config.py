@@ -13,24 +13,23 @@ import json
 import re
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from retrain.aws.config import AwsConfig  # noqa: F401  (re-exported: the aws: section of a model config)
 from retrain.intervals import WEEKDAYS, Calendar
 from retrain.paths import PROJECT_ROOT
 from retrain.paths import config_dir as current_config_dir
-from retrain.tasks import TASK_TYPES, UnknownTask, check_task, headline_metrics
+from retrain.schema import Strict
+from retrain.tasks import TASK_TYPES, UnknownTask, check_task, headline_metrics, task_module
 
 CADENCE_CRON = {
     "weekly": "0 0 * * {weekday}",  # 00:00 UTC on the config's weekday (cron: 0 = Sunday): intervals span one week
@@ -43,8 +42,7 @@ class ConfigError(ValueError):
     """A model config is missing or invalid; the message names the file and the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = Strict
 
 
 class ScheduleConfig(_Strict):
@@ -164,62 +162,8 @@ class SignificancePolicy(_Strict):
     seed: int = Field(0, description="Seed of the resampling, so a verdict can be reproduced.")
 
 
-class FalseEscalationPolicy(_Strict):
-    """The false-escalation rate (examples not of the escalation label predicted as it): a ceiling, and its ratio to the champion's."""
-
-    max_rate: float = Field(ge=0, le=1, description="Ceiling on the challenger's false-escalation rate.")
-    max_ratio: float = Field(1.15, ge=1, description="The challenger's rate may be at most this times the champion's, beyond noise.")
-    alpha: float = Field(0.05, gt=0, lt=1, description="Level of the paired one-sided exact test that the ratio is exceeded.")
-
-
-class RetrievalPolicy(_Strict):
-    """embedding_adapter: which metric the paired bootstrap over queries judges, and the gain the adapter must
-    keep over the frozen encoder it sits on (else serving the frozen encoder would do as well)."""
-
-    significance_metric: str = Field("ndcg_at_10", description="Headline metric whose Δ against the champion the paired "
-                                                               "bootstrap over queries judges (gate.significance).")
-    min_delta_vs_frozen: dict[str, float] = Field(default_factory=dict, description="challenger − frozen encoder must be >= "
-                                                                                    "this, per headline metric; applies without a champion too.")
-
-    def named_metrics(self) -> set[str]:
-        return {self.significance_metric, *self.min_delta_vs_frozen}
-
-
-class RerankingPolicy(_Strict):
-    """cross_encoder_reranking: the gain the reranker must keep over the first-stage order of the same fixed
-    candidates (else serving the first stage alone would do), and the metric of the paired bootstrap over queries."""
-
-    significance_metric: str = Field("ndcg_at_10", description="Headline metric whose Δ the paired bootstrap over queries judges: "
-                                                               "against the champion (gate.significance), and against the first stage "
-                                                               "when first_stage_margin is set.")
-    min_uplift_vs_first_stage: dict[str, float] = Field(default_factory=dict, description="challenger − first-stage order must be >= "
-                                                                                          "this, per headline metric; applies without a champion too.")
-    first_stage_margin: float | None = Field(None, ge=-1, le=1, description="If set, the lower bound of the paired bootstrap CI over "
-                                                                            "queries of Δ significance_metric against the first stage must be >= this.")
-
-    def named_metrics(self) -> set[str]:
-        return {self.significance_metric, *self.min_uplift_vs_first_stage}
-
-
-class GenerationPolicy(_Strict):
-    """causal_lm_lora: the gain the adapter must keep over the base model it sits on, non-inferiority against the champion
-    on format exact-match by a paired exact McNemar test over golden prompts, and perplexity limits."""
-
-    min_gain_vs_base: float = Field(0.0, ge=-1, le=1, description="challenger − base model (no adapter) format exact-match must be "
-                                                                  ">= this; applies without a champion too.")
-    alpha: float = Field(0.05, gt=0, lt=1, description="Level of the one-sided exact McNemar test over golden prompts that the champion "
-                                                       "matches the format more often; the challenger fails when the test rejects.")
-    max_perplexity: float | None = Field(None, gt=1, description="Ceiling of the challenger's perplexity on the golden responses.")
-    max_perplexity_ratio: float | None = Field(None, ge=1, description="challenger / champion perplexity on the golden responses must be <= this.")
-    max_text_perplexity_ratio_vs_base: float | None = Field(
-        None, ge=1, description="challenger / base model perplexity on held-out plain text must be <= this (forgetting).")
-
-    def named_metrics(self) -> set[str]:
-        return {"format_exact_match"}  # the metric its gain, McNemar and champion criteria judge
-
-
-class GatePolicy(_Strict):
-    """What a challenger must satisfy before it may be registered."""
+class _GatePolicyBase(Strict):
+    """The criteria every task type shares; ``GatePolicy`` adds the task types' own sections to it."""
 
     min_total_examples: int = Field(100, ge=1, description="Fewest golden examples the verdict may rest on.")
     min_class_support: int = Field(10, ge=1, description="Per-class criteria judge only classes with this many golden examples.")
@@ -231,19 +175,34 @@ class GatePolicy(_Strict):
     latency_p50_ms_max: float = Field(float("inf"), gt=0, description="Ceiling of median single-request latency.")
     latency_p99_ms_max: float = Field(float("inf"), gt=0, description="Ceiling of p99 single-request latency.")
     significance: SignificancePolicy = Field(default_factory=SignificancePolicy)
-    false_escalation: FalseEscalationPolicy | None = Field(
-        None, description="text_classification with evaluation.escalation_label: ceiling and champion ratio of the false-escalation rate.")
-
-    retrieval: RetrievalPolicy | None = Field(
-        None, description="embedding_adapter: the metric of the paired bootstrap over queries, and the gain over the frozen encoder.")
-    reranking: RerankingPolicy | None = Field(
-        None, description="cross_encoder_reranking: the uplift over the first-stage order, and the metric of the paired bootstrap.")
-    generation: GenerationPolicy | None = Field(
-        None, description="causal_lm_lora: gain over the base model, McNemar non-inferiority against the champion, perplexity limits.")
 
     def unset_optional_sections(self) -> set[str] | None:
-        """Optional sections left unset: left out of dumps, so policies that do not use them keep their digests."""
-        return {name for name in ("false_escalation", "retrieval", "reranking", "generation") if getattr(self, name) is None} or None
+        """Task sections left unset: left out of dumps, so policies that do not use them keep their digests."""
+        return {name for name in TASK_SECTIONS if getattr(self, name) is None} or None
+
+
+def _task_sections() -> dict[str, type[Strict]]:
+    """Each task type's own gate sections (its gate module's ``POLICY_SECTIONS``), by name: the one place
+    the gate policy learns of task types, so a new one adds its section in its own module."""
+    sections: dict[str, type[Strict]] = {}
+    for task in TASK_TYPES:
+        for name, model in getattr(task_module("gate", task), "POLICY_SECTIONS", {}).items():
+            if name in sections or name in _GatePolicyBase.model_fields:
+                raise ValueError(f"gate section {name!r} of task {task!r} is already defined")
+            sections[name] = model
+    return sections
+
+
+TASK_SECTIONS = _task_sections()
+"""Optional ``gate:`` sections that task types add (false_escalation, retrieval, reranking, generation)."""
+
+GatePolicy = create_model(
+    "GatePolicy",
+    __base__=_GatePolicyBase,
+    __doc__="What a challenger must satisfy before it may be registered: the common criteria and each task type's section.",
+    __module__=__name__,
+    **{name: (model | None, Field(None, description=" ".join((model.__doc__ or "").split()))) for name, model in TASK_SECTIONS.items()},
+)
 
 
 class SampleDataConfig(_Strict):
@@ -309,143 +268,6 @@ class ApprovalConfig(_Strict):
                 f"{allowed} (approval.rollback_users, else approval.assigned_users); nothing was changed")
 
 
-def _fullmatch(pattern: str, what: str):
-    """A check that ``value`` fully matches ``pattern``; the error names the rule in words and as a regex."""
-    compiled = re.compile(pattern)
-
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
-            raise ValueError(f"{value!r} is not {what} (rule: {pattern})")
-        return value
-
-    return check
-
-
-def _matching(pattern: str, what: str):
-    """A string type that must fully match ``pattern``."""
-    return Annotated[str, AfterValidator(_fullmatch(pattern, what))]
-
-
-def _s3_bucket(value: str) -> str:
-    # S3's naming rules, spelled out because a regex alone reads badly in an error message.
-    rules = [
-        (3 <= len(value) <= 63, "3 to 63 characters"),
-        (re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", value or "-") is not None, "only a-z, 0-9, '.' and '-', starting and ending with a letter or digit"),
-        (".." not in value and ".-" not in value and "-." not in value, "no '..', '.-' or '-.'"),
-        (re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value) is None, "not an IP address"),
-        (not value.startswith(("xn--", "sthree-")) and not value.endswith(("-s3alias", "--ol-s3")), "no reserved prefix or suffix"),
-    ]
-    broken = [rule for ok, rule in rules if not ok]
-    if broken:
-        raise ValueError(f"{value!r} is not an S3 bucket name (rule: {'; '.join(broken)})")
-    return value
-
-
-def _quoted_version(value: Any) -> Any:
-    # YAML reads an unquoted 5.0 as the float 5.0, and str(5.0) would hide the mistake for "5.10".
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise ValueError(f"must be a quoted string such as \"5.0\"; YAML read {value!r} as a number")
-    return value
-
-
-IAM_ROLE_ARN = _matching(r"arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}", "an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)")
-KMS_KEY_ARN = _matching(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]{1,256}", "a KMS key or alias ARN")
-SNS_TOPIC_ARN = _matching(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}", "an SNS topic ARN")
-REGION = _matching(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d", "an AWS region such as us-east-1")
-ECR_IMAGE_URI = _matching(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]{1,128}|@sha256:[0-9a-f]{64})",
-                          "an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>)")
-ML_INSTANCE_TYPE = _matching(r"ml\.[a-z0-9]+\.[a-z0-9]+", "a SageMaker instance type such as ml.m5.xlarge")
-SAGEMAKER_NAME = _matching(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", "a SageMaker name (letters, digits and '-', at most 63)")
-MLFLOW_SERVER_ARN = _matching(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:mlflow-tracking-server/[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
-                              "a SageMaker MLflow tracking server ARN")
-S3_BUCKET = Annotated[str, AfterValidator(_s3_bucket)]
-SUBNET_ID = _matching(r"subnet-[0-9a-f]{8,17}", "a subnet id (subnet-<hex>)")
-SECURITY_GROUP_ID = _matching(r"sg-[0-9a-f]{8,17}", "a security group id (sg-<hex>)")
-GLUE_WORKER_TYPE = _matching(r"[A-Z]\.\d+X|Standard", "a Glue worker type such as G.1X")
-GLUE_VERSION = Annotated[str, BeforeValidator(_quoted_version), AfterValidator(_fullmatch(r"\d+\.\d+", 'a Glue version such as "5.0"'))]
-
-
-class VpcConfig(_Strict):
-    """Subnets and security groups the SageMaker jobs run in; both empty means no VPC."""
-
-    subnets: list[SUBNET_ID] = Field(default_factory=list, max_length=16, description="Private subnet ids.")
-    security_group_ids: list[SECURITY_GROUP_ID] = Field(default_factory=list, max_length=5, description="Security group ids.")
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> VpcConfig:
-        if bool(self.subnets) != bool(self.security_group_ids):
-            raise ValueError("subnets and security_group_ids must both be set or both be empty")
-        return self
-
-
-class GlueJobConfig(_Strict):
-    """The Glue Spark job that runs build_dataset."""
-
-    glue_version: GLUE_VERSION = Field(description="Glue version as a quoted string (\"5.0\"); never a number.")
-    worker_type: GLUE_WORKER_TYPE = Field("G.1X", description="Glue worker type.")
-    number_of_workers: int = Field(2, ge=2, le=299, description="Workers, the driver included.")
-    timeout_minutes: int = Field(60, ge=1, le=2880, description="Glue stops the run after this.")
-    max_retries: int = Field(0, ge=0, le=10, description="Glue's own retries; Airflow retries the task, so 0 avoids double retries.")
-
-
-class TrainingJobConfig(_Strict):
-    """The SageMaker training job (script mode)."""
-
-    image_uri: ECR_IMAGE_URI = Field(description="Training image; resolved by the deploy tool, not at parse time.")
-    instance_type: ML_INSTANCE_TYPE = Field(description="Training instance type, e.g. ml.m5.xlarge.")
-    instance_count: int = Field(1, ge=1, le=64, description="Instances; more than one runs torch distributed.")
-    volume_size_gb: int = Field(30, ge=1, le=16384, description="EBS volume per instance.")
-    use_spot_instances: bool = Field(False, description="Managed spot training; resumes from the checkpoint S3 URI.")
-    max_runtime_seconds: int = Field(3600, ge=1, le=2419200, description="StoppingCondition.MaxRuntimeInSeconds.")
-    max_wait_seconds: int | None = Field(None, ge=1, le=2419200, description="StoppingCondition.MaxWaitTimeInSeconds; spot only, >= max_runtime_seconds.")
-
-    @model_validator(mode="after")
-    def _spot_wait(self) -> TrainingJobConfig:
-        if self.use_spot_instances:
-            if self.max_wait_seconds is None or self.max_wait_seconds < self.max_runtime_seconds:
-                raise ValueError("with use_spot_instances, max_wait_seconds must be set and >= max_runtime_seconds")
-        elif self.max_wait_seconds is not None:
-            raise ValueError("max_wait_seconds applies only with use_spot_instances: true")
-        return self
-
-
-class ProcessingJobConfig(_Strict):
-    """The SageMaker processing jobs (validate_raw, evaluate_model)."""
-
-    image_uri: ECR_IMAGE_URI = Field(description="Processing image with the job environment's packages.")
-    instance_type: ML_INSTANCE_TYPE = Field(description="Processing instance type, e.g. ml.m5.xlarge.")
-    instance_count: int = Field(1, ge=1, le=100, description="Instances.")
-    volume_size_gb: int = Field(30, ge=1, le=16384, description="EBS volume per instance.")
-    max_runtime_seconds: int = Field(3600, ge=1, le=604800, description="StoppingCondition.MaxRuntimeInSeconds.")
-
-
-class AlertsConfig(_Strict):
-    """Where failure and rejection alerts go on the aws backend."""
-
-    sns_topic_arn: SNS_TOPIC_ARN | None = Field(None, description="SNS topic for alerts.")
-    slack_webhook_conn_id: str | None = Field(None, min_length=1, description="Airflow connection id of a Slack webhook.")
-
-
-class AwsConfig(_Strict):
-    """What the aws backend needs to build Glue, SageMaker and S3 requests. Used at run time."""
-
-    region: REGION = Field(description="Region of the buckets, jobs and registry.")
-    role_arn: IAM_ROLE_ARN = Field(description="Execution role of the Glue and SageMaker jobs.")
-    dataset_bucket: S3_BUCKET = Field(description="Bucket of raw/ and datasets/.")
-    artifact_bucket: S3_BUCKET = Field(description="Bucket of runs/, ledger/ and the deployed code bundle.")
-    golden_bucket: S3_BUCKET = Field(description="Object-Locked bucket of golden/.")
-    kms_key_arn: KMS_KEY_ARN | None = Field(None, description="KMS key for job volumes, outputs and S3 writes; None = AWS-managed keys.")
-    vpc: VpcConfig = Field(default_factory=VpcConfig, description="VPC of the SageMaker jobs.")
-    enable_network_isolation: bool = Field(False, description="Training and processing containers get no network, so they cannot reach MLflow or S3 beyond their inputs.")
-    glue: GlueJobConfig = Field(description="The build_dataset Glue job.")
-    training: TrainingJobConfig = Field(description="The train_model SageMaker training job.")
-    processing: ProcessingJobConfig = Field(description="The validate_raw and evaluate_model processing jobs.")
-    model_package_group: SAGEMAKER_NAME = Field(description="SageMaker model package group of this model.")
-    inference_image_uri: ECR_IMAGE_URI = Field(description="Serving image recorded in each model package.")
-    mlflow_tracking_server_arn: MLFLOW_SERVER_ARN = Field(description="Managed MLflow server; jobs get it as MLFLOW_TRACKING_URI.")
-    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert destinations.")
-
-
 class ModelConfig(_Strict):
     """Everything about one model's retraining pipeline."""
 
@@ -484,13 +306,16 @@ class ModelConfig(_Strict):
             unknown = sorted(set(getattr(self.gate, section)) - set(metrics))
             if unknown:
                 raise ValueError(f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
-        for section in ("retrieval", "reranking", "generation"):  # the task sections' own metric names
+        for section in TASK_SECTIONS:  # each set task section: the metrics it names, and what it needs of the config
             rule = getattr(self.gate, section)
-            unknown = sorted(rule.named_metrics() - set(metrics)) if rule is not None else []
+            if rule is None:
+                continue
+            unknown = sorted(set(getattr(rule, "named_metrics", set)()) - set(metrics))
             if unknown:
                 raise ValueError(f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
-        if self.gate.false_escalation is not None and self.evaluation.escalation_label is None:
-            raise ValueError("gate.false_escalation needs evaluation.escalation_label: the label whose prediction escalates")
+            problem = getattr(rule, "config_problem", lambda config: None)(self)
+            if problem:
+                raise ValueError(f"gate.{section} {problem}")
         return self
 
     @property
@@ -516,10 +341,7 @@ _LATER_FIELDS = (
     ("approval", "fab_user_ids", {}),
     ("schedule", "weekday", "monday"),
     ("evaluation", "escalation_label", None),
-    ("gate", "false_escalation", None),
-    ("gate", "retrieval", None),
-    ("gate", "reranking", None),
-    ("gate", "generation", None),
+    *(("gate", section, None) for section in TASK_SECTIONS),
     ("data", "corpus_file", None),
 )
 """(section, field, value while unset) of fields added after configs were in use; see ModelConfig.digest."""

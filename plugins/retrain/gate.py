@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrain.config import GatePolicy
 from retrain.store import canonical_json
 from retrain.tasks import task_module
+
+if TYPE_CHECKING:
+    from retrain.config import GatePolicy
 
 DEFAULT_TASK = "text_classification"
 

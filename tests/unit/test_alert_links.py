@@ -55,8 +55,8 @@ def test_the_sns_alert_links_to_the_task_on_airflows_port(airflow_on_8093, conte
 
 
 def test_both_backends_use_one_helper_that_follows_the_clis_rule(airflow_on_8093, monkeypatch):
-    from retrain_tools.airflow_api import configured_api_url
     from retrain_airflow import aws_notifiers, notifiers
+    from retrain_tools.airflow_api import configured_api_url
 
     assert aws_notifiers.alert_record is notifiers.alert_record
     assert notifiers.airflow_url() == configured_api_url() == "http://localhost:8093"

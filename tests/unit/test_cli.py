@@ -115,6 +115,6 @@ def test_bin_retrain_with_airflow_down_prints_one_line_and_no_traceback(tmp_path
 
     port = closed_port()
     airflow_configured_on(tmp_path, monkeypatch, port)
-    env = {**os.environ, "PYTHONPATH": str(INTENT.parents[2] / "plugins")}
+    env = {**os.environ, "PYTHONPATH": f"{INTENT.parents[2] / 'plugins'}:{INTENT.parents[2] / 'tools'}"}
     result = subprocess.run([sys.executable, "-m", "retrain_tools.cli", "runs", "list", "intent"], capture_output=True, text=True, timeout=120, env=env)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Airflow is not running at http://localhost:{port}; start it with `make ui`\n")

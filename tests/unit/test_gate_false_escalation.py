@@ -11,9 +11,14 @@ import numpy as np
 import pytest
 from scipy.stats import binom, binomtest
 
-from retrain.config import FalseEscalationPolicy, GatePolicy
+from retrain.config import GatePolicy
 from retrain.gate import evaluate_gate
-from retrain.tasks.text_classification import escalation_counts, false_escalation, ratio_margin_test
+from retrain.tasks.text_classification import (
+    FalseEscalationPolicy,
+    escalation_counts,
+    false_escalation,
+    ratio_margin_test,
+)
 
 LABELS = ["negative", "positive"]
 NEG, POS = 0, 1

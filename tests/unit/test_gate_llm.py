@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrain.config import ConfigError, GatePolicy, GenerationPolicy, ModelConfig, load_config
+from gatecases import N, by_name, hits, policy  # tests/ is on pytest's pythonpath
+from retrain.config import ConfigError, GatePolicy, ModelConfig, load_config
 from retrain.gate import binomial_tail, evaluate_gate
 from retrain.paths import PROJECT_ROOT
-from gatecases import N, by_name, hits, policy  # tests/ is on pytest's pythonpath
+from retrain.tasks.causal_lm_lora import GenerationPolicy
 
 TASK = "causal_lm_lora"
 

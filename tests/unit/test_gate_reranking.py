@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from retrain.config import ConfigError, GatePolicy, RerankingPolicy, SignificancePolicy, load_config
+from gatecases import by_name, hits, paired_metrics, policy  # tests/ is on pytest's pythonpath
+from retrain.config import ConfigError, GatePolicy, SignificancePolicy, load_config
 from retrain.gate import evaluate_gate
 from retrain.paths import PROJECT_ROOT
-from retrain_tools.seed import SeedError
 from retrain.tasks import task_module
-from retrain.tasks.cross_encoder_reranking import METRICS
-from gatecases import by_name, hits, paired_metrics, policy  # tests/ is on pytest's pythonpath
+from retrain.tasks.cross_encoder_reranking import METRICS, RerankingPolicy
+from retrain_tools.seed import SeedError
 
 TASK = "cross_encoder_reranking"
 

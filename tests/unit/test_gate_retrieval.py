@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrain.config import ConfigError, RetrievalPolicy, SignificancePolicy, load_config
-from retrain.gate import evaluate_gate
-from retrain.tasks.embedding_adapter import METRICS, paired_bootstrap_mean
 from gatecases import by_name, hits, paired_metrics, policy  # tests/ is on pytest's pythonpath
-
+from retrain.config import ConfigError, SignificancePolicy, load_config
+from retrain.gate import evaluate_gate
+from retrain.tasks.embedding_adapter import METRICS, RetrievalPolicy, paired_bootstrap_mean
 
 
 def figures(hits: np.ndarray) -> dict[str, np.ndarray]:

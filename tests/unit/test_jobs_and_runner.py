@@ -17,8 +17,25 @@ from pathlib import Path
 import pytest
 
 from retrain.config import load_model
-from retrain.jobs import Key, RunContext, Upstream, build_dataset_spec, evaluate_model_spec, register_model_spec, train_model_spec
-from retrain.runner import JobFailed, claim, command_line, exclusive, job_environment, local_job, run_job, stop_process_group
+from retrain.jobs import (
+    Key,
+    RunContext,
+    Upstream,
+    build_dataset_spec,
+    evaluate_model_spec,
+    register_model_spec,
+    train_model_spec,
+)
+from retrain.runner import (
+    JobFailed,
+    claim,
+    command_line,
+    exclusive,
+    job_environment,
+    local_job,
+    run_job,
+    stop_process_group,
+)
 from retrain.store import WriteOnceError
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"

@@ -19,8 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from retrain_tools.deploy.resolve import (AIRFLOW_CONSTRAINTS_NAME, ESSENTIAL_NAME, MWAA_DIR, IndexUnreachable, Resolution,
-                                    ResolveError, constraint_lines, normalise, resolve)
+from retrain_tools.deploy.resolve import (
+    AIRFLOW_CONSTRAINTS_NAME,
+    ESSENTIAL_NAME,
+    MWAA_DIR,
+    IndexUnreachable,
+    Resolution,
+    ResolveError,
+    constraint_lines,
+    normalise,
+    resolve,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"

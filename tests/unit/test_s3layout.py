@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from retrain.aws.locations import s3_uri
-from retrain.store.s3 import put_object_request
 from retrain.config import load_model
-from retrain.store.layout import ROLE_OF_PREFIX, bucket_role
 from retrain.store import S3Store
+from retrain.store.layout import ROLE_OF_PREFIX, bucket_role
+from retrain.store.s3 import put_object_request
 
 # One key of every family the project stores, and the AwsConfig field of the bucket it belongs in.
 KEY_FAMILIES = {

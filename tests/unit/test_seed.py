@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 import pytest
 
 from retrain.config import config_paths, load_model
-from retrain_tools.seed import SeedError, main as seed_main, seed
 from retrain.store import WriteOnceError, verify_tree
+from retrain_tools.seed import SeedError, seed
+from retrain_tools.seed import main as seed_main
 
 NOW = datetime(2026, 11, 23, 16, 0, tzinfo=timezone.utc)  # a Monday: the latest complete week is 11-16..11-23
 
@@ -99,8 +100,8 @@ def test_a_retrieval_golden_set_is_published_as_its_three_files(tmp_path):
     ('{"query_id": "q_1", "passage_id": "p_nowhere", "relevance": 1}', "passage_id 'p_nowhere' is not in"),
 ])
 def test_a_qrels_row_naming_an_unknown_query_or_passage_is_refused_with_file_line_and_rule(tmp_path, qrels_line, rule):
-    from retrain_tools.seed import SeedError
     from retrain.tasks import task_module
+    from retrain_tools.seed import SeedError
 
     (tmp_path / "golden.jsonl").write_text('{"key": "q_1", "text": "where is my card"}\n')
     (tmp_path / "corpus.jsonl").write_text('{"passage_id": "p_a", "text": "Card arrival."}\n')

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.store import S3Store
-from retrain.store import LocalStore
-from retrain.store import StoreConfigError, get_store, store_argument, store_for
+from retrain.store import LocalStore, S3Store, StoreConfigError, get_store, store_argument, store_for
 
 BOTO_IMPORT = re.compile(r"^\s*(?:import|from)\s+(?:boto3|botocore)\b", re.MULTILINE)
 AWS_VARIABLES = ("RETRAIN_DATASET_BUCKET", "RETRAIN_ARTIFACT_BUCKET", "RETRAIN_GOLDEN_BUCKET", "RETRAIN_S3_BUCKET", "RETRAIN_S3_PREFIX")

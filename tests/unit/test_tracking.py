@@ -9,7 +9,13 @@ import pytest
 from retrain.config import load_model
 from retrain.jobs import RunContext, train_model_spec
 from retrain.runner import local_job
-from retrain.tracking import ARTIFACT_ROOT_ENV, ArtifactLocationWarning, artifact_root, check_experiment, experiment_location
+from retrain.tracking import (
+    ARTIFACT_ROOT_ENV,
+    ArtifactLocationWarning,
+    artifact_root,
+    check_experiment,
+    experiment_location,
+)
 
 
 def test_artifact_root_is_under_the_store_root(tmp_path, monkeypatch):

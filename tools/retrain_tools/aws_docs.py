@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from retrain.config import AwsConfig
+from retrain.aws.config import AwsConfig
 from retrain.paths import PROJECT_ROOT
 
 TEMPLATE = PROJECT_ROOT / "infra" / "cloudformation" / "retrain.yaml"

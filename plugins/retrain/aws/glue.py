@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from retrain.aws.config import AwsConfig
 from retrain.aws.locations import AwsJob, CodeBundle
-from retrain.config import AwsConfig
 
 LOG_PREFIX = "logs/glue-logs/"  # GlueJobHook.s3_glue_logs: LogUri is s3://<s3_bucket>/<this><job name>
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
 
-from retrain.config import AwsConfig
+from retrain.aws.config import AwsConfig
 from retrain.jobs import JobSpec, ProjectFile, StoreRoot, Upstream, Value
 from retrain.store.layout import S3Layout
 from retrain.tracking import ARTIFACT_ROOT_ENV

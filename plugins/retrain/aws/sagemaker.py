@@ -10,6 +10,7 @@ import hashlib
 import re
 from typing import Any
 
+from retrain.aws.config import AwsConfig
 from retrain.aws.locations import (
     CHECKPOINT_PATH,
     PROCESSING_CODE,
@@ -18,7 +19,6 @@ from retrain.aws.locations import (
     AwsJob,
     CodeBundle,
 )
-from retrain.config import AwsConfig
 
 CODE_DIR = "/opt/ml/code"  # where script mode unpacks sagemaker_submit_directory
 LINEAGE_KEYS = ("dataset_version", "golden_version", "base_model", "git_sha", "config_digest", "airflow_dag_id", "airflow_run_id")

@@ -20,14 +20,40 @@ Plain Python and numpy, no Airflow.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field
 
-from retrain.config import GatePolicy, GenerationPolicy
+from retrain.schema import Strict
+
 from retrain.gate import FAIL, PASS, at_least, at_most, binomial_tail, criterion, deltas, fmt_p, mcnemar_exact
 
+if TYPE_CHECKING:
+    from retrain.config import GatePolicy
+
 METRIC = "format_exact_match"
+
+
+class GenerationPolicy(Strict):
+    """causal_lm_lora: the gain the adapter must keep over the base model it sits on, non-inferiority against the champion
+    on format exact-match by a paired exact McNemar test over golden prompts, and perplexity limits."""
+
+    min_gain_vs_base: float = Field(0.0, ge=-1, le=1, description="challenger − base model (no adapter) format exact-match must be "
+                                                                  ">= this; applies without a champion too.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Level of the one-sided exact McNemar test over golden prompts that the champion "
+                                                       "matches the format more often; the challenger fails when the test rejects.")
+    max_perplexity: float | None = Field(None, gt=1, description="Ceiling of the challenger's perplexity on the golden responses.")
+    max_perplexity_ratio: float | None = Field(None, ge=1, description="challenger / champion perplexity on the golden responses must be <= this.")
+    max_text_perplexity_ratio_vs_base: float | None = Field(
+        None, ge=1, description="challenger / base model perplexity on held-out plain text must be <= this (forgetting).")
+
+    def named_metrics(self) -> set[str]:
+        return {"format_exact_match"}  # the metric its gain, McNemar and champion criteria judge
+
+
+POLICY_SECTIONS = {"generation": GenerationPolicy}
+"""The gate policy section(s) this task type adds to ``gate:`` (``retrain.config.GatePolicy``), by name."""
 
 
 def criteria(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) -> list[dict[str, Any]]:

@@ -21,14 +21,40 @@ from __future__ import annotations
 import json
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retrain.config import GatePolicy, RerankingPolicy
+from pydantic import Field
+
+from retrain.schema import Strict
+
 from retrain.gate import at_least, deltas
+
+if TYPE_CHECKING:
+    from retrain.config import GatePolicy
 from retrain.tasks.embedding_adapter import bootstrap_criterion, significance
 from retrain.tasks.embedding_adapter import golden_files as retrieval_golden_files
 
 METRICS = ("mrr_at_10", "ndcg_at_10")
+
+
+class RerankingPolicy(Strict):
+    """cross_encoder_reranking: the gain the reranker must keep over the first-stage order of the same fixed
+    candidates (else serving the first stage alone would do), and the metric of the paired bootstrap over queries."""
+
+    significance_metric: str = Field("ndcg_at_10", description="Headline metric whose Δ the paired bootstrap over queries judges: "
+                                                               "against the champion (gate.significance), and against the first stage "
+                                                               "when first_stage_margin is set.")
+    min_uplift_vs_first_stage: dict[str, float] = Field(default_factory=dict, description="challenger − first-stage order must be >= "
+                                                                                          "this, per headline metric; applies without a champion too.")
+    first_stage_margin: float | None = Field(None, ge=-1, le=1, description="If set, the lower bound of the paired bootstrap CI over "
+                                                                            "queries of Δ significance_metric against the first stage must be >= this.")
+
+    def named_metrics(self) -> set[str]:
+        return {self.significance_metric, *self.min_uplift_vs_first_stage}
+
+
+POLICY_SECTIONS = {"reranking": RerankingPolicy}
+"""The gate policy section(s) this task type adds to ``gate:`` (``retrain.config.GatePolicy``), by name."""
 
 
 def criteria(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) -> list[dict[str, Any]]:

@@ -18,14 +18,36 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field
 
-from retrain.config import GatePolicy, RetrievalPolicy
+from retrain.schema import Strict
+
 from retrain.gate import FAIL, PASS, at_least, criterion, deltas
 
+if TYPE_CHECKING:
+    from retrain.config import GatePolicy
+
 METRICS = ("recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10")
+
+
+class RetrievalPolicy(Strict):
+    """embedding_adapter: which metric the paired bootstrap over queries judges, and the gain the adapter must
+    keep over the frozen encoder it sits on (else serving the frozen encoder would do as well)."""
+
+    significance_metric: str = Field("ndcg_at_10", description="Headline metric whose Δ against the champion the paired "
+                                                               "bootstrap over queries judges (gate.significance).")
+    min_delta_vs_frozen: dict[str, float] = Field(default_factory=dict, description="challenger − frozen encoder must be >= "
+                                                                                    "this, per headline metric; applies without a champion too.")
+
+    def named_metrics(self) -> set[str]:
+        return {self.significance_metric, *self.min_delta_vs_frozen}
+
+
+POLICY_SECTIONS = {"retrieval": RetrievalPolicy}
+"""The gate policy section(s) this task type adds to ``gate:`` (``retrain.config.GatePolicy``), by name."""
 
 
 def paired_bootstrap_mean(a: np.ndarray, b: np.ndarray, resamples: int, confidence: float, seed: int) -> dict[str, float]:

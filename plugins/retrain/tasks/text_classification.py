@@ -18,11 +18,13 @@ Plain Python and numpy, no Airflow.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field
 
-from retrain.config import GatePolicy
+from retrain.schema import Strict
+
 from retrain.gate import (
     FAIL,
     PASS,
@@ -38,8 +40,29 @@ from retrain.gate import (
     paired_bootstrap_macro_f1,
 )
 
+if TYPE_CHECKING:
+    from retrain.config import GatePolicy
+
 METRICS = ("macro_f1", "accuracy")
 """Headline metrics of a classifier: what ``gate.floors`` and ``gate.min_delta`` may name."""
+
+
+class FalseEscalationPolicy(Strict):
+    """The false-escalation rate (examples not of the escalation label predicted as it): a ceiling, and its ratio to the champion's."""
+
+    max_rate: float = Field(ge=0, le=1, description="Ceiling on the challenger's false-escalation rate.")
+    max_ratio: float = Field(1.15, ge=1, description="The challenger's rate may be at most this times the champion's, beyond noise.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Level of the paired one-sided exact test that the ratio is exceeded.")
+
+    def config_problem(self, config) -> str | None:
+        """What the rest of the model config lacks for this section, or None."""
+        if config.evaluation.escalation_label is None:
+            return "needs evaluation.escalation_label: the label whose prediction escalates"
+        return None
+
+
+POLICY_SECTIONS = {"false_escalation": FalseEscalationPolicy}
+"""The gate policy section(s) this task type adds to ``gate:`` (``retrain.config.GatePolicy``), by name."""
 
 
 def criteria(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) -> list[dict[str, Any]]:
