@@ -5,7 +5,7 @@ PY_JOBS    ?= $(shell scripts/find-python 3.11)
 ENV        := source scripts/env.sh &&
 MODEL      ?= intent
 
-.PHONY: setup redis demo test test-fast ui seed bench clean-state
+.PHONY: setup redis demo test test-fast lint ui seed bench clean-state
 
 setup: .venv-airflow/.installed .venv-jobs/.installed  ## build both virtual environments
 
@@ -36,6 +36,9 @@ test: setup redis  ## every test tier (dags, unit, jobs, integration, celery, aw
 
 test-fast: setup  ## everything but the integration tier
 	$(ENV) python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: .venv-airflow/.installed  ## ruff over the whole tree (rules and line length in pyproject.toml)
+	.venv-airflow/bin/ruff check .
 
 ui: setup  ## Airflow UI on :8080 and MLflow UI on :5000 over the demo's state
 	$(ENV) (.venv-jobs/bin/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port 5000 & airflow standalone)
