@@ -31,7 +31,9 @@ def local_overhead_share() -> str:
         latest = json.loads(LATEST.read_text())
         details = latest["benchmarks"]["pipeline"]["details"]
         shares = [r["overhead_share"] for r in details["runs"]]
-        return f"local backend: {sum(shares) / len(shares):.0%} of run wall (bench/results/latest.json, {latest['date']})"
+        return (
+            f"local backend: {sum(shares) / len(shares):.0%} of run wall (bench/results/latest.json, {latest['date']})"
+        )
     except (OSError, KeyError, ValueError, ZeroDivisionError, TypeError):
         return "local backend: run the pipeline benchmark for its overhead share"
 
@@ -40,8 +42,17 @@ def run(quick: bool, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     figures = work / "aws_e2e.json"
     env = {**os.environ, "RETRAIN_BENCH_FIGURES": str(figures)}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/aws/test_pipeline_simulated.py",
-               "--basetemp", str(work / "pytest")]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/aws/test_pipeline_simulated.py",
+        "--basetemp",
+        str(work / "pytest"),
+    ]
     log("running the aws DAG end to end on moto (about 4-6 minutes)")
     done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0 or not figures.exists():
@@ -50,10 +61,28 @@ def run(quick: bool, work: Path) -> dict:
     job_s = sum(j["seconds"] for j in data["jobs"])
     overhead = data["wall_s"] - job_s
     rows = [
-        row("AWS pipeline (moto)", "unpause to run success, RETRAIN_BACKEND=aws, tiny data, jobs by the bridge", round(data["wall_s"], 1), "s", 1),
-        row("AWS pipeline (moto)", "time in job scripts: " + ", ".join(f"{j['kind']} {j['seconds']:.0f} s" for j in data["jobs"]),
-            round(job_s, 1), "s", 1),
-        row("AWS pipeline (moto)", "orchestration overhead (everything but job scripts)", round(overhead, 1), "s", 1,
-            baseline=local_overhead_share(), ratio=f"{overhead / data['wall_s']:.0%} of run wall"),
+        row(
+            "AWS pipeline (moto)",
+            "unpause to run success, RETRAIN_BACKEND=aws, tiny data, jobs by the bridge",
+            round(data["wall_s"], 1),
+            "s",
+            1,
+        ),
+        row(
+            "AWS pipeline (moto)",
+            "time in job scripts: " + ", ".join(f"{j['kind']} {j['seconds']:.0f} s" for j in data["jobs"]),
+            round(job_s, 1),
+            "s",
+            1,
+        ),
+        row(
+            "AWS pipeline (moto)",
+            "orchestration overhead (everything but job scripts)",
+            round(overhead, 1),
+            "s",
+            1,
+            baseline=local_overhead_share(),
+            ratio=f"{overhead / data['wall_s']:.0%} of run wall",
+        ),
     ]
     return {"rows": rows, "details": data}

@@ -1,4 +1,5 @@
-"""Celery: orchestration overhead under CeleryExecutor beside LocalExecutor's, and the throughput of concurrent model runs on two workers against one.
+"""Celery: orchestration overhead under CeleryExecutor beside LocalExecutor's, and the throughput of concurrent model
+runs on two workers against one.
 
 Measured on the test tiers' tiny project (tests/airflowstack.py: 5 intents, about 200 raw rows over two
 weekly partitions, the tiny intent config with its latency ceilings lifted, since several evaluations at
@@ -51,8 +52,11 @@ def tiny_project(root: Path, models: tuple[str, ...]):
         # Latency ceilings out of reach: several evaluations at once on 2 shared cores measure p50s of
         # 90-155 ms, and a gate rejection would end a run early; this measures orchestration, not the gate.
         config = project.config_dir / f"{model}.yaml"
-        config.write_text(config.read_text().replace("latency_p50_ms_max: 50", "latency_p50_ms_max: 100000")
-                          .replace("latency_p99_ms_max: 200", "latency_p99_ms_max: 100000"))
+        config.write_text(
+            config.read_text()
+            .replace("latency_p50_ms_max: 50", "latency_p50_ms_max: 100000")
+            .replace("latency_p99_ms_max: 200", "latency_p99_ms_max: 100000")
+        )
     project.sync_dags()
     return project
 
@@ -62,10 +66,18 @@ def start_standalone(project, env: dict[str, str]) -> tuple[subprocess.Popen, st
     from retrain.runner import free_port
 
     port = free_port()
-    env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()), "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())})
+    env.update(
+        {
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        }
+    )
     log_file = open(project.root / "standalone.log", "wb")  # noqa: SIM115 - the process writes to it after this returns
-    proc = subprocess.Popen(["airflow", "standalone"], env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["airflow", "standalone"], env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
     return proc, f"http://localhost:{port}"
 
 
@@ -77,8 +89,12 @@ def drive(client, approver, dag_ids: list[str], alive, timeout: float = 1800) ->
     unpaused = datetime.now(UTC)
     for dag_id in dag_ids:
         client.set_paused(dag_id, False)
-    runs = {dag_id: wait_until(lambda dag_id=dag_id: (client.dag_runs(dag_id) or [None])[0], 120, f"{dag_id}'s scheduled run")["dag_run_id"]
-            for dag_id in dag_ids}
+    runs = {
+        dag_id: wait_until(
+            lambda dag_id=dag_id: (client.dag_runs(dag_id) or [None])[0], 120, f"{dag_id}'s scheduled run"
+        )["dag_run_id"]
+        for dag_id in dag_ids
+    }
     answered: set[str] = set()
     deadline = time.monotonic() + timeout
     pending = set(dag_ids)
@@ -88,8 +104,11 @@ def drive(client, approver, dag_ids: list[str], alive, timeout: float = 1800) ->
         alive()
         for dag_id in sorted(pending):
             states = {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, runs[dag_id])}
-            if (states.get("await_approval") == "awaiting_input" and dag_id not in answered
-                    and client.wait_for_approval_request(dag_id, runs[dag_id], settle=1.0)):
+            if (
+                states.get("await_approval") == "awaiting_input"
+                and dag_id not in answered
+                and client.wait_for_approval_request(dag_id, runs[dag_id], settle=1.0)
+            ):
                 approver.respond(dag_id, runs[dag_id], "await_approval", "Approve", {"reason": "bench: gate passed"})
                 answered.add(dag_id)
             if client.dag_run(dag_id, runs[dag_id])["state"] in ("success", "failed"):
@@ -99,9 +118,17 @@ def drive(client, approver, dag_ids: list[str], alive, timeout: float = 1800) ->
     for dag_id, run_id in runs.items():
         run = client.dag_run(dag_id, run_id)
         hitl = client.hitl_detail(dag_id, run_id, "await_approval") or {}
-        wait = (when(hitl["responded_at"]) - when(hitl["created_at"])).total_seconds() if hitl.get("responded_at") else 0.0
-        out[dag_id] = {"run_id": run_id, "state": run["state"], "start": run["start_date"], "end": run["end_date"],
-                       "wall_s": (when(run["end_date"]) - when(run["start_date"])).total_seconds(), "approval_wait_s": wait}
+        wait = (
+            (when(hitl["responded_at"]) - when(hitl["created_at"])).total_seconds() if hitl.get("responded_at") else 0.0
+        )
+        out[dag_id] = {
+            "run_id": run_id,
+            "state": run["state"],
+            "start": run["start_date"],
+            "end": run["end_date"],
+            "wall_s": (when(run["end_date"]) - when(run["start_date"])).total_seconds(),
+            "approval_wait_s": wait,
+        }
     failed = [d for d, r in out.items() if r["state"] != "success"]
     if failed:
         raise RuntimeError(f"runs ended failed: {failed}")
@@ -129,9 +156,12 @@ def local_overhead(work: Path) -> dict:
     try:
         client = logged_in(url, project.airflow_home, (DAG,))
         ready = time.monotonic() - started
+
         def alive() -> None:
             if proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited with {proc.returncode}; see {project.root / 'standalone.log'}")
+                raise RuntimeError(
+                    f"airflow standalone exited with {proc.returncode}; see {project.root / 'standalone.log'}"
+                )
 
         result = overhead_run(client, user_factory(client)("alice"), project.airflow_home, project.store_root, alive)
     finally:
@@ -184,33 +214,65 @@ def run(quick: bool, work: Path) -> dict:
     makespan_two, makespan_one = two["throughput"]["makespan_s"], one["throughput"]["makespan_s"]
 
     def split(r: dict) -> str:
-        return (f"wall {r['wall_excl_approval_s']:.0f} s = jobs {r['job_s']:.0f} s + overhead {r['overhead_s']:.0f} s (registry jobs "
-                f"{r['registry_s']:.0f} s, task start-up {r['task_startup_s']:.0f} s, in-process tasks {r['in_process_s']:.0f} s, "
-                f"scheduling gaps {r['scheduling_gaps_s']:.0f} s)")
+        return (
+            f"wall {r['wall_excl_approval_s']:.0f} s = jobs {r['job_s']:.0f} s + overhead {r['overhead_s']:.0f} s "
+            "(registry jobs "
+            f"{r['registry_s']:.0f} s, task start-up {r['task_startup_s']:.0f} s, in-process tasks "
+            f"{r['in_process_s']:.0f} s, "
+            f"scheduling gaps {r['scheduling_gaps_s']:.0f} s)"
+        )
 
     rows = [
-        row("Celery", "orchestration overhead of one tiny retrain_intent run (wall minus approval wait minus job time), CeleryExecutor, "
-            "2 workers, Postgres, Redis", round(celery["overhead_s"], 1), "s", 1,
+        row(
+            "Celery",
+            "orchestration overhead of one tiny retrain_intent run (wall minus approval wait minus job time), "
+            "CeleryExecutor, "
+            "2 workers, Postgres, Redis",
+            round(celery["overhead_s"], 1),
+            "s",
+            1,
             baseline=f"LocalExecutor (standalone, SQLite): {local['overhead_s']:.1f} s",
-            ratio=f"{celery['overhead_s'] - local['overhead_s']:+.1f} s ({celery['overhead_s'] / local['overhead_s']:.2f}x)"),
-        row("Celery", "overhead share of that run's wall time (approval wait excluded)", f"{celery['overhead_share']:.1%}", "", 1,
-            baseline=f"LocalExecutor: {local['overhead_share']:.1%}"),
-        row("Celery", f"throughput: {n} tiny model runs at once, unpause to the last run's end, 2 workers", round(makespan_two, 1), "s", 1,
-            baseline=f"1 worker: {makespan_one:.1f} s", ratio=f"{makespan_one / makespan_two:.2f}x the runs per hour",
-            note=f"{n * 3600 / makespan_two:.0f} vs {n * 3600 / makespan_one:.0f} runs/h"),
+            ratio=f"{celery['overhead_s'] - local['overhead_s']:+.1f} s "
+            f"({celery['overhead_s'] / local['overhead_s']:.2f}x)",
+        ),
+        row(
+            "Celery",
+            "overhead share of that run's wall time (approval wait excluded)",
+            f"{celery['overhead_share']:.1%}",
+            "",
+            1,
+            baseline=f"LocalExecutor: {local['overhead_share']:.1%}",
+        ),
+        row(
+            "Celery",
+            f"throughput: {n} tiny model runs at once, unpause to the last run's end, 2 workers",
+            round(makespan_two, 1),
+            "s",
+            1,
+            baseline=f"1 worker: {makespan_one:.1f} s",
+            ratio=f"{makespan_one / makespan_two:.2f}x the runs per hour",
+            note=f"{n * 3600 / makespan_two:.0f} vs {n * 3600 / makespan_one:.0f} runs/h",
+        ),
     ]
     notes = [
         f"Celery overhead run: {split(celery)}.",
         f"LocalExecutor overhead run: {split(local)}.",
         "Celery deployment up (Postgres, Redis, db migrate with MLflow's schema, six Airflow processes healthy) in "
         f"{two['stack_timings']['ready_s']:.0f} s; airflow standalone in {local['airflow_ready_s']:.0f} s.",
-        "Throughput runs' walls, 2 workers: " + ", ".join(f"{r['wall_s']:.0f} s" for r in two["throughput"]["runs"].values())
-        + "; 1 worker: " + ", ".join(f"{r['wall_s']:.0f} s" for r in one["throughput"]["runs"].values())
+        "Throughput runs' walls, 2 workers: "
+        + ", ".join(f"{r['wall_s']:.0f} s" for r in two["throughput"]["runs"].values())
+        + "; 1 worker: "
+        + ", ".join(f"{r['wall_s']:.0f} s" for r in one["throughput"]["runs"].values())
         + f". Tasks received per worker (2-worker deployment, overhead run included): {two['tasks_per_worker']}. "
-        f"Load average (1 min) during them: {two['throughput']['load_average']} and {one['throughput']['load_average']}: "
+        f"Load average (1 min) during them: {two['throughput']['load_average']} and "
+        f"{one['throughput']['load_average']}: "
         "the 2 cores are shared with everything else on the machine.",
     ]
-    return {"rows": rows, "notes": notes, "details": {"local": local, "celery_two_workers": two, "celery_one_worker": one, "n": n}}
+    return {
+        "rows": rows,
+        "notes": notes,
+        "details": {"local": local, "celery_two_workers": two, "celery_one_worker": one, "n": n},
+    }
 
 
 def main() -> int:
@@ -233,8 +295,14 @@ def main() -> int:
     out = PROJECT_ROOT / "bench" / "results" / "celery_executor.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(outcome, indent=2, default=str) + "\n")
-    section = table({"order": ["celery_executor"], "benchmarks": {"celery_executor": outcome}}) + ["", "Notes:", ""] + [f"- {n}" for n in outcome["notes"]]
-    write_section("celery_executor", "Celery executor", section, "python bench/celery_executor.py " + " ".join(sys.argv[1:]))
+    section = (
+        table({"order": ["celery_executor"], "benchmarks": {"celery_executor": outcome}})
+        + ["", "Notes:", ""]
+        + [f"- {n}" for n in outcome["notes"]]
+    )
+    write_section(
+        "celery_executor", "Celery executor", section, "python bench/celery_executor.py " + " ".join(sys.argv[1:])
+    )
     print("\n".join(section))
     return 0
 

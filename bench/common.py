@@ -59,8 +59,9 @@ def _busy_seconds() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT,
-                 log_file: Path | None = None) -> dict[str, float]:
+def run_measured(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT, log_file: Path | None = None
+) -> dict[str, float]:
     """Run a command to completion; wall seconds, peak RSS of its whole process tree, and the
     share of the machine's CPU that other processes used meanwhile (a noise indicator).
 
@@ -97,8 +98,11 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = 
         tail = log_file.read_text(errors="replace")[-3000:] if log_file else ""
         raise subprocess.CalledProcessError(proc.returncode, cmd, output=tail)
     others = _busy_seconds() - busy_before - sum(cpu.values())
-    return {"seconds": seconds, "peak_rss_mb": peak / 2**20,
-            "others_cpu_share": min(1.0, max(0.0, others / (seconds * (os.cpu_count() or 1))))}
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": peak / 2**20,
+        "others_cpu_share": min(1.0, max(0.0, others / (seconds * (os.cpu_count() or 1)))),
+    }
 
 
 def job_python() -> str:
@@ -108,11 +112,32 @@ def job_python() -> str:
     return str(resolve())
 
 
-def row(benchmark: str, measure: str, value: float | str | None, unit: str, n: int | None = None, *,
-        baseline: str = "", ratio: str = "", target: str = "", met: bool | None = None, note: str = "") -> dict[str, Any]:
+def row(
+    benchmark: str,
+    measure: str,
+    value: float | str | None,
+    unit: str,
+    n: int | None = None,
+    *,
+    baseline: str = "",
+    ratio: str = "",
+    target: str = "",
+    met: bool | None = None,
+    note: str = "",
+) -> dict[str, Any]:
     """One line of the results table. ``met`` is None where no target applies."""
-    return {"benchmark": benchmark, "measure": measure, "value": value, "unit": unit, "n": n, "baseline": baseline,
-            "ratio": ratio, "target": target, "met": met, "note": note}
+    return {
+        "benchmark": benchmark,
+        "measure": measure,
+        "value": value,
+        "unit": unit,
+        "n": n,
+        "baseline": baseline,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+        "note": note,
+    }
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -134,13 +159,26 @@ def write_section(name: str, title: str, section: list[str], command: str) -> No
     """Replace (or add) only benchmark ``name``'s section of docs/performance.md, for a benchmark run on its own."""
     start, end = section_markers(name)
     report = PROJECT_ROOT / "docs" / "performance.md"
-    body = "\n".join([start, f"## {title} (`bench/{name}.py`)", "",
-                      f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}`.", "", *section, end])
+    body = "\n".join(
+        [
+            start,
+            f"## {title} (`bench/{name}.py`)",
+            "",
+            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}`.",
+            "",
+            *section,
+            end,
+        ]
+    )
     text = report.read_text() if report.exists() else "# Performance\n"
     if start in text:
         head, rest = text.split(start, 1)
         text = head + body + rest.split(end, 1)[1]
     else:
         marker = "\n## What each benchmark measures"
-        text = text.replace(marker, "\n" + body + "\n" + marker, 1) if marker in text else text.rstrip() + "\n\n" + body + "\n"
+        text = (
+            text.replace(marker, "\n" + body + "\n" + marker, 1)
+            if marker in text
+            else text.rstrip() + "\n\n" + body + "\n"
+        )
     report.write_text(text)

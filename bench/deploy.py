@@ -37,7 +37,9 @@ def _venv(bundle_dir: Path, root: Path) -> tuple[Path, float]:
     from retrain_tools.deploy.bundle import localized_requirements
     from retrain_tools.deploy.resolve import mwaa_install_command
 
-    python312 = subprocess.run([str(PROJECT_ROOT / "scripts" / "find-python"), "3.12"], capture_output=True, text=True, check=True).stdout.strip()
+    python312 = subprocess.run(
+        [str(PROJECT_ROOT / "scripts" / "find-python"), "3.12"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     home = root / "airflow"
     shutil.copytree(bundle_dir / "dags", home / "dags")
     (home / "requirements").mkdir()
@@ -46,7 +48,9 @@ def _venv(bundle_dir: Path, root: Path) -> tuple[Path, float]:
     started = time.perf_counter()
     subprocess.run([python312, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
-    subprocess.run(mwaa_install_command(python, requirements, dry_run=False) + ["--quiet"], check=True, capture_output=True)
+    subprocess.run(
+        mwaa_install_command(python, requirements, dry_run=False) + ["--quiet"], check=True, capture_output=True
+    )
     return python, time.perf_counter() - started
 
 
@@ -64,21 +68,64 @@ def run(quick: bool, work: Path) -> dict:
     total = median([p.total_s for p in parses])
     worst_file = max(max(p.file_s.values()) for p in parses)
     errors = parses[-1].import_errors
-    local = [check_parse(work / "mwaa", PROJECT_ROOT / ".venv-airflow" / "bin" / "python", work / f"local-{i}" / "airflow").total_s
-             for i in range(reps)]
-    rows = [
-        row("MWAA bundle", "deploy build (configs, DAG parse check, pip resolve under MWAA constraints)", round(median(builds), 2), "s", reps),
-        row("MWAA bundle", "deploy build without the pip resolve", round(median(builds_offline), 2), "s", reps),
-        row("MWAA bundle", "Python 3.12 venv from the bundle's requirements.txt, as MWAA installs it (pip cache warm)",
-            round(install_s, 1), "s", 1, target="≤ 540 s (MWAA's install limit)", met=install_s <= 540),
-        row("MWAA bundle", "DAG parse in the MWAA-like env (fresh interpreter: import Airflow + DagBag)", round(total, 3), "s", reps,
-            baseline=f"same bundle with .venv-airflow: {median(local):.3f} s", ratio=f"{total / median(local):.2f}x",
-            target=f"every file < {TIMEOUT_S:g} s (dagbag_import_timeout)", met=worst_file < TIMEOUT_S and not errors),
-        row("MWAA bundle", "slowest DAG file (DagBag's own per-file time)", round(worst_file, 3), "s", reps,
-            target=f"< {TIMEOUT_S:g} s", met=worst_file < TIMEOUT_S),
+    local = [
+        check_parse(
+            work / "mwaa", PROJECT_ROOT / ".venv-airflow" / "bin" / "python", work / f"local-{i}" / "airflow"
+        ).total_s
+        for i in range(reps)
     ]
-    notes = [f"MWAA bundle: import errors {errors or 'none'}; files read outside the bundle, venv and stdlib: "
-             f"{parses[-1].outside_reads or 'none'}. MWAA itself was not run: the env is a venv with MWAA's Python minor "
-             "version and pins, not MWAA's image."]
-    return {"rows": rows, "notes": notes, "details": {"builds_s": builds, "builds_offline_s": builds_offline, "install_s": install_s,
-                                                     "parse_total_s": [p.total_s for p in parses], "parse_file_s": [p.file_s for p in parses]}}
+    rows = [
+        row(
+            "MWAA bundle",
+            "deploy build (configs, DAG parse check, pip resolve under MWAA constraints)",
+            round(median(builds), 2),
+            "s",
+            reps,
+        ),
+        row("MWAA bundle", "deploy build without the pip resolve", round(median(builds_offline), 2), "s", reps),
+        row(
+            "MWAA bundle",
+            "Python 3.12 venv from the bundle's requirements.txt, as MWAA installs it (pip cache warm)",
+            round(install_s, 1),
+            "s",
+            1,
+            target="≤ 540 s (MWAA's install limit)",
+            met=install_s <= 540,
+        ),
+        row(
+            "MWAA bundle",
+            "DAG parse in the MWAA-like env (fresh interpreter: import Airflow + DagBag)",
+            round(total, 3),
+            "s",
+            reps,
+            baseline=f"same bundle with .venv-airflow: {median(local):.3f} s",
+            ratio=f"{total / median(local):.2f}x",
+            target=f"every file < {TIMEOUT_S:g} s (dagbag_import_timeout)",
+            met=worst_file < TIMEOUT_S and not errors,
+        ),
+        row(
+            "MWAA bundle",
+            "slowest DAG file (DagBag's own per-file time)",
+            round(worst_file, 3),
+            "s",
+            reps,
+            target=f"< {TIMEOUT_S:g} s",
+            met=worst_file < TIMEOUT_S,
+        ),
+    ]
+    notes = [
+        f"MWAA bundle: import errors {errors or 'none'}; files read outside the bundle, venv and stdlib: "
+        f"{parses[-1].outside_reads or 'none'}. MWAA itself was not run: the env is a venv with MWAA's Python minor "
+        "version and pins, not MWAA's image."
+    ]
+    return {
+        "rows": rows,
+        "notes": notes,
+        "details": {
+            "builds_s": builds,
+            "builds_offline_s": builds_offline,
+            "install_s": install_s,
+            "parse_total_s": [p.total_s for p in parses],
+            "parse_file_s": [p.file_s for p in parses],
+        },
+    }

@@ -1,7 +1,8 @@
 """ETL scale: include/etl/build_dataset.py on 10k, 100k and 1M raw rows with local Spark.
 
 Measured: the build_dataset job started exactly as the local runner starts it (the
-build_dataset JobSpec of retrain.jobs, mapped by retrain.runner.local_job, command_line / job_environment, the job interpreter,
+build_dataset JobSpec of retrain.jobs, mapped by retrain.runner.local_job, command_line / job_environment, the job
+interpreter,
 local[2] Spark), from process start to exit, on raw CSVs of 10k, 100k and 1M rows (1M in
 full mode only). Rows are Banking77 training rows with a unique ticket number appended, so
 dedupe cannot collapse them, spread over 8 weekly partitions; every 20th row repeats the
@@ -80,7 +81,13 @@ def prepare(work: Path, n: int):
     ctx = RunContext("bench_etl", f"etl_{n}", FIRST_MONDAY, end)
     manifest = snapshot_raw(store, config.name, FIRST_MONDAY, end)
     path = store.write_json(f"{run_prefix(config, ctx)}/raw_manifest.json", manifest)
-    ctx = RunContext(ctx.dag_id, ctx.run_id, ctx.interval_start, ctx.interval_end, upstream={"snapshot_raw": {"manifest_path": str(path)}})
+    ctx = RunContext(
+        ctx.dag_id,
+        ctx.run_id,
+        ctx.interval_start,
+        ctx.interval_end,
+        upstream={"snapshot_raw": {"manifest_path": str(path)}},
+    )
     return store, local_job(build_dataset_spec(config, ctx), store), manifest
 
 
@@ -92,31 +99,65 @@ def run(quick: bool, work: Path) -> dict:
     for n, reps in plan.items():
         store, spec, manifest = prepare(work, n)
         spec.result_file.parent.mkdir(parents=True, exist_ok=True)
-        read_spec = LocalJob(name="spark_read", kind="glue", script=BENCH_DIR / "baselines" / "spark_read.py", result_file=work / "unused",
-                            arguments={"raw-manifest": spec.arguments["raw-manifest"], "store-root": str(store.root)})
+        read_spec = LocalJob(
+            name="spark_read",
+            kind="glue",
+            script=BENCH_DIR / "baselines" / "spark_read.py",
+            result_file=work / "unused",
+            arguments={"raw-manifest": spec.arguments["raw-manifest"], "store-root": str(store.root)},
+        )
         etl, base = [], []
         for rep in range(reps):
             settle(20 if quick else 60)
-            base.append(run_measured(command_line(read_spec), job_environment(read_spec), log_file=work / f"read_{n}_{rep}.log"))
+            base.append(
+                run_measured(command_line(read_spec), job_environment(read_spec), log_file=work / f"read_{n}_{rep}.log")
+            )
             shutil.rmtree(store.path("datasets/intent"), ignore_errors=True)  # every repetition builds a first version
             settle(20 if quick else 60)
             etl.append(run_measured(command_line(spec), job_environment(spec), log_file=work / f"etl_{n}_{rep}.log"))
             built = json.loads(spec.result_file.read_text())
             if built["counts"]["raw_rows"] != manifest["total_rows"]:
                 raise RuntimeError(f"build_dataset read {built['counts']['raw_rows']} rows of {manifest['total_rows']}")
-            log(f"{n:>9,} rows rep {rep + 1}/{reps}: build_dataset {etl[-1]['seconds']:.1f}s (peak {etl[-1]['peak_rss_mb']:.0f} MB), "
-                f"Spark start + read {base[-1]['seconds']:.1f}s")
+            log(
+                f"{n:>9,} rows rep {rep + 1}/{reps}: build_dataset {etl[-1]['seconds']:.1f}s (peak "
+                f"{etl[-1]['peak_rss_mb']:.0f} MB), "
+                f"Spark start + read {base[-1]['seconds']:.1f}s"
+            )
         seconds, floor = median([r["seconds"] for r in etl]), median([r["seconds"] for r in base])
         peak = max(r["peak_rss_mb"] for r in etl)
         others = median([r["others_cpu_share"] for r in etl + base])
-        results[n] = {"etl": etl, "read_baseline": base, "median_s": seconds, "median_baseline_s": floor, "rows_per_s": n / seconds,
-                      "peak_rss_mb": peak, "others_cpu_share_median": others, "counts": built["counts"]}
+        results[n] = {
+            "etl": etl,
+            "read_baseline": base,
+            "median_s": seconds,
+            "median_baseline_s": floor,
+            "rows_per_s": n / seconds,
+            "peak_rss_mb": peak,
+            "others_cpu_share_median": others,
+            "counts": built["counts"],
+        }
         target = dict(target=f"≤ {TARGET_1M_S:g} s", met=seconds <= TARGET_1M_S) if n == 1_000_000 else {}
-        rows.append(row("ETL", f"build_dataset, {n:,} raw rows ({n / seconds:,.0f} rows/s; peak RSS {peak:,.0f} MB)", round(seconds, 1), "s",
-                        reps, baseline=f"Spark start + read + count: {floor:.1f} s",
-                        ratio=f"{seconds / floor:.2f}x (+{seconds - floor:.1f} s of ETL work)", **target,
-                        note=f"other processes used {others:.0%} of the CPUs meanwhile (median)"))
-    notes = [f"ETL counts at {n:,} raw rows: " + ", ".join(f"{k} {v:,}" for k, v in r["counts"].items()) for n, r in results.items()]
+        rows.append(
+            row(
+                "ETL",
+                f"build_dataset, {n:,} raw rows ({n / seconds:,.0f} rows/s; peak RSS {peak:,.0f} MB)",
+                round(seconds, 1),
+                "s",
+                reps,
+                baseline=f"Spark start + read + count: {floor:.1f} s",
+                ratio=f"{seconds / floor:.2f}x (+{seconds - floor:.1f} s of ETL work)",
+                **target,
+                note=f"other processes used {others:.0%} of the CPUs meanwhile (median)",
+            )
+        )
+    notes = [
+        f"ETL counts at {n:,} raw rows: " + ", ".join(f"{k} {v:,}" for k, v in r["counts"].items())
+        for n, r in results.items()
+    ]
     if quick:
         notes.append("ETL: the 1M-row target (≤ 90 s) is measured in full mode only.")
-    return {"rows": rows, "notes": notes, "details": {"partitions": PARTITIONS, "by_size": {str(n): r for n, r in results.items()}}}
+    return {
+        "rows": rows,
+        "notes": notes,
+        "details": {"partitions": PARTITIONS, "by_size": {str(n): r for n, r in results.items()}},
+    }

@@ -58,12 +58,28 @@ def metrics_dict(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
 
     def block(pred: np.ndarray, version: int | None) -> dict:
         classes = per_class(y, pred, labels)
-        return {"macro_f1": float(np.mean([c["f1"] for c in classes.values()])), "accuracy": float(np.mean(y == pred)),
-                "latency_ms": {"p50": 5.0, "p99": 20.0}, "per_class": classes, "version": version}
+        return {
+            "macro_f1": float(np.mean([c["f1"] for c in classes.values()])),
+            "accuracy": float(np.mean(y == pred)),
+            "latency_ms": {"p50": 5.0, "p99": 20.0},
+            "per_class": classes,
+            "version": version,
+        }
 
-    return {"n_examples": len(y), "golden_version": "bench", "labels": labels, "challenger": block(a, None), "champion": block(b, 1),
-            "paired": {"y_true": y.tolist(), "challenger_pred": a.tolist(), "champion_pred": b.tolist(),
-                       "challenger_correct": (a == y).tolist(), "champion_correct": (b == y).tolist()}}
+    return {
+        "n_examples": len(y),
+        "golden_version": "bench",
+        "labels": labels,
+        "challenger": block(a, None),
+        "champion": block(b, 1),
+        "paired": {
+            "y_true": y.tolist(),
+            "challenger_pred": a.tolist(),
+            "champion_pred": b.tolist(),
+            "challenger_correct": (a == y).tolist(),
+            "champion_correct": (b == y).tolist(),
+        },
+    }
 
 
 def naive_bootstrap(y: np.ndarray, a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> np.ndarray:
@@ -99,16 +115,30 @@ def run(quick: bool, work: Path) -> dict:
     results = {}
     for n in sizes:
         y, a, b = synthetic(n, seed=n)
-        boot = lambda y=y, a=a, b=b: paired_bootstrap_macro_f1(y, a, b, CLASSES, sig.resamples, sig.confidence, sig.seed)  # noqa: E731
         metrics = metrics_dict(y, a, b)
-        gate = lambda metrics=metrics: evaluate_gate(policy, metrics)  # noqa: E731
+
+        def boot(y=y, a=a, b=b):
+            return paired_bootstrap_macro_f1(y, a, b, CLASSES, sig.resamples, sig.confidence, sig.seed)
+
+        def gate(metrics=metrics):
+            return evaluate_gate(policy, metrics)
+
         boot_s = [timed(boot)[0] for _ in range(reps)]
         gate_s = [timed(gate)[0] for _ in range(reps)]
         triples = len(np.unique(np.stack([y, a, b], axis=1), axis=0))
-        results[n] = {"bootstrap_s": boot_s, "gate_s": gate_s, "bootstrap_median_s": median(boot_s), "gate_median_s": median(gate_s),
-                      "bootstrap_peak_mb": traced_peak_mb(boot), "gate_peak_mb": traced_peak_mb(gate), "distinct_triples": triples}
-        log(f"{n:>9,} examples: bootstrap {median(boot_s):.3f}s, evaluate_gate {median(gate_s):.3f}s, "
-            f"peak {results[n]['bootstrap_peak_mb']:.0f} MB, {triples:,} distinct triples")
+        results[n] = {
+            "bootstrap_s": boot_s,
+            "gate_s": gate_s,
+            "bootstrap_median_s": median(boot_s),
+            "gate_median_s": median(gate_s),
+            "bootstrap_peak_mb": traced_peak_mb(boot),
+            "gate_peak_mb": traced_peak_mb(gate),
+            "distinct_triples": triples,
+        }
+        log(
+            f"{n:>9,} examples: bootstrap {median(boot_s):.3f}s, evaluate_gate {median(gate_s):.3f}s, "
+            f"peak {results[n]['bootstrap_peak_mb']:.0f} MB, {triples:,} distinct triples"
+        )
 
     for n in sizes:  # the naive loop grows with n x resamples: fewer resamples on larger sets, extrapolated
         y, a, b = synthetic(n, seed=n)
@@ -118,25 +148,69 @@ def run(quick: bool, work: Path) -> dict:
         results[n]["naive_resamples"] = resamples
         results[n]["naive_extrapolated_s"] = (time.perf_counter() - started) / resamples * sig.resamples
         results[n]["speedup"] = results[n]["naive_extrapolated_s"] / results[n]["bootstrap_median_s"]
-        log(f"naive loop on {n:,}: {results[n]['naive_extrapolated_s']:.2f}s per {sig.resamples} resamples "
-            f"(extrapolated from {resamples}); vectorised is {results[n]['speedup']:.1f}x faster")
+        log(
+            f"naive loop on {n:,}: {results[n]['naive_extrapolated_s']:.2f}s per {sig.resamples} resamples "
+            f"(extrapolated from {resamples}); vectorised is {results[n]['speedup']:.1f}x faster"
+        )
 
     small, large = sizes[0], sizes[-1]
-    exponent = math.log(results[large]["bootstrap_median_s"] / results[small]["bootstrap_median_s"]) / math.log(large / small)
+    exponent = math.log(results[large]["bootstrap_median_s"] / results[small]["bootstrap_median_s"]) / math.log(
+        large / small
+    )
     rows = []
     for n in sizes:
         r = results[n]
         per_100k = r["bootstrap_median_s"] / (n / 100_000)
-        target = dict(target=f"≤ {TARGET_100K_S:g} s", met=r["bootstrap_median_s"] <= TARGET_100K_S) if n == 100_000 else {}
-        extra = dict(baseline=f"naive loop: {r['naive_extrapolated_s']:.2f} s (extrapolated from {r['naive_resamples']} resamples)",
-                     ratio=f"{r['speedup']:.1f}x faster")
-        rows.append(row("Gate", f"paired bootstrap, {n:,} examples, {sig.resamples} resamples ({per_100k:.3f} s per 100k; "
-                        f"peak {r['bootstrap_peak_mb']:.0f} MB)", round(r["bootstrap_median_s"], 3), "s", reps, **extra, **target))
+        target = (
+            dict(target=f"≤ {TARGET_100K_S:g} s", met=r["bootstrap_median_s"] <= TARGET_100K_S) if n == 100_000 else {}
+        )
+        extra = dict(
+            baseline=f"naive loop: {r['naive_extrapolated_s']:.2f} s (extrapolated from {r['naive_resamples']} "
+            "resamples)",
+            ratio=f"{r['speedup']:.1f}x faster",
+        )
+        rows.append(
+            row(
+                "Gate",
+                f"paired bootstrap, {n:,} examples, {sig.resamples} resamples ({per_100k:.3f} s per 100k; "
+                f"peak {r['bootstrap_peak_mb']:.0f} MB)",
+                round(r["bootstrap_median_s"], 3),
+                "s",
+                reps,
+                **extra,
+                **target,
+            )
+        )
     for n in sizes:
         r = results[n]
-        rows.append(row("Gate", f"evaluate_gate end to end, {n:,} examples (peak {r['gate_peak_mb']:.0f} MB)",
-                        round(r["gate_median_s"], 3), "s", reps))
-    rows.append(row("Gate", f"bootstrap growth exponent k (t ~ n^k, {small:,} to {large:,})", round(exponent, 2), "", reps,
-                    target=f"≤ {TARGET_EXPONENT} (linear)", met=exponent <= TARGET_EXPONENT))
-    return {"rows": rows, "details": {"sizes": sizes, "reps": reps, "classes": CLASSES, "resamples": sig.resamples,
-                                      "by_size": {str(n): r for n, r in results.items()}, "growth_exponent": exponent}}
+        rows.append(
+            row(
+                "Gate",
+                f"evaluate_gate end to end, {n:,} examples (peak {r['gate_peak_mb']:.0f} MB)",
+                round(r["gate_median_s"], 3),
+                "s",
+                reps,
+            )
+        )
+    rows.append(
+        row(
+            "Gate",
+            f"bootstrap growth exponent k (t ~ n^k, {small:,} to {large:,})",
+            round(exponent, 2),
+            "",
+            reps,
+            target=f"≤ {TARGET_EXPONENT} (linear)",
+            met=exponent <= TARGET_EXPONENT,
+        )
+    )
+    return {
+        "rows": rows,
+        "details": {
+            "sizes": sizes,
+            "reps": reps,
+            "classes": CLASSES,
+            "resamples": sig.resamples,
+            "by_size": {str(n): r for n, r in results.items()},
+            "growth_exponent": exponent,
+        },
+    }

@@ -1,4 +1,5 @@
-"""Model demos: each further model's `make demo MODEL=<name>`, its wall time and golden quality against issue 10's targets.
+"""Model demos: each further model's `make demo MODEL=<name>`, its wall time and golden quality against issue 10's
+targets.
 
 Runs scripts/demo.py --model <name> as a person would (seeding, `airflow standalone`, run 1 for
 the previous interval, run 2 created by the scheduler, approvals over REST) with RETRAIN_HOME,
@@ -44,13 +45,23 @@ def demo(model: str, work: Path) -> dict:
     from retrain.runner import free_port
 
     home, airflow_home = work / model / "home", work / model / "airflow"
-    env = {**os.environ, "RETRAIN_HOME": str(home), "AIRFLOW_HOME": str(airflow_home),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-           "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "RETRAIN_HOME": str(home),
+        "AIRFLOW_HOME": str(airflow_home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+    }
     log(f"model_demos: make demo MODEL={model} in {work / model}")
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "demo.py"), "--model", model, "--port", str(free_port())],
-                          env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "demo.py"), "--model", model, "--port", str(free_port())],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     (work / f"{model}-demo.log").write_text(done.stdout + done.stderr)
     wall = WALL.search(done.stdout)
     if done.returncode != 0 or not wall:
@@ -62,9 +73,15 @@ def demo(model: str, work: Path) -> dict:
         if metrics and gate:
             decision = json.loads(gate[-1].read_text())
             figures = json.loads(metrics[-1].read_text())
-            runs.append({"run": run_dir.name, "challenger": figures["challenger"], "baseline": figures.get("baseline"),
-                         "decision": decision["decision"],
-                         "failed": [c["name"] for c in decision["criteria"] if c["verdict"] == "fail"]})
+            runs.append(
+                {
+                    "run": run_dir.name,
+                    "challenger": figures["challenger"],
+                    "baseline": figures.get("baseline"),
+                    "decision": decision["decision"],
+                    "failed": [c["name"] for c in decision["criteria"] if c["verdict"] == "fail"],
+                }
+            )
     return {"wall_s": float(wall.group(1)), "runs": runs}
 
 
@@ -78,8 +95,17 @@ def run(quick: bool, work: Path) -> dict:
         except ConfigError:
             continue  # not shipped yet
         result = details[model] = demo(model, work)
-        rows.append(row("Model demos", f"{model}: demo wall time (seeding, Airflow start, two runs)", result["wall_s"], "s", 1,
-                        target=f"≤ {target.demo_s / 60:g} min", met=result["wall_s"] <= target.demo_s))
+        rows.append(
+            row(
+                "Model demos",
+                f"{model}: demo wall time (seeding, Airflow start, two runs)",
+                result["wall_s"],
+                "s",
+                1,
+                target=f"≤ {target.demo_s / 60:g} min",
+                met=result["wall_s"] <= target.demo_s,
+            )
+        )
         for i, r in enumerate(result["runs"], 1):
             value = r["challenger"][target.metric]
             extra = {k: round(v, 4) for k, v in r["challenger"].items() if k.endswith("_rate") and isinstance(v, float)}
@@ -88,8 +114,19 @@ def run(quick: bool, work: Path) -> dict:
                 baseline, goal, met = f"{target.baseline}: {base:.4f}", f"> {base:.4f}", value > base
             else:
                 baseline, goal, met = target.baseline, f"≥ {target.floor}", value >= target.floor
-            rows.append(row("Model demos", f"{model}: golden {target.metric}, run {i} (gate: {r['decision']}"
-                            + (f", failed {', '.join(r['failed'])}" if r["failed"] else "") + ")",
-                            round(value, 4), "", 1, baseline=baseline, target=goal, met=met,
-                            note=", ".join(f"{k} {v}" for k, v in extra.items())))
+            rows.append(
+                row(
+                    "Model demos",
+                    f"{model}: golden {target.metric}, run {i} (gate: {r['decision']}"
+                    + (f", failed {', '.join(r['failed'])}" if r["failed"] else "")
+                    + ")",
+                    round(value, 4),
+                    "",
+                    1,
+                    baseline=baseline,
+                    target=goal,
+                    met=met,
+                    note=", ".join(f"{k} {v}" for k, v in extra.items()),
+                )
+            )
     return {"rows": rows, "notes": [], "details": details}

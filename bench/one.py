@@ -32,9 +32,13 @@ def main() -> int:
     started = time.monotonic()
     outcome = module.run(args.quick, work / args.name)
     load = run.psutil.getloadavg()[0]
-    section = [*run.table({"order": [args.name], "benchmarks": {args.name: outcome}}), "",
-               *(f"- {note}" for note in outcome.get("notes", [])), *outcome.get("section", []),
-               f"- {time.monotonic() - started:.0f} s in all; load average (1 min) at the end {load:.2f}"]
+    section = [
+        *run.table({"order": [args.name], "benchmarks": {args.name: outcome}}),
+        "",
+        *(f"- {note}" for note in outcome.get("notes", [])),
+        *outcome.get("section", []),
+        f"- {time.monotonic() - started:.0f} s in all; load average (1 min) at the end {load:.2f}",
+    ]
     title = (module.__doc__ or args.name).strip().splitlines()[0].split(":")[0].rstrip(".")
     write_section(args.name, title, section, f"python bench/one.py {' '.join(sys.argv[1:])}")
     print("\n".join(section))

@@ -43,8 +43,6 @@ REGISTRY_JOBS = ("register_model", "promote_model")
 FINISHED = re.compile(r"^(\w+) finished in ([\d.]+)s$")
 
 
-
-
 def when(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
@@ -76,8 +74,12 @@ def follow(client, approver, dag_id: str, run_id: str, started: float, timeout: 
                 seen[ti["task_id"]] = state
                 log(f"[{time.monotonic() - started:6.1f}s] {ti['task_id']:<16} {state}")
             # like the demo: a scripted answer waits for the parking worker (Airflow 3.3.1 race)
-            if (ti["task_id"] == "await_approval" and state == "awaiting_input" and not answered
-                    and client.wait_for_approval_request(dag_id, run_id)):
+            if (
+                ti["task_id"] == "await_approval"
+                and state == "awaiting_input"
+                and not answered
+                and client.wait_for_approval_request(dag_id, run_id)
+            ):
                 approver.respond(dag_id, run_id, "await_approval", "Approve", {"reason": "bench: gate passed"})
                 answered = True
         state = client.dag_run(dag_id, run_id)["state"]
@@ -96,22 +98,40 @@ def analyse_run(client, airflow_home: Path, store_root: Path, dag_id: str, run_i
     hitl = client.hitl_detail(dag_id, run_id, "await_approval") or {}
     wait = (when(hitl["responded_at"]) - when(hitl["created_at"])).total_seconds() if hitl.get("responded_at") else 0.0
     tasks = {ti["task_id"]: ti for ti in client.task_instances(dag_id, run_id)}
-    durations = {t: (when(ti["end_date"]) - when(ti["start_date"])).total_seconds() for t, ti in tasks.items()
-                 if ti.get("start_date") and ti.get("end_date")}
+    durations = {
+        t: (when(ti["end_date"]) - when(ti["start_date"])).total_seconds()
+        for t, ti in tasks.items()
+        if ti.get("start_date") and ti.get("end_date")
+    }
     jobs = job_seconds(airflow_home, dag_id, run_id)
     missing = [j for j in WORK_JOBS if j not in jobs]
     if missing:
         raise RuntimeError(f"run {run_id}: no 'finished in' log line for {missing}")
     work, registry = sum(jobs[j] for j in WORK_JOBS), sum(jobs.get(j, 0.0) for j in REGISTRY_JOBS)
     wall_excl = wall - wait
-    metrics = json.loads((latest_try(store_root / "runs" / "intent" / run_key(run_id) / "evaluate_model") / "metrics.json").read_text())
+    metrics = json.loads(
+        (latest_try(store_root / "runs" / "intent" / run_key(run_id) / "evaluate_model") / "metrics.json").read_text()
+    )
     return {
-        "run_id": run_id, "state": run["state"], "wall_s": wall, "approval_wait_s": wait, "wall_excl_approval_s": wall_excl,
-        "job_s": work, "jobs": jobs, "overhead_s": wall_excl - work, "overhead_share": (wall_excl - work) / wall_excl,
-        "registry_s": registry, "task_durations_s": durations,
+        "run_id": run_id,
+        "state": run["state"],
+        "wall_s": wall,
+        "approval_wait_s": wait,
+        "wall_excl_approval_s": wall_excl,
+        "job_s": work,
+        "jobs": jobs,
+        "overhead_s": wall_excl - work,
+        "overhead_share": (wall_excl - work) / wall_excl,
+        "registry_s": registry,
+        "task_durations_s": durations,
         "scheduling_gaps_s": wall - sum(durations.values()),
-        "task_startup_s": sum(durations[j] - jobs[j] for j in (*WORK_JOBS, *REGISTRY_JOBS) if j in durations and j in jobs),
-        "in_process_s": sum(durations.get(t, 0.0) for t in ("snapshot_raw", "check_drift", "gate_on_metrics", "await_approval")) - wait,
+        "task_startup_s": sum(
+            durations[j] - jobs[j] for j in (*WORK_JOBS, *REGISTRY_JOBS) if j in durations and j in jobs
+        ),
+        "in_process_s": sum(
+            durations.get(t, 0.0) for t in ("snapshot_raw", "check_drift", "gate_on_metrics", "await_approval")
+        )
+        - wait,
         "macro_f1": metrics["challenger"]["macro_f1"],
         "champion_macro_f1": (metrics.get("champion") or {}).get("macro_f1"),
     }
@@ -143,10 +163,20 @@ def measure_rollbacks(client, airflow_home: Path, store, repeats: int) -> list[d
             time.sleep(0.2)
         to_success = time.perf_counter() - started
         job = job_seconds(airflow_home, "rollback_intent", run["dag_run_id"]).get("rollback_model")
-        out.append({"run_id": run["dag_run_id"], "target_version": target, "to_ledger_s": to_ledger,
-                    "to_run_success_s": to_success, "state": state, "job_s": job})
-        log(f"rollback {i + 1}/{repeats} to v{target}: ledger after {to_ledger:.1f}s, run {state} after {to_success:.1f}s"
-            + (f", registry job {job:.1f}s" if job else ""))
+        out.append(
+            {
+                "run_id": run["dag_run_id"],
+                "target_version": target,
+                "to_ledger_s": to_ledger,
+                "to_run_success_s": to_success,
+                "state": state,
+                "job_s": job,
+            }
+        )
+        log(
+            f"rollback {i + 1}/{repeats} to v{target}: ledger after {to_ledger:.1f}s, run {state} after "
+            f"{to_success:.1f}s" + (f", registry job {job:.1f}s" if job else "")
+        )
     return out
 
 
@@ -160,13 +190,16 @@ def run(quick: bool, work: Path) -> dict:
     from retrain_tools.seed import seed
 
     store_root, airflow_home = work / "home", work / "airflow"
-    os.environ.update({
-        "RETRAIN_HOME": str(store_root), "AIRFLOW_HOME": str(airflow_home),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{store_root / 'mlflow.db'}",
-        # a second Airflow on this machine must not collide on the log-server ports either
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-    })
+    os.environ.update(
+        {
+            "RETRAIN_HOME": str(store_root),
+            "AIRFLOW_HOME": str(airflow_home),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{store_root / 'mlflow.db'}",
+            # a second Airflow on this machine must not collide on the log-server ports either
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        }
+    )
     port, repeats = free_port(), 3 if quick else 5
     dag_id = "retrain_intent"
     started = time.monotonic()
@@ -177,7 +210,9 @@ def run(quick: bool, work: Path) -> dict:
     try:
         client = AirflowClient(f"http://localhost:{port}", airflow_home)
         wait_until(client.healthy, 240, "the Airflow API server and scheduler")
-        wait_until(lambda: (airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords")
+        wait_until(
+            lambda: (airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords"
+        )
         client.login("admin")
         wait_until(lambda: client.dag(dag_id) is not None, 240, f"{dag_id} to be parsed")
         ready = time.monotonic()
@@ -186,7 +221,9 @@ def run(quick: bool, work: Path) -> dict:
         client.trigger(dag_id, first_id, week1[0], week1[1], {}, logical_date=week1[0], run_after=week1[1])
         client.set_paused(dag_id, False)
         states = [follow(client, approver, dag_id, first_id, started)]
-        second_id = wait_until(lambda: client.run_for_interval(dag_id, week2[0]), 120, "the scheduled run")["dag_run_id"]
+        second_id = wait_until(lambda: client.run_for_interval(dag_id, week2[0]), 120, "the scheduled run")[
+            "dag_run_id"
+        ]
         states.append(follow(client, approver, dag_id, second_id, started))
         finished = time.monotonic()
         if states != ["success", "success"]:
@@ -202,28 +239,74 @@ def run(quick: bool, work: Path) -> dict:
     rollback_s = median([r["to_ledger_s"] for r in rollbacks])
     job_rollback = [r["job_s"] for r in rollbacks if r["job_s"]]
     rows = [
-        row("Pipeline", f"time to model: demo flow, 2 weekly runs to the second promotion (seeding {seeded - started:.1f} s, Airflow "
-            f"up in {ready - seeded:.1f} s; approval waits of {waits:.1f} s excluded)", round(time_to_model, 1), "s", 1,
-            target=f"≤ {TARGET_TIME_TO_MODEL_S / 60:g} min", met=time_to_model <= TARGET_TIME_TO_MODEL_S),
-        *(row("Pipeline", f"golden macro F1, run {i} ({'no champion' if r['champion_macro_f1'] is None else 'vs champion'})",
-              round(r["macro_f1"], 4), "", 1, target=f"≥ {TARGET_F1}", met=r["macro_f1"] >= TARGET_F1) for i, r in enumerate(runs, 1)),
-        row("Pipeline", "overhead share of run wall time (approval wait excluded), median of the 2 runs; run walls "
-            + ", ".join(f"{r['wall_excl_approval_s']:.0f} s" for r in runs), f"{share:.1%}", "", len(runs),
+        row(
+            "Pipeline",
+            f"time to model: demo flow, 2 weekly runs to the second promotion (seeding {seeded - started:.1f} s, "
+            "Airflow "
+            f"up in {ready - seeded:.1f} s; approval waits of {waits:.1f} s excluded)",
+            round(time_to_model, 1),
+            "s",
+            1,
+            target=f"≤ {TARGET_TIME_TO_MODEL_S / 60:g} min",
+            met=time_to_model <= TARGET_TIME_TO_MODEL_S,
+        ),
+        *(
+            row(
+                "Pipeline",
+                f"golden macro F1, run {i} ({'no champion' if r['champion_macro_f1'] is None else 'vs champion'})",
+                round(r["macro_f1"], 4),
+                "",
+                1,
+                target=f"≥ {TARGET_F1}",
+                met=r["macro_f1"] >= TARGET_F1,
+            )
+            for i, r in enumerate(runs, 1)
+        ),
+        row(
+            "Pipeline",
+            "overhead share of run wall time (approval wait excluded), median of the 2 runs; run walls "
+            + ", ".join(f"{r['wall_excl_approval_s']:.0f} s" for r in runs),
+            f"{share:.1%}",
+            "",
+            len(runs),
             baseline="job time: " + ", ".join(f"{r['job_s']:.0f} s" for r in runs),
-            ratio="overhead " + ", ".join(f"{r['overhead_s']:.0f} s" for r in runs), target=f"≤ {TARGET_OVERHEAD:.0%}",
-            met=share <= TARGET_OVERHEAD),
-        row("Rollback", "trigger (REST) to new champion in the ledger, alternating targets", round(rollback_s, 1), "s", len(rollbacks),
-            baseline=f"production MTTR {PRODUCTION_MTTR_S / 60:g} min", ratio=f"{PRODUCTION_MTTR_S / rollback_s:.0f}x faster",
-            target=f"≤ {TARGET_ROLLBACK_S:g} s", met=rollback_s <= TARGET_ROLLBACK_S,
-            note=f"registry job itself {median(job_rollback):.1f} s" if job_rollback else ""),
+            ratio="overhead " + ", ".join(f"{r['overhead_s']:.0f} s" for r in runs),
+            target=f"≤ {TARGET_OVERHEAD:.0%}",
+            met=share <= TARGET_OVERHEAD,
+        ),
+        row(
+            "Rollback",
+            "trigger (REST) to new champion in the ledger, alternating targets",
+            round(rollback_s, 1),
+            "s",
+            len(rollbacks),
+            baseline=f"production MTTR {PRODUCTION_MTTR_S / 60:g} min",
+            ratio=f"{PRODUCTION_MTTR_S / rollback_s:.0f}x faster",
+            target=f"≤ {TARGET_ROLLBACK_S:g} s",
+            met=rollback_s <= TARGET_ROLLBACK_S,
+            note=f"registry job itself {median(job_rollback):.1f} s" if job_rollback else "",
+        ),
     ]
-    notes = [f"Pipeline run {i} ({r['run_id']}): wall {r['wall_s']:.0f} s, approval wait {r['approval_wait_s']:.1f} s, jobs "
-             + ", ".join(f"{j} {r['jobs'][j]:.1f} s" for j in WORK_JOBS)
-             + f"; overhead {r['overhead_s']:.1f} s = registry jobs (register, promote) {r['registry_s']:.1f} s + task start-up "
-             f"around jobs {r['task_startup_s']:.1f} s + in-process tasks (snapshot, drift check, gate, approval request and "
-             f"resume) {r['in_process_s']:.1f} s + scheduling gaps between tasks {r['scheduling_gaps_s']:.1f} s."
-             for i, r in enumerate(runs, 1)]
-    return {"rows": rows, "notes": notes, "details": {
-        "seed_s": seeded - started, "airflow_ready_s": ready - seeded, "flow_wall_s": finished - started, "approval_waits_s": waits,
-        "time_to_model_s": time_to_model, "runs": runs, "rollbacks": rollbacks, "port": port,
-    }}
+    notes = [
+        f"Pipeline run {i} ({r['run_id']}): wall {r['wall_s']:.0f} s, approval wait {r['approval_wait_s']:.1f} s, jobs "
+        + ", ".join(f"{j} {r['jobs'][j]:.1f} s" for j in WORK_JOBS)
+        + f"; overhead {r['overhead_s']:.1f} s = registry jobs (register, promote) {r['registry_s']:.1f} s "
+        f"+ task start-up around jobs {r['task_startup_s']:.1f} s + in-process tasks (snapshot, drift check, gate, "
+        f"approval request and resume) {r['in_process_s']:.1f} s + scheduling gaps between tasks "
+        f"{r['scheduling_gaps_s']:.1f} s."
+        for i, r in enumerate(runs, 1)
+    ]
+    return {
+        "rows": rows,
+        "notes": notes,
+        "details": {
+            "seed_s": seeded - started,
+            "airflow_ready_s": ready - seeded,
+            "flow_wall_s": finished - started,
+            "approval_waits_s": waits,
+            "time_to_model_s": time_to_model,
+            "runs": runs,
+            "rollbacks": rollbacks,
+            "port": port,
+        },
+    }

@@ -47,8 +47,18 @@ import psutil
 
 from common import PROJECT_ROOT, job_python
 
-BENCHMARKS = ("parse", "deploy", "gate_scale", "gate_oc", "training", "etl_scale", "pipeline", "celery_executor", "aws_pipeline",
-              "model_demos")
+BENCHMARKS = (
+    "parse",
+    "deploy",
+    "gate_scale",
+    "gate_oc",
+    "training",
+    "etl_scale",
+    "pipeline",
+    "celery_executor",
+    "aws_pipeline",
+    "model_demos",
+)
 RESULTS = PROJECT_ROOT / "bench" / "results" / "latest.json"
 REPORT = PROJECT_ROOT / "docs" / "performance.md"
 
@@ -64,8 +74,10 @@ def isolate(root: Path) -> None:
 
 
 def job_versions() -> dict[str, str]:
-    code = ("import json, platform, torch, pyspark; print(json.dumps({'python': platform.python_version(), "
-            "'torch': torch.__version__, 'pyspark': pyspark.__version__}))")
+    code = (
+        "import json, platform, torch, pyspark; print(json.dumps({'python': platform.python_version(), "
+        "'torch': torch.__version__, 'pyspark': pyspark.__version__}))"
+    )
     try:
         out = subprocess.run([job_python(), "-c", code], capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -86,8 +98,12 @@ def cpu_model() -> str:
 def machine() -> dict:
     from importlib.metadata import version
 
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    ).stdout.strip()
     jobs = job_versions()
     return {
         "cpu_model": cpu_model(),
@@ -105,8 +121,10 @@ def machine() -> dict:
 
 
 def table(results: dict) -> list[str]:
-    lines = ["| benchmark | measure | median | n | baseline (same run) | ratio | target | met |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | measure | median | n | baseline (same run) | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in results["order"]:
         outcome = results["benchmarks"][name]
         if "error" in outcome:
@@ -117,8 +135,10 @@ def table(results: dict) -> list[str]:
             value = f"{value} {r['unit']}".strip()
             met = "—" if r["met"] is None else "met" if r["met"] else "**not met**"
             measure = r["measure"] + (f"; {r['note']}" if r["note"] else "")
-            lines.append(f"| {r['benchmark']} | {measure} | {value} | {r['n'] or '—'} | {r['baseline'] or '—'} | "
-                         f"{r['ratio'] or '—'} | {r['target'] or '—'} | {met} |")
+            lines.append(
+                f"| {r['benchmark']} | {measure} | {value} | {r['n'] or '—'} | {r['baseline'] or '—'} | "
+                f"{r['ratio'] or '—'} | {r['target'] or '—'} | {met} |"
+            )
     return lines
 
 
@@ -146,7 +166,8 @@ def report(results: dict) -> str:
         f"| Airflow env | Python {m['python_airflow_env']}, Airflow {m['airflow']} |",
         f"| job env | Python {m['python_job_env']}, torch {m['torch']}, pyspark {m['pyspark']} |",
         f"| code | {m['git']} |",
-        f"| load average (1 min) | {load['start']:.2f} at start, {load['end']:.2f} at end (other work on the machine shows here) |",
+        f"| load average (1 min) | {load['start']:.2f} at start, {load['end']:.2f} at end (other work on the machine "
+        "shows here) |",
         "",
         "## Results",
         "",
@@ -175,9 +196,14 @@ def report(results: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes, no pipeline (a few minutes)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions, smaller sizes, no pipeline (a few minutes)"
+    )
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--with-pipeline", action="store_true", help="run the pipeline benchmark in --quick mode too")
     parser.add_argument("--keep-work", action="store_true", help="keep the temp directory (logs, stores) afterwards")
@@ -191,21 +217,35 @@ def main() -> int:
     skipped = []
     if args.quick and not args.only and not args.with_pipeline:
         chosen.remove("pipeline")
-        skipped.append("pipeline (time to model, pipeline overhead, rollback): full mode, --with-pipeline or --only pipeline")
+        skipped.append(
+            "pipeline (time to model, pipeline overhead, rollback): full mode, --with-pipeline or --only pipeline"
+        )
         chosen.remove("aws_pipeline")
         skipped.append("aws_pipeline (the aws DAG on moto): full mode, --with-pipeline or --only aws_pipeline")
         chosen.remove("celery_executor")
-        skipped.append("celery_executor (Celery overhead and throughput, 10-15 min): full mode, --with-pipeline or --only celery_executor")
+        skipped.append(
+            "celery_executor (Celery overhead and throughput, 10-15 min): full mode, --with-pipeline or --only "
+            "celery_executor"
+        )
         chosen.remove("model_demos")
-        skipped.append("model_demos (each further model's demo, 4 min each): full mode, --with-pipeline or --only model_demos")
+        skipped.append(
+            "model_demos (each further model's demo, 4 min each): full mode, --with-pipeline or --only model_demos"
+        )
     order = [b for b in BENCHMARKS if b in chosen]
 
     work = Path(tempfile.mkdtemp(prefix="retrain-bench-"))
     isolate(work)
     started = time.monotonic()
-    results = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "mode": "quick" if args.quick else "full",
-               "command": "python bench/run.py " + " ".join(sys.argv[1:]), "work_dir": str(work), "order": order,
-               "skipped": skipped, "load_average": {"start": os.getloadavg()[0]}, "benchmarks": {}}
+    results = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": "quick" if args.quick else "full",
+        "command": "python bench/run.py " + " ".join(sys.argv[1:]),
+        "work_dir": str(work),
+        "order": order,
+        "skipped": skipped,
+        "load_average": {"start": os.getloadavg()[0]},
+        "benchmarks": {},
+    }
     print(f"retrain benchmarks, {results['mode']} mode: {', '.join(order)} (work dir {work})", flush=True)
     results["machine"] = machine()
     failed = False
@@ -218,21 +258,29 @@ def main() -> int:
                 outcome = importlib.import_module(name).run(args.quick, work / name)
             except Exception as exc:  # one failing benchmark must not hide the others' figures
                 traceback.print_exc()
-                outcome, failed = {"error": f"{type(exc).__name__}: {exc}\n{getattr(exc, 'output', '') or ''}".strip()}, True
+                outcome, failed = (
+                    {"error": f"{type(exc).__name__}: {exc}\n{getattr(exc, 'output', '') or ''}".strip()},
+                    True,
+                )
             outcome["seconds"] = round(time.monotonic() - bench_started, 1)
             results["benchmarks"][name] = outcome
             print(f"  ({outcome['seconds']:.0f}s)", flush=True)
     finally:
         results["elapsed_s"] = round(time.monotonic() - started, 1)
         results["load_average"]["end"] = os.getloadavg()[0]
-        results["gpu"] = results["benchmarks"].get("training", {}).get("details", {}).get("gpu_present") and "present (not used)"
+        results["gpu"] = (
+            results["benchmarks"].get("training", {}).get("details", {}).get("gpu_present") and "present (not used)"
+        )
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
         REPORT.write_text(report(results))
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
     print("\n" + "\n".join(table(results)))
-    print(f"\nwrote {RESULTS.relative_to(PROJECT_ROOT)} and {REPORT.relative_to(PROJECT_ROOT)} ({results['elapsed_s'] / 60:.1f} min)")
+    print(
+        f"\nwrote {RESULTS.relative_to(PROJECT_ROOT)} and {REPORT.relative_to(PROJECT_ROOT)} "
+        f"({results['elapsed_s'] / 60:.1f} min)"
+    )
     return 1 if failed else 0
 
 

@@ -81,12 +81,15 @@ def endpoints(db: str, broker: str, api: str) -> dict[str, str]:
 
 def processes(workers: tuple[str, ...] = WORKERS) -> dict[str, list[str]]:
     """Each process's ``airflow`` sub-command; a worker's Celery hostname is its name at the host."""
-    commands = {"api-server": ["api-server"], "scheduler": ["scheduler"], "dag-processor": ["dag-processor"], "triggerer": ["triggerer"]}
+    commands = {
+        "api-server": ["api-server"],
+        "scheduler": ["scheduler"],
+        "dag-processor": ["dag-processor"],
+        "triggerer": ["triggerer"],
+    }
     for name in workers:
         commands[name] = ["celery", "worker", "--celery-hostname", f"{name}@%h"]
     return commands
-
-
 
 
 def server_version(binary: str) -> str:
@@ -134,16 +137,49 @@ class Postgres:
             os.chown(self.dir, account.pw_uid, account.pw_gid)
             prefix = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
         data = self.dir / "data"
-        init = subprocess.run([*prefix, "initdb", "-D", str(data), "-U", DB_USER, "--auth=trust", "--no-sync", "--no-locale",
-                               "-E", "UTF8"], capture_output=True, text=True)
+        init = subprocess.run(
+            [
+                *prefix,
+                "initdb",
+                "-D",
+                str(data),
+                "-U",
+                DB_USER,
+                "--auth=trust",
+                "--no-sync",
+                "--no-locale",
+                "-E",
+                "UTF8",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout[-2000:]}{init.stderr[-2000:]}")
         log = open(self.log_dir / "postgres.log", "wb")  # noqa: SIM115 - the process writes to it after this returns
         # fsync off: a throwaway test server; compose's keeps Postgres's durable defaults.
         self.proc = subprocess.Popen(
-            [*prefix, "postgres", "-D", str(data), "-p", str(self.port), "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "max_connections=200"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                *prefix,
+                "postgres",
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_until(self._accepts, 60, f"Postgres on port {self.port} (log: {self.log_dir / 'postgres.log'})", every=0.3)
         conn = self._connect("postgres")
@@ -191,8 +227,22 @@ class Redis:
             raise FileNotFoundError("redis-server is not on PATH: run scripts/ensure-redis (make test does)")
         log = open(self.log_dir / "redis.log", "wb")  # noqa: SIM115 - the process writes to it after this returns
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.log_dir)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.log_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_until(self._pong, 30, f"Redis on port {self.port} (log: {self.log_dir / 'redis.log'})", every=0.2)
         return self
@@ -261,8 +311,12 @@ class CeleryStack:
             self.postgres.start()
             self.redis.start()
             self.env = {
-                **self.base_env, **SETTINGS, **_session_secrets(),
-                **endpoints(f"127.0.0.1:{self.postgres.port}", f"127.0.0.1:{self.redis.port}", f"localhost:{self.api_port}"),
+                **self.base_env,
+                **SETTINGS,
+                **_session_secrets(),
+                **endpoints(
+                    f"127.0.0.1:{self.postgres.port}", f"127.0.0.1:{self.redis.port}", f"localhost:{self.api_port}"
+                ),
                 "AIRFLOW__API__PORT": str(self.api_port),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             }
@@ -279,12 +333,18 @@ class CeleryStack:
         return self
 
     def _migrate(self) -> None:
-        """Airflow's metadata schema and MLflow's, at once (MLflow's first writers would otherwise race to create it)."""
+        """Airflow's metadata schema and MLflow's, at once (MLflow's first writers would otherwise race to create
+        it)."""
         mlflow_init = subprocess.Popen(
             [str(job_python()), "-c", MLFLOW_SCHEMA_INIT],
-            env=self.env, cwd=self.cwd, stdout=open(self.logs / "mlflow-init.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the process writes to it after this returns
+            env=self.env,
+            cwd=self.cwd,
+            stdout=open(self.logs / "mlflow-init.log", "wb"),  # noqa: SIM115 - the process writes to it after this returns
+            stderr=subprocess.STDOUT,
         )
-        migrate = subprocess.run(["airflow", "db", "migrate"], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=600)
+        migrate = subprocess.run(
+            ["airflow", "db", "migrate"], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=600
+        )
         (self.logs / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
         if mlflow_init.wait(timeout=300) != 0:
             raise RuntimeError(f"MLflow's tracking schema on Postgres failed; see {self.logs / 'mlflow-init.log'}")
@@ -296,8 +356,9 @@ class CeleryStack:
         if name in self.workers:  # one host: a log-server port each (the second would fail to bind 8793)
             env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - the process writes to it after this returns
-        self.procs[name] = subprocess.Popen(["airflow", *command], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            ["airflow", *command], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def _wait_ready(self, timeout: float) -> None:
         client = AirflowClient(self.api_url, self.airflow_home)
@@ -310,10 +371,18 @@ class CeleryStack:
             components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
             if any((health.get(c) or {}).get("status") != "healthy" for c in components):
                 return False
-            return all(f"{name}@" in text and " ready." in text for name in self.workers for text in [self.log_tail(name, 200_000)])
+            return all(
+                f"{name}@" in text and " ready." in text
+                for name in self.workers
+                for text in [self.log_tail(name, 200_000)]
+            )
 
         wait_until(ready, timeout, f"the Celery deployment (logs: {self.logs})")
-        wait_until(lambda: (self.airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords")
+        wait_until(
+            lambda: (self.airflow_home / "simple_auth_manager_passwords.json.generated").exists(),
+            60,
+            "generated passwords",
+        )
 
     def log_tail(self, name: str, size: int = 5000) -> str:
         """The last ``size`` characters of a process's log."""
@@ -322,7 +391,11 @@ class CeleryStack:
 
     def tasks_received(self, worker: str) -> list[str]:
         """What a worker executed, one line per task: Celery's 'Executing workload' lines of its log."""
-        return [line for line in (self.logs / f"{worker}.log").read_text(errors="replace").splitlines() if "Executing workload in Celery" in line]
+        return [
+            line
+            for line in (self.logs / f"{worker}.log").read_text(errors="replace").splitlines()
+            if "Executing workload in Celery" in line
+        ]
 
     def stop(self) -> None:
         """Stop every process (workers first, so no task starts while the rest goes), then Redis and Postgres."""

@@ -62,8 +62,9 @@ def with_api_options(text: str, options: dict[str, str]) -> str:
         header = len(lines) - 1
     end = next((i for i in range(header + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
     for key, value in options.items():
-        found = [i for i in range(header + 1, end) if re.match(rf"\s*{key}\s*=", lines[i])] or \
-                [i for i in range(header + 1, end) if re.match(rf"\s*#\s*{key}\s*=", lines[i])]
+        found = [i for i in range(header + 1, end) if re.match(rf"\s*{key}\s*=", lines[i])] or [
+            i for i in range(header + 1, end) if re.match(rf"\s*#\s*{key}\s*=", lines[i])
+        ]
         if found:
             lines[found[0]] = f"{key} = {value}\n"
         else:
@@ -73,7 +74,8 @@ def with_api_options(text: str, options: dict[str, str]) -> str:
 
 
 def remember_port(port: int) -> Path:
-    """Make ``port`` the API server's port in Airflow's own config (``[api] port`` and ``base_url`` in airflow.cfg, which
+    """Make ``port`` the API server's port in Airflow's own config (``[api] port`` and ``base_url`` in airflow.cfg,
+    which
     Airflow writes first if missing), so that bin/retrain, alert links, `make ui` and Airflow's own links find it."""
     from airflow.configuration import AIRFLOW_CONFIG, write_default_airflow_configuration_if_needed
 
@@ -87,16 +89,26 @@ def start_airflow(port: int, approver: str) -> subprocess.Popen:
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "standalone.log", "ab")  # noqa: SIM115 - the process writes to it after this returns
-    env = {**os.environ, "AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": with_user(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"), approver)}
+    env = {
+        **os.environ,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": with_user(
+            os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"), approver
+        ),
+    }
     print(f"starting airflow standalone (log: {home / 'standalone.log'})")
-    return subprocess.Popen(["airflow", "standalone"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen(
+        ["airflow", "standalone"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
 
 
 class Demo:
     """Drives runs through the REST API and narrates what happens."""
 
-    def __init__(self, client: AirflowClient, dag_id: str, started: float, manual: bool, port: int, approver: str) -> None:
+    def __init__(
+        self, client: AirflowClient, dag_id: str, started: float, manual: bool, port: int, approver: str
+    ) -> None:
         self.client, self.dag_id, self.started, self.manual, self.port = client, dag_id, started, manual, port
         self.approver = approver
 
@@ -115,7 +127,11 @@ class Demo:
                     seen[ti["task_id"]] = state
                     self.say(f"{ti['task_id']:<16} {state}")
                 if ti["task_id"] == "await_approval" and state == "awaiting_input" and not answered:
-                    answered = self.approve(run_id) if self.manual or self.client.wait_for_approval_request(self.dag_id, run_id) else False
+                    answered = (
+                        self.approve(run_id)
+                        if self.manual or self.client.wait_for_approval_request(self.dag_id, run_id)
+                        else False
+                    )
             state = self.client.dag_run(self.dag_id, run_id)["state"]
             if state in ("success", "failed"):
                 return state
@@ -128,7 +144,9 @@ class Demo:
             self.say(f"waiting for a person to approve or reject in the Airflow UI: {url}")
             return True
         approver = AirflowClient(self.client.base_url, self.client.airflow_home).login(self.approver)
-        approver.respond(self.dag_id, run_id, "await_approval", "Approve", {"reason": "demo: gate passed, approved by the demo user"})
+        approver.respond(
+            self.dag_id, run_id, "await_approval", "Approve", {"reason": "demo: gate passed, approved by the demo user"}
+        )
         self.say(f"approved as '{self.approver}' (the model's first assigned approver) through REST hitlDetails")
         return True
 
@@ -150,7 +168,10 @@ def registry_status(model: str) -> dict:
     """The registry's view (aliases, versions, verified ledger), asked of the job environment where mlflow lives."""
     out = subprocess.run(
         [str(job_python()), str(PROJECT_ROOT / "plugins" / "retrain" / "registry.py"), "status", "--model", model],
-        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"},
     )
     return json.loads(out.stdout)
 
@@ -181,19 +202,33 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
         print(f"\n--- run {run_id}: {state}")
         if built:
             c = built["counts"]
-            print(f"dataset {built['dataset_version']}: train={c['train']} validation={c['validation']}, "
-                  f"drift {0.0 if built.get('reused') else built['drift']['score']:.3f} vs {built['previous_version'] or 'none'}")
+            print(
+                f"dataset {built['dataset_version']}: train={c['train']} validation={c['validation']}, "
+                f"drift {0.0 if built.get('reused') else built['drift']['score']:.3f} vs "
+                f"{built['previous_version'] or 'none'}"
+            )
         if trained:
-            print(f"training: {trained['wall_seconds']:.0f}s, {trained['samples_per_second']:.0f} samples/s, weights {trained['weights_digest'][:16]}…")
+            print(
+                f"training: {trained['wall_seconds']:.0f}s, {trained['samples_per_second']:.0f} samples/s, weights "
+                f"{trained['weights_digest'][:16]}…"
+            )
         if metrics:
             ch, champ, base = metrics["challenger"], metrics.get("champion"), metrics.get("baseline")
-            figures = lambda block, task=metrics["task"]: ", ".join(f"{name} {block[name]:.4f}" for name in headline_metrics(task))  # noqa: E731
+
+            def figures(block, task=metrics["task"]):
+                return ", ".join(f"{name} {block[name]:.4f}" for name in headline_metrics(task))
+
             vs = f" | champion v{champ['version']}: {figures(champ)}" if champ else " | no champion"
             vs += f" | baseline ({base.get('base_model', 'untrained')}): {figures(base)}" if base else ""
-            print(f"golden {metrics['golden_version']} (n={metrics['n_examples']}): challenger {figures(ch)}, "
-                  f"p50 {ch['latency_ms']['p50']:.1f} ms, p99 {ch['latency_ms']['p99']:.1f} ms{vs}")
+            print(
+                f"golden {metrics['golden_version']} (n={metrics['n_examples']}): challenger {figures(ch)}, "
+                f"p50 {ch['latency_ms']['p50']:.1f} ms, p99 {ch['latency_ms']['p99']:.1f} ms{vs}"
+            )
             # the report with the gate verdict on top, else the evaluation's own
-            print(f"report: {output(run, 'gate_on_metrics', 'report.html') or output(run, 'evaluate_model', 'report.html')}")
+            print(
+                "report: "
+                f"{output(run, 'gate_on_metrics', 'report.html') or output(run, 'evaluate_model', 'report.html')}"
+            )
         print(gate_table(run))
         if registered:
             print(f"registered: {registered['model_uri']} (alias challenger)")
@@ -201,25 +236,46 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
             who = (decision.get("responded_by_user") or {}).get("id", "timeout")
             print(f"approval: {decision['decision']} by {who}")
     info = registry_status(model)
-    print(f"\naliases: champion=v{info['champion']} challenger={'v' + str(info['challenger']) if info['challenger'] else '-'}")
+    print(
+        f"\naliases: champion=v{info['champion']} "
+        f"challenger={'v' + str(info['challenger']) if info['challenger'] else '-'}"
+    )
     print("versions: " + ", ".join(f"v{v['version']} ({v['approval']})" for v in info["versions"]))
-    print(f"ledger {store.path(f'ledger/{model}.jsonl')} ({'verified' if info['ledger_verified'] is True else info['ledger_verified']}):")
+    print(
+        f"ledger {store.path(f'ledger/{model}.jsonl')} "
+        f"({'verified' if info['ledger_verified'] is True else info['ledger_verified']}):"
+    )
     for e in info["ledger"]:
         origin = f"v{e['from_version']}" if e["from_version"] else "-"
-        print(f"  #{e['seq']} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}  ({e['reason']})  hash {e['hash'][:12]}…")
+        print(
+            f"  #{e['seq']} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}  ({e['reason']})  hash "
+            f"{e['hash'][:12]}…"
+        )
     print(f"\nwall time: {wall:.0f}s")
     print(f"mlflow:     {os.environ['MLFLOW_TRACKING_URI']}  (make ui, then http://localhost:5000)")
-    print(f"airflow UI: make ui, then {configured_api_url()} (passwords: .airflow/simple_auth_manager_passwords.json.generated)")
+    print(
+        f"airflow UI: make ui, then {configured_api_url()} (passwords: "
+        ".airflow/simple_auth_manager_passwords.json.generated)"
+    )
     print(f"roll back:  bin/retrain rollback {model} --reason '…'   (or trigger rollback_{model} in the UI)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="intent", help="which model to run (default intent); its config needs sample_data")
-    parser.add_argument("--port", type=int, default=None, help="API server port (default: Airflow's own [api] port, 8080 unless "
-                        "configured); another one is written into airflow.cfg, so bin/retrain and the alert links find it")
+    parser.add_argument(
+        "--model", default="intent", help="which model to run (default intent); its config needs sample_data"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="API server port (default: Airflow's own [api] port, 8080 unless "
+        "configured); another one is written into airflow.cfg, so bin/retrain and the alert links find it",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each run (default 1800)")
-    parser.add_argument("--manual-approval", action="store_true", help="leave the approval to a person in the Airflow UI")
+    parser.add_argument(
+        "--manual-approval", action="store_true", help="leave the approval to a person in the Airflow UI"
+    )
     parser.add_argument("--keep-running", action="store_true", help="leave Airflow running afterwards for the UI")
     args = parser.parse_args()
     started = time.monotonic()
@@ -248,19 +304,34 @@ def main() -> int:
         wait_until(lambda: client.dag(config.dag_id) is not None, 180, f"{config.dag_id} to be parsed")
         demo = Demo(client, config.dag_id, started, args.manual_approval, args.port, approver)
         # The scheduler creates the second run itself when it is the latest complete interval and has no run yet.
-        fresh = (client.run_for_interval(config.dag_id, first[0]) is None and client.run_for_interval(config.dag_id, second[0]) is None
-                 and second == latest_complete_interval(config.schedule.calendar, datetime.now(UTC)))
+        fresh = (
+            client.run_for_interval(config.dag_id, first[0]) is None
+            and client.run_for_interval(config.dag_id, second[0]) is None
+            and second == latest_complete_interval(config.schedule.calendar, datetime.now(UTC))
+        )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         first_id = f"{unit}_{first[0]:%Y-%m-%d}" if fresh else f"demo_{stamp}_{unit}_{first[0]:%Y-%m-%d}"
         # run_after orders queued runs: the first goes first, the scheduler's second run waits (max_active_runs=1)
-        client.trigger(config.dag_id, first_id, first[0], first[1], {} if fresh else {"force": True},
-                       logical_date=first[0] if fresh else None, run_after=first[1])
+        client.trigger(
+            config.dag_id,
+            first_id,
+            first[0],
+            first[1],
+            {} if fresh else {"force": True},
+            logical_date=first[0] if fresh else None,
+            run_after=first[1],
+        )
         client.set_paused(config.dag_id, False)
         print(f"\nrun 1: {first_id}, data interval {first[0]:%Y-%m-%d} .. {first[1]:%Y-%m-%d}")
         runs = [(first_id, demo.follow(first_id, args.timeout))]
         if fresh:
-            print(f"\nrun 2: the scheduler's run of the latest complete {unit} {second[0]:%Y-%m-%d} .. {second[1]:%Y-%m-%d}")
-            second_id = wait_until(lambda: client.run_for_interval(config.dag_id, second[0]), 120, "the scheduled run")["dag_run_id"]
+            print(
+                f"\nrun 2: the scheduler's run of the latest complete {unit} {second[0]:%Y-%m-%d} .. "
+                f"{second[1]:%Y-%m-%d}"
+            )
+            second_id = wait_until(lambda: client.run_for_interval(config.dag_id, second[0]), 120, "the scheduled run")[
+                "dag_run_id"
+            ]
         else:
             second_id = f"demo_{stamp}_{unit}_{second[0]:%Y-%m-%d}"
             client.trigger(config.dag_id, second_id, second[0], second[1], {"force": True})

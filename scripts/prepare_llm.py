@@ -41,7 +41,8 @@ def response(sentiment: str, source: str) -> str:
 
 
 def source_of() -> dict[str, str]:
-    """Normalised sentence -> its source name (a sentence found in two files keeps the first, as prepare_sentiment does)."""
+    """Normalised sentence -> its source name (a sentence found in two files keeps the first, as prepare_sentiment
+    does)."""
     found: dict[str, str] = {}
     for stem, name in SOURCES.items():
         lines = (SENTIMENT / f"{stem}_labelled.txt").read_text(encoding="utf-8").removesuffix("\n").split("\n")
@@ -76,7 +77,10 @@ def write(path: Path, rows: list[tuple[str, str, str]]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["prompt", "response"])
-        writer.writerows((text, response(sentiment, source)) for text, sentiment, source in sorted(rows, key=lambda r: (r[2], r[1], r[0])))
+        writer.writerows(
+            (text, response(sentiment, source))
+            for text, sentiment, source in sorted(rows, key=lambda r: (r[2], r[1], r[0]))
+        )
 
 
 def main() -> None:
@@ -87,11 +91,16 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     write(OUT / "train.csv", train)
     write(OUT / "golden.csv", golden)
-    (OUT / "responses.json").write_text(json.dumps([response(s, src) for s in SENTIMENTS for src in SOURCES.values()], indent=1) + "\n")
+    (OUT / "responses.json").write_text(
+        json.dumps([response(s, src) for s in SENTIMENTS for src in SOURCES.values()], indent=1) + "\n"
+    )
     counts = defaultdict(int)
     for _, sentiment, source in golden:
         counts[(source, sentiment)] += 1
-    print(f"train {len(train)}, golden {len(golden)}: " + ", ".join(f"{s}/{label} {n}" for (s, label), n in sorted(counts.items())))
+    print(
+        f"train {len(train)}, golden {len(golden)}: "
+        + ", ".join(f"{s}/{label} {n}" for (s, label), n in sorted(counts.items()))
+    )
 
 
 if __name__ == "__main__":

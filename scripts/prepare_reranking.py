@@ -12,7 +12,8 @@ embedding_adapter), and is judged on a fixed candidate list per golden query:
 - ``qrels.jsonl``      the chosen queries' rows of data/retrieval/qrels.jsonl;
 - ``candidates.jsonl`` {"query_id", "passage_ids": [K], "scores": [K]}: the first stage's top K passages of the
                        whole corpus, best first: the frozen packaged MiniLM as a bi-encoder (mean pooling, L2
-                       norm, retrain_jobs.tasks.cross_encoder_reranking.model.FirstStage), cosine rounded to 6 places, ties in corpus order.
+                       norm, retrain_jobs.tasks.cross_encoder_reranking.model.FirstStage), cosine rounded to 6 places,
+                       ties in corpus order.
 
 Computed once and published with the golden version, so the golden set is immutable and evaluation needs no
 first-stage model. Deterministic: one thread, the same inputs and packages give the same bytes.
@@ -54,18 +55,31 @@ def main() -> None:
     for row, key in enumerate(chosen):
         rounded = np.round(cosines[row].astype(np.float64), 6)
         top = np.argsort(-rounded, kind="stable")[:K]
-        candidates.append({"query_id": key, "passage_ids": [corpus[j]["passage_id"] for j in top],
-                           "scores": [float(rounded[j]) for j in top]})
+        candidates.append(
+            {
+                "query_id": key,
+                "passage_ids": [corpus[j]["passage_id"] for j in top],
+                "scores": [float(rounded[j]) for j in top],
+            }
+        )
     OUT.mkdir(exist_ok=True)
-    (OUT / "golden.jsonl").write_text("".join(json.dumps(queries[q], ensure_ascii=False) + "\n" for q in chosen), encoding="utf-8")
+    (OUT / "golden.jsonl").write_text(
+        "".join(json.dumps(queries[q], ensure_ascii=False) + "\n" for q in chosen), encoding="utf-8"
+    )
     (OUT / "corpus.jsonl").write_bytes((SOURCE / "corpus.jsonl").read_bytes())
     keep = set(chosen)
-    (OUT / "qrels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qrels if r["query_id"] in keep), encoding="utf-8")
+    (OUT / "qrels.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in qrels if r["query_id"] in keep), encoding="utf-8"
+    )
     (OUT / "candidates.jsonl").write_text("".join(json.dumps(c) + "\n" for c in candidates), encoding="utf-8")
     relevant = {r["query_id"]: r["passage_id"] for r in qrels}
     found = sum(relevant[c["query_id"]] in c["passage_ids"] for c in candidates)
-    print(f"{len(chosen)} golden queries x top {K} of {len(corpus)} passages -> {OUT}; relevant passage among the candidates "
-          f"for {found}/{len(chosen)}, first for {sum(relevant[c['query_id']] == c['passage_ids'][0] for c in candidates)}")
+    print(
+        f"{len(chosen)} golden queries x top {K} of {len(corpus)} passages -> {OUT}; relevant passage among the "
+        "candidates "
+        f"for {found}/{len(chosen)}, first for "
+        f"{sum(relevant[c['query_id']] == c['passage_ids'][0] for c in candidates)}"
+    )
 
 
 if __name__ == "__main__":

@@ -71,16 +71,22 @@ def main() -> None:
             golden.append({"key": key, "text": text})
             qrels.append({"query_id": key, "passage_id": f"p_{intent}", "relevance": 1})
     OUT.mkdir(exist_ok=True)
-    (OUT / "corpus.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in corpus), encoding="utf-8")
+    (OUT / "corpus.jsonl").write_text(
+        "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in corpus), encoding="utf-8"
+    )
     # The labels file of the pipeline's raw contract (data.labels_file): a raw pair's passage_id must be one of these.
-    (OUT / "passage_ids.json").write_text(json.dumps([p["passage_id"] for p in corpus], indent=1) + "\n", encoding="utf-8")
+    (OUT / "passage_ids.json").write_text(
+        json.dumps([p["passage_id"] for p in corpus], indent=1) + "\n", encoding="utf-8"
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["query", "passage_id"])
     writer.writerows(pairs)
     (OUT / "train.csv").write_text(buffer.getvalue(), encoding="utf-8")
     order = sorted(range(len(golden)), key=lambda i: golden[i]["key"])
-    (OUT / "golden.jsonl").write_text("".join(json.dumps(golden[i], ensure_ascii=False) + "\n" for i in order), encoding="utf-8")
+    (OUT / "golden.jsonl").write_text(
+        "".join(json.dumps(golden[i], ensure_ascii=False) + "\n" for i in order), encoding="utf-8"
+    )
     (OUT / "qrels.jsonl").write_text("".join(json.dumps(qrels[i]) + "\n" for i in order), encoding="utf-8")
     print(f"{len(corpus)} passages, {len(pairs)} training pairs, {len(golden)} golden queries -> {OUT}")
 

@@ -4,7 +4,8 @@
 
 The three source files (amazon_cells, imdb, yelp; ``sentence<TAB>label``, 1 = positive) are
 copied byte for byte beside their SOURCE.md. This script, run once when the data was added,
-repairs Windows-1252 characters that were read as C1 controls, strips each sentence, maps 0/1 to negative/positive, drops repeated sentences (same text after
+repairs Windows-1252 characters that were read as C1 controls, strips each sentence, maps 0/1 to negative/positive,
+drops repeated sentences (same text after
 lower-casing and removing punctuation: every copy goes when their labels disagree, else the
 first is kept), and puts 20% of each (source, label) stratum into the golden set, chosen by a
 hash of the normalised text, so the split is reproducible and needs no seed. Golden and
@@ -39,7 +40,9 @@ def normalized(text: str) -> str:
 def main() -> None:
     rows = []
     for source in SOURCES:
-        lines = (DATA / f"{source}_labelled.txt").read_text(encoding="utf-8").removesuffix("\n").split("\n")  # not splitlines(): U+0085 is inside texts
+        lines = (
+            (DATA / f"{source}_labelled.txt").read_text(encoding="utf-8").removesuffix("\n").split("\n")
+        )  # not splitlines(): U+0085 is inside texts
         for line_no, line in enumerate(lines, 1):
             text, _, label = line.rpartition("\t")
             if label.strip() not in ("0", "1") or not text.strip():

@@ -1,6 +1,7 @@
 """The baseline of bench/training.py: a minimal hand-written PyTorch fine-tuning loop.
 
-Runs with the job interpreter (PYTHONPATH=include). Same model (retrain_jobs.tasks.text_classification.model.build_classifier),
+Runs with the job interpreter (PYTHONPATH=include). Same model
+(retrain_jobs.tasks.text_classification.model.build_classifier),
 same trainable parameters as train.py with --trainable-layers 6 (every transformer layer and the
 head; embeddings frozen), same AdamW parameter groups, batch size, max_seq_length and threads.
 Batches are the same length-bucketed chunks train.py forms, padded once before timing and
@@ -24,9 +25,19 @@ from retrain_jobs.tasks.text_classification.model import build_classifier
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, kind in (("train-jsonl", str), ("labels-file", str), ("base-model", str), ("epochs", int), ("batch-size", int),
-                       ("max-seq-length", int), ("threads", int), ("learning-rate", float), ("head-learning-rate", float),
-                       ("weight-decay", float), ("seed", int)):
+    for name, kind in (
+        ("train-jsonl", str),
+        ("labels-file", str),
+        ("base-model", str),
+        ("epochs", int),
+        ("batch-size", int),
+        ("max-seq-length", int),
+        ("threads", int),
+        ("learning-rate", float),
+        ("head-learning-rate", float),
+        ("weight-decay", float),
+        ("seed", int),
+    ):
         parser.add_argument(f"--{name}", type=kind, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -36,10 +47,13 @@ def main() -> None:
     model, tokenizer = build_classifier(args.base_model, len(labels))
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith(("encoder.encoder.layer.", "head."))
-    optimizer = torch.optim.AdamW([
-        {"params": model.head.parameters(), "lr": args.head_learning_rate},
-        {"params": [p for n, p in model.encoder.named_parameters() if p.requires_grad], "lr": args.learning_rate},
-    ], weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model.head.parameters(), "lr": args.head_learning_rate},
+            {"params": [p for n, p in model.encoder.named_parameters() if p.requires_grad], "lr": args.learning_rate},
+        ],
+        weight_decay=args.weight_decay,
+    )
 
     ids = tokenizer([r["text"] for r in rows], truncation=True, max_length=args.max_seq_length)["input_ids"]
     y = torch.tensor([labels.index(r["label"]) for r in rows])

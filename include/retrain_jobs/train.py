@@ -44,11 +44,20 @@ from retrain_jobs.base import DataError, Refused, weights_digest
 class TrainArgs:
     """Hyperparameters; each arrives as ``--key value`` (SageMaker) or from ``--config file.json``."""
 
-    task: str = field(default="text_classification", metadata={"help": "Task type: selects retrain_jobs.tasks.<task>.train."})
-    base_model: str = field(default="all-MiniLM-L6-v2", metadata={"help": "Packaged base model name or a model directory."})
+    task: str = field(
+        default="text_classification", metadata={"help": "Task type: selects retrain_jobs.tasks.<task>.train."}
+    )
+    base_model: str = field(
+        default="all-MiniLM-L6-v2", metadata={"help": "Packaged base model name or a model directory."}
+    )
     dataset_version: str = field(default="", metadata={"help": "Recorded in the summary (provenance)."})
-    config_digest: str = field(default="", metadata={"help": "The model config's digest: provenance, and part of the checkpoint "
-                                                              "signature, so a changed config never resumes another's checkpoint."})
+    config_digest: str = field(
+        default="",
+        metadata={
+            "help": "The model config's digest: provenance, and part of the checkpoint "
+            "signature, so a changed config never resumes another's checkpoint."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seeds python, numpy and torch before the model is built."})
     epochs: int = field(default=30, metadata={"help": "Passes over the training data."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of trainable encoder layers."})
@@ -57,12 +66,21 @@ class TrainArgs:
     warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps with linear LR warm-up."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default."})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16; bf16 and "
-                                                               "fp16 need a CUDA GPU (refused on CPU). A task may also load its base weights in it."})
-    max_steps: int = field(default=0, metadata={"help": "Stop after this many optimizer steps (smoke runs); 0 = no cap."})
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16; bf16 and "
+            "fp16 need a CUDA GPU (refused on CPU). A task may also load its base weights in it."
+        },
+    )
+    max_steps: int = field(
+        default=0, metadata={"help": "Stop after this many optimizer steps (smoke runs); 0 = no cap."}
+    )
     max_train_samples: int = field(default=0, metadata={"help": "Use only the first N training examples; 0 = all."})
     max_eval_samples: int = field(default=0, metadata={"help": "Use only the first N validation examples; 0 = all."})
-    experiment_name: str = field(default="retrain", metadata={"help": "MLflow experiment (when MLFLOW_TRACKING_URI is set)."})
+    experiment_name: str = field(
+        default="retrain", metadata={"help": "MLflow experiment (when MLFLOW_TRACKING_URI is set)."}
+    )
     run_name: str = field(default="", metadata={"help": "MLflow run name."})
 
 
@@ -123,14 +141,18 @@ class Precision:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else torch.autocast("cpu", enabled=False)
+        return (
+            torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else torch.autocast("cpu", enabled=False)
+        )
 
 
 def checkpoint_dir() -> Path:
     return Path(os.environ.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
 
 
-def save_checkpoint(model, optimizer, epoch: int, step: int, history: list, signature: str, generator: torch.Generator) -> None:
+def save_checkpoint(
+    model, optimizer, epoch: int, step: int, history: list, signature: str, generator: torch.Generator
+) -> None:
     """Trainable weights, optimizer and RNG state: enough to resume bit-for-bit."""
     directory = checkpoint_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -188,7 +210,9 @@ def train(args: TrainArgs, task_args) -> dict:
     model = task.build()  # after set_seed: fresh layers draw from the seeded RNG
     optimizer = torch.optim.AdamW(task.param_groups(), weight_decay=args.weight_decay)
     scaler = precision.scaler  # scale(loss).backward(), step(optimizer), update()
-    if hasattr(task, "wrap_training"):  # a task's distributed engine (causal_lm_lora: DeepSpeed ZeRO-3) owns backward and step
+    if hasattr(
+        task, "wrap_training"
+    ):  # a task's distributed engine (causal_lm_lora: DeepSpeed ZeRO-3) owns backward and step
         scaler = task.wrap_training(optimizer, scaler)
     encode_started = time.time()
     train_data, val_data = task.prepare(train_examples), task.prepare(val_examples)
@@ -241,7 +265,9 @@ def train(args: TrainArgs, task_args) -> dict:
         "dataset_version": args.dataset_version,
         "config_digest": args.config_digest,
         "base_model": args.base_model,
-        "git_sha": json.loads(os.environ.get("RETRAIN_LINEAGE", "{}")).get("git_sha", os.environ.get("RETRAIN_GIT_SHA", "unknown")),
+        "git_sha": json.loads(os.environ.get("RETRAIN_LINEAGE", "{}")).get(
+            "git_sha", os.environ.get("RETRAIN_GIT_SHA", "unknown")
+        ),
         "task": args.task,
         "weights_digest": weights_digest(model),
         # examples through training per second of training time, the frozen-feature pass included
@@ -257,7 +283,9 @@ def train(args: TrainArgs, task_args) -> dict:
         "device": device.type,
         "model_dir": str(model_dir),
         "mlflow_run_id": run.run_id,
-        **(task.summary_fields() if hasattr(task, "summary_fields") else {}),  # a task's provenance (e.g. its base model's digest)
+        **(
+            task.summary_fields() if hasattr(task, "summary_fields") else {}
+        ),  # a task's provenance (e.g. its base model's digest)
     }
     (model_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     run.finish(summary, model_dir / "training_summary.json")
@@ -292,7 +320,9 @@ class MlflowRun:
             return
         client = self.mlflow.MlflowClient()
         escaped = airflow_run_id.replace("'", "\\'")
-        for stale in client.search_runs([experiment_id], f"tags.airflow_run_id = '{escaped}' and attributes.status = 'RUNNING'"):
+        for stale in client.search_runs(
+            [experiment_id], f"tags.airflow_run_id = '{escaped}' and attributes.status = 'RUNNING'"
+        ):
             client.set_terminated(stale.info.run_id, status="KILLED")
             print(f"MLflow run {stale.info.run_id} of an earlier try was left RUNNING: marked KILLED")
 
@@ -302,7 +332,9 @@ class MlflowRun:
 
     def finish(self, summary: dict, summary_path: Path) -> None:
         if self.run_id:
-            self.mlflow.set_tags({"weights_digest": summary["weights_digest"], "dataset_version": summary["dataset_version"]})
+            self.mlflow.set_tags(
+                {"weights_digest": summary["weights_digest"], "dataset_version": summary["dataset_version"]}
+            )
             self.mlflow.log_metric("samples_per_second", summary["samples_per_second"] or 0.0)
             self.mlflow.log_artifact(str(summary_path))
             self.mlflow.end_run()
@@ -337,4 +369,6 @@ if __name__ == "__main__":
     except BaseException:
         end_active_mlflow_run("FAILED")
         raise
-    print(f"weights_digest={result['weights_digest']} final={json.dumps(result['final'])} wall={result['wall_seconds']}s")
+    print(
+        f"weights_digest={result['weights_digest']} final={json.dumps(result['final'])} wall={result['wall_seconds']}s"
+    )

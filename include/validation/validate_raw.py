@@ -71,7 +71,8 @@ def describe(f: dict[str, Any]) -> str:
 
 
 def decode_utf8(path: Path, key: str) -> tuple[str | None, list[dict]]:
-    """The file's text without a leading BOM (Excel writes one), or a problem on the line of the first byte that is not UTF-8."""
+    """The file's text without a leading BOM (Excel writes one), or a problem on the line of the first byte that is not
+    UTF-8."""
     try:
         return read_utf8(path), []
     except NotUtf8Error as exc:
@@ -129,7 +130,8 @@ def build_suite(args: argparse.Namespace, labels: list[str], stripped: str):
         E.ExpectColumnValuesToNotBeNull(column=text, meta={"rule": f"{text} is present (not null/empty)"}),
         E.ExpectColumnValuesToNotBeNull(column=label, meta={"rule": f"{label} is present (not null/empty)"}),
         E.ExpectColumnValueLengthsToBeBetween(
-            column=stripped, min_value=args.min_text_chars,
+            column=stripped,
+            min_value=args.min_text_chars,
             meta={"rule": f"{text} non-empty after strip (at least {args.min_text_chars} chars)"},
         ),
         E.ExpectColumnValueLengthsToBeBetween(
@@ -156,9 +158,13 @@ def run_gx(records: list[tuple], args: argparse.Namespace, labels: list[str]) ->
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep the task log readable
-    batch = context.data_sources.add_pandas("raw").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
+    batch = (
+        context.data_sources.add_pandas("raw").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
+    )
     suite = context.suites.add(build_suite(args, labels, stripped))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="validate_raw", data=batch, suite=suite))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="validate_raw", data=batch, suite=suite)
+    )
     result = definition.run(
         batch_parameters={"dataframe": frame},
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["source_file", "source_line"]},
@@ -195,17 +201,30 @@ def write_reports(out: Path, summary: dict[str, Any], gx_result: dict[str, Any] 
     """validation_report.json (full GX result + every failure), a short .md, and result.json."""
     out.mkdir(parents=True, exist_ok=True)
     report = out / "validation_report.json"
-    report.write_text(json.dumps({**summary, "failures": failures, "gx_result": gx_result}, indent=2, default=str) + "\n")
-    lines = [f"# validate_raw: {'PASSED' if summary['success'] else 'FAILED'}", "",
-             f"- raw manifest: `{summary['raw_manifest']}`", f"- rows: {summary['rows']}",
-             f"- problems: {len(failures)}", "", "## Expectations", ""]
+    report.write_text(
+        json.dumps({**summary, "failures": failures, "gx_result": gx_result}, indent=2, default=str) + "\n"
+    )
+    lines = [
+        f"# validate_raw: {'PASSED' if summary['success'] else 'FAILED'}",
+        "",
+        f"- raw manifest: `{summary['raw_manifest']}`",
+        f"- rows: {summary['rows']}",
+        f"- problems: {len(failures)}",
+        "",
+        "## Expectations",
+        "",
+    ]
     lines += [f"- {'ok  ' if ok else 'FAIL'} `{name}`" for name, ok in summary["expectations"].items()] or ["- not run"]
     if failures:
         lines += ["", f"## Problems (first {MAX_FAILURES_IN_RESULT})", ""]
         lines += [f"- {describe(f)}" for f in failures[:MAX_FAILURES_IN_RESULT]]
     (out / "validation_report.md").write_text("\n".join(lines) + "\n")
-    result = {**summary, "report_path": str(report), "failures": failures[:MAX_FAILURES_IN_RESULT],
-              "failure_count": len(failures)}
+    result = {
+        **summary,
+        "report_path": str(report),
+        "failures": failures[:MAX_FAILURES_IN_RESULT],
+        "failure_count": len(failures),
+    }
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return report
 
@@ -242,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     summary["success"] = summary["success"] and not failures
     report = write_reports(args.output_dir, summary, gx_result, failures)
     if summary["success"]:
-        print(f"validation passed: {summary['rows']} rows, {len(summary['expectations'])} expectations; report: {report}")
+        print(
+            f"validation passed: {summary['rows']} rows, {len(summary['expectations'])} expectations; report: {report}"
+        )
         return 0
     for f in failures[:MAX_FAILURES_PRINTED]:
         print(describe(f))

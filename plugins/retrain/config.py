@@ -48,12 +48,16 @@ _Strict = Strict
 class ScheduleConfig(_Strict):
     """When the DAG runs. Shapes the DAG at parse time."""
 
-    cadence: Literal["weekly", "monthly", "quarterly"] = Field(description="Run cadence; each run's data interval spans one period.")
+    cadence: Literal["weekly", "monthly", "quarterly"] = Field(
+        description="Run cadence; each run's data interval spans one period."
+    )
     start_date: date = Field(description="First data interval start (UTC).")
     catchup: bool = Field(False, description="Whether the scheduler creates runs for past intervals on unpause.")
     weekday: Literal[WEEKDAYS] = Field(
-        "monday", description="Weekly cadence only: the day (00:00 UTC) each weekly interval starts and ends, so "
-                              "weekly models can be staggered across the week.")
+        "monday",
+        description="Weekly cadence only: the day (00:00 UTC) each weekly interval starts and ends, so "
+        "weekly models can be staggered across the week.",
+    )
 
     @model_validator(mode="after")
     def _weekday_is_weekly(self) -> ScheduleConfig:
@@ -71,10 +75,14 @@ class DagConfig(_Strict):
     """Operational settings of the DAG. Shapes the DAG at parse time."""
 
     owner: str = Field(description="Team or person who owns the model's DAG.")
-    tags: list[str] = Field(default_factory=list, description="Extra DAG tags; 'retrain' and the model name are always added.")
+    tags: list[str] = Field(
+        default_factory=list, description="Extra DAG tags; 'retrain' and the model name are always added."
+    )
     max_active_runs: int = Field(1, ge=1, description="Concurrent runs; 1 keeps dataset versions in order.")
     retries: int = Field(2, ge=0, description="Retries for job tasks (ETL, train, evaluate).")
-    retry_delay_seconds: int = Field(30, ge=1, description="First retry delay; doubles each retry (exponential backoff).")
+    retry_delay_seconds: int = Field(
+        30, ge=1, description="First retry delay; doubles each retry (exponential backoff)."
+    )
     max_retry_delay_seconds: int = Field(600, ge=1, description="Ceiling on the backoff delay.")
     job_timeout_minutes: int = Field(120, ge=1, description="execution_timeout of each job task.")
 
@@ -86,15 +94,25 @@ class DataConfig(_Strict):
     label_column: str = Field("label", description="Raw column holding the label.")
     labels_file: str = Field(description="JSON list of allowed labels, relative to the project root.")
     corpus_file: str | None = Field(
-        None, description="Retrieval-shaped tasks: JSON lines {passage_id, text}, relative to the project root. The labels are "
-        "passage ids; the training job receives the corpus as --corpus-file and the deploy bundle carries it like the labels file.")
+        None,
+        description="Retrieval-shaped tasks: JSON lines {passage_id, text}, relative to the project root. The labels "
+        "are "
+        "passage ids; the training job receives the corpus as --corpus-file and the deploy bundle carries it like the "
+        "labels file.",
+    )
     min_rows: int = Field(1, ge=1, description="Fewest rows the snapshot may hold before validation fails.")
     min_text_chars: int = Field(1, ge=1, description="Shortest allowed text after stripping whitespace.")
     max_text_chars: int = Field(1000, ge=1, description="Longest allowed text.")
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="Share of keys hashed into the validation split.")
     golden_version: str = Field(description="Pinned immutable golden set version used by evaluation.")
-    golden_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Pinned content hash of that golden version; evaluation refuses any other content.")
-    drift_threshold: float = Field(0.05, ge=0, le=1, description="Below this drift score, training is skipped when a champion exists.")
+    golden_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Pinned content hash of that golden version; evaluation refuses any other content.",
+    )
+    drift_threshold: float = Field(
+        0.05, ge=0, le=1, description="Below this drift score, training is skipped when a champion exists."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> DataConfig:
@@ -117,7 +135,9 @@ class TrainingConfig(_Strict):
 
     base_model: str = Field(description="Local base model name (packaged weights or a config-built model).")
     aws_base_model: str | None = Field(None, description="Base model on the aws backend.")
-    hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Passed to the training script as --key value.")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the training script as --key value."
+    )
 
     @field_validator("hyperparameters")
     @classmethod
@@ -126,8 +146,10 @@ class TrainingConfig(_Strict):
             if not isinstance(item, (str, int, float, bool)):
                 raise ValueError(f"hyperparameter {key!r} must be a scalar, got {type(item).__name__}")
             if isinstance(item, str) and ("\n" in item or "\r" in item):
-                raise ValueError(f"hyperparameter {key!r} holds a line break; hyperparameters are single-line strings "
-                                 "(SageMaker's CreateTrainingJob refuses one): write it as \\n, which the job reads as a line break")
+                raise ValueError(
+                    f"hyperparameter {key!r} holds a line break; hyperparameters are single-line strings "
+                    "(SageMaker's CreateTrainingJob refuses one): write it as \\n, which the job reads as a line break"
+                )
         return value
 
 
@@ -145,8 +167,10 @@ class EvaluationConfig(_Strict):
     batch_size: int = Field(64, ge=1, description="Batch size for scoring the golden set.")
     latency: LatencyProtocol = Field(default_factory=LatencyProtocol, description="Latency measurement protocol.")
     escalation_label: str | None = Field(
-        None, description="text_classification: the label whose prediction escalates to a person (sentiment: negative); "
-                          "evaluation then reports the false-escalation rate.")
+        None,
+        description="text_classification: the label whose prediction escalates to a person (sentiment: negative); "
+        "evaluation then reports the false-escalation rate.",
+    )
 
     def task_options(self) -> dict[str, Any]:
         """The task-specific evaluation options that are set, handed to the evaluation job as JSON."""
@@ -156,7 +180,9 @@ class EvaluationConfig(_Strict):
 class SignificancePolicy(_Strict):
     """Paired bootstrap of (challenger − champion) macro F1: its lower bound must clear the margin."""
 
-    margin: float = Field(-0.01, ge=-1, le=1, description="Lowest acceptable CI lower bound; negative = non-inferiority.")
+    margin: float = Field(
+        -0.01, ge=-1, le=1, description="Lowest acceptable CI lower bound; negative = non-inferiority."
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Two-sided confidence level of the interval.")
     resamples: int = Field(2000, ge=1000, description="Bootstrap resamples (at least 1,000).")
     seed: int = Field(0, description="Seed of the resampling, so a verdict can be reproduced.")
@@ -166,12 +192,32 @@ class _GatePolicyBase(Strict):
     """The criteria every task type shares; ``GatePolicy`` adds the task types' own sections to it."""
 
     min_total_examples: int = Field(100, ge=1, description="Fewest golden examples the verdict may rest on.")
-    min_class_support: int = Field(10, ge=1, description="Per-class criteria judge only classes with this many golden examples.")
-    floors: dict[str, float] = Field(default_factory=dict, description="Absolute minimums of the challenger's headline metrics (the task type's).")
-    min_delta: dict[str, float] = Field(default_factory=dict, description="challenger − champion must be >= this; negative allows non-inferiority.")
-    per_class_floor: float = Field(0.0, ge=0, le=1, description="Lowest F1 any judged class may have, beyond sampling noise (see per_class_alpha).")
-    per_class_max_regression: float = Field(1.0, ge=0, le=1, description="Largest F1 drop against the champion any judged class may have, beyond sampling noise (see per_class_alpha).")
-    per_class_alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise error rate of each per-class family (floor, regression): a class fails only if past its limit and its exact test survives step-down Tarone–Holm at this level.")
+    min_class_support: int = Field(
+        10, ge=1, description="Per-class criteria judge only classes with this many golden examples."
+    )
+    floors: dict[str, float] = Field(
+        default_factory=dict, description="Absolute minimums of the challenger's headline metrics (the task type's)."
+    )
+    min_delta: dict[str, float] = Field(
+        default_factory=dict, description="challenger − champion must be >= this; negative allows non-inferiority."
+    )
+    per_class_floor: float = Field(
+        0.0, ge=0, le=1, description="Lowest F1 any judged class may have, beyond sampling noise (see per_class_alpha)."
+    )
+    per_class_max_regression: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Largest F1 drop against the champion any judged class may have, beyond sampling noise (see "
+        "per_class_alpha).",
+    )
+    per_class_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Family-wise error rate of each per-class family (floor, regression): a class fails only if past "
+        "its limit and its exact test survives step-down Tarone–Holm at this level.",
+    )
     latency_p50_ms_max: float = Field(float("inf"), gt=0, description="Ceiling of median single-request latency.")
     latency_p99_ms_max: float = Field(float("inf"), gt=0, description="Ceiling of p99 single-request latency.")
     significance: SignificancePolicy = Field(default_factory=SignificancePolicy)
@@ -199,9 +245,13 @@ TASK_SECTIONS = _task_sections()
 GatePolicy = create_model(
     "GatePolicy",
     __base__=_GatePolicyBase,
-    __doc__="What a challenger must satisfy before it may be registered: the common criteria and each task type's section.",
+    __doc__="What a challenger must satisfy before it may be registered: the common criteria and each task type's "
+    "section.",
     __module__=__name__,
-    **{name: (model | None, Field(None, description=" ".join((model.__doc__ or "").split()))) for name, model in TASK_SECTIONS.items()},
+    **{
+        name: (model | None, Field(None, description=" ".join((model.__doc__ or "").split())))
+        for name, model in TASK_SECTIONS.items()
+    },
 )
 
 
@@ -222,11 +272,18 @@ class ApprovalConfig(_Strict):
     """Who may approve a challenger and how long they have."""
 
     assigned_users: list[str] = Field(min_length=1, description="Airflow user ids allowed to approve or reject.")
-    response_timeout_hours: float = Field(168, gt=0, description="After this, the request counts as rejected (default 7 days).")
-    rollback_users: list[str] = Field(default_factory=list, description="Airflow users allowed to roll back (a production change); empty = the assigned approvers.")
+    response_timeout_hours: float = Field(
+        168, gt=0, description="After this, the request counts as rejected (default 7 days)."
+    )
+    rollback_users: list[str] = Field(
+        default_factory=list,
+        description="Airflow users allowed to roll back (a production change); empty = the assigned approvers.",
+    )
     fab_user_ids: dict[str, str] = Field(
         default_factory=dict,
-        description="Under the FAB auth manager (MWAA), each assigned user name -> its numeric FAB user id: FAB matches approvers by id, never by name.")
+        description="Under the FAB auth manager (MWAA), each assigned user name -> its numeric FAB user id: FAB "
+        "matches approvers by id, never by name.",
+    )
 
     @field_validator("fab_user_ids", mode="before")
     @classmethod
@@ -234,8 +291,14 @@ class ApprovalConfig(_Strict):
         if not isinstance(value, dict):
             return value
         # YAML reads an unquoted 7 as an int; FAB's User.get_id() is the string "7".
-        ids = {user: str(uid) if isinstance(uid, int) and not isinstance(uid, bool) else uid for user, uid in value.items()}
-        bad = [f"{user}: {uid!r}" for user, uid in ids.items() if not (isinstance(uid, str) and re.fullmatch(r"[1-9]\d*", uid))]
+        ids = {
+            user: str(uid) if isinstance(uid, int) and not isinstance(uid, bool) else uid for user, uid in value.items()
+        }
+        bad = [
+            f"{user}: {uid!r}"
+            for user, uid in ids.items()
+            if not (isinstance(uid, str) and re.fullmatch(r"[1-9]\d*", uid))
+        ]
         if bad:
             raise ValueError(f"FAB user ids are positive integers such as 7; not ids: {', '.join(bad)}")
         return ids
@@ -244,7 +307,9 @@ class ApprovalConfig(_Strict):
     def _ids_for_approvers_only(self) -> ApprovalConfig:
         unknown = sorted(set(self.fab_user_ids) - set(self.assigned_users) - set(self.rollback_users))
         if unknown:
-            raise ValueError(f"fab_user_ids names users who are neither assigned_users nor rollback_users: {', '.join(unknown)}")
+            raise ValueError(
+                f"fab_user_ids names users who are neither assigned_users nor rollback_users: {', '.join(unknown)}"
+            )
         return self
 
     def approvers(self, by_fab_id: bool) -> list[dict[str, str]]:
@@ -253,8 +318,10 @@ class ApprovalConfig(_Strict):
             return [{"id": user, "name": user} for user in self.assigned_users]
         missing = [user for user in self.assigned_users if user not in self.fab_user_ids]
         if missing:
-            raise ValueError(f"field 'approval.fab_user_ids': no FAB user id for {', '.join(missing)}; under the FAB auth manager "
-                             "approvers are matched by numeric id (see README, 'Approval on MWAA')")
+            raise ValueError(
+                f"field 'approval.fab_user_ids': no FAB user id for {', '.join(missing)}; under the FAB auth manager "
+                "approvers are matched by numeric id (see README, 'Approval on MWAA')"
+            )
         return [{"id": self.fab_user_ids[user], "name": user} for user in self.assigned_users]
 
     def may_roll_back(self, user: str | None) -> bool:
@@ -264,15 +331,19 @@ class ApprovalConfig(_Strict):
     def rollback_refusal(self, model: str, user: str | None) -> str:
         """Why ``user`` may not roll back ``model``, naming who may."""
         allowed = ", ".join(self.rollback_users or self.assigned_users)
-        return (f"{user or 'an unknown user'} may not roll back {model}: a rollback is a production change, allowed to "
-                f"{allowed} (approval.rollback_users, else approval.assigned_users); nothing was changed")
+        return (
+            f"{user or 'an unknown user'} may not roll back {model}: a rollback is a production change, allowed to "
+            f"{allowed} (approval.rollback_users, else approval.assigned_users); nothing was changed"
+        )
 
 
 class ModelConfig(_Strict):
     """Everything about one model's retraining pipeline."""
 
     name: str = Field(description="Model name; the DAG id is retrain_<name>.")
-    task: str = Field(description=f"Task type; selects the training, evaluation, metrics and gate criteria ({', '.join(TASK_TYPES)}).")
+    task: str = Field(
+        description=f"Task type; selects the training, evaluation, metrics and gate criteria ({', '.join(TASK_TYPES)})."
+    )
     description: str = Field("", description="Shown as the DAG's description.")
     schedule: ScheduleConfig
     dag: DagConfig
@@ -281,7 +352,9 @@ class ModelConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GatePolicy = Field(default_factory=GatePolicy)
     approval: ApprovalConfig
-    sample_data: SampleDataConfig | None = Field(None, description="Sample data for `seed` and the demo; absent in production configs.")
+    sample_data: SampleDataConfig | None = Field(
+        None, description="Sample data for `seed` and the demo; absent in production configs."
+    )
     aws: AwsConfig | None = Field(None, description="Settings of the aws backend; absent for local-only models.")
 
     @field_validator("name")
@@ -305,14 +378,18 @@ class ModelConfig(_Strict):
         for section in ("floors", "min_delta"):
             unknown = sorted(set(getattr(self.gate, section)) - set(metrics))
             if unknown:
-                raise ValueError(f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
+                raise ValueError(
+                    f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})"
+                )
         for section in TASK_SECTIONS:  # each set task section: the metrics it names, and what it needs of the config
             rule = getattr(self.gate, section)
             if rule is None:
                 continue
             unknown = sorted(set(getattr(rule, "named_metrics", set)()) - set(metrics))
             if unknown:
-                raise ValueError(f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})")
+                raise ValueError(
+                    f"gate.{section} names {unknown}, not headline metrics of task {self.task!r} ({', '.join(metrics)})"
+                )
             problem = getattr(rule, "config_problem", lambda config: None)(self)
             if problem:
                 raise ValueError(f"gate.{section} {problem}")
@@ -328,12 +405,15 @@ class ModelConfig(_Strict):
 
     def digest(self) -> str:
         """sha256 of the canonical config: recorded as lineage on every run and model version."""
-        # Optional fields added later are left out while unset, so configs that do not use them keep the digests they had.
+        # Optional fields added later are left out while unset, so configs that do not use them keep the digests they
+        # had.
         exclude: dict[str, set[str]] = {}
         for section, name, unset in _LATER_FIELDS:
             if getattr(getattr(self, section), name) == unset:
                 exclude.setdefault(section, set()).add(name)
-        canonical = json.dumps(self.model_dump(mode="json", exclude=exclude or None), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude=exclude or None), sort_keys=True, separators=(",", ":")
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -379,7 +459,10 @@ def load_config(path: str | Path) -> ModelConfig:
         raise ConfigError(f"{path}: field 'data.corpus_file': no such file {PROJECT_ROOT / config.data.corpus_file}")
     escalation = config.evaluation.escalation_label
     if escalation is not None and escalation not in config.data.labels():
-        raise ConfigError(f"{path}: field 'evaluation.escalation_label': {escalation!r} is not one of the labels in {config.data.labels_file}")
+        raise ConfigError(
+            f"{path}: field 'evaluation.escalation_label': {escalation!r} is not one of the labels in "
+            f"{config.data.labels_file}"
+        )
     return config
 
 
@@ -395,7 +478,7 @@ def load_model(name: str, config_dir: Path | None = None) -> ModelConfig:
 
 UNIQUE_PER_MODEL = {
     "aws.model_package_group": "each model registers its versions in its own SageMaker model package group; "
-                               "a shared group would mix two models' versions and approvals",
+    "a shared group would mix two models' versions and approvals",
 }
 """Fields two models may not share, and why. Every other per-model name is derived from the model name, which is the
 file name (S3 keys ``raw/<model>/``…, job names, SNS subjects ``[retrain <model>]``, the MLflow registered model); the
@@ -411,13 +494,18 @@ def _value(config: ModelConfig, dotted: str) -> Any:
 
 def _shared(path: Path, config: ModelConfig, others: dict[Path, ModelConfig]) -> list[str]:
     """Where ``config`` (file ``path``) shares a ``UNIQUE_PER_MODEL`` value with one of ``others`` (path -> config)."""
-    return [f"{path}: field '{field}' is {value!r}, as in {other_path}: {why}"
-            for field, why in UNIQUE_PER_MODEL.items() if (value := _value(config, field)) is not None
-            for other_path, other in others.items() if other_path != path and _value(other, field) == value]
+    return [
+        f"{path}: field '{field}' is {value!r}, as in {other_path}: {why}"
+        for field, why in UNIQUE_PER_MODEL.items()
+        if (value := _value(config, field)) is not None
+        for other_path, other in others.items()
+        if other_path != path and _value(other, field) == value
+    ]
 
 
 def clashes(configs: dict[Path, ModelConfig]) -> list[str]:
-    """Configs (path -> config) sharing a ``UNIQUE_PER_MODEL`` value: one line per clash, naming both files and the field."""
+    """Configs (path -> config) sharing a ``UNIQUE_PER_MODEL`` value: one line per clash, naming both files and the
+    field."""
     items = list(configs.items())
     return [line for number, (path, config) in enumerate(items) for line in _shared(path, config, dict(items[:number]))]
 
@@ -435,8 +523,10 @@ def config_problems(config_dir: Path | None = None) -> tuple[list[ModelConfig], 
 
 
 def load_model_among_all(name: str, config_dir: Path | None = None) -> ModelConfig:
-    """``load_model``, refused (ConfigError naming both files and the field) when the config shares a ``UNIQUE_PER_MODEL``
-    value with another config in the directory. Each model's DAG file loads its config this way, so both models' DAG files
+    """``load_model``, refused (ConfigError naming both files and the field) when the config shares a
+    ``UNIQUE_PER_MODEL``
+    value with another config in the directory. Each model's DAG file loads its config this way, so both models' DAG
+    files
     show the clash; a config that does not load is its own DAG file's import error and is not compared."""
     config_dir = config_dir or current_config_dir()
     config = load_model(name, config_dir)

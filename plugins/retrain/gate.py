@@ -40,12 +40,20 @@ def criterion(name: str, value: Any, threshold: Any, verdict: str, reason: str) 
 
 def at_least(name: str, value: float, threshold: float, what: str) -> dict[str, Any]:
     ok = value >= threshold
-    return criterion(name, round(value, 6), threshold, PASS if ok else FAIL, f"{what} {value:.4g} {'>=' if ok else '<'} {threshold}")
+    return criterion(
+        name, round(value, 6), threshold, PASS if ok else FAIL, f"{what} {value:.4g} {'>=' if ok else '<'} {threshold}"
+    )
 
 
 def at_most(name: str, value: float, threshold: float, what: str, fmt: str = ".2f") -> dict[str, Any]:
     ok = value <= threshold
-    return criterion(name, round(value, 6), threshold, PASS if ok else FAIL, f"{what} {value:{fmt}} {'<=' if ok else '>'} {threshold}")
+    return criterion(
+        name,
+        round(value, 6),
+        threshold,
+        PASS if ok else FAIL,
+        f"{what} {value:{fmt}} {'<=' if ok else '>'} {threshold}",
+    )
 
 
 def macro_f1_from_counts(tp: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -80,11 +88,22 @@ def paired_bootstrap_macro_f1(
     lower, upper = np.quantile(diffs, [alpha, 1 - alpha])
     true_full = np.bincount(y, minlength=n_classes).astype(float)
     point = {
-        m: float(macro_f1_from_counts(np.bincount(y[y == p], minlength=n_classes).astype(float), true_full,
-                                      np.bincount(p, minlength=n_classes).astype(float)))
+        m: float(
+            macro_f1_from_counts(
+                np.bincount(y[y == p], minlength=n_classes).astype(float),
+                true_full,
+                np.bincount(p, minlength=n_classes).astype(float),
+            )
+        )
         for m, p in (("a", a), ("b", b))
     }
-    return {"delta": point["a"] - point["b"], "lower": float(lower), "upper": float(upper), "resamples": resamples, "confidence": confidence}
+    return {
+        "delta": point["a"] - point["b"],
+        "lower": float(lower),
+        "upper": float(upper),
+        "resamples": resamples,
+        "confidence": confidence,
+    }
 
 
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, float]:
@@ -150,7 +169,9 @@ def holm_tarone(p: np.ndarray, min_p: np.ndarray, alpha: float) -> tuple[np.ndar
     return rejected, family
 
 
-def one_vs_rest_discordance(y: np.ndarray, a: np.ndarray, b: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def one_vs_rest_discordance(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per class c, over the binary decision "is it c?": examples only ``a`` decides right, and only ``b``.
 
     The decisions differ only where a and b predict different classes, and then only for those
@@ -169,9 +190,12 @@ def fmt_p(p: float) -> str:
 
 
 def deltas(policy: GatePolicy, challenger: dict[str, Any], champion: dict[str, Any]) -> list[dict[str, Any]]:
-    """challenger − champion of each headline metric in ``policy.min_delta``; a negative margin allows non-inferiority."""
-    return [at_least(f"delta.{m}", challenger[m] - champion[m], margin, f"challenger − champion {m}")
-            for m, margin in policy.min_delta.items()]
+    """challenger − champion of each headline metric in ``policy.min_delta``; a negative margin allows
+    non-inferiority."""
+    return [
+        at_least(f"delta.{m}", challenger[m] - champion[m], margin, f"challenger − champion {m}")
+        for m, margin in policy.min_delta.items()
+    ]
 
 
 def evaluate_gate(policy: GatePolicy, metrics: dict[str, Any], task: str | None = None) -> dict[str, Any]:
@@ -197,7 +221,8 @@ def evaluate_gate(policy: GatePolicy, metrics: dict[str, Any], task: str | None 
         "decision": "reject" if failed else "pass",
         "failed": failed,
         "has_champion": has_champion,
-        "mode": "full policy against the champion" if has_champion
+        "mode": "full policy against the champion"
+        if has_champion
         else "no champion: only absolute criteria apply (floors, per-class floor, latency, sample size)",
         "champion_version": champion.get("version") if has_champion else None,
         "golden_version": metrics["golden_version"],

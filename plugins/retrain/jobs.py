@@ -108,8 +108,12 @@ class JobSpec:
 def git_sha() -> str:
     """Commit of the code that runs the job, with '-dirty' when the tree has local edits."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return f"{sha}-dirty" if dirty else sha
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -273,7 +277,9 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, champion: dict[str
     if champion is not None:
         arguments["champion-dir"] = Upstream(champion["model_dir"])
         arguments["champion-version"] = str(champion["to_version"])
-        arguments["champion-digest"] = champion.get("weights_digest") or ""  # entries before digests were recorded have none
+        arguments["champion-digest"] = (
+            champion.get("weights_digest") or ""
+        )  # entries before digests were recorded have none
     return JobSpec(
         name="evaluate_model",
         kind="processing",
@@ -286,14 +292,21 @@ def evaluate_model_spec(config: ModelConfig, ctx: RunContext, champion: dict[str
     )
 
 
-def _registry_spec(config: ModelConfig, ctx: RunContext, name: str, command: str, arguments: dict[str, Value]) -> JobSpec:
+def _registry_spec(
+    config: ModelConfig, ctx: RunContext, name: str, command: str, arguments: dict[str, Value]
+) -> JobSpec:
     """The registry runs where mlflow is installed: the job environment (on AWS, SageMaker's registry)."""
     out = try_key(config, ctx, name)
     return JobSpec(
         name=name,
         kind="processing",
         script="plugins/retrain/registry.py",
-        arguments={"command": command, "model": config.name, **arguments, "result-file": Key(f"{out}/result.json", "output")},
+        arguments={
+            "command": command,
+            "model": config.name,
+            **arguments,
+            "result-file": Key(f"{out}/result.json", "output"),
+        },
         env={"RETRAIN_HOME": StoreRoot()},
         tracking=True,
         result_key=f"{out}/result.json",
@@ -304,16 +317,28 @@ def _registry_spec(config: ModelConfig, ctx: RunContext, name: str, command: str
 def register_model_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
     """Register the gated challenger with lineage tags and its evidence; alias it challenger."""
     trained, evaluated, gated = (ctx.upstream[k] for k in ("train_model", "evaluate_model", "gate_on_metrics"))
-    tags = {**lineage(config, ctx, trained["dataset_version"]), "weights_digest": trained["weights_digest"],
-            "gate_digest": gated["digest"],
-            **{f"golden_{metric}": f"{evaluated['challenger'][metric]:.6f}" for metric in TASK_TYPES[config.task]},
-            # a model that stores only an adapter records the digest of the base weights it needs (causal_lm_lora)
-            **({"base_model_digest": trained["base_model_digest"]} if trained.get("base_model_digest") else {})}
+    tags = {
+        **lineage(config, ctx, trained["dataset_version"]),
+        "weights_digest": trained["weights_digest"],
+        "gate_digest": gated["digest"],
+        **{f"golden_{metric}": f"{evaluated['challenger'][metric]:.6f}" for metric in TASK_TYPES[config.task]},
+        # a model that stores only an adapter records the digest of the base weights it needs (causal_lm_lora)
+        **({"base_model_digest": trained["base_model_digest"]} if trained.get("base_model_digest") else {}),
+    }
     evidence = {"metrics": evaluated["metrics_path"], "report": gated["report_path"], "gate": gated["gate_path"]}
-    return _registry_spec(config, ctx, "register_model", "register", {
-        "task": config.task, "model-dir": Upstream(trained["model_dir"]), "run-id": trained["mlflow_run_id"],
-        "tags-json": _json(tags), "evidence-json": _json(evidence),
-    })
+    return _registry_spec(
+        config,
+        ctx,
+        "register_model",
+        "register",
+        {
+            "task": config.task,
+            "model-dir": Upstream(trained["model_dir"]),
+            "run-id": trained["mlflow_run_id"],
+            "tags-json": _json(tags),
+            "evidence-json": _json(evidence),
+        },
+    )
 
 
 def promote_model_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
@@ -323,26 +348,48 @@ def promote_model_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
     if not actor:
         raise ValueError("promote_model needs the approver's identity from await_approval; none was recorded")
     reason = (approval.get("params_input") or {}).get("reason") or f"approved in {ctx.dag_id} run {ctx.run_id}"
-    return _registry_spec(config, ctx, "promote_model", "promote", {
-        "version": str(registered["version"]), "actor": actor, "reason": reason,
-        "gate-digest": gated["digest"], "run-id": ctx.run_id, "gated-champion": str(gated.get("champion_version") or ""),
-    })
+    return _registry_spec(
+        config,
+        ctx,
+        "promote_model",
+        "promote",
+        {
+            "version": str(registered["version"]),
+            "actor": actor,
+            "reason": reason,
+            "gate-digest": gated["digest"],
+            "run-id": ctx.run_id,
+            "gated-champion": str(gated.get("champion_version") or ""),
+        },
+    )
 
 
 def reject_model_spec(config: ModelConfig, ctx: RunContext, version: int, actor: str | None, reason: str) -> JobSpec:
     """Record a rejection or a timeout and clear challenger."""
-    return _registry_spec(config, ctx, "reject_model", "reject", {"version": str(version), "actor": actor or "", "reason": reason})
+    return _registry_spec(
+        config, ctx, "reject_model", "reject", {"version": str(version), "actor": actor or "", "reason": reason}
+    )
 
 
 def rollback_model_spec(config: ModelConfig, ctx: RunContext, target: int | None, actor: str, reason: str) -> JobSpec:
     """Move champion back (default: the previous champion in the ledger)."""
-    return _registry_spec(config, ctx, "rollback_model", "rollback", {
-        "task": config.task, "target-version": "" if target is None else str(target), "actor": actor, "reason": reason,
-    })
+    return _registry_spec(
+        config,
+        ctx,
+        "rollback_model",
+        "rollback",
+        {
+            "task": config.task,
+            "target-version": "" if target is None else str(target),
+            "actor": actor,
+            "reason": reason,
+        },
+    )
 
 
 def summarize_metrics(metrics: dict[str, Any], metrics_location: str) -> dict[str, Any]:
     """What downstream tasks need of metrics.json; the per-example arrays stay in the file, not in XCom."""
+
     def brief(block):
         keys = (*TASK_TYPES[metrics.get("task", "text_classification")], "latency_ms", "version", "model_dir")
         return None if block is None else {k: block.get(k) for k in keys}

@@ -120,7 +120,10 @@ class _ObjectChain:
             name = key.rpartition("/")[2]
             match = OBJECT_NAME.match(name)
             if match is None:
-                raise LedgerError(f"{self.store.uri(key)}: not a ledger entry name (expected <seq:08d>.json); rule: the ledger holds entries only")
+                raise LedgerError(
+                    f"{self.store.uri(key)}: not a ledger entry name (expected <seq:08d>.json); rule: the ledger holds "
+                    "entries only"
+                )
             try:
                 entry = json.loads(self.store.read_bytes(key))
             except json.JSONDecodeError as exc:
@@ -156,9 +159,13 @@ def _verify_rows(rows: list[_Row]) -> list[dict[str, Any]]:
     for number, row in enumerate(rows, start=1):
         entry = row.entry
         if entry.get("seq") != number:
-            raise LedgerError(f"{row.where}: seq is {entry.get('seq')}, expected {number} (entry deleted, inserted or reordered)")
+            raise LedgerError(
+                f"{row.where}: seq is {entry.get('seq')}, expected {number} (entry deleted, inserted or reordered)"
+            )
         if row.name_seq is not None and row.name_seq != number:
-            raise LedgerError(f"{row.where}: named as entry {row.name_seq} but holds entry {number} (entry moved or renamed)")
+            raise LedgerError(
+                f"{row.where}: named as entry {row.name_seq} but holds entry {number} (entry moved or renamed)"
+            )
         if entry.get("prev_hash") != previous:
             link = f"{previous_label}'s hash" if previous_label else "the genesis hash"
             raise LedgerError(f"{row.where}: prev_hash does not match {link} (chain broken)")

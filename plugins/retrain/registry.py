@@ -47,7 +47,9 @@ def alias_version(name: str, alias: str) -> int | None:
         return None
 
 
-def register(name: str, task: str, model_dir: str, run_id: str, tags: dict[str, str], evidence: dict[str, str]) -> dict[str, Any]:
+def register(
+    name: str, task: str, model_dir: str, run_id: str, tags: dict[str, str], evidence: dict[str, str]
+) -> dict[str, Any]:
     """Log the model directory into its training run, register it, tag its lineage, alias it challenger."""
     import mlflow
 
@@ -68,10 +70,17 @@ def register(name: str, task: str, model_dir: str, run_id: str, tags: dict[str, 
     version = mlflow.register_model(info.model_uri, name, tags={**tags, "task": task})
     artifact_root = client.get_run(run_id).info.artifact_uri
     for key, path in evidence.items():
-        client.set_model_version_tag(name, version.version, f"evidence.{key}", f"{artifact_root}/evaluation/{Path(path).name}")
+        client.set_model_version_tag(
+            name, version.version, f"evidence.{key}", f"{artifact_root}/evaluation/{Path(path).name}"
+        )
     client.set_model_version_tag(name, version.version, "model_dir", model_dir)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
-    return {"name": name, "version": int(version.version), "model_uri": f"models:/{name}/{version.version}", "alias": CHALLENGER}
+    return {
+        "name": name,
+        "version": int(version.version),
+        "model_uri": f"models:/{name}/{version.version}",
+        "alias": CHALLENGER,
+    }
 
 
 def reject(name: str, version: int, actor: str | None, reason: str) -> dict[str, Any]:
@@ -85,8 +94,16 @@ def reject(name: str, version: int, actor: str | None, reason: str) -> dict[str,
     return {"name": name, "version": version, "decision": "rejected", "champion": alias_version(name, CHAMPION)}
 
 
-def promote(store: LocalStore, name: str, version: int, actor: str, reason: str, gate_digest: str | None, run_id: str | None,
-            gated_champion: int | None) -> dict[str, Any]:
+def promote(
+    store: LocalStore,
+    name: str,
+    version: int,
+    actor: str,
+    reason: str,
+    gate_digest: str | None,
+    run_id: str | None,
+    gated_champion: int | None,
+) -> dict[str, Any]:
     """Move ``champion`` to an approved version and append the ledger entry.
 
     Refuses, changing nothing, unless the champion the gate compared against is still the
@@ -98,7 +115,8 @@ def promote(store: LocalStore, name: str, version: int, actor: str, reason: str,
     serving = entries[-1]["to_version"] if entries else None
     if serving != gated_champion:
         raise RegistryError(
-            f"{name} v{version} was gated against {'no champion' if gated_champion is None else f'champion v{gated_champion}'}, "
+            f"{name} v{version} was gated against "
+            f"{'no champion' if gated_champion is None else f'champion v{gated_champion}'}, "
             f"but the champion is now v{serving}: its gate never saw the serving champion; nothing was changed. "
             f"Clear evaluate_model (and downstream) in run {run_id} to re-evaluate against v{serving}."
         )
@@ -108,8 +126,16 @@ def promote(store: LocalStore, name: str, version: int, actor: str, reason: str,
     client.set_model_version_tag(name, str(version), "approval", "approved")
     client.set_model_version_tag(name, str(version), "approval.actor", actor)
     entry = ledger.append(
-        store, name, action="promote", to_version=version, actor=actor, reason=reason,
-        model_dir=mv.tags["model_dir"], gate_digest=gate_digest, run_id=run_id, weights_digest=mv.tags.get("weights_digest"),
+        store,
+        name,
+        action="promote",
+        to_version=version,
+        actor=actor,
+        reason=reason,
+        model_dir=mv.tags["model_dir"],
+        gate_digest=gate_digest,
+        run_id=run_id,
+        weights_digest=mv.tags.get("weights_digest"),
     )
     return {"name": name, "champion": version, "ledger_entry": entry}
 
@@ -118,7 +144,9 @@ def verify_weights(name: str, task: str, version: int, model_dir: str, digest: s
     """Load a version's model directory through its task type and check its weights against the recorded digest;
     refuse on any difference."""
     if not digest:
-        raise RegistryError(f"{name} v{version} has no recorded weights digest; refusing to serve weights nobody can verify")
+        raise RegistryError(
+            f"{name} v{version} has no recorded weights digest; refusing to serve weights nobody can verify"
+        )
     from retrain_jobs.base import WeightsMismatch
 
     try:
@@ -126,7 +154,9 @@ def verify_weights(name: str, task: str, version: int, model_dir: str, digest: s
     except WeightsMismatch as exc:
         raise RegistryError(f"{name} v{version}: {exc}; nothing was changed") from None
     except OSError as exc:
-        raise RegistryError(f"{name} v{version}: its model directory cannot be read ({exc}); nothing was changed") from None
+        raise RegistryError(
+            f"{name} v{version}: its model directory cannot be read ({exc}); nothing was changed"
+        ) from None
 
 
 def rollback(store: LocalStore, name: str, task: str, target: int | None, actor: str, reason: str) -> dict[str, Any]:
@@ -143,7 +173,9 @@ def rollback(store: LocalStore, name: str, task: str, target: int | None, actor:
     served = {e["to_version"]: e for e in entries}
     if target not in served:
         known = ", ".join(f"v{v}" for v in sorted(served))
-        raise RegistryError(f"{name} v{target} was never champion (champions in the ledger: {known}); refusing to roll back")
+        raise RegistryError(
+            f"{name} v{target} was never champion (champions in the ledger: {known}); refusing to roll back"
+        )
     if target == current:
         raise RegistryError(f"{name} v{target} is already the champion")
     from mlflow.exceptions import MlflowException
@@ -155,8 +187,17 @@ def rollback(store: LocalStore, name: str, task: str, target: int | None, actor:
     digest = served[target].get("weights_digest") or mv.tags.get("weights_digest")
     verify_weights(name, mv.tags.get("task") or task, target, served[target]["model_dir"], digest)
     _client().set_registered_model_alias(name, CHAMPION, str(target))
-    entry = ledger.append(store, name, action="rollback", to_version=target, actor=actor, reason=reason,
-                          model_dir=served[target]["model_dir"], gate_digest=served[target].get("gate_digest"), weights_digest=digest)
+    entry = ledger.append(
+        store,
+        name,
+        action="rollback",
+        to_version=target,
+        actor=actor,
+        reason=reason,
+        model_dir=served[target]["model_dir"],
+        gate_digest=served[target].get("gate_digest"),
+        weights_digest=digest,
+    )
     return {"name": name, "champion": target, "previous": current, "ledger_entry": entry}
 
 
@@ -176,8 +217,16 @@ def status(store: LocalStore, name: str) -> dict[str, Any]:
         "champion": alias_version(name, CHAMPION),
         "challenger": alias_version(name, CHALLENGER),
         "versions": sorted(
-            ({"version": int(v.version), "approval": v.tags.get("approval", "pending"), "dataset_version": v.tags.get("dataset_version"),
-              "airflow_run_id": v.tags.get("airflow_run_id"), "created": v.creation_timestamp} for v in versions),
+            (
+                {
+                    "version": int(v.version),
+                    "approval": v.tags.get("approval", "pending"),
+                    "dataset_version": v.tags.get("dataset_version"),
+                    "airflow_run_id": v.tags.get("airflow_run_id"),
+                    "created": v.creation_timestamp,
+                }
+                for v in versions
+            ),
             key=lambda v: v["version"],
         ),
         "ledger": entries,
@@ -186,22 +235,32 @@ def status(store: LocalStore, name: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="registry.py", description="Model registry operations on MLflow (job environment).")
+    parser = argparse.ArgumentParser(
+        prog="registry.py", description="Model registry operations on MLflow (job environment)."
+    )
     commands = ["register", "reject", "promote", "rollback", "status"]
     parser.add_argument("command", nargs="?", choices=commands, help="what to do")
-    parser.add_argument("--command", dest="command_flag", choices=commands, help="the same, as a --key value job argument")
+    parser.add_argument(
+        "--command", dest="command_flag", choices=commands, help="the same, as a --key value job argument"
+    )
     parser.add_argument("--model", required=True, help="registered model name (the model config's name)")
     parser.add_argument("--task", default="text_classification", help="register, rollback: the config's task type")
     parser.add_argument("--version", type=int, help="model version")
     parser.add_argument("--model-dir", help="register: the trained model directory")
     parser.add_argument("--run-id", help="register: the MLflow training run; promote: the Airflow run id")
     parser.add_argument("--tags-json", default="{}", help="register: lineage tags as JSON")
-    parser.add_argument("--evidence-json", default="{}", help="register: {name: file} to attach (metrics, report, gate)")
+    parser.add_argument(
+        "--evidence-json", default="{}", help="register: {name: file} to attach (metrics, report, gate)"
+    )
     parser.add_argument("--actor", default="", help="who decided (an Airflow user id)")
     parser.add_argument("--reason", default="", help="why")
     parser.add_argument("--gate-digest", default=None)
-    parser.add_argument("--gated-champion", default=None, help="promote: the champion version the gate compared against ('' for none)")
-    parser.add_argument("--target-version", default="", help="rollback: version to restore (default: the previous champion)")
+    parser.add_argument(
+        "--gated-champion", default=None, help="promote: the champion version the gate compared against ('' for none)"
+    )
+    parser.add_argument(
+        "--target-version", default="", help="rollback: version to restore (default: the previous champion)"
+    )
     parser.add_argument("--result-file", help="write the result JSON here")
     args = parser.parse_args(argv)
     args.command = args.command or args.command_flag
@@ -210,16 +269,34 @@ def main(argv: list[str] | None = None) -> int:
     store = LocalStore()
     try:
         if args.command == "register":
-            result = register(args.model, args.task, args.model_dir, args.run_id, json.loads(args.tags_json), json.loads(args.evidence_json))
+            result = register(
+                args.model,
+                args.task,
+                args.model_dir,
+                args.run_id,
+                json.loads(args.tags_json),
+                json.loads(args.evidence_json),
+            )
         elif args.command == "reject":
             result = reject(args.model, args.version, args.actor or None, args.reason)
         elif args.command == "promote":
             if args.gated_champion is None:
-                raise RegistryError("promote needs --gated-champion: the champion version its gate compared against ('' for none)")
+                raise RegistryError(
+                    "promote needs --gated-champion: the champion version its gate compared against ('' for none)"
+                )
             gated = int(args.gated_champion) if args.gated_champion else None
-            result = promote(store, args.model, args.version, args.actor, args.reason, args.gate_digest, args.run_id, gated)
+            result = promote(
+                store, args.model, args.version, args.actor, args.reason, args.gate_digest, args.run_id, gated
+            )
         elif args.command == "rollback":
-            result = rollback(store, args.model, args.task, int(args.target_version) if args.target_version else None, args.actor, args.reason)
+            result = rollback(
+                store,
+                args.model,
+                args.task,
+                int(args.target_version) if args.target_version else None,
+                args.actor,
+                args.reason,
+            )
         else:
             result = status(store, args.model)
     except (RegistryError, ledger.LedgerError) as exc:

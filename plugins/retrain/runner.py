@@ -60,7 +60,8 @@ class LocalJob:
 
 
 def tracking_env(store: LocalStore) -> dict[str, str]:
-    """MLflow settings of a job: the tracking URI, and the artifact root under this store (never the job's working directory)."""
+    """MLflow settings of a job: the tracking URI, and the artifact root under this store (never the job's working
+    directory)."""
     return {"MLFLOW_TRACKING_URI": mlflow_tracking_uri(), ARTIFACT_ROOT_ENV: artifact_root(store.root)}
 
 
@@ -79,6 +80,7 @@ def local_value(value: Value, store: LocalStore) -> str:
 
 def local_job(spec: JobSpec, store: LocalStore) -> LocalJob:
     """Map a backend-neutral spec onto the local store: the local backend's one place for that mapping."""
+
     def path(key: str | None) -> Path | None:
         return None if key is None else store.path(key)
 
@@ -104,7 +106,9 @@ def claim(directory: Path, owner: dict[str, Any]) -> Path:
     try:
         directory.mkdir()
     except FileExistsError:
-        raise WriteOnceError(f"{directory}: exists already; a try's outputs are write-once and a new try writes to its own directory") from None
+        raise WriteOnceError(
+            f"{directory}: exists already; a try's outputs are write-once and a new try writes to its own directory"
+        ) from None
     owner = {**owner, "pid": os.getpid(), "host": socket.gethostname(), "claimed_at": datetime.now(UTC).isoformat()}
     (directory / ".owner.json").write_text(json.dumps(owner, sort_keys=True) + "\n")
     return directory
@@ -248,7 +252,9 @@ def run_job(spec: LocalJob, log: logging.Logger | None = None, owner: dict[str, 
     log = log or logging.getLogger("retrain.runner")
     python = job_python()
     if not python.exists():
-        raise JobFailed(f"job environment interpreter not found at {python}; run `make setup` (or set RETRAIN_JOB_PYTHON)")
+        raise JobFailed(
+            f"job environment interpreter not found at {python}; run `make setup` (or set RETRAIN_JOB_PYTHON)"
+        )
     if spec.workdir:
         claim(spec.workdir, {"job": spec.name, **(owner or {})})
     for directory in (spec.model_dir, spec.output_dir, spec.result_file.parent):
@@ -258,10 +264,20 @@ def run_job(spec: LocalJob, log: logging.Logger | None = None, owner: dict[str, 
     log.info("starting %s job: %s", spec.kind, " ".join(cmd))
     started = time.monotonic()
     tail: list[str] = []
-    with exclusive(spec.checkpoint_dir, "the checkpoint directory") as lock_fd, subprocess.Popen(
-        cmd, env=job_environment(spec), cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        preexec_fn=_die_with_parent, pass_fds=() if lock_fd is None else (lock_fd,),
-    ) as proc:
+    with (
+        exclusive(spec.checkpoint_dir, "the checkpoint directory") as lock_fd,
+        subprocess.Popen(
+            cmd,
+            env=job_environment(spec),
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            preexec_fn=_die_with_parent,
+            pass_fds=() if lock_fd is None else (lock_fd,),
+        ) as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip("\n")
@@ -270,7 +286,9 @@ def run_job(spec: LocalJob, log: logging.Logger | None = None, owner: dict[str, 
         code = proc.wait()
     elapsed = time.monotonic() - started
     if code != 0:
-        raise JobFailed(f"{spec.name} exited with code {code} after {elapsed:.1f}s; last output:\n" + "\n".join(tail), code)
+        raise JobFailed(
+            f"{spec.name} exited with code {code} after {elapsed:.1f}s; last output:\n" + "\n".join(tail), code
+        )
     if not spec.result_file.is_file():
         raise JobFailed(f"{spec.name} finished but wrote no result file at {spec.result_file}")
     log.info("%s finished in %.1fs", spec.name, elapsed)

@@ -44,22 +44,33 @@ def decode_utf8_bytes(data: bytes, name: Path | str) -> str:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise NotUtf8Error(name, line, exc.start, f"{data[exc.start:exc.end]!r} is not valid UTF-8 ({exc.reason})") from None
+        raise NotUtf8Error(
+            name, line, exc.start, f"{data[exc.start : exc.end]!r} is not valid UTF-8 ({exc.reason})"
+        ) from None
 
 
 def decode_utf8(path: Path) -> str:
     """A raw file's text, a leading UTF-8 BOM (Excel) dropped; a byte that is not UTF-8 raises NotUtf8Error."""
-    return decode_utf8_bytes(path.read_bytes(), path)  # whole file: a streamed decoder reports offsets within its buffer
+    return decode_utf8_bytes(
+        path.read_bytes(), path
+    )  # whole file: a streamed decoder reports offsets within its buffer
 
 
 def header_problems(header: list[str], text_column: str, label_column: str) -> list[str]:
-    """Why a raw CSV header breaks the rule "exactly the configured text and label columns, each once" (empty: it doesn't)."""
+    """Why a raw CSV header breaks the rule "exactly the configured text and label columns, each once" (empty: it
+    doesn't)."""
     required = (text_column, label_column)
     problems = [f"header has required column '{c}'" for c in required if c not in header]
-    problems += [f"header names column '{c}' once (it appears {header.count(c)} times)" for c in dict.fromkeys(header) if header.count(c) > 1]
+    problems += [
+        f"header names column '{c}' once (it appears {header.count(c)} times)"
+        for c in dict.fromkeys(header)
+        if header.count(c) > 1
+    ]
     extra = [c for c in dict.fromkeys(header) if c not in required]
     if extra:
-        problems.append(f"header has only the configured columns '{text_column}' and '{label_column}' (unexpected: {extra})")
+        problems.append(
+            f"header has only the configured columns '{text_column}' and '{label_column}' (unexpected: {extra})"
+        )
     return problems
 
 
@@ -97,7 +108,10 @@ def snapshot_raw(store: Store, model: str, interval_start: datetime, interval_en
             continue
         parts = store.list_objects(partition)
         if not parts:
-            raise RawDataError(f"{store.uri(partition)}: empty partition (no files); rule: every partition holds at least one data file")
+            raise RawDataError(
+                f"{store.uri(partition)}: empty partition (no files); rule: every partition holds at least one data "
+                "file"
+            )
         for key in parts:
             name = store.uri(key)
             data = store.read_bytes(key)  # one read serves the row count, the size and the hash
@@ -106,7 +120,10 @@ def snapshot_raw(store: Store, model: str, interval_start: datetime, interval_en
             except csv.Error as exc:
                 raise RawDataError(f"{name}: {exc}; rule: raw files are well-formed CSV") from None
             if rows == 0:
-                raise RawDataError(f"{name}: row 1: empty partition file (no data rows); rule: every partition file holds at least one row")
+                raise RawDataError(
+                    f"{name}: row 1: empty partition file (no data rows); rule: every partition file holds at least "
+                    "one row"
+                )
             files.append(
                 {
                     "key": key,
@@ -119,7 +136,8 @@ def snapshot_raw(store: Store, model: str, interval_start: datetime, interval_en
             )
     if not files:
         raise RawDataError(
-            f"{store.uri(f'raw/{model}')}: no raw partitions before {end.isoformat()}; rule: a run needs at least one partition"
+            f"{store.uri(f'raw/{model}')}: no raw partitions before {end.isoformat()}; rule: a run needs at least one "
+            "partition"
         )
     manifest = {
         "model": model,
@@ -142,4 +160,7 @@ def verify_raw_files(store: Store, manifest: dict[str, Any]) -> None:
         except (FileNotFoundError, IsADirectoryError):
             raise RawDataError(f"{store.uri(entry['key'])}: listed in the raw manifest but missing") from None
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise RawDataError(f"{store.uri(entry['key'])}: changed since snapshot_raw (sha256 differs); rule: raw partitions are immutable")
+            raise RawDataError(
+                f"{store.uri(entry['key'])}: changed since snapshot_raw (sha256 differs); rule: raw partitions are "
+                "immutable"
+            )

@@ -30,7 +30,8 @@ class ArtifactLocationWarning(UserWarning):
 
 
 def artifact_root(root: Path | None = None) -> str:
-    """URI under which every experiment keeps its artifacts: $RETRAIN_MLFLOW_ARTIFACT_ROOT, else <store root>/mlartifacts."""
+    """URI under which every experiment keeps its artifacts: $RETRAIN_MLFLOW_ARTIFACT_ROOT, else <store
+    root>/mlartifacts."""
     override = os.environ.get(ARTIFACT_ROOT_ENV, "").strip()
     if override:
         return override.rstrip("/")

@@ -14,7 +14,8 @@ import re
 from typing import Any
 
 VERDICT_MARKER = "<!-- gate-verdict -->"
-"""Where the verdict goes: right under the report's title. Kept in the output, so applying a verdict again replaces it."""
+"""Where the verdict goes: right under the report's title. Kept in the output, so applying a verdict again
+replaces it."""
 
 _SECTION = '<section class="gate-verdict"'
 VERDICT_PLACEHOLDER = (
@@ -66,15 +67,16 @@ def verdict_table_html(gate: dict[str, Any]) -> str:
         text, fill = _COLOURS.get(verdict, ("inherit", "transparent"))
         rows.append(
             f'<tr class="criterion"><td>{html.escape(str(item["name"]))}</td><td>{_number(item["value"])}</td>'
-            f'<td>{_number(item["threshold"])}</td>'
-            f'<td class="verdict-{html.escape(verdict)}" style="color:{text};background:{fill};font-weight:600">{html.escape(verdict)}</td>'
+            f"<td>{_number(item['threshold'])}</td>"
+            f'<td class="verdict-{html.escape(verdict)}" '
+            f'style="color:{text};background:{fill};font-weight:600">{html.escape(verdict)}</td>'
             f'<td style="text-align:left">{html.escape(str(item["reason"]))}</td></tr>'
         )
     table = (
         '<table class="gate-criteria"><tr><th>criterion</th><th>value</th><th>threshold</th><th>verdict</th>'
         f"<th style='text-align:left'>reason</th></tr>{''.join(rows)}</table>"
     )
-    return f'{_SECTION}><h2>Gate verdict</h2>{banner}{table}</section>'
+    return f"{_SECTION}><h2>Gate verdict</h2>{banner}{table}</section>"
 
 
 def with_verdict(report_html: str, gate: dict[str, Any]) -> str:

@@ -17,8 +17,15 @@ SUBJECT_MAX = 100  # SNS refuses longer subjects
 class AlertSnsNotifier(SnsNotifier):
     """Publishes each alert to the model's SNS topic: the run link and the reason, then the JSON record."""
 
-    def __init__(self, *, model_name: str, topic_arn: str, region_name: str, aws_conn_id: str | None = "aws_default",
-                 message: str = "{{ ti.task_id }} failed in {{ ti.dag_id }} run {{ ti.run_id }}") -> None:
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        topic_arn: str,
+        region_name: str,
+        aws_conn_id: str | None = "aws_default",
+        message: str = "{{ ti.task_id }} failed in {{ ti.dag_id }} run {{ ti.run_id }}",
+    ) -> None:
         super().__init__(target_arn=topic_arn, message=message, region_name=region_name, aws_conn_id=aws_conn_id)
         self.model_name = model_name
 
@@ -28,7 +35,18 @@ class AlertSnsNotifier(SnsNotifier):
         # Subjects are one line of ASCII-ish text; the full record goes in the body.
         subject = " ".join(f"[retrain {self.model_name}] {alert['message']}".split())[:SUBJECT_MAX]
         # Published through the provider's hook, not by rewriting self.message, which is the template.
-        self.hook.publish_to_target(target_arn=self.target_arn, message=alert_text(alert), subject=subject,
-                                    message_attributes=self.message_attributes)
-        log.warning("ALERT %s: %s: %s (%s; SNS %s)", self.model_name, alert["message"], alert["reason"], alert["url"], self.target_arn)
+        self.hook.publish_to_target(
+            target_arn=self.target_arn,
+            message=alert_text(alert),
+            subject=subject,
+            message_attributes=self.message_attributes,
+        )
+        log.warning(
+            "ALERT %s: %s: %s (%s; SNS %s)",
+            self.model_name,
+            alert["message"],
+            alert["reason"],
+            alert["url"],
+            self.target_arn,
+        )
         return alert

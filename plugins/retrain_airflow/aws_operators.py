@@ -73,7 +73,9 @@ def read_training_summary(model_data_url: str, aws_conn_id: str | None = AWS_CON
         for member in archive.getmembers():
             if member.name.lstrip("./") == "training_summary.json":
                 return json.loads(archive.extractfile(member).read())
-    raise FileNotFoundError(f"{model_data_url}: holds no training_summary.json; the training script writes it into SM_MODEL_DIR")
+    raise FileNotFoundError(
+        f"{model_data_url}: holds no training_summary.json; the training script writes it into SM_MODEL_DIR"
+    )
 
 
 class _RetrainJob:
@@ -99,8 +101,12 @@ def _job_kwargs(model_name: str, job: str, timeout_seconds: int) -> dict[str, An
     from retrain.aws.requests import max_attempts
 
     interval = check_interval()
-    return {"aws_conn_id": AWS_CONN_ID, "deferrable": deferrable(), "max_attempts": max_attempts(timeout_seconds, interval),
-            "check_interval": interval}
+    return {
+        "aws_conn_id": AWS_CONN_ID,
+        "deferrable": deferrable(),
+        "max_attempts": max_attempts(timeout_seconds, interval),
+        "check_interval": interval,
+    }
 
 
 class RetrainTrainingOperator(_RetrainJob, SageMakerTrainingOperator):
@@ -131,8 +137,12 @@ class RetrainTrainingOperator(_RetrainJob, SageMakerTrainingOperator):
         described = result["Training"]
         model_data_url = described["ModelArtifacts"]["S3ModelArtifacts"]
         summary = read_training_summary(model_data_url, self.aws_conn_id)
-        return {**summary, "model_dir": model_data_url, "model_data_url": model_data_url,
-                "training_job_name": described["TrainingJobName"]}
+        return {
+            **summary,
+            "model_dir": model_data_url,
+            "model_data_url": model_data_url,
+            "training_job_name": described["TrainingJobName"],
+        }
 
 
 class RetrainProcessingOperator(_RetrainJob, SageMakerProcessingOperator):
@@ -177,12 +187,20 @@ class RetrainGlueJobOperator(_RetrainJob, GlueJobOperator):
 
     template_fields = aws_template_fields()
 
-    def __init__(self, *, model_name: str, job: str, upstream_results: tuple[str, ...], timeout_seconds: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *, model_name: str, job: str, upstream_results: tuple[str, ...], timeout_seconds: int, **kwargs: Any
+    ) -> None:
         from retrain.aws.requests import max_attempts
 
         interval = check_interval()
-        super().__init__(aws_conn_id=AWS_CONN_ID, deferrable=deferrable(), waiter_delay=interval, job_poll_interval=interval,
-                         waiter_max_attempts=max_attempts(timeout_seconds, interval), **kwargs)
+        super().__init__(
+            aws_conn_id=AWS_CONN_ID,
+            deferrable=deferrable(),
+            waiter_delay=interval,
+            job_poll_interval=interval,
+            waiter_max_attempts=max_attempts(timeout_seconds, interval),
+            **kwargs,
+        )
         self._setup(model_name, job, upstream_results)
 
     def build_kwargs(self, context: Any) -> dict[str, Any]:
@@ -208,7 +226,10 @@ class RetrainGlueJobOperator(_RetrainJob, GlueJobOperator):
         """The ETL's result.json from S3 (the local XCom), with the Glue run id."""
         from retrain.aws.requests import result_uri
 
-        return {**read_s3_json(result_uri(self.job, {"script_args": self.script_args}), self.aws_conn_id), "glue_job_run_id": job_run_id}
+        return {
+            **read_s3_json(result_uri(self.job, {"script_args": self.script_args}), self.aws_conn_id),
+            "glue_job_run_id": job_run_id,
+        }
 
 
 def _sagemaker_client():
@@ -241,8 +262,14 @@ class RegisterModelPackageOperator(ModelOperator):
         version = int(arn.rsplit("/", 1)[1])
         self.log.info("registered %s v%d as %s (PendingManualApproval)", config.name, version, arn)
         trained = ctx.upstream["train_model"]
-        return {"name": config.name, "version": version, "model_package_arn": arn, "model_data_url": trained["model_data_url"],
-                "weights_digest": trained["weights_digest"], "status": "PendingManualApproval"}
+        return {
+            "name": config.name,
+            "version": version,
+            "model_package_arn": arn,
+            "model_data_url": trained["model_data_url"],
+            "weights_digest": trained["weights_digest"],
+            "status": "PendingManualApproval",
+        }
 
 
 class PromoteModelPackageOperator(ModelOperator):
@@ -270,9 +297,13 @@ class PromoteModelPackageOperator(ModelOperator):
         aws = require_aws(config)
         ctx = run_context(context, self.upstream_results)
         registered, approval, gated = (ctx.upstream[k] for k in ("register_model", "await_approval", "gate_on_metrics"))
-        actor = (approval.get("responded_by_user") or {}).get("name") or (approval.get("responded_by_user") or {}).get("id")
+        actor = (approval.get("responded_by_user") or {}).get("name") or (approval.get("responded_by_user") or {}).get(
+            "id"
+        )
         if not actor:
-            raise AirflowFailException("promote_model needs the approver's identity from await_approval; none was recorded")
+            raise AirflowFailException(
+                "promote_model needs the approver's identity from await_approval; none was recorded"
+            )
         reason = (approval.get("params_input") or {}).get("reason") or f"approved in {ctx.dag_id} run {ctx.run_id}"
         store = get_store()
         entries = ledger.verify(store, config.name)
@@ -280,17 +311,34 @@ class PromoteModelPackageOperator(ModelOperator):
         if serving != gated.get("champion_version"):
             raise AirflowFailException(
                 f"{config.name} v{registered['version']} was gated against champion {gated.get('champion_version')}, "
-                f"but v{serving} serves now; nothing was changed. Clear evaluate_model and downstream to re-evaluate.")
+                f"but v{serving} serves now; nothing was changed. Clear evaluate_model and downstream to re-evaluate."
+            )
         version = int(registered["version"])
         # The archive's hash, taken before approval: a rollback to this version refuses an archive that changed since.
         archive_sha256 = store.sha256_of(store.key_of(registered["model_data_url"]))
-        _sagemaker_client().update_model_package(**update_package_request(aws, version, True, f"approved by {actor}: {reason}"))
-        entry = ledger.append(store, config.name, action="promote", to_version=version, actor=actor, reason=reason,
-                              model_dir=registered["model_data_url"], gate_digest=gated["digest"], run_id=ctx.run_id,
-                              weights_digest=registered["weights_digest"],
-                              archive_sha256=archive_sha256)
+        _sagemaker_client().update_model_package(
+            **update_package_request(aws, version, True, f"approved by {actor}: {reason}")
+        )
+        entry = ledger.append(
+            store,
+            config.name,
+            action="promote",
+            to_version=version,
+            actor=actor,
+            reason=reason,
+            model_dir=registered["model_data_url"],
+            gate_digest=gated["digest"],
+            run_id=ctx.run_id,
+            weights_digest=registered["weights_digest"],
+            archive_sha256=archive_sha256,
+        )
         self.log.info("%s v%d approved in the model registry; ledger entry #%d", config.name, version, entry["seq"])
-        return {"name": config.name, "champion": version, "model_package_arn": registered["model_package_arn"], "ledger_entry": entry}
+        return {
+            "name": config.name,
+            "champion": version,
+            "model_package_arn": registered["model_package_arn"],
+            "ledger_entry": entry,
+        }
 
 
 class AwsApproveModelOperator(ApproveModelOperator):
@@ -299,7 +347,9 @@ class AwsApproveModelOperator(ApproveModelOperator):
     def reject(self, config: Any, ctx: Any, version: int, actor: str | None, reason: str) -> None:
         from retrain.aws.requests import require_aws, update_package_request
 
-        request = update_package_request(require_aws(config), version, False, f"rejected by {actor or 'timeout'}: {reason}")
+        request = update_package_request(
+            require_aws(config), version, False, f"rejected by {actor or 'timeout'}: {reason}"
+        )
         _sagemaker_client().update_model_package(**request)
 
 
@@ -323,20 +373,34 @@ class AwsRollbackModelOperator(RollbackModelOperator):
         if target is None or target not in served or target == current:
             raise AirflowFailException(
                 f"{config.name}: v{target} cannot be rolled back to (champions in the ledger: "
-                f"{', '.join(f'v{v}' for v in sorted(served))}; serving v{current}); nothing was changed")
+                f"{', '.join(f'v{v}' for v in sorted(served))}; serving v{current}); nothing was changed"
+            )
         recorded = served[target].get("archive_sha256")
         if not recorded:
-            raise AirflowFailException(f"{config.name} v{target} has no recorded archive hash; refusing to serve weights nobody can verify")
+            raise AirflowFailException(
+                f"{config.name} v{target} has no recorded archive hash; refusing to serve weights nobody can verify"
+            )
         actual = store.sha256_of(store.key_of(served[target]["model_dir"]))
         if actual != recorded:
-            raise AirflowFailException(f"{config.name} v{target}: {served[target]['model_dir']} has sha256 {actual}, but {recorded} "
-                                       "was approved; nothing was changed")
+            raise AirflowFailException(
+                f"{config.name} v{target}: {served[target]['model_dir']} has sha256 {actual}, but {recorded} "
+                "was approved; nothing was changed"
+            )
         client = _sagemaker_client()
         client.update_model_package(**update_package_request(aws, current, False, f"rolled back by {actor}: {reason}"))
         client.update_model_package(**update_package_request(aws, target, True, f"restored by {actor}: {reason}"))
-        entry = ledger.append(store, config.name, action="rollback", to_version=target, actor=actor, reason=reason,
-                              model_dir=served[target]["model_dir"], gate_digest=served[target].get("gate_digest"),
-                              weights_digest=served[target].get("weights_digest"), archive_sha256=recorded)
+        entry = ledger.append(
+            store,
+            config.name,
+            action="rollback",
+            to_version=target,
+            actor=actor,
+            reason=reason,
+            model_dir=served[target]["model_dir"],
+            gate_digest=served[target].get("gate_digest"),
+            weights_digest=served[target].get("weights_digest"),
+            archive_sha256=recorded,
+        )
         return {"name": config.name, "champion": target, "previous": current, "ledger_entry": entry}
 
 
@@ -356,7 +420,13 @@ def aws_job_operator(config: Any, task_id: str, upstream_results: tuple[str, ...
 
     aws = require_aws(config)
     operator = JOB_OPERATORS[task_id]
-    common = {"task_id": task_id, "model_name": config.name, "job": task_id, "upstream_results": upstream_results, **task_args}
+    common = {
+        "task_id": task_id,
+        "model_name": config.name,
+        "job": task_id,
+        "upstream_results": upstream_results,
+        **task_args,
+    }
     if operator is RetrainGlueJobOperator:
         return operator(timeout_seconds=job_timeout_seconds(aws, task_id), **common)
     if operator in (RetrainTrainingOperator, RetrainProcessingOperator):

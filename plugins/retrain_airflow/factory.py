@@ -36,7 +36,8 @@ Gate: **{{ ti.xcom_pull(task_ids='gate_on_metrics')['decision'] }}**
 
 Report: `{{ ti.xcom_pull(task_ids='gate_on_metrics')['report_path'] }}`
 
-Approve to make this version the champion; Reject (or no answer before the timeout) clears `challenger` and leaves the champion serving.
+Approve to make this version the champion; Reject (or no answer before the timeout) clears `challenger` and
+leaves the champion serving.
 """
 
 DOC = """
@@ -46,10 +47,12 @@ DOC = """
 
 1. `snapshot_raw` freezes the raw partitions up to the end of the data interval (file hashes, row counts).
 2. `validate_raw` runs the Great Expectations suite; bad data stops the run with a report.
-3. `build_dataset` (Spark) cleans, dedupes, removes golden-set overlap, splits by key hash and writes a content-addressed dataset version.
+3. `build_dataset` (Spark) cleans, dedupes, removes golden-set overlap, splits by key hash and writes a
+   content-addressed dataset version.
 4. `check_drift` skips training when drift is below {threshold} and a champion serves (param `force` overrides).
 5. `train_model` runs the training script under the SageMaker container contract.
-6. `evaluate_model` scores challenger and champion on golden version `{golden}`, writing `metrics.json` and `report.html`.
+6. `evaluate_model` scores challenger and champion on golden version `{golden}`, writing `metrics.json` and
+   `report.html`.
 7. `gate_on_metrics` applies the gate policy and writes `gate.json`; a rejection fails here, alerts, and is not retried.
 8. `register_model` creates an MLflow model version with lineage tags and evidence, alias `challenger`.
 9. `await_approval` waits for one of {approvers} (timeout {timeout}h counts as a rejection).
@@ -94,22 +97,32 @@ def alert_notifier(config: ModelConfig, message: str | None = None, backend: str
         from retrain_airflow.notifiers import SlackAlertNotifier
 
         if importlib.util.find_spec("airflow.providers.slack") is None:  # checked without importing it
-            raise ConfigError(f"{config.name}: field 'aws.alerts.slack_webhook_conn_id' needs apache-airflow-providers-slack, "
-                              "which is not installed; add it to requirements.txt or use aws.alerts.sns_topic_arn")
-        return SlackAlertNotifier(model_name=config.name, slack_webhook_conn_id=aws.alerts.slack_webhook_conn_id, **extra)
+            raise ConfigError(
+                f"{config.name}: field 'aws.alerts.slack_webhook_conn_id' needs apache-airflow-providers-slack, "
+                "which is not installed; add it to requirements.txt or use aws.alerts.sns_topic_arn"
+            )
+        return SlackAlertNotifier(
+            model_name=config.name, slack_webhook_conn_id=aws.alerts.slack_webhook_conn_id, **extra
+        )
     if aws.alerts.sns_topic_arn:
         from retrain_airflow.aws_notifiers import AlertSnsNotifier
 
-        return AlertSnsNotifier(model_name=config.name, topic_arn=aws.alerts.sns_topic_arn, region_name=aws.region, **extra)
-    raise ConfigError(f"{config.name}: field 'aws.alerts': set sns_topic_arn or slack_webhook_conn_id; "
-                      "on the aws backend failures and gate rejections must reach a person")
+        return AlertSnsNotifier(
+            model_name=config.name, topic_arn=aws.alerts.sns_topic_arn, region_name=aws.region, **extra
+        )
+    raise ConfigError(
+        f"{config.name}: field 'aws.alerts': set sns_topic_arn or slack_webhook_conn_id; "
+        "on the aws backend failures and gate rejections must reach a person"
+    )
 
 
 def _require_aws(config: ModelConfig):
     """The config's aws section; ConfigError naming the file and field ``aws`` when it has none."""
     if config.aws is None:
-        raise ConfigError(f"{config_dir() / (config.name + '.yaml')}: field 'aws': RETRAIN_BACKEND=aws needs the model's "
-                          "aws section (region, role_arn, buckets, glue, training, processing, ...)")
+        raise ConfigError(
+            f"{config_dir() / (config.name + '.yaml')}: field 'aws': RETRAIN_BACKEND=aws needs the model's "
+            "aws section (region, role_arn, buckets, glue, training, processing, ...)"
+        )
     return config.aws
 
 
@@ -124,7 +137,11 @@ def _local_job_task(config: ModelConfig, task_id: str):
     from retrain_airflow.operators import LocalJobOperator
 
     return LocalJobOperator(
-        task_id=task_id, model_name=config.name, job=task_id, upstream_results=UPSTREAM_RESULTS[task_id], **_job_task_args(config)
+        task_id=task_id,
+        model_name=config.name,
+        job=task_id,
+        upstream_results=UPSTREAM_RESULTS[task_id],
+        **_job_task_args(config),
     )
 
 
@@ -171,9 +188,15 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
         dag_id=config.dag_id,
         description=config.description or f"Retrain the {config.name} model",
         doc_md=DOC.format(
-            dag_id=config.dag_id, description=config.description, threshold=config.data.drift_threshold,
-            golden=config.data.golden_version, backend=backend, name=config.name, digest=config.digest()[:12],
-            approvers=", ".join(config.approval.assigned_users), timeout=config.approval.response_timeout_hours,
+            dag_id=config.dag_id,
+            description=config.description,
+            threshold=config.data.drift_threshold,
+            golden=config.data.golden_version,
+            backend=backend,
+            name=config.name,
+            digest=config.digest()[:12],
+            approvers=", ".join(config.approval.assigned_users),
+            timeout=config.approval.response_timeout_hours,
         ),
         schedule=CronDataIntervalTimetable(config.cron, timezone="UTC"),
         start_date=start,
@@ -224,17 +247,27 @@ def build_rollback_dag(config: ModelConfig, backend: str | None = None) -> DAG:
     with DAG(
         dag_id=f"rollback_{config.name}",
         description=f"Roll the {config.name} champion back to an earlier champion",
-        doc_md=f"Trigger with a **reason**; **target_version** defaults to the previous champion in `ledger/{config.name}.jsonl`. "
+        doc_md="Trigger with a **reason**; **target_version** defaults to the previous champion in "
+        f"`ledger/{config.name}.jsonl`. "
         "A version that was never champion, or does not exist, is refused and nothing changes.",
         schedule=None,
         start_date=datetime.combine(config.schedule.start_date, datetime.min.time(), tzinfo=UTC),
         catchup=False,
         is_paused_upon_creation=False,  # manual-only: unpaused, so one click runs it
         max_active_runs=1,
-        default_args={"owner": config.dag.owner, "retries": 0, "on_failure_callback": alert_notifier(config, backend=backend)},
+        default_args={
+            "owner": config.dag.owner,
+            "retries": 0,
+            "on_failure_callback": alert_notifier(config, backend=backend),
+        },
         tags=sorted({"retrain", "rollback", config.name}),
         params={
-            "target_version": Param(None, type=["null", "integer"], minimum=1, description="Version to restore; empty = the previous champion."),
+            "target_version": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="Version to restore; empty = the previous champion.",
+            ),
             "reason": Param(type="string", minLength=3, description="Why (required; goes to the ledger)."),
         },
     ) as dag:

@@ -58,7 +58,9 @@ class FileAlertNotifier(BaseNotifier):
 
     template_fields = ("message",)
 
-    def __init__(self, *, model_name: str, message: str = "{{ ti.task_id }} failed in {{ ti.dag_id }} run {{ ti.run_id }}") -> None:
+    def __init__(
+        self, *, model_name: str, message: str = "{{ ti.task_id }} failed in {{ ti.dag_id }} run {{ ti.run_id }}"
+    ) -> None:
         super().__init__()
         self.model_name = model_name
         self.message = message
@@ -77,8 +79,9 @@ class FileAlertNotifier(BaseNotifier):
 
 def alert_text(alert: dict[str, Any]) -> str:
     """An alert as a person reads it in an e-mail or a chat: what, why, where to look, then the record."""
-    return (f"{alert['message']}\nreason: {alert['reason'] or '(none given)'}\nlink: {alert['url']}\n\n"
-            + json.dumps(alert, indent=2, sort_keys=True))
+    return f"{alert['message']}\nreason: {alert['reason'] or '(none given)'}\nlink: {alert['url']}\n\n" + json.dumps(
+        alert, indent=2, sort_keys=True
+    )
 
 
 class SlackAlertNotifier(BaseNotifier):
@@ -90,8 +93,13 @@ class SlackAlertNotifier(BaseNotifier):
 
     template_fields = ("message",)
 
-    def __init__(self, *, model_name: str, slack_webhook_conn_id: str,
-                 message: str = "{{ ti.task_id }} failed in {{ ti.dag_id }} run {{ ti.run_id }}") -> None:
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        slack_webhook_conn_id: str,
+        message: str = "{{ ti.task_id }} failed in {{ ti.dag_id }} run {{ ti.run_id }}",
+    ) -> None:
         super().__init__()
         self.model_name = model_name
         self.slack_webhook_conn_id = slack_webhook_conn_id
@@ -102,5 +110,12 @@ class SlackAlertNotifier(BaseNotifier):
 
         alert = alert_record(self.model_name, self.message, context, reason)
         SlackWebhookHook(slack_webhook_conn_id=self.slack_webhook_conn_id).send(text=alert_text(alert))
-        log.warning("ALERT %s: %s: %s (%s; Slack %s)", self.model_name, alert["message"], alert["reason"], alert["url"], self.slack_webhook_conn_id)
+        log.warning(
+            "ALERT %s: %s: %s (%s; Slack %s)",
+            self.model_name,
+            alert["message"],
+            alert["reason"],
+            alert["url"],
+            self.slack_webhook_conn_id,
+        )
         return alert

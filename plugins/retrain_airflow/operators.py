@@ -1,4 +1,5 @@
-"""Thin Airflow operators of the local backend (the aws backend subclasses some in aws_operators). The work happens in retrain.* and the job scripts."""
+"""Thin Airflow operators of the local backend (the aws backend subclasses some in aws_operators). The work happens in
+retrain.* and the job scripts."""
 
 from __future__ import annotations
 
@@ -53,7 +54,11 @@ class SnapshotRawOperator(ModelOperator):
         location = write_once_json(store, f"{try_key(config, ctx, 'snapshot_raw')}/raw_manifest.json", manifest)
         self.log.info(
             "snapshot of %s: %d file(s), %d rows (%d in this interval), partitions %s",
-            config.name, len(manifest["files"]), manifest["total_rows"], manifest["interval_rows"], ", ".join(manifest["partitions"]),
+            config.name,
+            len(manifest["files"]),
+            manifest["total_rows"],
+            manifest["interval_rows"],
+            ", ".join(manifest["partitions"]),
         )
         return {
             "manifest_path": location,
@@ -124,7 +129,12 @@ def should_train(model_name: str, **context: Any) -> bool:
         log.info("no champion yet: training the first model of the lineage (drift score %.4f)", score)
         return True
     if score < threshold:
-        log.info("drift score %.4f < threshold %.4f and champion v%s serves: skipping training", score, threshold, champion["to_version"])
+        log.info(
+            "drift score %.4f < threshold %.4f and champion v%s serves: skipping training",
+            score,
+            threshold,
+            champion["to_version"],
+        )
         return False
     log.info("drift score %.4f >= threshold %.4f: training a challenger", score, threshold)
     return True
@@ -163,9 +173,18 @@ class GateOnMetricsOperator(ModelOperator):
         for line in table.splitlines():
             self.log.info("%s", line)
         if gate["decision"] != "pass":
-            raise AirflowFailException(f"gate rejected the challenger: failed {', '.join(gate['failed'])}; see {path} and {report}")
-        return {"gate_path": path, "decision": gate["decision"], "digest": gate["digest"], "table": table,
-                "report_path": report, "has_champion": gate["has_champion"], "champion_version": gate["champion_version"]}
+            raise AirflowFailException(
+                f"gate rejected the challenger: failed {', '.join(gate['failed'])}; see {path} and {report}"
+            )
+        return {
+            "gate_path": path,
+            "decision": gate["decision"],
+            "digest": gate["digest"],
+            "table": table,
+            "report_path": report,
+            "has_champion": gate["has_champion"],
+            "champion_version": gate["champion_version"],
+        }
 
 
 class ApproveModelOperator(ApprovalOperator):
@@ -206,14 +225,17 @@ class ApproveModelOperator(ApprovalOperator):
         if not approved:
             reason = decision["params_input"].get("reason") or (
                 f"no response within {config.approval.response_timeout_hours}h: counts as a rejection"
-                if decision["timed_out"] else "rejected by the approver"
+                if decision["timed_out"]
+                else "rejected by the approver"
             )
             self.reject(config, ctx, decision["version"], (user or {}).get("id"), reason)
             self.log.info("v%s rejected (%s); challenger cleared, champion untouched", decision["version"], reason)
             if decision["timed_out"]:  # nobody decided: a person must hear of it, though the task succeeds
                 from retrain_airflow.factory import alert_notifier
 
-                alert_notifier(config, f"approval of v{decision['version']} timed out: counted as a rejection").notify(context, reason)
+                alert_notifier(config, f"approval of v{decision['version']} timed out: counted as a rejection").notify(
+                    context, reason
+                )
         return decision
 
     def write_decision(self, config: Any, ctx: Any, decision: dict[str, Any]) -> None:
@@ -257,4 +279,6 @@ class RollbackModelOperator(ModelOperator):
         from retrain.runner import local_job
         from retrain.store import get_store
 
-        return run_local_job(local_job(rollback_model_spec(config, ctx, target, actor, reason), get_store()), self.log, ctx)
+        return run_local_job(
+            local_job(rollback_model_spec(config, ctx, target, actor, reason), get_store()), self.log, ctx
+        )

@@ -43,13 +43,18 @@ class AirflowNotRunning(ConnectionError):
 
 def configured_api_url(environ: Mapping[str, str] | None = None) -> str:
     """``api_base_url`` as Airflow configures it, read without importing Airflow (the CLI runs in the job environment):
-    ``AIRFLOW__API__<KEY>`` in the environment, else ``[api] <key>`` in ``$AIRFLOW_CONFIG`` or ``$AIRFLOW_HOME/airflow.cfg``."""
+    ``AIRFLOW__API__<KEY>`` in the environment, else ``[api] <key>`` in ``$AIRFLOW_CONFIG`` or
+    ``$AIRFLOW_HOME/airflow.cfg``."""
     environ = os.environ if environ is None else environ
     home = Path(environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
     parser = configparser.ConfigParser(interpolation=None, strict=False)
-    with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):  # a file Airflow could not read either: its defaults
+    with contextlib.suppress(
+        configparser.Error, OSError, UnicodeDecodeError
+    ):  # a file Airflow could not read either: its defaults
         parser.read(environ.get("AIRFLOW_CONFIG") or home / "airflow.cfg")
-    return api_base_url(lambda key: environ.get(f"AIRFLOW__API__{key.upper()}") or parser.get("api", key, fallback=None))
+    return api_base_url(
+        lambda key: environ.get(f"AIRFLOW__API__{key.upper()}") or parser.get("api", key, fallback=None)
+    )
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
@@ -64,7 +69,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: f
         except (OSError, ApiError) as exc:
             last_error = exc
         time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 class AirflowClient:
@@ -140,8 +147,14 @@ class AirflowClient:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
     def trigger(
-        self, dag_id: str, run_id: str, start: datetime, end: datetime, conf: dict | None = None,
-        logical_date: datetime | None = None, run_after: datetime | None = None,
+        self,
+        dag_id: str,
+        run_id: str,
+        start: datetime,
+        end: datetime,
+        conf: dict | None = None,
+        logical_date: datetime | None = None,
+        run_after: datetime | None = None,
     ) -> dict:
         """Trigger a run over an explicit data interval. logical_date is unique per DAG, so a
         re-run of an interval defaults to "now" as its logical date; run_after orders queued runs."""
@@ -156,14 +169,27 @@ class AirflowClient:
             body["run_after"] = run_after.isoformat()
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
 
-    def create_backfill(self, dag_id: str, from_date: datetime, to_date: datetime, max_active_runs: int = 1,
-                        reprocess_behavior: str = "none", on_busy: Callable[[str], Any] | None = None, attempts: int = 20) -> dict:
+    def create_backfill(
+        self,
+        dag_id: str,
+        from_date: datetime,
+        to_date: datetime,
+        max_active_runs: int = 1,
+        reprocess_behavior: str = "none",
+        on_busy: Callable[[str], Any] | None = None,
+        attempts: int = 20,
+    ) -> dict:
         """A backfill of every interval whose logical date is in [from_date, to_date] (the UI's "Backfill").
 
         On SQLite the API server refuses a backfill while another process writes the metadata
         DB (HTTP 503 "Database is locked", nothing created); that refusal alone is retried."""
-        body = {"dag_id": dag_id, "from_date": from_date.isoformat(), "to_date": to_date.isoformat(),
-                "max_active_runs": max_active_runs, "reprocess_behavior": reprocess_behavior}
+        body = {
+            "dag_id": dag_id,
+            "from_date": from_date.isoformat(),
+            "to_date": to_date.isoformat(),
+            "max_active_runs": max_active_runs,
+            "reprocess_behavior": reprocess_behavior,
+        }
         for attempt in range(1, attempts + 1):
             try:
                 return self._request("POST", "/api/v2/backfills", body)
@@ -186,14 +212,19 @@ class AirflowClient:
     def respond(self, dag_id: str, run_id: str, task_id: str, option: str, params_input: dict | None = None) -> dict:
         """Answer a human-in-the-loop request as the logged-in user (HTTP 403 if not assigned)."""
         body = {"chosen_options": [option], "params_input": params_input or {}}
-        return self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails", body)
+        return self._request(
+            "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails", body
+        )
 
     def trigger_manual(self, dag_id: str, conf: dict) -> dict:
         """Trigger a run with no data interval (for DAGs without a schedule, e.g. rollback)."""
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
 
-    def wait_for_task(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 900) -> str:
+    def wait_for_task(
+        self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 900
+    ) -> str:
         """Poll until a task reaches one of ``states`` (or the run ends); return the task's state."""
+
         def reached():
             ti = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}.get(task_id)
             if ti in states or self.dag_run(dag_id, run_id)["state"] in ("success", "failed"):
@@ -204,11 +235,17 @@ class AirflowClient:
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, str]:
         """Poll until the run finishes; return each task's final state."""
-        wait_until(lambda: self.dag_run(dag_id, run_id)["state"] in ("success", "failed"), timeout, f"{dag_id} run {run_id}", every=2)
+        wait_until(
+            lambda: self.dag_run(dag_id, run_id)["state"] in ("success", "failed"),
+            timeout,
+            f"{dag_id} run {run_id}",
+            every=2,
+        )
         return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
 
-    def wait_for_approval_request(self, dag_id: str, run_id: str, task_id: str = "await_approval",
-                                  settle: float = 3.0, timeout: float = 900) -> bool:
+    def wait_for_approval_request(
+        self, dag_id: str, run_id: str, task_id: str = "await_approval", settle: float = 3.0, timeout: float = 900
+    ) -> bool:
         """Wait until a HITL task is parked in ``awaiting_input`` and its parking worker has exited.
 
         Airflow 3.3.1 races when an answer arrives before the scheduler has processed the
@@ -225,7 +262,9 @@ class AirflowClient:
             return False
         ti = next(t for t in self.task_instances(dag_id, run_id) if t["task_id"] == task_id)
         if ti.get("pid") and is_this_host(ti.get("hostname")):
-            wait_until(lambda: not _process_alive(ti["pid"]), 120, f"the worker that parked {task_id} to exit", every=0.5)
+            wait_until(
+                lambda: not _process_alive(ti["pid"]), 120, f"the worker that parked {task_id} to exit", every=0.5
+            )
         else:
             settle = max(settle, REMOTE_SETTLE_S)
         time.sleep(settle)
@@ -243,7 +282,10 @@ def is_this_host(hostname: str | None) -> bool:
         return False
     names = {socket.gethostname(), socket.getfqdn()}
     with contextlib.suppress(OSError):
-        names.update(info[3] for info in socket.getaddrinfo(socket.gethostname(), None, 0, socket.SOCK_DGRAM, 0, socket.AI_CANONNAME))
+        names.update(
+            info[3]
+            for info in socket.getaddrinfo(socket.gethostname(), None, 0, socket.SOCK_DGRAM, 0, socket.AI_CANONNAME)
+        )
     return hostname in names - {""}
 
 

@@ -126,8 +126,10 @@ def _source_of(path: str, sources: dict[str, str]) -> str:
 def field_rows(template: dict[str, Any] | None = None) -> list[FieldRow]:
     """One row per leaf field of ``AwsConfig``, with where its value comes from."""
     sources = _sources(template if template is not None else load_template())
-    return [FieldRow(path, _default(info), (info.description or "").replace("|", "\\|"), _source_of(path, sources))
-            for path, info in leaf_fields()]
+    return [
+        FieldRow(path, _default(info), (info.description or "").replace("|", "\\|"), _source_of(path, sources))
+        for path, info in leaf_fields()
+    ]
 
 
 def render_table(template: dict[str, Any] | None = None) -> str:
@@ -143,7 +145,7 @@ def readme_table(readme: Path = README) -> str | None:
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         return None
-    return text[start:end + len(END)]
+    return text[start : end + len(END)]
 
 
 def write_readme(readme: Path = README) -> bool:
@@ -169,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.check:
         stale = readme_table() != render_table()
-        print("README table is stale: run python -m retrain_tools.aws_docs --write" if stale else "README table is current")
+        print(
+            "README table is stale: run python -m retrain_tools.aws_docs --write"
+            if stale
+            else "README table is current"
+        )
         return 1 if stale else 0
     print(render_table())
     return 0

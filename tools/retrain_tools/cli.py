@@ -10,7 +10,8 @@
     bin/retrain golden pin intent         # write the verified golden hash into the config
     bin/retrain dags sync                 # one thin DAG file per model config (dags/retrain_<model>.py)
     bin/retrain dags check                # every config valid (alone and together) and its DAG file up to date
-    bin/retrain dags errors               # each DAG file's import error, as Airflow parses them (no `airflow db migrate` needed)
+    bin/retrain dags errors               # each DAG file's import error, as Airflow parses them (no `airflow db
+    migrate` needed)
     bin/retrain backfill intent --from 2026-10-05 --to 2026-10-19   # through the API server (works on SQLite)
     bin/retrain deploy build              # the MWAA bundle in dist/mwaa/ (checked: configs, DAG parse, pip resolve)
     bin/retrain deploy push --bucket B --environment E [--dry-run]   # upload with versions, UpdateEnvironment, wait
@@ -40,7 +41,8 @@ from retrain_tools.airflow_api import AirflowClient, AirflowNotRunning, ApiError
 
 
 def client_for(args: argparse.Namespace) -> AirflowClient:
-    """A client logged in as ``--as``; AirflowNotRunning when nothing answers (asked first: an Airflow that never started
+    """A client logged in as ``--as``; AirflowNotRunning when nothing answers (asked first: an Airflow that never
+    started
     has not written its passwords file either)."""
     client = AirflowClient(args.api_url, Path(os.environ.get("AIRFLOW_HOME", ".airflow")))
     client.healthy()
@@ -73,7 +75,10 @@ def show_status(args: argparse.Namespace, model: str) -> bool:
     print(f"ledger ({len(info['ledger'])} entries, {verified}):")
     for e in info["ledger"]:
         origin = f"v{e['from_version']}" if e["from_version"] else "-"
-        print(f"  #{e['seq']} {e['time'][:19]} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}: {e['reason']}")
+        print(
+            f"  #{e['seq']} {e['time'][:19]} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}: "
+            f"{e['reason']}"
+        )
     try:
         runs = client_for(args).dag_runs(f"retrain_{args.model}")[:5]
     except AirflowNotRunning as exc:
@@ -130,8 +135,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         time.sleep(1)
     print(f"rollback {state}")
     if state != "success":
-        print(f"the reason is in the rollback_model task log of run {run['dag_run_id']} (Airflow UI); nothing was changed",
-              file=sys.stderr)
+        print(
+            f"the reason is in the rollback_model task log of run {run['dag_run_id']} (Airflow UI); nothing was "
+            "changed",
+            file=sys.stderr,
+        )
     return 0 if state == "success" else 1
 
 
@@ -163,29 +171,43 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     client = client_for(args)
     dag = client.dag(dag_id)
     if dag is None:
-        print(f"error: {dag_id} is not known to Airflow at {args.api_url} (is it parsed? see `bin/retrain dags errors`)", file=sys.stderr)
+        print(
+            f"error: {dag_id} is not known to Airflow at {args.api_url} (is it parsed? see `bin/retrain dags errors`)",
+            file=sys.stderr,
+        )
         return 1
     # Created while the DAG may still be paused (less scheduler traffic), then unpaused: a paused DAG's
     # backfill runs stay queued.
     try:
-        backfill = client.create_backfill(dag_id, parse(args.from_date), parse(args.to_date), max_active_runs=max_runs,
-                                          reprocess_behavior=args.reprocess, on_busy=print)
+        backfill = client.create_backfill(
+            dag_id,
+            parse(args.from_date),
+            parse(args.to_date),
+            max_active_runs=max_runs,
+            reprocess_behavior=args.reprocess,
+            on_busy=print,
+        )
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if dag.get("is_paused"):
         print(f"{dag_id} was paused, and a paused DAG's backfill runs stay queued: unpausing it")
         client.set_paused(dag_id, False)
-    print(f"backfill {backfill['id']} of {dag_id}: logical dates {args.from_date} .. {args.to_date}, "
-          f"at most {max_runs} run(s) at once, one instance of each job task at a time, reprocess {args.reprocess}")
+    print(
+        f"backfill {backfill['id']} of {dag_id}: logical dates {args.from_date} .. {args.to_date}, "
+        f"at most {max_runs} run(s) at once, one instance of each job task at a time, reprocess {args.reprocess}"
+    )
     return 0
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     from retrain_tools.seed import main as seed_main
 
-    return seed_main(["--model", args.model] + ([f"--partitions={args.partitions}"] if args.partitions else [])
-                     + ([f"--end={args.end}"] if args.end else []))
+    return seed_main(
+        ["--model", args.model]
+        + ([f"--partitions={args.partitions}"] if args.partitions else [])
+        + ([f"--end={args.end}"] if args.end else [])
+    )
 
 
 def cmd_golden_pin(args: argparse.Namespace) -> int:
@@ -198,7 +220,10 @@ def cmd_golden_pin(args: argparse.Namespace) -> int:
     except (PinError, ConfigError) as exc:
         print(f"golden pin refused: {exc}", file=sys.stderr)
         return 1
-    print(f"{path}: data.golden_sha256 {'already ' if new == old else ''}pinned to {new}" + (f" (was {old})" if old and old != new else ""))
+    print(
+        f"{path}: data.golden_sha256 {'already ' if new == old else ''}pinned to {new}"
+        + (f" (was {old})" if old and old != new else "")
+    )
     return 0
 
 
@@ -212,24 +237,33 @@ def cmd_dags(args: argparse.Namespace) -> int:
         dags, errors = import_errors(dags_dir, airflow_python(PROJECT_ROOT))
         for path, error in errors.items():
             print(f"{path}:\n" + "\n".join(f"  {line}" for line in error.rstrip().splitlines()), file=sys.stderr)
-        print(f"{dags_dir}: {len(errors)} import error(s); {len(dags)} DAG(s) loaded" + (f": {', '.join(dags)}" if dags else ""))
+        print(
+            f"{dags_dir}: {len(errors)} import error(s); {len(dags)} DAG(s) loaded"
+            + (f": {', '.join(dags)}" if dags else "")
+        )
         return 1 if errors else 0
     if args.action == "check":
         from retrain.config import config_problems
 
-        configs, invalid = config_problems(config_dir())  # each config as its DAG file loads it, and all of them together
+        configs, invalid = config_problems(
+            config_dir()
+        )  # each config as its DAG file loads it, and all of them together
         problems = check(config_dir(), dags_dir)
         for problem in invalid + problems:
             print(problem, file=sys.stderr)
-        verdict = (["out of date"] if problems else []) + ([f"{len(invalid)} config problem(s) in {config_dir()}, whose DAG files "
-                                                            "will not load"] if invalid else [])
+        verdict = (["out of date"] if problems else []) + (
+            [f"{len(invalid)} config problem(s) in {config_dir()}, whose DAG files will not load"] if invalid else []
+        )
         print(f"{dags_dir}: {'; '.join(verdict) or f'one DAG file per config in {config_dir()}, {len(configs)} valid'}")
         return 1 if verdict else 0
     changes = sync(config_dir(), dags_dir)
     for kind in ("written", "removed"):
         for name in changes[kind]:
             print(f"{kind} {dags_dir / name}")
-    print(f"{dags_dir}: {len(changes['written'])} written, {len(changes['removed'])} removed, {len(changes['unchanged'])} unchanged")
+    print(
+        f"{dags_dir}: {len(changes['written'])} written, {len(changes['removed'])} removed, "
+        f"{len(changes['unchanged'])} unchanged"
+    )
     return 0
 
 
@@ -245,8 +279,11 @@ def cmd_deploy_build(args: argparse.Namespace) -> int:
     except (BuildError, BundleCheckFailed, ResolveError) as exc:
         print(f"deploy build refused; nothing was written to {out}:\n{exc}", file=sys.stderr)
         return 1
-    print(f"{out}: MWAA bundle of git {manifest['git_sha']} ({manifest['date']}), models {', '.join(sorted(manifest['configs']))}, "
-          f"code {manifest['code_prefix']}, built in {time.monotonic() - started:.1f} s")
+    print(
+        f"{out}: MWAA bundle of git {manifest['git_sha']} ({manifest['date']}), models "
+        f"{', '.join(sorted(manifest['configs']))}, "
+        f"code {manifest['code_prefix']}, built in {time.monotonic() - started:.1f} s"
+    )
     return 0
 
 
@@ -274,27 +311,48 @@ def cmd_deploy_push(args: argparse.Namespace) -> int:
 
 def add_model(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """The model as a positional argument or as --model."""
-    parser.add_argument("model_positional", nargs="?", metavar="MODEL", help="model name (as in config/models/<name>.yaml)")
+    parser.add_argument(
+        "model_positional", nargs="?", metavar="MODEL", help="model name (as in config/models/<name>.yaml)"
+    )
     parser.add_argument("--model", help="the same, as an option")
     parser.set_defaults(model_required=required)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--api-url", default=os.environ.get("RETRAIN_AIRFLOW_URL") or configured_api_url(),
-                        help="Airflow API server (default: RETRAIN_AIRFLOW_URL, else Airflow's own [api] base_url or port: %(default)s)")
-    common.add_argument("--as", dest="user", default=os.environ.get("RETRAIN_AIRFLOW_USER", "admin"), help="Airflow user to act as (default: %(default)s)")
-    common.add_argument("--password", default=None, help="that user's password (default: RETRAIN_AIRFLOW_PASSWORD, then Airflow's generated passwords file)")
-    parser = argparse.ArgumentParser(prog="retrain", description="Inspect and steer retrain's models (status, approvals, rollbacks, ledger).")
+    common.add_argument(
+        "--api-url",
+        default=os.environ.get("RETRAIN_AIRFLOW_URL") or configured_api_url(),
+        help="Airflow API server (default: RETRAIN_AIRFLOW_URL, else Airflow's own [api] base_url or port: "
+        "%(default)s)",
+    )
+    common.add_argument(
+        "--as",
+        dest="user",
+        default=os.environ.get("RETRAIN_AIRFLOW_USER", "admin"),
+        help="Airflow user to act as (default: %(default)s)",
+    )
+    common.add_argument(
+        "--password",
+        default=None,
+        help="that user's password (default: RETRAIN_AIRFLOW_PASSWORD, then Airflow's generated passwords file)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="retrain", description="Inspect and steer retrain's models (status, approvals, rollbacks, ledger)."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub_add = sub.add_parser
     sub.add_parser = lambda *a, **k: sub_add(*a, parents=[common], **k)  # every command takes the common options
 
-    p = sub.add_parser("status", help="champion, challenger, versions, last runs and the ledger of a model (default: every model)")
+    p = sub.add_parser(
+        "status", help="champion, challenger, versions, last runs and the ledger of a model (default: every model)"
+    )
     add_model(p, required=False)
     p.set_defaults(func=cmd_status)
 
-    runs = sub_add("runs", help="runs of a model's retraining DAG").add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
+    runs = sub_add("runs", help="runs of a model's retraining DAG").add_subparsers(
+        dest="runs_command", required=True, metavar="COMMAND"
+    )
     p = runs.add_parser("list", help="recent runs, marking those awaiting approval", parents=[common])
     add_model(p)
     p.set_defaults(func=cmd_runs_list)
@@ -309,12 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="trigger rollback_<model>: move champion back (default: the previous champion)")
     add_model(p)
     p.add_argument("--reason", required=True, help="why (required; goes to the ledger)")
-    p.add_argument("--to-version", type=int, default=None, help="version to restore (default: the previous champion in the ledger)")
+    p.add_argument(
+        "--to-version", type=int, default=None, help="version to restore (default: the previous champion in the ledger)"
+    )
     p.add_argument("--no-wait", action="store_true", help="return once triggered")
     p.set_defaults(func=cmd_rollback)
 
     ledger_parser = sub.add_parser("ledger", help="the hash-chained promotion ledger")
-    ledger_parser.add_argument("action", choices=["verify", "show"], help="verify: check the chain; show: print every entry, then verify")
+    ledger_parser.add_argument(
+        "action", choices=["verify", "show"], help="verify: check the chain; show: print every entry, then verify"
+    )
     add_model(ledger_parser)
     ledger_parser.set_defaults(func=cmd_ledger)
 
@@ -322,45 +384,81 @@ def build_parser() -> argparse.ArgumentParser:
     add_model(p)
     p.add_argument("--from", dest="from_date", required=True, help="first logical date (an interval start), YYYY-MM-DD")
     p.add_argument("--to", dest="to_date", required=True, help="last logical date (an interval start), YYYY-MM-DD")
-    p.add_argument("--reprocess", choices=["none", "failed", "completed"], default="none",
-                   help="intervals that already have a run: skip them (none), rerun failed ones, or rerun all")
-    p.add_argument("--max-active-runs", type=int, default=None, help="runs at once (default: the config's dag.max_active_runs)")
+    p.add_argument(
+        "--reprocess",
+        choices=["none", "failed", "completed"],
+        default="none",
+        help="intervals that already have a run: skip them (none), rerun failed ones, or rerun all",
+    )
+    p.add_argument(
+        "--max-active-runs", type=int, default=None, help="runs at once (default: the config's dag.max_active_runs)"
+    )
     p.set_defaults(func=cmd_backfill)
 
     p = sub_add("seed", help="land a model's sample raw partitions and golden version (config: sample_data)")
     add_model(p)
-    p.add_argument("--partitions", type=int, default=None, help="data intervals to spread the rows over (default: the config's)")
-    p.add_argument("--end", default=None, help="end of the last seeded interval (default: where existing partitions end, else the latest complete interval)")
+    p.add_argument(
+        "--partitions", type=int, default=None, help="data intervals to spread the rows over (default: the config's)"
+    )
+    p.add_argument(
+        "--end",
+        default=None,
+        help="end of the last seeded interval (default: where existing partitions end, else the latest complete "
+        "interval)",
+    )
     p.set_defaults(func=cmd_seed)
 
-    golden = sub_add("golden", help="golden sets").add_subparsers(dest="golden_command", required=True, metavar="COMMAND")
+    golden = sub_add("golden", help="golden sets").add_subparsers(
+        dest="golden_command", required=True, metavar="COMMAND"
+    )
     p = golden.add_parser("pin", help="write the verified content hash of the model's golden version into its config")
     add_model(p)
-    p.add_argument("--replace", action="store_true", help="replace a different existing pin (only if this store's version is the one to trust)")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace a different existing pin (only if this store's version is the one to trust)",
+    )
     p.set_defaults(func=cmd_golden_pin)
 
     p = sub_add("dags", help="the per-model DAG files in dags/")
-    p.add_argument("action", choices=["sync", "check", "errors"], help="sync: write missing or stale files, remove orphans; "
-                   "check: validate every config and report, change nothing; errors: parse the DAGs folder as Airflow does "
-                   "and print each file's import error (no metadata DB or running Airflow needed)")
+    p.add_argument(
+        "action",
+        choices=["sync", "check", "errors"],
+        help="sync: write missing or stale files, remove orphans; "
+        "check: validate every config and report, change nothing; errors: parse the DAGs folder as Airflow does "
+        "and print each file's import error (no metadata DB or running Airflow needed)",
+    )
     p.add_argument("--dags-dir", default=None, help="the DAGs folder (default: the project's dags/)")
     p.set_defaults(func=cmd_dags)
 
     deploy = sub_add("deploy", help="Amazon MWAA: build the bundle, push it to an environment").add_subparsers(
-        dest="deploy_command", required=True, metavar="COMMAND")
-    p = deploy.add_parser("build", help="write the MWAA bundle (dags/, plugins.zip, requirements.txt, startup.sh, code) into dist/mwaa/")
+        dest="deploy_command", required=True, metavar="COMMAND"
+    )
+    p = deploy.add_parser(
+        "build", help="write the MWAA bundle (dags/, plugins.zip, requirements.txt, startup.sh, code) into dist/mwaa/"
+    )
     p.add_argument("--out", default=str(PROJECT_ROOT / "dist" / "mwaa"), help="bundle directory (default: %(default)s)")
     p.add_argument("--config-dir", default=None, help="model configs to deploy (default: the project's config/models/)")
-    p.add_argument("--allow-dirty", action="store_true", help="build from a tree with uncommitted edits (its jobs will refuse to run)")
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="build from a tree with uncommitted edits (its jobs will refuse to run)",
+    )
     p.set_defaults(func=cmd_deploy_build)
     p = deploy.add_parser("push", help="upload the bundle with object versions, UpdateEnvironment, wait for AVAILABLE")
     p.add_argument("--bucket", required=True, help="the environment's source bucket (versioning enabled)")
     p.add_argument("--environment", required=True, help="MWAA environment name")
     p.add_argument("--dry-run", action="store_true", help="print the plan; upload and change nothing")
     p.add_argument("--bundle", default=str(PROJECT_ROOT / "dist" / "mwaa"), help="built bundle (default: %(default)s)")
-    p.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"), help="AWS region")
-    p.add_argument("--poll-seconds", type=float, default=30.0, help="seconds between status polls (default: %(default)s)")
-    p.add_argument("--timeout-minutes", type=float, default=60.0, help="give up waiting after this (default: %(default)s)")
+    p.add_argument(
+        "--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"), help="AWS region"
+    )
+    p.add_argument(
+        "--poll-seconds", type=float, default=30.0, help="seconds between status polls (default: %(default)s)"
+    )
+    p.add_argument(
+        "--timeout-minutes", type=float, default=60.0, help="give up waiting after this (default: %(default)s)"
+    )
     p.set_defaults(func=cmd_deploy_push)
     return parser
 

@@ -38,7 +38,10 @@ def dag_file_text(name: str) -> str:
 
 def expected_files(config_dir: Path | None = None) -> dict[str, str]:
     """File name -> text for every ``*.yaml`` in the config directory, broken ones included."""
-    return {f"retrain_{path.stem}.py": dag_file_text(path.stem) for path in sorted((config_dir or current_config_dir()).glob("*.yaml"))}
+    return {
+        f"retrain_{path.stem}.py": dag_file_text(path.stem)
+        for path in sorted((config_dir or current_config_dir()).glob("*.yaml"))
+    }
 
 
 def generated_files(dags_dir: Path) -> list[Path]:
@@ -54,11 +57,20 @@ def check(config_dir: Path | None = None, dags_dir: Path = DAGS_DIR) -> list[str
     for name, text in expected.items():
         path = dags_dir / name
         if not path.is_file():
-            problems.append(f"{path}: missing for {config_dir / (name[len('retrain_'):-3] + '.yaml')}; run `bin/retrain dags sync`")
+            problems.append(
+                f"{path}: missing for {config_dir / (name[len('retrain_') : -3] + '.yaml')}; run `bin/retrain dags "
+                "sync`"
+            )
         elif path.read_text() != text:
-            problems.append(f"{path}: differs from what `bin/retrain dags sync` writes; edit the YAML, not the DAG file")
-    problems += [f"{path}: its config {config_dir / (path.stem[len('retrain_'):] + '.yaml')} is gone; run `bin/retrain dags sync`"
-                 for path in generated_files(dags_dir) if path.name not in expected]
+            problems.append(
+                f"{path}: differs from what `bin/retrain dags sync` writes; edit the YAML, not the DAG file"
+            )
+    problems += [
+        f"{path}: its config {config_dir / (path.stem[len('retrain_') :] + '.yaml')} is gone; run `bin/retrain dags "
+        "sync`"
+        for path in generated_files(dags_dir)
+        if path.name not in expected
+    ]
     return problems
 
 
@@ -73,7 +85,9 @@ def sync(config_dir: Path | None = None, dags_dir: Path = DAGS_DIR) -> dict[str,
             changes["unchanged"].append(name)
             continue
         if path.is_file() and MARKER not in path.read_text():
-            raise FileExistsError(f"{path}: a hand-written file has this model's DAG file name; rename it, nothing was written")
+            raise FileExistsError(
+                f"{path}: a hand-written file has this model's DAG file name; rename it, nothing was written"
+            )
         path.write_text(text)
         changes["written"].append(name)
     for path in generated_files(dags_dir):
@@ -87,18 +101,27 @@ PARSE_SCRIPT = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
-print("DAGBAG_JSON " + json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v) for k, v in sorted(bag.import_errors.items())}}))
+errors = {k: str(v) for k, v in sorted(bag.import_errors.items())}
+print("DAGBAG_JSON " + json.dumps({"dags": sorted(bag.dags), "errors": errors}))
 """
 
 
 def import_errors(dags_dir: Path, python: str | Path) -> tuple[list[str], dict[str, str]]:
-    """The DAG ids and the import errors (file -> error) of ``dags_dir`` as Airflow's DagBag parses it, in a fresh ``python``
-    that has Airflow: what ``airflow dags list-import-errors`` shows, without a migrated metadata DB or a running Airflow."""
-    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": str(dags_dir),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT / "plugins"), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([str(python), "-c", PARSE_SCRIPT, str(dags_dir)], env=env, capture_output=True, text=True, timeout=600)
+    """The DAG ids and the import errors (file -> error) of ``dags_dir`` as Airflow's DagBag parses it, in a fresh
+    ``python``
+    that has Airflow: what ``airflow dags list-import-errors`` shows, without a migrated metadata DB or a running
+    Airflow."""
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_dir),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT / "plugins"), os.environ.get("PYTHONPATH")])),
+    }
+    result = subprocess.run(
+        [str(python), "-c", PARSE_SCRIPT, str(dags_dir)], env=env, capture_output=True, text=True, timeout=600
+    )
     line = next((line for line in reversed(result.stdout.splitlines()) if line.startswith("DAGBAG_JSON ")), None)
     if line is None:
         raise RuntimeError(f"{python} could not parse {dags_dir} (exit {result.returncode}):\n{result.stderr[-3000:]}")
-    parsed = json.loads(line[len("DAGBAG_JSON "):])
+    parsed = json.loads(line[len("DAGBAG_JSON ") :])
     return parsed["dags"], parsed["errors"]

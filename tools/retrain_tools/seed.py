@@ -40,8 +40,11 @@ def partition_of(text: str, partitions: int) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % partitions
 
 
-def placement(store: Store, config: ModelConfig, partitions: int, end: datetime | None, now: datetime) -> list[tuple[datetime, datetime]]:
-    """The intervals to seed: ending at ``end``, else where existing partitions end, else at the latest complete interval."""
+def placement(
+    store: Store, config: ModelConfig, partitions: int, end: datetime | None, now: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The intervals to seed: ending at ``end``, else where existing partitions end, else at the latest complete
+    interval."""
     cadence = config.schedule.calendar
     if end is None:
         existing = list_partitions(store, config.name)
@@ -53,7 +56,9 @@ def placement(store: Store, config: ModelConfig, partitions: int, end: datetime 
     return intervals_ending(cadence, end, partitions)
 
 
-def plan_raw(config: ModelConfig, rows: list[tuple[str, str]], intervals: list[tuple[datetime, datetime]]) -> dict[str, bytes]:
+def plan_raw(
+    config: ModelConfig, rows: list[tuple[str, str]], intervals: list[tuple[datetime, datetime]]
+) -> dict[str, bytes]:
     """Store key -> CSV bytes of every raw partition to land."""
     plan = {}
     for index, (start, _end) in enumerate(intervals):
@@ -92,45 +97,77 @@ def publish_golden(store: Store, config: ModelConfig, source: Path, version: str
     if store.exists(key):
         existing = store.verify_version(key)
         if existing["content_sha256"] != digest_sources(files)[0]:
-            raise WriteOnceError(f"{store.uri(key)}: golden {version} exists with different content; rule: golden versions are immutable. Nothing was written.")
+            raise WriteOnceError(
+                f"{store.uri(key)}: golden {version} exists with different content; rule: golden versions are "
+                "immutable. Nothing was written."
+            )
         return existing, False
     origin = source.relative_to(PROJECT_ROOT).as_posix() if source.is_relative_to(PROJECT_ROOT) else str(source)
-    manifest = store.publish_version(key, files, {"golden_version": version, "model": config.name, "source": origin, "rows": rows})
+    manifest = store.publish_version(
+        key, files, {"golden_version": version, "model": config.name, "source": origin, "rows": rows}
+    )
     return manifest, True
 
 
-def seed(store: Store, config: ModelConfig, partitions: int | None = None, end: datetime | None = None,
-         now: datetime | None = None) -> dict:
+def seed(
+    store: Store,
+    config: ModelConfig,
+    partitions: int | None = None,
+    end: datetime | None = None,
+    now: datetime | None = None,
+) -> dict:
     """Land the model's sample data; returns what was planned and written."""
     if config.sample_data is None:
-        raise SeedError(f"{config_dir() / (config.name + '.yaml')}: no field 'sample_data'; rule: seeding needs sample_data.raw and sample_data.golden")
+        raise SeedError(
+            f"{config_dir() / (config.name + '.yaml')}: no field 'sample_data'; rule: seeding needs sample_data.raw "
+            "and sample_data.golden"
+        )
     sample = config.sample_data
     for which in ("raw", "golden"):
         if not sample.path(which).is_file():
-            raise SeedError(f"{config_dir() / (config.name + '.yaml')}: field 'sample_data.{which}': no such file {sample.path(which)}")
+            raise SeedError(
+                f"{config_dir() / (config.name + '.yaml')}: field 'sample_data.{which}': no such file "
+                f"{sample.path(which)}"
+            )
     intervals = placement(store, config, partitions or sample.partitions, end, now or datetime.now(UTC))
     rows = read_rows(sample.path("raw"), config.data.text_column, config.data.label_column)
     plan = plan_raw(config, rows, intervals)
     # Check the golden version before writing any partition, so a refusal leaves nothing behind.
     golden, golden_written = publish_golden(store, config, sample.path("golden"), config.data.golden_version)
     written = seed_raw(store, plan)
-    return {"intervals": intervals, "raw_written": written, "raw_planned": list(plan), "golden": golden, "golden_written": golden_written}
+    return {
+        "intervals": intervals,
+        "raw_written": written,
+        "raw_planned": list(plan),
+        "golden": golden,
+        "golden_written": golden_written,
+    }
 
 
 def describe(config: ModelConfig, store: Store, result: dict) -> str:
     """What seeding did, with the full golden hash and whether the config pins it."""
     intervals, golden = result["intervals"], result["golden"]
     first, last = intervals[0][0].date(), intervals[-1][0].date()
-    raw_state = f"{len(result['raw_written'])} written" if result["raw_written"] else "all present already, nothing written"
+    raw_state = (
+        f"{len(result['raw_written'])} written" if result["raw_written"] else "all present already, nothing written"
+    )
     pin = config.data.golden_sha256
-    pin_state = ("pinned in the config" if pin == golden["content_sha256"] else
-                 f"NOT pinned: run `bin/retrain golden pin {config.name}`" if pin is None else
-                 f"DIFFERS from the config's pin {pin}: evaluation will refuse this golden set")
-    return "\n".join([
-        f"raw: {len(intervals)} {config.schedule.cadence} partitions dt={first}..{last} under {store.uri(f'raw/{config.name}')} ({raw_state})",
-        f"golden {config.data.golden_version}: {golden['rows']} rows ({'published' if result['golden_written'] else 'present already, verified'})",
-        f"golden content sha256 {golden['content_sha256']} ({pin_state})",
-    ])
+    pin_state = (
+        "pinned in the config"
+        if pin == golden["content_sha256"]
+        else f"NOT pinned: run `bin/retrain golden pin {config.name}`"
+        if pin is None
+        else f"DIFFERS from the config's pin {pin}: evaluation will refuse this golden set"
+    )
+    return "\n".join(
+        [
+            f"raw: {len(intervals)} {config.schedule.cadence} partitions dt={first}..{last} under "
+            f"{store.uri(f'raw/{config.name}')} ({raw_state})",
+            f"golden {config.data.golden_version}: {golden['rows']} rows "
+            f"({'published' if result['golden_written'] else 'present already, verified'})",
+            f"golden content sha256 {golden['content_sha256']} ({pin_state})",
+        ]
+    )
 
 
 def parse_end(value: str) -> datetime:
@@ -138,12 +175,24 @@ def parse_end(value: str) -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retrain_tools.seed", description="Land a model's sample raw partitions and golden set.")
+    parser = argparse.ArgumentParser(
+        prog="python -m retrain_tools.seed", description="Land a model's sample raw partitions and golden set."
+    )
     parser.add_argument("model_positional", nargs="?", metavar="MODEL", help="model name (or use --model)")
     parser.add_argument("--model", help="model name, e.g. intent (its config names the sample data)")
-    parser.add_argument("--partitions", type=int, default=None, help="data intervals to spread the raw rows over (default: the config's sample_data.partitions)")
-    parser.add_argument("--end", type=parse_end, default=None,
-                        help="end of the last seeded interval, an interval boundary (default: where existing partitions end, else the latest complete interval)")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="data intervals to spread the raw rows over (default: the config's sample_data.partitions)",
+    )
+    parser.add_argument(
+        "--end",
+        type=parse_end,
+        default=None,
+        help="end of the last seeded interval, an interval boundary (default: where existing partitions end, else the "
+        "latest complete interval)",
+    )
     args = parser.parse_args(argv)
     name = args.model or args.model_positional
     if not name:

@@ -23,7 +23,9 @@ def _arguments(arguments: dict[str, str], where: str) -> dict[str, str]:
     return {f"--{key}": value for key, value in arguments.items()}
 
 
-def glue_operator_kwargs(aws: AwsConfig, job: AwsJob, code: CodeBundle, glue_job_name: str, description: str) -> dict[str, Any]:
+def glue_operator_kwargs(
+    aws: AwsConfig, job: AwsJob, code: CodeBundle, glue_job_name: str, description: str
+) -> dict[str, Any]:
     """Keyword arguments of ``GlueJobOperator`` that run ``job`` (a glue AwsJob) on Glue 5.x."""
     if job.kind != "glue":
         raise ValueError(f"{job.task}: a {job.kind} job is not a Glue job")

@@ -22,9 +22,12 @@ PROCESSING_OUTPUT = PurePosixPath("/opt/ml/processing/output")
 PROCESSING_CODE = PROCESSING_INPUT / "code"  # where processing jobs get the project tree (the code bundle's source/)
 CHECKPOINT_PATH = "/opt/ml/checkpoints"
 
+
 def layout(aws: AwsConfig) -> S3Layout:
     """The three buckets of an ``aws:`` config, routed by ``retrain.store.layout``'s one rule."""
-    return S3Layout(dataset_bucket=aws.dataset_bucket, artifact_bucket=aws.artifact_bucket, golden_bucket=aws.golden_bucket)
+    return S3Layout(
+        dataset_bucket=aws.dataset_bucket, artifact_bucket=aws.artifact_bucket, golden_bucket=aws.golden_bucket
+    )
 
 
 def s3_uri(aws: AwsConfig, key: str) -> str:
@@ -87,7 +90,9 @@ class AwsJob:
     script: str
     arguments: dict[str, str]
     inputs: dict[str, str] = field(default_factory=dict)
-    input_paths: dict[str, str] = field(default_factory=dict)  # container path of an input, when not /opt/ml/processing/input/<name>
+    input_paths: dict[str, str] = field(
+        default_factory=dict
+    )  # container path of an input, when not /opt/ml/processing/input/<name>
     outputs: dict[str, str] = field(default_factory=dict)
     model_uri: str | None = None
     checkpoint_uri: str | None = None
@@ -106,19 +111,34 @@ def _mount(name: str, uri: str, is_dir: bool) -> tuple[str, str]:
     return uri, str(PROCESSING_INPUT / name / PurePosixPath(uri).name)
 
 
-def _argument(spec: JobSpec, name: str, value: Value, aws: AwsConfig, code: CodeBundle,
-              inputs: dict[str, str], outputs: dict[str, str]) -> str:
-    """One argument of ``spec`` as the AWS job gets it; a processing input or output it needs goes into ``inputs``/``outputs``."""
+def _argument(
+    spec: JobSpec,
+    name: str,
+    value: Value,
+    aws: AwsConfig,
+    code: CodeBundle,
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+) -> str:
+    """One argument of ``spec`` as the AWS job gets it; a processing input or output it needs goes into
+    ``inputs``/``outputs``."""
     if isinstance(value, str):
         return value
     if isinstance(value, StoreRoot):
-        raise ValueError(f"{spec.name}: argument --{name} is the store root, which spans three buckets on AWS; pass the keys the job reads instead")
+        raise ValueError(
+            f"{spec.name}: argument --{name} is the store root, which spans three buckets on AWS; pass the keys the "
+            "job reads instead"
+        )
     if isinstance(value, ProjectFile):
-        return {"glue": code.script_uri(value.path), "processing": str(PROCESSING_CODE / value.path)}.get(spec.kind, value.path)
+        return {"glue": code.script_uri(value.path), "processing": str(PROCESSING_CODE / value.path)}.get(
+            spec.kind, value.path
+        )
     if spec.kind == "glue":
         return value.location if isinstance(value, Upstream) else s3_uri(aws, value.key)
     if spec.kind == "training":
-        raise ValueError(f"{spec.name}: argument --{name} names a store location; training reads data only through channels")
+        raise ValueError(
+            f"{spec.name}: argument --{name} names a store location; training reads data only through channels"
+        )
     if isinstance(value, Upstream):
         inputs[name], argument = _mount(name, value.location, is_dir=False)
         return argument
@@ -155,7 +175,10 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle) -> AwsJob
     env = {}
     for name, value in spec.env.items():
         if not isinstance(value, str):
-            raise ValueError(f"{spec.name}: environment variable {name} names a store location, which no AWS job reads from its environment")
+            raise ValueError(
+                f"{spec.name}: environment variable {name} names a store location, which no AWS job reads from its "
+                "environment"
+            )
         env[name] = value
     if spec.tracking:
         env[ARTIFACT_ROOT_ENV] = s3_uri(aws, "mlartifacts")

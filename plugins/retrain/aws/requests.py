@@ -44,8 +44,10 @@ def code_bundle(aws: AwsConfig) -> CodeBundle:
         raise ValueError(f"{GIT_SHA_ENV}: the deployed git sha is needed for lineage, got {sha!r}")
     digest = os.environ.get(CODE_DIGEST_ENV, "").strip()
     if not digest:
-        raise ValueError(f"{CODE_DIGEST_ENV}: the deployed code digest is needed to find the code bundle; "
-                         "startup.sh of `bin/retrain deploy build` exports it (deploy-manifest.json, code_digest)")
+        raise ValueError(
+            f"{CODE_DIGEST_ENV}: the deployed code digest is needed to find the code bundle; "
+            "startup.sh of `bin/retrain deploy build` exports it (deploy-manifest.json, code_digest)"
+        )
     return CodeBundle(layout(aws).bucket_of("code"), sha, digest)
 
 
@@ -60,11 +62,15 @@ def lineage(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, dataset
 
 def _spec(task: str, config: ModelConfig, ctx: jobs.RunContext, champion_store: Any = None) -> jobs.JobSpec:
     if task == "evaluate_model":  # the champion comes from the real (S3) ledger; its locations are the ledger's own
-        return jobs.evaluate_model_spec(config, ctx, None if champion_store is None else ledger.current_champion(champion_store, config.name))
+        return jobs.evaluate_model_spec(
+            config, ctx, None if champion_store is None else ledger.current_champion(champion_store, config.name)
+        )
     return jobs.SPEC_BUILDERS[task](config, ctx)
 
 
-def aws_job(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None) -> AwsJob:
+def aws_job(
+    task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None
+) -> AwsJob:
     """The task's JobSpec mapped onto S3 and container paths.
 
     ``--store-root`` (``StoreRoot``) spans three buckets on AWS, so aws_job_from_spec refuses it; it becomes:
@@ -80,19 +86,29 @@ def aws_job(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBund
     if task == "train_model":  # what the AWS job really runs: the deployed sha (MWAA has no git), the aws base model
         dataset_version = ctx.upstream["build_dataset"]["dataset_version"]
         env = {**spec.env, "RETRAIN_LINEAGE": json.dumps(lineage(config, ctx, code, dataset_version), sort_keys=True)}
-        arguments = {**spec.arguments, **({"base-model": config.training.aws_base_model} if config.training.aws_base_model else {})}
+        arguments = {
+            **spec.arguments,
+            **({"base-model": config.training.aws_base_model} if config.training.aws_base_model else {}),
+        }
         spec = replace(spec, arguments=arguments, env=env)
     if "store-root" not in spec.arguments:
         return aws_job_from_spec(spec, aws, code)
     rest = replace(spec, arguments={k: v for k, v in spec.arguments.items() if k != "store-root"})
     mapped = aws_job_from_spec(rest, aws, code)
     if spec.kind == "glue":
-        buckets = {"store-root": f"s3://{aws.dataset_bucket}", "artifact-bucket": aws.artifact_bucket, "golden-bucket": aws.golden_bucket}
+        buckets = {
+            "store-root": f"s3://{aws.dataset_bucket}",
+            "artifact-bucket": aws.artifact_bucket,
+            "golden-bucket": aws.golden_bucket,
+        }
         return replace(mapped, arguments={**mapped.arguments, **buckets})
     raw = f"raw/{config.name}"
-    return replace(mapped, arguments={**mapped.arguments, "store-root": str(PROCESSING_INPUT / "store")},
-                   inputs={**mapped.inputs, "store": s3_uri(aws, raw) + "/"},
-                   input_paths={**mapped.input_paths, "store": str(PROCESSING_INPUT / "store" / raw)})
+    return replace(
+        mapped,
+        arguments={**mapped.arguments, "store-root": str(PROCESSING_INPUT / "store")},
+        inputs={**mapped.inputs, "store": s3_uri(aws, raw) + "/"},
+        input_paths={**mapped.input_paths, "store": str(PROCESSING_INPUT / "store" / raw)},
+    )
 
 
 def _name(config: ModelConfig, task: str, ctx: jobs.RunContext) -> str:
@@ -103,16 +119,22 @@ def training_config(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle)
     """The validated CreateTrainingJob request of train_model."""
     job = aws_job("train_model", config, ctx, code)
     dataset_version = ctx.upstream["build_dataset"]["dataset_version"]
-    request = sagemaker.training_request(config.aws, job, code, _name(config, "train_model", ctx), lineage(config, ctx, code, dataset_version))
+    request = sagemaker.training_request(
+        config.aws, job, code, _name(config, "train_model", ctx), lineage(config, ctx, code, dataset_version)
+    )
     validate_request("sagemaker", "CreateTrainingJob", request)
     return request
 
 
-def processing_config(task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None) -> dict[str, Any]:
+def processing_config(
+    task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None
+) -> dict[str, Any]:
     """The validated CreateProcessingJob request of validate_raw or evaluate_model."""
     job = aws_job(task, config, ctx, code, champion_store)
     dataset_version = (ctx.upstream.get("train_model") or {}).get("dataset_version")
-    request = sagemaker.processing_request(config.aws, job, code, _name(config, task, ctx), lineage(config, ctx, code, dataset_version))
+    request = sagemaker.processing_request(
+        config.aws, job, code, _name(config, task, ctx), lineage(config, ctx, code, dataset_version)
+    )
     validate_request("sagemaker", "CreateProcessingJob", request)
     return request
 
@@ -121,7 +143,9 @@ def glue_kwargs(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle) -> 
     """GlueJobOperator keyword arguments of build_dataset; the CreateJob and StartJobRun they imply are validated."""
     aws = require_aws(config)
     job = aws_job("build_dataset", config, ctx, code)
-    kwargs = glue.glue_operator_kwargs(aws, job, code, glue_job_name(config.name, code.digest), f"{config.dag_id} build_dataset")
+    kwargs = glue.glue_operator_kwargs(
+        aws, job, code, glue_job_name(config.name, code.digest), f"{config.dag_id} build_dataset"
+    )
     validate_request("glue", "CreateJob", glue.create_job_request(kwargs))
     validate_request("glue", "StartJobRun", glue.start_job_run_request(kwargs))
     return kwargs
@@ -131,7 +155,9 @@ def result_uri(task: str, request: dict[str, Any]) -> str:
     """Where a finished job left its result JSON on S3 (the container contract's result file)."""
     if task == "build_dataset":
         return request["script_args"]["--result-file"]
-    outputs = {o["OutputName"]: o["S3Output"]["S3Uri"] for o in request.get("ProcessingOutputConfig", {}).get("Outputs", [])}
+    outputs = {
+        o["OutputName"]: o["S3Output"]["S3Uri"] for o in request.get("ProcessingOutputConfig", {}).get("Outputs", [])
+    }
     if "output-dir" not in outputs:
         raise ValueError(f"{task}: the request has no output-dir output, so the job leaves no result on S3")
     leaf = "metrics.json" if task == "evaluate_model" else "result.json"
@@ -148,8 +174,13 @@ def model_package_request(config: ModelConfig, ctx: jobs.RunContext, code: CodeB
     aws = require_aws(config)
     trained, evaluated = ctx.upstream["train_model"], ctx.upstream["evaluate_model"]
     request = sagemaker.model_package_request(
-        aws, aws.inference_image_uri, trained["model_data_url"], evaluated["metrics_path"],
-        lineage(config, ctx, code, trained["dataset_version"]), f"{config.name} challenger from {config.dag_id} run {ctx.run_id}")
+        aws,
+        aws.inference_image_uri,
+        trained["model_data_url"],
+        evaluated["metrics_path"],
+        lineage(config, ctx, code, trained["dataset_version"]),
+        f"{config.name} challenger from {config.dag_id} run {ctx.run_id}",
+    )
     validate_request("sagemaker", "CreateModelPackage", request)
     return request
 
@@ -182,7 +213,11 @@ def job_timeout_seconds(aws: AwsConfig, task: str) -> int:
     if task == "train_model":
         training = aws.training
         # Spot training may wait for capacity up to max_wait_seconds, which includes the runtime.
-        return training.max_wait_seconds if training.use_spot_instances and training.max_wait_seconds else training.max_runtime_seconds
+        return (
+            training.max_wait_seconds
+            if training.use_spot_instances and training.max_wait_seconds
+            else training.max_runtime_seconds
+        )
     return aws.processing.max_runtime_seconds
 
 

@@ -21,7 +21,15 @@ from retrain.aws.locations import (
 )
 
 CODE_DIR = "/opt/ml/code"  # where script mode unpacks sagemaker_submit_directory
-LINEAGE_KEYS = ("dataset_version", "golden_version", "base_model", "git_sha", "config_digest", "airflow_dag_id", "airflow_run_id")
+LINEAGE_KEYS = (
+    "dataset_version",
+    "golden_version",
+    "base_model",
+    "git_sha",
+    "config_digest",
+    "airflow_dag_id",
+    "airflow_run_id",
+)
 # Tag values allow letters, digits, spaces and _.:/=+-@ ({L}{Z}{N} in SageMaker's Java pattern).
 _TAG_FORBIDDEN = re.compile(r"[^\w\s.:/=+\-@]")
 
@@ -36,7 +44,10 @@ def _strings(values: dict[str, Any], field: str) -> dict[str, str]:
 
 def _tags(lineage: dict[str, str]) -> list[dict[str, str]]:
     # Tags are for search and cost reports; the exact lineage sits in the model package's metadata.
-    return [{"Key": f"retrain:{key}", "Value": _TAG_FORBIDDEN.sub("_", str(value))[:256]} for key, value in sorted(lineage.items())]
+    return [
+        {"Key": f"retrain:{key}", "Value": _TAG_FORBIDDEN.sub("_", str(value))[:256]}
+        for key, value in sorted(lineage.items())
+    ]
 
 
 def _vpc(aws: AwsConfig) -> dict[str, Any] | None:
@@ -49,17 +60,21 @@ def _with_kms(block: dict[str, Any], key: str, aws: AwsConfig) -> dict[str, Any]
     return {**block, key: aws.kms_key_arn} if aws.kms_key_arn else block
 
 
-def training_request(aws: AwsConfig, job: AwsJob, code: CodeBundle, name: str, lineage: dict[str, str]) -> dict[str, Any]:
+def training_request(
+    aws: AwsConfig, job: AwsJob, code: CodeBundle, name: str, lineage: dict[str, str]
+) -> dict[str, Any]:
     """``CreateTrainingJob`` in script mode: ``job.arguments`` are the hyperparameters, ``job.inputs`` the channels."""
     if job.kind != "training" or not job.model_uri:
         raise ValueError(f"{job.task}: a training request needs a training job with a model_uri")
     training = aws.training
     hyperparameters = _strings(job.arguments, "HyperParameters")
-    hyperparameters.update({
-        "sagemaker_program": job.script,  # relative to the unpacked project tree
-        "sagemaker_submit_directory": code.sourcedir_uri,
-        "sagemaker_region": aws.region,
-    })
+    hyperparameters.update(
+        {
+            "sagemaker_program": job.script,  # relative to the unpacked project tree
+            "sagemaker_submit_directory": code.sourcedir_uri,
+            "sagemaker_region": aws.region,
+        }
+    )
     request: dict[str, Any] = {
         "TrainingJobName": name,
         "RoleArn": aws.role_arn,
@@ -68,15 +83,27 @@ def training_request(aws: AwsConfig, job: AwsJob, code: CodeBundle, name: str, l
         "InputDataConfig": [
             {
                 "ChannelName": channel,
-                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}},
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
                 "InputMode": "File",
             }
             for channel, uri in job.inputs.items()
         ],
         "OutputDataConfig": _with_kms({"S3OutputPath": job.model_uri}, "KmsKeyId", aws),
         "ResourceConfig": _with_kms(
-            {"InstanceType": training.instance_type, "InstanceCount": training.instance_count, "VolumeSizeInGB": training.volume_size_gb},
-            "VolumeKmsKeyId", aws),
+            {
+                "InstanceType": training.instance_type,
+                "InstanceCount": training.instance_count,
+                "VolumeSizeInGB": training.volume_size_gb,
+            },
+            "VolumeKmsKeyId",
+            aws,
+        ),
         "StoppingCondition": {"MaxRuntimeInSeconds": training.max_runtime_seconds},
         "EnableManagedSpotTraining": training.use_spot_instances,
         "EnableNetworkIsolation": aws.enable_network_isolation,
@@ -104,7 +131,9 @@ def _container_arguments(arguments: dict[str, str]) -> list[str]:
     return flat
 
 
-def processing_request(aws: AwsConfig, job: AwsJob, code: CodeBundle, name: str, lineage: dict[str, str]) -> dict[str, Any]:
+def processing_request(
+    aws: AwsConfig, job: AwsJob, code: CodeBundle, name: str, lineage: dict[str, str]
+) -> dict[str, Any]:
     """``CreateProcessingJob``: the project tree and ``job.inputs`` under /opt/ml/processing/input, outputs to S3."""
     if job.kind != "processing":
         raise ValueError(f"{job.task}: a {job.kind} job is not a processing job")
@@ -113,15 +142,33 @@ def processing_request(aws: AwsConfig, job: AwsJob, code: CodeBundle, name: str,
     request: dict[str, Any] = {
         "ProcessingJobName": name,
         "RoleArn": aws.role_arn,
-        "ProcessingResources": {"ClusterConfig": _with_kms(
-            {"InstanceCount": processing.instance_count, "InstanceType": processing.instance_type, "VolumeSizeInGB": processing.volume_size_gb},
-            "VolumeKmsKeyId", aws)},
+        "ProcessingResources": {
+            "ClusterConfig": _with_kms(
+                {
+                    "InstanceCount": processing.instance_count,
+                    "InstanceType": processing.instance_type,
+                    "VolumeSizeInGB": processing.volume_size_gb,
+                },
+                "VolumeKmsKeyId",
+                aws,
+            )
+        },
         "StoppingCondition": {"MaxRuntimeInSeconds": processing.max_runtime_seconds},
-        "AppSpecification": {"ImageUri": processing.image_uri, "ContainerEntrypoint": ["python3", f"{PROCESSING_CODE}/{job.script}"]},
+        "AppSpecification": {
+            "ImageUri": processing.image_uri,
+            "ContainerEntrypoint": ["python3", f"{PROCESSING_CODE}/{job.script}"],
+        },
         "ProcessingInputs": [
-            {"InputName": input_name, "S3Input": {"S3Uri": uri, "LocalPath": job.input_paths.get(input_name, str(PROCESSING_INPUT / input_name)),
-                                                  "S3DataType": "S3Prefix",
-                                                  "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}
+            {
+                "InputName": input_name,
+                "S3Input": {
+                    "S3Uri": uri,
+                    "LocalPath": job.input_paths.get(input_name, str(PROCESSING_INPUT / input_name)),
+                    "S3DataType": "S3Prefix",
+                    "S3InputMode": "File",
+                    "S3DataDistributionType": "FullyReplicated",
+                },
+            }
             for input_name, uri in inputs.items()
         ],
         "Environment": {
@@ -135,18 +182,33 @@ def processing_request(aws: AwsConfig, job: AwsJob, code: CodeBundle, name: str,
     if arguments := _container_arguments(job.arguments):
         request["AppSpecification"]["ContainerArguments"] = arguments  # the API refuses an empty list
     if job.outputs:
-        request["ProcessingOutputConfig"] = _with_kms({"Outputs": [
-            {"OutputName": output_name, "S3Output": {"S3Uri": uri, "LocalPath": str(PROCESSING_OUTPUT / output_name), "S3UploadMode": "EndOfJob"}}
-            for output_name, uri in job.outputs.items()
-        ]}, "KmsKeyId", aws)
+        request["ProcessingOutputConfig"] = _with_kms(
+            {
+                "Outputs": [
+                    {
+                        "OutputName": output_name,
+                        "S3Output": {
+                            "S3Uri": uri,
+                            "LocalPath": str(PROCESSING_OUTPUT / output_name),
+                            "S3UploadMode": "EndOfJob",
+                        },
+                    }
+                    for output_name, uri in job.outputs.items()
+                ]
+            },
+            "KmsKeyId",
+            aws,
+        )
     if (vpc := _vpc(aws)) is not None:
         request["NetworkConfig"]["VpcConfig"] = vpc
     return request
 
 
-def model_package_request(aws: AwsConfig, image_uri: str, model_data_url: str, metrics_uri: str,
-                          lineage: dict[str, str], description: str) -> dict[str, Any]:
-    """``CreateModelPackage`` in the model's group, PendingManualApproval, with lineage and metrics.json as ModelMetrics."""
+def model_package_request(
+    aws: AwsConfig, image_uri: str, model_data_url: str, metrics_uri: str, lineage: dict[str, str], description: str
+) -> dict[str, Any]:
+    """``CreateModelPackage`` in the model's group, PendingManualApproval, with lineage and metrics.json as
+    ModelMetrics."""
     missing = [key for key in LINEAGE_KEYS if not lineage.get(key)]
     if missing:  # a package must be rebuildable from its metadata alone (DESIGN.md, Lineage)
         raise ValueError(f"CustomerMetadataProperties: lineage is missing {', '.join(missing)}")
@@ -163,7 +225,10 @@ def model_package_request(aws: AwsConfig, image_uri: str, model_data_url: str, m
             "SupportedResponseMIMETypes": ["application/json"],
         },
         "ModelMetrics": {"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": metrics_uri}}},
-        "MetadataProperties": {"CommitId": lineage["git_sha"], "GeneratedBy": f"{lineage['airflow_dag_id']}/{lineage['airflow_run_id']}"},
+        "MetadataProperties": {
+            "CommitId": lineage["git_sha"],
+            "GeneratedBy": f"{lineage['airflow_dag_id']}/{lineage['airflow_run_id']}",
+        },
         "CustomerMetadataProperties": metadata,
         "ClientToken": token,
     }

@@ -139,5 +139,7 @@ def validate_request(service: str, operation: str, request: dict[str, Any]) -> C
     problems, skipped = strict_problems(service, operation, request)
     problems = param_validator_problems(service, operation, request) + problems
     if problems:
-        raise RequestInvalid(f"{service} {operation}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+        raise RequestInvalid(
+            f"{service} {operation}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems)
+        )
     return Checked(service, operation, tuple(skipped))

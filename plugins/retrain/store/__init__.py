@@ -57,11 +57,33 @@ from retrain.store.errors import IntegrityError, StoreConfigError, WriteOnceErro
 from retrain.store.local import LocalStore, verify_tree, write_manifest_and_publish
 from retrain.store.s3 import S3Store, parse_s3_uri
 
-__all__ = ["MANIFEST_NAME", "FileSource", "IntegrityError", "LocalStore", "S3Store", "Store", "StoreConfigError",
-           "WriteOnceError", "canonical_json", "check_against_manifest", "check_pin_first", "check_relpath",
-           "content_digest", "digest_sources", "get_store", "parse_s3_uri", "read_json_at", "require_golden_pin",
-           "sha256_file", "store_argument", "store_for", "tree_digest", "verify_tree", "write_json_at",
-           "write_manifest_and_publish"]
+__all__ = [
+    "MANIFEST_NAME",
+    "FileSource",
+    "IntegrityError",
+    "LocalStore",
+    "S3Store",
+    "Store",
+    "StoreConfigError",
+    "WriteOnceError",
+    "canonical_json",
+    "check_against_manifest",
+    "check_pin_first",
+    "check_relpath",
+    "content_digest",
+    "digest_sources",
+    "get_store",
+    "parse_s3_uri",
+    "read_json_at",
+    "require_golden_pin",
+    "sha256_file",
+    "store_argument",
+    "store_for",
+    "tree_digest",
+    "verify_tree",
+    "write_json_at",
+    "write_manifest_and_publish",
+]
 
 
 class Store(Protocol):
@@ -77,11 +99,17 @@ class Store(Protocol):
     def write_once_bytes(self, key: str, data: bytes) -> Any: ...
     def list_keys(self, prefix: str) -> list[str]: ...
     def list_objects(self, prefix: str) -> list[str]: ...
-    def publish_version(self, key: str, files: Mapping[str, FileSource], manifest: dict[str, Any]) -> dict[str, Any]: ...
+    def publish_version(
+        self, key: str, files: Mapping[str, FileSource], manifest: dict[str, Any]
+    ) -> dict[str, Any]: ...
     def verify_version(self, key: str, expected_content_sha256: str | None = None) -> dict[str, Any]: ...
-    def read_version(self, key: str, expected_content_sha256: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]: ...
+    def read_version(
+        self, key: str, expected_content_sha256: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, bytes]]: ...
     def read_golden(self, key: str, pinned_content_sha256: str) -> tuple[dict[str, Any], dict[str, bytes]]: ...
-    def materialize_version(self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None) -> Path: ...
+    def materialize_version(
+        self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None
+    ) -> Path: ...
     def job_argument(self) -> str: ...
 
     can_append: bool

@@ -68,7 +68,9 @@ def check_relpath(relpath: str) -> str:
 def digest_sources(files: Mapping[str, FileSource]) -> tuple[str, dict[str, str]]:
     """``content_digest`` of files given as bytes or local paths, and the per-file hashes."""
     hashes = {
-        check_relpath(name): hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else sha256_file(Path(source))
+        check_relpath(name): hashlib.sha256(source).hexdigest()
+        if isinstance(source, bytes)
+        else sha256_file(Path(source))
         for name, source in sorted(files.items())
     }
     return content_digest(hashes), hashes
@@ -96,7 +98,8 @@ def check_against_manifest(
             raise IntegrityError(f"{name_of(name)}: not listed in the manifest (added after publication)")
         if actual[name] != recorded[name]:
             raise IntegrityError(
-                f"{name_of(name)}: sha256 {actual[name][:12]}… does not match the manifest's {recorded[name][:12]}… (tampered or corrupted)"
+                f"{name_of(name)}: sha256 {actual[name][:12]}… does not match the manifest's {recorded[name][:12]}… "
+                "(tampered or corrupted)"
             )
     digest = content_digest(actual)
     if digest != manifest.get("content_sha256"):
@@ -122,4 +125,6 @@ def require_golden_pin(key: str, pinned_content_sha256: str | None) -> None:
     if not (key == "golden" or key.startswith("golden/")):
         raise ValueError(f"{key}: not a golden key; golden reads are for golden/<model>/<version>")
     if not pinned_content_sha256:
-        raise IntegrityError(f"{key}: refusing an unpinned golden read; rule: every golden read verifies the pinned content_sha256")
+        raise IntegrityError(
+            f"{key}: refusing an unpinned golden read; rule: every golden read verifies the pinned content_sha256"
+        )

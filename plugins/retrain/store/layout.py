@@ -30,13 +30,15 @@ ROLE_OF_PREFIX: dict[str, BucketRole] = {
     "golden": "golden",
     "runs": "artifact",
     "ledger": "artifact",
-    "code": "artifact",         # the deployed code bundle (retrain.aws.locations.CodeBundle)
+    "code": "artifact",  # the deployed code bundle (retrain.aws.locations.CodeBundle)
     "mlartifacts": "artifact",  # the MLflow tracking server's artifact store
-    "tmp": "artifact",          # Glue's --TempDir, expired by a lifecycle rule
+    "tmp": "artifact",  # Glue's --TempDir, expired by a lifecycle rule
 }
 """First key segment → the role of the bucket that holds it."""
 
-RULE = "the first key segment picks the bucket: " + ", ".join(f"{prefix}/ → {role}" for prefix, role in ROLE_OF_PREFIX.items())
+RULE = "the first key segment picks the bucket: " + ", ".join(
+    f"{prefix}/ → {role}" for prefix, role in ROLE_OF_PREFIX.items()
+)
 
 
 def check_key(key: str) -> str:
@@ -44,7 +46,9 @@ def check_key(key: str) -> str:
     key = key.rstrip("/")
     parts = key.split("/")
     if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"invalid store key {key!r}: keys are relative POSIX paths without '.', '..' or empty segments")
+        raise ValueError(
+            f"invalid store key {key!r}: keys are relative POSIX paths without '.', '..' or empty segments"
+        )
     return key
 
 

@@ -85,7 +85,9 @@ class LocalStore:
         try:
             return Path(location).resolve().relative_to(self.root.resolve()).as_posix()
         except ValueError:
-            raise ValueError(f"{location}: not in the store at {self.root}; rule: results are read from the run's own store") from None
+            raise ValueError(
+                f"{location}: not in the store at {self.root}; rule: results are read from the run's own store"
+            ) from None
 
     def local_file(self, key: str, scratch: Path) -> Path:
         """A local path holding ``key``'s bytes, for code that reads files (Spark): here, the file itself."""
@@ -186,7 +188,9 @@ class LocalStore:
         """``verify_tree`` of a published version; returns its manifest."""
         return verify_tree(self.path(key), expected_content_sha256)
 
-    def read_version(self, key: str, expected_content_sha256: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    def read_version(
+        self, key: str, expected_content_sha256: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
         """A version's manifest and files, hashed from the very bytes returned, checked before return."""
         root = self.path(key)
         manifest_path = root / MANIFEST_NAME
@@ -200,7 +204,9 @@ class LocalStore:
             if path.is_file() and path.relative_to(root).as_posix() != MANIFEST_NAME
         }
         actual = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-        check_against_manifest(manifest, actual, lambda name: str(root / name), str(manifest_path), expected_content_sha256)
+        check_against_manifest(
+            manifest, actual, lambda name: str(root / name), str(manifest_path), expected_content_sha256
+        )
         return manifest, contents
 
     def read_golden(self, key: str, pinned_content_sha256: str) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -208,7 +214,9 @@ class LocalStore:
         require_golden_pin(key, pinned_content_sha256)
         return self.read_version(key, pinned_content_sha256)
 
-    def materialize_version(self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None) -> Path:
+    def materialize_version(
+        self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None
+    ) -> Path:
         """A verified local directory holding the version, for jobs that read files: here, the version itself."""
         self.verify_version(key, expected_content_sha256)
         return self.path(key)

@@ -82,7 +82,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` → ``("bucket", "some/prefix")``; ValueError names a malformed URI."""
     if not uri.startswith("s3://"):
         raise ValueError(f"{uri!r}: not an s3:// URI")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError(f"{uri!r}: an s3:// URI needs a bucket name")
     return bucket, prefix.strip("/")
@@ -97,11 +97,14 @@ class S3Store:
     can_append = False  # no append on S3: an append-only log is one write-once object per entry
 
     def __init__(self, dataset_bucket: str, artifact_bucket: str, golden_bucket: str, client: Any = None) -> None:
-        self.layout = S3Layout(dataset_bucket=dataset_bucket, artifact_bucket=artifact_bucket, golden_bucket=golden_bucket)
+        self.layout = S3Layout(
+            dataset_bucket=dataset_bucket, artifact_bucket=artifact_bucket, golden_bucket=golden_bucket
+        )
         self._client = client
 
     def job_argument(self) -> str:
-        """What a job gets as ``--store-root`` (``s3://<dataset bucket>``); its environment names the other two buckets."""
+        """What a job gets as ``--store-root`` (``s3://<dataset bucket>``); its environment names the other two
+        buckets."""
         return f"s3://{self.layout.dataset_bucket}"
 
     @property
@@ -115,7 +118,10 @@ class S3Store:
 
     def __repr__(self) -> str:
         layout = self.layout
-        return f"S3Store(dataset={layout.dataset_bucket!r}, artifact={layout.artifact_bucket!r}, golden={layout.golden_bucket!r})"
+        return (
+            f"S3Store(dataset={layout.dataset_bucket!r}, artifact={layout.artifact_bucket!r}, "
+            f"golden={layout.golden_bucket!r})"
+        )
 
     # -- addressing ---------------------------------------------------------------------------
 
@@ -131,7 +137,9 @@ class S3Store:
         """The key of an ``s3://`` URI this store handed out; ValueError when its bucket is not the key's own."""
         bucket, key = parse_s3_uri(str(location))
         if not key or self.layout.bucket_of(key) != bucket:
-            raise ValueError(f"{location}: not in this store ({self!r}); rule: results are read from the run's own buckets")
+            raise ValueError(
+                f"{location}: not in this store ({self!r}); rule: results are read from the run's own buckets"
+            )
         return key
 
     def sha256_of(self, key: str) -> str:
@@ -239,7 +247,9 @@ class S3Store:
         bucket, object_key = self._locate(prefix_key)
         base = object_key + "/"
         arguments = {"Bucket": bucket, "Prefix": base, **({"Delimiter": "/"} if delimiter else {})}
-        pages = self.client.get_paginator("list_objects_v2").paginate(**arguments, PaginationConfig={"PageSize": self.list_page_size})
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            **arguments, PaginationConfig={"PageSize": self.list_page_size}
+        )
         for page in pages:
             for common in page.get("CommonPrefixes", []):
                 yield common["Prefix"].rstrip("/"), True  # object keys are store keys: no prefix to strip
@@ -252,7 +262,7 @@ class S3Store:
         for key, _ in self._list(prefix, delimiter=True):
             name = key.rpartition("/")[2]
             if name.startswith(".") and name.endswith(PUBLISHING_SUFFIX):
-                pending.add(name[1: -len(PUBLISHING_SUFFIX)])
+                pending.add(name[1 : -len(PUBLISHING_SUFFIX)])
             elif not name.startswith("."):
                 children.add(name)
         base = prefix.rstrip("/")
@@ -267,8 +277,11 @@ class S3Store:
         One listing tells objects from prefixes, so no HEAD per key; raw partitions, the one
         caller, hold no versions, so there are no markers to honour here.
         """
-        return sorted(key for key, is_prefix in self._list(prefix, delimiter=True)
-                      if not is_prefix and not key.rpartition("/")[2].startswith("."))
+        return sorted(
+            key
+            for key, is_prefix in self._list(prefix, delimiter=True)
+            if not is_prefix and not key.rpartition("/")[2].startswith(".")
+        )
 
     def pending_versions(self, prefix: str) -> list[str]:
         """Versions under ``prefix`` whose publish started and never wrote a manifest (running or dead)."""
@@ -277,7 +290,7 @@ class S3Store:
         for key, is_prefix in self._list(prefix, delimiter=True):
             name = key.rpartition("/")[2]
             if not is_prefix and name.startswith(".") and name.endswith(PUBLISHING_SUFFIX):
-                version = f"{base}/{name[1: -len(PUBLISHING_SUFFIX)]}"
+                version = f"{base}/{name[1 : -len(PUBLISHING_SUFFIX)]}"
                 if not self._object_exists(f"{version}/{MANIFEST_NAME}"):
                     pending.append(version)
         return sorted(pending)
@@ -290,7 +303,9 @@ class S3Store:
         the integrity check of every reader, never silently succeed.
         """
         if self._object_exists(f"{key}/{MANIFEST_NAME}"):
-            raise WriteOnceError(f"{self.uri(key)}: is published (its manifest exists) and write-once; refusing to remove it")
+            raise WriteOnceError(
+                f"{self.uri(key)}: is published (its manifest exists) and write-once; refusing to remove it"
+            )
         removed = [object_key for object_key, _ in self._list(key, delimiter=False)]
         for object_key in removed:
             self._delete(object_key)
@@ -314,7 +329,9 @@ class S3Store:
             self._put_once(marker, json.dumps(claim).encode(), rule="marks a publish in progress")
         except WriteOnceError:
             if self._object_exists(f"{key}/{MANIFEST_NAME}"):
-                raise WriteOnceError(f"{self.uri(key)}: version already exists and is write-once; refusing to overwrite") from None
+                raise WriteOnceError(
+                    f"{self.uri(key)}: version already exists and is write-once; refusing to overwrite"
+                ) from None
             raise WriteOnceError(
                 f"{self.uri(key)}: another publish of this version started ({self.uri(marker)}) and has not finished; "
                 "if it died, remove it with abandon_version and publish again"
@@ -347,7 +364,9 @@ class S3Store:
         """Relpaths of the files stored under a version, manifest excluded."""
         base = len(key.rstrip("/")) + 1
         return sorted(
-            object_key[base:] for object_key, _ in self._list(key, delimiter=False) if object_key[base:] != MANIFEST_NAME
+            object_key[base:]
+            for object_key, _ in self._list(key, delimiter=False)
+            if object_key[base:] != MANIFEST_NAME
         )
 
     def _read_manifest(self, key: str) -> dict[str, Any]:
@@ -377,17 +396,23 @@ class S3Store:
         manifest_uri = self.uri(f"{key}/{MANIFEST_NAME}")
         check_pin_first(manifest, expected_content_sha256, manifest_uri)
         actual = {name: self._stream_sha256(f"{key}/{name}") for name in self._version_objects(key)}
-        check_against_manifest(manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256)
+        check_against_manifest(
+            manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256
+        )
         return manifest
 
-    def read_version(self, key: str, expected_content_sha256: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    def read_version(
+        self, key: str, expected_content_sha256: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
         """A version's manifest and files; the bytes returned are the bytes that were hashed and checked."""
         manifest = self._read_manifest(key)
         manifest_uri = self.uri(f"{key}/{MANIFEST_NAME}")
         check_pin_first(manifest, expected_content_sha256, manifest_uri)
         contents = {name: self.read_bytes(f"{key}/{name}") for name in self._version_objects(key)}
         actual = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-        check_against_manifest(manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256)
+        check_against_manifest(
+            manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256
+        )
         return manifest, contents
 
     def read_golden(self, key: str, pinned_content_sha256: str) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -395,7 +420,9 @@ class S3Store:
         require_golden_pin(key, pinned_content_sha256)
         return self.read_version(key, pinned_content_sha256)
 
-    def materialize_version(self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None) -> Path:
+    def materialize_version(
+        self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None
+    ) -> Path:
         """Download a version into a local directory, checking every byte written; returns the directory.
 
         The directory holds the manifest too, so code that reads files (``verify_tree``,
@@ -413,7 +440,9 @@ class S3Store:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with open(target, "wb") as sink:
                     actual[name] = self._stream_sha256(f"{key}/{name}", sink)
-            check_against_manifest(manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256)
+            check_against_manifest(
+                manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256
+            )
         except BaseException:
             if created:  # a directory of unverified bytes must not outlive the refusal
                 shutil.rmtree(dest, ignore_errors=True)
@@ -426,9 +455,17 @@ def put_object_request(aws: Any, key: str, body: bytes | str, content_type: str 
     """``PutObject`` with ``IfNoneMatch="*"``: S3 answers 412 instead of overwriting, and KMS when configured.
 
     ``aws`` is a model's ``aws:`` config (``retrain.config.AwsConfig``); its three buckets route the key."""
-    layout = S3Layout(dataset_bucket=aws.dataset_bucket, artifact_bucket=aws.artifact_bucket, golden_bucket=aws.golden_bucket)
+    layout = S3Layout(
+        dataset_bucket=aws.dataset_bucket, artifact_bucket=aws.artifact_bucket, golden_bucket=aws.golden_bucket
+    )
     bucket, object_key = layout.locate(key)
-    request: dict[str, Any] = {"Bucket": bucket, "Key": object_key, "Body": body, "ContentType": content_type, "IfNoneMatch": "*"}
+    request: dict[str, Any] = {
+        "Bucket": bucket,
+        "Key": object_key,
+        "Body": body,
+        "ContentType": content_type,
+        "IfNoneMatch": "*",
+    }
     if aws.kms_key_arn:
         request.update({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": aws.kms_key_arn})
     return request

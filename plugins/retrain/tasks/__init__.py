@@ -32,7 +32,11 @@ TASK_TYPES: dict[str, tuple[str, ...]] = {
 better) that its metrics.json blocks carry and that ``gate.floors`` and ``gate.min_delta`` may name.
 Kept here, as plain data, so a config validates without importing a task's modules."""
 
-SIDES = {"train": "retrain_jobs.tasks.{task}.train", "evaluate": "retrain_jobs.tasks.{task}.evaluate", "gate": "retrain.tasks.{task}"}
+SIDES = {
+    "train": "retrain_jobs.tasks.{task}.train",
+    "evaluate": "retrain_jobs.tasks.{task}.evaluate",
+    "gate": "retrain.tasks.{task}",
+}
 """Where each side's module of a task type lives."""
 
 

@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from retrain.schema import Strict
-
 from retrain.gate import FAIL, PASS, at_least, at_most, binomial_tail, criterion, deltas, fmt_p, mcnemar_exact
+from retrain.schema import Strict
 
 if TYPE_CHECKING:
     from retrain.config import GatePolicy
@@ -36,17 +35,35 @@ METRIC = "format_exact_match"
 
 
 class GenerationPolicy(Strict):
-    """causal_lm_lora: the gain the adapter must keep over the base model it sits on, non-inferiority against the champion
+    """causal_lm_lora: the gain the adapter must keep over the base model it sits on, non-inferiority against the
+    champion
     on format exact-match by a paired exact McNemar test over golden prompts, and perplexity limits."""
 
-    min_gain_vs_base: float = Field(0.0, ge=-1, le=1, description="challenger − base model (no adapter) format exact-match must be "
-                                                                  ">= this; applies without a champion too.")
-    alpha: float = Field(0.05, gt=0, lt=1, description="Level of the one-sided exact McNemar test over golden prompts that the champion "
-                                                       "matches the format more often; the challenger fails when the test rejects.")
-    max_perplexity: float | None = Field(None, gt=1, description="Ceiling of the challenger's perplexity on the golden responses.")
-    max_perplexity_ratio: float | None = Field(None, ge=1, description="challenger / champion perplexity on the golden responses must be <= this.")
+    min_gain_vs_base: float = Field(
+        0.0,
+        ge=-1,
+        le=1,
+        description="challenger − base model (no adapter) format exact-match must be "
+        ">= this; applies without a champion too.",
+    )
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Level of the one-sided exact McNemar test over golden prompts that the champion "
+        "matches the format more often; the challenger fails when the test rejects.",
+    )
+    max_perplexity: float | None = Field(
+        None, gt=1, description="Ceiling of the challenger's perplexity on the golden responses."
+    )
+    max_perplexity_ratio: float | None = Field(
+        None, ge=1, description="challenger / champion perplexity on the golden responses must be <= this."
+    )
     max_text_perplexity_ratio_vs_base: float | None = Field(
-        None, ge=1, description="challenger / base model perplexity on held-out plain text must be <= this (forgetting).")
+        None,
+        ge=1,
+        description="challenger / base model perplexity on held-out plain text must be <= this (forgetting).",
+    )
 
     def named_metrics(self) -> set[str]:
         return {"format_exact_match"}  # the metric its gain, McNemar and champion criteria judge
@@ -60,25 +77,50 @@ def criteria(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) ->
     """This task type's criteria, in the order gate.json lists them."""
     rule = policy.generation or GenerationPolicy()
     challenger, baseline = metrics["challenger"], metrics["baseline"]
-    results = [at_least(f"base.{METRIC}", challenger[METRIC] - baseline[METRIC], rule.min_gain_vs_base,
-                        f"challenger − base model (no adapter) {METRIC}")]
+    results = [
+        at_least(
+            f"base.{METRIC}",
+            challenger[METRIC] - baseline[METRIC],
+            rule.min_gain_vs_base,
+            f"challenger − base model (no adapter) {METRIC}",
+        )
+    ]
     if rule.max_perplexity is not None:
-        results.append(at_most("perplexity.ceiling", challenger["perplexity"], rule.max_perplexity, "golden response perplexity", ".4g"))
+        results.append(
+            at_most(
+                "perplexity.ceiling", challenger["perplexity"], rule.max_perplexity, "golden response perplexity", ".4g"
+            )
+        )
     if rule.max_text_perplexity_ratio_vs_base is not None:
-        results.append(at_most("forgetting.text_perplexity", challenger["text_perplexity"] / baseline["text_perplexity"],
-                               rule.max_text_perplexity_ratio_vs_base, "challenger / base model held-out text perplexity", ".4g"))
+        results.append(
+            at_most(
+                "forgetting.text_perplexity",
+                challenger["text_perplexity"] / baseline["text_perplexity"],
+                rule.max_text_perplexity_ratio_vs_base,
+                "challenger / base model held-out text perplexity",
+                ".4g",
+            )
+        )
     if has_champion:
         champion = metrics["champion"]
         results += deltas(policy, challenger, champion)
         results.append(mcnemar_non_inferiority(metrics["paired"], rule.alpha))
         if rule.max_perplexity_ratio is not None:
-            results.append(at_most("perplexity.ratio", challenger["perplexity"] / champion["perplexity"], rule.max_perplexity_ratio,
-                                   "challenger / champion golden response perplexity", ".4g"))
+            results.append(
+                at_most(
+                    "perplexity.ratio",
+                    challenger["perplexity"] / champion["perplexity"],
+                    rule.max_perplexity_ratio,
+                    "challenger / champion golden response perplexity",
+                    ".4g",
+                )
+            )
     return results
 
 
 def mcnemar_non_inferiority(paired: dict[str, Any], alpha: float) -> dict[str, Any]:
-    """One-sided exact McNemar over golden prompts: fails when the champion's exact matches exceed the challenger's beyond noise."""
+    """One-sided exact McNemar over golden prompts: fails when the champion's exact matches exceed the challenger's
+    beyond noise."""
     a = np.asarray(paired["challenger"], dtype=bool)
     b = np.asarray(paired["champion"], dtype=bool)
     test = mcnemar_exact(a, b)
@@ -86,8 +128,12 @@ def mcnemar_non_inferiority(paired: dict[str, Any], alpha: float) -> dict[str, A
     p = binomial_tail(only_b, only_a + only_b, 0.5, upper=True)
     ok = p >= alpha
     return criterion(
-        f"mcnemar.{METRIC}", p, alpha, PASS if ok else FAIL,
-        f"one-sided exact McNemar over {len(a)} prompts: {only_a} only the challenger matches, {only_b} only the champion; "
+        f"mcnemar.{METRIC}",
+        p,
+        alpha,
+        PASS if ok else FAIL,
+        f"one-sided exact McNemar over {len(a)} prompts: {only_a} only the challenger matches, {only_b} only the "
+        "champion; "
         f"P(champion-only >= {only_b} | equal rates) = {fmt_p(p)} {'>=' if ok else '<'} alpha {alpha} "
         f"(two-sided p {fmt_p(test['p_value'])})",
     )

@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from retrain.schema import Strict
-
 from retrain.gate import FAIL, PASS, at_least, criterion, deltas
+from retrain.schema import Strict
 
 if TYPE_CHECKING:
     from retrain.config import GatePolicy
@@ -37,10 +36,15 @@ class RetrievalPolicy(Strict):
     """embedding_adapter: which metric the paired bootstrap over queries judges, and the gain the adapter must
     keep over the frozen encoder it sits on (else serving the frozen encoder would do as well)."""
 
-    significance_metric: str = Field("ndcg_at_10", description="Headline metric whose Δ against the champion the paired "
-                                                               "bootstrap over queries judges (gate.significance).")
-    min_delta_vs_frozen: dict[str, float] = Field(default_factory=dict, description="challenger − frozen encoder must be >= "
-                                                                                    "this, per headline metric; applies without a champion too.")
+    significance_metric: str = Field(
+        "ndcg_at_10",
+        description="Headline metric whose Δ against the champion the paired "
+        "bootstrap over queries judges (gate.significance).",
+    )
+    min_delta_vs_frozen: dict[str, float] = Field(
+        default_factory=dict,
+        description="challenger − frozen encoder must be >= this, per headline metric; applies without a champion too.",
+    )
 
     def named_metrics(self) -> set[str]:
         return {self.significance_metric, *self.min_delta_vs_frozen}
@@ -50,7 +54,9 @@ POLICY_SECTIONS = {"retrieval": RetrievalPolicy}
 """The gate policy section(s) this task type adds to ``gate:`` (``retrain.config.GatePolicy``), by name."""
 
 
-def paired_bootstrap_mean(a: np.ndarray, b: np.ndarray, resamples: int, confidence: float, seed: int) -> dict[str, float]:
+def paired_bootstrap_mean(
+    a: np.ndarray, b: np.ndarray, resamples: int, confidence: float, seed: int
+) -> dict[str, float]:
     """Percentile CI of mean(a − b) when the queries are resampled with replacement (pairs kept together).
 
     Resampling n queries is a multinomial draw of how often each is taken, so a resample's mean
@@ -65,15 +71,23 @@ def paired_bootstrap_mean(a: np.ndarray, b: np.ndarray, resamples: int, confiden
         means[start : start + size] = rng.multinomial(n, np.full(n, 1.0 / n), size=size) @ d / n
     alpha = (1 - confidence) / 2
     lower, upper = np.quantile(means, [alpha, 1 - alpha])
-    return {"delta": float(d.mean()), "lower": float(lower), "upper": float(upper), "resamples": resamples, "confidence": confidence}
+    return {
+        "delta": float(d.mean()),
+        "lower": float(lower),
+        "upper": float(upper),
+        "resamples": resamples,
+        "confidence": confidence,
+    }
 
 
 def criteria(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) -> list[dict[str, Any]]:
     """This task type's criteria, in the order gate.json lists them."""
     rule = policy.retrieval or RetrievalPolicy()
     challenger, baseline = metrics["challenger"], metrics["baseline"]
-    results = [at_least(f"frozen.{m}", challenger[m] - baseline[m], margin, f"challenger − frozen encoder {m}")
-               for m, margin in rule.min_delta_vs_frozen.items()]
+    results = [
+        at_least(f"frozen.{m}", challenger[m] - baseline[m], margin, f"challenger − frozen encoder {m}")
+        for m, margin in rule.min_delta_vs_frozen.items()
+    ]
     if has_champion:
         results += deltas(policy, challenger, metrics["champion"])
         results.append(significance(policy, rule.significance_metric, metrics["paired"]))
@@ -85,9 +99,17 @@ def significance(policy: GatePolicy, metric: str, paired: dict[str, Any]) -> dic
     return bootstrap_criterion(f"significance.{metric}", policy, metric, paired, "champion", policy.significance.margin)
 
 
-def bootstrap_criterion(name: str, policy: GatePolicy, metric: str, paired: dict[str, Any], other: str, margin: float,
-                        label: str | None = None) -> dict[str, Any]:
-    """The lower bound of the paired percentile bootstrap CI over queries of mean(challenger − ``other``) of the per-query
+def bootstrap_criterion(
+    name: str,
+    policy: GatePolicy,
+    metric: str,
+    paired: dict[str, Any],
+    other: str,
+    margin: float,
+    label: str | None = None,
+) -> dict[str, Any]:
+    """The lower bound of the paired percentile bootstrap CI over queries of mean(challenger − ``other``) of the
+    per-query
     ``metric`` must clear ``margin``; resamples, confidence and seed from ``gate.significance``."""
     sig = policy.significance
     a, b = np.asarray(paired["challenger"][metric]), np.asarray(paired[other][metric])
@@ -95,7 +117,10 @@ def bootstrap_criterion(name: str, policy: GatePolicy, metric: str, paired: dict
     ok = ci["lower"] >= margin
     better, worse = int(np.sum(a > b)), int(np.sum(a < b))
     return criterion(
-        name, round(ci["lower"], 6), margin, PASS if ok else FAIL,
+        name,
+        round(ci["lower"], 6),
+        margin,
+        PASS if ok else FAIL,
         f"{sig.confidence:.0%} paired bootstrap CI over {len(a)} queries of Δ {metric} against the {label or other} "
         f"[{ci['lower']:+.4f}, {ci['upper']:+.4f}] (Δ {ci['delta']:+.4f}; {better} queries better, {worse} worse; "
         f"{sig.resamples} resamples); lower bound {'>=' if ok else '<'} margin {margin}",
@@ -118,21 +143,32 @@ def _unique_rows(path: Path, id_field: str, text_field: str) -> dict[str, int]:
         if not str(row.get(text_field, "")).strip():
             raise SeedError(f"{path}: line {line_no}: empty {text_field!r}; rule: every row has text")
         if row[id_field] in ids:
-            raise SeedError(f"{path}: line {line_no}: {id_field} {row[id_field]!r} repeated (first on line {ids[row[id_field]]}); rule: ids are unique")
+            raise SeedError(
+                f"{path}: line {line_no}: {id_field} {row[id_field]!r} repeated (first on line {ids[row[id_field]]}); "
+                "rule: ids are unique"
+            )
         ids[row[id_field]] = line_no
     return ids
 
 
-def _judged_queries(qrels_path: Path, queries: dict[str, int], passages: dict[str, int], source: Path, corpus_path: Path) -> set[str]:
+def _judged_queries(
+    qrels_path: Path, queries: dict[str, int], passages: dict[str, int], source: Path, corpus_path: Path
+) -> set[str]:
     """The queries with a relevant passage, once every qrels row names a known query and passage."""
     from retrain.golden import SeedError
 
     judged: set[str] = set()
     for line_no, row in _jsonl_rows(qrels_path):
         if row["query_id"] not in queries:
-            raise SeedError(f"{qrels_path}: line {line_no}: query_id {row['query_id']!r} is not a query in {source}; rule: qrels name known queries")
+            raise SeedError(
+                f"{qrels_path}: line {line_no}: query_id {row['query_id']!r} is not a query in {source}; rule: qrels "
+                "name known queries"
+            )
         if row["passage_id"] not in passages:
-            raise SeedError(f"{qrels_path}: line {line_no}: passage_id {row['passage_id']!r} is not in {corpus_path}; rule: qrels name known passages")
+            raise SeedError(
+                f"{qrels_path}: line {line_no}: passage_id {row['passage_id']!r} is not in {corpus_path}; rule: qrels "
+                "name known passages"
+            )
         if row.get("relevance", 0) > 0:
             judged.add(row["query_id"])
     return judged
@@ -148,11 +184,20 @@ def golden_files(config, source: Path) -> tuple[dict[str, bytes], int]:
     corpus_path, qrels_path = source.parent / "corpus.jsonl", source.parent / "qrels.jsonl"
     for path in (corpus_path, qrels_path):
         if not path.is_file():
-            raise SeedError(f"{path}: no such file; rule: a retrieval golden set is {source.name}, corpus.jsonl and qrels.jsonl side by side")
+            raise SeedError(
+                f"{path}: no such file; rule: a retrieval golden set is {source.name}, corpus.jsonl and qrels.jsonl "
+                "side by side"
+            )
     queries, passages = _unique_rows(source, "key", "text"), _unique_rows(corpus_path, "passage_id", "text")
     unjudged = sorted(set(queries) - _judged_queries(qrels_path, queries, passages, source, corpus_path))
     if unjudged:
-        raise SeedError(f"{source}: line {queries[unjudged[0]]}: query {unjudged[0]!r} has no relevant passage in {qrels_path} "
-                        f"({len(unjudged)} such); rule: every golden query has one")
-    files = {"golden.jsonl": source.read_bytes(), "corpus.jsonl": corpus_path.read_bytes(), "qrels.jsonl": qrels_path.read_bytes()}
+        raise SeedError(
+            f"{source}: line {queries[unjudged[0]]}: query {unjudged[0]!r} has no relevant passage in {qrels_path} "
+            f"({len(unjudged)} such); rule: every golden query has one"
+        )
+    files = {
+        "golden.jsonl": source.read_bytes(),
+        "corpus.jsonl": corpus_path.read_bytes(),
+        "qrels.jsonl": qrels_path.read_bytes(),
+    }
     return files, len(queries)

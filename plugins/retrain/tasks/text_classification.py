@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from retrain.schema import Strict
-
 from retrain.gate import (
     FAIL,
     PASS,
@@ -39,6 +37,7 @@ from retrain.gate import (
     one_vs_rest_discordance,
     paired_bootstrap_macro_f1,
 )
+from retrain.schema import Strict
 
 if TYPE_CHECKING:
     from retrain.config import GatePolicy
@@ -48,11 +47,16 @@ METRICS = ("macro_f1", "accuracy")
 
 
 class FalseEscalationPolicy(Strict):
-    """The false-escalation rate (examples not of the escalation label predicted as it): a ceiling, and its ratio to the champion's."""
+    """The false-escalation rate (examples not of the escalation label predicted as it): a ceiling, and its ratio to
+    the champion's."""
 
     max_rate: float = Field(ge=0, le=1, description="Ceiling on the challenger's false-escalation rate.")
-    max_ratio: float = Field(1.15, ge=1, description="The challenger's rate may be at most this times the champion's, beyond noise.")
-    alpha: float = Field(0.05, gt=0, lt=1, description="Level of the paired one-sided exact test that the ratio is exceeded.")
+    max_ratio: float = Field(
+        1.15, ge=1, description="The challenger's rate may be at most this times the champion's, beyond noise."
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="Level of the paired one-sided exact test that the ratio is exceeded."
+    )
 
     def config_problem(self, config) -> str | None:
         """What the rest of the model config lacks for this section, or None."""
@@ -84,12 +88,18 @@ def _significance(policy: GatePolicy, metrics: dict[str, Any]) -> list[dict[str,
     mc = mcnemar_exact(np.asarray(paired["challenger_correct"], bool), np.asarray(paired["champion_correct"], bool))
     return [
         criterion(
-            "significance.macro_f1", round(ci["lower"], 6), sig.margin, PASS if ok else FAIL,
+            "significance.macro_f1",
+            round(ci["lower"], 6),
+            sig.margin,
+            PASS if ok else FAIL,
             f"{sig.confidence:.0%} paired bootstrap CI of Δ macro F1 [{ci['lower']:+.4f}, {ci['upper']:+.4f}] "
             f"(Δ {ci['delta']:+.4f}, {sig.resamples} resamples); lower bound {'>=' if ok else '<'} margin {sig.margin}",
         ),
         criterion(
-            "significance.mcnemar", round(mc["p_value"], 6), None, REPORT,
+            "significance.mcnemar",
+            round(mc["p_value"], 6),
+            None,
+            REPORT,
             f"exact McNemar p={mc['p_value']:.4g}: {mc['only_challenger_correct']} only-challenger vs "
             f"{mc['only_champion_correct']} only-champion correct (reported, not gating)",
         ),
@@ -132,8 +142,15 @@ def false_escalation(policy: GatePolicy, metrics: dict[str, Any], has_champion: 
         return []
     label = metrics.get("escalation_label")
     if label is None:
-        return [criterion("false_escalation.rate", None, rule.max_rate, FAIL,
-                          "metrics.json has no false-escalation figures: evaluation.escalation_label is not set")]
+        return [
+            criterion(
+                "false_escalation.rate",
+                None,
+                rule.max_rate,
+                FAIL,
+                "metrics.json has no false-escalation figures: evaluation.escalation_label is not set",
+            )
+        ]
     paired = metrics["paired"]
     escalation = list(metrics["labels"]).index(label)
     y, a = (np.asarray(paired[k], dtype=np.int64) for k in ("y_true", "challenger_pred"))
@@ -142,9 +159,16 @@ def false_escalation(policy: GatePolicy, metrics: dict[str, Any], has_champion: 
         return [criterion("false_escalation.rate", None, rule.max_rate, SKIP, f"no golden example outside {label!r}")]
     rate_a = fp_a / calm
     ok = rate_a <= rule.max_rate
-    out = [criterion("false_escalation.rate", round(rate_a, 6), rule.max_rate, PASS if ok else FAIL,
-                     f"false-escalation rate {rate_a:.4f} ({fp_a} of {calm} examples not {label!r} predicted {label!r}) "
-                     f"{'<=' if ok else '>'} {rule.max_rate}")]
+    out = [
+        criterion(
+            "false_escalation.rate",
+            round(rate_a, 6),
+            rule.max_rate,
+            PASS if ok else FAIL,
+            f"false-escalation rate {rate_a:.4f} ({fp_a} of {calm} examples not {label!r} predicted {label!r}) "
+            f"{'<=' if ok else '>'} {rule.max_rate}",
+        )
+    ]
     if not has_champion:
         return out
     b = np.asarray(paired["champion_pred"], dtype=np.int64)
@@ -157,9 +181,11 @@ def false_escalation(policy: GatePolicy, metrics: dict[str, Any], has_champion: 
     ratio = rate_a / rate_b if rate_b else (1.0 if rate_a == 0 else math.inf)
     past = rate_a > rule.max_ratio * rate_b
     significant = p <= rule.alpha
-    evidence = (f"challenger {rate_a:.4f} vs champion {rate_b:.4f} ({fp_a} vs {fp_b} of {calm}); paired on those examples "
-                f"{only_a} only-challenger vs {only_b} only-champion escalations ({both} both), one-sided exact test of "
-                f"rate <= {rule.max_ratio} x champion's: p={fmt_p(p)} {'<=' if significant else '>'} {rule.alpha}")
+    evidence = (
+        f"challenger {rate_a:.4f} vs champion {rate_b:.4f} ({fp_a} vs {fp_b} of {calm}); paired on those examples "
+        f"{only_a} only-challenger vs {only_b} only-champion escalations ({both} both), one-sided exact test of "
+        f"rate <= {rule.max_ratio} x champion's: p={fmt_p(p)} {'<=' if significant else '>'} {rule.alpha}"
+    )
     if past and significant:
         verdict, head = FAIL, f"false-escalation rate above {rule.max_ratio} x the champion's beyond noise: "
     elif past:
@@ -184,7 +210,15 @@ def _per_class(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) 
     small = len(labels) - len(judged)
     note = f"; {small} class(es) under {policy.min_class_support} examples not judged" if small else ""
     if not judged:
-        return [criterion("per_class.floor", None, policy.per_class_floor, SKIP, f"no class has {policy.min_class_support}+ examples")]
+        return [
+            criterion(
+                "per_class.floor",
+                None,
+                policy.per_class_floor,
+                SKIP,
+                f"no class has {policy.min_class_support}+ examples",
+            )
+        ]
     alpha = policy.per_class_alpha
     paired = metrics["paired"]
     y, a = (np.asarray(paired[k], dtype=np.int64) for k in ("y_true", "challenger_pred"))
@@ -206,23 +240,47 @@ def _per_class(policy: GatePolicy, metrics: dict[str, Any], has_champion: bool) 
         in_noise = int(np.sum(material & ~significant))
 
         def evidence(j: int) -> str:
-            return (f"{labels[judged[j]]}: F1 {-drop[j]:+.3f}, one-vs-rest McNemar {int(only_a[j])} vs {int(only_b[j])} "
-                    f"(only challenger vs only champion right), p={fmt_p(p[j])} "
-                    f"{'<=' if significant[j] else '>'} {alpha:g}/{family[j]} (Holm–Tarone, {family[j]} of {len(judged)} classes testable)")
+            return (
+                f"{labels[judged[j]]}: F1 {-drop[j]:+.3f}, one-vs-rest McNemar {int(only_a[j])} vs {int(only_b[j])} "
+                f"(only challenger vs only champion right), p={fmt_p(p[j])} "
+                f"{'<=' if significant[j] else '>'} {alpha:g}/{family[j]} (Holm–Tarone, {family[j]} of {len(judged)} "
+                "classes testable)"
+            )
 
         if len(failing):
-            reason = (f"{len(failing)} class(es) lost more than {policy.per_class_max_regression} F1 beyond noise, worst "
-                      + evidence(worst) + (f"; {in_noise} more past the limit within noise" if in_noise else ""))
+            reason = (
+                f"{len(failing)} class(es) lost more than {policy.per_class_max_regression} F1 beyond noise, worst "
+                + evidence(worst)
+                + (f"; {in_noise} more past the limit within noise" if in_noise else "")
+            )
         else:
-            reason = (f"no class lost more than {policy.per_class_max_regression} F1 beyond noise; largest drop "
-                      + evidence(worst) + (f"; {in_noise} class(es) past the limit within noise" if in_noise else ""))
-        out.append(criterion("per_class.regression", round(float(drop[worst]), 6), policy.per_class_max_regression,
-                             FAIL if len(failing) else PASS, reason + note))
+            reason = (
+                f"no class lost more than {policy.per_class_max_regression} F1 beyond noise; largest drop "
+                + evidence(worst)
+                + (f"; {in_noise} class(es) past the limit within noise" if in_noise else "")
+            )
+        out.append(
+            criterion(
+                "per_class.regression",
+                round(float(drop[worst]), 6),
+                policy.per_class_max_regression,
+                FAIL if len(failing) else PASS,
+                reason + note,
+            )
+        )
     return out
 
 
-def _floor(policy: GatePolicy, labels: list[str], judged: list[int], f1: np.ndarray, y: np.ndarray, a: np.ndarray,
-           n_classes: int, note: str) -> dict[str, Any]:
+def _floor(
+    policy: GatePolicy,
+    labels: list[str],
+    judged: list[int],
+    f1: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray,
+    n_classes: int,
+    note: str,
+) -> dict[str, Any]:
     """Per-class floor: F1 below the floor, and an exact binomial test that its true F1 is below it too.
 
     F1 = 2J/(1+J), where J = TP/(TP+FP+FN) is the share of the examples that concern the class
@@ -240,15 +298,19 @@ def _floor(policy: GatePolicy, labels: list[str], judged: list[int], f1: np.ndar
     failing = np.flatnonzero(below & significant)
     worst = int(failing[np.argmin(p[failing])]) if len(failing) else int(np.argmin(f1))
     in_noise = int(np.sum(below & ~significant))
-    evidence = (f"{labels[judged[worst]]} at {f1[worst]:.3f}, TP {int(tp[worst])} of {int(concern[worst])} examples "
-                f"concerning it, exact binomial p={fmt_p(p[worst])} {'<=' if significant[worst] else '>'} "
-                f"{alpha:g}/{family[worst]} (Holm–Tarone)")
+    evidence = (
+        f"{labels[judged[worst]]} at {f1[worst]:.3f}, TP {int(tp[worst])} of {int(concern[worst])} examples "
+        f"concerning it, exact binomial p={fmt_p(p[worst])} {'<=' if significant[worst] else '>'} "
+        f"{alpha:g}/{family[worst]} (Holm–Tarone)"
+    )
     if len(failing):
         reason = f"{len(failing)} class(es) below the floor beyond noise, worst " + evidence
     else:
         reason = "no class below the floor beyond noise; lowest " + evidence
     reason += f"; {in_noise} class(es) under the floor within noise" if in_noise else ""
-    return criterion("per_class.floor", round(float(f1[worst]), 6), floor, FAIL if len(failing) else PASS, reason + note)
+    return criterion(
+        "per_class.floor", round(float(f1[worst]), 6), floor, FAIL if len(failing) else PASS, reason + note
+    )
 
 
 def golden_files(config, source):

@@ -26,7 +26,7 @@ FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthM
 DAGBAG_IMPORT_TIMEOUT_S = 30.0  # MWAA's default dagbag_import_timeout
 SYSTEM_ROOTS = ("/dev", "/proc", "/sys", "/etc", "/usr/share/zoneinfo", "/usr/lib/ssl")
 
-PARSE_SCRIPT = r'''
+PARSE_SCRIPT = r"""
 import json, os, sys, time
 allowed = tuple(json.loads(sys.argv[2]))
 outside = set()
@@ -45,15 +45,15 @@ t1 = time.perf_counter()
 bag = DagBag(dag_folder=sys.argv[1])
 t2 = time.perf_counter()
 plugins_manager.ensure_plugins_loaded()
-files = {os.path.basename(s.file): s.duration.total_seconds() if hasattr(s.duration, "total_seconds") else float(s.duration)
-         for s in bag.dagbag_stats}
+files = {os.path.basename(s.file): s.duration.total_seconds() if hasattr(s.duration, "total_seconds")
+         else float(s.duration) for s in bag.dagbag_stats}
 print("PARSE_JSON " + json.dumps({
     "total_s": t2 - t0, "dagbag_s": t2 - t1, "file_s": files, "dags": sorted(bag.dags),
     "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
     "plugin_errors": {k: str(v) for k, v in plugins_manager.get_import_errors().items()},
     "outside_reads": sorted(outside), "sys_path": sys.path,
 }))
-'''
+"""
 
 
 class BundleCheckFailed(ValueError):
@@ -96,7 +96,9 @@ def startup_environment(startup_sh: Path, home: Path) -> dict[str, str]:
     """The variables ``startup.sh`` exports when sourced with ``AIRFLOW_HOME=home`` in an empty environment."""
     base = {"HOME": str(home), "AIRFLOW_HOME": str(home), "PATH": "/usr/bin:/bin"}
     script = '. "$1" >/dev/null && env -0'
-    out = subprocess.run(["bash", "-c", script, "startup", str(startup_sh)], env=base, capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", script, "startup", str(startup_sh)], env=base, capture_output=True, check=True
+    ).stdout
     exported = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
     return {k: v for k, v in exported.items() if k not in base and k not in ("PWD", "SHLVL", "_", "OLDPWD")}
 
@@ -104,29 +106,51 @@ def startup_environment(startup_sh: Path, home: Path) -> dict[str, str]:
 def parse_environment(home: Path, startup: dict[str, str]) -> dict[str, str]:
     """A clean environment for the DAG processor stand-in: startup.sh's exports plus MWAA's Airflow settings."""
     return {
-        "PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", **startup, "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
-        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(DAGBAG_IMPORT_TIMEOUT_S), "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1", "TMPDIR": str(home / "tmp"),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        **startup,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(DAGBAG_IMPORT_TIMEOUT_S),
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TMPDIR": str(home / "tmp"),
     }
 
 
 def parse_dags(python: str | Path, home: Path, env: dict[str, str], allowed: list[str]) -> ParseResult:
     """Run DagBag over ``home/dags`` with ``python``; reads outside ``allowed`` (and system roots) are recorded."""
-    roots = sorted({str(Path(p).absolute()) for p in allowed} | {str(Path(p).resolve()) for p in allowed}) + list(SYSTEM_ROOTS)
-    result = subprocess.run([str(python), "-c", PARSE_SCRIPT, str(home / "dags"), json.dumps(roots)],
-                            env=env, cwd=home, capture_output=True, text=True, timeout=600)
+    roots = sorted({str(Path(p).absolute()) for p in allowed} | {str(Path(p).resolve()) for p in allowed}) + list(
+        SYSTEM_ROOTS
+    )
+    result = subprocess.run(
+        [str(python), "-c", PARSE_SCRIPT, str(home / "dags"), json.dumps(roots)],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     line = next((line for line in reversed(result.stdout.splitlines()) if line.startswith("PARSE_JSON ")), None)
     if line is None:
-        raise BundleCheckFailed(f"{home / 'dags'}: the DAG parse did not finish (exit {result.returncode}):\n{result.stderr[-3000:]}")
+        raise BundleCheckFailed(
+            f"{home / 'dags'}: the DAG parse did not finish (exit {result.returncode}):\n{result.stderr[-3000:]}"
+        )
     return ParseResult(**json.loads(line.removeprefix("PARSE_JSON ")))
 
 
 def interpreter_roots(python: str | Path) -> list[str]:
     """sys.prefix and sys.base_prefix of ``python``: its site-packages and its standard library."""
-    out = subprocess.run([str(python), "-c", "import sys, json; print(json.dumps([sys.prefix, sys.base_prefix]))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(python), "-c", "import sys, json; print(json.dumps([sys.prefix, sys.base_prefix]))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -146,8 +170,10 @@ def require_clean_parse(bundle: Path, python: str | Path) -> ParseResult:
         home = Path(tmp) / "airflow"
         parsed = check_parse(bundle, python, home)
     if parsed.import_errors:  # paths shown relative to the bundle: the temporary home is gone
-        lines = [f"dags/{Path(path).name}: {error.strip().replace(str(home) + '/', '')}"
-                 for path, error in sorted(parsed.import_errors.items())]
+        lines = [
+            f"dags/{Path(path).name}: {error.strip().replace(str(home) + '/', '')}"
+            for path, error in sorted(parsed.import_errors.items())
+        ]
         raise BundleCheckFailed("DAG files that fail to import on MWAA (nothing was written):\n" + "\n".join(lines))
     return parsed
 

@@ -69,7 +69,9 @@ def get_environment(mwaa, name: str) -> dict[str, Any]:
         return mwaa.get_environment(Name=name)["Environment"]
     except Exception as exc:  # botocore's ClientError; imported lazily with boto3
         if _client_error_code(exc) == "ResourceNotFoundException":
-            raise PushError(f"MWAA environment {name!r} does not exist in this account and region; nothing was uploaded") from None
+            raise PushError(
+                f"MWAA environment {name!r} does not exist in this account and region; nothing was uploaded"
+            ) from None
         raise
 
 
@@ -77,12 +79,17 @@ def require_versioned_source_bucket(s3, bucket: str, env: dict[str, Any]) -> Non
     """The bucket is the environment's source bucket, with versioning enabled; PushError otherwise."""
     source = env.get("SourceBucketArn", "").rsplit(":", 1)[-1]
     if source and source != bucket:
-        raise PushError(f"--bucket {bucket}: environment {env['Name']} reads its DAGs and plugins from bucket {source!r}; nothing was uploaded")
+        raise PushError(
+            f"--bucket {bucket}: environment {env['Name']} reads its DAGs and plugins from bucket {source!r}; nothing "
+            "was uploaded"
+        )
     validate_request("s3", "GetBucketVersioning", {"Bucket": bucket})
     status = s3.get_bucket_versioning(Bucket=bucket).get("Status")
     if status != "Enabled":
-        raise PushError(f"bucket {bucket}: versioning is {status or 'not enabled'}; MWAA pins plugins, requirements and "
-                        "startup script by object version, so enable it (the stack's buckets have it); nothing was uploaded")
+        raise PushError(
+            f"bucket {bucket}: versioning is {status or 'not enabled'}; MWAA pins plugins, requirements and "
+            "startup script by object version, so enable it (the stack's buckets have it); nothing was uploaded"
+        )
 
 
 def _etags(s3, bucket: str, prefix: str) -> dict[str, str]:
@@ -101,40 +108,59 @@ def plan(bundle: Path, s3, mwaa, bucket: str, environment: str) -> Plan:
     dag_prefix = env.get("DagS3Path", "dags").strip("/") + "/"
     result = Plan(environment, bucket, dag_prefix, manifest["environment"]["RETRAIN_ARTIFACT_BUCKET"], manifest, env)
     existing = _etags(s3, bucket, dag_prefix) | {k: v for k, v in _etags(s3, bucket, "").items() if k in TOP_LEVEL}
-    local = {dag_prefix + p.relative_to(bundle / "dags").as_posix(): p for p in sorted((bundle / "dags").rglob("*")) if p.is_file()}
+    local = {
+        dag_prefix + p.relative_to(bundle / "dags").as_posix(): p
+        for p in sorted((bundle / "dags").rglob("*"))
+        if p.is_file()
+    }
     local |= {name: bundle / name for name in TOP_LEVEL}
     for key, path in local.items():
         (result.unchanged.append(key) if existing.get(key) == _md5(path) else result.uploads.append((key, path)))
     result.deletes = sorted(key for key in existing if key.startswith(dag_prefix) and key not in local)
     code_root = bundle / manifest["code_prefix"]
     deployed_code = _etags(s3, result.code_bucket, manifest["code_prefix"] + "/")
-    result.code_uploads = [(f"{manifest['code_prefix']}/{p.relative_to(code_root).as_posix()}", p)
-                           for p in sorted(code_root.rglob("*")) if p.is_file()
-                           and f"{manifest['code_prefix']}/{p.relative_to(code_root).as_posix()}" not in deployed_code]
+    result.code_uploads = [
+        (f"{manifest['code_prefix']}/{p.relative_to(code_root).as_posix()}", p)
+        for p in sorted(code_root.rglob("*"))
+        if p.is_file() and f"{manifest['code_prefix']}/{p.relative_to(code_root).as_posix()}" not in deployed_code
+    ]
     return result
 
 
 def describe(p: Plan) -> list[str]:
     """The plan as lines for a person."""
     m, env = p.manifest, p.current
-    lines = [f"environment {p.environment} ({env.get('Status')}), bucket s3://{p.bucket}, DAGs under {p.dag_prefix}",
-             f"bundle: git {m['git_sha']} of {m['date']}, code {m['code_digest'][:16]}, models {', '.join(sorted(m['configs']))}"]
+    lines = [
+        f"environment {p.environment} ({env.get('Status')}), bucket s3://{p.bucket}, DAGs under {p.dag_prefix}",
+        f"bundle: git {m['git_sha']} of {m['date']}, code {m['code_digest'][:16]}, models "
+        f"{', '.join(sorted(m['configs']))}",
+    ]
     lines += [f"  upload  s3://{p.bucket}/{key}" for key, _ in p.uploads]
-    lines += [f"  delete  s3://{p.bucket}/{key} (a removed DAG file or config; versioning keeps it)" for key in p.deletes]
+    lines += [
+        f"  delete  s3://{p.bucket}/{key} (a removed DAG file or config; versioning keeps it)" for key in p.deletes
+    ]
     lines += [f"  upload  s3://{p.code_bucket}/{key}" for key, _ in p.code_uploads]
     if not p.code_uploads:
         lines.append(f"  code    s3://{p.code_bucket}/{m['code_prefix']}/ already deployed")
     lines.append(f"  {len(p.unchanged)} file(s) unchanged")
     for name, field_name in TOP_LEVEL.items():
-        state = "new version" if name in p.top_level_changes else f"keeps version {env.get(field_name + 'S3ObjectVersion') or '-'}"
+        state = (
+            "new version"
+            if name in p.top_level_changes
+            else f"keeps version {env.get(field_name + 'S3ObjectVersion') or '-'}"
+        )
         lines.append(f"  {name:<17} {state}")
     return lines
 
 
 def _put(s3, bucket: str, key: str, path: Path) -> str:
     """PutObject, validated against the s3 model; the new object's VersionId."""
-    request = {"Bucket": bucket, "Key": key, "Body": path.read_bytes(),
-               "Metadata": {"retrain-sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
+    request = {
+        "Bucket": bucket,
+        "Key": key,
+        "Body": path.read_bytes(),
+        "Metadata": {"retrain-sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+    }
     validate_request("s3", "PutObject", request)
     return s3.put_object(**request).get("VersionId", "")
 
@@ -151,7 +177,11 @@ def update_request(p: Plan, versions: dict[str, str]) -> dict[str, Any]:
 
 def current_versions(s3, p: Plan) -> dict[str, str]:
     """VersionId of the plugins.zip, requirements.txt and startup.sh the push leaves as they are."""
-    return {name: s3.head_object(Bucket=p.bucket, Key=name)["VersionId"] for name in TOP_LEVEL if name not in p.top_level_changes}
+    return {
+        name: s3.head_object(Bucket=p.bucket, Key=name)["VersionId"]
+        for name in TOP_LEVEL
+        if name not in p.top_level_changes
+    }
 
 
 def wait_available(mwaa, name: str, poll_s: float, timeout_s: float, show: Callable[[str], None]) -> dict[str, Any]:
@@ -165,15 +195,27 @@ def wait_available(mwaa, name: str, poll_s: float, timeout_s: float, show: Calla
             return env
         if env["Status"] in ("UPDATE_FAILED", "UNAVAILABLE", "ROLLING_BACK"):
             error = (env.get("LastUpdate") or {}).get("Error") or {}
-            raise PushError(f"environment {name} update ended {env['Status']}: {error.get('ErrorMessage', 'no message')}; "
-                            "MWAA keeps (or returns to) the previous versions")
+            raise PushError(
+                f"environment {name} update ended {env['Status']}: {error.get('ErrorMessage', 'no message')}; "
+                "MWAA keeps (or returns to) the previous versions"
+            )
         if elapsed > timeout_s:
-            raise PushError(f"environment {name} still {env['Status']} after {timeout_s:.0f} s; watch it in the MWAA console")
+            raise PushError(
+                f"environment {name} still {env['Status']} after {timeout_s:.0f} s; watch it in the MWAA console"
+            )
         time.sleep(poll_s)
 
 
-def push(p: Plan, s3, mwaa, *, poll_s: float = 30.0, timeout_s: float = 3600.0, log: Callable[[str], None] = print,
-         show: Callable[[str], None] | None = None) -> dict[str, Any]:
+def push(
+    p: Plan,
+    s3,
+    mwaa,
+    *,
+    poll_s: float = 30.0,
+    timeout_s: float = 3600.0,
+    log: Callable[[str], None] = print,
+    show: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Upload what the plan says, point the environment at the new versions and wait; returns what changed."""
     show = show or log
     for key, path in p.code_uploads:
@@ -191,12 +233,20 @@ def push(p: Plan, s3, mwaa, *, poll_s: float = 30.0, timeout_s: float = 3600.0, 
     log(f"uploaded {len(p.uploads)} file(s) and {len(p.code_uploads)} code object(s), deleted {len(p.deletes)}")
     if changed:
         mwaa.update_environment(**update_request(p, versions))
-        log(f"UpdateEnvironment {p.environment}: " + "; ".join(f"{n} {old or '-'} -> {new}" for n, (old, new) in changed.items()))
+        log(
+            f"UpdateEnvironment {p.environment}: "
+            + "; ".join(f"{n} {old or '-'} -> {new}" for n, (old, new) in changed.items())
+        )
         wait_available(mwaa, p.environment, poll_s, timeout_s, show)
     else:
         log(f"{p.environment} already runs these plugins, requirements and startup script: no UpdateEnvironment")
-    return {"changed_versions": changed, "uploaded": [k for k, _ in p.uploads], "deleted": p.deletes,
-            "code_uploaded": [k for k, _ in p.code_uploads], "versions": versions}
+    return {
+        "changed_versions": changed,
+        "uploaded": [k for k, _ in p.uploads],
+        "deleted": p.deletes,
+        "code_uploaded": [k for k, _ in p.code_uploads],
+        "versions": versions,
+    }
 
 
 def tty_progress(line: str) -> None:
@@ -216,5 +266,12 @@ def clients(region: str | None = None):
     from botocore.config import Config
 
     mwaa_endpoint = os.environ.get("AWS_ENDPOINT_URL_MWAA") or os.environ.get("AWS_ENDPOINT_URL")
-    return (boto3.client("s3", region_name=region),
-            boto3.client("mwaa", region_name=region, endpoint_url=mwaa_endpoint, config=Config(inject_host_prefix=mwaa_endpoint is None)))
+    return (
+        boto3.client("s3", region_name=region),
+        boto3.client(
+            "mwaa",
+            region_name=region,
+            endpoint_url=mwaa_endpoint,
+            config=Config(inject_host_prefix=mwaa_endpoint is None),
+        ),
+    )

@@ -56,10 +56,24 @@ def constraint_lines(requirements_text: str) -> list[str]:
     return [line for line in lines if line.startswith(("-c", "--constraint"))]
 
 
-def mwaa_install_command(python: str | Path, requirements: Path, mwaa_dir: Path = MWAA_DIR, dry_run: bool = True) -> list[str]:
+def mwaa_install_command(
+    python: str | Path, requirements: Path, mwaa_dir: Path = MWAA_DIR, dry_run: bool = True
+) -> list[str]:
     """MWAA's install of ``requirements``: essential constraints always, Airflow's only without a constraint line."""
-    command = [str(python), "-m", "pip", "install", "--timeout", "60", "--retries", "2",
-               "-r", str(requirements), "-c", str(mwaa_dir / ESSENTIAL_NAME)]
+    command = [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--timeout",
+        "60",
+        "--retries",
+        "2",
+        "-r",
+        str(requirements),
+        "-c",
+        str(mwaa_dir / ESSENTIAL_NAME),
+    ]
     if not constraint_lines(Path(requirements).read_text()):
         command += ["-c", str(mwaa_dir / AIRFLOW_CONSTRAINTS_NAME)]
     if dry_run:
@@ -71,13 +85,24 @@ def resolve(python: str | Path, requirements: Path, mwaa_dir: Path = MWAA_DIR, c
     """pip's dry run of MWAA's install; ResolveError (or IndexUnreachable) when it does not resolve."""
     for name in (ESSENTIAL_NAME, AIRFLOW_CONSTRAINTS_NAME):
         if not (mwaa_dir / name).is_file():
-            raise ResolveError(f"{mwaa_dir / name}: MWAA 3.3.1's constraint file is missing (set RETRAIN_MWAA_CONSTRAINTS)")
+            raise ResolveError(
+                f"{mwaa_dir / name}: MWAA 3.3.1's constraint file is missing (set RETRAIN_MWAA_CONSTRAINTS)"
+            )
     try:
-        result = subprocess.run(mwaa_install_command(python, requirements, mwaa_dir), capture_output=True, text=True,
-                                timeout=PIP_TIMEOUT_S, cwd=cwd or Path(requirements).parent)
+        result = subprocess.run(
+            mwaa_install_command(python, requirements, mwaa_dir),
+            capture_output=True,
+            text=True,
+            timeout=PIP_TIMEOUT_S,
+            cwd=cwd or Path(requirements).parent,
+        )
     except subprocess.TimeoutExpired:
-        raise ResolveError(f"{requirements}: pip did not resolve within {PIP_TIMEOUT_S} s, MWAA's limit for the install") from None
-    stderr = "\n".join(line for line in result.stderr.splitlines() if "is ignored: it is neither a file nor a directory" not in line)
+        raise ResolveError(
+            f"{requirements}: pip did not resolve within {PIP_TIMEOUT_S} s, MWAA's limit for the install"
+        ) from None
+    stderr = "\n".join(
+        line for line in result.stderr.splitlines() if "is ignored: it is neither a file nor a directory" not in line
+    )
     if result.returncode != 0:
         kind = IndexUnreachable if UNREACHABLE.search(stderr) else ResolveError
         raise kind(f"{requirements}: does not resolve under MWAA 3.3.1's constraints ({mwaa_dir}):\n{stderr[-3000:]}")

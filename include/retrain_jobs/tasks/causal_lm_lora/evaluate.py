@@ -14,7 +14,8 @@ left-padded, ``max_new_tokens`` from the model's lm_spec.json). Per model:
 - ``text_perplexity``: perplexity over the first ``TEXT_SAMPLE`` golden prompts as plain text, without the template
   or a response: held-out general text, to catch the adapter's forgetting of the base model's language modelling.
 
-The base model (loaded alone from the pinned directory the challenger's adapter sits on) is scored the same way as ``baseline`` in the same report. The
+The base model (loaded alone from the pinned directory the challenger's adapter sits on) is scored the same way as
+``baseline`` in the same report. The
 per-prompt exact-match outcomes (0/1) of every model go to ``paired`` for the gate's exact McNemar test. Latency is
 one request as serving makes it: one prompt, greedy generation.
 """
@@ -34,8 +35,12 @@ from retrain_jobs.tasks.causal_lm_lora import train as training_side
 from retrain_jobs.tasks.causal_lm_lora.train import collate, encode_pairs, response_loss
 
 METRICS = ("format_exact_match", "format_valid")
-NAMES = {"format_exact_match": "format exact match", "format_valid": "format valid", "perplexity": "perplexity",
-         "text_perplexity": "text perplexity"}
+NAMES = {
+    "format_exact_match": "format exact match",
+    "format_valid": "format valid",
+    "perplexity": "perplexity",
+    "text_perplexity": "text perplexity",
+}
 TEXT_SAMPLE = 64
 SEED = 0
 LATENCY_CALL = "generate([prompt]): greedy, max_new_tokens from lm_spec.json"
@@ -45,7 +50,8 @@ load = training_side.load
 
 
 def read_golden(golden_dir: Path) -> list[dict]:
-    """The golden prompts ({"key", "text", "label": reference response}) of a verified golden directory, in key order."""
+    """The golden prompts ({"key", "text", "label": reference response}) of a verified golden directory, in key
+    order."""
     path = golden_dir / "golden.jsonl"
     examples = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not examples:
@@ -66,7 +72,8 @@ def schema_of(responses: list[str]) -> dict[str, set]:
 
 
 def parse_response(text: str, schema: dict[str, set]) -> dict | None:
-    """The fields of a generation if it is exactly one JSON object of the schema (its fields, allowed values); else None."""
+    """The fields of a generation if it is exactly one JSON object of the schema (its fields, allowed values); else
+    None."""
     try:
         value = json.loads(text.strip())
     except (json.JSONDecodeError, ValueError):
@@ -110,7 +117,9 @@ def _mean_loss(model, pairs, batch_size: int) -> float:
     total, n = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(pairs), batch_size):
-            loss, count = response_loss(model.model, *collate(pairs[start : start + batch_size], model.tokenizer.pad_token_id))
+            loss, count = response_loss(
+                model.model, *collate(pairs[start : start + batch_size], model.tokenizer.pad_token_id)
+            )
             total, n = total + loss.item(), n + count
     return total / max(n, 1)
 
@@ -118,7 +127,9 @@ def _mean_loss(model, pairs, batch_size: int) -> float:
 def score_model(model, examples: list[dict], batch_size: int) -> tuple[dict, list[int], list[str]]:
     """One model's block, its per-prompt exact-match outcomes and its generations."""
     started = time.perf_counter()
-    torch.manual_seed(SEED)  # greedy decoding draws nothing, but a seeded generator keeps any sampling path reproducible
+    torch.manual_seed(
+        SEED
+    )  # greedy decoding draws nothing, but a seeded generator keeps any sampling path reproducible
     schema = schema_of(model.spec.responses)
     generations = model.generate([ex["text"] for ex in examples], batch_size)
     valid = [parse_response(g, schema) is not None for g in generations]
@@ -156,18 +167,36 @@ def score(examples: list[dict], challenger, champion, batch_size: int, options: 
     base = challenger.base_model()  # the pinned base the challenger's adapter sits on, without the adapter
     baseline, outcomes["baseline"], samples["baseline"] = score_model(base, examples, batch_size)
     del base
-    baseline = {**baseline, "base_model": challenger.spec.base_model, "base_model_digest": challenger.spec.base_model_digest}
-    shown = [{"key": ex["key"], "prompt": ex["text"], "reference": ex["label"],
-              **{role: samples[role][i] for role in samples}} for i, ex in enumerate(examples[:8])]
+    baseline = {
+        **baseline,
+        "base_model": challenger.spec.base_model,
+        "base_model_digest": challenger.spec.base_model_digest,
+    }
+    shown = [
+        {
+            "key": ex["key"],
+            "prompt": ex["text"],
+            "reference": ex["label"],
+            **{role: samples[role][i] for role in samples},
+        }
+        for i, ex in enumerate(examples[:8])
+    ]
     fields = {"baseline": baseline, "samples": shown, "responses": challenger.spec.responses}
     protocol = {
         "call": LATENCY_CALL,
-        "generation": f"greedy (do_sample=False), torch seed {SEED}, batched and left-padded, max_new_tokens {challenger.spec.max_new_tokens}",
+        "generation": f"greedy (do_sample=False), torch seed {SEED}, batched and left-padded, "
+        f"max_new_tokens {challenger.spec.max_new_tokens}",
         "format": "the stripped generation is one JSON object with exactly the schema's fields, each an allowed value",
         "perplexity": "exp of mean cross-entropy over the reference responses' tokens (EOS included), teacher-forced",
-        "text_perplexity": f"exp of mean next-token cross-entropy over the first {TEXT_SAMPLE} golden prompts as plain text",
+        "text_perplexity": f"exp of mean next-token cross-entropy over the first {TEXT_SAMPLE} golden prompts "
+        "as plain text",
     }
-    return {"fields": fields, "blocks": blocks, "paired": {"keys": [ex["key"] for ex in examples], **outcomes}, "protocol": protocol}
+    return {
+        "fields": fields,
+        "blocks": blocks,
+        "paired": {"keys": [ex["key"] for ex in examples], **outcomes},
+        "protocol": protocol,
+    }
 
 
 def latency_requests(examples: list[dict]) -> list[str]:
@@ -182,12 +211,15 @@ def predict_one(model, request: str) -> None:
 
 def summary_rows(metrics: dict) -> list[tuple[str, str, bool, str]]:
     """(block key, name, higher is better, format) of the headline figures and the perplexities."""
-    return [(m, NAMES[m], True, ".4f") for m in METRICS] + [("perplexity", NAMES["perplexity"], False, ".3f"),
-                                                             ("text_perplexity", NAMES["text_perplexity"], False, ".2f")]
+    return [(m, NAMES[m], True, ".4f") for m in METRICS] + [
+        ("perplexity", NAMES["perplexity"], False, ".3f"),
+        ("text_perplexity", NAMES["text_perplexity"], False, ".2f"),
+    ]
 
 
 def describe(metrics: dict) -> str:
-    return f"greedy generations in a {len(metrics['responses'])}-response JSON schema; {html.escape(metrics['baseline']['base_model'])} without the adapter as baseline"
+    base, responses = html.escape(metrics["baseline"]["base_model"]), len(metrics["responses"])
+    return f"greedy generations in a {responses}-response JSON schema; {base} without the adapter as baseline"
 
 
 def report_sections(metrics: dict) -> list[str]:
@@ -198,21 +230,37 @@ def report_sections(metrics: dict) -> list[str]:
     head = "".join(f"<th>{r}</th><th>Δ vs base</th>" for r in roles)
     rows = []
     for key, name, higher, fmt in summary_rows(metrics):
-        cells = "".join(f"<td>{metrics[r][key]:{fmt}}</td>{delta_cell(metrics[r][key], baseline[key], higher, fmt)}" for r in roles)
+        cells = "".join(
+            f"<td>{metrics[r][key]:{fmt}}</td>{delta_cell(metrics[r][key], baseline[key], higher, fmt)}" for r in roles
+        )
         rows.append(f"<tr><td>{name}</td><td>{baseline[key]:{fmt}}</td>{cells}</tr>")
     for field in baseline["field_accuracy"]:
-        cells = "".join(f"<td>{metrics[r]['field_accuracy'][field]:.4f}</td>"
-                        f"{delta_cell(metrics[r]['field_accuracy'][field], baseline['field_accuracy'][field], True, '.4f')}" for r in roles)
-        rows.append(f"<tr><td>{html.escape(field)} accuracy</td><td>{baseline['field_accuracy'][field]:.4f}</td>{cells}</tr>")
+        cells = "".join(
+            f"<td>{metrics[r]['field_accuracy'][field]:.4f}</td>"
+            f"{delta_cell(metrics[r]['field_accuracy'][field], baseline['field_accuracy'][field], True, '.4f')}"
+            for r in roles
+        )
+        rows.append(
+            f"<tr><td>{html.escape(field)} accuracy</td><td>{baseline['field_accuracy'][field]:.4f}</td>{cells}</tr>"
+        )
     a, base = np.array(metrics["paired"]["challenger"]), np.array(metrics["paired"]["baseline"])
-    counts = (f"<p>Per prompt exact match, challenger against the base model: {int(np.sum(a > base))} gained, "
-              f"{int(np.sum(a < base))} lost, {int(np.sum(a == base))} the same.</p>")
+    counts = (
+        f"<p>Per prompt exact match, challenger against the base model: {int(np.sum(a > base))} gained, "
+        f"{int(np.sum(a < base))} lost, {int(np.sum(a == base))} the same.</p>"
+    )
     sample_roles = ["baseline", *roles]
     sample_rows = "".join(
-        "<tr>" + f"<td>{html.escape(s['prompt'])}</td><td><code>{html.escape(s['reference'])}</code></td>"
-        + "".join(f"<td><code>{html.escape(s[r])}</code></td>" for r in sample_roles) + "</tr>"
-        for s in metrics["samples"])
-    return ["<h2>Against the base model</h2>",
-            f"<table><tr><th>metric</th><th>base model</th>{head}</tr>{''.join(rows)}</table>", counts,
-            "<h2>Generations (first golden prompts)</h2>",
-            f"<table><tr><th>prompt</th><th>reference</th>{''.join(f'<th>{r}</th>' for r in sample_roles)}</tr>{sample_rows}</table>"]
+        "<tr>"
+        + f"<td>{html.escape(s['prompt'])}</td><td><code>{html.escape(s['reference'])}</code></td>"
+        + "".join(f"<td><code>{html.escape(s[r])}</code></td>" for r in sample_roles)
+        + "</tr>"
+        for s in metrics["samples"]
+    )
+    return [
+        "<h2>Against the base model</h2>",
+        f"<table><tr><th>metric</th><th>base model</th>{head}</tr>{''.join(rows)}</table>",
+        counts,
+        "<h2>Generations (first golden prompts)</h2>",
+        "<table><tr><th>prompt</th><th>reference</th>"
+        f"{''.join(f'<th>{r}</th>' for r in sample_roles)}</tr>{sample_rows}</table>",
+    ]

@@ -54,8 +54,13 @@ def read_golden(golden_dir) -> Golden:
     """Queries, corpus, qrels and candidates of a (verified) golden directory."""
     retrieval = read_retrieval_golden(golden_dir)
     keys = [q["key"] for q in retrieval.queries]
-    candidates = read_candidates(golden_dir / "candidates.jsonl", keys, retrieval.corpus, golden_dir / "golden.jsonl",
-                                 golden_dir / "corpus.jsonl")
+    candidates = read_candidates(
+        golden_dir / "candidates.jsonl",
+        keys,
+        retrieval.corpus,
+        golden_dir / "golden.jsonl",
+        golden_dir / "corpus.jsonl",
+    )
     queries = [{**q, **candidates[q["key"]]} for q in retrieval.queries]
     return Golden(queries, retrieval.corpus, len(queries[0]["passage_ids"]))
 
@@ -65,7 +70,8 @@ def _block(per_query: dict[str, np.ndarray], seconds: float) -> dict:
 
 
 def score(golden: Golden, challenger, champion, batch_size: int, options: dict) -> dict:
-    """Both models' blocks over the same fixed candidates, the first-stage order's as the baseline, and the per-query figures."""
+    """Both models' blocks over the same fixed candidates, the first-stage order's as the baseline, and the per-query
+    figures."""
     k = golden.k
     gains = np.array([[q["relevant"].get(pid, 0) for pid in q["passage_ids"]] for q in golden.queries])
     ideal = [[r for r in q["relevant"].values() if r > 0] for q in golden.queries]
@@ -82,22 +88,44 @@ def score(golden: Golden, challenger, champion, batch_size: int, options: dict) 
         per_query[role] = reranked_metrics(scores, gains, ideal)
         blocks[role] = _block(per_query[role], time.perf_counter() - started)
     per_query["baseline"] = reranked_metrics(first_stage, gains, ideal)
-    baseline = {**_block(per_query["baseline"], 0.0), "source": "first-stage order of candidates.jsonl (frozen bi-encoder, cosine)"}
-    paired = {"keys": [q["key"] for q in golden.queries],
-              **{role: None if figures is None else {m: figures[m].tolist() for m in METRICS} for role, figures in per_query.items()}}
-    fields = {"n_candidates": k, "candidate_recall": float(np.mean(gains.max(axis=1) > 0)), "n_passages": len(golden.corpus),
-              "baseline": baseline}
-    protocol = {"call": f"rerank(query, {k} candidates with text and first-stage score)",
-                "ranking": f"each model reorders the same fixed top-{k} first-stage candidates; ties keep the first-stage order; "
-                           "figures are means over queries",
-                "ndcg": "linear gain, log2(rank + 1) discount, cut at 10, ideal over all of the query's judged passages"}
+    baseline = {
+        **_block(per_query["baseline"], 0.0),
+        "source": "first-stage order of candidates.jsonl (frozen bi-encoder, cosine)",
+    }
+    paired = {
+        "keys": [q["key"] for q in golden.queries],
+        **{
+            role: None if figures is None else {m: figures[m].tolist() for m in METRICS}
+            for role, figures in per_query.items()
+        },
+    }
+    fields = {
+        "n_candidates": k,
+        "candidate_recall": float(np.mean(gains.max(axis=1) > 0)),
+        "n_passages": len(golden.corpus),
+        "baseline": baseline,
+    }
+    protocol = {
+        "call": f"rerank(query, {k} candidates with text and first-stage score)",
+        "ranking": f"each model reorders the same fixed top-{k} first-stage candidates; "
+        "ties keep the first-stage order; figures are means over queries",
+        "ndcg": "linear gain, log2(rank + 1) discount, cut at 10, ideal over all of the query's judged passages",
+    }
     return {"fields": fields, "blocks": blocks, "paired": paired, "protocol": protocol}
 
 
 def latency_requests(golden: Golden) -> list[dict]:
     """What one request holds: a golden query and its k candidates with text and first-stage score."""
-    return [{"query": q["text"], "candidates": [{"passage_id": pid, "text": golden.corpus[pid], "score": s}
-                                                for pid, s in zip(q["passage_ids"], q["scores"], strict=True)]} for q in golden.queries]
+    return [
+        {
+            "query": q["text"],
+            "candidates": [
+                {"passage_id": pid, "text": golden.corpus[pid], "score": s}
+                for pid, s in zip(q["passage_ids"], q["scores"], strict=True)
+            ],
+        }
+        for q in golden.queries
+    ]
 
 
 def predict_one(model, request: dict) -> None:
@@ -111,10 +139,14 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, bool, str]]:
 
 
 def describe(metrics: dict) -> str:
-    return (f"top-{metrics['n_candidates']} first-stage candidates per query (relevant passage among them for "
-            f"{metrics['candidate_recall']:.1%} of queries); the first-stage order as baseline")
+    return (
+        f"top-{metrics['n_candidates']} first-stage candidates per query (relevant passage among them for "
+        f"{metrics['candidate_recall']:.1%} of queries); the first-stage order as baseline"
+    )
 
 
 def report_sections(metrics: dict) -> list[str]:
     """The first-stage order beside the rerankers, and the queries the challenger gains and loses against it."""
-    return against_baseline(metrics, {m: NAMES[m] for m in METRICS}, "first stage", "ndcg_at_10", metrics["baseline"]["source"])
+    return against_baseline(
+        metrics, {m: NAMES[m] for m in METRICS}, "first stage", "ndcg_at_10", metrics["baseline"]["source"]
+    )

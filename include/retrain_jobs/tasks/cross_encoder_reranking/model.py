@@ -22,7 +22,8 @@ A saved model directory is self-contained:
     reranker.json    max_seq_length, first_stage_weight, temperature, frozen_layers, base model
 
 Data files (JSON lines; a bad row is a RetrievalDataError naming the file, the line and the rule): the
-training side reads the same channel pairs and corpus as embedding_adapter (retrain_jobs.tasks.embedding_adapter.model); a golden
+training side reads the same channel pairs and corpus as embedding_adapter
+(retrain_jobs.tasks.embedding_adapter.model); a golden
 directory holds embedding_adapter's three files and ``candidates.jsonl`` {"query_id", "passage_ids": [k],
 "scores": [k]}: every golden query's first-stage top k, best first.
 """
@@ -114,7 +115,9 @@ def build_cross_encoder(base_model: str, frozen_layers: int) -> tuple[CrossEncod
 
 def tokenize_pairs(tokenizer, queries: list[str], passages: list[str], max_len: int) -> dict[str, torch.Tensor]:
     """(query, passage) pairs as one padded batch; a pair too long loses the end of its passage first."""
-    return dict(tokenizer(queries, passages, padding=True, truncation="longest_first", max_length=max_len, return_tensors="pt"))
+    return dict(
+        tokenizer(queries, passages, padding=True, truncation="longest_first", max_length=max_len, return_tensors="pt")
+    )
 
 
 class FirstStage:
@@ -122,7 +125,11 @@ class FirstStage:
 
     def __init__(self, base_model: str, max_len: int) -> None:
         path = resolve_base_model(base_model)
-        self.encoder, self.tokenizer, self.max_len = AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path), max_len
+        self.encoder, self.tokenizer, self.max_len = (
+            AutoModel.from_pretrained(path).eval(),
+            AutoTokenizer.from_pretrained(path),
+            max_len,
+        )
 
     @torch.inference_mode()
     def embed(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -130,10 +137,14 @@ class FirstStage:
         order = np.argsort([len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
+            batch = self.tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_len, return_tensors="pt"
+            )
             hidden = self.encoder(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            out[torch.as_tensor(idx)] = nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+            out[torch.as_tensor(idx)] = nn.functional.normalize(
+                (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1
+            )
         return out
 
 
@@ -154,7 +165,9 @@ class LoadedReranker:
         model_dir = Path(model_dir)
         self.spec = RerankerSpec(**json.loads((model_dir / "reranker.json").read_text()))
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir / "scorer")
-        self.model = CrossEncoder(BertForSequenceClassification.from_pretrained(model_dir / "scorer"), self.spec.frozen_layers)
+        self.model = CrossEncoder(
+            BertForSequenceClassification.from_pretrained(model_dir / "scorer"), self.spec.frozen_layers
+        )
         self.digest = verified_digest(model_dir, self.model, expected_digest)
         self.model.eval()
 
@@ -165,33 +178,52 @@ class LoadedReranker:
         order = np.argsort([len(q) + len(p) for q, p in zip(queries, passages, strict=True)], kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = tokenize_pairs(self.tokenizer, [queries[i] for i in idx], [passages[i] for i in idx], self.spec.max_seq_length)
+            batch = tokenize_pairs(
+                self.tokenizer, [queries[i] for i in idx], [passages[i] for i in idx], self.spec.max_seq_length
+            )
             out[idx] = self.model(batch).double().numpy()
         return out
 
-    def scores(self, queries: list[str], passages: list[str], first_stage: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def scores(
+        self, queries: list[str], passages: list[str], first_stage: np.ndarray, batch_size: int = 64
+    ) -> np.ndarray:
         """The served score of each pair: first_stage_weight × cosine / temperature + logit."""
         prior = self.spec.first_stage_weight * np.asarray(first_stage, dtype=np.float64) / self.spec.temperature
         return prior + self.logits(queries, passages, batch_size)
 
     def rerank(self, query: str, candidates: list[dict]) -> dict:
-        """One request: candidates {passage_id, text, score (first stage)} -> ids and scores, best first (ties keep input order)."""
-        scores = self.scores([query] * len(candidates), [c["text"] for c in candidates], np.array([float(c["score"]) for c in candidates]),
-                             batch_size=max(1, len(candidates)))
+        """One request: candidates {passage_id, text, score (first stage)} -> ids and scores, best first (ties keep
+        input order)."""
+        scores = self.scores(
+            [query] * len(candidates),
+            [c["text"] for c in candidates],
+            np.array([float(c["score"]) for c in candidates]),
+            batch_size=max(1, len(candidates)),
+        )
         order = np.argsort(-scores, kind="stable")
-        return {"passage_ids": [candidates[i]["passage_id"] for i in order], "scores": [float(scores[i]) for i in order]}
+        return {
+            "passage_ids": [candidates[i]["passage_id"] for i in order],
+            "scores": [float(scores[i]) for i in order],
+        }
 
 
-def read_candidates(path: Path, query_ids: list[str], corpus: dict[str, str], queries_path: Path, corpus_path: Path) -> dict[str, dict]:
+def read_candidates(
+    path: Path, query_ids: list[str], corpus: dict[str, str], queries_path: Path, corpus_path: Path
+) -> dict[str, dict]:
     """query_id -> {"passage_ids": [k], "scores": [k]}: one row per golden query, the same k everywhere, known passages,
     no repeats within a list, first-stage scores as numbers and best first."""
     known, rows, k = set(query_ids), {}, None
     for line_no, row in _rows(path, ("query_id", "passage_ids", "scores")):
         where = f"{path}: line {line_no}"
         if row["query_id"] not in known:
-            raise RetrievalDataError(f"{where}: query_id {row['query_id']!r} is not in {queries_path}; rule: candidates name only known queries")
+            raise RetrievalDataError(
+                f"{where}: query_id {row['query_id']!r} is not in {queries_path}; rule: candidates name only known "
+                "queries"
+            )
         if row["query_id"] in rows:
-            raise RetrievalDataError(f"{where}: query_id {row['query_id']!r} repeated; rule: one candidate list per query")
+            raise RetrievalDataError(
+                f"{where}: query_id {row['query_id']!r} repeated; rule: one candidate list per query"
+            )
         problem = candidate_list_problem(row["passage_ids"], row["scores"], k, corpus, str(corpus_path))
         if problem:
             raise RetrievalDataError(f"{where}: {problem}")
@@ -199,6 +231,8 @@ def read_candidates(path: Path, query_ids: list[str], corpus: dict[str, str], qu
         rows[row["query_id"]] = {"passage_ids": row["passage_ids"], "scores": [float(s) for s in row["scores"]]}
     missing = [q for q in query_ids if q not in rows]
     if missing:
-        raise RetrievalDataError(f"{path}: {len(missing)} golden query(ies) without candidates, first {missing[0]!r}; "
-                                 "rule: every golden query has a candidate list")
+        raise RetrievalDataError(
+            f"{path}: {len(missing)} golden query(ies) without candidates, first {missing[0]!r}; "
+            "rule: every golden query has a candidate list"
+        )
     return rows

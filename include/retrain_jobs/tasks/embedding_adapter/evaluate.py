@@ -34,8 +34,13 @@ from retrain_jobs.tasks.embedding_adapter import train as training_side
 from retrain_jobs.tasks.embedding_adapter.model import RetrievalDataError, read_corpus, read_qrels
 
 METRICS = ("recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10")
-NAMES = {"recall_at_1": "recall@1", "recall_at_5": "recall@5", "recall_at_10": "recall@10", "mrr_at_10": "MRR@10",
-         "ndcg_at_10": "nDCG@10"}
+NAMES = {
+    "recall_at_1": "recall@1",
+    "recall_at_5": "recall@5",
+    "recall_at_10": "recall@10",
+    "mrr_at_10": "MRR@10",
+    "ndcg_at_10": "nDCG@10",
+}
 LATENCY_CALL = "embed([query]) + cosine against the indexed corpus + top 10"
 
 load = training_side.load
@@ -61,7 +66,9 @@ def read_golden(golden_dir: Path) -> Golden:
         if line.strip():
             row = json.loads(line)
             if row["key"] in queries:
-                raise RetrievalDataError(f"{queries_path}: line {line_no}: key {row['key']!r} repeated; rule: query keys are unique")
+                raise RetrievalDataError(
+                    f"{queries_path}: line {line_no}: key {row['key']!r} repeated; rule: query keys are unique"
+                )
             queries[row["key"]] = row["text"]
     if not queries:
         raise ValueError(f"{queries_path}: no examples")
@@ -97,12 +104,23 @@ def score(golden: Golden, challenger, champion, batch_size: int, options: dict) 
     started = time.perf_counter()
     frozen_index = challenger.embed_frozen(texts, batch_size)
     per_query["baseline"] = _rank(challenger.embed_frozen(queries, batch_size), frozen_index, relevance)
-    baseline = {**_block(per_query["baseline"], time.perf_counter() - started), "base_model": challenger.spec.base_model}
-    paired = {"keys": [q["key"] for q in golden.queries],
-              **{role: None if figures is None else {m: figures[m].tolist() for m in METRICS} for role, figures in per_query.items()}}
+    baseline = {
+        **_block(per_query["baseline"], time.perf_counter() - started),
+        "base_model": challenger.spec.base_model,
+    }
+    paired = {
+        "keys": [q["key"] for q in golden.queries],
+        **{
+            role: None if figures is None else {m: figures[m].tolist() for m in METRICS}
+            for role, figures in per_query.items()
+        },
+    }
     fields = {"n_passages": len(passage_ids), "baseline": baseline}
-    protocol = {"call": LATENCY_CALL, "ranking": "cosine over the whole corpus, ties in corpus order; figures are means over queries",
-                "ndcg": "linear gain, log2(rank + 1) discount, cut at 10"}
+    protocol = {
+        "call": LATENCY_CALL,
+        "ranking": "cosine over the whole corpus, ties in corpus order; figures are means over queries",
+        "ndcg": "linear gain, log2(rank + 1) discount, cut at 10",
+    }
     return {"fields": fields, "blocks": blocks, "paired": paired, "protocol": protocol}
 
 

@@ -99,16 +99,26 @@ def build_adapted_encoder(base_model: str, rank: int) -> tuple[AdaptedEncoder, o
 
 
 @torch.no_grad()
-def encode_frozen(model: AdaptedEncoder, tokenizer, texts: list[str], max_len: int, batch_size: int = 64,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def encode_frozen(
+    model: AdaptedEncoder,
+    tokenizer,
+    texts: list[str],
+    max_len: int,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Frozen-encoder embeddings of ``texts`` in input order; batches are length-sorted so padding stays small."""
     model.eval()
     out = torch.zeros((len(texts), model.encoder.config.hidden_size))
     order = np.argsort([len(t) for t in texts], kind="stable")
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-        out[torch.as_tensor(idx)] = model.embed_frozen(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
+        batch = tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+        )
+        out[torch.as_tensor(idx)] = (
+            model.embed_frozen(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
+        )
     return out
 
 
@@ -151,10 +161,14 @@ def _rows(path: Path, fields: tuple[str, ...]):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise RetrievalDataError(f"{path}: line {line_no}: not JSON ({exc.msg}); rule: one JSON object per line") from None
+            raise RetrievalDataError(
+                f"{path}: line {line_no}: not JSON ({exc.msg}); rule: one JSON object per line"
+            ) from None
         missing = [f for f in fields if not isinstance(row, dict) or row.get(f) in (None, "")]
         if missing:
-            raise RetrievalDataError(f"{path}: line {line_no}: missing or empty {missing}; rule: each row has {list(fields)}")
+            raise RetrievalDataError(
+                f"{path}: line {line_no}: missing or empty {missing}; rule: each row has {list(fields)}"
+            )
         yield line_no, row
 
 
@@ -163,7 +177,9 @@ def read_corpus(path: Path) -> dict[str, str]:
     corpus: dict[str, str] = {}
     for line_no, row in _rows(path, ("passage_id", "text")):
         if row["passage_id"] in corpus:
-            raise RetrievalDataError(f"{path}: line {line_no}: passage_id {row['passage_id']!r} repeated; rule: passage ids are unique")
+            raise RetrievalDataError(
+                f"{path}: line {line_no}: passage_id {row['passage_id']!r} repeated; rule: passage ids are unique"
+            )
         corpus[row["passage_id"]] = row["text"]
     if not corpus:
         raise RetrievalDataError(f"{path}: no passages; rule: the corpus holds at least one passage")
@@ -177,38 +193,55 @@ def read_channel_pairs(directory: str | Path, corpus_file: str | Path) -> tuple[
     for a retrieval-shaped task the text is the query and the label its positive passage's id. Pairs come
     back as {"query_id": key, "query": text, "passage_id": label}, in file then line order."""
     if not corpus_file:
-        raise RetrievalDataError(f"{directory}: no corpus given; rule: a retrieval task's config names data.corpus_file "
-                                 "(the training job's --corpus-file)")
+        raise RetrievalDataError(
+            f"{directory}: no corpus given; rule: a retrieval task's config names data.corpus_file "
+            "(the training job's --corpus-file)"
+        )
     corpus_path = Path(corpus_file)
     corpus = read_corpus(corpus_path)
     pairs = []
     for path in sorted(Path(directory).glob("*.jsonl")):
         for line_no, row in _rows(path, ("key", "text", "label")):
             if row["label"] not in corpus:
-                raise RetrievalDataError(f"{path}: line {line_no}: passage_id {row['label']!r} is not in {corpus_path}; "
-                                         "rule: every pair's passage is in the corpus")
+                raise RetrievalDataError(
+                    f"{path}: line {line_no}: passage_id {row['label']!r} is not in {corpus_path}; "
+                    "rule: every pair's passage is in the corpus"
+                )
             pairs.append({"query_id": row["key"], "query": row["text"], "passage_id": row["label"]})
     if not pairs:
-        raise RetrievalDataError(f"{directory}: channel holds no pairs (*.jsonl); rule: a training channel is not empty")
+        raise RetrievalDataError(
+            f"{directory}: channel holds no pairs (*.jsonl); rule: a training channel is not empty"
+        )
     return pairs, corpus
 
 
-def read_qrels(path: Path, query_ids: set[str], corpus: dict[str, str], queries_path: Path, corpus_path: Path) -> dict[str, dict[str, int]]:
-    """query_id -> {passage_id: relevance}; every row names a known query and passage, every query has a relevant passage."""
+def read_qrels(
+    path: Path, query_ids: set[str], corpus: dict[str, str], queries_path: Path, corpus_path: Path
+) -> dict[str, dict[str, int]]:
+    """query_id -> {passage_id: relevance}; every row names a known query and passage, every query has a relevant
+    passage."""
     qrels: dict[str, dict[str, int]] = {}
     for line_no, row in _rows(path, ("query_id", "passage_id")):
         if row["query_id"] not in query_ids:
-            raise RetrievalDataError(f"{path}: line {line_no}: query_id {row['query_id']!r} is not in {queries_path}; "
-                                     "rule: qrels name only known queries")
+            raise RetrievalDataError(
+                f"{path}: line {line_no}: query_id {row['query_id']!r} is not in {queries_path}; "
+                "rule: qrels name only known queries"
+            )
         if row["passage_id"] not in corpus:
-            raise RetrievalDataError(f"{path}: line {line_no}: passage_id {row['passage_id']!r} is not in {corpus_path}; "
-                                     "rule: qrels name only passages of the corpus")
+            raise RetrievalDataError(
+                f"{path}: line {line_no}: passage_id {row['passage_id']!r} is not in {corpus_path}; "
+                "rule: qrels name only passages of the corpus"
+            )
         relevance = row.get("relevance", 1)
         if not isinstance(relevance, int) or isinstance(relevance, bool) or relevance < 0:
-            raise RetrievalDataError(f"{path}: line {line_no}: relevance {relevance!r}; rule: relevance is an integer >= 0")
+            raise RetrievalDataError(
+                f"{path}: line {line_no}: relevance {relevance!r}; rule: relevance is an integer >= 0"
+            )
         qrels.setdefault(row["query_id"], {})[row["passage_id"]] = relevance
     unjudged = sorted(q for q in query_ids if not any(qrels.get(q, {}).values()))
     if unjudged:
-        raise RetrievalDataError(f"{path}: {len(unjudged)} query(ies) with no relevant passage, first {unjudged[0]!r}; "
-                                 "rule: every golden query has a relevant passage")
+        raise RetrievalDataError(
+            f"{path}: {len(unjudged)} query(ies) with no relevant passage, first {unjudged[0]!r}; "
+            "rule: every golden query has a relevant passage"
+        )
     return qrels

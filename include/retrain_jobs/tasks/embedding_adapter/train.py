@@ -38,7 +38,9 @@ class Args:
     adapter_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the adapter."})
     temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature: logits are cosine / temperature."})
     max_seq_length: int = field(default=128, metadata={"help": "Tokens kept per query or passage."})
-    corpus_file: str = field(default="", metadata={"help": "JSON lines {passage_id, text}: the passages the pairs name (data.corpus_file)."})
+    corpus_file: str = field(
+        default="", metadata={"help": "JSON lines {passage_id, text}: the passages the pairs name (data.corpus_file)."}
+    )
 
 
 class Task:
@@ -67,8 +69,12 @@ class Task:
         passage_ids = list(examples.corpus)
         position = {pid: i for i, pid in enumerate(passage_ids)}
         with self.autocast():
-            corpus = encode_frozen(self.model, self.tokenizer, [examples.corpus[p] for p in passage_ids], max_len, device=self.device)
-            queries = encode_frozen(self.model, self.tokenizer, [p["query"] for p in examples.pairs], max_len, device=self.device)
+            corpus = encode_frozen(
+                self.model, self.tokenizer, [examples.corpus[p] for p in passage_ids], max_len, device=self.device
+            )
+            queries = encode_frozen(
+                self.model, self.tokenizer, [p["query"] for p in examples.pairs], max_len, device=self.device
+            )
         corpus, queries = corpus.to(self.device), queries.to(self.device)
         targets = np.array([position[p["passage_id"]] for p in examples.pairs])
         positives: dict[str, set[int]] = {}
@@ -86,8 +92,16 @@ class Task:
                     if other in column:
                         mask[row, column[other]] = True
             batch_targets = torch.tensor([column[int(targets[i])] for i in idx])
-            batches.append((queries[torch.as_tensor(idx)], corpus[torch.tensor(distinct)], batch_targets.to(self.device),
-                            mask.to(self.device), corpus, torch.as_tensor(targets[idx]).to(self.device)))
+            batches.append(
+                (
+                    queries[torch.as_tensor(idx)],
+                    corpus[torch.tensor(distinct)],
+                    batch_targets.to(self.device),
+                    mask.to(self.device),
+                    corpus,
+                    torch.as_tensor(targets[idx]).to(self.device),
+                )
+            )
         return batches
 
     def _logits(self, queries: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -105,19 +119,26 @@ class Task:
         losses, hits, n = 0.0, 0, 0
         with torch.no_grad():
             for queries, passages, targets, mask, corpus, corpus_targets in batches:
-                losses += nn.functional.cross_entropy(self._logits(queries, passages, mask), targets, reduction="sum").item()
+                losses += nn.functional.cross_entropy(
+                    self._logits(queries, passages, mask), targets, reduction="sum"
+                ).item()
                 hits += int((self._logits(queries, corpus).argmax(-1) == corpus_targets).sum())
                 n += len(targets)
         return {"val_loss": losses / n, "val_recall_at_1": hits / n}
 
     def save(self, model_dir: Path) -> None:
-        spec = AdapterSpec(rank=self.task_args.adapter_rank, max_seq_length=self.task_args.max_seq_length,
-                           temperature=self.task_args.temperature, base_model=self.args.base_model)
+        spec = AdapterSpec(
+            rank=self.task_args.adapter_rank,
+            max_seq_length=self.task_args.max_seq_length,
+            temperature=self.task_args.temperature,
+            base_model=self.args.base_model,
+        )
         save_adapted_encoder(self.model, self.tokenizer, spec, model_dir)
 
 
 def load(model_dir, expected_digest: str | None) -> LoadedRetriever:
-    """A saved adapter model, refused (WeightsMismatch) if its weights are not the recorded ones: serving, rollback, evaluation."""
+    """A saved adapter model, refused (WeightsMismatch) if its weights are not the recorded ones: serving, rollback,
+    evaluation."""
     return LoadedRetriever(model_dir, expected_digest)
 
 

@@ -81,7 +81,12 @@ def classification_block(y_true: np.ndarray, y_pred: np.ndarray, labels: list[st
         "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
         "accuracy": float(np.mean(y_true == y_pred)),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(labels)
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
@@ -111,7 +116,10 @@ def score(examples: list[dict], challenger, champion, batch_size: int, options: 
         eval_seconds = time.perf_counter() - started
         to_global = np.array([labels.index(name) for name in model.labels])  # map by name
         preds[role] = to_global[local_pred]
-        blocks[role] = {**classification_block(y_true, preds[role], labels, escalation), "eval_seconds": round(eval_seconds, 3)}
+        blocks[role] = {
+            **classification_block(y_true, preds[role], labels, escalation),
+            "eval_seconds": round(eval_seconds, 3),
+        }
     a, b = preds["challenger"], preds["champion"]
     paired = {
         "keys": [ex["key"] for ex in examples],
@@ -122,7 +130,12 @@ def score(examples: list[dict], challenger, champion, batch_size: int, options: 
         "champion_correct": (b == y_true).astype(int).tolist() if b is not None else None,
     }
     fields = {"labels": labels, **({"escalation_label": escalation_label} if escalation_label is not None else {})}
-    return {"fields": fields, "blocks": blocks, "paired": paired, "protocol": {"call": LATENCY_CALL, "macro_f1": MACRO_F1}}
+    return {
+        "fields": fields,
+        "blocks": blocks,
+        "paired": paired,
+        "protocol": {"call": LATENCY_CALL, "macro_f1": MACRO_F1},
+    }
 
 
 def latency_requests(examples: list[dict]) -> list[str]:
@@ -146,7 +159,9 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, bool, str]]:
 def describe(metrics: dict) -> str:
     """What the report's header says about the label space."""
     escalation = metrics.get("escalation_label")
-    return f"{len(metrics['labels'])} classes" + (f", escalation label {html.escape(escalation)!s}" if escalation else "")
+    return f"{len(metrics['labels'])} classes" + (
+        f", escalation label {html.escape(escalation)!s}" if escalation else ""
+    )
 
 
 def report_sections(metrics: dict) -> list[str]:
@@ -215,7 +230,10 @@ def _top_confusions(metrics: dict, k: int) -> str:
     errors = matrix.copy()
     np.fill_diagonal(errors, 0)
     champion = np.array(metrics["champion"]["confusion_matrix"]) if metrics["champion"] else None
-    pairs = sorted(((int(i), int(j)) for i, j in zip(*np.nonzero(errors), strict=True)), key=lambda ij: (-errors[ij], labels[ij[0]], labels[ij[1]]))
+    pairs = sorted(
+        ((int(i), int(j)) for i, j in zip(*np.nonzero(errors), strict=True)),
+        key=lambda ij: (-errors[ij], labels[ij[0]], labels[ij[1]]),
+    )
     if not pairs:
         return "<p>No confusions.</p>"
     shown = pairs[:k]
@@ -247,7 +265,10 @@ def _chart_classes(metrics: dict) -> tuple[list[str], str]:
     worst = sorted(labels, key=lambda name: (challenger[name]["f1"], name))[:CHART_K]
     every = " The full per-class table below lists every class."
     if not champion:
-        return worst, f"Showing {len(worst)} of {len(labels)} classes: the {len(worst)} with the lowest challenger F1.{every}"
+        return (
+            worst,
+            f"Showing {len(worst)} of {len(labels)} classes: the {len(worst)} with the lowest challenger F1.{every}",
+        )
     change = {name: challenger[name]["f1"] - champion[name]["f1"] for name in labels}
     changed = [name for name in sorted(labels, key=lambda name: (-abs(change[name]), name)) if change[name]][:CHART_K]
     shown = list(dict.fromkeys(worst + changed))
@@ -275,7 +296,9 @@ def _f1_chart(metrics: dict) -> str:
         for centre, name in zip(centres, labels, strict=True):
             delta = metrics["challenger"]["per_class"][name]["f1"] - metrics["champion"]["per_class"][name]["f1"]
             colour = "#137333" if delta > 0 else "#b3261e" if delta < 0 else "#666"
-            ax.text(1.01, centre, f"{delta:+.2f}", va="center", fontsize=7, color=colour, transform=ax.get_yaxis_transform())
+            ax.text(
+                1.01, centre, f"{delta:+.2f}", va="center", fontsize=7, color=colour, transform=ax.get_yaxis_transform()
+            )
         ax.text(1.01, 1.0, "Δ F1", va="bottom", fontsize=7, transform=ax.transAxes)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -296,7 +319,11 @@ def _per_class_table(metrics: dict) -> str:
     rows = []
     for name in sorted(metrics["labels"], key=delta):
         c = challenger[name]
-        champ = f"<td>{champion[name]['f1']:.3f}</td>{delta_cell(c['f1'], champion[name]['f1'], True, '.3f')}" if champion else ""
+        champ = (
+            f"<td>{champion[name]['f1']:.3f}</td>{delta_cell(c['f1'], champion[name]['f1'], True, '.3f')}"
+            if champion
+            else ""
+        )
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td>{c['support']}</td><td>{c['precision']:.3f}</td>"
             f"<td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td>{champ}</tr>"

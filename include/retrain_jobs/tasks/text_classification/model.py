@@ -60,7 +60,9 @@ class TextClassifier(nn.Module):
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return nn.functional.normalize(pooled, dim=-1)
 
-    def hidden_before_layer(self, index: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, object]:
+    def hidden_before_layer(
+        self, index: int, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, object]:
         """The hidden states that enter transformer layer ``index``, and the attention mask in the form the
         encoder built for its layers; the layers from ``index`` on are not run. Taken from the encoder's own
         forward pass (a pre-hook on that layer), so the embeddings and the mask are exactly the model's."""
@@ -80,7 +82,9 @@ class TextClassifier(nn.Module):
             handle.remove()
         return captured["hidden"], captured["mask"]
 
-    def embed_from_layer(self, index: int, hidden: torch.Tensor, layer_mask: object, attention_mask: torch.Tensor) -> torch.Tensor:
+    def embed_from_layer(
+        self, index: int, hidden: torch.Tensor, layer_mask: object, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """``embed`` resumed at layer ``index`` from ``hidden_before_layer``'s output."""
         for layer in self.encoder.encoder.layer[index:]:
             hidden = layer(hidden, layer_mask)
@@ -133,8 +137,13 @@ class LoadedClassifier:
         self.device = device
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.spec.max_seq_length, return_tensors="pt")
-        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.spec.max_seq_length, return_tensors="pt"
+        )
+        return {
+            "input_ids": batch["input_ids"].to(self.device),
+            "attention_mask": batch["attention_mask"].to(self.device),
+        }
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -4,7 +4,8 @@ Recipe: linear probe first (LP-FT, Kumar et al. 2022). With ``--trainable-layers
 encoder is frozen, its sentence embeddings are computed once, and only the head trains,
 for many cheap epochs; ``--trainable-layers K`` also fine-tunes the top K encoder layers
 at ``--learning-rate``. The frozen layers below never change, so their output is computed
-once too (in eval mode: no dropout in them), and each epoch runs only the top K layers. Channel rows are ``{"text", "label"}``; the label index is the
+once too (in eval mode: no dropout in them), and each epoch runs only the top K layers. Channel rows are ``{"text",
+"label"}``; the label index is the
 label's position in ``--labels-file``. train.py runs the loop, this module says what a
 batch, a loss and a validation score are.
 """
@@ -72,7 +73,9 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
-def length_bucketed(tokenizer, texts: list[str], labels: np.ndarray, batch_size: int, max_len: int) -> list[tuple[torch.Tensor, ...]]:
+def length_bucketed(
+    tokenizer, texts: list[str], labels: np.ndarray, batch_size: int, max_len: int
+) -> list[tuple[torch.Tensor, ...]]:
     """Batches of similar lengths, padded once up front: padding stays small and an epoch only reorders them."""
     encoded = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
     order = np.argsort([len(ids) for ids in encoded], kind="stable")
@@ -109,7 +112,9 @@ class Task:
         self.model.freeze_encoder_except_top(self.task_args.trainable_layers)
         layers = len(self.model.encoder.encoder.layer)
         if not 0 <= self.task_args.trainable_layers <= layers:
-            raise ValueError(f"trainable_layers={self.task_args.trainable_layers}: {self.args.base_model} has {layers} layers")
+            raise ValueError(
+                f"trainable_layers={self.task_args.trainable_layers}: {self.args.base_model} has {layers} layers"
+            )
         if self.task_args.trainable_layers:
             self.first_trained = layers - self.task_args.trainable_layers
         self.model.to(self.device)
@@ -127,7 +132,9 @@ class Task:
         """A split as a list of batches: (features, y) when the encoder is frozen, else the frozen layers'
         output (hidden, layer mask, mask, y) that the top layers start from."""
         y = np.array([self.label_id[n] for n in examples.labels], dtype=np.int64)
-        batches = length_bucketed(self.tokenizer, examples.texts, y, self.args.batch_size, self.task_args.max_seq_length)
+        batches = length_bucketed(
+            self.tokenizer, examples.texts, y, self.args.batch_size, self.task_args.max_seq_length
+        )
         return self._features(batches) if self.cached else self._frozen_outputs(batches)
 
     @torch.no_grad()
@@ -182,13 +189,18 @@ class Task:
 
     def save(self, model_dir: Path) -> None:
         """The self-contained classifier directory (retrain_jobs.tasks.text_classification.model)."""
-        spec = ClassifierSpec(labels=self.labels, max_seq_length=self.task_args.max_seq_length,
-                              base_model=self.args.base_model, trainable_layers=self.task_args.trainable_layers)
+        spec = ClassifierSpec(
+            labels=self.labels,
+            max_seq_length=self.task_args.max_seq_length,
+            base_model=self.args.base_model,
+            trainable_layers=self.task_args.trainable_layers,
+        )
         save_classifier(self.model, self.tokenizer, spec, model_dir)
 
 
 def load(model_dir, expected_digest: str | None) -> LoadedClassifier:
-    """A saved classifier, refused (WeightsMismatch) if its weights are not the recorded ones: serving, rollback, evaluation."""
+    """A saved classifier, refused (WeightsMismatch) if its weights are not the recorded ones: serving, rollback,
+    evaluation."""
     return load_classifier(model_dir, expected_digest=expected_digest)
 
 
