@@ -7,7 +7,7 @@ query, as validation), runs include/retrain_jobs/train.py with the job interpret
 local runner does, publishes data/retrieval's golden queries, corpus and qrels through the store,
 and runs include/retrain_jobs/evaluate.py on them. Prints one JSON line: train and evaluate wall seconds,
 and recall@1/5/10, MRR@10, nDCG@10 for the adapter and the frozen encoder from the same run.
-Target (issue 10): the adapter beats the frozen encoder on recall@10. Not wired into bench/run.py
+Target: the adapter beats the frozen encoder on recall@10. Not wired into bench/run.py
 yet: the model has no config and DAG (docs/task-types.md, "Not done yet").
 """
 

@@ -1,4 +1,4 @@
-"""Model demos: each further model's `make demo MODEL=<name>`, its wall time and golden quality against issue 10's
+"""Model demos: each further model's `make demo MODEL=<name>`, its wall time and golden quality against its
 targets.
 
 Runs scripts/demo.py --model <name> as a person would (seeding, `airflow standalone`, run 1 for

@@ -152,7 +152,7 @@ def checkpoint_key(config: ModelConfig, ctx: RunContext, dataset_version: str) -
 
 
 def lineage(config: ModelConfig, ctx: RunContext, dataset_version: str | None) -> dict[str, str]:
-    """Tags that let anyone rebuild a model from its MLflow run alone (DESIGN.md, Lineage)."""
+    """Tags that let anyone rebuild a model from its MLflow run alone (docs/operations.md, lineage)."""
     return {
         "model_name": config.name,
         "dataset_version": dataset_version or "",

@@ -1,6 +1,6 @@
 """Where things are on AWS: store keys as S3 URIs, the deployed code bundle, and ``AwsJob``.
 
-Keys are the same on S3 and on disk (DESIGN.md, Contracts); only the bucket depends on the
+Keys are the same on S3 and on disk (``retrain.store``); only the bucket depends on the
 key's first segment, by the rule in ``retrain.store.layout``. ``aws_job_from_spec`` maps a backend-neutral
 JobSpec (the one the local runner maps onto paths) onto the S3 URIs and container paths the Glue and
 SageMaker builders take.

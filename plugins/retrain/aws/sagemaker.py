@@ -210,7 +210,7 @@ def model_package_request(
     """``CreateModelPackage`` in the model's group, PendingManualApproval, with lineage and metrics.json as
     ModelMetrics."""
     missing = [key for key in LINEAGE_KEYS if not lineage.get(key)]
-    if missing:  # a package must be rebuildable from its metadata alone (DESIGN.md, Lineage)
+    if missing:  # a package must be rebuildable from its metadata alone (docs/operations.md, lineage)
         raise ValueError(f"CustomerMetadataProperties: lineage is missing {', '.join(missing)}")
     metadata = _strings(lineage, "CustomerMetadataProperties")
     # Same run and group -> same token, so a retried register_model finds its package instead of making a second.

@@ -121,7 +121,7 @@ def check_pin_first(manifest: Mapping[str, Any], pinned_content_sha256: str | No
 
 
 def require_golden_pin(key: str, pinned_content_sha256: str | None) -> None:
-    """Golden reads are only allowed against a pinned hash (DESIGN.md: verify first, every read)."""
+    """Golden reads are only allowed against a pinned hash (rule: verify first, on every read)."""
     if not (key == "golden" or key.startswith("golden/")):
         raise ValueError(f"{key}: not a golden key; golden reads are for golden/<model>/<version>")
     if not pinned_content_sha256:

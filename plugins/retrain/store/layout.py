@@ -1,6 +1,6 @@
 """Which S3 bucket holds a store key: the one routing rule of the aws backend.
 
-Keys are the same on S3 and on disk (DESIGN.md, Contracts); on S3 the key's first segment
+Keys are the same on S3 and on disk (``retrain.store``); on S3 the key's first segment
 picks one of three buckets, and the key is stored unchanged at that bucket's root:
 
 - ``raw/``, ``datasets/`` → the dataset bucket (``aws.dataset_bucket``);

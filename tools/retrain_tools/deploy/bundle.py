@@ -1,7 +1,7 @@
 """``bin/retrain deploy build``: the MWAA bundle in ``dist/mwaa/``, byte-reproducible per commit.
 
-MWAA sees only ``dags/``, ``plugins.zip``, ``requirements.txt`` and ``startup.sh`` (AWS.md,
-"MWAA 3.3.1"); the jobs see the code bundle under ``code/<content digest>/`` of the artifact
+MWAA sees only ``dags/``, ``plugins.zip``, ``requirements.txt`` and ``startup.sh`` (each an S3 object
+version of the environment); the jobs see the code bundle under ``code/<content digest>/`` of the artifact
 bucket. Layout of ``dist/mwaa/``::
 
     dags/                  DAG files, config/models/*.yaml, their data files (labels, corpus), constraints.txt,
@@ -41,8 +41,8 @@ MWAA_AIRFLOW_HOME = "/usr/local/airflow"  # where MWAA puts dags/ and plugins/ (
 CONSTRAINTS_NAME = "constraints.txt"
 MANIFEST_NAME = "deploy-manifest.json"
 DEFAULT_OUT = PROJECT_ROOT / "dist" / "mwaa"
-# MWAA sets these itself and refuses a startup script that changes them (AWS.md names the first
-# three); Airflow settings go through the environment's AirflowConfigurationOptions, never AIRFLOW__*.
+# MWAA sets these itself and refuses a startup script that changes them (MWAA's documentation names the
+# first three); Airflow settings go through the environment's AirflowConfigurationOptions, never AIRFLOW__*.
 MWAA_PROTECTED = ("PYTHONPATH", "AIRFLOW_HOME", "AWS_REGION", "AWS_DEFAULT_REGION", "PATH", "JAVA_HOME")
 # Left out of the job requirements: the PyTorch training image brings torch, Glue brings Spark, and
 # the packaged local weights are replaced by aws_base_model on AWS.

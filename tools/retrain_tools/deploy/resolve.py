@@ -1,9 +1,9 @@
 """Does a requirements.txt install on Amazon MWAA 3.3.1? pip's dry run under MWAA's constraints.
 
 MWAA runs ``pip3 install --constraint mwaa_essential_constraints.txt -r requirements.txt`` and adds
-its copy of Airflow's constraints only when the file has no constraint line of its own (AWS.md,
-"MWAA 3.3.1"). ``resolve`` runs that install as ``--dry-run --report -`` with a Python 3.12
-interpreter, so a pin MWAA would refuse is refused here first. It needs the package index pip is
+its copy of Airflow's constraints only when the file has no constraint line of its own (the
+entrypoint of aws/amazon-mwaa-docker-images, images/airflow/3.3.1). ``resolve`` runs that install as
+``--dry-run --report -`` with a Python 3.12 interpreter, so a pin MWAA would refuse is refused here first. It needs the package index pip is
 configured for; ``IndexUnreachable`` says when it could not be reached.
 """
 
