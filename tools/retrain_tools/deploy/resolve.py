@@ -3,8 +3,8 @@
 MWAA runs ``pip3 install --constraint mwaa_essential_constraints.txt -r requirements.txt`` and adds
 its copy of Airflow's constraints only when the file has no constraint line of its own (the
 entrypoint of aws/amazon-mwaa-docker-images, images/airflow/3.3.1). ``resolve`` runs that install as
-``--dry-run --report -`` with a Python 3.12 interpreter, so a pin MWAA would refuse is refused here first. It needs the package index pip is
-configured for; ``IndexUnreachable`` says when it could not be reached.
+``--dry-run --report -`` with a Python 3.12 interpreter, so a pin MWAA would refuse is refused here first.
+It needs the package index pip is configured for; ``IndexUnreachable`` says when it could not be reached.
 """
 
 from __future__ import annotations
