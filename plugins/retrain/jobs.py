@@ -68,7 +68,7 @@ class Upstream:
 
 @dataclass(frozen=True)
 class ProjectFile:
-    """A file of the project tree (a labels file, a corpus), by its path relative to the project root."""
+    """A file a config names (a labels file, a corpus): relative to the project root, or an absolute path."""
 
     path: str
 

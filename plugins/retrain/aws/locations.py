@@ -130,9 +130,10 @@ def _argument(
             "job reads instead"
         )
     if isinstance(value, ProjectFile):
-        return {"glue": code.script_uri(value.path), "processing": str(PROCESSING_CODE / value.path)}.get(
-            spec.kind, value.path
-        )
+        if PurePosixPath(value.path).is_absolute():  # outside the project: only a job on this machine opens it
+            return value.path
+        in_bundle = {"glue": code.script_uri(value.path), "processing": str(PROCESSING_CODE / value.path)}
+        return in_bundle.get(spec.kind, value.path)
     if spec.kind == "glue":
         return value.location if isinstance(value, Upstream) else s3_uri(aws, value.key)
     if spec.kind == "training":
@@ -160,6 +161,7 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle) -> AwsJob
       through to Glue and is mounted as a file in a processing job;
     - a ``ProjectFile`` is its S3 URI in the code bundle (Glue), its path under the processing code
       input, or its project-relative path (training: script mode runs in the unpacked project tree);
+      an absolute path, a file outside the project, is passed as it is;
     - ``StoreRoot`` is refused: on AWS the store spans three buckets (``retrain.aws.requests.aws_job``
       replaces it first);
     - channels, the model and the checkpoint key become S3 URIs (a channel a prefix ending in "/", so
