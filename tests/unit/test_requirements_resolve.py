@@ -6,8 +6,8 @@ run the same resolve (retrain_tools.deploy.resolve, which `bin/retrain deploy bu
 that MWAA would refuse fails here, before a deploy. They need the package registry that pip is
 configured for (about 30 s a resolve); if it cannot be reached they fail and say so.
 
-MWAA's constraint files are read from `<project>/../shared/mwaa-3.3.1/`, where CI keeps them
-(RETRAIN_MWAA_CONSTRAINTS names another directory, e.g. from a git worktree):
+MWAA's constraint files are the project's vendored copy, `constraints/mwaa-3.3.1/` (with its SOURCE.md;
+RETRAIN_MWAA_CONSTRAINTS names another directory):
 
     .venv-airflow/bin/python -m pytest tests/unit/test_requirements_resolve.py
 """

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from retrain.paths import PROJECT_ROOT
 
-MWAA_DIR = Path(os.environ.get("RETRAIN_MWAA_CONSTRAINTS", PROJECT_ROOT.parent / "shared" / "mwaa-3.3.1"))
+MWAA_DIR = Path(os.environ.get("RETRAIN_MWAA_CONSTRAINTS", PROJECT_ROOT / "constraints" / "mwaa-3.3.1"))
+"""MWAA 3.3.1's two constraint files, vendored with their source and licence (constraints/mwaa-3.3.1/SOURCE.md)."""
 ESSENTIAL_NAME = "mwaa_essential_constraints.txt"
 AIRFLOW_CONSTRAINTS_NAME = "airflow_constraints.txt"
 PIP_TIMEOUT_S = 540  # MWAA gives the requirements install 9 minutes
