@@ -128,3 +128,12 @@ def require_golden_pin(key: str, pinned_content_sha256: str | None) -> None:
         raise IntegrityError(
             f"{key}: refusing an unpinned golden read; rule: every golden read verifies the pinned content_sha256"
         )
+
+
+class GoldenReads:
+    """``read_golden`` for a store that has ``read_version``: the one rule both stores follow for golden sets."""
+
+    def read_golden(self, key: str, pinned_content_sha256: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """A golden version's manifest and files, refused unless they match the caller's pin."""
+        require_golden_pin(key, pinned_content_sha256)
+        return self.read_version(key, pinned_content_sha256)

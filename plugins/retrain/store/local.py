@@ -26,16 +26,16 @@ from retrain.paths import store_root
 from retrain.store.digest import (
     MANIFEST_NAME,
     FileSource,
+    GoldenReads,
     check_against_manifest,
     check_pin_first,
     check_relpath,
-    require_golden_pin,
     tree_digest,
 )
 from retrain.store.errors import IntegrityError, WriteOnceError
 
 
-class LocalStore:
+class LocalStore(GoldenReads):
     """Object store rooted at one directory (``RETRAIN_HOME``, default ``.retrain/``)."""
 
     can_append = True
@@ -208,11 +208,6 @@ class LocalStore:
             manifest, actual, lambda name: str(root / name), str(manifest_path), expected_content_sha256
         )
         return manifest, contents
-
-    def read_golden(self, key: str, pinned_content_sha256: str) -> tuple[dict[str, Any], dict[str, bytes]]:
-        """A golden version's manifest and files, refused unless they match the caller's pin."""
-        require_golden_pin(key, pinned_content_sha256)
-        return self.read_version(key, pinned_content_sha256)
 
     def materialize_version(
         self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None

@@ -47,11 +47,11 @@ from typing import Any
 from retrain.store.digest import (
     MANIFEST_NAME,
     FileSource,
+    GoldenReads,
     check_against_manifest,
     check_pin_first,
     check_relpath,
     digest_sources,
-    require_golden_pin,
 )
 from retrain.store.errors import IntegrityError, WriteOnceError
 from retrain.store.layout import S3Layout
@@ -88,7 +88,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-class S3Store:
+class S3Store(GoldenReads):
     """Object store over a deployment's dataset, artifact and golden buckets, keys routed by ``S3Layout``."""
 
     list_page_size = 1000
@@ -414,11 +414,6 @@ class S3Store:
             manifest, actual, lambda name: self.uri(f"{key}/{name}"), manifest_uri, expected_content_sha256
         )
         return manifest, contents
-
-    def read_golden(self, key: str, pinned_content_sha256: str) -> tuple[dict[str, Any], dict[str, bytes]]:
-        """A golden version's manifest and files, refused unless they match the caller's pin."""
-        require_golden_pin(key, pinned_content_sha256)
-        return self.read_version(key, pinned_content_sha256)
 
     def materialize_version(
         self, key: str, expected_content_sha256: str | None = None, dest: Path | None = None
