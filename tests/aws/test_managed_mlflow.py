@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
@@ -50,34 +51,6 @@ AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
     r"SignedHeaders=(?P<signed>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})$"
 )
-
-# What the server holds for a run, read straight from it (not through the proxy), without the plugin's signing.
-READ_RUN = """
-import json, sys
-from mlflow import MlflowClient
-client = MlflowClient(tracking_uri=sys.argv[1])
-run = client.get_run(sys.argv[2])
-experiment = client.get_experiment(run.info.experiment_id)
-print(json.dumps({
-    "experiment": experiment.name, "experiment_location": experiment.artifact_location,
-    "run_name": run.info.run_name, "status": run.info.status, "artifact_uri": run.info.artifact_uri,
-    "params": run.data.params, "tags": run.data.tags, "metrics": run.data.metrics,
-    "train_loss_steps": [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")],
-}))
-"""
-
-# What a job does first (train.py's MlflowRun), with the plugin made unimportable.
-WITHOUT_PLUGIN = """
-import sys
-class BlockPlugin:
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] == "sagemaker_mlflow":
-            raise ImportError(f"{name} blocked by the test")
-sys.meta_path.insert(0, BlockPlugin())
-from retrain.tracking import ensure_experiment
-ensure_experiment("retrain_intent")
-"""
-
 
 def _without_routing(env: dict[str, str]) -> dict[str, str]:
     """``env`` without any AWS, MLflow or SageMaker setting (a developer's profile or keys must not leak in)."""
@@ -203,8 +176,9 @@ def managed_run(channels, proxy, mlflow_server, artifact_bucket, moto_simulator_
     proc = _run_training(_training_spec(channels, out), _managed_env(out, proxy, artifact_bucket, moto_simulator_endpoint))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "model" / "training_summary.json").read_text())
-    read = subprocess.run([str(job_python()), "-c", READ_RUN, f"http://127.0.0.1:{mlflow_server}", summary["mlflow_run_id"]],
-                          env=_clean_env(out), capture_output=True, text=True, timeout=120)
+    # what the server holds for the run, read straight from it (not through the proxy), without the plugin's signing
+    read = subprocess.run([str(job_python()), str(JOBSIDE / "read_mlflow_run.py"), f"http://127.0.0.1:{mlflow_server}",
+                           summary["mlflow_run_id"]], env=_clean_env(out), capture_output=True, text=True, timeout=120)
     assert read.returncode == 0, read.stderr[-3000:]
     return {"summary": summary, "server": json.loads(read.stdout.strip().splitlines()[-1]), "requests": proxy.records[before:]}
 
@@ -283,7 +257,8 @@ def test_without_the_plugin_mlflow_refuses_the_arn(proxy, artifact_bucket, moto_
     env = {**_managed_env(tmp_path, proxy, artifact_bucket, moto_simulator_endpoint),
            "PYTHONPATH": os.pathsep.join([str(INCLUDE_DIR), str(PROJECT_ROOT / "plugins")])}
     before = len(proxy.records)
-    proc = subprocess.run([str(job_python()), "-c", WITHOUT_PLUGIN], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([str(job_python()), str(JOBSIDE / "ensure_experiment_without_plugin.py")], env=env,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert f"unsupported URI '{ARN}'" in proc.stderr, proc.stderr[-3000:]
     assert len(proxy.records) == before

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from airflowstack import run_report  # tests/ is on pythonpath
+from jobscripts import JOBSIDE
 from retrain_tools.airflow_api import wait_until
 from retrain.config import load_config
 from retrain.jobs import run_key
@@ -22,8 +23,6 @@ pytestmark = pytest.mark.integration
 
 TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
          "gate_on_metrics", "register_model", "await_approval", "promote_model"]
-SERVE = ("import json, sys, mlflow, pandas as pd; m = mlflow.pyfunc.load_model(f'models:/{sys.argv[1]}@champion');"
-         "print(json.dumps(m.predict(pd.DataFrame(json.loads(sys.argv[2])))))")
 QUERY = "I still have not received my new card"
 CANDIDATES = [{"passage_id": "p_card_arrival", "text": "card_arrival: When will my new card arrive?", "score": 0.31},
               {"passage_id": "p_exchange_rate", "text": "exchange_rate: What exchange rate do you use?", "score": 0.35}]
@@ -82,7 +81,7 @@ def test_metrics_gate_and_registry_are_the_task_types(promoted, stack):
 def test_the_champion_serves_through_its_task_types_loader(promoted, stack):
     env = {**stack["env"], "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}"}
     model = promoted["model"]
-    proc = subprocess.run([str(job_python()), "-c", SERVE, model, json.dumps(REQUESTS[model])], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([str(job_python()), str(JOBSIDE / "serve_champion.py"), model, json.dumps(REQUESTS[model])],
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_served(model, json.loads(proc.stdout.strip().splitlines()[-1]))

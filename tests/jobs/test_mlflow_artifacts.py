@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.tracking import ARTIFACT_ROOT_ENV
 
@@ -21,20 +22,6 @@ pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environm
 
 REGISTRY = PROJECT_ROOT / "plugins" / "retrain" / "registry.py"
 EXPERIMENT = "retrain_intent/tracking test"  # not path-safe as it stands
-
-# Every location MLflow recorded: experiments, runs, logged models, and what registered versions resolve to.
-LOCATIONS = """
-import json, mlflow
-c = mlflow.MlflowClient()
-exps = c.search_experiments(view_type=mlflow.entities.ViewType.ALL)
-print(json.dumps({
-    "experiments": {e.name: e.artifact_location for e in exps},
-    "runs": {e.name: [r.info.artifact_uri for r in c.search_runs([e.experiment_id])] for e in exps},
-    "logged_models": [m.artifact_location for m in c.search_logged_models(experiment_ids=[e.experiment_id for e in exps])],
-    "versions": [c.get_model_version_download_uri(v.name, v.version) for v in c.search_model_versions("name='intent'")],
-}))
-"""
-
 
 def job(world, *args: str) -> subprocess.CompletedProcess:
     """The job interpreter with ``args``, started from the unrelated working directory."""
@@ -63,7 +50,7 @@ def world(channels, tmp_path_factory, training):
                "--run-id", model["mlflow_run_id"], "--tags-json", "{}", "--evidence-json", json.dumps(evidence))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ArtifactLocationWarning" not in proc.stderr
-    found = job(world, "-c", LOCATIONS)
+    found = job(world, str(JOBSIDE / "mlflow_locations.py"))  # every location MLflow recorded
     assert found.returncode == 0, found.stderr[-3000:]
     return {**world, "model": model, "locations": json.loads(found.stdout.strip().splitlines()[-1])}
 
@@ -90,10 +77,7 @@ def test_every_recorded_location_is_under_the_store_root(world):
 
 def test_an_experiment_outside_the_root_is_reported_not_silently_used(world):
     foreign = (world["root"] / "legacy-mlruns").as_uri()
-    code = ("from mlflow import MlflowClient; from retrain.tracking import ensure_experiment;"
-            f"MlflowClient().create_experiment('legacy', artifact_location={foreign!r});"
-            f"ensure_experiment('legacy'); ensure_experiment({EXPERIMENT!r})")
-    proc = job(world, "-c", code)
+    proc = job(world, str(JOBSIDE / "legacy_experiment.py"), foreign, EXPERIMENT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [line for line in proc.stderr.splitlines() if "ArtifactLocationWarning" in line]
     assert len(warnings) == 1, proc.stderr  # the experiment under the root passes silently

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 
 REGISTRY = PROJECT_ROOT / "plugins" / "retrain" / "registry.py"
@@ -56,9 +57,8 @@ def test_lifecycle(world):
     assert status(world)["challenger"] == v1 and status(world)["champion"] is None
 
     # a registered version loads back through MLflow and predicts label names
-    code = ("import mlflow, pandas as pd; m = mlflow.pyfunc.load_model('models:/intent@challenger');"
-            "print(list(m.predict(pd.DataFrame({'text': ['I lost my card, someone stole it', 'what is the exchange rate']}))))")
-    proc = subprocess.run([str(job_python()), "-c", code], env=world["env"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(job_python()), str(JOBSIDE / "predict_registered.py"), "models:/intent@challenger"],
+                          env=world["env"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     predicted = eval(proc.stdout.strip().splitlines()[-1])  # noqa: S307 - our own printed list
     assert len(predicted) == 2 and set(predicted) <= {"card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked"}
@@ -106,20 +106,11 @@ def test_two_runs_gated_without_a_champion_cannot_both_be_promoted(world, tmp_pa
     assert status(race, "race")["champion"] == first and (tmp_path / "store" / "ledger" / "race.jsonl").read_text() == ledger_before
 
 
-TAMPER = """
-import sys
-from safetensors.torch import load_file, save_file
-path = sys.argv[1] + "/head.safetensors"
-head = load_file(path)
-head["bias"] = head["bias"] + 1.0
-save_file(head, path)
-"""
-
-
 def test_weights_changed_after_registration_are_neither_rolled_back_to_nor_served(world):
     """Runs after test_lifecycle: v1 serves, v3 served before. v3's directory is then overwritten."""
     v3_dir = world["models"][2]["model_dir"]
-    proc = subprocess.run([str(job_python()), "-c", TAMPER, v3_dir], env=world["env"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(job_python()), str(JOBSIDE / "tamper_weights.py"), v3_dir], env=world["env"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     ledger_before = (world["root"] / "store" / "ledger" / "intent.jsonl").read_text()
     refused = registry(world, "rollback", "--model", "intent", "--target-version", "3", "--actor", "bob", "--reason", "test")
@@ -128,15 +119,10 @@ def test_weights_changed_after_registration_are_neither_rolled_back_to_nor_serve
     assert (world["root"] / "store" / "ledger" / "intent.jsonl").read_text() == ledger_before
 
     # Serving: the registered copy in MLflow is intact and loads; a copy with other weights does not.
-    load = "import mlflow; mlflow.pyfunc.load_model('models:/intent/3'); print('loaded')"
-    intact = subprocess.run([str(job_python()), "-c", load], env=world["env"], capture_output=True, text=True, timeout=300)
+    intact = subprocess.run([str(job_python()), str(JOBSIDE / "load_registered.py"), "models:/intent/3"],
+                            env=world["env"], capture_output=True, text=True, timeout=300)
     assert intact.returncode == 0 and "loaded" in intact.stdout, intact.stderr[-2000:]
-    serve_tampered = (
-        "import json, sys, types; sys.path.insert(0, sys.argv[2]);"
-        "from retrain_jobs.mlflow_model import RetrainModel;"
-        "ctx = types.SimpleNamespace(artifacts={'model': sys.argv[1]}, model_config={'weights_digest': sys.argv[3], 'task': 'text_classification'});"
-        "RetrainModel().load_context(ctx)"
-    )
-    proc = subprocess.run([str(job_python()), "-c", serve_tampered, v3_dir, str(INCLUDE_DIR), world["models"][2]["weights_digest"]],
+    proc = subprocess.run([str(job_python()), str(JOBSIDE / "load_model_dir.py"), v3_dir,
+                           world["models"][2]["weights_digest"]],
                           env=world["env"], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "WeightsMismatch" in proc.stderr and "refusing to load" in proc.stderr

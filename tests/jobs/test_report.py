@@ -20,6 +20,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.config import GatePolicy
 from retrain.gate import evaluate_gate
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
@@ -29,16 +30,6 @@ pytestmark = pytest.mark.skipif(not job_python().exists(), reason="job environme
 
 # One label needs escaping everywhere it appears (tables, captions, the gate's reasons).
 ODD_LABEL = "refund <pending> & reversed"
-
-RENDER = """
-import json, sys
-from pathlib import Path
-from retrain_jobs.report import build_report
-
-for name, case in json.loads(Path(sys.argv[1]).read_text()).items():
-    (Path(sys.argv[2]) / f"{name}.html").write_text(build_report(case["metrics"], case["latencies"]), encoding="utf-8")
-"""
-
 
 def scored(y: np.ndarray, pred: np.ndarray, labels: list[str], latencies: np.ndarray) -> dict:
     """One model's block as ``score_model`` writes it."""
@@ -116,7 +107,7 @@ def reports(tmp_path_factory) -> dict[str, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env["PYTHONPATH"] = os.pathsep.join([str(INCLUDE_DIR), str(PROJECT_ROOT / "plugins")])
     proc = subprocess.run(
-        [str(job_python()), "-c", RENDER, str(root / "cases.json"), str(root)],
+        [str(job_python()), str(JOBSIDE / "render_reports.py"), str(root / "cases.json"), str(root)],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

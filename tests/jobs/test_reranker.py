@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import job_environment
@@ -108,7 +109,12 @@ def test_a_pair_whose_passage_is_not_in_the_corpus_names_file_row_and_rule(chann
     assert not any(spec.model_dir.iterdir()) and not any(spec.checkpoint_dir.iterdir())  # nothing written
 
 
-# Three queries, each with 4 candidates c0..c3 in first-stage order; the reranker's scores per row:
+def job_env() -> dict:
+    return job_environment(spec_for({"train": Path("."), "validation": Path("."), "corpus_file": ""}, Path("/tmp")))
+
+
+# tests/jobside/reranking_fixture.py: five queries, each with 4 candidates c0..c3 in first-stage order; the reranker's
+# scores per row:
 #   q0: gains [0, 1, 0, 0], scores [0.5, 0.9, 0.1, 0.0] -> order c1 c0 c2 c3: relevant first: MRR 1, nDCG 1
 #   q1: gains [1, 0, 0, 2], scores [0.7, 0.2, 0.8, 0.1] -> order c2 c0 c1 c3: relevant at ranks 2 (grade 1) and 4 (grade 2):
 #       MRR 1/2; DCG = 1/log2(3) + 2/log2(5) = 0.63093 + 0.86135, ideal = 2 + 1/log2(3) -> nDCG = 0.567207
@@ -116,22 +122,9 @@ def test_a_pair_whose_passage_is_not_in_the_corpus_names_file_row_and_rule(chann
 #   q3: gains [0, 0, 0, 0] but qrels judge one passage (grade 1) the first stage missed: MRR 0, nDCG 0 (ideal 1, DCG 0)
 #   q4: gains [0, 1, 0, 0], qrels judge it and another missed passage (both grade 1), scores keep c1 first:
 #       MRR 1, nDCG = 1 / (1 + 1/log2(3)) = 0.613147
-RANKING_FIXTURE = """
-import json, numpy as np
-from retrain_jobs.tasks.cross_encoder_reranking.evaluate import reranked_metrics
-scores = np.array([[0.5, 0.9, 0.1, 0.0], [0.7, 0.2, 0.8, 0.1], [0.3, 0.3, 0.3, 0.3], [0.4, 0.3, 0.2, 0.1], [0.1, 0.9, 0.2, 0.0]])
-gains = np.array([[0, 1, 0, 0], [1, 0, 0, 2], [0, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]])
-ideal = [[1], [1, 2], [1], [1], [1, 1]]
-print(json.dumps({k: v.tolist() for k, v in reranked_metrics(scores, gains, ideal).items()}))
-"""
-
-
-def job_env() -> dict:
-    return job_environment(spec_for({"train": Path("."), "validation": Path("."), "corpus_file": ""}, Path("/tmp")))
-
-
 def test_reranking_metrics_by_hand():
-    done = subprocess.run([str(job_python()), "-c", RANKING_FIXTURE], env=job_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(job_python()), str(JOBSIDE / "reranking_fixture.py")], env=job_env(),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["mrr_at_10"] == pytest.approx([1.0, 0.5, 1 / 3, 0.0, 1.0])
@@ -203,20 +196,6 @@ def test_qrels_naming_an_unknown_query_names_file_row_and_rule(first_run, channe
     assert not (tmp_path / "eval" / "metrics.json").exists()
 
 
-READ_GOLDEN = """
-import sys
-from pathlib import Path
-from retrain_jobs.tasks.cross_encoder_reranking.evaluate import read_golden
-from retrain_jobs.base import DataError
-for directory in sys.argv[1:]:
-    try:
-        read_golden(Path(directory))
-        print("read", directory)
-    except DataError as exc:
-        print(exc)
-"""
-
-
 def test_bad_candidate_lists_name_file_row_and_rule(channels, tmp_path):
     bad = {}
     files = golden_files(channels)
@@ -237,7 +216,8 @@ def test_bad_candidate_lists_name_file_row_and_rule(channels, tmp_path):
         dirs[-1].mkdir()
         for name, content in rows.items():
             (dirs[-1] / name).write_text(jsonl(content))
-    done = subprocess.run([str(job_python()), "-c", READ_GOLDEN, *map(str, dirs)], env=job_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(job_python()), str(JOBSIDE / "read_golden.py"), *map(str, dirs)], env=job_env(),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()[-4:]
     candidates = [d / "candidates.jsonl" for d in dirs]
@@ -249,26 +229,11 @@ def test_bad_candidate_lists_name_file_row_and_rule(channels, tmp_path):
     assert lines[3].startswith(f"{candidates[3]}: 1 golden query(ies) without candidates") and "rule: every golden query has a candidate list" in lines[3]
 
 
-CACHED_BOTTOM = """
-import json, torch
-from retrain_jobs.tasks.cross_encoder_reranking.model import build_cross_encoder, tokenize_pairs
-torch.manual_seed(0)
-model, tokenizer = build_cross_encoder("all-MiniLM-L6-v2", 2)
-torch.nn.init.normal_(model.scorer.classifier.weight)  # a head that is not zero, so the logits say something
-model.eval()
-batch = tokenize_pairs(tokenizer, ["card not here", "what is the exchange rate today for euros"],
-                       ["Card arrival. Customers write: where is my card?", "Exchange rate. Customers write, for example: " + "rates " * 40], 48)
-with torch.no_grad():
-    whole = model(batch)
-    cached = model.logits_from_layer(*model.hidden_before_layer(batch))
-print(json.dumps({"padded": int((batch["attention_mask"] == 0).sum()), "whole": whole.tolist(), "cached": cached.tolist()}))
-"""
-
-
 def test_the_cached_frozen_bottom_gives_the_whole_models_logits():
     """Training runs the layers above ``frozen_layers`` on the cached output below; serving runs the whole model.
     On a padded batch both must give the same logits."""
-    done = subprocess.run([str(job_python()), "-c", CACHED_BOTTOM], env=job_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(job_python()), str(JOBSIDE / "cached_bottom.py")], env=job_env(),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["padded"] > 0 and abs(got["whole"][0] - got["whole"][1]) > 1e-3

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.config import load_model
 from retrain.jobs import RunContext, job_spec
 from retrain.runner import LocalJob, local_job
@@ -25,25 +26,15 @@ from retrain.store import LocalStore
 
 pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environment missing at {job_python()}")
 
-# Six golden examples, escalation label "negative" (index 0 in labels.json):
+# tests/jobside/escalation_fixture.py: six golden examples, escalation label "negative" (index 0 in labels.json):
 #   true:       negative negative positive positive positive positive
 #   challenger: negative positive negative positive positive negative   -> 2 of the 4 positives escalated: 0.5
 #   champion:   negative negative positive positive positive negative   -> 1 of 4: 0.25
 # Challenger F1: negative has TP 1, FP 2, FN 1 -> 2/(2+2+1) = 0.4; positive TP 2, FP 1, FN 2 -> 4/7.
-FIXTURE = """
-import json, numpy as np
-from retrain_jobs.tasks.text_classification.evaluate import classification_block
-labels = ["negative", "positive"]
-y = np.array([0, 0, 1, 1, 1, 1])
-out = {role: classification_block(y, np.array(pred), labels, escalation=0)
-       for role, pred in (("challenger", [0, 1, 0, 1, 1, 0]), ("champion", [0, 0, 1, 1, 1, 0]))}
-print(json.dumps(out))
-"""
-
-
 def test_false_escalation_rate_by_hand():
     env = job_environment(LocalJob("x", "processing", job_python(), {}, job_python()))
-    done = subprocess.run([str(job_python()), "-c", FIXTURE], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(job_python()), str(JOBSIDE / "escalation_fixture.py")], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     blocks = json.loads(done.stdout.strip().splitlines()[-1])
     assert blocks["challenger"]["false_escalation"] == {"rate": 0.5, "false_escalations": 2, "non_escalation_examples": 4}

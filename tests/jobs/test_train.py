@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.paths import job_python
 from retrain.runner import command_line, job_environment
 from trainspec import start_until_epoch  # tests/ is on pytest's pythonpath
@@ -108,30 +109,12 @@ def test_bad_channel_fails_clearly(channels, tmp_path, training):
     assert os.path.basename(str(tmp_path / "empty")) in proc.stdout + proc.stderr
 
 
-TOP_LAYERS_FIXTURE = """
-import json, torch
-from retrain_jobs.tasks.text_classification.model import build_classifier
-torch.manual_seed(0)
-model, tokenizer = build_classifier("all-MiniLM-L6-v2", 3)
-model.eval()
-batch = tokenizer(["my card was declined twice", "hi", "where is the refund I asked for last week"],
-                  padding=True, return_tensors="pt")
-ids, mask = batch["input_ids"], batch["attention_mask"]
-with torch.no_grad():
-    whole = model.embed(ids, mask)
-    gaps = {}
-    for index in (0, 4, 5):
-        hidden, layer_mask = model.hidden_before_layer(index, ids, mask)
-        gaps[index] = (model.embed_from_layer(index, hidden, layer_mask, mask) - whole).abs().max().item()
-print(json.dumps({"gaps": gaps, "padded": int((mask == 0).sum())}))
-"""
-
-
 def test_top_layers_resumed_from_the_frozen_layers_output_match_the_whole_encoder(channels, tmp_path, training):
     """trainable_layers K > 0 trains the top K layers on the cached output of the frozen ones: the split
     forward pass must be the encoder's own, padding included."""
     spec_for, _ = training
-    done = subprocess.run([str(job_python()), "-c", TOP_LAYERS_FIXTURE], env=job_environment(spec_for(channels, tmp_path)),
+    env = job_environment(spec_for(channels, tmp_path))
+    done = subprocess.run([str(job_python()), str(JOBSIDE / "top_layers_fixture.py")], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
@@ -143,17 +126,15 @@ def test_a_hub_base_model_is_refused_under_the_local_contract_and_resolved_throu
     """The local runner's environment is offline (HF_HUB_OFFLINE=1): a hub id is refused by name. Without that
     variable (a SageMaker job container running aws_base_model) the id goes to the hub client, which here, with
     no hub in reach and an empty cache, fails as the hub client fails, not with the local refusal."""
-    probe = ("import sys\nfrom retrain_jobs.base import resolve_base_model\n"
-             "try:\n    resolve_base_model('distilbert-base-uncased')\nexcept Exception as exc:\n"
-             "    print(type(exc).__module__ + '.' + type(exc).__name__, '|', exc)\n")
+    probe = str(JOBSIDE / "resolve_hub_model.py")
     spec_for, _ = training
     env = job_environment(spec_for(channels, tmp_path))
-    offline = subprocess.run([str(job_python()), "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    offline = subprocess.run([str(job_python()), probe], env=env, capture_output=True, text=True, timeout=120)
     assert "builtins.ValueError | base model 'distilbert-base-uncased' is neither a packaged model nor a directory" in offline.stdout
     online_env = {k: v for k, v in env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     online_env.update({"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2",
                        "HF_HUB_DOWNLOAD_TIMEOUT": "2"})  # a closed loopback port: nothing leaves the machine
-    online = subprocess.run([str(job_python()), "-c", probe], env=online_env, capture_output=True, text=True, timeout=120)
+    online = subprocess.run([str(job_python()), probe], env=online_env, capture_output=True, text=True, timeout=120)
     assert online.stdout.startswith("huggingface_hub.") and "hub downloads are disabled" not in online.stdout, online.stdout + online.stderr[-2000:]
 
 
