@@ -54,6 +54,7 @@ def tiny_config(config_dir: Path, labels_file: Path, name: str, unreachable_floo
     text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
     replacements = [
         ("name: intent", f"name: {name}"),
+        ("model_package_group: retrain-intent", f"model_package_group: retrain-{name.replace('_', '-')}"),  # one per model
         ("data/banking77/categories.json", str(labels_file)),
         ("retries: 2", "retries: 0"),
         ("  golden_sha256: 5dc02b57ced59ded2839e99f93b714068d5fcb2205af5141ab28e61ae36ac629", "  golden_sha256: null"),

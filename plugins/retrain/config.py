@@ -524,10 +524,9 @@ def config_problems(config_dir: Path | None = None) -> tuple[list[ModelConfig], 
 
 def load_model_among_all(name: str, config_dir: Path | None = None) -> ModelConfig:
     """``load_model``, refused (ConfigError naming both files and the field) when the config shares a
-    ``UNIQUE_PER_MODEL``
-    value with another config in the directory. Each model's DAG file loads its config this way, so both models' DAG
-    files
-    show the clash; a config that does not load is its own DAG file's import error and is not compared."""
+    ``UNIQUE_PER_MODEL`` value with another config in the directory. Each model's DAG file loads its config this
+    way, so both models' DAG files show the clash; a config that does not load is its own DAG file's import error
+    and is not compared."""
     config_dir = config_dir or current_config_dir()
     config = load_model(name, config_dir)
     others = {}
