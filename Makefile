@@ -34,8 +34,8 @@ redis:  ## the Celery tier's broker: installs the distribution's redis-server on
 test: setup redis  ## every test tier (dags, unit, jobs, integration, celery, aws)
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 
-test-fast: setup  ## everything but the integration tier
-	$(ENV) python -m pytest -m "not integration" $(PYTEST_ARGS)
+test-fast: setup  ## everything that needs no running Airflow (no scheduler: integration, the Celery pipeline, the aws e2e run)
+	$(ENV) python -m pytest -m "not scheduler" $(PYTEST_ARGS)
 
 lint: .venv-airflow/.installed  ## ruff over the whole tree (rules and line length in pyproject.toml)
 	.venv-airflow/bin/ruff check .

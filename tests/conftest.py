@@ -1,7 +1,22 @@
-"""Test-wide isolation: Airflow's home and the object store live in a temp dir, never in the repo's."""
+"""Test-wide isolation: Airflow's home and the object store live in a temp dir, never in the repo's.
+
+Markers. Every test carries its tier's marker, named after its directory under tests/ (``dags``, ``unit``,
+``jobs``, ``integration``, ``celery``, ``aws``, ``mwaa``), and ``scheduler`` when it needs a running Airflow
+(it uses one of the fixtures in ``STARTS_AIRFLOW``: the integration tier's ``airflow standalone``, the Celery
+deployment, the aws end-to-end run's ``airflow standalone``). ``pytest_collection_modifyitems`` adds them;
+pytest.ini registers them. ``make test-fast`` is ``-m "not scheduler"``.
+
+Skips. The summary lists each tier's skips with their reasons. Under ``CI=true`` a skipped test fails the
+run (exit status 1) unless its reason contains one of ``SKIP_ALLOWED_IN_CI``, the short allow-list of
+things CI machines may lack on purpose:
+    "no GPU", "needs a GPU", "needs a CUDA GPU"   a test of GPU-only code on a machine without one.
+A missing environment (the job venv, moto, cfn-lint, sagemaker-mlflow, MWAA's constraint files) is not on it:
+CI builds all of them, so a skip for one of those means CI tested less than it claims.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -27,14 +42,90 @@ def store(tmp_path):
     return LocalStore(tmp_path / "store")
 
 
+TESTS_DIR = Path(__file__).resolve().parent
+TIERS = ("dags", "unit", "jobs", "integration", "celery", "aws", "mwaa")
+STARTS_AIRFLOW = frozenset({("integration/conftest.py", "stack"), ("celery/conftest.py", "deployment"),
+                            ("aws/test_pipeline_simulated.py", "aws_stack")})
+"""Fixtures that start a real Airflow, by the file under tests/ that defines them and their name (a name alone is not
+enough: tests/aws/test_infrastructure.py's ``stack`` is a CloudFormation template): the integration tier's ``stack``
+(``airflow standalone``), the Celery tier's ``deployment`` (scheduler, API server, Celery workers) and the aws end-to-end
+run's ``aws_stack`` (``airflow standalone`` on the aws backend). A test that uses one, directly or through another
+fixture, is ``scheduler``."""
+SKIP_ALLOWED_IN_CI = ("no GPU", "needs a GPU", "needs a CUDA GPU")
+
+
+def _tier(nodeid: str) -> str:
+    """tests/<tier>/… -> <tier>; anything else (tests/*.py, a run from elsewhere) -> "other"."""
+    parts = nodeid.split("::", 1)[0].split("/")
+    return parts[1] if len(parts) >= 2 and parts[0] == "tests" and parts[1] in TIERS else "other"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test gets its tier's marker, and ``scheduler`` when it needs a running Airflow."""
+    for item in items:
+        try:
+            tier = Path(item.path).resolve().relative_to(TESTS_DIR).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+        if _starts_airflow(item):
+            item.add_marker(pytest.mark.scheduler)
+
+
+def _starts_airflow(item) -> bool:
+    """Whether one of the fixtures ``item`` uses (the closure, so through other fixtures too) is in STARTS_AIRFLOW."""
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    for name, definitions in (fixture_info.name2fixturedefs.items() if fixture_info else ()):
+        for definition in definitions:
+            try:
+                where = Path(inspect.getfile(definition.func)).resolve().relative_to(TESTS_DIR).as_posix()
+            except (TypeError, ValueError):
+                continue
+            if (where, name) in STARTS_AIRFLOW:
+                return True
+    return False
+
+
 _TIER_SECONDS: dict[str, float] = {}
+_SKIPS: dict[str, list[tuple[str, str]]] = {}
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _record_skip(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPS.setdefault(_tier(report.nodeid), []).append((report.nodeid, _skip_reason(report)))
 
 
 def pytest_runtest_logreport(report):
-    """Time per tier (tests/<tier>/…): setup, call and teardown, shared fixtures included."""
-    parts = report.nodeid.split("/")
-    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
-    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+    """Time per tier (tests/<tier>/…): setup, call and teardown, shared fixtures included; and the skips."""
+    _TIER_SECONDS[_tier(report.nodeid)] = _TIER_SECONDS.get(_tier(report.nodeid), 0.0) + report.duration
+    _record_skip(report)
+
+
+def pytest_collectreport(report):
+    """A whole module or directory skipped while it was collected (an importorskip at module level)."""
+    _record_skip(report)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _skips_not_allowed() -> list[tuple[str, str]]:
+    return [(nodeid, reason) for skips in _SKIPS.values() for nodeid, reason in skips
+            if not any(allowed in reason for allowed in SKIP_ALLOWED_IN_CI)]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI=true, a skip whose reason is not on SKIP_ALLOWED_IN_CI fails the run."""
+    if _in_ci() and _skips_not_allowed() and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -42,3 +133,13 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "time per tier")
         for tier, seconds in sorted(_TIER_SECONDS.items()):
             terminalreporter.write_line(f"{tier:<12} {seconds:8.1f} s")
+    if _SKIPS:
+        terminalreporter.write_sep("-", "skips per tier")
+        for tier, skips in sorted(_SKIPS.items()):
+            terminalreporter.write_line(f"{tier}: {len(skips)}")
+            for nodeid, reason in skips:
+                terminalreporter.write_line(f"  {nodeid}: {reason}")
+        refused = _skips_not_allowed()
+        if _in_ci() and refused:
+            terminalreporter.write_line(f"CI=true: {len(refused)} skip(s) whose reason is not on SKIP_ALLOWED_IN_CI "
+                                        f"{SKIP_ALLOWED_IN_CI} (tests/conftest.py): the run fails", red=True, bold=True)

@@ -11,7 +11,7 @@ import pytest
 from retrain_tools.airflow_api import ApiError, wait_until
 from retrain.jobs import latest_try, run_key
 
-pytestmark = [pytest.mark.integration, pytest.mark.celery]
+pytestmark = pytest.mark.celery
 
 DAG = "retrain_intent"
 TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",

@@ -88,11 +88,14 @@ def test_same_inputs_give_the_same_weights_digest(first_run, channels, tmp_path)
     assert train(spec_for(channels, tmp_path / "seed8", seed=8))["weights_digest"] != summary["weights_digest"]
 
 
+KILLED_EPOCHS = 24  # an epoch takes a fraction of a second: after epoch 3, 21 more leave seconds for the kill to land
+
+
 def test_killed_job_resumes_to_the_same_weights(channels, tmp_path):
-    uninterrupted = train(spec_for(channels, tmp_path / "whole", epochs=200))
-    spec = spec_for(channels, tmp_path / "killed", epochs=200)
+    uninterrupted = train(spec_for(channels, tmp_path / "whole", epochs=KILLED_EPOCHS))
+    spec = spec_for(channels, tmp_path / "killed", epochs=KILLED_EPOCHS)
     summary = kill_and_resume(spec, 3)
-    assert [h["epoch"] for h in summary["history"]] == list(range(1, 201))
+    assert [h["epoch"] for h in summary["history"]] == list(range(1, KILLED_EPOCHS + 1))
     assert summary["weights_digest"] == uninterrupted["weights_digest"]
 
 
@@ -155,11 +158,18 @@ def golden(channels, tmp_path_factory) -> Path:
                    channels["corpus"], [{"query_id": p["key"], "passage_id": p["label"], "relevance": 1} for p in pairs])
 
 
-def test_evaluation_scores_adapter_champion_and_frozen_baseline(first_run, channels, golden, tmp_path):
+@pytest.fixture(scope="module")
+def fresh(channels, tmp_path_factory) -> tuple[dict, Path]:
+    """A fresh adapter (0 epochs: the zero-initialised residual, so the frozen encoder): its summary and model dir."""
+    out = tmp_path_factory.mktemp("fresh")
+    return train(spec_for(channels, out, epochs=0)), out / "model"
+
+
+def test_evaluation_scores_adapter_champion_and_frozen_baseline(first_run, fresh, golden, tmp_path):
     """A fresh adapter (0 epochs: the zero-initialised residual) is the frozen encoder, so it must score exactly the baseline."""
     summary, out = first_run
-    fresh = train(spec_for(channels, tmp_path / "fresh", epochs=0))
-    proc = evaluate(golden, out / "model", tmp_path / "eval", "--champion-dir", str(tmp_path / "fresh" / "model"),
+    fresh, fresh_dir = fresh
+    proc = evaluate(golden, out / "model", tmp_path / "eval", "--champion-dir", str(fresh_dir),
                     "--champion-version", "1", "--challenger-digest", summary["weights_digest"], "--champion-digest", fresh["weights_digest"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -174,16 +184,15 @@ def test_evaluation_scores_adapter_champion_and_frozen_baseline(first_run, chann
     assert "frozen encoder" in (tmp_path / "eval" / "report.html").read_text()
 
 
-def test_qrels_naming_an_unknown_query_names_file_row_and_rule(channels, tmp_path):
+def test_qrels_naming_an_unknown_query_names_file_row_and_rule(channels, fresh, tmp_path):
     store = LocalStore(tmp_path / "store")
     queries = [{"key": "q1", "text": "my card has not arrived"}, {"key": "q2", "text": "what is the exchange rate"}]
     qrels = [{"query_id": "q1", "passage_id": "p_card_arrival", "relevance": 1},
              {"query_id": "q2", "passage_id": "p_exchange_rate", "relevance": 1},
              {"query_id": "q9", "passage_id": "p_card_arrival", "relevance": 1}]
     golden = publish(store, "golden/embedding_adapter/bad", queries, channels["corpus"], qrels)
-    fresh = tmp_path / "fresh"
-    train(spec_for(channels, fresh, epochs=0))
-    proc = evaluate(golden, fresh / "model", tmp_path / "eval")
+    _, fresh_dir = fresh
+    proc = evaluate(golden, fresh_dir, tmp_path / "eval")
     assert proc.returncode == os.EX_DATAERR, proc.stderr[-2000:]
     assert f"{golden / 'qrels.jsonl'}: line 3: query_id 'q9' is not in {golden / 'golden.jsonl'}" in proc.stderr
     assert "rule: qrels name only known queries" in proc.stderr
