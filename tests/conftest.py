@@ -4,7 +4,7 @@ Markers. Every test carries its tier's marker, named after its directory under t
 ``jobs``, ``integration``, ``celery``, ``aws``, ``mwaa``), and ``scheduler`` when it needs a running Airflow
 (it uses one of the fixtures in ``STARTS_AIRFLOW``: the integration tier's ``airflow standalone``, the Celery
 deployment, the aws end-to-end run's ``airflow standalone``). ``pytest_collection_modifyitems`` adds them;
-pytest.ini registers them. ``make test-fast`` is ``-m "not scheduler"``.
+pyproject.toml registers them. ``make test-fast`` is ``-m "not scheduler"``.
 
 Skips. The summary lists each tier's skips with their reasons. Under ``CI=true`` a skipped test fails the
 run (exit status 1) unless its reason contains one of ``SKIP_ALLOWED_IN_CI``, the short allow-list of
@@ -44,13 +44,18 @@ def store(tmp_path):
 
 TESTS_DIR = Path(__file__).resolve().parent
 TIERS = ("dags", "unit", "jobs", "integration", "celery", "aws", "mwaa")
-STARTS_AIRFLOW = frozenset({("integration/conftest.py", "stack"), ("celery/conftest.py", "deployment"),
-                            ("aws/test_pipeline_simulated.py", "aws_stack")})
+STARTS_AIRFLOW = frozenset(
+    {
+        ("integration/conftest.py", "stack"),
+        ("celery/conftest.py", "deployment"),
+        ("aws/test_pipeline_simulated.py", "aws_stack"),
+    }
+)
 """Fixtures that start a real Airflow, by the file under tests/ that defines them and their name (a name alone is not
 enough: tests/aws/test_infrastructure.py's ``stack`` is a CloudFormation template): the integration tier's ``stack``
-(``airflow standalone``), the Celery tier's ``deployment`` (scheduler, API server, Celery workers) and the aws end-to-end
-run's ``aws_stack`` (``airflow standalone`` on the aws backend). A test that uses one, directly or through another
-fixture, is ``scheduler``."""
+(``airflow standalone``), the Celery tier's ``deployment`` (scheduler, API server, Celery workers) and the aws
+end-to-end run's ``aws_stack`` (``airflow standalone`` on the aws backend). A test that uses one, directly or
+through another fixture, is ``scheduler``."""
 SKIP_ALLOWED_IN_CI = ("no GPU", "needs a GPU", "needs a CUDA GPU")
 
 
@@ -76,7 +81,7 @@ def pytest_collection_modifyitems(config, items):
 def _starts_airflow(item) -> bool:
     """Whether one of the fixtures ``item`` uses (the closure, so through other fixtures too) is in STARTS_AIRFLOW."""
     fixture_info = getattr(item, "_fixtureinfo", None)
-    for name, definitions in (fixture_info.name2fixturedefs.items() if fixture_info else ()):
+    for name, definitions in fixture_info.name2fixturedefs.items() if fixture_info else ():
         for definition in definitions:
             try:
                 where = Path(inspect.getfile(definition.func)).resolve().relative_to(TESTS_DIR).as_posix()
@@ -118,8 +123,12 @@ def _in_ci() -> bool:
 
 
 def _skips_not_allowed() -> list[tuple[str, str]]:
-    return [(nodeid, reason) for skips in _SKIPS.values() for nodeid, reason in skips
-            if not any(allowed in reason for allowed in SKIP_ALLOWED_IN_CI)]
+    return [
+        (nodeid, reason)
+        for skips in _SKIPS.values()
+        for nodeid, reason in skips
+        if not any(allowed in reason for allowed in SKIP_ALLOWED_IN_CI)
+    ]
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -141,5 +150,9 @@ def pytest_terminal_summary(terminalreporter):
                 terminalreporter.write_line(f"  {nodeid}: {reason}")
         refused = _skips_not_allowed()
         if _in_ci() and refused:
-            terminalreporter.write_line(f"CI=true: {len(refused)} skip(s) whose reason is not on SKIP_ALLOWED_IN_CI "
-                                        f"{SKIP_ALLOWED_IN_CI} (tests/conftest.py): the run fails", red=True, bold=True)
+            terminalreporter.write_line(
+                f"CI=true: {len(refused)} skip(s) whose reason is not on SKIP_ALLOWED_IN_CI "
+                f"{SKIP_ALLOWED_IN_CI} (tests/conftest.py): the run fails",
+                red=True,
+                bold=True,
+            )

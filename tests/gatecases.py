@@ -3,7 +3,8 @@ same run's baseline and an optional champion, seeded hit patterns, a gate policy
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,11 +26,21 @@ def by_name(gate: dict) -> dict[str, dict]:
     return {c["name"]: c for c in gate["criteria"]}
 
 
-def paired_metrics(task: str, figures: Callable[[np.ndarray], dict[str, np.ndarray]], challenger_hits, baseline_hits,
-                   champion_hits=None, p99: float = 6.0, **fields: Any) -> dict:
+def paired_metrics(
+    task: str,
+    figures: Callable[[np.ndarray], dict[str, np.ndarray]],
+    challenger_hits,
+    baseline_hits,
+    champion_hits=None,
+    p99: float = 6.0,
+    **fields: Any,
+) -> dict:
     """metrics.json as a retrieval-shaped task writes it: each role's block is the mean of its per-query ``figures``
     (with latency; the challenger's p99 is ``p99``), and ``paired`` holds the per-query figures by role."""
-    per = {"challenger": figures(np.asarray(challenger_hits, bool)), "baseline": figures(np.asarray(baseline_hits, bool))}
+    per = {
+        "challenger": figures(np.asarray(challenger_hits, bool)),
+        "baseline": figures(np.asarray(baseline_hits, bool)),
+    }
     if champion_hits is not None:
         per["champion"] = figures(np.asarray(champion_hits, bool))
 
@@ -37,10 +48,16 @@ def paired_metrics(task: str, figures: Callable[[np.ndarray], dict[str, np.ndarr
         return {**{m: float(np.mean(v)) for m, v in per_query.items()}, "latency_ms": {"p50": 3.0, "p99": p99}}
 
     return {
-        "task": task, "n_examples": len(challenger_hits), "golden_version": "v1", **fields,
-        "challenger": block(per["challenger"], p99), "baseline": block(per["baseline"]),
+        "task": task,
+        "n_examples": len(challenger_hits),
+        "golden_version": "v1",
+        **fields,
+        "challenger": block(per["challenger"], p99),
+        "baseline": block(per["baseline"]),
         "champion": block(per["champion"]) if champion_hits is not None else None,
-        "paired": {"keys": [f"q{i}" for i in range(len(challenger_hits))],
-                   **{role: {m: v.tolist() for m, v in f.items()} for role, f in per.items()},
-                   **({} if champion_hits is not None else {"champion": None})},
+        "paired": {
+            "keys": [f"q{i}" for i in range(len(challenger_hits))],
+            **{role: {m: v.tolist() for m, v in f.items()} for role, f in per.items()},
+            **({} if champion_hits is not None else {"champion": None}),
+        },
     }

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from retrain import ledger
 
-FILLED = [(1, "promote", None, 1, "alice"), (2, "promote", 1, 2, "alice"), (3, "promote", 2, 3, "carol"), (4, "rollback", 3, 2, "bob")]
+FILLED = [
+    (1, "promote", None, 1, "alice"),
+    (2, "promote", 1, 2, "alice"),
+    (3, "promote", 2, 3, "carol"),
+    (4, "rollback", 3, 2, "bob"),
+]
 
 
 def fill(store):
     """Three promotions, then a rollback to v2: the ledger the chain tests edit, on either layout."""
     for version, actor in ((1, "alice"), (2, "alice"), (3, "carol")):
-        ledger.append(store, "intent", action="promote", to_version=version, actor=actor, reason=f"v{version} better", model_dir=f"/m{version}")
-    ledger.append(store, "intent", action="rollback", to_version=2, actor="bob", reason="v3 regressed in prod", model_dir="/m2")
+        ledger.append(
+            store,
+            "intent",
+            action="promote",
+            to_version=version,
+            actor=actor,
+            reason=f"v{version} better",
+            model_dir=f"/m{version}",
+        )
+    ledger.append(
+        store, "intent", action="rollback", to_version=2, actor="bob", reason="v3 regressed in prod", model_dir="/m2"
+    )
     return store
 
 

@@ -10,17 +10,14 @@ from __future__ import annotations
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from retrain.paths import job_python
 from retrain.runner import free_port, stop_process_group
-
-
 
 
 @contextmanager
@@ -32,12 +29,26 @@ def local_mlflow_server(root: Path, environment: Callable[[Path], dict[str, str]
     if probe.returncode != 0:
         pytest.skip(f"the job environment ({job_python()}) lacks sagemaker-mlflow (requirements-jobs.txt installs it)")
     port = free_port()
-    command = [str(job_python().parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", (root / "default").as_uri(),
-               "--no-serve-artifacts", "--workers", "1"]
+    command = [
+        str(job_python().parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--default-artifact-root",
+        (root / "default").as_uri(),
+        "--no-serve-artifacts",
+        "--workers",
+        "1",
+    ]
     with open(root / "server.log", "w") as log:
         # Its own session, so stopping it also stops the uvicorn process it starts.
-        server = subprocess.Popen(command, cwd=root, env=environment(root), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            command, cwd=root, env=environment(root), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + 120
             while True:

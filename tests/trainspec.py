@@ -8,18 +8,22 @@ import json
 import subprocess
 from pathlib import Path
 
-from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR
-from retrain.runner import command_line, job_environment
+from retrain.runner import LocalJob, command_line, job_environment
 
 
 def training_spec(channels: dict[str, Path], out: Path, arguments: dict[str, str], overrides: dict) -> LocalJob:
     """``arguments`` as train.py takes them (``--key value``), then ``overrides`` (``key_name=value``) on top."""
     arguments = {**arguments, **{k.replace("_", "-"): str(v) for k, v in overrides.items()}}
     return LocalJob(
-        name="train_model", kind="training", script=INCLUDE_DIR / "retrain_jobs" / "train.py", arguments=arguments,
+        name="train_model",
+        kind="training",
+        script=INCLUDE_DIR / "retrain_jobs" / "train.py",
+        arguments=arguments,
         channels={"train": channels["train"], "validation": channels["validation"]},
-        model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
+        model_dir=out / "model",
+        output_dir=out / "output",
+        checkpoint_dir=out / "checkpoints",
         result_file=out / "model" / "training_summary.json",
     )
 
@@ -28,7 +32,9 @@ def run_job(spec: LocalJob, env: dict | None = None) -> subprocess.CompletedProc
     """The job under the container contract (``env`` on top of it), to its end."""
     for d in (spec.model_dir, spec.checkpoint_dir):
         d.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(command_line(spec), env={**job_environment(spec), **(env or {})}, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        command_line(spec), env={**job_environment(spec), **(env or {})}, capture_output=True, text=True, timeout=600
+    )
 
 
 def train_job(spec: LocalJob, env: dict | None = None) -> dict:

@@ -15,13 +15,11 @@ pytest.importorskip("moto.server", reason="moto[server] (requirements-dev.txt) r
 
 from moto.server import ThreadedMotoServer  # noqa: E402
 
-from retrain.store import S3Store  # noqa: E402
 from retrain.runner import free_port  # noqa: E402
+from retrain.store import S3Store  # noqa: E402
 
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
-
-
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +51,11 @@ def simulator_s3(simulator_env):
     import boto3
 
     return boto3.client(
-        "s3", endpoint_url=simulator_env, region_name=REGION,
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "s3",
+        endpoint_url=simulator_env,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 
@@ -72,7 +73,10 @@ def simulator_buckets(simulator_s3) -> dict[str, str]:
     simulator_s3.create_bucket(Bucket=names["golden"], ObjectLockEnabledForBucket=True)
     simulator_s3.put_object_lock_configuration(
         Bucket=names["golden"],
-        ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}},
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
+        },
     )
     return names
 
@@ -80,7 +84,9 @@ def simulator_buckets(simulator_s3) -> dict[str, str]:
 @pytest.fixture
 def s3_store(simulator_s3, simulator_buckets) -> S3Store:
     """An S3Store on the moto simulator: the dataset, artifact and locked golden buckets of one deployment."""
-    return S3Store(simulator_buckets["dataset"], simulator_buckets["artifact"], simulator_buckets["golden"], client=simulator_s3)
+    return S3Store(
+        simulator_buckets["dataset"], simulator_buckets["artifact"], simulator_buckets["golden"], client=simulator_s3
+    )
 
 
 @pytest.fixture(scope="session")
@@ -108,10 +114,24 @@ def simulated_jobs(moto_simulator_endpoint, simulated_tracking_server, tmp_path_
 
     from moto_job_bridge import MotoLocalJobBridge  # tests/ is on pytest's pythonpath
 
-    s3 = boto3.client("s3", endpoint_url=moto_simulator_endpoint, region_name=REGION, aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
-    bridge = MotoLocalJobBridge(s3, tmp_path_factory.mktemp("containers"), {
-        **FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": moto_simulator_endpoint, "AWS_EC2_METADATA_DISABLED": "true",
-        "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": f"http://127.0.0.1:{simulated_tracking_server}", "MLFLOW_S3_ENDPOINT_URL": moto_simulator_endpoint})
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_simulator_endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    bridge = MotoLocalJobBridge(
+        s3,
+        tmp_path_factory.mktemp("containers"),
+        {
+            **FAKE_CREDENTIALS,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": moto_simulator_endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": f"http://127.0.0.1:{simulated_tracking_server}",
+            "MLFLOW_S3_ENDPOINT_URL": moto_simulator_endpoint,
+        },
+    )
     with bridge.installed():
         yield bridge

@@ -28,8 +28,15 @@ class SimulatedMwaa:
         self._server: ThreadingHTTPServer | None = None
 
     def add(self, name: str, bucket: str, **fields) -> dict:
-        env = {"Name": name, "Status": "AVAILABLE", "Arn": f"arn:aws:airflow:us-east-1:123456789012:environment/{name}",
-               "AirflowVersion": "3.3.1", "SourceBucketArn": f"arn:aws:s3:::{bucket}", "DagS3Path": "dags", **fields}
+        env = {
+            "Name": name,
+            "Status": "AVAILABLE",
+            "Arn": f"arn:aws:airflow:us-east-1:123456789012:environment/{name}",
+            "AirflowVersion": "3.3.1",
+            "SourceBucketArn": f"arn:aws:s3:::{bucket}",
+            "DagS3Path": "dags",
+            **fields,
+        }
         self.environments[name] = env
         return env
 
@@ -40,8 +47,14 @@ class SimulatedMwaa:
             if self._pending[name] <= 0:
                 failed = env.pop("_fail", False)
                 env["Status"] = "UPDATE_FAILED" if failed else "AVAILABLE"
-                env["LastUpdate"] = {"Status": "FAILED" if failed else "SUCCESS",
-                                     **({"Error": {"ErrorCode": "Simulated", "ErrorMessage": "simulated requirements install failure"}} if failed else {})}
+                env["LastUpdate"] = {
+                    "Status": "FAILED" if failed else "SUCCESS",
+                    **(
+                        {"Error": {"ErrorCode": "Simulated", "ErrorMessage": "simulated requirements install failure"}}
+                        if failed
+                        else {}
+                    ),
+                }
                 if not failed:
                     env.update(env.pop("_next"))
                 else:
@@ -51,7 +64,11 @@ class SimulatedMwaa:
     def _update(self, name: str, body: dict) -> dict:
         env = self.environments[name]
         self.updates.append({"Name": name, **body})  # Name travels in the URI
-        env["Status"], env["_next"], env["_fail"] = "UPDATING", {k: v for k, v in body.items() if k != "Name"}, self.fail_next
+        env["Status"], env["_next"], env["_fail"] = (
+            "UPDATING",
+            {k: v for k, v in body.items() if k != "Name"},
+            self.fail_next,
+        )
         self.fail_next = False
         self._pending[name] = self.polls_until_done
         return {"Arn": env["Arn"]}

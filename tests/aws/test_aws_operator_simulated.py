@@ -9,8 +9,9 @@ reported as SageMaker reports one: status Failed with a FailureReason, which the
 
 from __future__ import annotations
 
+import contextlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -43,9 +44,17 @@ class FakeTI:
 def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     """aws_default pointing at the simulator; synchronous operators polling every second; a tiny intent config
     (the packaged base model, two epochs) whose buckets exist on the simulator."""
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"region_name": "us-east-1", "endpoint_url": simulator_env}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"region_name": "us-east-1", "endpoint_url": simulator_env},
+            }
+        ),
+    )
     monkeypatch.setenv("RETRAIN_AWS_DEFERRABLE", "false")
     monkeypatch.setenv("RETRAIN_AWS_CHECK_INTERVAL", "1")
     monkeypatch.setenv("RETRAIN_GIT_SHA", GIT_SHA)
@@ -58,13 +67,17 @@ def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "intent.yaml").write_text(text)
     monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(tmp_path / "config"))
-    s3 = boto3.client("s3", endpoint_url=simulator_env, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=simulator_env,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     aws = load_model("intent").aws
     for bucket in (aws.dataset_bucket, aws.artifact_bucket):
-        try:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
     return SimpleNamespace(endpoint=simulator_env, s3=s3, aws=aws, jobs=simulated_jobs)
 
 
@@ -75,8 +88,11 @@ def _upload_channels(connection, dataset_version: str, root: Path, bad_label: bo
         body = (channels[channel] / f"{channel}.jsonl").read_text()
         if bad_label:
             body = body.replace('"label": "card_arrival"', '"label": "no_such_intent"')
-        connection.s3.put_object(Bucket=connection.aws.dataset_bucket, Key=f"datasets/intent/{dataset_version}/{channel}/{channel}.jsonl",
-                                 Body=body.encode())
+        connection.s3.put_object(
+            Bucket=connection.aws.dataset_bucket,
+            Key=f"datasets/intent/{dataset_version}/{channel}/{channel}.jsonl",
+            Body=body.encode(),
+        )
 
 
 def _operator_and_context(dataset_version: str, run_id: str = RUN_ID):
@@ -85,8 +101,13 @@ def _operator_and_context(dataset_version: str, run_id: str = RUN_ID):
 
     operator = aws_job_operator(load_model("intent"), "train_model", UPSTREAM_RESULTS["train_model"], {})
     operator.print_log = False  # the simulator keeps no CloudWatch log streams for its jobs
-    context = {"ti": FakeTI(dataset_version), "dag_run": SimpleNamespace(dag_id="retrain_intent", run_id=run_id), "params": {},
-               "data_interval_start": datetime(2026, 9, 7, tzinfo=timezone.utc), "data_interval_end": datetime(2026, 9, 14, tzinfo=timezone.utc)}
+    context = {
+        "ti": FakeTI(dataset_version),
+        "dag_run": SimpleNamespace(dag_id="retrain_intent", run_id=run_id),
+        "params": {},
+        "data_interval_start": datetime(2026, 9, 7, tzinfo=UTC),
+        "data_interval_end": datetime(2026, 9, 14, tzinfo=UTC),
+    }
     return operator, context
 
 
@@ -100,8 +121,13 @@ def test_train_model_runs_its_request_and_returns_the_summary_from_the_model_arc
 
     result = operator.execute(context)
 
-    sagemaker = boto3.client("sagemaker", endpoint_url=simulated_connection.endpoint, region_name="us-east-1",
-                             aws_access_key_id="testing", aws_secret_access_key="testing")
+    sagemaker = boto3.client(
+        "sagemaker",
+        endpoint_url=simulated_connection.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     described = sagemaker.describe_training_job(TrainingJobName=name)
     assert described["TrainingJobStatus"] == "Completed"
     assert described["HyperParameters"] == request["HyperParameters"]  # what the simulator received
@@ -109,17 +135,30 @@ def test_train_model_runs_its_request_and_returns_the_summary_from_the_model_arc
     assert [job["exit_code"] for job in ran] == [0], "the bridge ran the training script once"
     assert result["training_job_name"] == name and result["dataset_version"] == dataset_version
     assert len(result["weights_digest"]) == 64  # from training_summary.json inside the model.tar.gz
-    assert result["model_dir"] == result["model_data_url"] == f"{request['OutputDataConfig']['S3OutputPath']}/{name}/output/model.tar.gz"
+    assert (
+        result["model_dir"]
+        == result["model_data_url"]
+        == f"{request['OutputDataConfig']['S3OutputPath']}/{name}/output/model.tar.gz"
+    )
 
 
 def test_a_failed_training_job_fails_the_task_with_its_failure_reason(simulated_connection, tmp_path):
     dataset_version = "ds-00000000000000bd"
     _upload_channels(simulated_connection, dataset_version, tmp_path, bad_label=True)
     operator, context = _operator_and_context(dataset_version, FAILING_RUN_ID)
-    sagemaker = boto3.client("sagemaker", endpoint_url=simulated_connection.endpoint, region_name="us-east-1",
-                             aws_access_key_id="testing", aws_secret_access_key="testing")
+    sagemaker = boto3.client(
+        "sagemaker",
+        endpoint_url=simulated_connection.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     group = simulated_connection.aws.model_package_group
-    before = sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"] if _group_exists(sagemaker, group) else []
+    before = (
+        sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
+        if _group_exists(sagemaker, group)
+        else []
+    )
 
     with pytest.raises(Exception) as failed:
         operator.execute(context)
@@ -129,9 +168,16 @@ def test_a_failed_training_job_fails_the_task_with_its_failure_reason(simulated_
     assert described["TrainingJobStatus"] == "Failed"
     assert "no_such_intent" in described["FailureReason"], described["FailureReason"]  # the script's own error
     assert "no_such_intent" in str(failed.value), "the task's error (its log) must carry the job's FailureReason"
-    after = sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"] if _group_exists(sagemaker, group) else []
+    after = (
+        sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
+        if _group_exists(sagemaker, group)
+        else []
+    )
     assert after == before, "a failed training job must leave no model package"
 
 
 def _group_exists(sagemaker, group: str) -> bool:
-    return any(g["ModelPackageGroupName"] == group for g in sagemaker.list_model_package_groups()["ModelPackageGroupSummaryList"])
+    return any(
+        g["ModelPackageGroupName"] == group
+        for g in sagemaker.list_model_package_groups()["ModelPackageGroupSummaryList"]
+    )

@@ -11,11 +11,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from mwaa_simulator import SimulatedMwaa
 
 from retrain.aws.schema import validate_request
 from retrain_tools.deploy import bundle as bundle_module
 from retrain_tools.deploy import push
-from mwaa_simulator import SimulatedMwaa
 
 ENVIRONMENT = "retrain-simulated"
 
@@ -74,26 +74,66 @@ def run_push(bundle: Path, bucket: str, **kwargs):
     return plan, push.push(plan, s3, mwaa, poll_s=0.01, timeout_s=30, log=lambda line: None, **kwargs)
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(built_bundle, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3, capsys):
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    built_bundle, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3, capsys
+):
     from retrain_tools.cli import main
 
     simulated_mwaa.add(ENVIRONMENT, source_bucket)
     code_before = keys(simulator_s3, artifact_bucket)
-    assert main(["deploy", "push", "--bucket", source_bucket, "--environment", ENVIRONMENT, "--bundle", str(built_bundle),
-                 "--region", "us-east-1", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "deploy",
+                "push",
+                "--bucket",
+                source_bucket,
+                "--environment",
+                ENVIRONMENT,
+                "--bundle",
+                str(built_bundle),
+                "--region",
+                "us-east-1",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert f"upload  s3://{source_bucket}/plugins.zip" in out and f"upload  s3://{source_bucket}/dags/retrain_intent.py" in out
+    assert (
+        f"upload  s3://{source_bucket}/plugins.zip" in out
+        and f"upload  s3://{source_bucket}/dags/retrain_intent.py" in out
+    )
     assert "dry run: nothing was uploaded" in out
     assert keys(simulator_s3, source_bucket) == [] and keys(simulator_s3, artifact_bucket) == code_before
     assert simulated_mwaa.updates == []
 
 
-def test_push_uploads_versions_updates_the_environment_and_waits(built_bundle, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3, capsys):
+def test_push_uploads_versions_updates_the_environment_and_waits(
+    built_bundle, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3, capsys
+):
     from retrain_tools.cli import main
 
     simulated_mwaa.add(ENVIRONMENT, source_bucket)
-    assert main(["deploy", "push", "--bucket", source_bucket, "--environment", ENVIRONMENT, "--bundle", str(built_bundle),
-                 "--region", "us-east-1", "--poll-seconds", "0.01"]) == 0
+    assert (
+        main(
+            [
+                "deploy",
+                "push",
+                "--bucket",
+                source_bucket,
+                "--environment",
+                ENVIRONMENT,
+                "--bundle",
+                str(built_bundle),
+                "--region",
+                "us-east-1",
+                "--poll-seconds",
+                "0.01",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "UPDATING" in out and "AVAILABLE" in out  # the progress display saw the update through
     [update] = simulated_mwaa.updates
@@ -103,16 +143,25 @@ def test_push_uploads_versions_updates_the_environment_and_waits(built_bundle, s
         assert update[f"{field}S3Path"] == name and update[f"{field}S3ObjectVersion"] == head["VersionId"]
         assert head["VersionId"] not in ("", "null")
     dag_keys = [k for k in keys(simulator_s3, source_bucket) if k.startswith("dags/")]
-    assert "dags/retrain_intent.py" in dag_keys and "dags/config/models/intent.yaml" in dag_keys and "dags/.airflowignore" in dag_keys
+    assert (
+        "dags/retrain_intent.py" in dag_keys
+        and "dags/config/models/intent.yaml" in dag_keys
+        and "dags/.airflowignore" in dag_keys
+    )
     import json
 
     prefix = json.loads((built_bundle / "deploy-manifest.json").read_text())["code_prefix"]
-    assert {f"{prefix}/sourcedir.tar.gz", f"{prefix}/retrain.zip", f"{prefix}/source/include/etl/build_dataset.py"} <= set(keys(simulator_s3, artifact_bucket))
+    assert {
+        f"{prefix}/sourcedir.tar.gz",
+        f"{prefix}/retrain.zip",
+        f"{prefix}/source/include/etl/build_dataset.py",
+    } <= set(keys(simulator_s3, artifact_bucket))
     assert simulated_mwaa.environments[ENVIRONMENT]["Status"] == "AVAILABLE"
 
 
 def test_second_push_changes_only_what_changed_and_rollback_finds_the_old_version(
-        built_bundle, bundle_copy, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3):
+    built_bundle, bundle_copy, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3
+):
     simulated_mwaa.add(ENVIRONMENT, source_bucket)
     run_push(built_bundle, source_bucket)
     first = dict(simulated_mwaa.updates[-1])
@@ -130,14 +179,21 @@ def test_second_push_changes_only_what_changed_and_rollback_finds_the_old_versio
     assert plan.deletes == ["dags/retrain_gone.py"] and "dags/retrain_gone.py" not in keys(simulator_s3, source_bucket)
 
     second = simulated_mwaa.updates[1]
-    assert set(result["changed_versions"]) == set() and second["StartupScriptS3ObjectVersion"] != first["StartupScriptS3ObjectVersion"]
+    assert (
+        set(result["changed_versions"]) == set()
+        and second["StartupScriptS3ObjectVersion"] != first["StartupScriptS3ObjectVersion"]
+    )
     assert second["PluginsS3ObjectVersion"] == first["PluginsS3ObjectVersion"]  # unchanged objects keep their versions
     # Rollback (README): point the environment back at the first versions, which versioning kept.
-    old = simulator_s3.get_object(Bucket=source_bucket, Key="startup.sh", VersionId=first["StartupScriptS3ObjectVersion"])["Body"].read()
+    old = simulator_s3.get_object(
+        Bucket=source_bucket, Key="startup.sh", VersionId=first["StartupScriptS3ObjectVersion"]
+    )["Body"].read()
     assert old == (built_bundle / "startup.sh").read_bytes()
 
 
-def test_a_bucket_without_versioning_is_refused_and_nothing_is_uploaded(built_bundle, simulated_mwaa, simulator_s3, artifact_bucket):
+def test_a_bucket_without_versioning_is_refused_and_nothing_is_uploaded(
+    built_bundle, simulated_mwaa, simulator_s3, artifact_bucket
+):
     bucket = f"retrain-test-unversioned-{uuid.uuid4().hex[:12]}"
     simulator_s3.create_bucket(Bucket=bucket)
     simulated_mwaa.add(ENVIRONMENT, bucket)
@@ -145,14 +201,35 @@ def test_a_bucket_without_versioning_is_refused_and_nothing_is_uploaded(built_bu
     s3, mwaa = push.clients("us-east-1")
     with pytest.raises(push.PushError, match=f"bucket {bucket}: versioning is not enabled.*nothing was uploaded"):
         push.plan(built_bundle, s3, mwaa, bucket, ENVIRONMENT)
-    assert keys(simulator_s3, bucket) == [] and keys(simulator_s3, artifact_bucket) == code_before and simulated_mwaa.updates == []
+    assert (
+        keys(simulator_s3, bucket) == []
+        and keys(simulator_s3, artifact_bucket) == code_before
+        and simulated_mwaa.updates == []
+    )
 
 
-def test_an_unknown_environment_is_refused_and_nothing_is_uploaded(built_bundle, simulated_mwaa, source_bucket, simulator_s3, capsys):
+def test_an_unknown_environment_is_refused_and_nothing_is_uploaded(
+    built_bundle, simulated_mwaa, source_bucket, simulator_s3, capsys
+):
     from retrain_tools.cli import main
 
-    assert main(["deploy", "push", "--bucket", source_bucket, "--environment", "no-such-env", "--bundle", str(built_bundle),
-                 "--region", "us-east-1"]) == 1
+    assert (
+        main(
+            [
+                "deploy",
+                "push",
+                "--bucket",
+                source_bucket,
+                "--environment",
+                "no-such-env",
+                "--bundle",
+                str(built_bundle),
+                "--region",
+                "us-east-1",
+            ]
+        )
+        == 1
+    )
     assert "MWAA environment 'no-such-env' does not exist" in capsys.readouterr().err
     assert keys(simulator_s3, source_bucket) == []
 

@@ -18,16 +18,24 @@ from typing import Any
 
 import pytest
 
-from retrain_tools import aws_docs as docs
 from retrain.config import load_model
+from retrain_tools import aws_docs as docs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = PROJECT_ROOT / "infra" / "cloudformation" / "retrain.yaml"
 # The shipped config's region and a second one: the template must not lean on one region's resource types.
 LINT_REGIONS = ["us-east-1", "eu-west-1"]
 BUCKETS = ("DatasetBucket", "ArtifactBucket", "GoldenBucket")
-S3_WRITES = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention",
-             "s3:PutObjectLegalHold", "s3:BypassGovernanceRetention", "s3:PutObjectAcl", "s3:RestoreObject")
+S3_WRITES = (
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:PutObjectRetention",
+    "s3:PutObjectLegalHold",
+    "s3:BypassGovernanceRetention",
+    "s3:PutObjectAcl",
+    "s3:RestoreObject",
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +49,7 @@ def template() -> dict[str, Any]:
 
 
 # ---- cfn-lint -----------------------------------------------------------------------------------
+
 
 def _lint(text: str):
     from cfnlint.api import ManualArgs, lint
@@ -57,14 +66,19 @@ def test_cfn_lint_finds_no_errors(template_text):
     for match in matches:
         if match not in errors and match not in unknown_actions:
             warnings.warn(f"cfn-lint {match.rule.id} line {match.linenumber}: {match.message}", stacklevel=1)
-    assert not errors + unknown_actions, "\n".join(f"{m.rule.id} line {m.linenumber}: {m.message}" for m in errors + unknown_actions)
+    assert not errors + unknown_actions, "\n".join(
+        f"{m.rule.id} line {m.linenumber}: {m.message}" for m in errors + unknown_actions
+    )
 
 
-@pytest.mark.parametrize(("find", "replace", "rule"), [
-    ("Mode: COMPLIANCE", "Mode: COMPLIANT", "E3030"),                               # an enum
-    ("      ArtifactStoreUri: !Sub \"s3://${ArtifactBucket}/mlartifacts\"\n", "", "E3003"),  # a required property
-    ("sagemaker:StopTrainingJob", "sagemaker:StopTrainingJobs", "W3037"),            # an IAM action
-])
+@pytest.mark.parametrize(
+    ("find", "replace", "rule"),
+    [
+        ("Mode: COMPLIANCE", "Mode: COMPLIANT", "E3030"),  # an enum
+        ('      ArtifactStoreUri: !Sub "s3://${ArtifactBucket}/mlartifacts"\n', "", "E3003"),  # a required property
+        ("sagemaker:StopTrainingJob", "sagemaker:StopTrainingJobs", "W3037"),  # an IAM action
+    ],
+)
 def test_cfn_lint_catches_a_broken_copy(template_text, find, replace, rule):
     # The lint above is only evidence if it can fail: break one thing and expect its rule.
     pytest.importorskip("cfnlint")
@@ -73,6 +87,7 @@ def test_cfn_lint_catches_a_broken_copy(template_text, find, replace, rule):
 
 
 # ---- resolving the template with its default parameters -----------------------------------------
+
 
 class Stack:
     """The template resolved for one account and region, with each parameter's default.
@@ -92,7 +107,12 @@ class Stack:
         return self.conditions[name]
 
     def ref(self, name: str) -> Any:
-        pseudo = {"AWS::AccountId": self.account, "AWS::Region": self.region, "AWS::Partition": "aws", "AWS::NoValue": None}
+        pseudo = {
+            "AWS::AccountId": self.account,
+            "AWS::Region": self.region,
+            "AWS::Partition": "aws",
+            "AWS::NoValue": None,
+        }
         if name in pseudo:
             return pseudo[name]
         if name in self.params:
@@ -121,7 +141,8 @@ class Stack:
         if (kind, attribute) == ("AWS::KMS::Key", "Arn"):
             return f"arn:aws:kms:{self.region}:{self.account}:key/created-key-id"
         if (kind, attribute) == ("AWS::SageMaker::MlflowTrackingServer", "TrackingServerArn"):
-            return f"arn:aws:sagemaker:{self.region}:{self.account}:mlflow-tracking-server/{self.resolve(props['TrackingServerName'])}"
+            name = self.resolve(props["TrackingServerName"])
+            return f"arn:aws:sagemaker:{self.region}:{self.account}:mlflow-tracking-server/{name}"
         raise NotImplementedError(f"GetAtt {kind}.{attribute}")
 
     def _sub(self, text: str, variables: dict[str, Any]) -> str:
@@ -132,6 +153,7 @@ class Stack:
             if "." in key and not key.startswith("AWS::"):
                 return self.getatt(*key.split(".", 1))
             return str(self.ref(key))
+
         return re.sub(r"\$\{([^}!]+)\}", one, text)
 
     def resolve(self, node: Any) -> Any:
@@ -141,7 +163,7 @@ class Stack:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, value), = node.items()
+            ((key, value),) = node.items()
             if key == "Ref":
                 return self.ref(value)
             if key == "Fn::GetAtt":
@@ -184,6 +206,7 @@ def allows(statements: list[dict[str, Any]], action: str, resource: str) -> bool
     Conditions on Allow are ignored, which can only over-grant: a check that something is
     NOT allowed stays sound. (Denies with conditions are ignored too; none guards S3 here.)
     """
+
     def hits(statement: dict[str, Any]) -> bool:
         if "NotAction" in statement or "NotResource" in statement:
             raise NotImplementedError("NotAction/NotResource: extend this matcher before using them")
@@ -209,6 +232,7 @@ def _object_arn(stack: Stack, bucket: str, key: str) -> str:
 
 # ---- buckets --------------------------------------------------------------------------------------
 
+
 def test_golden_bucket_has_object_lock_in_compliance_mode(template):
     golden = template["Resources"]["GoldenBucket"]["Properties"]
     assert golden["ObjectLockEnabled"] is True
@@ -228,18 +252,30 @@ def test_every_bucket_is_versioned_kms_encrypted_private_and_tls_only(template, 
     assert default["SSEAlgorithm"] == "aws:kms"
     # The stack's key, created or given: the same expression the KmsKeyArn output returns.
     assert default["KMSMasterKeyID"] == template["Outputs"]["KmsKeyArn"]["Value"]
-    assert set(props["PublicAccessBlockConfiguration"].values()) == {True} and len(props["PublicAccessBlockConfiguration"]) == 4
-    bucket_policies = [stack.resolve(r["Properties"]) for r in template["Resources"].values()
-                       if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == {"Ref": bucket}]
+    assert (
+        set(props["PublicAccessBlockConfiguration"].values()) == {True}
+        and len(props["PublicAccessBlockConfiguration"]) == 4
+    )
+    bucket_policies = [
+        stack.resolve(r["Properties"])
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == {"Ref": bucket}
+    ]
     assert len(bucket_policies) == 1, f"{bucket}: expected one bucket policy"
     arn = stack.getatt(bucket, "Arn")
-    tls = [s for s in bucket_policies[0]["PolicyDocument"]["Statement"]
-           if s["Effect"] == "Deny" and s["Principal"] == "*" and s["Action"] == "s3:*"
-           and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
+    tls = [
+        s
+        for s in bucket_policies[0]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny"
+        and s["Principal"] == "*"
+        and s["Action"] == "s3:*"
+        and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+    ]
     assert tls and set(tls[0]["Resource"]) == {arn, f"{arn}/*"}
 
 
 # ---- IAM ------------------------------------------------------------------------------------------
+
 
 def test_job_role_is_assumed_only_by_glue_and_sagemaker(template):
     (statement,) = template["Resources"]["JobRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
@@ -249,26 +285,38 @@ def test_job_role_is_assumed_only_by_glue_and_sagemaker(template):
 
 def test_job_role_reads_inputs_and_writes_only_its_prefixes(stack):
     job = policies(stack)["JobRolePolicy"]
-    for bucket, key in [("DatasetBucket", "raw/intent/dt=2026-01-05/part.csv"), ("DatasetBucket", "datasets/intent/v1/train.jsonl"),
-                        ("GoldenBucket", "golden/intent/v1/golden.csv"), ("ArtifactBucket", "code/abc123/retrain.zip")]:
+    for bucket, key in [
+        ("DatasetBucket", "raw/intent/dt=2026-01-05/part.csv"),
+        ("DatasetBucket", "datasets/intent/v1/train.jsonl"),
+        ("GoldenBucket", "golden/intent/v1/golden.csv"),
+        ("ArtifactBucket", "code/abc123/retrain.zip"),
+    ]:
         assert allows(job, "s3:GetObject", _object_arn(stack, bucket, key)), f"job role cannot read {bucket}/{key}"
-    for bucket, key in [("DatasetBucket", "datasets/intent/v2/train.jsonl"),   # build_dataset publishes versions
-                        ("ArtifactBucket", "runs/intent/r1/train_model/try-1/model.tar.gz"),
-                        ("ArtifactBucket", "mlartifacts/retrain_intent/1/model")]:
+    for bucket, key in [
+        ("DatasetBucket", "datasets/intent/v2/train.jsonl"),  # build_dataset publishes versions
+        ("ArtifactBucket", "runs/intent/r1/train_model/try-1/model.tar.gz"),
+        ("ArtifactBucket", "mlartifacts/retrain_intent/1/model"),
+    ]:
         assert allows(job, "s3:PutObject", _object_arn(stack, bucket, key)), f"job role cannot write {bucket}/{key}"
     # The ledger is the Airflow side's record of promotions, and code/ is what the deploy tool uploaded.
     for bucket, key in [("ArtifactBucket", "ledger/intent.jsonl"), ("ArtifactBucket", "code/abc123/retrain.zip")]:
-        assert not any(allows(job, action, _object_arn(stack, bucket, key)) for action in S3_WRITES), f"job role may write {bucket}/{key}"
+        assert not any(allows(job, action, _object_arn(stack, bucket, key)) for action in S3_WRITES), (
+            f"job role may write {bucket}/{key}"
+        )
 
 
-@pytest.mark.parametrize("conditions", [ALL_TRUE, {name: False for name in ALL_TRUE}], ids=["all-conditions-true", "all-false"])
+@pytest.mark.parametrize(
+    "conditions", [ALL_TRUE, {name: False for name in ALL_TRUE}], ids=["all-conditions-true", "all-false"]
+)
 def test_nothing_in_the_stack_can_write_raw_data_or_golden_sets(template, conditions):
     # raw/ is the evidence of what each run saw, golden/ what every model is judged on: both are
     # landed by people with their own credentials, never by the jobs, Airflow or MLflow.
     stack = Stack(template, ACCOUNT, REGION, conditions)
-    protected = [_object_arn(stack, "DatasetBucket", "raw/intent/dt=2026-01-05/part.csv"),
-                 _object_arn(stack, "GoldenBucket", "golden/intent/v1/golden.csv"),
-                 _object_arn(stack, "GoldenBucket", "anything-else")]
+    protected = [
+        _object_arn(stack, "DatasetBucket", "raw/intent/dt=2026-01-05/part.csv"),
+        _object_arn(stack, "GoldenBucket", "golden/intent/v1/golden.csv"),
+        _object_arn(stack, "GoldenBucket", "anything-else"),
+    ]
     for name, statements in policies(stack).items():
         for arn in protected:
             granted = [action for action in S3_WRITES if allows(statements, action, arn)]
@@ -287,14 +335,21 @@ def test_the_write_check_catches_a_widened_grant(template):
     # Widen the job role's dataset write from datasets/ to the whole bucket: raw/ must show up as writable.
     stack = Stack(template, ACCOUNT, REGION, ALL_TRUE)
     job = policies(stack)["JobRolePolicy"]
-    widened = [dict(s, Resource=stack.getatt("DatasetBucket", "Arn") + "/*") if s.get("Sid") == "PublishDatasetVersions" else s for s in job]
+    widened = [
+        dict(s, Resource=stack.getatt("DatasetBucket", "Arn") + "/*") if s.get("Sid") == "PublishDatasetVersions" else s
+        for s in job
+    ]
     assert allows(widened, "s3:PutObject", _object_arn(stack, "DatasetBucket", "raw/intent/dt=2026-01-05/part.csv"))
 
 
 def test_pass_role_is_limited_to_the_job_role_and_its_two_services(stack):
     job_role_arn = stack.getatt("JobRole", "Arn")
-    passing = [(name, s) for name, statements in policies(stack).items() for s in statements
-               if s["Effect"] == "Allow" and _matches(s["Action"], "iam:PassRole", ignore_case=True)]
+    passing = [
+        (name, s)
+        for name, statements in policies(stack).items()
+        for s in statements
+        if s["Effect"] == "Allow" and _matches(s["Action"], "iam:PassRole", ignore_case=True)
+    ]
     assert passing, "no policy lets Airflow pass the job role to Glue and SageMaker"
     for name, statement in passing:
         assert _as_list(statement["Resource"]) == [job_role_arn], f"{name} may pass {statement['Resource']}"
@@ -311,26 +366,35 @@ def test_mwaa_policy_covers_the_shipped_config(stack):
     assert allows(mwaa, "sagemaker:CreateModelPackage", f"arn:aws:sagemaker:{region}:{account}:model-package/{group}/1")
     assert allows(mwaa, "sagemaker:UpdateModelPackage", f"arn:aws:sagemaker:{region}:{account}:model-package/{group}/1")
     assert allows(mwaa, "glue:StartJobRun", f"arn:aws:glue:{region}:{account}:job/retrain-intent-build-dataset-abc123")
-    assert allows(mwaa, "sagemaker:CreateTrainingJob", f"arn:aws:sagemaker:{region}:{account}:training-job/intent-train-model-x")
+    assert allows(
+        mwaa, "sagemaker:CreateTrainingJob", f"arn:aws:sagemaker:{region}:{account}:training-job/intent-train-model-x"
+    )
     assert allows(mwaa, "sns:Publish", config.alerts.sns_topic_arn)
     assert allows(mwaa, "s3:PutObject", f"arn:aws:s3:::{config.artifact_bucket}/ledger/intent.jsonl")
-    assert not allows(mwaa, "sagemaker:DeleteModelPackage", f"arn:aws:sagemaker:{region}:{account}:model-package/{group}/1")
+    assert not allows(
+        mwaa, "sagemaker:DeleteModelPackage", f"arn:aws:sagemaker:{region}:{account}:model-package/{group}/1"
+    )
 
 
 def test_mwaa_policy_refuses_jobs_without_the_data_key(template):
     stack = Stack(template, ACCOUNT, REGION, ALL_TRUE)
     (deny,) = [s for s in policies(stack)["MwaaPolicy"] if s.get("Sid") == "DenyJobsWithoutDataKey"]
     assert deny["Effect"] == "Deny"
-    assert deny["Condition"] == {"StringNotEquals": {"sagemaker:VolumeKmsKey": stack.resolve(template["Outputs"]["KmsKeyArn"]["Value"])}}
+    assert deny["Condition"] == {
+        "StringNotEquals": {"sagemaker:VolumeKmsKey": stack.resolve(template["Outputs"]["KmsKeyArn"]["Value"])}
+    }
 
 
 # ---- outputs, config fields and environment variables ---------------------------------------------
+
 
 def test_every_output_target_is_a_config_field_or_a_variable_the_code_reads(template):
     targets = template["Metadata"]["Retrain::OutputTargets"]
     fields = docs.config_field_paths()
     code = "\n".join(path.read_text() for path in (PROJECT_ROOT / "plugins" / "retrain").rglob("*.py"))
-    assert set(targets) <= set(template["Outputs"]), f"outputs named in metadata but missing: {set(targets) - set(template['Outputs'])}"
+    assert set(targets) <= set(template["Outputs"]), (
+        f"outputs named in metadata but missing: {set(targets) - set(template['Outputs'])}"
+    )
     for output, names in targets.items():
         assert names, f"{output}: maps to nothing"
         for name in names:
@@ -346,7 +410,12 @@ def test_every_output_target_is_a_config_field_or_a_variable_the_code_reads(temp
 
 
 def test_every_config_field_is_fed_by_an_output_or_chosen_per_model(template):
-    mapped = {name for names in template["Metadata"]["Retrain::OutputTargets"].values() for name in names if name.startswith("aws.")}
+    mapped = {
+        name
+        for names in template["Metadata"]["Retrain::OutputTargets"].values()
+        for name in names
+        if name.startswith("aws.")
+    }
     chosen = set(template["Metadata"]["Retrain::ChosenPerModel"])
     fields = docs.config_field_paths()
     assert chosen <= fields, f"Retrain::ChosenPerModel names no field: {chosen - fields}"
@@ -364,7 +433,11 @@ def test_outputs_reproduce_the_shipped_config_with_default_parameters(template):
     outputs = {name: stack.resolve(spec["Value"]) for name, spec in template["Outputs"].items()}
     for output, names in template["Metadata"]["Retrain::OutputTargets"].items():
         for name in names:
-            if not name.startswith("aws.") or name in ("aws.kms_key_arn", "aws.vpc.subnets", "aws.vpc.security_group_ids"):
+            if not name.startswith("aws.") or name in (
+                "aws.kms_key_arn",
+                "aws.vpc.subnets",
+                "aws.vpc.security_group_ids",
+            ):
                 continue  # the key id is AWS's choice; subnets and groups are parameters the config repeats
             value = config
             for part in name.split(".")[1:]:
@@ -376,4 +449,6 @@ def test_readme_config_table_matches_the_config_and_template(template):
     # Regenerate with: source scripts/env.sh && python -m retrain_tools.aws_docs --write
     current = docs.readme_table()
     assert current is not None, "docs/aws.md has no generated aws: config table"
-    assert current == docs.render_table(template), "docs/aws.md's aws: table is stale: run python -m retrain_tools.aws_docs --write"
+    assert current == docs.render_table(template), (
+        "docs/aws.md's aws: table is stale: run python -m retrain_tools.aws_docs --write"
+    )

@@ -29,7 +29,9 @@ def stored(store: S3Store, seq: int) -> dict:
 
 def overwrite(store: S3Store, seq: int, entry: dict) -> None:
     """What someone with PutObject on the bucket can do behind the ledger's back."""
-    store.client.put_object(Bucket=store.layout.artifact_bucket, Key=object_key(seq), Body=json.dumps(entry, sort_keys=True).encode())
+    store.client.put_object(
+        Bucket=store.layout.artifact_bucket, Key=object_key(seq), Body=json.dumps(entry, sort_keys=True).encode()
+    )
 
 
 def test_chain_is_one_object_per_entry_and_verifies(filled):
@@ -112,16 +114,39 @@ class RacingStore(S3Store):
     def write_once_bytes(self, key: str, data: bytes) -> str:
         if key.startswith("ledger/") and not getattr(self, "raced", False):
             self.raced = True
-            ledger.append(self.rival, "intent", action="rollback", to_version=1, actor="bob", reason="rival got there first", model_dir="/m1")
+            ledger.append(
+                self.rival,
+                "intent",
+                action="rollback",
+                to_version=1,
+                actor="bob",
+                reason="rival got there first",
+                model_dir="/m1",
+            )
         return super().write_once_bytes(key, data)
 
 
 def test_two_appends_of_the_same_seq_cannot_both_win(filled, simulator_s3):
-    racing = RacingStore(filled.layout.dataset_bucket, filled.layout.artifact_bucket, filled.layout.golden_bucket, client=simulator_s3)
+    racing = RacingStore(
+        filled.layout.dataset_bucket, filled.layout.artifact_bucket, filled.layout.golden_bucket, client=simulator_s3
+    )
     racing.rival = filled
-    with pytest.raises(LedgerError, match=r"/00000005\.json: another append created entry 5 first; this one was not written .*PreconditionFailed"):
-        ledger.append(racing, "intent", action="promote", to_version=7, actor="alice", reason="v7 better", model_dir="/m7")
+    with pytest.raises(
+        LedgerError,
+        match=r"/00000005\.json: another append created entry 5 first; this one was not written .*PreconditionFailed",
+    ):
+        ledger.append(
+            racing, "intent", action="promote", to_version=7, actor="alice", reason="v7 better", model_dir="/m7"
+        )
     entries = ledger.verify(filled, "intent")  # the winner's entry stands, chained and unmodified
     assert len(entries) == 5 and (entries[-1]["actor"], entries[-1]["to_version"]) == ("bob", 1)
-    after = ledger.append(filled, "intent", action="promote", to_version=7, actor="alice", reason="v7 better, decided again", model_dir="/m7")
+    after = ledger.append(
+        filled,
+        "intent",
+        action="promote",
+        to_version=7,
+        actor="alice",
+        reason="v7 better, decided again",
+        model_dir="/m7",
+    )
     assert after["seq"] == 6 and after["from_version"] == 1 and after["prev_hash"] == entries[-1]["hash"]

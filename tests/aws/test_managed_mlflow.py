@@ -32,10 +32,11 @@ from pathlib import Path
 import pytest
 
 from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
-from retrain.runner import LocalJob
+from mlflow_server import local_mlflow_server  # tests/ is on pytest's pythonpath
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
-from retrain.runner import command_line, job_environment
+from retrain.runner import LocalJob, command_line, job_environment
 from retrain.tracking import ARTIFACT_ROOT_ENV
+from tinydata import tiny_channels
 
 pytestmark = pytest.mark.aws
 
@@ -45,12 +46,12 @@ FAKE_KEY = "testing"
 SIGNING_SERVICE = "sagemaker-mlflow"  # sagemaker_mlflow.auth_provider signs tracking servers for this service
 EXPERIMENT = "retrain_intent"
 ROUTING_PREFIXES = ("AWS_", "MLFLOW_", "SAGEMAKER_")
-from mlflow_server import local_mlflow_server  # tests/ is on pytest's pythonpath
-from tinydata import tiny_channels
+
 AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
     r"SignedHeaders=(?P<signed>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})$"
 )
+
 
 def _without_routing(env: dict[str, str]) -> dict[str, str]:
     """``env`` without any AWS, MLflow or SageMaker setting (a developer's profile or keys must not leak in)."""
@@ -61,8 +62,13 @@ def _clean_env(tmp: Path) -> dict[str, str]:
     """This process's environment without routing settings, and no AWS config or instance credentials to fall
     back on: only what a test sets can sign or route a request."""
     env = _without_routing(dict(os.environ))
-    env.update({"AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-credentials"), "AWS_CONFIG_FILE": str(tmp / "no-config"),
-                "AWS_EC2_METADATA_DISABLED": "true"})
+    env.update(
+        {
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-credentials"),
+            "AWS_CONFIG_FILE": str(tmp / "no-config"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
     return env
 
 
@@ -72,11 +78,23 @@ class _RecordingProxy(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         assert "chunked" not in self.headers.get("Transfer-Encoding", ""), "the proxy reads Content-Length bodies only"
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.records.append({"method": self.command, "path": self.path, "body": body,
-                                    "headers": {k.lower(): v for k, v in self.headers.items()}})
+        self.server.records.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "body": body,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+            }
+        )
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=60)
-        upstream.request(self.command, self.path, body=body or None,
-                         headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")})
+        upstream.request(
+            self.command,
+            self.path,
+            body=body or None,
+            headers={
+                k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")
+            },
+        )
         response = upstream.getresponse()
         payload = response.read()
         self.send_response(response.status)
@@ -121,8 +139,13 @@ def artifact_bucket(moto_simulator_endpoint) -> str:
     import boto3
 
     name = f"retrain-test-mlflow-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_simulator_endpoint, region_name=REGION,
-                 aws_access_key_id=FAKE_KEY, aws_secret_access_key=FAKE_KEY).create_bucket(Bucket=name)
+    boto3.client(
+        "s3",
+        endpoint_url=moto_simulator_endpoint,
+        region_name=REGION,
+        aws_access_key_id=FAKE_KEY,
+        aws_secret_access_key=FAKE_KEY,
+    ).create_bucket(Bucket=name)
     return name
 
 
@@ -133,13 +156,26 @@ def channels(tmp_path_factory) -> dict[str, Path]:
 
 
 def _training_spec(channels: dict[str, Path], out: Path) -> LocalJob:
-    arguments = {"labels-file": str(channels["labels"]), "dataset-version": "ds-tiny", "epochs": "2", "batch-size": "16",
-                 "head-learning-rate": "0.05", "threads": "2", "seed": "7", "experiment-name": EXPERIMENT,
-                 "run-name": f"{EXPERIMENT}/manual__1"}
+    arguments = {
+        "labels-file": str(channels["labels"]),
+        "dataset-version": "ds-tiny",
+        "epochs": "2",
+        "batch-size": "16",
+        "head-learning-rate": "0.05",
+        "threads": "2",
+        "seed": "7",
+        "experiment-name": EXPERIMENT,
+        "run-name": f"{EXPERIMENT}/manual__1",
+    }
     return LocalJob(
-        name="train_model", kind="training", script=INCLUDE_DIR / "retrain_jobs" / "train.py", arguments=arguments,
+        name="train_model",
+        kind="training",
+        script=INCLUDE_DIR / "retrain_jobs" / "train.py",
+        arguments=arguments,
         channels={"train": channels["train"], "validation": channels["validation"]},
-        model_dir=out / "model", output_dir=out / "output", checkpoint_dir=out / "checkpoints",
+        model_dir=out / "model",
+        output_dir=out / "output",
+        checkpoint_dir=out / "checkpoints",
         result_file=out / "model" / "training_summary.json",
     )
 
@@ -162,7 +198,9 @@ def _managed_env(tmp: Path, proxy, bucket: str, simulator: str) -> dict[str, str
         ARTIFACT_ROOT_ENV: f"s3://{bucket}/mlartifacts",
         "MLFLOW_S3_ENDPOINT_URL": simulator,
         "AWS_ENDPOINT_URL": simulator,  # any other boto3 call also lands on the simulator, never on AWS
-        "AWS_ACCESS_KEY_ID": FAKE_KEY, "AWS_SECRET_ACCESS_KEY": FAKE_KEY, "AWS_SESSION_TOKEN": FAKE_KEY,
+        "AWS_ACCESS_KEY_ID": FAKE_KEY,
+        "AWS_SECRET_ACCESS_KEY": FAKE_KEY,
+        "AWS_SESSION_TOKEN": FAKE_KEY,
         "AWS_DEFAULT_REGION": REGION,
         "RETRAIN_LINEAGE": json.dumps({"git_sha": "abc123", "dataset_version": "ds-tiny", "config_digest": "cfg-1"}),
     }
@@ -170,17 +208,34 @@ def _managed_env(tmp: Path, proxy, bucket: str, simulator: str) -> dict[str, str
 
 @pytest.fixture(scope="module")
 def managed_run(channels, proxy, mlflow_server, artifact_bucket, moto_simulator_endpoint, tmp_path_factory):
-    """The real training job logging to the ARN; its summary, what the server recorded, and the proxy's records of it."""
+    """The real training job logging to the ARN; its summary, what the server recorded, and the proxy's records of
+    it."""
     out = tmp_path_factory.mktemp("managed-run")
     before = len(proxy.records)
-    proc = _run_training(_training_spec(channels, out), _managed_env(out, proxy, artifact_bucket, moto_simulator_endpoint))
+    proc = _run_training(
+        _training_spec(channels, out), _managed_env(out, proxy, artifact_bucket, moto_simulator_endpoint)
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "model" / "training_summary.json").read_text())
     # what the server holds for the run, read straight from it (not through the proxy), without the plugin's signing
-    read = subprocess.run([str(job_python()), str(JOBSIDE / "read_mlflow_run.py"), f"http://127.0.0.1:{mlflow_server}",
-                           summary["mlflow_run_id"]], env=_clean_env(out), capture_output=True, text=True, timeout=120)
+    read = subprocess.run(
+        [
+            str(job_python()),
+            str(JOBSIDE / "read_mlflow_run.py"),
+            f"http://127.0.0.1:{mlflow_server}",
+            summary["mlflow_run_id"],
+        ],
+        env=_clean_env(out),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert read.returncode == 0, read.stderr[-3000:]
-    return {"summary": summary, "server": json.loads(read.stdout.strip().splitlines()[-1]), "requests": proxy.records[before:]}
+    return {
+        "summary": summary,
+        "server": json.loads(read.stdout.strip().splitlines()[-1]),
+        "requests": proxy.records[before:],
+    }
 
 
 def _recomputed_signature(record: dict, secret: str) -> str:
@@ -194,7 +249,9 @@ def _recomputed_signature(record: dict, secret: str) -> str:
     url = f"http://{record['headers']['host']}{record['path']}"
     request = AWSRequest(method=record["method"], url=url, data=record["body"], headers=signed)
     request.context["timestamp"] = record["headers"]["x-amz-date"]
-    signer = SigV4Auth(Credentials(auth["key"], secret, record["headers"].get("x-amz-security-token")), auth["service"], auth["region"])
+    signer = SigV4Auth(
+        Credentials(auth["key"], secret, record["headers"].get("x-amz-security-token")), auth["service"], auth["region"]
+    )
     return signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
 
 
@@ -202,9 +259,16 @@ def test_run_params_metrics_and_lineage_reach_the_server(managed_run):
     summary, server = managed_run["summary"], managed_run["server"]
     assert server["experiment"] == EXPERIMENT and server["run_name"] == f"{EXPERIMENT}/manual__1"
     assert server["status"] == "FINISHED"
-    assert server["params"]["seed"] == "7" and server["params"]["epochs"] == "2" and server["params"]["dataset_version"] == "ds-tiny"
+    assert (
+        server["params"]["seed"] == "7"
+        and server["params"]["epochs"] == "2"
+        and server["params"]["dataset_version"] == "ds-tiny"
+    )
     assert {k: server["tags"][k] for k in ("git_sha", "dataset_version", "config_digest")} == {
-        "git_sha": "abc123", "dataset_version": "ds-tiny", "config_digest": "cfg-1"}
+        "git_sha": "abc123",
+        "dataset_version": "ds-tiny",
+        "config_digest": "cfg-1",
+    }
     assert server["tags"]["weights_digest"] == summary["weights_digest"]
     assert server["train_loss_steps"] == [1, 2]  # one point per epoch
     assert server["metrics"]["train_loss"] == pytest.approx(summary["history"][-1]["train_loss"])
@@ -213,7 +277,9 @@ def test_run_params_metrics_and_lineage_reach_the_server(managed_run):
 def test_every_request_is_sigv4_signed_for_sagemaker_mlflow(managed_run):
     requests = managed_run["requests"]
     paths = {r["path"].split("?")[0] for r in requests}
-    assert {"/api/2.0/mlflow/runs/create", "/api/2.0/mlflow/runs/update"} <= paths, sorted(paths)  # the run went through the proxy
+    assert {"/api/2.0/mlflow/runs/create", "/api/2.0/mlflow/runs/update"} <= paths, sorted(
+        paths
+    )  # the run went through the proxy
     for record in requests:
         headers = record["headers"]
         auth = AUTHORIZATION.match(headers.get("authorization", ""))
@@ -221,11 +287,16 @@ def test_every_request_is_sigv4_signed_for_sagemaker_mlflow(managed_run):
         assert (auth["key"], auth["region"], auth["service"]) == (FAKE_KEY, REGION, SIGNING_SERVICE)
         assert auth["date"] == headers["x-amz-date"][:8]
         assert {"host", "x-amz-date", "x-amz-content-sha256"} <= set(auth["signed"].split(";"))
-        assert headers["x-amz-content-sha256"] == hashlib.sha256(record["body"]).hexdigest()  # the body is what was signed
+        assert (
+            headers["x-amz-content-sha256"] == hashlib.sha256(record["body"]).hexdigest()
+        )  # the body is what was signed
         assert headers["x-mlflow-sm-tracking-server-arn"] == ARN  # SageMaker routes on it
         assert _recomputed_signature(record, FAKE_KEY) == auth["signature"], f"{record['method']} {record['path']}"
     # the check can fail: the same request does not verify under another secret
-    assert _recomputed_signature(requests[0], "not-the-secret") != AUTHORIZATION.match(requests[0]["headers"]["authorization"])["signature"]
+    assert (
+        _recomputed_signature(requests[0], "not-the-secret")
+        != AUTHORIZATION.match(requests[0]["headers"]["authorization"])["signature"]
+    )
 
 
 def test_artifacts_go_to_the_experiment_s3_location(managed_run, artifact_bucket, moto_simulator_endpoint):
@@ -235,15 +306,27 @@ def test_artifacts_go_to_the_experiment_s3_location(managed_run, artifact_bucket
     location = f"s3://{artifact_bucket}/mlartifacts/{EXPERIMENT}"
     assert server["experiment_location"] == location  # set by retrain.tracking, not left to the server's default
     assert server["artifact_uri"] == f"{location}/{run_id}/artifacts"
-    s3 = boto3.client("s3", endpoint_url=moto_simulator_endpoint, region_name=REGION,
-                      aws_access_key_id=FAKE_KEY, aws_secret_access_key=FAKE_KEY)
-    body = s3.get_object(Bucket=artifact_bucket, Key=f"mlartifacts/{EXPERIMENT}/{run_id}/artifacts/training_summary.json")["Body"].read()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_simulator_endpoint,
+        region_name=REGION,
+        aws_access_key_id=FAKE_KEY,
+        aws_secret_access_key=FAKE_KEY,
+    )
+    body = s3.get_object(
+        Bucket=artifact_bucket, Key=f"mlartifacts/{EXPERIMENT}/{run_id}/artifacts/training_summary.json"
+    )["Body"].read()
     assert json.loads(body)["weights_digest"] == managed_run["summary"]["weights_digest"]
 
 
-def test_without_credentials_the_job_fails_before_sending(channels, proxy, artifact_bucket, moto_simulator_endpoint, tmp_path):
-    env = {k: v for k, v in _managed_env(tmp_path, proxy, artifact_bucket, moto_simulator_endpoint).items()
-           if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+def test_without_credentials_the_job_fails_before_sending(
+    channels, proxy, artifact_bucket, moto_simulator_endpoint, tmp_path
+):
+    env = {
+        k: v
+        for k, v in _managed_env(tmp_path, proxy, artifact_bucket, moto_simulator_endpoint).items()
+        if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    }
     before = len(proxy.records)
     spec = _training_spec(channels, tmp_path)
     proc = _run_training(spec, env)
@@ -254,11 +337,18 @@ def test_without_credentials_the_job_fails_before_sending(channels, proxy, artif
 
 
 def test_without_the_plugin_mlflow_refuses_the_arn(proxy, artifact_bucket, moto_simulator_endpoint, tmp_path):
-    env = {**_managed_env(tmp_path, proxy, artifact_bucket, moto_simulator_endpoint),
-           "PYTHONPATH": os.pathsep.join([str(INCLUDE_DIR), str(PROJECT_ROOT / "plugins")])}
+    env = {
+        **_managed_env(tmp_path, proxy, artifact_bucket, moto_simulator_endpoint),
+        "PYTHONPATH": os.pathsep.join([str(INCLUDE_DIR), str(PROJECT_ROOT / "plugins")]),
+    }
     before = len(proxy.records)
-    proc = subprocess.run([str(job_python()), str(JOBSIDE / "ensure_experiment_without_plugin.py")], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(job_python()), str(JOBSIDE / "ensure_experiment_without_plugin.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert f"unsupported URI '{ARN}'" in proc.stderr, proc.stderr[-3000:]
     assert len(proxy.records) == before

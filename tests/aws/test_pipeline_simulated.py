@@ -212,5 +212,6 @@ def test_orchestration_overhead_is_reported(aws_stack):
     """Not a timing assertion: the figures go to the test log; bench/aws_e2e.py reports them properly."""
     job_seconds = sum(j["seconds"] for j in aws_stack["jobs"])
     print(f"aws e2e on moto: {aws_stack['seconds']['total']:.1f}s total, jobs {job_seconds:.1f}s, "
-          f"orchestration {aws_stack['seconds']['total'] - job_seconds:.1f}s (includes the time to answer the approval)")
+          f"orchestration {aws_stack['seconds']['total'] - job_seconds:.1f}s (includes the time to answer the "
+          "approval)")
     assert job_seconds > 0

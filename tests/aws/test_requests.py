@@ -13,19 +13,19 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from retrain import jobs
 from retrain.aws import glue, sagemaker
-from retrain.store import s3
 from retrain.aws import requests as aws_requests
 from retrain.aws.locations import AwsJob, CodeBundle, aws_job_from_spec, s3_uri
 from retrain.aws.names import MAX_LENGTH, SAGEMAKER_NAME, glue_job_name, job_name
 from retrain.aws.schema import RequestInvalid, param_validator_problems, strict_problems, validate_request
 from retrain.config import config_paths, load_config
+from retrain.store import s3
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -36,8 +36,15 @@ GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
 CODE_DIGEST = "c0de" * 16  # deploy-manifest.json's code_digest: the code bundle's S3 prefix
 DATASET_VERSION = "ds-5f1c0a9e2b7d"
 GOLDEN_NAMES = [
-    "glue_create_job", "glue_start_job_run", "sagemaker_validate_raw", "sagemaker_train_model", "sagemaker_evaluate_model",
-    "sagemaker_register_model", "sagemaker_promote_model", "sagemaker_reject_model", "s3_put_gate",
+    "glue_create_job",
+    "glue_start_job_run",
+    "sagemaker_validate_raw",
+    "sagemaker_train_model",
+    "sagemaker_evaluate_model",
+    "sagemaker_register_model",
+    "sagemaker_promote_model",
+    "sagemaker_reject_model",
+    "s3_put_gate",
 ]
 # What makes a botocore pattern Java-only: Unicode classes (\p{L}) and UTF-16 surrogate ranges.
 JAVA_ONLY = re.compile(r"\\p\{|\\uD[89A-F]", re.IGNORECASE)
@@ -46,12 +53,18 @@ AWS_CONFIGS = [path for path in config_paths() if load_config(path).aws is not N
 
 # --- shared helpers: fixed inputs, so the requests are byte-for-byte stable --------------------
 
+
 def lineage(config) -> dict[str, str]:
     """The tags train_model_spec records (retrain.jobs.lineage), with the git sha fixed."""
     return {
-        "model_name": config.name, "dataset_version": DATASET_VERSION, "golden_version": config.data.golden_version,
-        "base_model": config.training.base_model, "git_sha": GIT_SHA,
-        "config_digest": config.digest(), "airflow_dag_id": config.dag_id, "airflow_run_id": RUN_ID,
+        "model_name": config.name,
+        "dataset_version": DATASET_VERSION,
+        "golden_version": config.data.golden_version,
+        "base_model": config.training.base_model,
+        "git_sha": GIT_SHA,
+        "config_digest": config.digest(),
+        "airflow_dag_id": config.dag_id,
+        "airflow_run_id": RUN_ID,
     }
 
 
@@ -61,14 +74,24 @@ def run_key_uri(config, task: str, leaf: str = "") -> str:
 
 def context(config) -> jobs.RunContext:
     """A run as the aws operators see it: upstream results in their aws shape (S3 URIs, model.tar.gz)."""
-    model_data = run_key_uri(config, "train_model", f"/try-1/model/{job_name(config.name, 'train_model', RUN_ID, TRY)}/output/model.tar.gz")
+    model_data = run_key_uri(
+        config, "train_model", f"/try-1/model/{job_name(config.name, 'train_model', RUN_ID, TRY)}/output/model.tar.gz"
+    )
     return jobs.RunContext(
-        dag_id=config.dag_id, run_id=RUN_ID,
-        interval_start=datetime(2026, 9, 7, tzinfo=timezone.utc), interval_end=datetime(2026, 9, 14, tzinfo=timezone.utc),
-        upstream={"snapshot_raw": {"manifest_path": run_key_uri(config, "snapshot_raw", "/try-1/raw_manifest.json")},
-                  "build_dataset": {"dataset_version": DATASET_VERSION},
-                  "train_model": {"model_dir": model_data, "model_data_url": model_data, "mlflow_run_id": "0f3c9d",
-                                  "weights_digest": "b6502f70" + "0" * 56}},
+        dag_id=config.dag_id,
+        run_id=RUN_ID,
+        interval_start=datetime(2026, 9, 7, tzinfo=UTC),
+        interval_end=datetime(2026, 9, 14, tzinfo=UTC),
+        upstream={
+            "snapshot_raw": {"manifest_path": run_key_uri(config, "snapshot_raw", "/try-1/raw_manifest.json")},
+            "build_dataset": {"dataset_version": DATASET_VERSION},
+            "train_model": {
+                "model_dir": model_data,
+                "model_data_url": model_data,
+                "mlflow_run_id": "0f3c9d",
+                "weights_digest": "b6502f70" + "0" * 56,
+            },
+        },
     )
 
 
@@ -79,8 +102,10 @@ def spec_jobs(monkeypatch):
 
     def build(config) -> dict[str, AwsJob]:
         code = CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST)
-        return {task: aws_requests.aws_job(task, config, context(config), code)
-                for task in ("validate_raw", "build_dataset", "train_model", "evaluate_model")}
+        return {
+            task: aws_requests.aws_job(task, config, context(config), code)
+            for task in ("validate_raw", "build_dataset", "train_model", "evaluate_model")
+        }
 
     return build
 
@@ -90,28 +115,61 @@ def all_requests(config, aws_jobs: dict[str, AwsJob]) -> dict[str, tuple[str, st
     aws = config.aws
     code = CodeBundle(aws.artifact_bucket, GIT_SHA, CODE_DIGEST)
     tags = lineage(config)
-    glue_kwargs = glue.glue_operator_kwargs(aws, aws_jobs["build_dataset"], code, glue_job_name(config.name, CODE_DIGEST), f"{config.dag_id} build_dataset")
-    named = {task: job_name(config.name, task, RUN_ID, TRY) for task in ("validate_raw", "train_model", "evaluate_model")}
+    glue_kwargs = glue.glue_operator_kwargs(
+        aws, aws_jobs["build_dataset"], code, glue_job_name(config.name, CODE_DIGEST), f"{config.dag_id} build_dataset"
+    )
+    named = {
+        task: job_name(config.name, task, RUN_ID, TRY) for task in ("validate_raw", "train_model", "evaluate_model")
+    }
     package_arn = f"arn:aws:sagemaker:{aws.region}:123456789012:model-package/{aws.model_package_group}/3"
     model_data = f"{aws_jobs['train_model'].model_uri}/{named['train_model']}/output/model.tar.gz"
     return {
         "glue_create_job": ("glue", "CreateJob", glue.create_job_request(glue_kwargs)),
         "glue_start_job_run": ("glue", "StartJobRun", glue.start_job_run_request(glue_kwargs)),
-        "sagemaker_validate_raw": ("sagemaker", "CreateProcessingJob",
-                                   sagemaker.processing_request(aws, aws_jobs["validate_raw"], code, named["validate_raw"], tags)),
-        "sagemaker_train_model": ("sagemaker", "CreateTrainingJob",
-                                  sagemaker.training_request(aws, aws_jobs["train_model"], code, named["train_model"], tags)),
-        "sagemaker_evaluate_model": ("sagemaker", "CreateProcessingJob",
-                                     sagemaker.processing_request(aws, aws_jobs["evaluate_model"], code, named["evaluate_model"], tags)),
-        "sagemaker_register_model": ("sagemaker", "CreateModelPackage", sagemaker.model_package_request(
-            aws, aws.inference_image_uri, model_data, run_key_uri(config, "evaluate_model", "/metrics.json"), tags,
-            f"{config.name} challenger from {config.dag_id} run {RUN_ID}")),
-        "sagemaker_promote_model": ("sagemaker", "UpdateModelPackage",
-                                    sagemaker.update_model_package_request(package_arn, True, "approved by alice in retrain_intent")),
-        "sagemaker_reject_model": ("sagemaker", "UpdateModelPackage",
-                                   sagemaker.update_model_package_request(package_arn, False, "rejected: approval timed out")),
-        "s3_put_gate": ("s3", "PutObject",
-                        s3.put_object_request(aws, f"runs/{config.name}/{jobs.run_key(RUN_ID)}/gate_on_metrics/gate.json", '{"verdict": "pass"}')),
+        "sagemaker_validate_raw": (
+            "sagemaker",
+            "CreateProcessingJob",
+            sagemaker.processing_request(aws, aws_jobs["validate_raw"], code, named["validate_raw"], tags),
+        ),
+        "sagemaker_train_model": (
+            "sagemaker",
+            "CreateTrainingJob",
+            sagemaker.training_request(aws, aws_jobs["train_model"], code, named["train_model"], tags),
+        ),
+        "sagemaker_evaluate_model": (
+            "sagemaker",
+            "CreateProcessingJob",
+            sagemaker.processing_request(aws, aws_jobs["evaluate_model"], code, named["evaluate_model"], tags),
+        ),
+        "sagemaker_register_model": (
+            "sagemaker",
+            "CreateModelPackage",
+            sagemaker.model_package_request(
+                aws,
+                aws.inference_image_uri,
+                model_data,
+                run_key_uri(config, "evaluate_model", "/metrics.json"),
+                tags,
+                f"{config.name} challenger from {config.dag_id} run {RUN_ID}",
+            ),
+        ),
+        "sagemaker_promote_model": (
+            "sagemaker",
+            "UpdateModelPackage",
+            sagemaker.update_model_package_request(package_arn, True, "approved by alice in retrain_intent"),
+        ),
+        "sagemaker_reject_model": (
+            "sagemaker",
+            "UpdateModelPackage",
+            sagemaker.update_model_package_request(package_arn, False, "rejected: approval timed out"),
+        ),
+        "s3_put_gate": (
+            "s3",
+            "PutObject",
+            s3.put_object_request(
+                aws, f"runs/{config.name}/{jobs.run_key(RUN_ID)}/gate_on_metrics/gate.json", '{"verdict": "pass"}'
+            ),
+        ),
     }
 
 
@@ -121,6 +179,7 @@ def requests_for(spec_jobs):
 
 
 # --- every request passes the schema ---------------------------------------------------------
+
 
 def test_some_model_has_an_aws_section():
     assert INTENT in AWS_CONFIGS
@@ -153,10 +212,13 @@ def test_requests_match_golden_files(name, requests_for):
     if os.environ.get("RETRAIN_UPDATE_GOLDEN") == "1":
         golden.write_text(text)
     assert golden.is_file(), f"{golden} missing; regenerate with RETRAIN_UPDATE_GOLDEN=1"
-    assert text == golden.read_text(), f"{name} differs from {golden}; if intended, regenerate with RETRAIN_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(), (
+        f"{name} differs from {golden}; if intended, regenerate with RETRAIN_UPDATE_GOLDEN=1"
+    )
 
 
 # --- job names --------------------------------------------------------------------------------
+
 
 def test_job_name_of_a_scheduled_run_is_readable_and_valid():
     name = job_name("intent", "train_model", RUN_ID, 1)
@@ -175,13 +237,18 @@ def test_a_70_character_run_id_still_gives_a_valid_name(requests_for):
     for name in names:
         assert len(name) <= MAX_LENGTH and SAGEMAKER_NAME.fullmatch(name), name
         assert name.endswith("-t3")
-    request = dict(requests_for(load_config(INTENT))["sagemaker_train_model"][2], TrainingJobName=job_name("intent", "train_model", long_run, 1))
+    request = dict(
+        requests_for(load_config(INTENT))["sagemaker_train_model"][2],
+        TrainingJobName=job_name("intent", "train_model", long_run, 1),
+    )
     validate_request("sagemaker", "CreateTrainingJob", request)
 
 
 def test_the_walk_names_a_too_long_job_name(requests_for):
     request = dict(requests_for(load_config(INTENT))["sagemaker_train_model"][2], TrainingJobName="a" * 70)
-    assert param_validator_problems("sagemaker", "CreateTrainingJob", request) == [], "ParamValidator does not check max"
+    assert param_validator_problems("sagemaker", "CreateTrainingJob", request) == [], (
+        "ParamValidator does not check max"
+    )
     with pytest.raises(RequestInvalid, match=r"TrainingJobName: length 70 > max 63"):
         validate_request("sagemaker", "CreateTrainingJob", request)
 
@@ -194,18 +261,23 @@ def test_odd_run_ids_still_give_valid_names(run_id):
 
 # --- hyperparameters are strings ---------------------------------------------------------------
 
+
 def test_a_non_string_hyperparameter_is_refused_by_the_builder(spec_jobs):
     config = load_config(INTENT)
     job = spec_jobs(config)["train_model"]
     bad = AwsJob(**{**job.__dict__, "arguments": {**job.arguments, "seed": 42}})
     with pytest.raises(TypeError, match=r"HyperParameters: .*seed \(int\)"):
-        sagemaker.training_request(config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST), "n", lineage(config))
+        sagemaker.training_request(
+            config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST), "n", lineage(config)
+        )
 
 
 def test_a_non_string_hyperparameter_is_refused_by_botocore(requests_for):
     request = requests_for(load_config(INTENT))["sagemaker_train_model"][2]
     request["HyperParameters"]["seed"] = 42
-    assert any("HyperParameters.seed" in line for line in param_validator_problems("sagemaker", "CreateTrainingJob", request))
+    assert any(
+        "HyperParameters.seed" in line for line in param_validator_problems("sagemaker", "CreateTrainingJob", request)
+    )
     with pytest.raises(RequestInvalid, match=r"HyperParameters\.seed"):
         validate_request("sagemaker", "CreateTrainingJob", request)
 
@@ -213,8 +285,13 @@ def test_a_non_string_hyperparameter_is_refused_by_botocore(requests_for):
 def test_hyperparameters_are_the_script_mode_ones(requests_for):
     hyperparameters = requests_for(load_config(INTENT))["sagemaker_train_model"][2]["HyperParameters"]
     assert hyperparameters["sagemaker_program"] == "include/retrain_jobs/train.py"
-    assert hyperparameters["sagemaker_submit_directory"] == f"s3://retrain-artifacts-123456789012/code/{CODE_DIGEST}/sourcedir.tar.gz"
-    assert hyperparameters["labels-file"] == "data/banking77/categories.json"  # project-relative, shipped in the source dir
+    assert (
+        hyperparameters["sagemaker_submit_directory"]
+        == f"s3://retrain-artifacts-123456789012/code/{CODE_DIGEST}/sourcedir.tar.gz"
+    )
+    assert (
+        hyperparameters["labels-file"] == "data/banking77/categories.json"
+    )  # project-relative, shipped in the source dir
     assert hyperparameters["seed"] == "42" and all(isinstance(v, str) for v in hyperparameters.values())
     assert "corpus-file" not in hyperparameters
 
@@ -228,10 +305,15 @@ def test_a_retrieval_model_gets_its_corpus_as_a_project_relative_file_of_the_sou
 
 # --- instance types and the Glue version -------------------------------------------------------
 
+
 def test_an_unknown_instance_type_passes_botocore_but_not_the_walk(tmp_path, spec_jobs):
     path = tmp_path / "intent.yaml"
-    path.write_text(INTENT.read_text().replace("instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
-                                               "instance_type: ml.m5.huge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot"))
+    path.write_text(
+        INTENT.read_text().replace(
+            "instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+            "instance_type: ml.m5.huge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+        )
+    )
     config = load_config(path)  # well-formed, so the config accepts it; only the service model knows the list
     assert config.aws.training.instance_type == "ml.m5.huge"
     request = all_requests(config, spec_jobs(config))["sagemaker_train_model"][2]
@@ -258,22 +340,33 @@ def test_glue_arguments_must_be_strings(spec_jobs):
     job = spec_jobs(config)["build_dataset"]
     bad = AwsJob(**{**job.__dict__, "arguments": {**job.arguments, "validation-fraction": 0.1}})
     with pytest.raises(TypeError, match="validation-fraction"):
-        glue.glue_operator_kwargs(config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST), "j", "d")
+        glue.glue_operator_kwargs(
+            config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST), "j", "d"
+        )
 
 
 # --- the JobSpec mapping and the lineage -------------------------------------------------------
+
 
 def test_spec_mapping_places_channels_model_and_checkpoints_on_s3(spec_jobs):
     config = load_config(INTENT)
     mapped = spec_jobs(config)
     train, evaluate = mapped["train_model"], mapped["evaluate_model"]
-    assert train.inputs == {"train": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/train/",
-                            "validation": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/validation/"}
+    assert train.inputs == {
+        "train": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/train/",
+        "validation": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/validation/",
+    }
     # shared by a run's tries, but only for one config digest and dataset version
-    assert train.checkpoint_uri == run_key_uri(config, "train_model", f"/checkpoints/{config.digest()[:16]}-{DATASET_VERSION}")
+    assert train.checkpoint_uri == run_key_uri(
+        config, "train_model", f"/checkpoints/{config.digest()[:16]}-{DATASET_VERSION}"
+    )
     assert evaluate.arguments["output-dir"] == "/opt/ml/processing/output/output-dir"
-    assert evaluate.outputs == {"output-dir": run_key_uri(config, "evaluate_model", "/try-1")}  # each try writes its own prefix
-    assert evaluate.inputs["golden-dir"] == "s3://retrain-golden-123456789012/golden/intent/v1/"  # a prefix: never also v10/
+    assert evaluate.outputs == {
+        "output-dir": run_key_uri(config, "evaluate_model", "/try-1")
+    }  # each try writes its own prefix
+    assert (
+        evaluate.inputs["golden-dir"] == "s3://retrain-golden-123456789012/golden/intent/v1/"
+    )  # a prefix: never also v10/
     assert "MLFLOW_TRACKING_URI" not in train.env
     # The challenger is SageMaker's model.tar.gz, mounted as the one object it is; evaluate.py unpacks it.
     assert evaluate.inputs["challenger-dir"].endswith("/output/model.tar.gz")
@@ -285,7 +378,9 @@ def test_validate_raw_reads_the_snapshot_through_a_store_mounted_at_its_keys(spe
     validate = spec_jobs(config)["validate_raw"]
     assert validate.arguments["store-root"] == "/opt/ml/processing/input/store"
     assert validate.inputs["store"] == "s3://retrain-datasets-123456789012/raw/intent/"
-    assert validate.input_paths["store"] == "/opt/ml/processing/input/store/raw/intent"  # key raw/intent/... under the store root
+    assert (
+        validate.input_paths["store"] == "/opt/ml/processing/input/store/raw/intent"
+    )  # key raw/intent/... under the store root
     assert validate.arguments["raw-manifest"] == "/opt/ml/processing/input/raw-manifest/raw_manifest.json"
 
 
@@ -293,13 +388,18 @@ def test_glue_reaches_all_three_buckets(spec_jobs):
     config = load_config(INTENT)
     build = spec_jobs(config)["build_dataset"]
     assert build.arguments["store-root"] == "s3://retrain-datasets-123456789012"
-    assert (build.arguments["artifact-bucket"], build.arguments["golden-bucket"]) == (config.aws.artifact_bucket, config.aws.golden_bucket)
+    assert (build.arguments["artifact-bucket"], build.arguments["golden-bucket"]) == (
+        config.aws.artifact_bucket,
+        config.aws.golden_bucket,
+    )
     assert build.arguments["raw-manifest"].startswith("s3://retrain-artifacts-123456789012/runs/intent/")
 
 
 def test_spec_mapping_refuses_the_store_root(tmp_path):
     config = load_config(INTENT)
-    ctx = jobs.RunContext(config.dag_id, RUN_ID, None, None, upstream={"snapshot_raw": {"manifest_path": "s3://b/runs/intent/r/m.json"}})
+    ctx = jobs.RunContext(
+        config.dag_id, RUN_ID, None, None, upstream={"snapshot_raw": {"manifest_path": "s3://b/runs/intent/r/m.json"}}
+    )
     with pytest.raises(ValueError, match=r"validate_raw: argument --store-root is the store root"):
         aws_job_from_spec(jobs.validate_raw_spec(config, ctx), config.aws, CodeBundle("b", GIT_SHA, CODE_DIGEST))
 
@@ -316,15 +416,23 @@ def test_model_package_carries_the_full_lineage(requests_for):
 def test_model_package_refuses_incomplete_lineage():
     config = load_config(INTENT)
     with pytest.raises(ValueError, match=r"CustomerMetadataProperties: lineage is missing dataset_version"):
-        sagemaker.model_package_request(config.aws, config.aws.inference_image_uri, "s3://b/m.tar.gz", "s3://b/metrics.json",
-                                        {**lineage(config), "dataset_version": ""}, "d")
+        sagemaker.model_package_request(
+            config.aws,
+            config.aws.inference_image_uri,
+            "s3://b/m.tar.gz",
+            "s3://b/metrics.json",
+            {**lineage(config), "dataset_version": ""},
+            "d",
+        )
 
 
 def test_training_lineage_names_the_deployed_code_not_the_workers_checkout(monkeypatch):
     """On MWAA there is no git: the job's lineage must carry the deployed bundle's sha and the aws base model."""
     monkeypatch.setattr(jobs, "git_sha", lambda: "unknown")
     config = load_config(INTENT)
-    job = aws_requests.aws_job("train_model", config, context(config), CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST))
+    job = aws_requests.aws_job(
+        "train_model", config, context(config), CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST)
+    )
     tags = json.loads(job.env["RETRAIN_LINEAGE"])
     assert (tags["git_sha"], tags["base_model"]) == (GIT_SHA, "distilbert-base-uncased")
     assert job.arguments["base-model"] == "distilbert-base-uncased"

@@ -6,8 +6,7 @@ import hashlib
 
 import pytest
 
-from retrain.store import S3Store
-from retrain.store import IntegrityError, WriteOnceError
+from retrain.store import IntegrityError, S3Store, WriteOnceError
 
 pytestmark = pytest.mark.aws
 
@@ -21,7 +20,10 @@ def object_body(client, bucket: str, key: str) -> bytes:
 def test_second_write_once_gets_412_and_the_first_stays(s3_store, simulator_s3, simulator_buckets):
     uri = s3_store.write_once_bytes("datasets/intent/ds-1/data.jsonl", b"first")
     assert uri == f"s3://{simulator_buckets['dataset']}/datasets/intent/ds-1/data.jsonl"
-    with pytest.raises(WriteOnceError, match=rf"{uri}: already exists and is write-once; refusing to overwrite \(S3 answered PreconditionFailed\)"):
+    with pytest.raises(
+        WriteOnceError,
+        match=rf"{uri}: already exists and is write-once; refusing to overwrite \(S3 answered PreconditionFailed\)",
+    ):
         s3_store.write_once_bytes("datasets/intent/ds-1/data.jsonl", b"second")
     assert object_body(simulator_s3, simulator_buckets["dataset"], "datasets/intent/ds-1/data.jsonl") == b"first"
 
@@ -43,13 +45,20 @@ def test_keys_cannot_escape_their_bucket_root(s3_store):
 
 
 def test_a_key_no_bucket_holds_is_refused_by_name_and_rule(s3_store):
-    with pytest.raises(ValueError, match=r"store key 'scratch/x': 'scratch' is not a known top-level prefix; rule: the first key segment picks the bucket: raw/ → dataset"):
+    with pytest.raises(
+        ValueError,
+        match=r"store key 'scratch/x': 'scratch' is not a known top-level prefix; rule: the first key segment picks "
+        r"the bucket: raw/ → dataset",
+    ):
         s3_store.write_once_bytes("scratch/x", b"x")
 
 
 def test_publish_uploads_every_file_write_once_and_the_manifest_last(s3_store, simulator_s3):
     puts = []
-    simulator_s3.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append((params["Key"], params.get("IfNoneMatch"))))
+    simulator_s3.meta.events.register(
+        "provide-client-params.s3.PutObject",
+        lambda params, **_: puts.append((params["Key"], params.get("IfNoneMatch"))),
+    )
     manifest = s3_store.publish_version("datasets/intent/ds-1", FILES, {"dataset_version": "ds-1"})
 
     assert [key for key, _ in puts] == [
@@ -94,7 +103,10 @@ def test_a_version_without_its_manifest_is_absent_until_abandoned(s3_store, simu
 
     with pytest.raises(WriteOnceError, match="is published .* refusing to remove it"):
         s3_store.abandon_version("datasets/intent/ds-1")
-    assert sorted(s3_store.abandon_version("datasets/intent/ds-2")) == ["datasets/intent/.ds-2.publishing", "datasets/intent/ds-2/data.jsonl"]
+    assert sorted(s3_store.abandon_version("datasets/intent/ds-2")) == [
+        "datasets/intent/.ds-2.publishing",
+        "datasets/intent/ds-2/data.jsonl",
+    ]
     manifest = s3_store.publish_version("datasets/intent/ds-2", FILES, {"dataset_version": "ds-2"})
     assert s3_store.list_keys("datasets/intent") == ["datasets/intent/ds-1", "datasets/intent/ds-2"]
     assert s3_store.verify_version("datasets/intent/ds-2", manifest["content_sha256"])
@@ -102,7 +114,9 @@ def test_a_version_without_its_manifest_is_absent_until_abandoned(s3_store, simu
 
 def test_a_failed_publish_removes_what_it_uploaded(s3_store, simulator_s3, simulator_buckets):
     # A stray object where the second file goes makes that conditional PUT fail mid-publish.
-    simulator_s3.put_object(Bucket=simulator_buckets["dataset"], Key="datasets/intent/ds-3/labels/classes.json", Body=b"stray")
+    simulator_s3.put_object(
+        Bucket=simulator_buckets["dataset"], Key="datasets/intent/ds-3/labels/classes.json", Body=b"stray"
+    )
     with pytest.raises(WriteOnceError, match=r"ds-3/labels/classes\.json: already exists and is write-once"):
         s3_store.publish_version("datasets/intent/ds-3", FILES, {"dataset_version": "ds-3"})
     left = simulator_s3.list_objects_v2(Bucket=simulator_buckets["dataset"], Prefix="datasets/intent/")
@@ -129,7 +143,9 @@ def test_verify_names_the_tampered_missing_or_added_object(s3_store, simulator_s
     simulator_s3.delete_object(Bucket=bucket, Key=f"{base}/extra.txt")
 
     simulator_s3.put_object(Bucket=bucket, Key=f"{base}/data.jsonl", Body=b"tampered\n")
-    with pytest.raises(IntegrityError, match=rf"s3://{bucket}/{base}/data\.jsonl: sha256 .* does not match the manifest"):
+    with pytest.raises(
+        IntegrityError, match=rf"s3://{bucket}/{base}/data\.jsonl: sha256 .* does not match the manifest"
+    ):
         s3_store.verify_version("datasets/intent/ds-1", manifest["content_sha256"])
     with pytest.raises(IntegrityError, match=r"data\.jsonl: sha256 .* does not match"):
         s3_store.read_version("datasets/intent/ds-1")
@@ -139,7 +155,9 @@ def test_verify_names_the_tampered_missing_or_added_object(s3_store, simulator_s
         s3_store.verify_version("datasets/intent/ds-1")
 
 
-def test_materialized_version_is_a_verified_local_copy(s3_store, simulator_s3, simulator_buckets, tmp_path, monkeypatch):
+def test_materialized_version_is_a_verified_local_copy(
+    s3_store, simulator_s3, simulator_buckets, tmp_path, monkeypatch
+):
     import tempfile
 
     from retrain.store import verify_tree
@@ -149,7 +167,9 @@ def test_materialized_version_is_a_verified_local_copy(s3_store, simulator_s3, s
     assert (local / "labels" / "classes.json").read_bytes() == FILES["labels/classes.json"]
     assert verify_tree(local, manifest["content_sha256"]) == manifest
 
-    simulator_s3.put_object(Bucket=simulator_buckets["dataset"], Key="datasets/intent/ds-1/data.jsonl", Body=b"tampered\n")
+    simulator_s3.put_object(
+        Bucket=simulator_buckets["dataset"], Key="datasets/intent/ds-1/data.jsonl", Body=b"tampered\n"
+    )
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -159,10 +179,14 @@ def test_materialized_version_is_a_verified_local_copy(s3_store, simulator_s3, s
 
 
 def test_list_keys_pages_through_large_prefixes(simulator_s3, simulator_buckets):
-    store = S3Store(simulator_buckets["plain"], simulator_buckets["artifact"], simulator_buckets["golden"], client=simulator_s3)
+    store = S3Store(
+        simulator_buckets["plain"], simulator_buckets["artifact"], simulator_buckets["golden"], client=simulator_s3
+    )
     store.list_page_size = 7  # several ListObjectsV2 pages without uploading thousands of objects
     pages = []
-    simulator_s3.meta.events.register("after-call.s3.ListObjectsV2", lambda parsed, **_: pages.append(parsed.get("KeyCount")))
+    simulator_s3.meta.events.register(
+        "after-call.s3.ListObjectsV2", lambda parsed, **_: pages.append(parsed.get("KeyCount"))
+    )
     for day in range(1, 24):
         simulator_s3.put_object(Bucket=simulator_buckets["plain"], Key=f"raw/intent/dt={day:02d}/part.csv", Body=b"")
     simulator_s3.put_object(Bucket=simulator_buckets["plain"], Key="raw/intent/README", Body=b"")

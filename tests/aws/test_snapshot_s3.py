@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import codecs
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from retrain.store import LocalStore
 
 pytestmark = pytest.mark.aws
 
-START, END = datetime(2026, 9, 14, tzinfo=timezone.utc), datetime(2026, 9, 21, tzinfo=timezone.utc)
+START, END = datetime(2026, 9, 14, tzinfo=UTC), datetime(2026, 9, 21, tzinfo=UTC)
 # History before the interval, the interval itself (a BOM and a quoted newline), and a partition
 # at the exclusive end that neither snapshot may see.
 RAW = {
@@ -52,7 +52,9 @@ def test_the_same_raw_files_give_the_same_manifest_on_both_stores(s3_store, simu
     verify_raw_files(s3_store, on_s3)
 
 
-def test_a_changed_or_missing_object_fails_verification_naming_its_uri(s3_store, simulator_s3, simulator_buckets, tmp_path):
+def test_a_changed_or_missing_object_fails_verification_naming_its_uri(
+    s3_store, simulator_s3, simulator_buckets, tmp_path
+):
     land_everywhere(LocalStore(tmp_path / "store"), s3_store)
     manifest = snapshot_raw(s3_store, "intent", START, END)
     key = "raw/intent/dt=2026-09-14/part-00001.csv"
@@ -68,7 +70,9 @@ def test_a_changed_or_missing_object_fails_verification_naming_its_uri(s3_store,
 def test_bad_raw_input_on_s3_is_named_by_its_uri(s3_store):
     bad = "raw/intent/dt=2026-09-14/part-00000.csv"
     s3_store.write_once_bytes(bad, b"text,category\n\xff\xfe,card_arrival\n")
-    with pytest.raises(RawDataError, match=rf"{s3_store.uri(bad)}: line 2 \(byte offset 14\): b'\\xff' is not valid UTF-8"):
+    with pytest.raises(
+        RawDataError, match=rf"{s3_store.uri(bad)}: line 2 \(byte offset 14\): b'\\xff' is not valid UTF-8"
+    ):
         snapshot_raw(s3_store, "intent", START, END)
     with pytest.raises(RawDataError, match=rf"{s3_store.uri('raw/other')}: no raw partitions before 2026-09-21"):
         snapshot_raw(s3_store, "other", START, END)

@@ -34,10 +34,15 @@ def test_get_store_writes_each_key_family_to_its_own_bucket(aws_env, simulator_s
     golden = store.publish_version("golden/intent/g1", {"golden.jsonl": b"{}\n"}, {"golden_version": "g1"})
 
     assert keys_in(simulator_s3, aws_env["dataset"]) == [
-        "datasets/intent/ds-1/manifest.json", "datasets/intent/ds-1/train.jsonl", "raw/intent/dt=2026-01-05/part-0.csv",
+        "datasets/intent/ds-1/manifest.json",
+        "datasets/intent/ds-1/train.jsonl",
+        "raw/intent/dt=2026-01-05/part-0.csv",
     ]
     assert keys_in(simulator_s3, aws_env["artifact"]) == ["ledger/intent/00000001.json", "runs/intent/r1/gate.json"]
-    assert keys_in(simulator_s3, aws_env["golden"]) == ["golden/intent/g1/golden.jsonl", "golden/intent/g1/manifest.json"]
+    assert keys_in(simulator_s3, aws_env["golden"]) == [
+        "golden/intent/g1/golden.jsonl",
+        "golden/intent/g1/manifest.json",
+    ]
 
     job_side = store_for(store_argument(store))  # what a job rebuilds from --store-root and its environment
     assert job_side.read_golden("golden/intent/g1", golden["content_sha256"])[1] == {"golden.jsonl": b"{}\n"}

@@ -30,8 +30,13 @@ def deployment(tmp_path_factory):
     try:
         client = logged_in(stack.api_url, project.airflow_home, ("retrain_intent", "rollback_intent"))
         yield {
-            "stack": stack, "project": project, "client": client, "as_user": user_factory(client),
-            "registry_status": registry_status_reader(stack.env), "store_root": project.store_root, "env": stack.env,
+            "stack": stack,
+            "project": project,
+            "client": client,
+            "as_user": user_factory(client),
+            "registry_status": registry_status_reader(stack.env),
+            "store_root": project.store_root,
+            "env": stack.env,
         }
     finally:
         stack.stop()

@@ -30,7 +30,9 @@ def _rendered() -> tuple[dict, str]:
     """The compose model, and how it was obtained."""
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
-        out = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [docker, "compose", "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stderr
         return yaml.safe_load(out.stdout), "docker compose config"
     return yaml.safe_load(COMPOSE.read_text()), "yaml"
@@ -62,7 +64,9 @@ def test_every_airflow_container_has_the_tiers_settings_and_endpoints(compose):
     for name in [*AIRFLOW_SERVICES, "airflow-init"]:
         env = _env(compose["services"][name])
         assert {key: env.get(key) for key in expected} == expected, name
-        assert set(SHARED_SECRETS) <= env.keys(), f"{name}: the scheduler's task tokens would not verify at the API server"
+        assert set(SHARED_SECRETS) <= env.keys(), (
+            f"{name}: the scheduler's task tokens would not verify at the API server"
+        )
     envs = [_env(compose["services"][name]) for name in AIRFLOW_SERVICES]
     assert all(env == envs[0] for env in envs), "the Airflow containers differ in their environment"
 
@@ -73,7 +77,10 @@ def test_workers_share_the_store_and_the_logs(compose):
         service = compose["services"][name]
         store = _env(service)["RETRAIN_HOME"]
         mounts = {_target(volume): _source(volume) for volume in service["volumes"]}
-        assert mounts.get(store) == "retrain-state" and mounts.get("/opt/airflow/logs") == "airflow-logs", (name, mounts)
+        assert mounts.get(store) == "retrain-state" and mounts.get("/opt/airflow/logs") == "airflow-logs", (
+            name,
+            mounts,
+        )
 
 
 def test_the_databases_and_the_init_step_match_the_tier(compose):
@@ -81,8 +88,15 @@ def test_the_databases_and_the_init_step_match_the_tier(compose):
     assert services["postgres"]["image"] == f"postgres:{POSTGRES_MAJOR}"
     assert services["redis"]["image"] == f"redis:{REDIS_SERIES}"
     init_sql = next(_source(v) for v in services["postgres"]["volumes"] if "docker-entrypoint-initdb.d" in _target(v))
-    assert re.search(r"CREATE DATABASE mlflow;", (PROJECT_ROOT / init_sql).read_text() if not Path(init_sql).is_absolute() else Path(init_sql).read_text())
-    init = " ".join(services["airflow-init"]["command"]) if isinstance(services["airflow-init"]["command"], list) else services["airflow-init"]["command"]
+    assert re.search(
+        r"CREATE DATABASE mlflow;",
+        (PROJECT_ROOT / init_sql).read_text() if not Path(init_sql).is_absolute() else Path(init_sql).read_text(),
+    )
+    init = (
+        " ".join(services["airflow-init"]["command"])
+        if isinstance(services["airflow-init"]["command"], list)
+        else services["airflow-init"]["command"]
+    )
     assert "airflow db migrate" in init and celery_stack.MLFLOW_SCHEMA_INIT in init
     for name in AIRFLOW_SERVICES:
         assert "airflow-init" in services[name]["depends_on"], name
@@ -91,10 +105,14 @@ def test_the_databases_and_the_init_step_match_the_tier(compose):
 
 def test_the_image_and_the_tier_run_the_same_versions():
     """The Dockerfile's base and pins are the Airflow environment's; the tier's servers are compose's images."""
-    base = next(line.split()[1] for line in (PROJECT_ROOT / "Dockerfile").read_text().splitlines() if line.startswith("FROM "))
+    base = next(
+        line.split()[1] for line in (PROJECT_ROOT / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")
+    )
     assert base == celery_stack.AIRFLOW_IMAGE
     airflow_version, python = re.fullmatch(r"apache/airflow:([\d.]+)-python([\d.]+)", base).groups()
-    assert version("apache-airflow") == airflow_version and f"{sys.version_info.major}.{sys.version_info.minor}" == python
+    assert (
+        version("apache-airflow") == airflow_version and f"{sys.version_info.major}.{sys.version_info.minor}" == python
+    )
     assert "requirements-celery.txt" in (PROJECT_ROOT / "Dockerfile").read_text()
     assert server_version("postgres").split(".")[0] == POSTGRES_MAJOR
     assert server_version("redis-server").startswith(REDIS_SERIES + ".")

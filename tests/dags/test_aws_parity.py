@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,7 +55,10 @@ def task_summary(task):
              "max_attempts": getattr(task, "max_attempts", None) or getattr(task, "waiter_max_attempts", None),
              "templated": list(task.template_fields),
              "callbacks": [type(c).__name__ for c in (task.on_failure_callback or [])]}}
-dags = {{dag_id: {{"schedule": [getattr(dag.timetable, "summary", None), getattr(dag.timetable, "_expression", None), str(getattr(dag.timetable, "_timezone", None))], "timetable": type(dag.timetable).__name__,
+def schedule(timetable):
+    return [getattr(timetable, "summary", None), getattr(timetable, "_expression", None),
+            str(getattr(timetable, "_timezone", None))]
+dags = {{dag_id: {{"schedule": schedule(dag.timetable), "timetable": type(dag.timetable).__name__,
                   "start_date": str(dag.start_date), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
                   "params": dag.params.dump(), "native": dag.render_template_as_native_obj,
                   "tasks": {{t.task_id: task_summary(t) for t in dag.tasks}}}} for dag_id, dag in bag.dags.items()}}
@@ -98,17 +101,28 @@ def test_dags_have_identical_shape_params_retries_and_schedules(both):
         assert sorted(local[dag_id]["tasks"]) == sorted(aws[dag_id]["tasks"]), dag_id
         for task_id, task in local[dag_id]["tasks"].items():
             other = aws[dag_id]["tasks"][task_id]
-            for field in ("upstream", "retries", "retry_delay", "max_retry_delay", "execution_timeout", "trigger_rule",
-                          "max_active_tis_per_dag", "assigned_users"):
+            for field in (
+                "upstream",
+                "retries",
+                "retry_delay",
+                "max_retry_delay",
+                "execution_timeout",
+                "trigger_rule",
+                "max_active_tis_per_dag",
+                "assigned_users",
+            ):
                 assert task[field] == other[field], (dag_id, task_id, field)
 
 
-@pytest.mark.parametrize(("task_id", "provider_class"), [
-    ("validate_raw", "airflow.providers.amazon.aws.operators.sagemaker.SageMakerProcessingOperator"),
-    ("build_dataset", "airflow.providers.amazon.aws.operators.glue.GlueJobOperator"),
-    ("train_model", "airflow.providers.amazon.aws.operators.sagemaker.SageMakerTrainingOperator"),
-    ("evaluate_model", "airflow.providers.amazon.aws.operators.sagemaker.SageMakerProcessingOperator"),
-])
+@pytest.mark.parametrize(
+    ("task_id", "provider_class"),
+    [
+        ("validate_raw", "airflow.providers.amazon.aws.operators.sagemaker.SageMakerProcessingOperator"),
+        ("build_dataset", "airflow.providers.amazon.aws.operators.glue.GlueJobOperator"),
+        ("train_model", "airflow.providers.amazon.aws.operators.sagemaker.SageMakerTrainingOperator"),
+        ("evaluate_model", "airflow.providers.amazon.aws.operators.sagemaker.SageMakerProcessingOperator"),
+    ],
+)
 def test_aws_job_tasks_are_the_provider_operators(both, task_id, provider_class):
     aws_task = both["aws"]["dags"]["retrain_intent"]["tasks"][task_id]
     local_task = both["local"]["dags"]["retrain_intent"]["tasks"][task_id]
@@ -155,13 +169,19 @@ def _config_dir(tmp_path: Path, old: str | None, new: str = "", fab_ids: str = "
     return config_dir, dags_dir
 
 
-@pytest.mark.parametrize(("old", "new", "field"), [
-    ("role_arn: arn:aws:iam::123456789012:role/retrain-jobs", "role_arn: retrain-jobs", "aws.role_arn"),
-    ("  role_arn: arn:aws:iam::123456789012:role/retrain-jobs\n", "", "aws.role_arn"),  # missing
-    ("dataset_bucket: retrain-datasets-123456789012", "dataset_bucket: Retrain_Datasets", "aws.dataset_bucket"),
-    ("instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
-     "instance_type: m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot", "aws.training.instance_type"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("role_arn: arn:aws:iam::123456789012:role/retrain-jobs", "role_arn: retrain-jobs", "aws.role_arn"),
+        ("  role_arn: arn:aws:iam::123456789012:role/retrain-jobs\n", "", "aws.role_arn"),  # missing
+        ("dataset_bucket: retrain-datasets-123456789012", "dataset_bucket: Retrain_Datasets", "aws.dataset_bucket"),
+        (
+            "instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+            "instance_type: m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+            "aws.training.instance_type",
+        ),
+    ],
+)
 def test_a_bad_aws_field_is_an_import_error_naming_file_and_field(tmp_path, old, new, field):
     config_dir, dags_dir = _config_dir(tmp_path, old, new)
     result = parse("aws", dags_dir, config_dir)
@@ -171,7 +191,7 @@ def test_a_bad_aws_field_is_an_import_error_naming_file_and_field(tmp_path, old,
 
 def test_no_aws_section_is_an_import_error_only_under_aws(tmp_path):
     text = INTENT.read_text()
-    config_dir, dags_dir = _config_dir(tmp_path, text[text.index("aws:  "):], "")
+    config_dir, dags_dir = _config_dir(tmp_path, text[text.index("aws:  ") :], "")
     result = parse("aws", dags_dir, config_dir)
     error = result["errors"][str(dags_dir / "retrain_intent.py")]
     assert str(config_dir / "intent.yaml") in error and "field 'aws'" in error, error
@@ -182,17 +202,22 @@ def test_under_fab_approvers_are_their_numeric_user_ids(tmp_path):
     config_dir, dags_dir = _config_dir(tmp_path, None, fab_ids="{alice: 7}")
     result = parse("aws", dags_dir, config_dir, AIRFLOW__CORE__AUTH_MANAGER=FAB)
     assert result["errors"] == {}
-    assert result["dags"]["retrain_intent"]["tasks"]["await_approval"]["assigned_users"] == [{"id": "7", "name": "alice"}]
+    assert result["dags"]["retrain_intent"]["tasks"]["await_approval"]["assigned_users"] == [
+        {"id": "7", "name": "alice"}
+    ]
 
 
 def test_under_fab_an_approver_without_an_id_is_an_import_error(tmp_path):
     config_dir, dags_dir = _config_dir(tmp_path, FAB_IDS_LINE, "")
     result = parse("aws", dags_dir, config_dir, AIRFLOW__CORE__AUTH_MANAGER=FAB)
     error = result["errors"][str(dags_dir / "retrain_intent.py")]
-    assert str(config_dir / "intent.yaml") in error and "field 'approval.fab_user_ids'" in error and "alice" in error, error
+    assert str(config_dir / "intent.yaml") in error and "field 'approval.fab_user_ids'" in error and "alice" in error, (
+        error
+    )
 
 
 # --- the operators' run-time build step ------------------------------------------------------
+
 
 class FakeTI:
     """The slice of a TaskInstance that run_context reads."""
@@ -208,8 +233,8 @@ def fake_context(xcoms: dict, try_number: int = 1) -> dict:
     return {
         "ti": FakeTI(xcoms, try_number),
         "dag_run": SimpleNamespace(dag_id="retrain_intent", run_id=RUN_ID),
-        "data_interval_start": datetime(2026, 9, 7, tzinfo=timezone.utc),
-        "data_interval_end": datetime(2026, 9, 14, tzinfo=timezone.utc),
+        "data_interval_start": datetime(2026, 9, 7, tzinfo=UTC),
+        "data_interval_end": datetime(2026, 9, 14, tzinfo=UTC),
         "params": {"force": False},
     }
 
@@ -231,7 +256,10 @@ def operator(aws_operators, task_id: str):
 
 
 UPSTREAM = {
-    "snapshot_raw": {"manifest_path": f"s3://retrain-artifacts-123456789012/runs/intent/{RUN_ID.replace(':', '_').replace('+', '_')}/snapshot_raw/try-1/raw_manifest.json"},
+    "snapshot_raw": {
+        "manifest_path": f"s3://retrain-artifacts-123456789012/runs/intent/{RUN_ID.replace(':', '_').replace('+', '_')}"
+        "/snapshot_raw/try-1/raw_manifest.json"
+    },
     "build_dataset": {"dataset_version": "ds-5f1c0a9e2b7d"},
 }
 
@@ -248,8 +276,10 @@ def test_train_model_builds_a_valid_request_per_try(aws_operators):
     assert first["TrainingJobName"] != second["TrainingJobName"]
     assert first["HyperParameters"]["base-model"] == "distilbert-base-uncased"  # the aws base model
     assert first["HyperParameters"]["sagemaker_submit_directory"].endswith(f"/code/{CODE_DIGEST}/sourcedir.tar.gz")
-    assert first["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == \
-        "s3://retrain-datasets-123456789012/datasets/intent/ds-5f1c0a9e2b7d/train/"  # a prefix: never also train-extra/
+    assert (
+        first["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+        == "s3://retrain-datasets-123456789012/datasets/intent/ds-5f1c0a9e2b7d/train/"
+    )  # a prefix: never also train-extra/
     assert first["OutputDataConfig"]["S3OutputPath"].startswith("s3://retrain-artifacts-123456789012/runs/intent/")
     tags = {t["Key"]: t["Value"] for t in first["Tags"]}
     assert tags["retrain:git_sha"] == GIT_SHA
@@ -274,12 +304,26 @@ def test_evaluate_model_reads_the_champion_from_the_given_store(aws_operators, t
     from retrain.store import LocalStore
 
     champion_store = LocalStore(tmp_path / "ledger-store")
-    ledger.append(champion_store, "intent", action="promote", to_version=3, actor="alice", reason="first",
-                  model_dir="s3://retrain-artifacts-123456789012/runs/intent/r/train_model/try-1/model/j/output/model.tar.gz",
-                  weights_digest="ab" * 32)
+    ledger.append(
+        champion_store,
+        "intent",
+        action="promote",
+        to_version=3,
+        actor="alice",
+        reason="first",
+        model_dir="s3://retrain-artifacts-123456789012/runs/intent/r/train_model/try-1/model/j/output/model.tar.gz",
+        weights_digest="ab" * 32,
+    )
     monkeypatch.setattr("retrain.store.get_store", lambda: champion_store)
-    upstream = {**UPSTREAM, "train_model": {"model_dir": "s3://retrain-artifacts-123456789012/m.tar.gz", "weights_digest": "cd" * 32,
-                                            "mlflow_run_id": "0f3c", "dataset_version": "ds-5f1c0a9e2b7d"}}
+    upstream = {
+        **UPSTREAM,
+        "train_model": {
+            "model_dir": "s3://retrain-artifacts-123456789012/m.tar.gz",
+            "weights_digest": "cd" * 32,
+            "mlflow_run_id": "0f3c",
+            "dataset_version": "ds-5f1c0a9e2b7d",
+        },
+    }
     request = operator(aws_operators, "evaluate_model").build_config(fake_context(upstream))
     validate_request("sagemaker", "CreateProcessingJob", request)
     arguments = request["AppSpecification"]["ContainerArguments"]

@@ -8,7 +8,8 @@ import re
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,16 @@ DAGS_DIR = PROJECT_ROOT / "dags"
 CONFIG_DIR = PROJECT_ROOT / "config" / "models"
 HEAVY = ("torch", "transformers", "pandas", "pyspark", "sagemaker", "mlflow", "great_expectations")
 EXPECTED_CHAIN = [
-    "snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
-    "gate_on_metrics", "register_model", "await_approval", "promote_model",
+    "snapshot_raw",
+    "validate_raw",
+    "build_dataset",
+    "check_drift",
+    "train_model",
+    "evaluate_model",
+    "gate_on_metrics",
+    "register_model",
+    "await_approval",
+    "promote_model",
 ]
 JOB_TASKS = ["validate_raw", "build_dataset", "train_model", "evaluate_model", "register_model", "promote_model"]
 
@@ -60,7 +69,7 @@ def test_shape_is_one_chain_of_verb_noun_tasks(dagbag, configs):
     for config in configs:
         dag = dagbag.dags[config.dag_id]
         assert [t.task_id for t in dag.topological_sort()] == EXPECTED_CHAIN
-        for upstream, downstream in zip(EXPECTED_CHAIN, EXPECTED_CHAIN[1:]):
+        for upstream, downstream in pairwise(EXPECTED_CHAIN):
             assert dag.get_task(downstream).upstream_task_ids == {upstream}
 
 
@@ -104,14 +113,20 @@ def data_interval(dag, run_after: datetime):
     return coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=run_after)
 
 
-WEEKLY = {name: schedule.get("weekday", "monday") for name, schedule in declared_schedules().items() if schedule["cadence"] == "weekly"}
+WEEKLY = {
+    name: schedule.get("weekday", "monday")
+    for name, schedule in declared_schedules().items()
+    if schedule["cadence"] == "weekly"
+}
 
 
 @pytest.mark.parametrize(("model", "weekday"), sorted(WEEKLY.items()))
 def test_weekly_schedules_have_week_long_data_intervals_on_their_weekday(dagbag, model, weekday):
-    interval = data_interval(dagbag.dags[f"retrain_{model}"], datetime(2026, 10, 21, 9, 30, tzinfo=timezone.utc))
+    interval = data_interval(dagbag.dags[f"retrain_{model}"], datetime(2026, 10, 21, 9, 30, tzinfo=UTC))
     assert interval.end - interval.start == timedelta(days=7)
-    assert interval.start.weekday() == WEEKDAYS.index(weekday) and interval.start.hour == 0  # sentiment runs a day after intent
+    assert (
+        interval.start.weekday() == WEEKDAYS.index(weekday) and interval.start.hour == 0
+    )  # sentiment runs a day after intent
 
 
 def test_intent_and_sentiment_are_weekly_a_day_apart():
@@ -119,8 +134,14 @@ def test_intent_and_sentiment_are_weekly_a_day_apart():
     assert {name: WEEKLY.get(name) for name in ("intent", "sentiment")} == {"intent": "monday", "sentiment": "tuesday"}
 
 
-SHIPPED = {"intent": "weekly", "sentiment": "weekly", "embedding_adapter": "monthly", "reranker": "monthly", "llm_lora": "quarterly"}
-"""The five models this project ships and their cadences (issue 10 staggers the weekly ones and adds monthly and quarterly).
+SHIPPED = {
+    "intent": "weekly",
+    "sentiment": "weekly",
+    "embedding_adapter": "monthly",
+    "reranker": "monthly",
+    "llm_lora": "quarterly",
+}
+"""The five models this project ships and their cadences (the weekly ones staggered, then monthly and quarterly).
 More may be added by config alone: what the DAGs must be is derived from config/models/*.yaml (declared_schedules)."""
 
 
@@ -151,7 +172,9 @@ def test_every_config_has_a_retraining_and_a_rollback_dag_on_its_cadence(dagbag,
     cadences = {name: schedule["cadence"] for name, schedule in declared_schedules().items()}
     assert SHIPPED.items() <= cadences.items()  # the shipped five are all there, on their cadences
     assert {config.name: config.schedule.cadence for config in configs} == cadences
-    assert_a_retraining_and_a_rollback_dag_per_config_on_its_cadence({d: parsed(dag) for d, dag in dagbag.dags.items()}, CONFIG_DIR)
+    assert_a_retraining_and_a_rollback_dag_per_config_on_its_cadence(
+        {d: parsed(dag) for d, dag in dagbag.dags.items()}, CONFIG_DIR
+    )
 
 
 def test_a_model_added_by_config_alone_passes_these_tests_unedited(tmp_path):
@@ -163,16 +186,22 @@ def test_a_model_added_by_config_alone_passes_these_tests_unedited(tmp_path):
     config_dir, dags_dir = tmp_path / "config", tmp_path / "dags"
     config_dir.mkdir()
     (config_dir / "intent.yaml").write_text(good)
-    (config_dir / "intent150.yaml").write_text(good.replace("name: intent", "name: intent150").replace("cadence: weekly", "cadence: monthly")
-                                                .replace("model_package_group: retrain-intent\n", "model_package_group: retrain-intent150\n"))
+    (config_dir / "intent150.yaml").write_text(
+        good.replace("name: intent", "name: intent150")
+        .replace("cadence: weekly", "cadence: monthly")
+        .replace("model_package_group: retrain-intent\n", "model_package_group: retrain-intent150\n")
+    )
     sync(config_dir, dags_dir)
     result = parse_in_fresh_interpreter(dags_dir, config_dir)
     assert result["errors"] == {}
     assert_a_retraining_and_a_rollback_dag_per_config_on_its_cadence(result["parsed"], config_dir)
-    assert (result["parsed"]["retrain_intent150"]["cron"], result["parsed"]["retrain_intent"]["cron"]) == ("0 0 1 * *", "0 0 * * 1")
+    assert (result["parsed"]["retrain_intent150"]["cron"], result["parsed"]["retrain_intent"]["cron"]) == (
+        "0 0 1 * *",
+        "0 0 * * 1",
+    )
 
 
-@pytest.mark.parametrize("run_after", [datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc), datetime(2027, 3, 2, tzinfo=timezone.utc)])
+@pytest.mark.parametrize("run_after", [datetime(2026, 11, 23, 9, 30, tzinfo=UTC), datetime(2027, 3, 2, tzinfo=UTC)])
 def test_every_dag_interval_is_its_cadences_real_period(dagbag, configs, run_after):
     """Each shipped DAG's data interval is the whole week, month or quarter that seeding and backfills cut."""
     from retrain.intervals import latest_complete_interval
@@ -180,27 +209,40 @@ def test_every_dag_interval_is_its_cadences_real_period(dagbag, configs, run_aft
     lengths = {"weekly": {7}, "monthly": {28, 29, 30, 31}, "quarterly": {90, 91, 92}}
     for config in configs:
         interval = data_interval(dagbag.dags[config.dag_id], run_after)
-        assert (interval.start, interval.end) == latest_complete_interval(config.schedule.calendar, run_after), config.name
+        assert (interval.start, interval.end) == latest_complete_interval(config.schedule.calendar, run_after), (
+            config.name
+        )
         assert (interval.end - interval.start).days in lengths[config.schedule.cadence], config.name
 
 
-@pytest.mark.parametrize(("cadence", "run_after", "start", "end"), [
-    ("monthly", datetime(2026, 11, 23, 9, 30), datetime(2026, 10, 1), datetime(2026, 11, 1)),     # 31 days
-    ("monthly", datetime(2027, 3, 2), datetime(2027, 2, 1), datetime(2027, 3, 1)),                # 28 days
-    ("quarterly", datetime(2026, 11, 23, 9, 30), datetime(2026, 7, 1), datetime(2026, 10, 1)),    # Q3: 92 days
-    ("quarterly", datetime(2027, 1, 15), datetime(2026, 10, 1), datetime(2027, 1, 1)),            # Q4, across the year
-])
+@pytest.mark.parametrize(
+    ("cadence", "run_after", "start", "end"),
+    [
+        ("monthly", datetime(2026, 11, 23, 9, 30), datetime(2026, 10, 1), datetime(2026, 11, 1)),  # 31 days
+        ("monthly", datetime(2027, 3, 2), datetime(2027, 2, 1), datetime(2027, 3, 1)),  # 28 days
+        ("quarterly", datetime(2026, 11, 23, 9, 30), datetime(2026, 7, 1), datetime(2026, 10, 1)),  # Q3: 92 days
+        ("quarterly", datetime(2027, 1, 15), datetime(2026, 10, 1), datetime(2027, 1, 1)),  # Q4, across the year
+    ],
+)
 def test_monthly_and_quarterly_intervals_span_the_whole_period(cadence, run_after, start, end):
     """A monthly or quarterly config gets a timetable whose data interval is exactly the calendar month or quarter."""
     from retrain.intervals import latest_complete_interval
     from retrain_airflow.factory import build_retraining_dag
 
     config = load_config(PROJECT_ROOT / "config" / "models" / "intent.yaml").model_copy(
-        update={"schedule": load_config(PROJECT_ROOT / "config" / "models" / "intent.yaml").schedule.model_copy(update={"cadence": cadence})})
-    utc = [moment.replace(tzinfo=timezone.utc) for moment in (run_after, start, end)]
+        update={
+            "schedule": load_config(PROJECT_ROOT / "config" / "models" / "intent.yaml").schedule.model_copy(
+                update={"cadence": cadence}
+            )
+        }
+    )
+    utc = [moment.replace(tzinfo=UTC) for moment in (run_after, start, end)]
     interval = data_interval(build_retraining_dag(config, backend="local"), utc[0])
     assert (interval.start, interval.end) == (utc[1], utc[2])
-    assert latest_complete_interval(config.schedule.calendar, utc[0]) == (utc[1], utc[2])  # seeding cuts the same periods
+    assert latest_complete_interval(config.schedule.calendar, utc[0]) == (
+        utc[1],
+        utc[2],
+    )  # seeding cuts the same periods
 
 
 def test_parsing_dags_loads_no_heavy_module():
@@ -240,9 +282,10 @@ def parse_in_fresh_interpreter(dags_dir: Path, config_dir: Path) -> dict:
         import json
         from airflow.dag_processing.dagbag import DagBag
         bag = DagBag(dag_folder={str(dags_dir)!r})
+        parsed = {{d: {{"tags": sorted(dag.tags), "cron": getattr(dag.timetable, "expression", None)}}
+                  for d, dag in bag.dags.items()}}
         print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dags": sorted(bag.dags),
-                          "parsed": {{d: {{"tags": sorted(dag.tags), "cron": getattr(dag.timetable, "expression", None)}}
-                                     for d, dag in bag.dags.items()}}}}))
+                          "parsed": parsed}}))
         """
     )
     env = {**os.environ, "RETRAIN_CONFIG_DIR": str(config_dir)}
@@ -250,11 +293,14 @@ def parse_in_fresh_interpreter(dags_dir: Path, config_dir: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(("old", "new", "field"), [
-    ("cadence: weekly", "cadence: hourly", "schedule.cadence"),         # a wrong value
-    ("  retries: 2\n", "  retries: 2\n  retires: 3\n", "dag.retires"),  # an unknown field
-    ("max_active_runs: 1", "max_active_runs: one", "dag.max_active_runs"),  # a wrong type
-])
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("cadence: weekly", "cadence: hourly", "schedule.cadence"),  # a wrong value
+        ("  retries: 2\n", "  retries: 2\n  retires: 3\n", "dag.retires"),  # an unknown field
+        ("max_active_runs: 1", "max_active_runs: one", "dag.max_active_runs"),  # a wrong type
+    ],
+)
 def test_a_broken_config_is_an_import_error_of_its_own_dag_file(tmp_path, old, new, field):
     from retrain_tools.dagfiles import sync
 
@@ -272,8 +318,11 @@ def test_a_broken_config_is_an_import_error_of_its_own_dag_file(tmp_path, old, n
     assert str(config_dir / "broken.yaml") in error and f"field '{field}'" in error
 
 
-def test_bin_retrain_dags_errors_shows_a_broken_configs_import_error_without_a_metadata_db(tmp_path, monkeypatch, capsys):
-    """`airflow dags list-import-errors` needs `airflow db migrate` first; `bin/retrain dags errors` parses the folder itself."""
+def test_bin_retrain_dags_errors_shows_a_broken_configs_import_error_without_a_metadata_db(
+    tmp_path, monkeypatch, capsys
+):
+    """`airflow dags list-import-errors` needs `airflow db migrate` first; `bin/retrain dags errors` parses the folder
+    itself."""
     from retrain_tools.cli import main
     from retrain_tools.dagfiles import sync
 
@@ -281,7 +330,9 @@ def test_bin_retrain_dags_errors_shows_a_broken_configs_import_error_without_a_m
     config_dir, dags_dir, home = tmp_path / "config", tmp_path / "dags", tmp_path / "fresh-airflow-home"
     config_dir.mkdir()
     (config_dir / "intent.yaml").write_text(good)
-    (config_dir / "broken.yaml").write_text(good.replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly"))
+    (config_dir / "broken.yaml").write_text(
+        good.replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly")
+    )
     sync(config_dir, dags_dir)
     monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(config_dir))
     monkeypatch.setenv("AIRFLOW_HOME", str(home))  # a fresh clone's: no airflow.cfg, no metadata DB
@@ -295,11 +346,15 @@ def test_bin_retrain_dags_errors_shows_a_broken_configs_import_error_without_a_m
     (config_dir / "broken.yaml").unlink()
     sync(config_dir, dags_dir)
     assert main(["dags", "errors", "--dags-dir", str(dags_dir)]) == 0
-    assert capsys.readouterr().out.strip() == f"{dags_dir}: 0 import error(s); 2 DAG(s) loaded: retrain_intent, rollback_intent"
+    assert (
+        capsys.readouterr().out.strip()
+        == f"{dags_dir}: 0 import error(s); 2 DAG(s) loaded: retrain_intent, rollback_intent"
+    )
 
 
 def test_two_models_sharing_a_model_package_group_are_both_their_dag_files_import_errors(tmp_path, monkeypatch):
-    """A config copied from intent keeps `aws.model_package_group: retrain-intent`: each DAG file refuses it, naming both."""
+    """A config copied from intent keeps `aws.model_package_group: retrain-intent`: each DAG file refuses it, naming
+    both."""
     from retrain.config import ConfigError
     from retrain_airflow.factory import model_dags
 
@@ -310,10 +365,15 @@ def test_two_models_sharing_a_model_package_group_are_both_their_dag_files_impor
     for name, other in (("intent", "intent150"), ("intent150", "intent")):
         with pytest.raises(ConfigError) as info:
             model_dags(name)
-        assert str(info.value).startswith(f"{tmp_path / (name + '.yaml')}: field 'aws.model_package_group' is 'retrain-intent', "
-                                          f"as in {tmp_path / (other + '.yaml')}")
-    (tmp_path / "intent150.yaml").write_text(good.replace("name: intent", "name: intent150").replace(
-        "model_package_group: retrain-intent\n", "model_package_group: retrain-intent150\n"))
+        assert str(info.value).startswith(
+            f"{tmp_path / (name + '.yaml')}: field 'aws.model_package_group' is 'retrain-intent', "
+            f"as in {tmp_path / (other + '.yaml')}"
+        )
+    (tmp_path / "intent150.yaml").write_text(
+        good.replace("name: intent", "name: intent150").replace(
+            "model_package_group: retrain-intent\n", "model_package_group: retrain-intent150\n"
+        )
+    )
     assert sorted(model_dags("intent150")) == ["retrain_intent150", "rollback_intent150"]
 
 
@@ -342,8 +402,15 @@ def test_every_failure_goes_through_the_models_notifier(dagbag, configs):
     for config in configs:
         for dag_id in (config.dag_id, f"rollback_{config.name}"):
             for task in dagbag.dags[dag_id].tasks:
-                callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
-                assert any(isinstance(c, FileAlertNotifier) and c.model_name == config.name for c in callbacks), (dag_id, task.task_id)
+                callbacks = (
+                    task.on_failure_callback
+                    if isinstance(task.on_failure_callback, list)
+                    else [task.on_failure_callback]
+                )
+                assert any(isinstance(c, FileAlertNotifier) and c.model_name == config.name for c in callbacks), (
+                    dag_id,
+                    task.task_id,
+                )
 
 
 def test_job_tasks_run_one_at_a_time_across_runs(dagbag, configs):

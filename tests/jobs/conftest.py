@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.runner import LocalJob
-from retrain.runner import command_line, job_environment
-
+from retrain.runner import LocalJob, command_line, job_environment
 from tinydata import tiny_channels  # tests/ is on pytest's pythonpath
 from trainspec import training_spec
 
@@ -22,8 +20,20 @@ def channels(tmp_path_factory) -> dict[str, Path]:
 
 
 def spec_for(channels, out: Path, **overrides) -> LocalJob:
-    return training_spec(channels, out, {"labels-file": str(channels["labels"]), "dataset-version": "ds-tiny", "epochs": "6",
-                                         "batch-size": "16", "head-learning-rate": "0.05", "threads": "2", "seed": "7"}, overrides)
+    return training_spec(
+        channels,
+        out,
+        {
+            "labels-file": str(channels["labels"]),
+            "dataset-version": "ds-tiny",
+            "epochs": "6",
+            "batch-size": "16",
+            "head-learning-rate": "0.05",
+            "threads": "2",
+            "seed": "7",
+        },
+        overrides,
+    )
 
 
 def train(spec: LocalJob, extra_env: dict | None = None, cwd: Path | None = None) -> dict:

@@ -12,7 +12,7 @@ import csv
 import json
 import subprocess
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,15 +20,19 @@ import pytest
 from retrain.config import load_config
 from retrain.gate import evaluate_gate
 from retrain.jobs import RunContext, job_spec
-from retrain.runner import local_job
 from retrain.paths import PROJECT_ROOT, job_python
-from retrain.runner import run_job
+from retrain.runner import local_job, run_job
 from retrain.snapshot import snapshot_raw
 from retrain.store import LocalStore
 
 pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environment missing at {job_python()}")
 
-TOPICS = {"card_arrival": "delivery", "exchange_rate": "fx", "lost_or_stolen_card": "security", "top_up_failed": "payments"}
+TOPICS = {
+    "card_arrival": "delivery",
+    "exchange_rate": "fx",
+    "lost_or_stolen_card": "security",
+    "top_up_failed": "payments",
+}
 CONFIG = """\
 name: ticket
 task: text_classification
@@ -72,23 +76,50 @@ def new_model(tmp_path_factory):
     (root / "topics.json").write_text(json.dumps(sorted(TOPICS.values())))
     write_sample(root / "raw.csv", PROJECT_ROOT / "data/banking77/train.csv", 25)
     write_sample(root / "golden.csv", PROJECT_ROOT / "data/banking77/test.csv", 8)
-    (config_dir / "ticket.yaml").write_text(CONFIG.format(labels=root / "topics.json", raw=root / "raw.csv", golden=root / "golden.csv"))
-    env = {"RETRAIN_CONFIG_DIR": str(config_dir), "RETRAIN_HOME": str(store_root), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    for command in (["-m", "retrain_tools.seed", "--model", "ticket"], ["-m", "retrain_tools.cli", "golden", "pin", "ticket"],
-                    ["-m", "retrain_tools.cli", "dags", "sync", "--dags-dir", str(dags_dir)]):
-        done = subprocess.run([sys.executable, *command], env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT / 'tools'}"},
-                              capture_output=True, text=True, timeout=300)
+    (config_dir / "ticket.yaml").write_text(
+        CONFIG.format(labels=root / "topics.json", raw=root / "raw.csv", golden=root / "golden.csv")
+    )
+    env = {
+        "RETRAIN_CONFIG_DIR": str(config_dir),
+        "RETRAIN_HOME": str(store_root),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+    }
+    for command in (
+        ["-m", "retrain_tools.seed", "--model", "ticket"],
+        ["-m", "retrain_tools.cli", "golden", "pin", "ticket"],
+        ["-m", "retrain_tools.cli", "dags", "sync", "--dags-dir", str(dags_dir)],
+    ):
+        done = subprocess.run(
+            [sys.executable, *command],
+            env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT / 'tools'}"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
-    return {"config": load_config(config_dir / "ticket.yaml"), "store": LocalStore(store_root), "dags": dags_dir, "env": env}
+    return {
+        "config": load_config(config_dir / "ticket.yaml"),
+        "store": LocalStore(store_root),
+        "dags": dags_dir,
+        "env": env,
+    }
 
 
 def test_seed_pin_and_dag_file_come_from_the_yaml(new_model):
     config, store = new_model["config"], new_model["store"]
     assert config.data.golden_sha256 and len(config.data.golden_sha256) == 64  # pinned by the CLI, not by hand
     assert len(list(store.path("raw/ticket").iterdir())) == 2
-    code = f"from airflow.dag_processing.dagbag import DagBag; b = DagBag({str(new_model['dags'])!r}); print(sorted(b.dags), b.import_errors)"
-    parsed = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, **new_model["env"]},
-                            capture_output=True, text=True, check=True)
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag; "
+        f"b = DagBag({str(new_model['dags'])!r}); print(sorted(b.dags), b.import_errors)"
+    )
+    parsed = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**__import__("os").environ, **new_model["env"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert parsed.stdout.strip().splitlines()[-1] == "['retrain_ticket', 'rollback_ticket'] {}"
 
 
@@ -98,16 +129,20 @@ def test_every_job_runs_for_the_new_model(new_model, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store.root / 'mlflow.db'}")
     # the two weekly partitions seed placed (ending with the latest complete week when it ran): the interval spans both
     days = sorted(date.fromisoformat(p.name.removeprefix("dt=")) for p in store.path("raw/ticket").iterdir())
-    start = datetime(days[0].year, days[0].month, days[0].day, tzinfo=timezone.utc)
-    end = datetime(days[-1].year, days[-1].month, days[-1].day, tzinfo=timezone.utc) + timedelta(days=7)
+    start = datetime(days[0].year, days[0].month, days[0].day, tzinfo=UTC)
+    end = datetime(days[-1].year, days[-1].month, days[-1].day, tzinfo=UTC) + timedelta(days=7)
     manifest = snapshot_raw(store, config.name, start, end)
     path = store.write_json("runs/ticket/manual/raw_manifest.json", manifest)
     upstream = {"snapshot_raw": {"manifest_path": str(path)}}
     for job in ("validate_raw", "build_dataset", "train_model", "evaluate_model"):
-        ctx = RunContext(dag_id="retrain_ticket", run_id="manual", interval_start=start, interval_end=end, upstream=upstream)
+        ctx = RunContext(
+            dag_id="retrain_ticket", run_id="manual", interval_start=start, interval_end=end, upstream=upstream
+        )
         upstream[job] = run_job(local_job(job_spec(job, config, ctx, store), store))
     built, metrics = upstream["build_dataset"], upstream["evaluate_model"]
     assert built["counts"]["train"] + built["counts"]["validation"] > 50
-    assert set(metrics["labels"]) == set(TOPICS.values()) and metrics["golden_content_sha256"] == config.data.golden_sha256
+    assert (
+        set(metrics["labels"]) == set(TOPICS.values()) and metrics["golden_content_sha256"] == config.data.golden_sha256
+    )
     gate = evaluate_gate(config.gate, metrics)
     assert gate["decision"] == "pass", gate["failed"]  # four distinct topics: the tiny model clears a 0.5 floor

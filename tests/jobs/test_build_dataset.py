@@ -16,14 +16,13 @@ import math
 import os
 import subprocess
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
-from retrain.runner import command_line, job_environment
+from retrain.runner import LocalJob, command_line, job_environment
 from retrain.snapshot import snapshot_raw
 from retrain.store import LocalStore, sha256_file, tree_digest, verify_tree, write_manifest_and_publish
 
@@ -32,8 +31,8 @@ pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environm
 MODEL = "toy"
 LABELS = ["card_arrival", "exchange_rate", "lost_card", "top_up"]
 FRACTION = 0.5
-WEEK_A = (datetime(2026, 9, 7, tzinfo=timezone.utc), datetime(2026, 9, 14, tzinfo=timezone.utc))
-WEEK_B = (datetime(2026, 9, 14, tzinfo=timezone.utc), datetime(2026, 9, 21, tzinfo=timezone.utc))
+WEEK_A = (datetime(2026, 9, 7, tzinfo=UTC), datetime(2026, 9, 14, tzinfo=UTC))
+WEEK_B = (datetime(2026, 9, 14, tzinfo=UTC), datetime(2026, 9, 21, tzinfo=UTC))
 
 # Partition A, 32 rows. Comments give each row's fate; the expected counts below follow from them.
 ROWS_A = [
@@ -50,7 +49,9 @@ ROWS_A = [
     ("Tie breaker phrase", "top_up"),
     ("tie breaker phrase!", "lost_card"),  # 1:1 tie, broken by label name: lost_card
 ] + [(f"How do I top up with card number {i}?", LABELS[i % 4]) for i in range(20)]
-ROWS_B = [("where is my card", "card_arrival")] + [(f"Can I exchange currency number {i}", "exchange_rate") for i in range(20)]
+ROWS_B = [("where is my card", "card_arrival")] + [
+    (f"Can I exchange currency number {i}", "exchange_rate") for i in range(20)
+]
 GOLDEN = [("What is the exchange rate today?", "exchange_rate"), ("My card is blocked", "lost_card")]
 
 
@@ -62,7 +63,9 @@ def is_validation(key: str) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32 < FRACTION
 
 
-def write_partition(root: Path, dt: str, rows: list[tuple[str, str]], bom: bool = False, label_first: bool = False) -> Path:
+def write_partition(
+    root: Path, dt: str, rows: list[tuple[str, str]], bom: bool = False, label_first: bool = False
+) -> Path:
     """One raw CSV; ``bom`` starts it with a UTF-8 byte-order mark, as Excel saves a CSV."""
     path = root / "raw" / MODEL / f"dt={dt}" / "part-00000.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,14 +82,17 @@ def make_store(root: Path, rows_a: list[tuple[str, str]] = ROWS_A, **csv_style) 
     store = LocalStore(root)
     write_partition(root, "2026-09-07", rows_a, **csv_style)
     staging = store.staging_dir(f"golden/{MODEL}/v1")
-    lines = [json.dumps({"key": norm_key(t), "text": t, "label": lab, "label_id": LABELS.index(lab)}) for t, lab in GOLDEN]
+    lines = [
+        json.dumps({"key": norm_key(t), "text": t, "label": lab, "label_id": LABELS.index(lab)}) for t, lab in GOLDEN
+    ]
     (staging / "golden.jsonl").write_text("\n".join(lines) + "\n")
     write_manifest_and_publish(store, staging, f"golden/{MODEL}/v1", {"golden_version": "v1", "model": MODEL})
     return store
 
 
-def run_build(store: LocalStore, interval: tuple[datetime, datetime], labels_file: Path, name: str,
-              **extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+def run_build(
+    store: LocalStore, interval: tuple[datetime, datetime], labels_file: Path, name: str, **extra: str
+) -> tuple[subprocess.CompletedProcess, Path]:
     """Snapshot the raw data for ``interval``, then run the script exactly as the local runner would."""
     out = store.root / "runs" / MODEL / name
     out.mkdir(parents=True, exist_ok=True)
@@ -110,8 +116,14 @@ def run_build(store: LocalStore, interval: tuple[datetime, datetime], labels_fil
         },
         result_file=out / "result.json",
     )
-    proc = subprocess.run(command_line(spec) + ["--JOB_NAME", "ignored-like-on-glue"], env=job_environment(spec),
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        command_line(spec) + ["--JOB_NAME", "ignored-like-on-glue"],
+        env=job_environment(spec),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return proc, spec.result_file
 
 
@@ -122,11 +134,18 @@ def succeeded(proc: subprocess.CompletedProcess, result_file: Path) -> dict:
 
 def read_version(result: dict) -> dict[str, list[dict]]:
     directory = Path(result["dataset_dir"])
-    return {s: [json.loads(line) for line in (directory / s / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "validation")}
+    return {
+        s: [json.loads(line) for line in (directory / s / f"{s}.jsonl").read_text().splitlines()]
+        for s in ("train", "validation")
+    }
 
 
 def file_state(directory: Path) -> dict[str, tuple[int, str]]:
-    return {p.relative_to(directory).as_posix(): (p.stat().st_mtime_ns, sha256_file(p)) for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(directory).as_posix(): (p.stat().st_mtime_ns, sha256_file(p))
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +220,10 @@ def test_files_sorted_split_by_key_hash_and_version_content_addressed(first_buil
         assert all(is_validation(k) == (split == "validation") for k in keys)
     directory = Path(first_build["dataset_dir"])
     manifest = verify_tree(directory)
-    assert set(manifest["files"]) == {"train/train.jsonl", "validation/validation.jsonl"}  # each split dir is a training channel
+    assert set(manifest["files"]) == {
+        "train/train.jsonl",
+        "validation/validation.jsonl",
+    }  # each split dir is a training channel
     assert first_build["dataset_version"] == directory.name == "ds-" + manifest["content_sha256"][:16]
     assert manifest["counts"] == first_build["counts"]
     for split, rows in version.items():
@@ -216,18 +238,27 @@ def test_manifest_records_lineage_and_first_drift(store, first_build):
     assert lineage["raw_manifest_sha256"] == raw["manifest_sha256"]
     assert lineage["raw_files"] == [{"key": f["key"], "sha256": f["sha256"]} for f in raw["files"]]
     assert lineage["golden_content_sha256"] == verify_tree(store.path(f"golden/{MODEL}/v1"))["content_sha256"]
-    assert (lineage["data_interval_start"], lineage["data_interval_end"]) == (WEEK_A[0].isoformat(), WEEK_A[1].isoformat())
+    assert (lineage["data_interval_start"], lineage["data_interval_end"]) == (
+        WEEK_A[0].isoformat(),
+        WEEK_A[1].isoformat(),
+    )
     assert lineage["script_sha256"] == sha256_file(INCLUDE_DIR / "etl" / "build_dataset.py")
     assert lineage["spark_version"] == "3.5.6"
     assert lineage["previous_version"] is None
-    assert first_build["drift"]["score"] == 1.0 and first_build["drift"]["previous_version"] is None and first_build["drift"]["reason"]
+    assert (
+        first_build["drift"]["score"] == 1.0
+        and first_build["drift"]["previous_version"] is None
+        and first_build["drift"]["reason"]
+    )
 
 
 def test_same_input_reuses_the_version_without_touching_it(store, first_build, rebuild):
     assert rebuild["result"]["dataset_version"] == first_build["dataset_version"]
     assert rebuild["result"]["reused"] is True
     assert rebuild["after"] == rebuild["before"]  # mtime and sha256 of every file, manifest.json included
-    assert [p.name for p in store.path(f"datasets/{MODEL}").iterdir()] == [first_build["dataset_version"]]  # no staging left
+    assert [p.name for p in store.path(f"datasets/{MODEL}").iterdir()] == [
+        first_build["dataset_version"]
+    ]  # no staging left
 
 
 def test_split_is_stable_as_data_grows(first_build, grown_build):
@@ -252,7 +283,10 @@ def test_drift_against_previous_version(first_build, grown_build):
         return {label: n / sum(totals.values()) for label, n in totals.items()}
 
     p, q = overall(grown), overall(first_build)
-    kl = lambda a, m: sum(a[k] * math.log2(a[k] / m[k]) for k in a if a[k])
+
+    def kl(a, m):
+        return sum(a[k] * math.log2(a[k] / m[k]) for k in a if a[k])
+
     mid = {k: (p[k] + q[k]) / 2 for k in LABELS}
     assert drift["label_js_divergence"] == pytest.approx((kl(p, mid) + kl(q, mid)) / 2, abs=1e-5)
     assert 0 < drift["label_js_divergence"] < drift["new_example_fraction"]
@@ -271,7 +305,9 @@ def test_utf8_bom_is_accepted_and_gives_the_same_dataset(tmp_path, labels_file, 
         assert (version / split / f"{split}.jsonl").read_bytes() == (first / split / f"{split}.jsonl").read_bytes()
 
 
-@pytest.mark.parametrize("csv_style", [{}, {"bom": True, "label_first": True}], ids=["plain", "excel-bom-on-label-column"])
+@pytest.mark.parametrize(
+    "csv_style", [{}, {"bom": True, "label_first": True}], ids=["plain", "excel-bom-on-label-column"]
+)
 def test_unknown_label_fails_naming_file_row_and_rule(tmp_path, labels_file, csv_style):
     rows = ROWS_A[:2] + [("Send money abroad", "wire_transfer")] + ROWS_A[3:]
     store = make_store(tmp_path, rows, **csv_style)
@@ -317,14 +353,23 @@ def test_a_golden_set_edited_and_rehashed_is_refused_by_the_pin(tmp_path, labels
     verify_tree(version)  # the forgery is self-consistent
     proc, result_file = run_build(store, WEEK_A, labels_file, "rehashed", expected_golden_sha256=pinned)
     assert proc.returncode == os.EX_DATAERR, proc.stdout + proc.stderr
-    assert f"{version / 'manifest.json'}: content_sha256 {digest[:12]}… differs from the pinned {pinned[:12]}…" in proc.stderr
+    assert (
+        f"{version / 'manifest.json'}: content_sha256 {digest[:12]}… differs from the pinned {pinned[:12]}…"
+        in proc.stderr
+    )
     assert not result_file.exists() and store.list_keys(f"datasets/{MODEL}") == []
 
 
-@pytest.mark.parametrize(("header", "problem"), [
-    ("utterance,intent,channel", "header has only the configured columns 'utterance' and 'intent' (unexpected: ['channel'])"),
-    ("utterance,intent,utterance", "header names column 'utterance' once (it appears 2 times)"),
-])
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        (
+            "utterance,intent,channel",
+            "header has only the configured columns 'utterance' and 'intent' (unexpected: ['channel'])",
+        ),
+        ("utterance,intent,utterance", "header names column 'utterance' once (it appears 2 times)"),
+    ],
+)
 def test_a_header_with_other_columns_is_bad_data_not_a_crash(tmp_path, labels_file, header, problem):
     store = make_store(tmp_path)
     path = store.path(f"raw/{MODEL}/dt=2026-09-07/part-00000.csv")

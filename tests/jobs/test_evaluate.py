@@ -29,11 +29,40 @@ SCRIPT = INCLUDE_DIR / "retrain_jobs" / "evaluate.py"
 LABELS = ["card_arrival", "card_linking", "exchange_rate", "lost_or_stolen_card", "refund_not_showing_up"]
 # Four of the five labels appear in the golden set: the absent one must still get a per-class entry.
 TEXTS = {
-    "card_arrival": ["when will my card arrive", "my card has not come yet", "card still not delivered", "how long for the new card", "where is my card", "card delivery is late"],
-    "card_linking": ["how do i link my card", "add my card to the app", "link an existing card", "connect card to account", "card will not link", "linking a second card"],
-    "exchange_rate": ["what is the exchange rate", "rate for euros today", "how are rates calculated", "exchange rate seems wrong", "currency conversion rate", "is the rate fixed"],
-    "lost_or_stolen_card": ["i lost my card", "my card was stolen", "someone took my wallet", "block my lost card", "card missing since yesterday", "report a stolen card"],
+    "card_arrival": [
+        "when will my card arrive",
+        "my card has not come yet",
+        "card still not delivered",
+        "how long for the new card",
+        "where is my card",
+        "card delivery is late",
+    ],
+    "card_linking": [
+        "how do i link my card",
+        "add my card to the app",
+        "link an existing card",
+        "connect card to account",
+        "card will not link",
+        "linking a second card",
+    ],
+    "exchange_rate": [
+        "what is the exchange rate",
+        "rate for euros today",
+        "how are rates calculated",
+        "exchange rate seems wrong",
+        "currency conversion rate",
+        "is the rate fixed",
+    ],
+    "lost_or_stolen_card": [
+        "i lost my card",
+        "my card was stolen",
+        "someone took my wallet",
+        "block my lost card",
+        "card missing since yesterday",
+        "report a stolen card",
+    ],
 }
+
 
 def job_env(**extra: str) -> dict[str, str]:
     """The runner's job environment: include/ and plugins/ importable, hub offline."""
@@ -48,7 +77,9 @@ def job_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_evaluate(output_dir: Path, golden_dir: Path, models: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_evaluate(
+    output_dir: Path, golden_dir: Path, models: Path, *extra: str, env: dict | None = None
+) -> subprocess.CompletedProcess:
     cmd = [
         str(job_python()), str(SCRIPT),
         "--challenger-dir", str(models / "challenger"),
@@ -117,16 +148,24 @@ def macro_f1(y_true: list[int], y_pred: list[int], n_labels: int) -> float:
     """sklearn's f1_score(average='macro', labels=range(n), zero_division=0), in plain Python."""
     scores = []
     for c in range(n_labels):
-        tp = sum(t == c and p == c for t, p in zip(y_true, y_pred))
-        fp = sum(t != c and p == c for t, p in zip(y_true, y_pred))
-        fn = sum(t == c and p != c for t, p in zip(y_true, y_pred))
+        tp = sum(t == c and p == c for t, p in zip(y_true, y_pred, strict=True))
+        fp = sum(t != c and p == c for t, p in zip(y_true, y_pred, strict=True))
+        fn = sum(t == c and p != c for t, p in zip(y_true, y_pred, strict=True))
         scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     return sum(scores) / n_labels
 
 
 def check_block(block: dict, labels: list[str], y_true: list[int], y_pred: list[int], correct: list[int]) -> None:
     n = len(y_true)
-    assert set(block) >= {"model_dir", "macro_f1", "accuracy", "per_class", "confusion_matrix", "latency_ms", "eval_seconds"}
+    assert set(block) >= {
+        "model_dir",
+        "macro_f1",
+        "accuracy",
+        "per_class",
+        "confusion_matrix",
+        "latency_ms",
+        "eval_seconds",
+    }
     assert set(block["per_class"]) == set(labels)
     for entry in block["per_class"].values():
         assert set(entry) == {"precision", "recall", "f1", "support"}
@@ -134,8 +173,12 @@ def check_block(block: dict, labels: list[str], y_true: list[int], y_pred: list[
     matrix = block["confusion_matrix"]
     assert len(matrix) == len(labels) and all(len(row) == len(labels) for row in matrix)
     assert sum(map(sum, matrix)) == n
-    assert all(matrix[t][p] == sum(1 for a, b in zip(y_true, y_pred) if (a, b) == (t, p)) for t in range(len(labels)) for p in range(len(labels)))
-    assert correct == [int(t == p) for t, p in zip(y_true, y_pred)]
+    assert all(
+        matrix[t][p] == sum(1 for a, b in zip(y_true, y_pred, strict=True) if (a, b) == (t, p))
+        for t in range(len(labels))
+        for p in range(len(labels))
+    )
+    assert correct == [int(t == p) for t, p in zip(y_true, y_pred, strict=True)]
     assert block["accuracy"] == pytest.approx(sum(correct) / n)
     assert block["macro_f1"] == pytest.approx(macro_f1(y_true, y_pred, len(labels)))
     latency = block["latency_ms"]
@@ -150,7 +193,17 @@ def test_challenger_only_writes_complete_metrics_and_report(challenger_only, gol
     metrics = json.loads((out / "metrics.json").read_text())
     manifest = json.loads((golden / "manifest.json").read_text())
 
-    assert set(metrics) == {"golden_version", "golden_content_sha256", "n_examples", "task", "labels", "protocol", "challenger", "champion", "paired"}
+    assert set(metrics) == {
+        "golden_version",
+        "golden_content_sha256",
+        "n_examples",
+        "task",
+        "labels",
+        "protocol",
+        "challenger",
+        "champion",
+        "paired",
+    }
     assert metrics["task"] == "text_classification"
     assert metrics["golden_version"] == "v1"
     assert metrics["golden_content_sha256"] == manifest["content_sha256"]
@@ -158,14 +211,20 @@ def test_challenger_only_writes_complete_metrics_and_report(challenger_only, gol
     assert metrics["labels"] == LABELS
     assert metrics["protocol"]["batch_size"] == 1
     assert metrics["protocol"]["timer"] == "time.perf_counter"
-    assert (metrics["protocol"]["warmup"], metrics["protocol"]["requests"], metrics["protocol"]["threads"]) == (2, 20, 1)
+    assert (metrics["protocol"]["warmup"], metrics["protocol"]["requests"], metrics["protocol"]["threads"]) == (
+        2,
+        20,
+        1,
+    )
     assert metrics["champion"] is None
 
     paired = metrics["paired"]
     assert paired["keys"] == sorted(paired["keys"])
     assert paired["champion_pred"] is None and paired["champion_correct"] is None
     assert paired["y_true"] == [LABELS.index(key.split("-", 1)[1]) for key in paired["keys"]]  # by name
-    check_block(metrics["challenger"], LABELS, paired["y_true"], paired["challenger_pred"], paired["challenger_correct"])
+    check_block(
+        metrics["challenger"], LABELS, paired["y_true"], paired["challenger_pred"], paired["challenger_correct"]
+    )
     assert metrics["challenger"]["per_class"]["refund_not_showing_up"]["support"] == 0
 
     report = (out / "report.html").read_text()
@@ -179,14 +238,19 @@ def test_champion_run_scores_both_models_and_logs_to_mlflow(with_champion, model
     metrics = json.loads((out / "metrics.json").read_text())
     paired = metrics["paired"]
     n = metrics["n_examples"]
-    assert all(len(paired[k]) == n for k in ("keys", "y_true", "challenger_pred", "champion_pred", "challenger_correct", "champion_correct"))
+    assert all(
+        len(paired[k]) == n
+        for k in ("keys", "y_true", "challenger_pred", "champion_pred", "challenger_correct", "champion_correct")
+    )
 
     # The champion lists its labels in reverse order; predictions are mapped by name into `labels`.
     assert metrics["labels"] == LABELS
     champion = metrics["champion"]
     assert champion["version"] == "3"
     assert champion["model_dir"] == str(models["root"] / "champion")
-    check_block(metrics["challenger"], LABELS, paired["y_true"], paired["challenger_pred"], paired["challenger_correct"])
+    check_block(
+        metrics["challenger"], LABELS, paired["y_true"], paired["challenger_pred"], paired["challenger_correct"]
+    )
     check_block(champion, LABELS, paired["y_true"], paired["champion_pred"], paired["champion_correct"])
     assert "champion" in (out / "report.html").read_text()
 

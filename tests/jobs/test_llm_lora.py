@@ -11,20 +11,22 @@ import csv
 import json
 import os
 import subprocess
+from datetime import UTC
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
-from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
-from retrain.runner import command_line, job_environment
+from retrain.runner import LocalJob, command_line, job_environment
 from retrain.store import LocalStore, write_manifest_and_publish
 from trainspec import kill_and_resume, run_job, train_job, training_spec  # tests/ is on pytest's pythonpath
 
 pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environment missing at {job_python()}")
 
 DATA = PROJECT_ROOT / "data" / "llm"
+
 
 def jsonl(rows) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
@@ -36,8 +38,13 @@ def job_env() -> dict:
 
 def python(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """tests/jobside/``script`` run by the job interpreter, in the job environment."""
-    return subprocess.run([str(job_python()), str(JOBSIDE / script), *args], env=job_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(job_python()), str(JOBSIDE / script), *args],
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,8 @@ def base_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def channels(tmp_path_factory) -> dict[str, Path]:
-    """train/ and validation/ channels as build_dataset writes them: rows {key, text: prompt, label: response, label_id}."""
+    """train/ and validation/ channels as build_dataset writes them: rows {key, text: prompt, label: response,
+    label_id}."""
     root = tmp_path_factory.mktemp("llm")
     responses = json.loads((DATA / "responses.json").read_text())
     with open(DATA / "train.csv", newline="", encoding="utf-8") as handle:
@@ -58,17 +66,42 @@ def channels(tmp_path_factory) -> dict[str, Path]:
     picked = [r for r in rows if len(r["prompt"]) < 80][::25][:64]  # spread over sources and sentiments, short prompts
     for split, part in (("train", picked[:48]), ("validation", picked[48:])):
         (root / split).mkdir()
-        (root / split / f"{split}.jsonl").write_text(jsonl(
-            {"key": f"{split}-{i:03d}", "text": r["prompt"], "label": r["response"], "label_id": responses.index(r["response"])}
-            for i, r in enumerate(part)))
+        (root / split / f"{split}.jsonl").write_text(
+            jsonl(
+                {
+                    "key": f"{split}-{i:03d}",
+                    "text": r["prompt"],
+                    "label": r["response"],
+                    "label_id": responses.index(r["response"]),
+                }
+                for i, r in enumerate(part)
+            )
+        )
     return {"train": root / "train", "validation": root / "validation", "root": root}
 
 
 def spec_for(channels, base_dir: Path, out: Path, **overrides) -> LocalJob:
-    return training_spec(channels, out, {"task": "causal_lm_lora", "base-model": str(base_dir), "dataset-version": "ds-tiny",
-                                         "labels-file": str(DATA / "responses.json"), "epochs": "6", "batch-size": "8",
-                                         "learning-rate": "0.01", "lora-r": "4", "lora-alpha": "8", "warmup-ratio": "0.1",
-                                         "max-prompt-tokens": "48", "max-new-tokens": "12", "threads": "2", "seed": "7"}, overrides)
+    return training_spec(
+        channels,
+        out,
+        {
+            "task": "causal_lm_lora",
+            "base-model": str(base_dir),
+            "dataset-version": "ds-tiny",
+            "labels-file": str(DATA / "responses.json"),
+            "epochs": "6",
+            "batch-size": "8",
+            "learning-rate": "0.01",
+            "lora-r": "4",
+            "lora-alpha": "8",
+            "warmup-ratio": "0.1",
+            "max-prompt-tokens": "48",
+            "max-new-tokens": "12",
+            "threads": "2",
+            "seed": "7",
+        },
+        overrides,
+    )
 
 
 run, train = run_job, train_job
@@ -84,12 +117,16 @@ def test_loss_falls_and_the_model_dir_holds_the_adapter_only(first_run, base_dir
     summary, out = first_run
     losses = [epoch["train_loss"] for epoch in summary["history"]]
     # a random 2-layer model learns slowly, but every epoch's loss is below the one before, 0.3 nats lower in all
-    assert all(later < earlier for earlier, later in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.3, losses
+    assert all(later < earlier for earlier, later in pairwise(losses)) and losses[-1] < losses[0] - 0.3, losses
     assert summary["history"][-1]["val_loss"] < summary["history"][0]["val_loss"]
     assert summary["task"] == "causal_lm_lora" and summary["n_train"] == 48 and summary["n_validation"] == 16
     model = out / "model"
     files = sorted(str(p.relative_to(model)) for p in model.rglob("*") if p.is_file())
-    assert "adapter/adapter_model.safetensors" in files and "adapter/adapter_config.json" in files and "lm_spec.json" in files
+    assert (
+        "adapter/adapter_model.safetensors" in files
+        and "adapter/adapter_config.json" in files
+        and "lm_spec.json" in files
+    )
     weights = [f for f in files if f.endswith((".safetensors", ".bin", ".pt"))]
     assert weights == ["adapter/adapter_model.safetensors"], files  # no base (or merged) weights are stored
     check = python("safetensors_keys.py", str(model / "adapter" / "adapter_model.safetensors"))
@@ -99,13 +136,19 @@ def test_loss_falls_and_the_model_dir_holds_the_adapter_only(first_run, base_dir
     # The base model's digest is recorded in the model dir's spec and the training summary, and it is the base's.
     digest = python("tensor_file_digest.py", str(base_dir))
     base_digest = digest.stdout.strip().splitlines()[-1]
-    assert json.loads((model / "lm_spec.json").read_text())["base_model_digest"] == base_digest == summary["base_model_digest"]
+    assert (
+        json.loads((model / "lm_spec.json").read_text())["base_model_digest"]
+        == base_digest
+        == summary["base_model_digest"]
+    )
 
 
 def test_same_inputs_give_the_same_weights_digest(first_run, channels, base_dir, tmp_path):
     summary, _ = first_run
     assert train(spec_for(channels, base_dir, tmp_path / "again"))["weights_digest"] == summary["weights_digest"]
-    assert train(spec_for(channels, base_dir, tmp_path / "seed8", seed=8))["weights_digest"] != summary["weights_digest"]
+    assert (
+        train(spec_for(channels, base_dir, tmp_path / "seed8", seed=8))["weights_digest"] != summary["weights_digest"]
+    )
 
 
 def test_killed_job_resumes_to_the_same_weights(first_run, channels, base_dir, tmp_path):
@@ -125,13 +168,16 @@ def test_an_empty_response_names_file_row_and_rule(channels, base_dir, tmp_path)
     spec = spec_for(channels, base_dir, tmp_path / "out")
     proc = run(spec, {"SM_CHANNEL_TRAIN": str(bad)})
     assert proc.returncode == os.EX_DATAERR, proc.stderr[-2000:]
-    assert f"{bad / 'train.jsonl'}: line 3: empty response ('label'); rule: a prompt/response row has a non-empty prompt and response" in proc.stderr
+    assert (
+        f"{bad / 'train.jsonl'}: line 3: empty response ('label'); rule: a prompt/response row has a non-empty prompt "
+        "and response" in proc.stderr
+    )
     assert not any(spec.model_dir.iterdir()) and not any(spec.checkpoint_dir.iterdir())  # nothing written
 
 
 def test_validate_raw_refuses_a_row_with_an_empty_response(tmp_path):
     """llm_lora's raw contract as shipped: prompt,response with every valid response as the labels file."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from retrain.config import load_model
     from retrain.snapshot import snapshot_raw
@@ -141,18 +187,37 @@ def test_validate_raw_refuses_a_row_with_an_empty_response(tmp_path):
     path = tmp_path / "store" / part
     path.parent.mkdir(parents=True)
     good = '"{""sentiment"": ""negative"", ""source"": ""amazon""}"'
-    path.write_text(f"{data.text_column},{data.label_column}\nThe battery died after a week.,{good}\nWorst film of the year.,\n"
-                    f"Great tacos.,\"{{\"\"sentiment\"\": \"\"positive\"\", \"\"source\"\": \"\"yelp\"\"}}\"\n", encoding="utf-8")
-    manifest = snapshot_raw(LocalStore(tmp_path / "store"), "llm_lora", datetime(2026, 1, 1, tzinfo=timezone.utc),
-                            datetime(2026, 4, 1, tzinfo=timezone.utc))
+    path.write_text(
+        f"{data.text_column},{data.label_column}\nThe battery died after a week.,{good}\nWorst film of the year.,\n"
+        f'Great tacos.,"{{""sentiment"": ""positive"", ""source"": ""yelp""}}"\n',
+        encoding="utf-8",
+    )
+    manifest = snapshot_raw(
+        LocalStore(tmp_path / "store"),
+        "llm_lora",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 4, 1, tzinfo=UTC),
+    )
     (tmp_path / "raw_manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    spec = LocalJob(name="validate_raw", kind="processing", script=INCLUDE_DIR / "validation" / "validate_raw.py",
-                   arguments={"raw-manifest": str(tmp_path / "raw_manifest.json"), "store-root": str(tmp_path / "store"),
-                              "text-column": data.text_column, "label-column": data.label_column,
-                              "labels-file": str(PROJECT_ROOT / data.labels_file), "min-rows": "2", "min-text-chars": "2",
-                              "max-text-chars": "512", "output-dir": str(out)},
-                   output_dir=out, result_file=out / "result.json")
+    spec = LocalJob(
+        name="validate_raw",
+        kind="processing",
+        script=INCLUDE_DIR / "validation" / "validate_raw.py",
+        arguments={
+            "raw-manifest": str(tmp_path / "raw_manifest.json"),
+            "store-root": str(tmp_path / "store"),
+            "text-column": data.text_column,
+            "label-column": data.label_column,
+            "labels-file": str(PROJECT_ROOT / data.labels_file),
+            "min-rows": "2",
+            "min-text-chars": "2",
+            "max-text-chars": "512",
+            "output-dir": str(out),
+        },
+        output_dir=out,
+        result_file=out / "result.json",
+    )
     proc = subprocess.run(command_line(spec), env=job_environment(spec), capture_output=True, text=True, timeout=300)
     assert proc.returncode == os.EX_DATAERR, proc.stdout + proc.stderr
     assert f"{part}: line 3: response is present (not null/empty) (value: None)" in proc.stdout.splitlines()
@@ -168,8 +233,14 @@ def test_validate_raw_refuses_a_row_with_an_empty_response(tmp_path):
 #   'Sentiment: negative'                              invalid: not JSON
 # -> format_valid 3/6, exact match 2/6.
 def test_format_metrics_by_hand():
-    done = subprocess.run([str(job_python()), str(JOBSIDE / "format_fixture.py")], env=job_env(), capture_output=True,
-                          text=True, timeout=300, cwd=PROJECT_ROOT)
+    done = subprocess.run(
+        [str(job_python()), str(JOBSIDE / "format_fixture.py")],
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["valid"] == [True, True, True, False, False, False]
@@ -191,11 +262,32 @@ def test_evaluation_scores_adapter_champion_and_base_baseline(first_run, channel
     """A fresh adapter (0 epochs: LoRA's B starts at zero) is the base model, so it must score exactly the baseline."""
     summary, out = first_run
     fresh = train(spec_for(channels, base_dir, tmp_path / "fresh", epochs=0))
-    cmd = [str(job_python()), str(INCLUDE_DIR / "retrain_jobs" / "evaluate.py"), "--task", "causal_lm_lora",
-           "--challenger-dir", str(out / "model"), "--champion-dir", str(tmp_path / "fresh" / "model"), "--champion-version", "1",
-           "--challenger-digest", summary["weights_digest"], "--champion-digest", fresh["weights_digest"],
-           "--golden-dir", str(golden), "--output-dir", str(tmp_path / "eval"), "--batch-size", "8",
-           "--latency-requests", "10", "--latency-warmup", "1"]
+    cmd = [
+        str(job_python()),
+        str(INCLUDE_DIR / "retrain_jobs" / "evaluate.py"),
+        "--task",
+        "causal_lm_lora",
+        "--challenger-dir",
+        str(out / "model"),
+        "--champion-dir",
+        str(tmp_path / "fresh" / "model"),
+        "--champion-version",
+        "1",
+        "--challenger-digest",
+        summary["weights_digest"],
+        "--champion-digest",
+        fresh["weights_digest"],
+        "--golden-dir",
+        str(golden),
+        "--output-dir",
+        str(tmp_path / "eval"),
+        "--batch-size",
+        "8",
+        "--latency-requests",
+        "10",
+        "--latency-warmup",
+        "1",
+    ]
     proc = subprocess.run(cmd, env=job_env(), capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -231,15 +323,22 @@ def test_gpu_only_options_are_refused_on_cpu_before_any_work(channels, base_dir,
     for d in (spec.model_dir, spec.checkpoint_dir):
         d.mkdir(parents=True, exist_ok=True)
     argv = command_line(spec)[2:]  # train.py's own arguments
-    done = subprocess.run([str(job_python()), str(JOBSIDE / "gpu_refusals.py"), *argv], env=job_environment(spec),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(job_python()), str(JOBSIDE / "gpu_refusals.py"), *argv],
+        env=job_environment(spec),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["bf16"] == "Refused: precision bf16 needs a CUDA GPU: on CPU training runs in fp32 (precision: fp32)"
     assert got["fp16"] == "Refused: precision fp16 needs a CUDA GPU: on CPU training runs in fp32 (precision: fp32)"
     assert got["nf4"].startswith("Refused: quantization nf4 (QLoRA) needs a CUDA GPU")
     assert got["3"].startswith("Refused: deepspeed_stage 3 (ZeRO-3) needs CUDA GPUs")
-    assert not any(spec.model_dir.iterdir()) and not any(spec.checkpoint_dir.iterdir())  # nothing written, not even the ZeRO-3 JSON
+    assert not any(spec.model_dir.iterdir()) and not any(
+        spec.checkpoint_dir.iterdir()
+    )  # nothing written, not even the ZeRO-3 JSON
     # As a job: exit 65 (not retried), the reason on stderr.
     proc = run(spec_for(channels, base_dir, tmp_path / "job", precision="bf16"))
     assert proc.returncode == os.EX_DATAERR and "precision bf16 needs a CUDA GPU" in proc.stderr, proc.stderr[-2000:]

@@ -23,9 +23,12 @@ pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environm
 REGISTRY = PROJECT_ROOT / "plugins" / "retrain" / "registry.py"
 EXPERIMENT = "retrain_intent/tracking test"  # not path-safe as it stands
 
+
 def job(world, *args: str) -> subprocess.CompletedProcess:
     """The job interpreter with ``args``, started from the unrelated working directory."""
-    return subprocess.run([str(job_python()), *args], env=world["env"], cwd=world["cwd"], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(job_python()), *args], env=world["env"], cwd=world["cwd"], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,21 @@ def world(channels, tmp_path_factory, training):
     world = {"env": env, "cwd": cwd, "home": home, "root": root}
     model = train(spec_for(channels, root / "m", epochs=2, experiment_name=EXPERIMENT), env, cwd=cwd)
     evidence = {"summary": f"{model['model_dir']}/training_summary.json"}
-    proc = job(world, str(REGISTRY), "register", "--model", "intent", "--model-dir", model["model_dir"],
-               "--run-id", model["mlflow_run_id"], "--tags-json", "{}", "--evidence-json", json.dumps(evidence))
+    proc = job(
+        world,
+        str(REGISTRY),
+        "register",
+        "--model",
+        "intent",
+        "--model-dir",
+        model["model_dir"],
+        "--run-id",
+        model["mlflow_run_id"],
+        "--tags-json",
+        "{}",
+        "--evidence-json",
+        json.dumps(evidence),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ArtifactLocationWarning" not in proc.stderr
     found = job(world, str(JOBSIDE / "mlflow_locations.py"))  # every location MLflow recorded
@@ -62,7 +78,9 @@ def test_artifacts_land_under_the_store_root_not_the_working_directory(world):
     run = world["model"]["mlflow_run_id"]
     assert f"{experiment_dir}/{run}/artifacts/training_summary.json" in files  # logged by train.py
     assert f"{experiment_dir}/{run}/artifacts/evaluation/training_summary.json" in files  # evidence, by the registry
-    assert any(f.startswith(f"{experiment_dir}/models/") and f.endswith("/artifacts/MLmodel") for f in files)  # the logged model
+    assert any(
+        f.startswith(f"{experiment_dir}/models/") and f.endswith("/artifacts/MLmodel") for f in files
+    )  # the logged model
     assert sorted(p.name for p in world["cwd"].iterdir()) == []  # no mlruns/, no mlartifacts/, nothing
 
 
@@ -70,7 +88,10 @@ def test_every_recorded_location_is_under_the_store_root(world):
     root = (world["home"] / "mlartifacts").resolve().as_uri() + "/"
     where = world["locations"]
     assert where["experiments"][EXPERIMENT] == root + "retrain_intent_tracking_test"
-    assert where["runs"] == {EXPERIMENT: [where["experiments"][EXPERIMENT] + f"/{world['model']['mlflow_run_id']}/artifacts"], "Default": []}
+    assert where["runs"] == {
+        EXPERIMENT: [where["experiments"][EXPERIMENT] + f"/{world['model']['mlflow_run_id']}/artifacts"],
+        "Default": [],
+    }
     assert len(where["logged_models"]) == 1 and where["logged_models"][0].startswith(root)
     assert where["versions"] == where["logged_models"]  # the registered version points at the logged model's files
 
@@ -81,4 +102,7 @@ def test_an_experiment_outside_the_root_is_reported_not_silently_used(world):
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [line for line in proc.stderr.splitlines() if "ArtifactLocationWarning" in line]
     assert len(warnings) == 1, proc.stderr  # the experiment under the root passes silently
-    assert "MLflow experiment 'legacy' (id " in warnings[0] and f"keeps its artifacts at {foreign}, outside the artifact root" in warnings[0]
+    assert (
+        "MLflow experiment 'legacy' (id " in warnings[0]
+        and f"keeps its artifacts at {foreign}, outside the artifact root" in warnings[0]
+    )

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.skipif(not job_python().exists(), reason="job environme
 # One label needs escaping everywhere it appears (tables, captions, the gate's reasons).
 ODD_LABEL = "refund <pending> & reversed"
 
+
 def scored(y: np.ndarray, pred: np.ndarray, labels: list[str], latencies: np.ndarray) -> dict:
     """One model's block as ``score_model`` writes it."""
     n = len(labels)
@@ -44,7 +45,12 @@ def scored(y: np.ndarray, pred: np.ndarray, labels: list[str], latencies: np.nda
         "macro_f1": float(f1.mean()),
         "accuracy": float(np.mean(y == pred)),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(labels)
         },
         "confusion_matrix": matrix.tolist(),
@@ -76,16 +82,35 @@ def synthetic(n_classes: int, per_class: int, seed: int, champion: bool) -> dict
     challenger_skill = np.clip(champion_skill + rng.normal(0.02, 0.1, n_classes), 0.2, 0.99)
     challenger_pred = predict(challenger_skill)
     champion_pred = predict(champion_skill) if champion else None
-    latencies = {"challenger": rng.lognormal(np.log(8), 0.3, 200), "champion": rng.lognormal(np.log(9), 0.3, 200) if champion else None}
+    latencies = {
+        "challenger": rng.lognormal(np.log(8), 0.3, 200),
+        "champion": rng.lognormal(np.log(9), 0.3, 200) if champion else None,
+    }
 
     metrics = {
         "golden_version": "v7",
         "golden_content_sha256": "ab" * 32,
         "n_examples": len(y),
         "labels": labels,
-        "protocol": {"batch_size": 1, "warmup": 20, "requests": 200, "threads": 1, "timer": "time.perf_counter", "scoring_batch_size": 64},
-        "challenger": {"model_dir": "/models/challenger", **scored(y, challenger_pred, labels, latencies["challenger"])},
-        "champion": {"model_dir": "/models/champion", "version": "3", **scored(y, champion_pred, labels, latencies["champion"])} if champion else None,
+        "protocol": {
+            "batch_size": 1,
+            "warmup": 20,
+            "requests": 200,
+            "threads": 1,
+            "timer": "time.perf_counter",
+            "scoring_batch_size": 64,
+        },
+        "challenger": {
+            "model_dir": "/models/challenger",
+            **scored(y, challenger_pred, labels, latencies["challenger"]),
+        },
+        "champion": {
+            "model_dir": "/models/champion",
+            "version": "3",
+            **scored(y, champion_pred, labels, latencies["champion"]),
+        }
+        if champion
+        else None,
         "paired": {
             "keys": [f"g{i:05d}" for i in range(len(y))],
             "y_true": y.tolist(),
@@ -95,7 +120,10 @@ def synthetic(n_classes: int, per_class: int, seed: int, champion: bool) -> dict
             "champion_correct": (champion_pred == y).astype(int).tolist() if champion else None,
         },
     }
-    return {"metrics": metrics, "latencies": {role: v.tolist() if v is not None else None for role, v in latencies.items()}}
+    return {
+        "metrics": metrics,
+        "latencies": {role: v.tolist() if v is not None else None for role, v in latencies.items()},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +197,10 @@ def test_many_classes_list_top_confusions_instead_of_a_heat_map(reports):
     assert "share of the true class" in head and "champion count" in head
     assert len(rows) == 25
     # The top row is the challenger's largest off-diagonal cell; the champion's count is of the same pair.
-    challenger, champion = np.array(metrics["challenger"]["confusion_matrix"]), np.array(metrics["champion"]["confusion_matrix"])
+    challenger, champion = (
+        np.array(metrics["challenger"]["confusion_matrix"]),
+        np.array(metrics["champion"]["confusion_matrix"]),
+    )
     np.fill_diagonal(challenger, 0)
     cells = re.findall(r"<td>(.*?)</td>", rows[0])
     i, j = metrics["labels"].index(cells[0]), metrics["labels"].index(cells[1])

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
 from retrain.config import load_model
 from retrain.jobs import RunContext, job_spec
-from retrain.runner import LocalJob, local_job
 from retrain.paths import job_python
-from retrain.runner import JobFailed, job_environment, run_job
-from retrain_tools.seed import publish_golden
+from retrain.runner import JobFailed, LocalJob, job_environment, local_job, run_job
 from retrain.snapshot import snapshot_raw
 from retrain.store import LocalStore
+from retrain_tools.seed import publish_golden
 
 pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environment missing at {job_python()}")
+
 
 # tests/jobside/escalation_fixture.py: six golden examples, escalation label "negative" (index 0 in labels.json):
 #   true:       negative negative positive positive positive positive
@@ -33,11 +33,20 @@ pytestmark = pytest.mark.skipif(not job_python().exists(), reason=f"job environm
 # Challenger F1: negative has TP 1, FP 2, FN 1 -> 2/(2+2+1) = 0.4; positive TP 2, FP 1, FN 2 -> 4/7.
 def test_false_escalation_rate_by_hand():
     env = job_environment(LocalJob("x", "processing", job_python(), {}, job_python()))
-    done = subprocess.run([str(job_python()), str(JOBSIDE / "escalation_fixture.py")], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [str(job_python()), str(JOBSIDE / "escalation_fixture.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     blocks = json.loads(done.stdout.strip().splitlines()[-1])
-    assert blocks["challenger"]["false_escalation"] == {"rate": 0.5, "false_escalations": 2, "non_escalation_examples": 4}
+    assert blocks["challenger"]["false_escalation"] == {
+        "rate": 0.5,
+        "false_escalations": 2,
+        "non_escalation_examples": 4,
+    }
     assert blocks["champion"]["false_escalation_rate"] == 0.25
     assert blocks["challenger"]["per_class"]["negative"]["f1"] == pytest.approx(0.4)
     assert blocks["challenger"]["macro_f1"] == pytest.approx((0.4 + 4 / 7) / 2)
@@ -49,15 +58,27 @@ def bad_label_run(tmp_path_factory):
     config = load_model("sentiment")
     store = LocalStore(tmp_path_factory.mktemp("store"))
     publish_golden(store, config, config.sample_data.path("golden"), config.data.golden_version)
-    rows = ["text,sentiment", '"Great phone, works well.",positive', "Battery died in a day.,negative",
-            "It arrived on Tuesday.,neutral", "Would buy again.,positive"] + [f"Solid product number {i}.,positive" for i in range(20)]
+    rows = [
+        "text,sentiment",
+        '"Great phone, works well.",positive',
+        "Battery died in a day.,negative",
+        "It arrived on Tuesday.,neutral",
+        "Would buy again.,positive",
+    ] + [f"Solid product number {i}.,positive" for i in range(20)]
     key = "raw/sentiment/dt=2026-11-10/part-00000.csv"
     store.path(key).parent.mkdir(parents=True)
     store.path(key).write_text("\n".join(rows) + "\n")
-    start, end = datetime(2026, 11, 10, tzinfo=timezone.utc), datetime(2026, 11, 17, tzinfo=timezone.utc)
-    manifest_path = store.write_json("runs/sentiment/manual/raw_manifest.json", snapshot_raw(store, config.name, start, end))
-    ctx = RunContext(dag_id="retrain_sentiment", run_id="manual", interval_start=start, interval_end=end,
-                     upstream={"snapshot_raw": {"manifest_path": str(manifest_path)}})
+    start, end = datetime(2026, 11, 10, tzinfo=UTC), datetime(2026, 11, 17, tzinfo=UTC)
+    manifest_path = store.write_json(
+        "runs/sentiment/manual/raw_manifest.json", snapshot_raw(store, config.name, start, end)
+    )
+    ctx = RunContext(
+        dag_id="retrain_sentiment",
+        run_id="manual",
+        interval_start=start,
+        interval_end=end,
+        upstream={"snapshot_raw": {"manifest_path": str(manifest_path)}},
+    )
     errors = {}
     for job in ("validate_raw", "build_dataset"):
         with pytest.raises(JobFailed) as info:
@@ -66,10 +87,13 @@ def bad_label_run(tmp_path_factory):
     return store, store.path(key), errors
 
 
-@pytest.mark.parametrize(("job", "where", "rule"), [
-    ("validate_raw", "line 4", "sentiment in the allowed labels (labels.json)"),
-    ("build_dataset", "row 3", "rule: label must be one of the 2 allowed labels in /"),
-])
+@pytest.mark.parametrize(
+    ("job", "where", "rule"),
+    [
+        ("validate_raw", "line 4", "sentiment in the allowed labels (labels.json)"),
+        ("build_dataset", "row 3", "rule: label must be one of the 2 allowed labels in /"),
+    ],
+)
 def test_a_label_outside_the_schema_names_file_row_and_rule(bad_label_run, job, where, rule):
     store, path, errors = bad_label_run
     message = str(errors[job])

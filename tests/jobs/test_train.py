@@ -20,7 +20,9 @@ def first_run(channels, tmp_path_factory, training):
     spec_for, train = training
     out = tmp_path_factory.mktemp("run-a")
     tracking = f"sqlite:///{out / 'mlflow.db'}"
-    return train(spec_for(channels, out), {"MLFLOW_TRACKING_URI": tracking, "RETRAIN_LINEAGE": json.dumps({"git_sha": "abc123"})}), out
+    return train(
+        spec_for(channels, out), {"MLFLOW_TRACKING_URI": tracking, "RETRAIN_LINEAGE": json.dumps({"git_sha": "abc123"})}
+    ), out
 
 
 def test_loss_falls_and_summary_has_provenance(first_run):
@@ -28,7 +30,15 @@ def test_loss_falls_and_summary_has_provenance(first_run):
     losses = [epoch["train_loss"] for epoch in summary["history"]]
     assert losses[-1] < losses[0] * 0.8
     assert summary["history"][-1]["val_accuracy"] > 0.4  # 5 classes: chance is 0.2
-    for key in ("seed", "dataset_version", "base_model", "git_sha", "weights_digest", "samples_per_second", "wall_seconds"):
+    for key in (
+        "seed",
+        "dataset_version",
+        "base_model",
+        "git_sha",
+        "weights_digest",
+        "samples_per_second",
+        "wall_seconds",
+    ):
         assert summary[key] not in (None, ""), key
     assert summary["git_sha"] == "abc123" and summary["dataset_version"] == "ds-tiny"
     for name in ("classifier.json", "head.safetensors", "encoder/config.json", "encoder/tokenizer.json"):
@@ -69,8 +79,11 @@ def test_killed_job_resumes_from_checkpoint_to_the_same_weights(channels, tmp_pa
     spec = spec_for(channels, tmp_path / "killed", trainable_layers=1, epochs=4)
     for d in (spec.model_dir, spec.checkpoint_dir):
         d.mkdir(parents=True, exist_ok=True)
-    env = {**job_environment(spec), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "RETRAIN_LINEAGE": json.dumps({"airflow_run_id": "scheduled__2026-11-16T00:00:00+00:00"})}
+    env = {
+        **job_environment(spec),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "RETRAIN_LINEAGE": json.dumps({"airflow_run_id": "scheduled__2026-11-16T00:00:00+00:00"}),
+    }
     proc = start_until_epoch(spec, env, 2)
     proc.kill()
     proc.wait()
@@ -114,15 +127,22 @@ def test_top_layers_resumed_from_the_frozen_layers_output_match_the_whole_encode
     forward pass must be the encoder's own, padding included."""
     spec_for, _ = training
     env = job_environment(spec_for(channels, tmp_path))
-    done = subprocess.run([str(job_python()), str(JOBSIDE / "top_layers_fixture.py")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(job_python()), str(JOBSIDE / "top_layers_fixture.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["padded"] > 0  # the mask matters in this batch
     assert all(gap < 1e-5 for gap in got["gaps"].values()), got
 
 
-def test_a_hub_base_model_is_refused_under_the_local_contract_and_resolved_through_the_hub_client_elsewhere(tmp_path, channels, training):
+def test_a_hub_base_model_is_refused_under_the_local_contract_and_resolved_through_the_hub_client_elsewhere(
+    tmp_path, channels, training
+):
     """The local runner's environment is offline (HF_HUB_OFFLINE=1): a hub id is refused by name. Without that
     variable (a SageMaker job container running aws_base_model) the id goes to the hub client, which here, with
     no hub in reach and an empty cache, fails as the hub client fails, not with the local refusal."""
@@ -130,16 +150,28 @@ def test_a_hub_base_model_is_refused_under_the_local_contract_and_resolved_throu
     spec_for, _ = training
     env = job_environment(spec_for(channels, tmp_path))
     offline = subprocess.run([str(job_python()), probe], env=env, capture_output=True, text=True, timeout=120)
-    assert "builtins.ValueError | base model 'distilbert-base-uncased' is neither a packaged model nor a directory" in offline.stdout
+    assert (
+        "builtins.ValueError | base model 'distilbert-base-uncased' is neither a packaged model nor a directory"
+        in offline.stdout
+    )
     online_env = {k: v for k, v in env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    online_env.update({"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2",
-                       "HF_HUB_DOWNLOAD_TIMEOUT": "2"})  # a closed loopback port: nothing leaves the machine
+    online_env.update(
+        {
+            "HF_HOME": str(tmp_path / "hf"),
+            "HF_ENDPOINT": "http://127.0.0.1:9",
+            "HF_HUB_ETAG_TIMEOUT": "2",
+            "HF_HUB_DOWNLOAD_TIMEOUT": "2",
+        }
+    )  # a closed loopback port: nothing leaves the machine
     online = subprocess.run([str(job_python()), probe], env=online_env, capture_output=True, text=True, timeout=120)
-    assert online.stdout.startswith("huggingface_hub.") and "hub downloads are disabled" not in online.stdout, online.stdout + online.stderr[-2000:]
+    assert online.stdout.startswith("huggingface_hub.") and "hub downloads are disabled" not in online.stdout, (
+        online.stdout + online.stderr[-2000:]
+    )
 
 
 def test_a_gpu_only_precision_is_refused_on_cpu_for_any_task(channels, tmp_path, training):
-    """--precision is train.py's, shared by every task type: bf16 on a CPU is refused before anything is read or written."""
+    """--precision is train.py's, shared by every task type: bf16 on a CPU is refused before anything is read or
+    written."""
     spec_for, _ = training
     spec = spec_for(channels, tmp_path, precision="bf16")
     for d in (spec.model_dir, spec.checkpoint_dir):

@@ -10,22 +10,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from retrain.runner import LocalJob
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
-from retrain.runner import command_line, job_environment
+from retrain.runner import LocalJob, command_line, job_environment
 from retrain.snapshot import snapshot_raw
 from retrain.store import LocalStore
 
 pytestmark = pytest.mark.skipif(not job_python().exists(), reason="job environment (.venv-jobs) not built")
 
 SCRIPT = INCLUDE_DIR / "validation" / "validate_raw.py"
-START = datetime(2026, 9, 7, tzinfo=timezone.utc)
-END = datetime(2026, 9, 14, tzinfo=timezone.utc)
+START = datetime(2026, 9, 7, tzinfo=UTC)
+END = datetime(2026, 9, 14, tzinfo=UTC)
 PART = "raw/intent/dt=2026-09-07/part-00000.csv"
 LABELS = ["card_arrival", "card_linking", "exchange_rate"]
 GOOD_ROWS = [
@@ -52,8 +51,13 @@ def csv_text(*rows: str, header: str = "text,category") -> str:
     return "\n".join([header, *rows]) + "\n"
 
 
-def run_validate(tmp_path: Path, files: dict[str, str], min_rows: int = 3, columns: tuple[str, str] = ("text", "category"),
-                 labels: Path | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+def run_validate(
+    tmp_path: Path,
+    files: dict[str, str],
+    min_rows: int = 3,
+    columns: tuple[str, str] = ("text", "category"),
+    labels: Path | None = None,
+) -> tuple[subprocess.CompletedProcess, dict]:
     """Run the script once with the runner's command line and environment; return it and result.json."""
     root = tmp_path / "store"
     if labels is None:
@@ -104,12 +108,15 @@ def test_valid_dataset_passes(tmp_path: Path) -> None:
     assert "expect_column_values_to_be_in_set(category)" in result["expectations"]
     report = json.loads(Path(result["report_path"]).read_text())
     assert report["gx_result"]["success"] is True
-    assert (Path(result["report_path"]).parent / "validation_report.md").read_text().startswith("# validate_raw: PASSED")
+    assert (
+        (Path(result["report_path"]).parent / "validation_report.md").read_text().startswith("# validate_raw: PASSED")
+    )
     assert proc.stdout.strip().splitlines()[-1].startswith("validation passed: 6 rows")
 
 
 def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
-    """Excel starts a CSV with a byte-order mark: it is not part of the first column's name, whichever column that is."""
+    """Excel starts a CSV with a byte-order mark: it is not part of the first column's name, whichever column that
+    is."""
     second = "raw/intent/dt=2026-09-08/part-00000.csv"
     label_first = ["card_arrival,I am still waiting on my card?", "card_linking,How do I link my new card?"]
     files = {PART: "\ufeff" + csv_text(*GOOD_ROWS), second: "\ufeff" + csv_text(*label_first, header="category,text")}
@@ -127,7 +134,10 @@ def test_malformed_csv_lines_name_file_and_line(tmp_path: Path) -> None:
     }
     proc, result = run_validate(tmp_path, files)
     lines = assert_failed(proc, result, problems=3)
-    assert f"{PART}: line 3: malformed CSV record: 2 fields, as in the header (value: \"3 fields: ['too', 'many', 'fields']\")" in lines
+    assert (
+        f"{PART}: line 3: malformed CSV record: 2 fields, as in the header (value: \"3 fields: ['too', 'many', "
+        "'fields']\")" in lines
+    )
     assert any(line.startswith(f"{PART}: line 5: malformed CSV record: well-formed quoting") for line in lines)
     # Problems are collected over every file before stopping.
     assert any(line.startswith(f"{other}: line 3: malformed CSV record: 2 fields") for line in lines)
@@ -140,8 +150,12 @@ def test_missing_column_names_header_row(tmp_path: Path) -> None:
     assert lines[0] == f"{PART}: row 1 (header): header has required column 'category' (value: ['text', 'intent'])"
     assert result["failures"] == [
         {"file": PART, "line": 1, "rule": "header has required column 'category'", "value": ["text", "intent"]},
-        {"file": PART, "line": 1, "rule": "header has only the configured columns 'text' and 'category' (unexpected: ['intent'])",
-         "value": ["text", "intent"]},
+        {
+            "file": PART,
+            "line": 1,
+            "rule": "header has only the configured columns 'text' and 'category' (unexpected: ['intent'])",
+            "value": ["text", "intent"],
+        },
     ]
 
 
@@ -149,10 +163,18 @@ def test_extra_or_repeated_columns_name_the_file_and_the_columns(tmp_path: Path)
     """Both once passed validation, and the ETL then crashed in Spark and was retried."""
     second = "raw/intent/dt=2026-09-08/part-00000.csv"
     rows = [row + ",web" for row in GOOD_ROWS]
-    proc, result = run_validate(tmp_path, {PART: csv_text(*rows, header="text,category,channel"),
-                                           second: csv_text(*(r + ",again" for r in GOOD_ROWS), header="text,category,text")})
+    proc, result = run_validate(
+        tmp_path,
+        {
+            PART: csv_text(*rows, header="text,category,channel"),
+            second: csv_text(*(r + ",again" for r in GOOD_ROWS), header="text,category,text"),
+        },
+    )
     lines = assert_failed(proc, result, problems=2)
-    assert f"{PART}: row 1 (header): header has only the configured columns 'text' and 'category' (unexpected: ['channel'])" in lines[0]
+    assert (
+        f"{PART}: row 1 (header): header has only the configured columns 'text' and 'category' (unexpected: "
+        "['channel'])" in lines[0]
+    )
     assert lines[1].startswith(f"{second}: row 1 (header): header names column 'text' once (it appears 2 times)")
 
 
@@ -166,19 +188,32 @@ def test_unknown_label_names_line(tmp_path: Path) -> None:
 
 
 def test_a_retrieval_pair_whose_passage_is_not_in_the_corpus_names_file_row_and_rule(tmp_path: Path) -> None:
-    """embedding_adapter's raw contract as shipped: query,passage_id, with the corpus's passage ids as the labels file."""
+    """embedding_adapter's raw contract as shipped: query,passage_id, with the corpus's passage ids as the labels
+    file."""
     from retrain.config import load_model
 
     data = load_model("embedding_adapter").data
-    rows = ["where is my new card?,p_card_arrival", "how do I link my card?,p_card_linking", "what is the rate for euros?,p_no_such_passage"]
-    proc, result = run_validate(tmp_path, {PART: csv_text(*rows, header=f"{data.text_column},{data.label_column}")},
-                                columns=(data.text_column, data.label_column), labels=PROJECT_ROOT / data.labels_file)
+    rows = [
+        "where is my new card?,p_card_arrival",
+        "how do I link my card?,p_card_linking",
+        "what is the rate for euros?,p_no_such_passage",
+    ]
+    proc, result = run_validate(
+        tmp_path,
+        {PART: csv_text(*rows, header=f"{data.text_column},{data.label_column}")},
+        columns=(data.text_column, data.label_column),
+        labels=PROJECT_ROOT / data.labels_file,
+    )
     lines = assert_failed(proc, result, problems=1)
-    assert lines[0] == f"{PART}: line 4: passage_id in the allowed labels (passage_ids.json) (value: 'p_no_such_passage')"
+    assert (
+        lines[0] == f"{PART}: line 4: passage_id in the allowed labels (passage_ids.json) (value: 'p_no_such_passage')"
+    )
 
 
 def test_empty_text_is_rejected(tmp_path: Path) -> None:
-    proc, result = run_validate(tmp_path, {PART: csv_text(GOOD_ROWS[0], "   ,card_arrival", ",card_linking", GOOD_ROWS[1])})
+    proc, result = run_validate(
+        tmp_path, {PART: csv_text(GOOD_ROWS[0], "   ,card_arrival", ",card_linking", GOOD_ROWS[1])}
+    )
     lines = assert_failed(proc, result, problems=2)
     assert f"{PART}: line 3: text non-empty after strip (at least 2 chars) (value: '')" in lines
     assert f"{PART}: line 4: text is present (not null/empty) (value: None)" in lines

@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from mwaa_figures import TIMINGS  # tests/ is on pytest's pythonpath
 
 from retrain_tools.deploy import bundle as bundle_module
 from retrain_tools.deploy.bundle import localized_requirements
 from retrain_tools.deploy.resolve import MWAA_DIR, mwaa_install_command
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-from mwaa_figures import TIMINGS
 
 
 def _require_mwaa_constraints() -> None:
@@ -51,7 +51,9 @@ def mwaa_unpacked(mwaa_bundle, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mwaa_venv(mwaa_unpacked, tmp_path_factory) -> Path:
     """A Python 3.12 venv installed from the bundle's requirements.txt as MWAA installs it; its python."""
-    python312 = subprocess.run([str(PROJECT_ROOT / "scripts" / "find-python"), "3.12"], capture_output=True, text=True, check=True).stdout.strip()
+    python312 = subprocess.run(
+        [str(PROJECT_ROOT / "scripts" / "find-python"), "3.12"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     root = tmp_path_factory.mktemp("mwaa-env")
     home = root / "airflow"  # the constraint line names <AIRFLOW_HOME>/dags/constraints.txt
     (home / "requirements").mkdir(parents=True)
@@ -63,9 +65,16 @@ def mwaa_venv(mwaa_unpacked, tmp_path_factory) -> Path:
     started = time.perf_counter()
     subprocess.run([python312, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
-    result = subprocess.run(mwaa_install_command(python, requirements, dry_run=False) + ["--quiet"], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        mwaa_install_command(python, requirements, dry_run=False) + ["--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     TIMINGS["MWAA-like venv install (pip, local cache allowed)"] = time.perf_counter() - started
-    assert result.returncode == 0, f"the bundle's requirements.txt did not install as MWAA installs it:\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"the bundle's requirements.txt did not install as MWAA installs it:\n{result.stderr[-4000:]}"
+    )
     return python
 
 

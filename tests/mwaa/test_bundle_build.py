@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from retrain_tools.deploy import bundle as bundle_module
-from retrain_tools.deploy.bundle import BuildError, MWAA_PROTECTED
+from retrain_tools.deploy.bundle import MWAA_PROTECTED, BuildError
 from retrain_tools.deploy.checks import BundleCheckFailed
 from retrain_tools.deploy.resolve import ResolveError
 
@@ -39,7 +39,9 @@ def test_manifest_names_commit_date_configs_and_code(mwaa_bundle):
     assert manifest["configs"]["intent"]["digest"] == load_config(INTENT).digest()
     code = mwaa_bundle / manifest["code_prefix"]
     assert manifest["code_prefix"] == f"code/{manifest['code_digest']}" and (code / "sourcedir.tar.gz").is_file()
-    assert (mwaa_bundle / "dags" / "deploy-manifest.json").read_bytes() == (mwaa_bundle / "deploy-manifest.json").read_bytes()
+    assert (mwaa_bundle / "dags" / "deploy-manifest.json").read_bytes() == (
+        mwaa_bundle / "deploy-manifest.json"
+    ).read_bytes()
 
 
 def test_plugins_zip_holds_both_packages_at_its_root_with_fixed_times(mwaa_bundle):
@@ -57,11 +59,22 @@ def test_plugins_zip_holds_the_runtime_and_no_developer_tooling(mwaa_bundle):
         names = archive.namelist()
     tops = {name.split("/", 1)[0] for name in names}
     assert tops == {"retrain", "retrain_airflow"}, tops
-    tooling = [n for n in names if n.rsplit("/", 1)[-1] in {"cli.py", "seed.py", "dagfiles.py", "airflow_api.py", "docs.py", "aws_docs.py"}
-               or n.startswith(("retrain/deploy/", "retrain_tools/"))]
+    tooling = [
+        n
+        for n in names
+        if n.rsplit("/", 1)[-1] in {"cli.py", "seed.py", "dagfiles.py", "airflow_api.py", "docs.py", "aws_docs.py"}
+        or n.startswith(("retrain/deploy/", "retrain_tools/"))
+    ]
     assert tooling == []
-    for module in ("retrain/jobs.py", "retrain/runner.py", "retrain/gate.py", "retrain/store/__init__.py", "retrain/store/s3.py",
-                   "retrain/tasks/__init__.py", "retrain_airflow/aws_operators.py"):
+    for module in (
+        "retrain/jobs.py",
+        "retrain/runner.py",
+        "retrain/gate.py",
+        "retrain/store/__init__.py",
+        "retrain/store/s3.py",
+        "retrain/tasks/__init__.py",
+        "retrain_airflow/aws_operators.py",
+    ):
         assert module in names, module
 
 
@@ -71,9 +84,17 @@ def test_job_code_bundle_has_scripts_sourcedir_requirements_and_glue_zip(mwaa_bu
     with tarfile.open(code / "sourcedir.tar.gz") as archive:
         members = {m.name: m for m in archive.getmembers()}
         requirements = archive.extractfile("requirements.txt").read().decode()
-    assert {"include/retrain_jobs/train.py", "include/retrain_jobs/evaluate.py", "plugins/retrain/jobs.py", "data/banking77/categories.json",
-            "data/retrieval/passage_ids.json", "data/retrieval/corpus.jsonl"} <= set(members)  # every model's data files
-    assert {m.mtime for m in members.values()} == {bundle_module.archive.FIXED_EPOCH} and {m.uid for m in members.values()} == {0}
+    assert {
+        "include/retrain_jobs/train.py",
+        "include/retrain_jobs/evaluate.py",
+        "plugins/retrain/jobs.py",
+        "data/banking77/categories.json",
+        "data/retrieval/passage_ids.json",
+        "data/retrieval/corpus.jsonl",
+    } <= set(members)  # every model's data files
+    assert {m.mtime for m in members.values()} == {bundle_module.archive.FIXED_EPOCH} and {
+        m.uid for m in members.values()
+    } == {0}
     assert "transformers==" in requirements and "torch==" not in requirements and "pyspark==" not in requirements
     with zipfile.ZipFile(code / "retrain.zip") as archive:
         assert {"retrain/jobs.py", "etl/build_dataset.py"} <= set(archive.namelist())
@@ -83,9 +104,14 @@ def test_job_code_bundle_has_scripts_sourcedir_requirements_and_glue_zip(mwaa_bu
 def test_requirements_carry_a_constraint_line_and_startup_exports_no_protected_variable(mwaa_bundle):
     requirements = (mwaa_bundle / "requirements.txt").read_text()
     assert "--constraint /usr/local/airflow/dags/constraints.txt" in requirements
-    assert (mwaa_bundle / "dags" / "constraints.txt").read_bytes() == (PROJECT_ROOT / "constraints" / "airflow.txt").read_bytes()
-    exported = [line.split("=", 1)[0].removeprefix("export ") for line in (mwaa_bundle / "startup.sh").read_text().splitlines()
-                if line.startswith("export ")]
+    assert (mwaa_bundle / "dags" / "constraints.txt").read_bytes() == (
+        PROJECT_ROOT / "constraints" / "airflow.txt"
+    ).read_bytes()
+    exported = [
+        line.split("=", 1)[0].removeprefix("export ")
+        for line in (mwaa_bundle / "startup.sh").read_text().splitlines()
+        if line.startswith("export ")
+    ]
     assert "RETRAIN_BACKEND" in exported and "RETRAIN_CODE_DIGEST" in exported and "RETRAIN_GIT_SHA" in exported
     assert not [name for name in exported if name in MWAA_PROTECTED or name.startswith("AIRFLOW__")]
     ignored = (mwaa_bundle / "dags" / ".airflowignore").read_text().split()
@@ -109,12 +135,17 @@ def _existing_bundle(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
 
 
 def test_an_invalid_config_stops_the_build_naming_file_and_field(tmp_path):
-    config_dir = _broken_config_dir(tmp_path, "instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
-                                    "instance_type: m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot")
+    config_dir = _broken_config_dir(
+        tmp_path,
+        "instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+        "instance_type: m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+    )
     out, before = _existing_bundle(tmp_path)
     with pytest.raises(BuildError) as info:
         bundle_module.build(out, config_dir, allow_dirty=True, log=lambda line: None)
-    assert str(config_dir / "intent.yaml") in str(info.value) and "field 'aws.training.instance_type'" in str(info.value)
+    assert str(config_dir / "intent.yaml") in str(info.value) and "field 'aws.training.instance_type'" in str(
+        info.value
+    )
     assert tree_bytes(tmp_path / "dist") == before  # nothing written, nothing lost, no staging left behind
 
 
@@ -136,20 +167,36 @@ def test_requirements_that_do_not_resolve_under_mwaa_are_refused(tmp_path):
     import shutil
 
     project = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".venv-*", ".git", "data", "dist", ".retrain", ".airflow", "__pycache__"),
-                    symlinks=True)
-    for model_data in (PROJECT_ROOT / "data").iterdir():  # labels files and SOURCE.md of every model; the bulky samples stay out
+    shutil.copytree(
+        PROJECT_ROOT,
+        project,
+        ignore=shutil.ignore_patterns(".venv-*", ".git", "data", "dist", ".retrain", ".airflow", "__pycache__"),
+        symlinks=True,
+    )
+    for model_data in (
+        PROJECT_ROOT / "data"
+    ).iterdir():  # labels files and SOURCE.md of every model; the bulky samples stay out
         shutil.copytree(model_data, project / "data" / model_data.name, ignore=shutil.ignore_patterns("*.csv", "*.txt"))
     with (project / "requirements.txt").open("a") as f:
         f.write("boto3==1.44.5\n")
     import subprocess
 
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "t"], cwd=project, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "t"],
+        cwd=project,
+        check=True,
+    )
     out, before = _existing_bundle(tmp_path)
     with pytest.raises(ResolveError) as info:
-        bundle_module.build(out, project / "config" / "models", project, python=bundle_module_python(), allow_dirty=True,
-                            log=lambda line: None)
+        bundle_module.build(
+            out,
+            project / "config" / "models",
+            project,
+            python=bundle_module_python(),
+            allow_dirty=True,
+            log=lambda line: None,
+        )
     assert "boto3" in str(info.value) and "requirements.txt" in str(info.value)
     assert tree_bytes(tmp_path / "dist") == before
 

@@ -15,10 +15,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mwaa_figures import TIMINGS
 
 from retrain.config import config_paths
 from retrain_tools.deploy.checks import DAGBAG_IMPORT_TIMEOUT_S, ParseResult, check_parse
-from mwaa_figures import TIMINGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,8 @@ def test_nothing_is_read_from_outside_the_bundle(parsed):
 
 
 def test_the_code_comes_from_plugins_zip_and_the_venv(parsed, mwaa_venv):
-    """Nothing of the repository's venvs or plugins/ is on sys.path: the plugins folder is, as Airflow adds it on MWAA."""
+    """Nothing of the repository's venvs or plugins/ is on sys.path: the plugins folder is, as Airflow adds it on
+    MWAA."""
     assert any(p.endswith("/airflow/plugins") for p in parsed.sys_path)
     assert not [p for p in parsed.sys_path if ".venv-airflow" in p]
 
@@ -57,7 +58,9 @@ def test_the_audit_catches_a_read_outside_the_bundle(mwaa_unpacked, mwaa_venv, t
     """The check can fail: a DAG file that reads the repository's README is reported."""
     bundle = Path(shutil.copytree(mwaa_unpacked, tmp_path / "bundle"))
     # "airflow" and "dag" in the text: DagBag's safe mode parses only files that mention both.
-    (bundle / "dags" / "retrain_peek.py").write_text(f"# an airflow dag file\nopen({str(PROJECT_ROOT / 'README.md')!r}).read()\n")
+    (bundle / "dags" / "retrain_peek.py").write_text(
+        f"# an airflow dag file\nopen({str(PROJECT_ROOT / 'README.md')!r}).read()\n"
+    )
     result = check_parse(bundle, mwaa_venv, tmp_path / "airflow")
     assert "retrain_peek.py" in result.file_s
     assert str(PROJECT_ROOT / "README.md") in result.outside_reads
@@ -67,7 +70,9 @@ def test_the_venv_is_python_312_with_mwaas_pins(mwaa_venv):
     import json
     import subprocess
 
-    code = ("import json, sys; from importlib.metadata import version as v; print(json.dumps([sys.version_info[:2], "
-            "v('apache-airflow'), v('apache-airflow-providers-amazon'), v('boto3')]))")
+    code = (
+        "import json, sys; from importlib.metadata import version as v; print(json.dumps([sys.version_info[:2], "
+        "v('apache-airflow'), v('apache-airflow-providers-amazon'), v('boto3')]))"
+    )
     info = json.loads(subprocess.run([str(mwaa_venv), "-c", code], capture_output=True, text=True, check=True).stdout)
     assert info == [[3, 12], "3.3.1", "9.34.0", "1.43.56"]

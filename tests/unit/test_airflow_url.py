@@ -22,15 +22,30 @@ port = 21000
 """
 
 
-@pytest.mark.parametrize(("environ", "cfg", "url"), [
-    ({}, None, "http://localhost:8080"),                                                     # nothing configured: Airflow's default
-    ({}, GENERATED, "http://localhost:8080"),                                                # the file Airflow writes
-    ({}, GENERATED.replace("port = 8080", "port = 8093"), "http://localhost:8093"),          # [api] port
-    ({}, GENERATED.replace("# base_url = ", "base_url = http://airflow.internal:9000/"), "http://airflow.internal:9000"),
-    ({}, GENERATED.replace("# base_url = ", "base_url = /airflow").replace("port = 8080", "port = 8093"), "http://localhost:8093/airflow"),
-    ({"AIRFLOW__API__PORT": "8094"}, GENERATED.replace("port = 8080", "port = 8093"), "http://localhost:8094"),  # the environment first
-    ({"AIRFLOW__API__BASE_URL": "http://127.0.0.1:8095"}, GENERATED, "http://127.0.0.1:8095"),
-])
+@pytest.mark.parametrize(
+    ("environ", "cfg", "url"),
+    [
+        ({}, None, "http://localhost:8080"),  # nothing configured: Airflow's default
+        ({}, GENERATED, "http://localhost:8080"),  # the file Airflow writes
+        ({}, GENERATED.replace("port = 8080", "port = 8093"), "http://localhost:8093"),  # [api] port
+        (
+            {},
+            GENERATED.replace("# base_url = ", "base_url = http://airflow.internal:9000/"),
+            "http://airflow.internal:9000",
+        ),
+        (
+            {},
+            GENERATED.replace("# base_url = ", "base_url = /airflow").replace("port = 8080", "port = 8093"),
+            "http://localhost:8093/airflow",
+        ),
+        (
+            {"AIRFLOW__API__PORT": "8094"},
+            GENERATED.replace("port = 8080", "port = 8093"),
+            "http://localhost:8094",
+        ),  # the environment first
+        ({"AIRFLOW__API__BASE_URL": "http://127.0.0.1:8095"}, GENERATED, "http://127.0.0.1:8095"),
+    ],
+)
 def test_the_api_url_is_read_from_airflows_own_config(tmp_path, environ, cfg, url):
     if cfg is not None:
         (tmp_path / "airflow.cfg").write_text(cfg)
@@ -39,7 +54,10 @@ def test_the_api_url_is_read_from_airflows_own_config(tmp_path, environ, cfg, ur
 
 def test_airflow_config_names_another_file(tmp_path):
     (tmp_path / "elsewhere.cfg").write_text("[api]\nport = 8096\n")
-    assert configured_api_url({"AIRFLOW_HOME": str(tmp_path), "AIRFLOW_CONFIG": str(tmp_path / "elsewhere.cfg")}) == "http://localhost:8096"
+    assert (
+        configured_api_url({"AIRFLOW_HOME": str(tmp_path), "AIRFLOW_CONFIG": str(tmp_path / "elsewhere.cfg")})
+        == "http://localhost:8096"
+    )
 
 
 def test_the_demo_writes_its_port_into_airflows_config_where_the_cli_reads_it(tmp_path):
@@ -47,10 +65,16 @@ def test_the_demo_writes_its_port_into_airflows_config_where_the_cli_reads_it(tm
 
     options = {"port": "8093", "base_url": "http://localhost:8093"}
     text = with_api_options(GENERATED, options)
-    assert "port = 8093\n" in text and "base_url = http://localhost:8093\n" in text and "port = 21000\n" in text  # kerberos untouched
-    assert "# Example: base_url = https://my-airflow.company.com\n" in text and text.count("\n") == GENERATED.count("\n")  # in place
+    assert (
+        "port = 8093\n" in text and "base_url = http://localhost:8093\n" in text and "port = 21000\n" in text
+    )  # kerberos untouched
+    assert "# Example: base_url = https://my-airflow.company.com\n" in text and text.count("\n") == GENERATED.count(
+        "\n"
+    )  # in place
     assert with_api_options(text, options) == text
     (tmp_path / "airflow.cfg").write_text(text)
     assert configured_api_url({"AIRFLOW_HOME": str(tmp_path)}) == "http://localhost:8093"
-    (tmp_path / "airflow.cfg").write_text(with_api_options("[core]\nload_examples = False", options))  # no [api] section yet
+    (tmp_path / "airflow.cfg").write_text(
+        with_api_options("[core]\nload_examples = False", options)
+    )  # no [api] section yet
     assert configured_api_url({"AIRFLOW_HOME": str(tmp_path)}) == "http://localhost:8093"

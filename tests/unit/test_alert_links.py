@@ -17,7 +17,13 @@ class TaskInstance:
     log_url = RuntimeTaskInstance.log_url
 
     def __init__(self) -> None:
-        self.dag_id, self.run_id, self.task_id, self.try_number, self.map_index = "retrain_intent", RUN_ID, "train_model", 2, -1
+        self.dag_id, self.run_id, self.task_id, self.try_number, self.map_index = (
+            "retrain_intent",
+            RUN_ID,
+            "train_model",
+            2,
+            -1,
+        )
 
 
 @pytest.fixture
@@ -47,7 +53,9 @@ def test_the_sns_alert_links_to_the_task_on_airflows_port(airflow_on_8093, conte
     from retrain_airflow.aws_notifiers import AlertSnsNotifier
 
     published = []
-    notifier = AlertSnsNotifier(model_name="intent", topic_arn="arn:aws:sns:us-east-1:123456789012:retrain-alerts", region_name="us-east-1")
+    notifier = AlertSnsNotifier(
+        model_name="intent", topic_arn="arn:aws:sns:us-east-1:123456789012:retrain-alerts", region_name="us-east-1"
+    )
     notifier.hook = type("Hook", (), {"publish_to_target": lambda self, **kwargs: published.append(kwargs)})()
     alert = notifier.notify(context)
     assert alert["url"] == f"http://localhost:8093{TASK_PAGE}"
@@ -60,6 +68,10 @@ def test_both_backends_use_one_helper_that_follows_the_clis_rule(airflow_on_8093
 
     assert aws_notifiers.alert_record is notifiers.alert_record
     assert notifiers.airflow_url() == configured_api_url() == "http://localhost:8093"
-    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/")  # base_url wins: the address people use
+    monkeypatch.setenv(
+        "AIRFLOW__API__BASE_URL", "https://airflow.example.com/"
+    )  # base_url wins: the address people use
     assert notifiers.airflow_url() == configured_api_url() == "https://airflow.example.com"
-    assert notifiers.task_url(TaskInstance()) == f"https://airflow.example.com{TASK_PAGE}" == TaskInstance().log_url  # as Airflow's own
+    assert (
+        notifiers.task_url(TaskInstance()) == f"https://airflow.example.com{TASK_PAGE}" == TaskInstance().log_url
+    )  # as Airflow's own

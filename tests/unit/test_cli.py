@@ -1,4 +1,5 @@
-"""The CLI answers bad requests and broken configs itself, and says plainly when Airflow is not running and where it looked."""
+"""The CLI answers bad requests and broken configs itself, and says plainly when Airflow is not running and where it
+looked."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ INTENT = Path(__file__).resolve().parents[2] / "config" / "models" / "intent.yam
 
 
 def config_dir_with(tmp_path, monkeypatch, **configs: str) -> tuple[Path, Path]:
-    """A config directory of intent plus ``name=text`` configs, with its DAG files synced; RETRAIN_CONFIG_DIR names it."""
+    """A config directory of intent plus ``name=text`` configs, with its DAG files synced; RETRAIN_CONFIG_DIR names
+    it."""
     from retrain_tools.dagfiles import sync
 
     config_dir, dags_dir = tmp_path / "config", tmp_path / "dags"
@@ -44,21 +46,30 @@ def config_dir_with(tmp_path, monkeypatch, **configs: str) -> tuple[Path, Path]:
 def test_dags_check_validates_every_config_and_names_the_broken_file_and_field(tmp_path, monkeypatch, capsys):
     broken = INTENT.read_text().replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly")
     config_dir, dags_dir = config_dir_with(tmp_path, monkeypatch, broken=broken)
-    assert main(["dags", "check", "--dags-dir", str(dags_dir)]) == 1  # its DAG file is there and up to date: the config is not
+    assert (
+        main(["dags", "check", "--dags-dir", str(dags_dir)]) == 1
+    )  # its DAG file is there and up to date: the config is not
     out, err = capsys.readouterr()
     assert f"{config_dir / 'broken.yaml'}: invalid model config" in err and "field 'schedule.cadence'" in err
     assert "1 config problem(s)" in out and "one DAG file per config" not in out
 
 
 def test_dags_check_refuses_two_models_sharing_a_model_package_group(tmp_path, monkeypatch, capsys):
-    config_dir, dags_dir = config_dir_with(tmp_path, monkeypatch, intent150=INTENT.read_text().replace("name: intent", "name: intent150"))
+    config_dir, dags_dir = config_dir_with(
+        tmp_path, monkeypatch, intent150=INTENT.read_text().replace("name: intent", "name: intent150")
+    )
     assert main(["dags", "check", "--dags-dir", str(dags_dir)]) == 1
     err = capsys.readouterr().err
-    assert f"{config_dir / 'intent150.yaml'}: field 'aws.model_package_group' is 'retrain-intent', as in {config_dir / 'intent.yaml'}" in err
+    assert (
+        f"{config_dir / 'intent150.yaml'}: field 'aws.model_package_group' is 'retrain-intent', as in "
+        f"{config_dir / 'intent.yaml'}" in err
+    )
 
 
 def test_dags_check_passes_valid_configs_with_their_dag_files(tmp_path, monkeypatch, capsys):
-    own = INTENT.read_text().replace("name: intent", "name: intent150").replace("retrain-intent\n", "retrain-intent150\n")
+    own = (
+        INTENT.read_text().replace("name: intent", "name: intent150").replace("retrain-intent\n", "retrain-intent150\n")
+    )
     config_dir, dags_dir = config_dir_with(tmp_path, monkeypatch, intent150=own)
     assert main(["dags", "check", "--dags-dir", str(dags_dir)]) == 0
     assert capsys.readouterr().out.strip() == f"{dags_dir}: one DAG file per config in {config_dir}, 2 valid"
@@ -78,7 +89,9 @@ def closed_port() -> int:
 
 def airflow_configured_on(tmp_path, monkeypatch, port: int) -> None:
     """AIRFLOW_HOME with an airflow.cfg whose [api] port is ``port``; nothing else in the environment names a URL."""
-    (tmp_path / "airflow.cfg").write_text(f"[core]\nload_examples = False\n\n[api]\n# base_url = \nhost = 0.0.0.0\nport = {port}\n")
+    (tmp_path / "airflow.cfg").write_text(
+        f"[core]\nload_examples = False\n\n[api]\n# base_url = \nhost = 0.0.0.0\nport = {port}\n"
+    )
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     for name in ("RETRAIN_AIRFLOW_URL", "AIRFLOW_CONFIG", "AIRFLOW__API__PORT", "AIRFLOW__API__BASE_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -100,7 +113,9 @@ def test_runs_list_and_status_find_airflow_on_its_configured_port_and_say_it_is_
     assert capsys.readouterr().err == f"Airflow is not running at http://localhost:{port}; start it with `make ui`\n"
 
     nothing = {"champion": None, "challenger": None, "versions": [], "ledger": [], "ledger_verified": True}
-    monkeypatch.setattr(retrain.registry, "status", lambda store, name: {"name": name, **nothing})  # MLflow lives in the job environment
+    monkeypatch.setattr(
+        retrain.registry, "status", lambda store, name: {"name": name, **nothing}
+    )  # MLflow lives in the job environment
     assert main(["status", "intent"]) == 1
     out = capsys.readouterr().out
     assert "model:      intent" in out  # what does not need Airflow is still shown
@@ -116,5 +131,15 @@ def test_bin_retrain_with_airflow_down_prints_one_line_and_no_traceback(tmp_path
     port = closed_port()
     airflow_configured_on(tmp_path, monkeypatch, port)
     env = {**os.environ, "PYTHONPATH": f"{INTENT.parents[2] / 'plugins'}:{INTENT.parents[2] / 'tools'}"}
-    result = subprocess.run([sys.executable, "-m", "retrain_tools.cli", "runs", "list", "intent"], capture_output=True, text=True, timeout=120, env=env)
-    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Airflow is not running at http://localhost:{port}; start it with `make ui`\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "retrain_tools.cli", "runs", "list", "intent"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"Airflow is not running at http://localhost:{port}; start it with `make ui`\n",
+    )

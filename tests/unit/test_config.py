@@ -80,8 +80,14 @@ def test_bad_yaml_and_missing_labels_file(tmp_path):
 
 def test_a_missing_corpus_file_is_named_and_an_unset_one_keeps_the_digest(tmp_path):
     adapter = INTENT.parent / "embedding_adapter.yaml"
-    path = write(tmp_path, adapter.read_text().replace("data/retrieval/corpus.jsonl", "data/retrieval/nope.jsonl"), name="embedding_adapter")
-    with pytest.raises(ConfigError, match=r"embedding_adapter\.yaml: field 'data.corpus_file': no such file .*nope\.jsonl"):
+    path = write(
+        tmp_path,
+        adapter.read_text().replace("data/retrieval/corpus.jsonl", "data/retrieval/nope.jsonl"),
+        name="embedding_adapter",
+    )
+    with pytest.raises(
+        ConfigError, match=r"embedding_adapter\.yaml: field 'data.corpus_file': no such file .*nope\.jsonl"
+    ):
         load_config(path)
     # corpus_file came after configs were in use: left unset, it stays out of the digest, so intent.yaml keeps
     # the digest it had before the field existed (computed at commit 588c736)
@@ -94,17 +100,51 @@ def test_a_missing_corpus_file_is_named_and_an_unset_one_keeps_the_digest(tmp_pa
     ("old", "new", "field", "rule"),
     [
         ("  role_arn: arn:aws:iam::123456789012:role/retrain-jobs\n", "", "aws.role_arn", "Field required"),
-        ("role_arn: arn:aws:iam::123456789012:role/", "role_arn: arn:aws:iam::1234:role/", "aws.role_arn", "IAM role ARN"),
-        ("role_arn: arn:aws:iam::123456789012:role/", "role_arn: arn:aws:s3::123456789012:role/", "aws.role_arn", "IAM role ARN"),
-        ("dataset_bucket: retrain-datasets-123456789012", "dataset_bucket: Retrain_Datasets", "aws.dataset_bucket", "S3 bucket name"),
+        (
+            "role_arn: arn:aws:iam::123456789012:role/",
+            "role_arn: arn:aws:iam::1234:role/",
+            "aws.role_arn",
+            "IAM role ARN",
+        ),
+        (
+            "role_arn: arn:aws:iam::123456789012:role/",
+            "role_arn: arn:aws:s3::123456789012:role/",
+            "aws.role_arn",
+            "IAM role ARN",
+        ),
+        (
+            "dataset_bucket: retrain-datasets-123456789012",
+            "dataset_bucket: Retrain_Datasets",
+            "aws.dataset_bucket",
+            "S3 bucket name",
+        ),
         ("golden_bucket: retrain-golden-123456789012", "golden_bucket: ab", "aws.golden_bucket", "3 to 63 characters"),
-        ("artifact_bucket: retrain-artifacts-123456789012", "artifact_bucket: retrain..artifacts", "aws.artifact_bucket", "no '..'"),
+        (
+            "artifact_bucket: retrain-artifacts-123456789012",
+            "artifact_bucket: retrain..artifacts",
+            "aws.artifact_bucket",
+            "no '..'",
+        ),
         ("  dataset_bucket: retrain-datasets-123456789012", "  dataset_bucket_name: x", "aws.dataset_bucket", ""),
-        ("instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
-         "instance_type: m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot", "aws.training.instance_type", "SageMaker instance type"),
-        ("glue_version: \"5.0\"", "glue_version: 5.0", "aws.glue.glue_version", "quoted string"),
-        ("max_wait_seconds: 7200", "max_wait_seconds: 600", "aws.training", "max_wait_seconds must be set and >= max_runtime_seconds"),
-        ("subnets: [subnet-0a1b2c3d4e5f60718, subnet-0f1e2d3c4b5a69788]", "subnets: []", "aws.vpc", "both be set or both be empty"),
+        (
+            "instance_type: ml.m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+            "instance_type: m5.xlarge\n    instance_count: 1\n    volume_size_gb: 30\n    use_spot",
+            "aws.training.instance_type",
+            "SageMaker instance type",
+        ),
+        ('glue_version: "5.0"', "glue_version: 5.0", "aws.glue.glue_version", "quoted string"),
+        (
+            "max_wait_seconds: 7200",
+            "max_wait_seconds: 600",
+            "aws.training",
+            "max_wait_seconds must be set and >= max_runtime_seconds",
+        ),
+        (
+            "subnets: [subnet-0a1b2c3d4e5f60718, subnet-0f1e2d3c4b5a69788]",
+            "subnets: []",
+            "aws.vpc",
+            "both be set or both be empty",
+        ),
         ("kms_key_arn: arn:aws:kms:", "kms_key_arn: arn:aws:kns:", "aws.kms_key_arn", "KMS key"),
     ],
 )
@@ -131,14 +171,25 @@ def test_sentiment_is_staggered_a_day_after_intent_and_names_its_escalation_labe
     assert intent.evaluation.task_options() == {}
 
 
-@pytest.mark.parametrize(("old", "new", "message"), [
-    ("task: text_classification", "task: image_segmentation", "unknown task 'image_segmentation'"),
-    ("  floors:\n    macro_f1: 0.88", "  floors:\n    recall_at_10: 0.88", "not headline metrics of task 'text_classification'"),
-    ("  escalation_label: negative  #", "  #", "gate.false_escalation needs evaluation.escalation_label"),
-    ("  escalation_label: negative", "  escalation_label: angry", "field 'evaluation.escalation_label': 'angry' is not one of the labels"),
-    ("  cadence: weekly", "  cadence: monthly", "weekday applies to the weekly cadence only"),
-    ("  weekday: tuesday", "  weekday: tues", "field 'schedule.weekday'"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("task: text_classification", "task: image_segmentation", "unknown task 'image_segmentation'"),
+        (
+            "  floors:\n    macro_f1: 0.88",
+            "  floors:\n    recall_at_10: 0.88",
+            "not headline metrics of task 'text_classification'",
+        ),
+        ("  escalation_label: negative  #", "  #", "gate.false_escalation needs evaluation.escalation_label"),
+        (
+            "  escalation_label: negative",
+            "  escalation_label: angry",
+            "field 'evaluation.escalation_label': 'angry' is not one of the labels",
+        ),
+        ("  cadence: weekly", "  cadence: monthly", "weekday applies to the weekly cadence only"),
+        ("  weekday: tuesday", "  weekday: tues", "field 'schedule.weekday'"),
+    ],
+)
 def test_task_and_schedule_rules_name_the_problem(tmp_path, old, new, message):
     text = SENTIMENT.read_text()
     assert old in text
@@ -154,9 +205,14 @@ def test_a_hyperparameter_with_a_line_break_is_refused_naming_the_field(tmp_path
     llm = INTENT.parent / "llm_lora.yaml"
     shipped = load_config(llm).training.hyperparameters["prompt_template"]
     assert "\n" not in shipped and "\\n" in shipped
-    text = llm.read_text().replace("prompt_template: 'Review: {prompt}\\nJSON", 'prompt_template: "Review: {prompt}\\nJSON')
+    text = llm.read_text().replace(
+        "prompt_template: 'Review: {prompt}\\nJSON", 'prompt_template: "Review: {prompt}\\nJSON'
+    )
     text = text.replace("(sentiment, source): '", '(sentiment, source): "', 1)
-    with pytest.raises(ConfigError, match=r"(?s)llm_lora\.yaml: .*field 'training.hyperparameters'.*'prompt_template' holds a line break"):
+    with pytest.raises(
+        ConfigError,
+        match=r"(?s)llm_lora\.yaml: .*field 'training.hyperparameters'.*'prompt_template' holds a line break",
+    ):
         load_config(write(tmp_path, text, name="llm_lora"))
 
 
@@ -186,10 +242,15 @@ def test_two_models_sharing_a_model_package_group_are_refused_naming_both_files_
     configs, problems = config_problems(tmp_path)
     assert len(configs) == 2 and len(problems) == 1
     assert problems[0].startswith(f"{copy}: field 'aws.model_package_group' is 'retrain-intent', as in {intent}: ")
-    for name, mine, theirs in (("intent", intent, copy), ("intent150", copy, intent)):  # each model's DAG file refuses it
+    for name, mine, theirs in (
+        ("intent", intent, copy),
+        ("intent150", copy, intent),
+    ):  # each model's DAG file refuses it
         with pytest.raises(ConfigError) as info:
             load_model_among_all(name, tmp_path)
-        assert str(info.value).startswith(f"{mine}: field 'aws.model_package_group' is 'retrain-intent', as in {theirs}")
+        assert str(info.value).startswith(
+            f"{mine}: field 'aws.model_package_group' is 'retrain-intent', as in {theirs}"
+        )
 
 
 def test_own_package_groups_a_local_only_model_and_a_broken_neighbour_pass_together(tmp_path):
@@ -198,8 +259,12 @@ def test_own_package_groups_a_local_only_model_and_a_broken_neighbour_pass_toget
     write(tmp_path, INTENT.read_text())
     copy_of_intent(tmp_path, "intent150", package_group="retrain-intent150")
     local = INTENT.read_text().replace("name: intent", "name: local_only")
-    write(tmp_path, local[:local.index("\naws:")] + "\n", "local_only")  # no aws section: nothing to share
-    write(tmp_path, INTENT.read_text().replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly"), "broken")
+    write(tmp_path, local[: local.index("\naws:")] + "\n", "local_only")  # no aws section: nothing to share
+    write(
+        tmp_path,
+        INTENT.read_text().replace("name: intent", "name: broken").replace("cadence: weekly", "cadence: hourly"),
+        "broken",
+    )
     configs, problems = config_problems(tmp_path)
     assert [config.name for config in configs] == ["intent", "intent150", "local_only"]
     assert len(problems) == 1 and "broken.yaml" in problems[0] and "field 'schedule.cadence'" in problems[0]
@@ -211,5 +276,8 @@ def test_the_mwaa_bundle_refuses_two_models_sharing_a_model_package_group(tmp_pa
 
     write(tmp_path, INTENT.read_text())
     copy = copy_of_intent(tmp_path, "intent150")
-    with pytest.raises(BuildError, match=f"{copy}: field 'aws.model_package_group' is 'retrain-intent', as in {tmp_path / 'intent.yaml'}"):
+    with pytest.raises(
+        BuildError,
+        match=f"{copy}: field 'aws.model_package_group' is 'retrain-intent', as in {tmp_path / 'intent.yaml'}",
+    ):
         load_configs(tmp_path)

@@ -39,7 +39,11 @@ def block(y: np.ndarray, pred: np.ndarray, p50: float = 5.0, p99: float = 20.0) 
 
 def metrics(y, challenger, champion=None, **latency) -> dict:
     y, challenger = np.asarray(y), np.asarray(challenger)
-    paired = {"y_true": y.tolist(), "challenger_pred": challenger.tolist(), "challenger_correct": (y == challenger).astype(int).tolist()}
+    paired = {
+        "y_true": y.tolist(),
+        "challenger_pred": challenger.tolist(),
+        "challenger_correct": (y == challenger).astype(int).tolist(),
+    }
     if champion is not None:
         champion = np.asarray(champion)
         paired.update({"champion_pred": champion.tolist(), "champion_correct": (y == champion).astype(int).tolist()})
@@ -76,9 +80,14 @@ def fix(y: np.ndarray, pred: np.ndarray, fraction: float, seed: int) -> np.ndarr
 Y = np.repeat(np.arange(3), 200)
 CHAMPION = flip(Y, 0.08, 2)
 POLICY = GatePolicy(
-    min_total_examples=300, min_class_support=50, floors={"macro_f1": 0.8, "accuracy": 0.8},
-    min_delta={"macro_f1": -0.02}, per_class_floor=0.6, per_class_max_regression=0.1,
-    latency_p50_ms_max=10, latency_p99_ms_max=50,
+    min_total_examples=300,
+    min_class_support=50,
+    floors={"macro_f1": 0.8, "accuracy": 0.8},
+    min_delta={"macro_f1": -0.02},
+    per_class_floor=0.6,
+    per_class_max_regression=0.1,
+    latency_p50_ms_max=10,
+    latency_p99_ms_max=50,
 )
 
 
@@ -125,15 +134,20 @@ def test_ties_pass():
     y = np.repeat(np.arange(3), 100)
     challenger = flip(y, 0.1, 1)
     m = metrics(y, challenger, challenger, p50=10.0, p99=50.0)
-    policy = POLICY.model_copy(update={
-        "floors": {"accuracy": m["challenger"]["accuracy"]}, "min_delta": {"macro_f1": 0.0},
-        "min_total_examples": 300,
-    })
+    policy = POLICY.model_copy(
+        update={
+            "floors": {"accuracy": m["challenger"]["accuracy"]},
+            "min_delta": {"macro_f1": 0.0},
+            "min_total_examples": 300,
+        }
+    )
     gate = evaluate_gate(policy, m)
     v = verdicts(gate)
     assert v["floor.accuracy"] == v["delta.macro_f1"] == v["latency.p50_ms"] == v["latency.p99_ms"] == "pass"
     # identical predictions: every resample's difference is exactly 0, so the lower bound ties the 0 margin
-    tied = evaluate_gate(policy.model_copy(update={"significance": policy.significance.model_copy(update={"margin": 0.0})}), m)
+    tied = evaluate_gate(
+        policy.model_copy(update={"significance": policy.significance.model_copy(update={"margin": 0.0})}), m
+    )
     assert verdicts(tied)["significance.macro_f1"] == "pass"
 
 
@@ -164,7 +178,7 @@ def slow_bootstrap(y, a, b, resamples, confidence, seed):
     def macro_f1(yy, pp):
         scores = []
         for c in range(3):
-            tp = sum(1 for t, p in zip(yy, pp) if t == c and p == c)
+            tp = sum(1 for t, p in zip(yy, pp, strict=True) if t == c and p == c)
             denom = sum(1 for t in yy if t == c) + sum(1 for p in pp if p == c)
             scores.append(2 * tp / denom if denom else 0.0)
         return sum(scores) / 3
@@ -263,7 +277,9 @@ def test_per_class_floor_within_noise_passes():
     assert criterion_of(evaluate_gate(far, m), "per_class.floor")["verdict"] == "fail"
 
 
-@pytest.mark.parametrize(("k", "n", "p"), [(0, 0, 0.5), (3, 10, 0.5), (10, 10, 0.5), (7, 40, 1 / 3), (0, 30, 0.2), (450, 1000, 0.47)])
+@pytest.mark.parametrize(
+    ("k", "n", "p"), [(0, 0, 0.5), (3, 10, 0.5), (10, 10, 0.5), (7, 40, 1 / 3), (0, 30, 0.2), (450, 1000, 0.47)]
+)
 def test_binomial_tail_matches_scipy(k, n, p):
     assert binomial_tail(k, n, p, upper=True) == pytest.approx(binom.sf(k - 1, n, p), rel=1e-9, abs=1e-300)
     assert binomial_tail(k, n, p, upper=False) == pytest.approx(binom.cdf(k, n, p), rel=1e-9, abs=1e-300)

@@ -13,8 +13,14 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]
 import gate_oc  # noqa: E402
 
 SMALL = gate_oc.GoldenSet("20 x 30", 20, 30)
-POLICY = GatePolicy(min_total_examples=100, min_class_support=20, per_class_floor=0.5, per_class_max_regression=0.1,
-                    min_delta={"macro_f1": -0.01}, significance={"resamples": 1000})
+POLICY = GatePolicy(
+    min_total_examples=100,
+    min_class_support=20,
+    per_class_floor=0.5,
+    per_class_max_regression=0.1,
+    min_delta={"macro_f1": -0.01},
+    significance={"resamples": 1000},
+)
 
 
 @pytest.mark.parametrize("worse", ["", "overall", "class"])

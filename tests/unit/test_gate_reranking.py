@@ -39,7 +39,10 @@ def test_floors_pass_and_fail():
 
 def test_the_p99_latency_ceiling_passes_and_fails():
     gate = policy(latency_p99_ms_max=500)
-    assert by_name(evaluate_gate(gate, metrics(hits(0.8), hits(0.6), p99=480.0), TASK))["latency.p99_ms"]["verdict"] == "pass"
+    assert (
+        by_name(evaluate_gate(gate, metrics(hits(0.8), hits(0.6), p99=480.0), TASK))["latency.p99_ms"]["verdict"]
+        == "pass"
+    )
     slow = evaluate_gate(gate, metrics(hits(0.8), hits(0.6), p99=520.0), TASK)
     assert slow["failed"] == ["latency.p99_ms"] and slow["decision"] == "reject"
 
@@ -48,7 +51,9 @@ def test_uplift_over_the_first_stage_passes_and_fails_without_a_champion():
     rule = RerankingPolicy(min_uplift_vs_first_stage={"mrr_at_10": 0.1, "ndcg_at_10": 0.0})
     better = evaluate_gate(policy(reranking=rule), metrics(hits(0.8), hits(0.6)), TASK)
     assert better["decision"] == "pass" and not better["has_champion"]
-    assert by_name(better)["first_stage.mrr_at_10"]["value"] == pytest.approx(0.2 * 2 / 3, abs=1e-6)  # gate.json rounds to 6 places
+    assert by_name(better)["first_stage.mrr_at_10"]["value"] == pytest.approx(
+        0.2 * 2 / 3, abs=1e-6
+    )  # gate.json rounds to 6 places
     assert not any(name.startswith(("delta.", "significance.")) for name in by_name(better))  # absolute criteria only
     worse = evaluate_gate(policy(reranking=rule), metrics(hits(0.65), hits(0.6)), TASK)
     assert worse["failed"] == ["first_stage.mrr_at_10"]  # +0.05 × 2/3 < 0.1; nDCG gain +0.025 >= 0 passes
@@ -63,9 +68,13 @@ def test_paired_bootstrap_against_the_first_stage_passes_and_fails():
     gained = by_name(evaluate_gate(gate, metrics(hits(0.8), hits(0.6)), TASK))["first_stage_significance.ndcg_at_10"]
     assert gained["verdict"] == "pass" and gained["value"] > 0 and "40 queries better, 0 worse" in gained["reason"]
     # 15 gained and 10 lost (a mean gain of +0.0125, inside the noise): the lower bound is below 0
-    noisy = by_name(evaluate_gate(gate, metrics(hits(0.625, offset=10), hits(0.6)), TASK))["first_stage_significance.ndcg_at_10"]
+    noisy = by_name(evaluate_gate(gate, metrics(hits(0.625, offset=10), hits(0.6)), TASK))[
+        "first_stage_significance.ndcg_at_10"
+    ]
     assert noisy["verdict"] == "fail" and noisy["value"] < 0 and "15 queries better, 10 worse" in noisy["reason"]
-    assert "first_stage_significance.ndcg_at_10" not in by_name(evaluate_gate(policy(), metrics(hits(0.8), hits(0.6)), TASK))
+    assert "first_stage_significance.ndcg_at_10" not in by_name(
+        evaluate_gate(policy(), metrics(hits(0.8), hits(0.6)), TASK)
+    )
 
 
 def test_non_inferiority_against_the_champion_passes_and_fails():
@@ -84,7 +93,9 @@ def test_paired_bootstrap_against_the_champion_passes_and_fails():
     lost = by_name(evaluate_gate(gate, metrics(hits(0.7, offset=30), hits(0.6), hits(0.8)), TASK))
     assert lost["significance.ndcg_at_10"]["verdict"] == "fail"
     assert "10 queries better, 30 worse" in lost["significance.ndcg_at_10"]["reason"]
-    on_mrr = policy(significance=SignificancePolicy(margin=-0.01), reranking=RerankingPolicy(significance_metric="mrr_at_10"))
+    on_mrr = policy(
+        significance=SignificancePolicy(margin=-0.01), reranking=RerankingPolicy(significance_metric="mrr_at_10")
+    )
     assert "significance.mrr_at_10" in by_name(evaluate_gate(on_mrr, metrics(hits(0.9), hits(0.6), hits(0.8)), TASK))
 
 
@@ -94,15 +105,19 @@ def test_a_reranking_policy_naming_another_metric_is_refused(tmp_path):
     section = "  reranking:\n    significance_metric: ndcg_at_10\n"
     assert section in source
     path.write_text(source.replace(section, "  reranking:\n    significance_metric: recall_at_10\n"))
-    with pytest.raises(ConfigError, match=r"gate.reranking names \['recall_at_10'\], not headline metrics of task 'cross_encoder_reranking'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"gate.reranking names \['recall_at_10'\], not headline metrics of task 'cross_encoder_reranking'",
+    ):
         load_config(path)
 
 
 def test_the_shipped_config_leaves_other_configs_digests_alone():
     config = load_config(PROJECT_ROOT / "config" / "models" / "reranker.yaml")
     assert config.task == TASK and config.gate.reranking is not None and config.schedule.cadence == "monthly"
-    assert "reranking" not in load_config(PROJECT_ROOT / "config" / "models" / "embedding_adapter.yaml").gate.model_dump(
-        exclude=GatePolicy().unset_optional_sections())
+    assert "reranking" not in load_config(
+        PROJECT_ROOT / "config" / "models" / "embedding_adapter.yaml"
+    ).gate.model_dump(exclude=GatePolicy().unset_optional_sections())
 
 
 def test_metrics_json_of_another_task_is_refused():
@@ -119,17 +134,28 @@ def test_the_golden_version_is_its_four_files_byte_for_byte():
     assert count == len(source.read_text().splitlines())
 
 
-@pytest.mark.parametrize("line, rule", [
-    ({"query_id": "q_nope", "passage_ids": ["p_card_arrival"], "scores": [0.5]}, "rule: candidates name known queries"),
-    ({"query_id": "Q1", "passage_ids": ["p_nope"], "scores": [0.5]}, "rule: candidates are passages of the corpus"),
-    ({"query_id": "Q1", "passage_ids": ["p_card_arrival", "p_card_linking"], "scores": [0.1, 0.5]}, "rule: candidates are the first stage's top k, best first"),
-])
+@pytest.mark.parametrize(
+    "line, rule",
+    [
+        (
+            {"query_id": "q_nope", "passage_ids": ["p_card_arrival"], "scores": [0.5]},
+            "rule: candidates name known queries",
+        ),
+        ({"query_id": "Q1", "passage_ids": ["p_nope"], "scores": [0.5]}, "rule: candidates are passages of the corpus"),
+        (
+            {"query_id": "Q1", "passage_ids": ["p_card_arrival", "p_card_linking"], "scores": [0.1, 0.5]},
+            "rule: candidates are the first stage's top k, best first",
+        ),
+    ],
+)
 def test_a_bad_candidates_row_is_refused_with_file_line_and_rule(tmp_path, line, rule):
     data = PROJECT_ROOT / "data" / "reranking"
     for name in ("corpus.jsonl",):
         (tmp_path / name).write_bytes((data / name).read_bytes())
     (tmp_path / "golden.jsonl").write_text(json.dumps({"key": "Q1", "text": "my card has not arrived"}) + "\n")
-    (tmp_path / "qrels.jsonl").write_text(json.dumps({"query_id": "Q1", "passage_id": "p_card_arrival", "relevance": 1}) + "\n")
+    (tmp_path / "qrels.jsonl").write_text(
+        json.dumps({"query_id": "Q1", "passage_id": "p_card_arrival", "relevance": 1}) + "\n"
+    )
     (tmp_path / "candidates.jsonl").write_text(json.dumps(line) + "\n")
     with pytest.raises(SeedError, match=rf"candidates.jsonl: line 1: .*{rule}"):
         task_module("gate", TASK).golden_files(None, tmp_path / "golden.jsonl")

@@ -14,8 +14,13 @@ from retrain.tasks.embedding_adapter import METRICS, RetrievalPolicy, paired_boo
 
 def figures(hits: np.ndarray) -> dict[str, np.ndarray]:
     """Per-query figures of a model that ranks the one relevant passage first where ``hits``, else third."""
-    return {"recall_at_1": hits.astype(float), "recall_at_5": np.ones(len(hits)), "recall_at_10": np.ones(len(hits)),
-            "mrr_at_10": np.where(hits, 1.0, 1 / 3), "ndcg_at_10": np.where(hits, 1.0, 0.5)}
+    return {
+        "recall_at_1": hits.astype(float),
+        "recall_at_5": np.ones(len(hits)),
+        "recall_at_10": np.ones(len(hits)),
+        "mrr_at_10": np.where(hits, 1.0, 1 / 3),
+        "ndcg_at_10": np.where(hits, 1.0, 0.5),
+    }
 
 
 def metrics(challenger_hits, baseline_hits, champion_hits=None) -> dict:
@@ -46,7 +51,9 @@ def test_non_inferiority_against_the_champion_passes_and_fails():
     much_worse = by_name(evaluate_gate(gate, metrics(hits(0.7), hits(0.6), hits(0.8)), "embedding_adapter"))
     # MRR moves by (1 − 1/3) per hit: −0.01 × 2/3 = −0.0067 is within −0.02; −0.1 × 2/3 = −0.067 is not
     assert slightly_worse["delta.mrr_at_10"]["verdict"] == "pass"
-    assert slightly_worse["delta.mrr_at_10"]["value"] == pytest.approx(-0.01 * 2 / 3, abs=1e-6)  # gate.json rounds to 6 places
+    assert slightly_worse["delta.mrr_at_10"]["value"] == pytest.approx(
+        -0.01 * 2 / 3, abs=1e-6
+    )  # gate.json rounds to 6 places
     assert much_worse["delta.mrr_at_10"]["verdict"] == "fail"
 
 
@@ -60,7 +67,9 @@ def test_paired_bootstrap_over_queries_passes_and_fails():
     assert lost["significance.ndcg_at_10"]["verdict"] == "fail"
     assert "10 queries better, 30 worse" in lost["significance.ndcg_at_10"]["reason"]
     # the judged metric is configurable: recall@5 is equal for all queries, so its CI is [0, 0]
-    on_recall5 = policy(significance=SignificancePolicy(margin=-0.01), retrieval=RetrievalPolicy(significance_metric="recall_at_5"))
+    on_recall5 = policy(
+        significance=SignificancePolicy(margin=-0.01), retrieval=RetrievalPolicy(significance_metric="recall_at_5")
+    )
     same = by_name(evaluate_gate(on_recall5, metrics(hits(0.7, offset=30), hits(0.6), hits(0.8)), "embedding_adapter"))
     assert same["significance.recall_at_5"]["verdict"] == "pass" and same["significance.recall_at_5"]["value"] == 0.0
 
@@ -81,7 +90,9 @@ def test_a_retrieval_policy_naming_another_tasks_metric_is_refused(tmp_path):
     source = (load_config.__globals__["PROJECT_ROOT"] / "config" / "models" / "intent.yaml").read_text()
     path = tmp_path / "intent.yaml"
     path.write_text(source.replace("\ngate:\n", "\ngate:\n  retrieval: {significance_metric: ndcg_at_10}\n", 1))
-    with pytest.raises(ConfigError, match=r"gate.retrieval names \['ndcg_at_10'\], not headline metrics of task 'text_classification'"):
+    with pytest.raises(
+        ConfigError, match=r"gate.retrieval names \['ndcg_at_10'\], not headline metrics of task 'text_classification'"
+    ):
         load_config(path)
 
 

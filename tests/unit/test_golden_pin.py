@@ -47,7 +47,9 @@ def test_pin_refuses_a_golden_version_whose_manifest_does_not_verify(unpinned, s
 
 def test_pin_refuses_to_replace_a_different_pin_unless_told(unpinned, store):
     path, manifest = unpinned
-    path.write_text(path.read_text().replace("  golden_version: v1", "  golden_version: v1\n  golden_sha256: " + "f" * 64))
+    path.write_text(
+        path.read_text().replace("  golden_version: v1", "  golden_version: v1\n  golden_sha256: " + "f" * 64)
+    )
     with pytest.raises(PinError, match="pins ffff"):
         pin(path, store)
     assert pin(path, store, replace=True) == (manifest["content_sha256"], "f" * 64)

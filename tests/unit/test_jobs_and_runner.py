@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -43,8 +43,8 @@ PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 CTX = RunContext(
     dag_id="retrain_intent",
     run_id="scheduled__2026-09-14T00:00:00+00:00",
-    interval_start=datetime(2026, 9, 14, tzinfo=timezone.utc),
-    interval_end=datetime(2026, 9, 21, tzinfo=timezone.utc),
+    interval_start=datetime(2026, 9, 14, tzinfo=UTC),
+    interval_end=datetime(2026, 9, 21, tzinfo=UTC),
     upstream={
         "snapshot_raw": {"manifest_path": "/m.json"},
         "build_dataset": {"dataset_version": "ds-abc", "drift": {"score": 0.5}},
@@ -57,11 +57,23 @@ def test_registration_tags_the_base_weights_digest_of_an_adapter_only_model(stor
     """llm_lora registers the adapter alone: its version is tagged with the base model's digest from the training
     summary; a model whose summary records none (intent) gets no such tag."""
     gated = {"gate_on_metrics": {"digest": "g" * 64, "report_path": "/r.html", "gate_path": "/g.json"}}
-    figures = {"challenger": {"format_exact_match": 0.6, "format_valid": 1.0, "macro_f1": 0.9, "accuracy": 0.9}, "metrics_path": "/m"}
-    for model, summary, expected in (("llm_lora", {"base_model_digest": "b" * 64}, {"base_model_digest": "b" * 64}), ("intent", {}, {})):
-        upstream = {**CTX.upstream, **gated, "evaluate_model": figures,
-                    "train_model": {**CTX.upstream["train_model"], "dataset_version": "ds-abc", **summary}}
-        tags = json.loads(register_model_spec(load_model(model), replace(CTX, upstream=upstream)).arguments["tags-json"])
+    figures = {
+        "challenger": {"format_exact_match": 0.6, "format_valid": 1.0, "macro_f1": 0.9, "accuracy": 0.9},
+        "metrics_path": "/m",
+    }
+    for model, summary, expected in (
+        ("llm_lora", {"base_model_digest": "b" * 64}, {"base_model_digest": "b" * 64}),
+        ("intent", {}, {}),
+    ):
+        upstream = {
+            **CTX.upstream,
+            **gated,
+            "evaluate_model": figures,
+            "train_model": {**CTX.upstream["train_model"], "dataset_version": "ds-abc", **summary},
+        }
+        tags = json.loads(
+            register_model_spec(load_model(model), replace(CTX, upstream=upstream)).arguments["tags-json"]
+        )
         assert {k: v for k, v in tags.items() if k == "base_model_digest"} == expected, model
 
 
@@ -80,7 +92,15 @@ def test_training_spec_follows_script_mode(store):
     assert cmd[cmd.index("--dataset-version") + 1] == "ds-abc"
     assert cmd[cmd.index("--learning-rate") + 1] == "0.0001"
     lineage = json.loads(env["RETRAIN_LINEAGE"])
-    assert set(lineage) >= {"dataset_version", "golden_version", "base_model", "git_sha", "config_digest", "airflow_dag_id", "airflow_run_id"}
+    assert set(lineage) >= {
+        "dataset_version",
+        "golden_version",
+        "base_model",
+        "git_sha",
+        "config_digest",
+        "airflow_dag_id",
+        "airflow_run_id",
+    }
     assert lineage["airflow_run_id"] == CTX.run_id
     assert not any(key.startswith("AIRFLOW") for key in env)  # jobs know nothing about Airflow
 
@@ -103,11 +123,20 @@ def test_runner_streams_output_and_reports_failures(store, tmp_path, monkeypatch
     monkeypatch.setenv("RETRAIN_JOB_PYTHON", sys.executable)
     from retrain.runner import LocalJob
 
-    spec = LocalJob(name="probe", kind="processing", script=script, arguments={}, result_file=tmp_path / "out" / "result.json", env={"CODE": "3"})
+    spec = LocalJob(
+        name="probe",
+        kind="processing",
+        script=script,
+        arguments={},
+        result_file=tmp_path / "out" / "result.json",
+        env={"CODE": "3"},
+    )
     with pytest.raises(JobFailed, match=r"probe exited with code 3.*\n.*hello from the job"):
         run_job(spec)
     assert "hello from the job" in caplog.text
-    ok = LocalJob(name="probe", kind="processing", script=script, arguments={}, result_file=tmp_path / "out" / "result.json")
+    ok = LocalJob(
+        name="probe", kind="processing", script=script, arguments={}, result_file=tmp_path / "out" / "result.json"
+    )
     with pytest.raises(JobFailed, match="wrote no result file"):
         run_job(ok)
 
@@ -135,10 +164,12 @@ def test_checkpoints_are_shared_by_tries_only_for_the_same_config_and_dataset(st
 
 
 def test_a_locked_checkpoint_directory_refuses_a_second_try(tmp_path):
-    with exclusive(tmp_path / "ckpt", "the checkpoint directory"):
-        with pytest.raises(JobFailed, match=r"ckpt: the checkpoint directory is in use by pid \d+"):
-            with exclusive(tmp_path / "ckpt", "the checkpoint directory"):
-                pass
+    with (
+        exclusive(tmp_path / "ckpt", "the checkpoint directory"),
+        pytest.raises(JobFailed, match=r"ckpt: the checkpoint directory is in use by pid \d+"),
+        exclusive(tmp_path / "ckpt", "the checkpoint directory"),
+    ):
+        pass
     with exclusive(tmp_path / "ckpt", "the checkpoint directory"):  # released: free again
         pass
 
@@ -148,15 +179,18 @@ def test_a_job_dies_with_the_task_that_started_it(tmp_path):
     job = tmp_path / "job.py"
     job.write_text("import os, time\nopen(os.environ['PIDFILE'], 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
     task = tmp_path / "task.py"
-    task.write_text(textwrap.dedent(f"""
+    task.write_text(
+        textwrap.dedent(f"""
         import os, sys
         from pathlib import Path
         os.environ["RETRAIN_JOB_PYTHON"] = sys.executable
         from retrain.runner import LocalJob
         from retrain.runner import run_job
         run_job(LocalJob(name="sleeper", kind="processing", script=Path({str(job)!r}), arguments={{}},
-                        result_file=Path({str(tmp_path / 'out' / 'result.json')!r}), env={{"PIDFILE": {str(tmp_path / 'pid')!r}}}))
-    """))
+                        result_file=Path({str(tmp_path / "out" / "result.json")!r}),
+                        env={{"PIDFILE": {str(tmp_path / "pid")!r}}}))
+    """)
+    )
     proc = subprocess.Popen([sys.executable, str(task)], env={**os.environ, "PYTHONPATH": str(PLUGINS)})
     deadline = time.monotonic() + 60
     while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
@@ -173,11 +207,15 @@ def test_a_job_dies_with_the_task_that_started_it(tmp_path):
 def test_stopping_a_server_also_stops_what_left_its_process_group(tmp_path):
     """A server's grandchild that started its own session (as a Celery task's job could) is stopped with it."""
     server = tmp_path / "server.py"
-    server.write_text(textwrap.dedent(f"""
+    server.write_text(
+        textwrap.dedent(f"""
         import subprocess, sys, time
-        subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
+        subprocess.Popen([sys.executable, "-c",
+                          "import os, time; os.setsid(); "
+                          "open({str(tmp_path / "pid")!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
         time.sleep(120)
-    """))
+    """)
+    )
     proc = subprocess.Popen([sys.executable, str(server)], start_new_session=True)
     deadline = time.monotonic() + 30
     while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():

@@ -12,7 +12,11 @@ AIRFLOW_IMPORT = re.compile(r"^\s*(from|import)\s+airflow\b", re.MULTILINE)
 
 
 def offenders(folder: str, pattern: re.Pattern) -> list[str]:
-    return [str(path.relative_to(ROOT)) for path in sorted((ROOT / folder).rglob("*.py")) if pattern.search(path.read_text())]
+    return [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if pattern.search(path.read_text())
+    ]
 
 
 def test_the_runtime_never_imports_the_tooling():

@@ -2,7 +2,8 @@
 
 MWAA runs `pip3 install --constraint mwaa_essential_constraints.txt -r requirements.txt` and adds
 its copy of Airflow's constraints-3.3.1 when requirements.txt has no constraint line. These tests
-run the same resolve (retrain_tools.deploy.resolve, which `bin/retrain deploy build` runs too) as a dry run with this interpreter (the Airflow venv's Python 3.12), so a pin
+run the same resolve (retrain_tools.deploy.resolve, which `bin/retrain deploy build` runs too) as a dry run with this
+interpreter (the Airflow venv's Python 3.12), so a pin
 that MWAA would refuse fails here, before a deploy. They need the package registry that pip is
 configured for (about 30 s a resolve); if it cannot be reached they fail and say so.
 
@@ -65,12 +66,15 @@ def _pins(path: Path) -> dict[str, str]:
 
 
 def _resolve(requirements: Path) -> Resolution | ResolveError:
-    """retrain_tools.deploy.resolve (MWAA's install as a dry run, the check `deploy build` runs); a failure is returned."""
+    """retrain_tools.deploy.resolve (MWAA's install as a dry run, the check `deploy build` runs); a failure is
+    returned."""
     try:
         return resolve(sys.executable, requirements, MWAA_DIR, cwd=PROJECT_ROOT)
     except IndexUnreachable as exc:
-        pytest.fail(f"the package registry could not be reached, so the resolve against MWAA's constraints "
-                    f"could not run (CI reaches it; check pip's index configuration):\n{exc}")
+        pytest.fail(
+            f"the package registry could not be reached, so the resolve against MWAA's constraints "
+            f"could not run (CI reaches it; check pip's index configuration):\n{exc}"
+        )
     except ResolveError as exc:
         return exc
 
@@ -93,7 +97,9 @@ def resolution(mwaa_constraints) -> Resolution | ResolveError:
 @pytest.fixture
 def resolved(resolution) -> dict[str, str]:
     """What pip would install from requirements.txt on MWAA: normalised name -> version."""
-    assert isinstance(resolution, Resolution), f"requirements.txt does not resolve under MWAA 3.3.1's constraints:\n{resolution}"
+    assert isinstance(resolution, Resolution), (
+        f"requirements.txt does not resolve under MWAA 3.3.1's constraints:\n{resolution}"
+    )
     return resolution.installed
 
 

@@ -57,7 +57,10 @@ def test_a_prefix_is_routed_like_its_objects(aws, store):
 
 @pytest.mark.parametrize("key", ["scratch/x", "rawdata/intent", "Raw/intent"])
 def test_both_sides_refuse_a_key_outside_the_rule_naming_key_and_rule(aws, store, key):
-    message = rf"store key '{key}': '{key.split('/')[0]}' is not a known top-level prefix; rule: the first key segment picks the bucket"
+    message = (
+        rf"store key '{key}': '{key.split('/')[0]}' is not a known top-level prefix; "
+        r"rule: the first key segment picks the bucket"
+    )
     with pytest.raises(ValueError, match=message):
         s3_uri(aws, key)
     with pytest.raises(ValueError, match=message):

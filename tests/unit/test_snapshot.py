@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import codecs
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from retrain.snapshot import RawDataError, count_csv_rows, snapshot_raw, verify_raw_files
 
-START, END = datetime(2026, 9, 14, tzinfo=timezone.utc), datetime(2026, 9, 21, tzinfo=timezone.utc)
+START, END = datetime(2026, 9, 14, tzinfo=UTC), datetime(2026, 9, 21, tzinfo=UTC)
 
 
 def land(store, day, body="text,category\nhello there,card_arrival\n", name="part-00000.csv"):
@@ -21,7 +21,7 @@ def land(store, day, body="text,category\nhello there,card_arrival\n", name="par
 
 def test_sees_history_up_to_interval_end_and_flags_the_interval(store):
     land(store, "2026-09-07")
-    land(store, "2026-09-14", "text,category\na,b\n\"multi\nline\",c\n")
+    land(store, "2026-09-14", 'text,category\na,b\n"multi\nline",c\n')
     land(store, "2026-09-21")  # the interval end is exclusive
     manifest = snapshot_raw(store, "intent", START, END)
     assert manifest["partitions"] == ["2026-09-07", "2026-09-14"]
@@ -34,7 +34,10 @@ def test_sees_history_up_to_interval_end_and_flags_the_interval(store):
 def test_empty_partition_file_is_named(store):
     land(store, "2026-09-07")
     empty = land(store, "2026-09-14", "text,category\n")
-    with pytest.raises(RawDataError, match=rf"{empty}: row 1: empty partition file .* rule: every partition file holds at least one row"):
+    with pytest.raises(
+        RawDataError,
+        match=rf"{empty}: row 1: empty partition file .* rule: every partition file holds at least one row",
+    ):
         snapshot_raw(store, "intent", START, END)
 
 
@@ -51,7 +54,7 @@ def test_no_partitions_at_all(store):
 
 def test_utf8_bom_is_accepted_and_not_counted(store):
     """Excel starts a CSV with a byte-order mark; it is not data, so the file counts as it would without it."""
-    body = "text,category\nhello there,card_arrival\n\"multi\nline\",c\n"
+    body = 'text,category\nhello there,card_arrival\n"multi\nline",c\n'
     land(store, "2026-09-07", body)
     bom = land(store, "2026-09-14", codecs.BOM_UTF8 + body.encode())
     manifest = snapshot_raw(store, "intent", START, END)

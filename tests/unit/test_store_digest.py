@@ -20,9 +20,13 @@ FILES = {"data.jsonl": b'{"text": "a"}\n', "labels/classes.json": b'["x"]\n', "z
 def test_content_digest_is_sha256_of_the_canonical_relpath_to_hash_map():
     hashes = {name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()}
     assert content_digest(hashes) == hashlib.sha256(canonical_json(hashes)).hexdigest()
-    assert content_digest(dict(reversed(list(hashes.items())))) == content_digest(hashes)  # order of listing is irrelevant
+    assert content_digest(dict(reversed(list(hashes.items())))) == content_digest(
+        hashes
+    )  # order of listing is irrelevant
     assert content_digest({**hashes, "data.jsonl": "0" * 64}) != content_digest(hashes)
-    assert content_digest({"renamed.jsonl" if k == "data.jsonl" else k: v for k, v in hashes.items()}) != content_digest(hashes)
+    assert content_digest(
+        {"renamed.jsonl" if k == "data.jsonl" else k: v for k, v in hashes.items()}
+    ) != content_digest(hashes)
 
 
 def test_bytes_paths_and_a_directory_tree_give_the_same_digest(tmp_path):

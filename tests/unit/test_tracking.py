@@ -38,19 +38,28 @@ def test_override_wins_for_s3(monkeypatch):
 def test_an_experiment_elsewhere_is_named_in_a_warning(tmp_path, monkeypatch):
     monkeypatch.delenv(ARTIFACT_ROOT_ENV, raising=False)
     monkeypatch.setenv("RETRAIN_HOME", str(tmp_path))
-    inside = SimpleNamespace(name="retrain_intent", experiment_id="1", artifact_location=experiment_location("retrain_intent"))
+    inside = SimpleNamespace(
+        name="retrain_intent", experiment_id="1", artifact_location=experiment_location("retrain_intent")
+    )
     assert check_experiment(inside) is True
     prefix_only = SimpleNamespace(name="x", experiment_id="2", artifact_location=artifact_root() + "-old/x")
     outside = SimpleNamespace(name="old", experiment_id="3", artifact_location="file:///srv/mlruns/3")
-    with pytest.warns(ArtifactLocationWarning, match=r"MLflow experiment 'old' \(id 3\) keeps its artifacts at file:///srv/mlruns/3"):
+    with pytest.warns(
+        ArtifactLocationWarning, match=r"MLflow experiment 'old' \(id 3\) keeps its artifacts at file:///srv/mlruns/3"
+    ):
         assert check_experiment(outside) is False
     with pytest.warns(ArtifactLocationWarning, match="'x'"):
         assert check_experiment(prefix_only) is False
 
 
 def test_jobs_are_told_the_artifact_root_of_their_store(store, monkeypatch):
-    ctx = RunContext(dag_id="retrain_intent", run_id="manual__1", interval_start=None, interval_end=None,
-                     upstream={"build_dataset": {"dataset_version": "ds-abc"}})
+    ctx = RunContext(
+        dag_id="retrain_intent",
+        run_id="manual__1",
+        interval_start=None,
+        interval_end=None,
+        upstream={"build_dataset": {"dataset_version": "ds-abc"}},
+    )
     monkeypatch.delenv(ARTIFACT_ROOT_ENV, raising=False)
     spec = local_job(train_model_spec(load_model("intent"), ctx), store)
     assert spec.env[ARTIFACT_ROOT_ENV] == (store.root.resolve() / "mlartifacts").as_uri()

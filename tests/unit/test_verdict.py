@@ -17,11 +17,20 @@ import pytest
 from retrain.paths import PROJECT_ROOT
 from retrain.verdict import VERDICT_MARKER, VERDICT_PLACEHOLDER, verdict_table_html, with_verdict
 
-REPORT = f"<html><body><h1>Evaluation report</h1>{VERDICT_PLACEHOLDER}<p class='meta'>golden v1</p><h2>Summary</h2></body></html>"
+REPORT = (
+    f"<html><body><h1>Evaluation report</h1>{VERDICT_PLACEHOLDER}<p class='meta'>golden v1</p>"
+    "<h2>Summary</h2></body></html>"
+)
 
 
 def gate(decision: str = "pass", **criterion) -> dict:
-    item = {"name": "floor.macro_f1", "value": 0.8123456, "threshold": 0.7, "verdict": "pass", "reason": "challenger macro_f1 0.8123 >= 0.7"}
+    item = {
+        "name": "floor.macro_f1",
+        "value": 0.8123456,
+        "threshold": 0.7,
+        "verdict": "pass",
+        "reason": "challenger macro_f1 0.8123 >= 0.7",
+    }
     item.update(criterion)
     return {
         "decision": decision,
@@ -30,8 +39,20 @@ def gate(decision: str = "pass", **criterion) -> dict:
         "champion_version": "3",
         "criteria": [
             item,
-            {"name": "latency.p99_ms", "value": 12.5, "threshold": float("inf"), "verdict": "pass", "reason": "p99 latency (ms) 12.50 <= inf"},
-            {"name": "significance.mcnemar", "value": 0.04, "threshold": None, "verdict": "report", "reason": "reported, not gating"},
+            {
+                "name": "latency.p99_ms",
+                "value": 12.5,
+                "threshold": float("inf"),
+                "verdict": "pass",
+                "reason": "p99 latency (ms) 12.50 <= inf",
+            },
+            {
+                "name": "significance.mcnemar",
+                "value": 0.04,
+                "threshold": None,
+                "verdict": "report",
+                "reason": "reported, not gating",
+            },
         ],
         "digest": "0123456789abcdef" * 4,
     }
@@ -39,7 +60,11 @@ def gate(decision: str = "pass", **criterion) -> dict:
 
 def test_every_field_is_escaped():
     body = verdict_table_html(gate(
-        "reject", name="per_class.<b>floor</b>", verdict="fail", value="<x>", reason='worst "a&b" <script>alert(1)</script>',
+        "reject",
+        name="per_class.<b>floor</b>",
+        verdict="fail",
+        value="<x>",
+        reason='worst "a&b" <script>alert(1)</script>',
     ) | {"mode": "mode <i>", "champion_version": "<3>"})  # fmt: skip
     for raw in ("<b>floor</b>", "<script>", "<x>", "<i>", "<3>"):
         assert raw not in body
@@ -85,7 +110,9 @@ def test_report_without_marker_is_refused():
 
 
 def test_imports_only_the_standard_library():
-    code = "import sys, retrain.verdict; print(sorted({'numpy', 'matplotlib', 'airflow', 'pydantic'} & set(sys.modules)))"
+    code = (
+        "import sys, retrain.verdict; print(sorted({'numpy', 'matplotlib', 'airflow', 'pydantic'} & set(sys.modules)))"
+    )
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "plugins")}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
