@@ -9,14 +9,17 @@ generated into the stack's own DAGs folder by the project's ``dags sync``, as a 
 a model would; ``broken.yaml`` is a config with a bad field, which must show up as an
 import error while the others load. ``OTHER_MODELS`` are shipped models other than intent,
 their configs as shipped but for tiny data (one raw partition of their own cadence's latest
-complete interval), a smaller golden set and fewer epochs.
+complete interval), a smaller golden set and fewer epochs. The runs the tests wait for start
+together with the stack (``start_runs``); intent's chain of runs goes first (``CHAIN_FIRST``).
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from datetime import datetime, timezone
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -72,9 +75,57 @@ def tiny_sentiment_data(root: Path, per_label: int = 60, golden_per_label: int =
     return {"rows": first(PROJECT_ROOT / "data" / "sentiment" / "train.csv", per_label), "golden": golden}
 
 
+STARTED_WITH_THE_STACK = ("intent", "intent_strict", "intent_timeout", "intent_race", *OTHER_MODELS)
+"""DAGs unpaused as soon as the stack is up: the scheduler starts their runs of the latest complete interval side by side
+(different DAGs; each DAG's job tasks still run one at a time), beside the race's backfill and the three-week backfill.
+The tests then drive and check those runs: intent's chain first (CHAIN_FIRST), its tasks queued ahead of the others'
+(CHAIN_PRIORITY), while the other runs' jobs use the time its tasks spend waiting on the scheduler, the triggerer and
+the approvals; the tests that only check those runs come last."""
+PARALLELISM = 3
+"""Task instances running at once (AIRFLOW__CORE__PARALLELISM): enough to fill the waits on 2 cores, few enough that
+several models' jobs (a Spark JVM, torch) never crowd the machine, and intent's task gets a good share of it."""
+CHAIN_FIRST = ("test_pipeline_local.py", "test_promotion_local.py")
+CHAIN_PRIORITY = """\
+def task_policy(task):
+    # The integration stack's only policy (tests/integration/conftest.py): intent's tasks, whose runs the tests start one
+    # after another, queue ahead of the runs started beside them (the scheduler orders by priority weight, then by
+    # logical date, which would put intent's latest week last).
+    if task.dag_id in ("retrain_intent", "rollback_intent"):
+        task.priority_weight += 100
+"""
+"""$AIRFLOW_HOME/config/airflow_local_settings.py of the stack: a cluster policy, applied when the DAG processor parses."""
+
+
+def pytest_collection_modifyitems(items):
+    """intent's chain of runs first (test_pipeline_local, then test_promotion_local, which builds on its champion): its
+    runs follow one another, each started by a test, while the runs started with the stack go on beside them; the tests
+    that only check those runs come after. Each module keeps its own order, and every other test its place."""
+    here = Path(__file__).resolve().parent
+    slots = [i for i, item in enumerate(items) if Path(item.path).resolve().parent == here]
+    rank = {name: i for i, name in enumerate(CHAIN_FIRST)}
+    for i, item in zip(slots, sorted((items[i] for i in slots), key=lambda item: rank.get(Path(item.path).name, len(rank)))):
+        items[i] = item
+
+
+def start_runs(client, env: dict[str, str], interval: tuple[datetime, datetime]) -> dict[str, object]:
+    """Start every run the tests wait for, at once: unpause STARTED_WITH_THE_STACK, back-fill intent_race's previous week
+    (two overlapping runs, for the race), and back-fill three past weeks of intent_backfill through the documented
+    ``bin/retrain backfill`` (the API server; it unpauses the DAG, allowing 10 runs at once, a backfill's own default).
+    Returns the CLI's completed process, which its test checks."""
+    start = interval[0]
+    for model in STARTED_WITH_THE_STACK:
+        client.set_paused(f"retrain_{model}", False)
+    client.create_backfill("retrain_intent_race", start - timedelta(weeks=1), start - timedelta(weeks=1), max_active_runs=2)
+    cli = subprocess.run([sys.executable, "-m", "retrain.cli", "backfill", "intent_backfill", "--api-url", client.base_url,
+                          "--from", str((start - timedelta(weeks=3)).date()), "--to", str((start - timedelta(weeks=1)).date()),
+                          "--max-active-runs", "10"], env=env, capture_output=True, text=True, timeout=120)
+    return {"backfill_cli": cli}
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """Tiny sample data in a fresh store, and a running Airflow whose DAGs read tiny configs."""
+    """Tiny sample data in a fresh store, and a running Airflow whose DAGs read tiny configs, with the runs the tests
+    wait for already started (``start_runs``)."""
     project = TinyProject(tmp_path_factory.mktemp("integration"))
     root, store_root = project.root, project.store_root
     for model in MODELS:
@@ -94,11 +145,16 @@ def stack(tmp_path_factory):
         goldens[model], other[model] = data["golden"], {"interval": (start, end), "rows": len(data["rows"])}
     project.sync_dags()
 
-    env = project.env(dict(os.environ))
+    env = {**project.env(dict(os.environ)), "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM)}
+    (project.airflow_home / "config").mkdir(parents=True)
+    (project.airflow_home / "config" / "airflow_local_settings.py").write_text(CHAIN_PRIORITY)
     project.publish_golden(env, MODELS + OTHER_MODELS, goldens)
+    registry_status = registry_status_reader(env)
+    registry_status("intent")  # creates MLflow's tables now, before several models' jobs at once could each try to
     with standalone_airflow(env, root, tuple(f"retrain_{model}" for model in MODELS + OTHER_MODELS)) as client:
+        started = start_runs(client, env, project.interval)
         yield {
-            "client": client, "as_user": user_factory(client), "registry_status": registry_status_reader(env), "store_root": store_root,
+            "client": client, "as_user": user_factory(client), "registry_status": registry_status, "store_root": store_root,
             "interval": project.interval, "env": env, "root": root, "config_dir": project.config_dir, "dags_dir": project.dags_dir,
-            "log": root / "standalone.log", "write_csv": write_csv, "other_models": other,
+            "log": root / "standalone.log", "write_csv": write_csv, "other_models": other, "started": started,
         }
