@@ -53,7 +53,8 @@ class MotoLocalJobBridge:
 
     ``s3`` is a boto3 S3 client of the simulator; ``extra_env`` is added to every job's environment
     (the simulator's endpoint and fake credentials, the MLflow endpoint). ``jobs`` records every
-    job run: name, kind, command, exit code, seconds.
+    job run: name, kind, command, exit code, seconds, and when the script started and ended (``started_at``,
+    ``ended_at``: Unix time, the clock Airflow's task instance dates are on).
 
     ``startup_s``: the least time a job stays InProgress (RUNNING), as the provisioning of real
     SageMaker and Glue jobs (minutes) guarantees. A tiny job here finishes in seconds, and a
@@ -106,13 +107,13 @@ class MotoLocalJobBridge:
     def _run(self, name: str, kind: str, command: list[str], env: dict[str, str], root: Path) -> None:
         """Run the script; raise RuntimeError with its last lines (the job's FailureReason) when it fails."""
         log_path = root / "job.log"
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         with open(log_path, "w") as log:
             code = subprocess.run(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
-        seconds = time.monotonic() - started
+        seconds, ended_at = time.monotonic() - started, time.time()
         with self._lock:
             self.jobs.append({"name": name, "kind": kind, "command": command, "exit_code": code, "seconds": round(seconds, 3),
-                              "log": str(log_path)})
+                              "started_at": started_at, "ended_at": ended_at, "log": str(log_path)})
         if code != 0:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-FAILURE_LINES:]
             raise RuntimeError(f"AlgorithmError: {command[1]} exited with code {code}: " + " | ".join(tail))

@@ -21,7 +21,7 @@ import os
 import time
 import urllib.request
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -71,12 +71,9 @@ def _simulated_account(endpoint: str, tag: str) -> dict[str, str]:
 
 def _aws_config_edits(account: dict[str, str]) -> list[tuple[str, str]]:
     """The shipped intent config's aws section pointed at the simulator's resources; the base model is the
-    packaged one (nothing can be downloaded here); latency ceilings out of the way."""
+    packaged one (nothing can be downloaded here). tiny_config puts latency ceilings out of the way."""
     return [
         ("  aws_base_model: distilbert-base-uncased\n", ""),
-        # This tier tests orchestration; on a loaded 2-core machine latency is noise (the gate's own tests cover it).
-        ("  latency_p50_ms_max: 50\n", "  latency_p50_ms_max: 5000\n"),
-        ("  latency_p99_ms_max: 200\n", "  latency_p99_ms_max: 20000\n"),
         ("dataset_bucket: retrain-datasets-123456789012", f"dataset_bucket: {account['datasets']}"),
         ("artifact_bucket: retrain-artifacts-123456789012", f"artifact_bucket: {account['artifacts']}"),
         ("golden_bucket: retrain-golden-123456789012", f"golden_bucket: {account['golden']}"),
@@ -208,10 +205,21 @@ def test_training_logged_to_the_managed_tracking_server(aws_stack):
     assert ours == [("FINISHED", GIT_SHA)], tags  # the session's server also holds other tests' runs
 
 
-def test_orchestration_overhead_is_reported(aws_stack):
-    """Not a timing assertion: the figures go to the test log; bench/aws_e2e.py reports them properly."""
-    job_seconds = sum(j["seconds"] for j in aws_stack["jobs"])
+def test_job_seconds_are_the_jobs_own_and_fit_inside_the_tasks_that_waited_for_them(aws_stack):
+    """The figures bench/aws_pipeline.py reports (tests assert no timings), checked for what they claim: each job's
+    seconds are its script's start to end (the simulated provisioning wait, JOB_STARTUP_S, is not in them), each job ran
+    inside the Airflow task that submitted it and stayed deferred until it finished, and the jobs ran one after another,
+    so their sum is part of the run's wall time and orchestration is the rest."""
+    jobs = aws_stack["jobs"]
+    instances = {t["task_id"]: t for t in aws_stack["client"].task_instances("retrain_intent", aws_stack["run_id"])}
+    when = lambda text: datetime.fromisoformat(text).timestamp()  # noqa: E731 - Airflow's UTC dates as Unix time
+    for task, job in zip(("validate_raw", "build_dataset", "train_model", "evaluate_model"), jobs, strict=True):
+        ti = instances[task]
+        assert job["seconds"] == pytest.approx(job["ended_at"] - job["started_at"], abs=0.05), (task, job)
+        assert when(ti["start_date"]) <= job["started_at"] < job["ended_at"] <= when(ti["end_date"]), (task, ti, job)
+        assert when(ti["end_date"]) - when(ti["start_date"]) >= JOB_STARTUP_S, (task, ti)  # deferred until "Completed"
+    assert all(a["ended_at"] <= b["started_at"] for a, b in zip(jobs, jobs[1:])), dumps(jobs)
+    job_seconds = sum(j["seconds"] for j in jobs)
     print(f"aws e2e on moto: {aws_stack['seconds']['total']:.1f}s total, jobs {job_seconds:.1f}s, "
-          f"orchestration {aws_stack['seconds']['total'] - job_seconds:.1f}s (includes the time to answer the "
-          "approval)")
-    assert job_seconds > 0
+          f"orchestration {aws_stack['seconds']['total'] - job_seconds:.1f}s (includes the time to answer the approval)")
+    assert 0 < job_seconds < aws_stack["seconds"]["total"]

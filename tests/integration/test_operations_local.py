@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -33,11 +32,10 @@ def test_a_three_week_backfill_never_trains_twice_at_once(stack):
     training jobs one at a time on the 2-core machine, whatever created the runs."""
     client, start = stack["client"], stack["interval"][0]
     dag = "retrain_intent_backfill"
-    # The documented command, beside a running scheduler on SQLite: it goes through the API server, unpauses the
-    # DAG (a paused DAG's backfill runs stay queued), and here allows 10 runs at once, a backfill's own default.
-    cli = subprocess.run([sys.executable, "-m", "retrain_tools.cli", "backfill", "intent_backfill", "--api-url", client.base_url,
-                          "--from", str((start - timedelta(weeks=3)).date()), "--to", str((start - timedelta(weeks=1)).date()),
-                          "--max-active-runs", "10"], env=stack["env"], capture_output=True, text=True, timeout=120)
+    # The documented command, run when the stack came up (conftest.start_runs), beside a running scheduler on SQLite: it
+    # goes through the API server, unpauses the DAG (a paused DAG's backfill runs stay queued), and here allows 10 runs
+    # at once, a backfill's own default.
+    cli = stack["started"]["backfill_cli"]
     assert cli.returncode == 0 and "unpausing it" in cli.stdout, cli.stdout + cli.stderr  # paused at creation
 
     def finished():  # the backfill's runs, and the scheduler's own run of the latest week (unpausing made it)
@@ -64,10 +62,10 @@ def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(s
     """The race: a backfill run and the scheduler's run overlap (a backfill has its own max_active_runs),
     both are gated with no champion and both approved. The first is promoted; the second's gate never saw
     that champion, so promote_model refuses and the champion stays."""
-    client, start = stack["client"], stack["interval"][0]
+    client = stack["client"]
     dag = "retrain_intent_race"
-    client.set_paused(dag, False)  # the scheduler creates the run of the latest week
-    client.create_backfill(dag, start - timedelta(weeks=1), start - timedelta(weeks=1), max_active_runs=2)
+    # Started with the stack (conftest.start_runs): unpaused, so the scheduler created the run of the latest week, and a
+    # backfill of the week before with max_active_runs=2.
     def both_runs():
         runs = client.dag_runs(dag)
         return runs if len(runs) == 2 else None

@@ -26,7 +26,8 @@ def scheduled_run(stack):
     client.set_paused("retrain_intent", False)
     run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
     run_id = run["dag_run_id"]
-    assert client.wait_for_approval_request("retrain_intent", run_id), (
+    # The run started with the stack, beside every other model's (conftest.start_runs): it shares the machine with them.
+    assert client.wait_for_approval_request("retrain_intent", run_id, timeout=1800), (
         open(stack["log"]).read()[-3000:] + run_report(client, "retrain_intent", run_id))
     with pytest.raises(ApiError) as refused:
         stack["as_user"]("bob").respond("retrain_intent", run_id, "await_approval", "Approve")
