@@ -11,20 +11,18 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
-from retrain_tools.airflow_api import AirflowClient, wait_until
 from retrain.intervals import latest_complete_week
 from retrain.paths import job_python
 from retrain.runner import free_port, stop_process_group
+from retrain_tools.airflow_api import AirflowClient, wait_until
 from tinydata import LABELS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
 
 
 def tiny_rows(path: Path, per_label: int) -> list[tuple[str, str]]:
@@ -47,14 +45,23 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
         writer.writerows(rows)
 
 
-def tiny_config(config_dir: Path, labels_file: Path, name: str, unreachable_floor: bool = False,
-                extra: tuple[tuple[str, str], ...] = ()) -> Path:
+def tiny_config(
+    config_dir: Path,
+    labels_file: Path,
+    name: str,
+    unreachable_floor: bool = False,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Path:
     """The shipped intent config as ``<name>.yaml``, shrunk for tiny data; ``unreachable_floor`` sets a macro F1 floor
-    no model reaches; ``intent_timeout`` gets an approval that times out after 18 s; ``extra`` holds more (old, new) edits."""
+    no model reaches; ``intent_timeout`` gets an approval that times out after 18 s; ``extra`` holds more (old, new)
+    edits."""
     text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
     replacements = [
         ("name: intent", f"name: {name}"),
-        ("model_package_group: retrain-intent", f"model_package_group: retrain-{name.replace('_', '-')}"),  # one per model
+        (
+            "model_package_group: retrain-intent",
+            f"model_package_group: retrain-{name.replace('_', '-')}",
+        ),  # one per model
         ("data/banking77/categories.json", str(labels_file)),
         ("retries: 2", "retries: 0"),
         ("  golden_sha256: 5dc02b57ced59ded2839e99f93b714068d5fcb2205af5141ab28e61ae36ac629", "  golden_sha256: null"),
@@ -101,8 +108,9 @@ def tiny_shipped_config(config_dir: Path, name: str, edits: tuple[tuple[str, str
     return path
 
 
-def tiny_retrieval_data(root: Path, model: str, intents: int = 8, queries: int = 20, golden: int = 8,
-                        golden_source: str = "retrieval") -> dict[str, object]:
+def tiny_retrieval_data(
+    root: Path, model: str, intents: int = 8, queries: int = 20, golden: int = 8, golden_source: str = "retrieval"
+) -> dict[str, object]:
     """data/retrieval cut down to ``intents`` intents: ``queries`` raw pairs and ``golden`` golden queries per intent,
     the golden queries' qrels and the whole corpus (its passage ids stay the labels file). The golden queries come
     from ``data/<golden_source>`` (``reranking``: its golden set, whose ``candidates.jsonl`` rows of the kept queries
@@ -119,17 +127,29 @@ def tiny_retrieval_data(root: Path, model: str, intents: int = 8, queries: int =
                 rows.append((row["query"], row["passage_id"]))
     qrels = [json.loads(line) for line in (golden_data / "qrels.jsonl").read_text().splitlines()]
     kept = [q for q in qrels if q["passage_id"] in taken]
-    kept = [q for i, q in enumerate(kept) if sum(1 for other in kept[:i] if other["passage_id"] == q["passage_id"]) < golden]
+    kept = [
+        q for i, q in enumerate(kept) if sum(1 for other in kept[:i] if other["passage_id"] == q["passage_id"]) < golden
+    ]
     keys = {q["query_id"] for q in kept}
     out = root / f"{model}-golden"
     out.mkdir(parents=True)
-    (out / "golden.jsonl").write_text("".join(line + "\n" for line in (golden_data / "golden.jsonl").read_text().splitlines()
-                                              if json.loads(line)["key"] in keys))
+    (out / "golden.jsonl").write_text(
+        "".join(
+            line + "\n"
+            for line in (golden_data / "golden.jsonl").read_text().splitlines()
+            if json.loads(line)["key"] in keys
+        )
+    )
     (out / "qrels.jsonl").write_text("".join(json.dumps(q) + "\n" for q in kept))
     (out / "corpus.jsonl").write_bytes((golden_data / "corpus.jsonl").read_bytes())
     if (golden_data / "candidates.jsonl").is_file():
-        (out / "candidates.jsonl").write_text("".join(line + "\n" for line in (golden_data / "candidates.jsonl").read_text().splitlines()
-                                                      if json.loads(line)["query_id"] in keys))
+        (out / "candidates.jsonl").write_text(
+            "".join(
+                line + "\n"
+                for line in (golden_data / "candidates.jsonl").read_text().splitlines()
+                if json.loads(line)["query_id"] in keys
+            )
+        )
     return {"rows": rows, "golden": out / "golden.jsonl"}
 
 
@@ -144,7 +164,7 @@ class TinyProject:
         self.config_dir.mkdir(parents=True)
         self.labels_file, self.golden_csv = root / "labels.json", root / "golden.csv"
         self.labels_file.write_text(json.dumps(LABELS))
-        self.interval = latest_complete_week(datetime.now(timezone.utc))
+        self.interval = latest_complete_week(datetime.now(UTC))
         self.rows = tiny_rows(PROJECT_ROOT / "data" / "banking77" / "train.csv", 40)
         self.golden = tiny_rows(PROJECT_ROOT / "data" / "banking77" / "test.csv", 12)
         write_csv(self.golden_csv, self.golden)
@@ -164,8 +184,11 @@ class TinyProject:
     def land_past_weeks(self, model: str, weeks: tuple[int, ...] = (3, 2, 1)) -> None:
         """One partition per past week (weeks back from the latest), for backfills."""
         for weeks_back in weeks:
-            write_csv(self.store_root / f"raw/{model}/dt={(self.interval[0] - timedelta(weeks=weeks_back)).date()}/part-00000.csv",
-                      self.rows[weeks_back::3])
+            write_csv(
+                self.store_root
+                / f"raw/{model}/dt={(self.interval[0] - timedelta(weeks=weeks_back)).date()}/part-00000.csv",
+                self.rows[weeks_back::3],
+            )
 
     def sync_dags(self) -> None:
         """One DAG file per config, by the project's own ``dags sync``."""
@@ -191,26 +214,41 @@ class TinyProject:
             "PATH": f"{Path(sys.executable).parent}:{base['PATH']}",
         }
 
-    def publish_golden(self, env: dict[str, str], models: tuple[str, ...], sources: dict[str, Path] | None = None) -> None:
-        """Golden v1 of each model through the project's own seeding code (from the tiny golden CSV unless ``sources`` names
+    def publish_golden(
+        self, env: dict[str, str], models: tuple[str, ...], sources: dict[str, Path] | None = None
+    ) -> None:
+        """Golden v1 of each model through the project's own seeding code (from the tiny golden CSV unless ``sources``
+        names
         another), in one process of the environment ``env`` (its store and configs)."""
         pairs = [part for model in models for part in (model, str((sources or {}).get(model, self.golden_csv)))]
         subprocess.run(
-            [sys.executable, "-c", (
-                "import sys; from pathlib import Path; from retrain.config import load_model; from retrain.store import LocalStore;"
-                "from retrain_tools.seed import publish_golden\n"
-                "for model, source in zip(sys.argv[1::2], sys.argv[2::2]): publish_golden(LocalStore(), load_model(model), Path(source), 'v1')"
-            ), *pairs],
-            env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT / 'tools'}"}, check=True,
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import sys; from pathlib import Path; from retrain.config import load_model; from retrain.store "
+                    "import LocalStore;"
+                    "from retrain_tools.seed import publish_golden\n"
+                    "for model, source in zip(sys.argv[1::2], sys.argv[2::2]): publish_golden(LocalStore(), "
+                    "load_model(model), Path(source), 'v1')"
+                ),
+                *pairs,
+            ],
+            env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT / 'tools'}"},
+            check=True,
         )
 
 
 def registry_status_reader(env: dict[str, str]) -> Callable[..., dict]:
     """``registry_status(model)``: aliases, versions and the verified ledger, asked of the job environment."""
+
     def registry_status(model: str = "intent") -> dict:
         out = subprocess.run(
             [str(job_python()), str(PROJECT_ROOT / "plugins" / "retrain" / "registry.py"), "status", "--model", model],
-            env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"}, capture_output=True, text=True, check=True,
+            env={**env, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"},
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return json.loads(out.stdout)
 
@@ -221,10 +259,12 @@ def logged_in(base_url: str, airflow_home: Path, dag_ids: tuple[str, ...], timeo
     """An admin client, once the API server and scheduler are healthy and every DAG in ``dag_ids`` is parsed."""
     client = AirflowClient(base_url, airflow_home)
     wait_until(client.healthy, timeout, "the API server and scheduler")
-    wait_until(lambda: (airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords")
+    wait_until(
+        lambda: (airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords"
+    )
     client.login("admin")
     for dag_id in dag_ids:
-        wait_until(lambda: client.dag(dag_id), timeout, f"{dag_id} to be parsed")
+        wait_until(lambda dag_id=dag_id: client.dag(dag_id), timeout, f"{dag_id} to be parsed")
     return client
 
 
@@ -249,14 +289,24 @@ def run_report(client: AirflowClient, dag_id: str, run_id: str, lines: int = 40)
 
 
 @contextmanager
-def standalone_airflow(env: dict[str, str], root: Path, dag_ids: tuple[str, ...], log_name: str = "standalone.log") -> Iterator[AirflowClient]:
+def standalone_airflow(
+    env: dict[str, str], root: Path, dag_ids: tuple[str, ...], log_name: str = "standalone.log"
+) -> Iterator[AirflowClient]:
     """``airflow standalone`` (LocalExecutor on SQLite) with ``env`` (which sets AIRFLOW_HOME) on a free port, logged to
-    ``root/<log_name>``; yields an admin client once every DAG in ``dag_ids`` is parsed, and stops everything it started.
+    ``root/<log_name>``; yields an admin client once every DAG in ``dag_ids`` is parsed, and stops everything it
+    started.
     ``env`` gains the API port."""
     port = free_port()
-    env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/"})
+    env.update(
+        {
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        }
+    )
     with open(root / log_name, "wb") as log:
-        proc = subprocess.Popen(["airflow", "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["airflow", "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             yield logged_in(f"http://localhost:{port}", Path(env["AIRFLOW_HOME"]), dag_ids)
         finally:

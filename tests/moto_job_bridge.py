@@ -34,14 +34,13 @@ import tarfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
-from retrain.runner import LocalJob
 from retrain.paths import PROJECT_ROOT, job_python
-from retrain.runner import job_environment
+from retrain.runner import LocalJob, job_environment
 from retrain.store import parse_s3_uri
 
 CODE_MOUNTS = ("/opt/ml/processing/input/code", "/opt/ml/code")
@@ -79,9 +78,18 @@ class MotoLocalJobBridge:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 key = item["Key"]
-                relative = key[len(prefix):].lstrip("/") if prefix.endswith("/") else (key[len(prefix):].lstrip("/") or PurePosixPath(key).name)
-                if not relative or key.endswith("/") or (not prefix.endswith("/") and key != prefix and not key.startswith(prefix + "/")):
-                    continue  # a full key also matches longer keys (model.tar.gz.bak); SageMaker takes them, the bridge does not need them
+                relative = (
+                    key[len(prefix) :].lstrip("/")
+                    if prefix.endswith("/")
+                    else (key[len(prefix) :].lstrip("/") or PurePosixPath(key).name)
+                )
+                if (
+                    not relative
+                    or key.endswith("/")
+                    or (not prefix.endswith("/") and key != prefix and not key.startswith(prefix + "/"))
+                ):
+                    # a full key also matches longer keys (model.tar.gz.bak); the bridge needs none of them
+                    continue
                 target = local / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.s3.download_file(bucket, key, str(target))
@@ -97,7 +105,7 @@ class MotoLocalJobBridge:
         """A container path of the request as a path here: code onto the project tree, the rest under ``root``."""
         for mount in CODE_MOUNTS:
             if value == mount or value.startswith(mount + "/"):
-                return str(PROJECT_ROOT / value[len(mount):].lstrip("/"))
+                return str(PROJECT_ROOT / value[len(mount) :].lstrip("/"))
         if value.startswith("/opt/ml/"):
             return str(root / value.lstrip("/"))
         return value
@@ -112,16 +120,36 @@ class MotoLocalJobBridge:
             code = subprocess.run(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
         seconds, ended_at = time.monotonic() - started, time.time()
         with self._lock:
-            self.jobs.append({"name": name, "kind": kind, "command": command, "exit_code": code, "seconds": round(seconds, 3),
-                              "started_at": started_at, "ended_at": ended_at, "log": str(log_path)})
+            self.jobs.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "command": command,
+                    "exit_code": code,
+                    "seconds": round(seconds, 3),
+                    "started_at": started_at,
+                    "ended_at": ended_at,
+                    "log": str(log_path),
+                }
+            )
         if code != 0:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-FAILURE_LINES:]
             raise RuntimeError(f"AlgorithmError: {command[1]} exited with code {code}: " + " | ".join(tail))
 
     def _environment(self, kind: str, request_env: dict[str, str], **spec: Any) -> dict[str, str]:
-        env = job_environment(LocalJob(name="bridge", kind=kind, script=Path("-"), arguments=spec.pop("arguments", {}),
-                                      result_file=Path("-"), **spec))
-        env.update({k: v for k, v in request_env.items() if k != "PYTHONPATH"})  # PYTHONPATH: the runner's, onto the project tree
+        env = job_environment(
+            LocalJob(
+                name="bridge",
+                kind=kind,
+                script=Path("-"),
+                arguments=spec.pop("arguments", {}),
+                result_file=Path("-"),
+                **spec,
+            )
+        )
+        env.update(
+            {k: v for k, v in request_env.items() if k != "PYTHONPATH"}
+        )  # PYTHONPATH: the runner's, onto the project tree
         env.update(self.extra_env)
         return env
 
@@ -141,9 +169,18 @@ class MotoLocalJobBridge:
         model_dir.mkdir(parents=True), output_dir.mkdir(parents=True)
         hyperparameters = {k: v for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")}
         script = PROJECT_ROOT / request["HyperParameters"]["sagemaker_program"]
-        command = [str(job_python()), str(script)] + [part for key, value in hyperparameters.items() for part in (f"--{key}", value)]
-        env = self._environment("training", request.get("Environment", {}), arguments=hyperparameters, channels=channels,
-                                model_dir=model_dir, output_dir=output_dir, checkpoint_dir=checkpoint_dir)
+        command = [str(job_python()), str(script)] + [
+            part for key, value in hyperparameters.items() for part in (f"--{key}", value)
+        ]
+        env = self._environment(
+            "training",
+            request.get("Environment", {}),
+            arguments=hyperparameters,
+            channels=channels,
+            model_dir=model_dir,
+            output_dir=output_dir,
+            checkpoint_dir=checkpoint_dir,
+        )
         try:
             self._run(name, "training", command, env, root)
         finally:
@@ -153,7 +190,9 @@ class MotoLocalJobBridge:
         with tarfile.open(archive, "w:gz") as tar:
             for path in sorted(model_dir.rglob("*")):
                 tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
-        bucket, key = parse_s3_uri(f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}/output/model.tar.gz")
+        bucket, key = parse_s3_uri(
+            f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}/output/model.tar.gz"
+        )
         self.s3.upload_file(str(archive), bucket, key)
 
     def run_processing(self, request: dict[str, Any]) -> None:
@@ -178,7 +217,9 @@ class MotoLocalJobBridge:
             self.upload_tree(Path(self.container_path(root, item["S3Output"]["LocalPath"])), item["S3Output"]["S3Uri"])
 
     def run_glue(self, job_name: str, run_id: str, script_location: str, arguments: dict[str, str]) -> None:
-        script = PROJECT_ROOT / script_location.split("/source/", 1)[1]  # s3://<artifact>/code/<sha>/source/<project path>
+        script = (
+            PROJECT_ROOT / script_location.split("/source/", 1)[1]
+        )  # s3://<artifact>/code/<sha>/source/<project path>
         command = [str(job_python()), str(script), "--JOB_NAME", job_name, "--JOB_RUN_ID", run_id]
         command += [part for key, value in arguments.items() for part in (key, value)]
         root = self.scratch / f"{job_name}-{run_id[:16]}"
@@ -195,7 +236,11 @@ class MotoLocalJobBridge:
             try:
                 work()
             except Exception as exc:  # noqa: BLE001 - any failure is the job's failure, reported as AWS does
-                failure = str(exc) if isinstance(exc, RuntimeError) else f"InternalServerError: {traceback.format_exc(limit=3)}"
+                failure = (
+                    str(exc)
+                    if isinstance(exc, RuntimeError)
+                    else f"InternalServerError: {traceback.format_exc(limit=3)}"
+                )
             time.sleep(max(0.0, requested + self.startup_s - time.monotonic()))
             done(failure[:1024] if failure else None)
 
@@ -204,7 +249,7 @@ class MotoLocalJobBridge:
     _installed = False  # one bridge per process: two would run every job twice
 
     @contextmanager
-    def installed(self) -> Iterator["MotoLocalJobBridge"]:
+    def installed(self) -> Iterator[MotoLocalJobBridge]:  # noqa: C901 - four patches, each a closure over moto's own handler
         """Patch moto's SageMaker and Glue handlers in this process (where the ThreadedMotoServer runs).
 
         SageMaker is patched where moto parses the request, since its backend drops fields the job
@@ -258,7 +303,10 @@ class MotoLocalJobBridge:
             def done(failure: str | None) -> None:
                 run.bridge_state, run.bridge_error = ("FAILED", failure) if failure else ("SUCCEEDED", None)
 
-            bridge._in_background(lambda: bridge.run_glue(job.name, run_id, job.command["ScriptLocation"], dict(run.arguments or {})), done)
+            bridge._in_background(
+                lambda: bridge.run_glue(job.name, run_id, job.command["ScriptLocation"], dict(run.arguments or {})),
+                done,
+            )
             return run_id
 
         def as_dict(run):

@@ -22,18 +22,26 @@ import time
 import urllib.request
 import uuid
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import boto3
 import pytest
 
-from airflowstack import TinyProject, run_report, standalone_airflow, tiny_config, user_factory, write_csv  # tests/ is on pythonpath
+from airflowstack import (
+    TinyProject,
+    run_report,
+    standalone_airflow,
+    tiny_config,
+    user_factory,
+    write_csv,
+)  # tests/ is on pythonpath
 from moto_job_bridge import dumps
 from retrain import ledger
-from retrain_tools.airflow_api import wait_until
 from retrain.config import load_config
 from retrain.jobs import run_key
 from retrain.store import S3Store
+from retrain_tools.airflow_api import wait_until
 from retrain_tools.seed import publish_golden
 
 pytestmark = pytest.mark.aws
@@ -41,16 +49,34 @@ pytestmark = pytest.mark.aws
 REGION = "us-east-1"
 GIT_SHA = "e2e0" * 10  # the deployed code's sha and digest (startup.sh exports both); the bridge runs the checkout
 CODE_DIGEST = "c0de" * 16
-TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
-         "gate_on_metrics", "register_model", "await_approval", "promote_model"]
+TASKS = [
+    "snapshot_raw",
+    "validate_raw",
+    "build_dataset",
+    "check_drift",
+    "train_model",
+    "evaluate_model",
+    "gate_on_metrics",
+    "register_model",
+    "await_approval",
+    "promote_model",
+]
 BENCH_FIGURES_ENV = "RETRAIN_BENCH_FIGURES"
 JOB_STARTUP_S = 15.0  # the least time a simulated job stays InProgress; real ones take minutes to provision
-SIMULATED = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-             "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}
+SIMULATED = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 def _client(service: str, endpoint: str):
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
 
 
 def _simulated_account(endpoint: str, tag: str) -> dict[str, str]:
@@ -61,8 +87,13 @@ def _simulated_account(endpoint: str, tag: str) -> dict[str, str]:
     s3.create_bucket(Bucket=buckets["datasets"])
     s3.create_bucket(Bucket=buckets["artifacts"])
     s3.create_bucket(Bucket=buckets["golden"], ObjectLockEnabledForBucket=True)
-    s3.put_object_lock_configuration(Bucket=buckets["golden"], ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
+    s3.put_object_lock_configuration(
+        Bucket=buckets["golden"],
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
+        },
+    )
     topic = _client("sns", endpoint).create_topic(Name=f"retrain-alerts-{tag}")["TopicArn"]
     group = f"retrain-intent-{tag}"
     _client("sagemaker", endpoint).create_model_package_group(ModelPackageGroupName=group)
@@ -87,8 +118,12 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
     root = tmp_path_factory.mktemp("aws-e2e")
     endpoint, tag = moto_simulator_endpoint, uuid.uuid4().hex[:8]
     account = _simulated_account(endpoint, tag)
-    project = TinyProject(root)  # tiny data, configs and DAG files as the integration tier has them; its local store stays empty
-    config_path = tiny_config(project.config_dir, project.labels_file, "intent", extra=tuple(_aws_config_edits(account)))
+    project = TinyProject(
+        root
+    )  # tiny data, configs and DAG files as the integration tier has them; its local store stays empty
+    config_path = tiny_config(
+        project.config_dir, project.labels_file, "intent", extra=tuple(_aws_config_edits(account))
+    )
     project.sync_dags()
 
     # What upstream producers and `bin/retrain seed` put in the buckets: two weekly raw partitions and golden v1.
@@ -100,23 +135,38 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         store.write_once_bytes(f"raw/intent/dt={week.date()}/part-00000.csv", (root / "part.csv").read_bytes())
     publish_golden(store, load_config(config_path), project.golden_csv, "v1")
 
-    aws_env = {**SIMULATED, "AWS_ENDPOINT_URL": endpoint, "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-credentials"),
-               "AWS_CONFIG_FILE": str(root / "no-config")}
-    buckets_env = {"RETRAIN_DATASET_BUCKET": account["datasets"], "RETRAIN_ARTIFACT_BUCKET": account["artifacts"],
-                   "RETRAIN_GOLDEN_BUCKET": account["golden"]}
+    aws_env = {
+        **SIMULATED,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-credentials"),
+        "AWS_CONFIG_FILE": str(root / "no-config"),
+    }
+    buckets_env = {
+        "RETRAIN_DATASET_BUCKET": account["datasets"],
+        "RETRAIN_ARTIFACT_BUCKET": account["artifacts"],
+        "RETRAIN_GOLDEN_BUCKET": account["golden"],
+    }
     no_routing = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "SAGEMAKER_"))}
     mlflow_port = simulated_tracking_server
     bridge = simulated_jobs
     bridge.extra_env.update(buckets_env)
     first_job = len(bridge.jobs)  # the session's bridge may have run other tests' jobs before
     env = {
-        **project.env(no_routing), **aws_env, **buckets_env,
+        **project.env(no_routing),
+        **aws_env,
+        **buckets_env,
         "RETRAIN_BACKEND": "aws",
         "RETRAIN_GIT_SHA": GIT_SHA,
         "RETRAIN_CODE_DIGEST": CODE_DIGEST,
         "RETRAIN_AWS_CHECK_INTERVAL": "2",
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
-                                                "extra": {"region_name": REGION, "endpoint_url": endpoint}}),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"region_name": REGION, "endpoint_url": endpoint},
+            }
+        ),
     }
     bridge.startup_s = JOB_STARTUP_S  # deferred tasks under a scheduler: see MotoLocalJobBridge
     try:
@@ -127,19 +177,43 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
             run_id = run["dag_run_id"]
             log = root / "aws-standalone.log"
             assert client.wait_for_approval_request("retrain_intent", run_id), (
-                log.read_text()[-3000:] + dumps(bridge.jobs[first_job:]) + run_report(client, "retrain_intent", run_id))
+                log.read_text()[-3000:] + dumps(bridge.jobs[first_job:]) + run_report(client, "retrain_intent", run_id)
+            )
             approval_at = time.monotonic()
             user_factory(client)("alice").respond(
-                "retrain_intent", run_id, "await_approval", "Approve", {"reason": "aws e2e: first model"})
+                "retrain_intent", run_id, "await_approval", "Approve", {"reason": "aws e2e: first model"}
+            )
             states = client.wait_for_run("retrain_intent", run_id)
             finished = time.monotonic()
             if os.environ.get(BENCH_FIGURES_ENV):  # bench/aws_pipeline.py reads these; tests assert no timings
-                Path(os.environ[BENCH_FIGURES_ENV]).write_text(json.dumps({
-                    "wall_s": finished - started, "approval_requested_after_s": approval_at - started, "states": states,
-                    "jobs": [{k: j[k] for k in ("name", "kind", "seconds", "exit_code")} for j in bridge.jobs[first_job:]]}))
-            yield {"run_id": run_id, "states": states, "store": store, "s3": s3, "account": account, "jobs": bridge.jobs[first_job:],
-                   "client": client, "endpoint": endpoint, "mlflow_port": mlflow_port, "log": log, "root": root, "project": project,
-                   "seconds": {"to_approval": approval_at - started, "total": finished - started}}
+                Path(os.environ[BENCH_FIGURES_ENV]).write_text(
+                    json.dumps(
+                        {
+                            "wall_s": finished - started,
+                            "approval_requested_after_s": approval_at - started,
+                            "states": states,
+                            "jobs": [
+                                {k: j[k] for k in ("name", "kind", "seconds", "exit_code")}
+                                for j in bridge.jobs[first_job:]
+                            ],
+                        }
+                    )
+                )
+            yield {
+                "run_id": run_id,
+                "states": states,
+                "store": store,
+                "s3": s3,
+                "account": account,
+                "jobs": bridge.jobs[first_job:],
+                "client": client,
+                "endpoint": endpoint,
+                "mlflow_port": mlflow_port,
+                "log": log,
+                "root": root,
+                "project": project,
+                "seconds": {"to_approval": approval_at - started, "total": finished - started},
+            }
     finally:
         bridge.startup_s = 0.0
 
@@ -154,8 +228,15 @@ def test_every_task_succeeds_on_the_aws_backend(aws_stack):
 
 def test_each_job_ran_through_the_bridge_once_and_succeeded(aws_stack):
     jobs = aws_stack["jobs"]
-    assert [(j["kind"], j["exit_code"]) for j in jobs] == [("processing", 0), ("glue", 0), ("training", 0), ("processing", 0)], dumps(jobs)
-    assert jobs[0]["name"].startswith("intent-validate-raw-scheduled-") and jobs[3]["name"].startswith("intent-evaluate-model-")
+    assert [(j["kind"], j["exit_code"]) for j in jobs] == [
+        ("processing", 0),
+        ("glue", 0),
+        ("training", 0),
+        ("processing", 0),
+    ], dumps(jobs)
+    assert jobs[0]["name"].startswith("intent-validate-raw-scheduled-") and jobs[3]["name"].startswith(
+        "intent-evaluate-model-"
+    )
 
 
 def test_outputs_are_where_sagemaker_and_glue_put_them(aws_stack):
@@ -175,13 +256,16 @@ def test_outputs_are_where_sagemaker_and_glue_put_them(aws_stack):
 
 def test_promotion_approves_the_package_and_appends_the_s3_ledger(aws_stack):
     entries = ledger.verify(aws_stack["store"], "intent")
-    assert [(e["action"], e["to_version"], e["actor"], e["reason"]) for e in entries] == [("promote", 1, "alice", "aws e2e: first model")]
+    assert [(e["action"], e["to_version"], e["actor"], e["reason"]) for e in entries] == [
+        ("promote", 1, "alice", "aws e2e: first model")
+    ]
     assert entries[0]["model_dir"].endswith("/output/model.tar.gz") and len(entries[0]["weights_digest"]) == 64
     store = aws_stack["store"]  # the archive's hash, recorded at promotion, is what a rollback checks
     assert entries[0]["archive_sha256"] == store.sha256_of(store.key_of(entries[0]["model_dir"]))
     sagemaker = _client("sagemaker", aws_stack["endpoint"])
     package = sagemaker.describe_model_package(
-        ModelPackageName=f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{aws_stack['account']['group']}/1")
+        ModelPackageName=f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{aws_stack['account']['group']}/1"
+    )
     assert package["ModelApprovalStatus"] == "Approved"
     # Lineage: moto's UpdateModelPackage drops CustomerMetadataProperties (AWS keeps them), so read MetadataProperties.
     assert package["MetadataProperties"]["GeneratedBy"] == f"retrain_intent/{aws_stack['run_id']}"
@@ -190,7 +274,9 @@ def test_promotion_approves_the_package_and_appends_the_s3_ledger(aws_stack):
 
 def test_training_logged_to_the_managed_tracking_server(aws_stack):
     base = f"http://127.0.0.1:{aws_stack['mlflow_port']}/api/2.0/mlflow"
-    with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=retrain_intent", timeout=10) as response:
+    with urllib.request.urlopen(
+        f"{base}/experiments/get-by-name?experiment_name=retrain_intent", timeout=10
+    ) as response:
         experiment = json.load(response)["experiment"]
     # An s3:// location under an artifact bucket's mlartifacts/ (the first aws config to create the experiment on this
     # session's server named the bucket); jobs write artifacts there themselves, as the managed server serves none.
@@ -200,8 +286,13 @@ def test_training_logged_to_the_managed_tracking_server(aws_stack):
     with urllib.request.urlopen(request, timeout=10) as response:
         runs = json.load(response)["runs"]
     tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
-    ours = [(r["info"]["status"], t["git_sha"]) for r, t in zip(runs, tags) if t.get("airflow_run_id") == aws_stack["run_id"]
-            and t.get("airflow_dag_id") == "retrain_intent" and t.get("git_sha") == GIT_SHA]
+    ours = [
+        (r["info"]["status"], t["git_sha"])
+        for r, t in zip(runs, tags, strict=True)
+        if t.get("airflow_run_id") == aws_stack["run_id"]
+        and t.get("airflow_dag_id") == "retrain_intent"
+        and t.get("git_sha") == GIT_SHA
+    ]
     assert ours == [("FINISHED", GIT_SHA)], tags  # the session's server also holds other tests' runs
 
 
@@ -218,8 +309,10 @@ def test_job_seconds_are_the_jobs_own_and_fit_inside_the_tasks_that_waited_for_t
         assert job["seconds"] == pytest.approx(job["ended_at"] - job["started_at"], abs=0.05), (task, job)
         assert when(ti["start_date"]) <= job["started_at"] < job["ended_at"] <= when(ti["end_date"]), (task, ti, job)
         assert when(ti["end_date"]) - when(ti["start_date"]) >= JOB_STARTUP_S, (task, ti)  # deferred until "Completed"
-    assert all(a["ended_at"] <= b["started_at"] for a, b in zip(jobs, jobs[1:])), dumps(jobs)
+    assert all(a["ended_at"] <= b["started_at"] for a, b in pairwise(jobs)), dumps(jobs)
     job_seconds = sum(j["seconds"] for j in jobs)
-    print(f"aws e2e on moto: {aws_stack['seconds']['total']:.1f}s total, jobs {job_seconds:.1f}s, "
-          f"orchestration {aws_stack['seconds']['total'] - job_seconds:.1f}s (includes the time to answer the approval)")
+    print(
+        f"aws e2e on moto: {aws_stack['seconds']['total']:.1f}s total, jobs {job_seconds:.1f}s, "
+        f"orchestration {aws_stack['seconds']['total'] - job_seconds:.1f}s (includes the time to answer the approval)"
+    )
     assert 0 < job_seconds < aws_stack["seconds"]["total"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 from datetime import timedelta
+from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
@@ -16,15 +18,29 @@ pytestmark = pytest.mark.integration
 
 def test_a_broken_config_is_an_import_error_and_the_other_dags_load(stack):
     client = stack["client"]
-    errors = wait_until(lambda: [e for e in client.import_errors() if e["filename"].endswith("retrain_broken.py")], 120, "the import error")
+    errors = wait_until(
+        lambda: [e for e in client.import_errors() if e["filename"].endswith("retrain_broken.py")],
+        120,
+        "the import error",
+    )
     trace = errors[0]["stack_trace"]
     assert str(stack["config_dir"] / "broken.yaml") in trace and "field 'schedule.cadence'" in trace
     assert client.dag("retrain_broken") is None
     for model in ("intent", "intent_strict", "intent_backfill"):
         assert client.dag(f"retrain_{model}") is not None and client.dag(f"rollback_{model}") is not None
-    cli = subprocess.run(["airflow", "dags", "list-import-errors", "--output", "json"], env=stack["env"], capture_output=True, text=True, timeout=120)
-    listed = json.loads(next(line for line in reversed(cli.stdout.splitlines()) if line.startswith("[")))  # after any warnings
-    assert [e for e in listed if "retrain_broken.py" in e["filepath"] and "schedule.cadence" in e["error"]], cli.stdout + cli.stderr
+    cli = subprocess.run(
+        ["airflow", "dags", "list-import-errors", "--output", "json"],
+        env=stack["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    listed = json.loads(
+        next(line for line in reversed(cli.stdout.splitlines()) if line.startswith("["))
+    )  # after any warnings
+    assert [e for e in listed if "retrain_broken.py" in e["filepath"] and "schedule.cadence" in e["error"]], (
+        cli.stdout + cli.stderr
+    )
 
 
 def test_a_three_week_backfill_never_trains_twice_at_once(stack):
@@ -51,9 +67,11 @@ def test_a_three_week_backfill_never_trains_twice_at_once(stack):
         assert ti["state"] == "success", ti
         trainings.append((ti["start_date"], ti["end_date"], run["dag_run_id"]))
     trainings.sort()
-    for (_, end_a, run_a), (start_b, _, run_b) in zip(trainings, trainings[1:]):
+    for (_, end_a, run_a), (start_b, _, run_b) in pairwise(trainings):
         assert end_a <= start_b, f"train_model of {run_a} and {run_b} overlapped"
-    assert sorted(r["data_interval_start"][:10] for r in runs) == [str((start - timedelta(weeks=k)).date()) for k in (3, 2, 1)]
+    assert sorted(r["data_interval_start"][:10] for r in runs) == [
+        str((start - timedelta(weeks=k)).date()) for k in (3, 2, 1)
+    ]
     alerts = (stack["store_root"] / "alerts" / "intent_backfill.jsonl").read_text().splitlines()
     assert {json.loads(a)["run_id"] for a in alerts} >= {r["dag_run_id"] for r in runs}  # each gate rejection alerted
 
@@ -64,6 +82,7 @@ def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(s
     that champion, so promote_model refuses and the champion stays."""
     client = stack["client"]
     dag = "retrain_intent_race"
+
     # Started with the stack (conftest.start_runs): unpaused, so the scheduler created the run of the latest week, and a
     # backfill of the week before with max_active_runs=2.
     def both_runs():
@@ -73,7 +92,7 @@ def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(s
     runs = wait_until(both_runs, 120, "two overlapping runs")
     waiting = []
     for run in runs:
-        assert client.wait_for_approval_request(dag, run["dag_run_id"]), open(stack["log"]).read()[-3000:]
+        assert client.wait_for_approval_request(dag, run["dag_run_id"]), Path(stack["log"]).read_text()[-3000:]
         waiting.append(run["dag_run_id"])
     alice = stack["as_user"]("alice")
     first, second = waiting
@@ -84,7 +103,9 @@ def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(s
     assert states["promote_model"] == "failed"
     status = stack["registry_status"]("intent_race")
     assert len(status["ledger"]) == 1 and status["champion"] == status["ledger"][0]["to_version"]
-    alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_race.jsonl").read_text().splitlines()]
+    alerts = [
+        json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_race.jsonl").read_text().splitlines()
+    ]
     reason = next(a for a in alerts if a["run_id"] == second and a["task_id"] == "promote_model")["reason"]
     assert "was gated against no champion, but the champion is now" in reason and "Clear evaluate_model" in reason
 
@@ -101,7 +122,13 @@ def test_an_approval_nobody_answers_times_out_as_a_rejection_and_alerts(stack):
     assert decision["decision"] == "rejected" and decision["timed_out"] is True
     status = stack["registry_status"]("intent_timeout")
     assert status["champion"] is None and status["versions"][0]["approval"] == "rejected"
-    alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_timeout.jsonl").read_text().splitlines()]
+    alerts = [
+        json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_timeout.jsonl").read_text().splitlines()
+    ]
     alert = next(a for a in alerts if a["run_id"] == run["dag_run_id"])
-    assert alert["task_id"] == "await_approval" and "timed out" in alert["message"] and "counts as a rejection" in alert["reason"]
+    assert (
+        alert["task_id"] == "await_approval"
+        and "timed out" in alert["message"]
+        and "counts as a rejection" in alert["reason"]
+    )
     assert alert["url"].startswith("http") and "/tasks/await_approval" in alert["url"]

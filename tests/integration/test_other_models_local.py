@@ -12,27 +12,44 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from airflowstack import run_report  # tests/ is on pythonpath
 from jobscripts import JOBSIDE
-from retrain_tools.airflow_api import wait_until
 from retrain.config import load_config
 from retrain.jobs import run_key
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.tasks import TASK_TYPES
+from retrain_tools.airflow_api import wait_until
 
 pytestmark = pytest.mark.integration
 
-TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
-         "gate_on_metrics", "register_model", "await_approval", "promote_model"]
+TASKS = [
+    "snapshot_raw",
+    "validate_raw",
+    "build_dataset",
+    "check_drift",
+    "train_model",
+    "evaluate_model",
+    "gate_on_metrics",
+    "register_model",
+    "await_approval",
+    "promote_model",
+]
 QUERY = "I still have not received my new card"
-CANDIDATES = [{"passage_id": "p_card_arrival", "text": "card_arrival: When will my new card arrive?", "score": 0.31},
-              {"passage_id": "p_exchange_rate", "text": "exchange_rate: What exchange rate do you use?", "score": 0.35}]
-REQUESTS = {"embedding_adapter": {"text": [QUERY]}, "reranker": [{"query": QUERY, "candidates": CANDIDATES}],
-            "sentiment": {"text": ["The battery died after two days and support never answered."]}}
-"""One serving request per model, as the DataFrame a caller hands mlflow.pyfunc: a text column, or one row per request."""
+CANDIDATES = [
+    {"passage_id": "p_card_arrival", "text": "card_arrival: When will my new card arrive?", "score": 0.31},
+    {"passage_id": "p_exchange_rate", "text": "exchange_rate: What exchange rate do you use?", "score": 0.35},
+]
+REQUESTS = {
+    "embedding_adapter": {"text": [QUERY]},
+    "reranker": [{"query": QUERY, "candidates": CANDIDATES}],
+    "sentiment": {"text": ["The battery died after two days and support never answered."]},
+}
+"""One serving request per model, as the DataFrame a caller hands mlflow.pyfunc: a text column, or one row per
+request."""
 INTERVAL_DAYS = {"weekly": {7}, "monthly": {28, 29, 30, 31}}
 """How long the scheduler's data interval of each cadence is: a monthly model's is the whole calendar month."""
 
@@ -57,12 +74,22 @@ def promoted(request, stack):
     client.set_paused(dag_id, False)
     run = wait_until(lambda: client.run_for_interval(dag_id, start), 120, f"the scheduled run of {dag_id}")
     run_id = run["dag_run_id"]
-    assert client.wait_for_approval_request(dag_id, run_id), open(stack["log"]).read()[-3000:] + run_report(client, dag_id, run_id)
-    stack["as_user"]("alice").respond(dag_id, run_id, "await_approval", "Approve", {"reason": f"integration: first {model}"})
+    assert client.wait_for_approval_request(dag_id, run_id), Path(stack["log"]).read_text()[-3000:] + run_report(
+        client, dag_id, run_id
+    )
+    stack["as_user"]("alice").respond(
+        dag_id, run_id, "await_approval", "Approve", {"reason": f"integration: first {model}"}
+    )
     states = client.wait_for_run(dag_id, run_id)
     client.set_paused(dag_id, True)
-    return {"model": model, "run": run, "states": states, "interval": (start, end),
-            "run_dir": stack["store_root"] / "runs" / model / run_key(run_id), "report": run_report(client, dag_id, run_id)}
+    return {
+        "model": model,
+        "run": run,
+        "states": states,
+        "interval": (start, end),
+        "run_dir": stack["store_root"] / "runs" / model / run_key(run_id),
+        "report": run_report(client, dag_id, run_id),
+    }
 
 
 def test_the_scheduler_runs_every_task_of_the_cadences_interval(promoted, stack):
@@ -82,20 +109,34 @@ def test_metrics_gate_and_registry_are_the_task_types(promoted, stack):
         assert task["baseline"]
     gate = json.loads((run_dir / "gate_on_metrics" / "try-1" / "gate.json").read_text())
     floors = config.gate.floors
-    assert gate["decision"] == "pass" and floors and {f"floor.{m}" for m in floors} <= {c["name"] for c in gate["criteria"]}
+    assert (
+        gate["decision"] == "pass"
+        and floors
+        and {f"floor.{m}" for m in floors} <= {c["name"] for c in gate["criteria"]}
+    )
     if config.gate.false_escalation:  # sentiment's escalation metric is judged, not only reported
-        assert "false_escalation.rate" in {c["name"] for c in gate["criteria"] if c["verdict"] == "pass"}, gate["criteria"]
+        assert "false_escalation.rate" in {c["name"] for c in gate["criteria"] if c["verdict"] == "pass"}, gate[
+            "criteria"
+        ]
     status = stack["registry_status"](model)
     assert (status["champion"], status["challenger"]) == (1, None) and status["ledger"][0]["actor"] == "alice"
-    tags = dict(sqlite3.connect(stack["store_root"] / "mlflow.db").execute(
-        "select key, value from model_version_tags where name=? and version=1", (model,)))
+    tags = dict(
+        sqlite3.connect(stack["store_root"] / "mlflow.db").execute(
+            "select key, value from model_version_tags where name=? and version=1", (model,)
+        )
+    )
     assert tags["task"] == config.task and {f"golden_{m}" for m in TASK_TYPES[config.task]} <= set(tags)
 
 
 def test_the_champion_serves_through_its_task_types_loader(promoted, stack):
     env = {**stack["env"], "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}"}
     model = promoted["model"]
-    proc = subprocess.run([str(job_python()), str(JOBSIDE / "serve_champion.py"), model, json.dumps(REQUESTS[model])],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(job_python()), str(JOBSIDE / "serve_champion.py"), model, json.dumps(REQUESTS[model])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_served(model, json.loads(proc.stdout.strip().splitlines()[-1]))

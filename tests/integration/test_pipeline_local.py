@@ -5,17 +5,28 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from airflowstack import run_report  # tests/ is on pythonpath
-from retrain_tools.airflow_api import ApiError, wait_until
 from retrain.jobs import run_key
+from retrain_tools.airflow_api import ApiError, wait_until
 
 pytestmark = pytest.mark.integration
 
-TASKS = ["snapshot_raw", "validate_raw", "build_dataset", "check_drift", "train_model", "evaluate_model",
-         "gate_on_metrics", "register_model", "await_approval", "promote_model"]
+TASKS = [
+    "snapshot_raw",
+    "validate_raw",
+    "build_dataset",
+    "check_drift",
+    "train_model",
+    "evaluate_model",
+    "gate_on_metrics",
+    "register_model",
+    "await_approval",
+    "promote_model",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +38,25 @@ def scheduled_run(stack):
     run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
     run_id = run["dag_run_id"]
     # The run started with the stack, beside every other model's (conftest.start_runs): it shares the machine with them.
-    assert client.wait_for_approval_request("retrain_intent", run_id, timeout=1800), (
-        open(stack["log"]).read()[-3000:] + run_report(client, "retrain_intent", run_id))
+    assert client.wait_for_approval_request("retrain_intent", run_id, timeout=1800), Path(stack["log"]).read_text()[
+        -3000:
+    ] + run_report(client, "retrain_intent", run_id)
     with pytest.raises(ApiError) as refused:
         stack["as_user"]("bob").respond("retrain_intent", run_id, "await_approval", "Approve")
     while_waiting = stack["registry_status"]()
-    stack["as_user"]("alice").respond("retrain_intent", run_id, "await_approval", "Approve", {"reason": "integration: first model"})
-    return {"run": run, "states": client.wait_for_run("retrain_intent", run_id), "refused": refused.value, "while_waiting": while_waiting}
+    stack["as_user"]("alice").respond(
+        "retrain_intent", run_id, "await_approval", "Approve", {"reason": "integration: first model"}
+    )
+    return {
+        "run": run,
+        "states": client.wait_for_run("retrain_intent", run_id),
+        "refused": refused.value,
+        "while_waiting": while_waiting,
+    }
 
 
 def test_scheduler_runs_every_task(scheduled_run, stack):
-    assert scheduled_run["states"] == {task: "success" for task in TASKS}, open(stack["log"]).read()[-5000:]
+    assert scheduled_run["states"] == {task: "success" for task in TASKS}, Path(stack["log"]).read_text()[-5000:]
     assert scheduled_run["run"]["run_type"] == "scheduled"
     start, end = stack["interval"]
     assert end - start == timedelta(days=7)
@@ -53,7 +72,12 @@ def test_assigned_approval_promotes_with_the_approver_in_the_ledger(scheduled_ru
     status = stack["registry_status"]()
     assert (status["champion"], status["challenger"]) == (1, None)
     entry = status["ledger"][0]
-    assert (entry["action"], entry["to_version"], entry["actor"], entry["reason"]) == ("promote", 1, "alice", "integration: first model")
+    assert (entry["action"], entry["to_version"], entry["actor"], entry["reason"]) == (
+        "promote",
+        1,
+        "alice",
+        "integration: first model",
+    )
     run_dir = stack["store_root"] / "runs" / "intent" / run_key(scheduled_run["run"]["dag_run_id"])
     gate = json.loads((run_dir / "gate_on_metrics" / "try-1" / "gate.json").read_text())
     assert entry["gate_digest"] == gate["digest"] and gate["has_champion"] is False
@@ -78,7 +102,9 @@ def test_artifacts_have_lineage(scheduled_run, stack):
     assert metrics["challenger"]["macro_f1"] > 0.5  # 5 intents: chance is 0.2
     assert metrics["champion"] is None
     assert "<img" in (run_dir / "evaluate_model" / "try-1" / "report.html").read_text()
-    gated = (run_dir / "gate_on_metrics" / "try-1" / "report.html").read_text()  # what a person reads: the verdict first
+    gated = (
+        run_dir / "gate_on_metrics" / "try-1" / "report.html"
+    ).read_text()  # what a person reads: the verdict first
     assert gated.index("Gate: PASS") < gated.index("<h2>Summary</h2>")
     db = sqlite3.connect(store / "mlflow.db")
     tags = dict(db.execute("select key, value from tags where run_uuid=?", (trained["mlflow_run_id"],)))
@@ -100,13 +126,17 @@ def test_bad_data_stops_the_run_before_the_dataset_is_built(scheduled_run, stack
     client = stack["client"]
     _, end = stack["interval"]
     existing = sorted(p.name for p in (stack["store_root"] / "datasets" / "intent").iterdir())
-    stack["write_csv"](stack["store_root"] / f"raw/intent/dt={end.date()}/part-00000.csv",
-              [("where is my card", "card_arrival"), ("what is this fee", "mystery_label")])
+    stack["write_csv"](
+        stack["store_root"] / f"raw/intent/dt={end.date()}/part-00000.csv",
+        [("where is my card", "card_arrival"), ("what is this fee", "mystery_label")],
+    )
     client.trigger("retrain_intent", "bad_data_check", end, end + timedelta(weeks=1))
     states = client.wait_for_run("retrain_intent", "bad_data_check")
     assert states["validate_raw"] == "failed"
     assert all(states[t] == "upstream_failed" for t in TASKS[2:])
-    report = next((stack["store_root"] / "runs" / "intent" / "bad_data_check" / "validate_raw").rglob("validation_report.json"))
+    report = next(
+        (stack["store_root"] / "runs" / "intent" / "bad_data_check" / "validate_raw").rglob("validation_report.json")
+    )
     assert "mystery_label" in report.read_text()
     assert sorted(p.name for p in (stack["store_root"] / "datasets" / "intent").iterdir()) == existing
     alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent.jsonl").read_text().splitlines()]

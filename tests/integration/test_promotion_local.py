@@ -29,46 +29,72 @@ def test_reject_keeps_the_champion_and_clears_challenger(stack):
     assert before["champion"] == 1  # promoted in test_pipeline_local
     forced_run_awaiting_approval(stack, "reject_check")
     assert stack["registry_status"]()["challenger"] == 2
-    stack["as_user"]("alice").respond(DAG, "reject_check", "await_approval", "Reject", {"reason": "integration: not convinced"})
+    stack["as_user"]("alice").respond(
+        DAG, "reject_check", "await_approval", "Reject", {"reason": "integration: not convinced"}
+    )
     states = stack["client"].wait_for_run(DAG, "reject_check")
     assert states["await_approval"] == "success" and states["promote_model"] == "skipped"
     after = stack["registry_status"]()
     assert (after["champion"], after["challenger"]) == (1, None)
     assert {v["version"]: v["approval"] for v in after["versions"]}[2] == "rejected"
     assert after["ledger"] == before["ledger"]
-    decision = json.loads((stack["store_root"] / "runs" / "intent" / "reject_check" / "await_approval" / "try-1" / "decision.json").read_text())
+    decision = json.loads(
+        (
+            stack["store_root"] / "runs" / "intent" / "reject_check" / "await_approval" / "try-1" / "decision.json"
+        ).read_text()
+    )
     assert decision["decision"] == "rejected" and decision["responded_by_user"]["id"] == "alice"
 
 
 def test_second_promotion_then_rollback_restores_the_previous_champion(stack):
     forced_run_awaiting_approval(stack, "approve_check")
-    gate = json.loads((stack["store_root"] / "runs" / "intent" / "approve_check" / "gate_on_metrics" / "try-1" / "gate.json").read_text())
+    gate = json.loads(
+        (
+            stack["store_root"] / "runs" / "intent" / "approve_check" / "gate_on_metrics" / "try-1" / "gate.json"
+        ).read_text()
+    )
     assert gate["has_champion"] is True
-    assert {"delta.macro_f1", "significance.macro_f1", "significance.mcnemar", "per_class.regression"} <= {c["name"] for c in gate["criteria"]}
+    assert {"delta.macro_f1", "significance.macro_f1", "significance.mcnemar", "per_class.regression"} <= {
+        c["name"] for c in gate["criteria"]
+    }
     stack["as_user"]("alice").respond(DAG, "approve_check", "await_approval", "Approve")
     assert stack["client"].wait_for_run(DAG, "approve_check")["promote_model"] == "success"
     assert stack["registry_status"]()["champion"] == 3
 
     started = time.monotonic()
-    run = stack["client"].trigger_manual("rollback_intent", {"reason": "integration: regression in production", "target_version": None})
+    run = stack["client"].trigger_manual(
+        "rollback_intent", {"reason": "integration: regression in production", "target_version": None}
+    )
     states = stack["client"].wait_for_run("rollback_intent", run["dag_run_id"], timeout=120)
-    print(f"rollback: trigger to success in {time.monotonic() - started:.1f}s")  # a figure for the log; bench/ measures it
+    print(
+        f"rollback: trigger to success in {time.monotonic() - started:.1f}s"
+    )  # a figure for the log; bench/ measures it
     assert states == {"rollback_model": "success"}
     status = stack["registry_status"]()
     assert status["champion"] == 1 and status["ledger_verified"] is True
     assert [(e["action"], e["from_version"], e["to_version"], e["actor"]) for e in status["ledger"]] == [
-        ("promote", None, 1, "alice"), ("promote", 1, 3, "alice"), ("rollback", 3, 1, "admin"),
+        ("promote", None, 1, "alice"),
+        ("promote", 1, 3, "alice"),
+        ("rollback", 3, 1, "admin"),
     ]
 
 
 @pytest.mark.parametrize("target", [2, 42])
 def test_rollback_to_a_version_that_never_served_changes_nothing(stack, target):
     before, ledger_before = stack["registry_status"](), ledger_text(stack)
-    run = stack["client"].trigger_manual("rollback_intent", {"reason": "integration: bad target", "target_version": target})
-    assert stack["client"].wait_for_run("rollback_intent", run["dag_run_id"], timeout=120) == {"rollback_model": "failed"}
+    run = stack["client"].trigger_manual(
+        "rollback_intent", {"reason": "integration: bad target", "target_version": target}
+    )
+    assert stack["client"].wait_for_run("rollback_intent", run["dag_run_id"], timeout=120) == {
+        "rollback_model": "failed"
+    }
     assert stack["registry_status"]()["champion"] == before["champion"]
     assert ledger_text(stack) == ledger_before
-    log = "".join(p.read_text() for p in (stack["root"] / "airflow" / "logs").rglob("*.log") if run_key(run["dag_run_id"]) in str(p) or run["dag_run_id"] in str(p))
+    log = "".join(
+        p.read_text()
+        for p in (stack["root"] / "airflow" / "logs").rglob("*.log")
+        if run_key(run["dag_run_id"]) in str(p) or run["dag_run_id"] in str(p)
+    )
     assert f"v{target} was never champion" in log
     alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent.jsonl").read_text().splitlines()]
     alert = next(a for a in alerts if a["run_id"] == run["dag_run_id"])  # a failed rollback alerts
@@ -79,7 +105,9 @@ def test_rollback_by_a_user_who_may_not_roll_back_changes_nothing(stack):
     """bob may trigger DAG runs, but a rollback is a production change: only rollback users (else approvers)."""
     before, ledger_before = stack["registry_status"](), ledger_text(stack)
     run = stack["as_user"]("bob").trigger_manual("rollback_intent", {"reason": "integration: bob tries"})
-    assert stack["client"].wait_for_run("rollback_intent", run["dag_run_id"], timeout=120) == {"rollback_model": "failed"}
+    assert stack["client"].wait_for_run("rollback_intent", run["dag_run_id"], timeout=120) == {
+        "rollback_model": "failed"
+    }
     assert stack["registry_status"]()["champion"] == before["champion"] and ledger_text(stack) == ledger_before
     alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent.jsonl").read_text().splitlines()]
     assert "bob may not roll back intent" in next(a for a in alerts if a["run_id"] == run["dag_run_id"])["reason"]
@@ -90,14 +118,32 @@ def test_gate_rejection_alerts_and_registers_nothing(stack):
     client.set_paused("retrain_intent_strict", False)
     from retrain_tools.airflow_api import wait_until
 
-    run = wait_until(lambda: client.run_for_interval("retrain_intent_strict", start), 120, "the strict model's scheduled run")
+    run = wait_until(
+        lambda: client.run_for_interval("retrain_intent_strict", start), 120, "the strict model's scheduled run"
+    )
     states = client.wait_for_run("retrain_intent_strict", run["dag_run_id"])
     assert states["evaluate_model"] == "success" and states["gate_on_metrics"] == "failed"
     assert {states[t] for t in ("register_model", "await_approval", "promote_model")} == {"upstream_failed"}
-    gate = json.loads((stack["store_root"] / "runs" / "intent_strict" / run_key(run["dag_run_id"]) / "gate_on_metrics" / "try-1" / "gate.json").read_text())
+    gate = json.loads(
+        (
+            stack["store_root"]
+            / "runs"
+            / "intent_strict"
+            / run_key(run["dag_run_id"])
+            / "gate_on_metrics"
+            / "try-1"
+            / "gate.json"
+        ).read_text()
+    )
     assert gate["decision"] == "reject" and "floor.macro_f1" in gate["failed"]
-    alerts = [json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_strict.jsonl").read_text().splitlines()]
+    alerts = [
+        json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_strict.jsonl").read_text().splitlines()
+    ]
     assert [a["run_id"] for a in alerts] == [run["dag_run_id"]] and alerts[0]["task_id"] == "gate_on_metrics"
     assert stack["registry_status"]("intent_strict")["versions"] == []
-    ti = next(t for t in client.task_instances("retrain_intent_strict", run["dag_run_id"]) if t["task_id"] == "gate_on_metrics")
+    ti = next(
+        t
+        for t in client.task_instances("retrain_intent_strict", run["dag_run_id"])
+        if t["task_id"] == "gate_on_metrics"
+    )
     assert ti["try_number"] == 1  # a rejection is not retried
