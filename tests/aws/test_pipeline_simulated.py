@@ -36,6 +36,7 @@ from airflowstack import (
     user_factory,
     write_csv,
 )  # tests/ is on pythonpath
+from dagshape import TASKS  # tests/ is on pytest's pythonpath
 from moto_job_bridge import dumps
 from retrain import ledger
 from retrain.config import load_config
@@ -49,18 +50,6 @@ pytestmark = pytest.mark.aws
 REGION = "us-east-1"
 GIT_SHA = "e2e0" * 10  # the deployed code's sha and digest (startup.sh exports both); the bridge runs the checkout
 CODE_DIGEST = "c0de" * 16
-TASKS = [
-    "snapshot_raw",
-    "validate_raw",
-    "build_dataset",
-    "check_drift",
-    "train_model",
-    "evaluate_model",
-    "gate_on_metrics",
-    "register_model",
-    "await_approval",
-    "promote_model",
-]
 BENCH_FIGURES_ENV = "RETRAIN_BENCH_FIGURES"
 JOB_STARTUP_S = 15.0  # the least time a simulated job stays InProgress; real ones take minutes to provision
 SIMULATED = {

@@ -8,24 +8,13 @@ from datetime import timedelta
 
 import pytest
 
+from dagshape import TASKS  # tests/ is on pytest's pythonpath
 from retrain.jobs import latest_try, run_key
 from retrain_tools.airflow_api import ApiError, wait_until
 
 pytestmark = pytest.mark.celery
 
 DAG = "retrain_intent"
-TASKS = [
-    "snapshot_raw",
-    "validate_raw",
-    "build_dataset",
-    "check_drift",
-    "train_model",
-    "evaluate_model",
-    "gate_on_metrics",
-    "register_model",
-    "await_approval",
-    "promote_model",
-]
 
 
 def approve(deployment, run_id: str, reason: str) -> dict[str, str]:

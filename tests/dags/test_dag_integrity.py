@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dagshape import TASKS  # tests/ is on pytest's pythonpath
 from retrain.config import config_paths, load_config
 from retrain.intervals import WEEKDAYS
 
@@ -22,18 +23,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGS_DIR = PROJECT_ROOT / "dags"
 CONFIG_DIR = PROJECT_ROOT / "config" / "models"
 HEAVY = ("torch", "transformers", "pandas", "pyspark", "sagemaker", "mlflow", "great_expectations")
-EXPECTED_CHAIN = [
-    "snapshot_raw",
-    "validate_raw",
-    "build_dataset",
-    "check_drift",
-    "train_model",
-    "evaluate_model",
-    "gate_on_metrics",
-    "register_model",
-    "await_approval",
-    "promote_model",
-]
+EXPECTED_CHAIN = TASKS  # tests/dagshape.py
 JOB_TASKS = ["validate_raw", "build_dataset", "train_model", "evaluate_model", "register_model", "promote_model"]
 
 

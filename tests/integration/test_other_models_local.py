@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from airflowstack import run_report  # tests/ is on pythonpath
+from dagshape import TASKS  # tests/ is on pytest's pythonpath
 from jobscripts import JOBSIDE
 from retrain.config import load_config
 from retrain.jobs import run_key
@@ -26,18 +27,6 @@ from retrain_tools.airflow_api import wait_until
 
 pytestmark = pytest.mark.integration
 
-TASKS = [
-    "snapshot_raw",
-    "validate_raw",
-    "build_dataset",
-    "check_drift",
-    "train_model",
-    "evaluate_model",
-    "gate_on_metrics",
-    "register_model",
-    "await_approval",
-    "promote_model",
-]
 QUERY = "I still have not received my new card"
 CANDIDATES = [
     {"passage_id": "p_card_arrival", "text": "card_arrival: When will my new card arrive?", "score": 0.31},

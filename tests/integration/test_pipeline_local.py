@@ -10,23 +10,11 @@ from pathlib import Path
 import pytest
 
 from airflowstack import run_report  # tests/ is on pythonpath
+from dagshape import TASKS  # tests/ is on pytest's pythonpath
 from retrain.jobs import run_key
 from retrain_tools.airflow_api import ApiError, wait_until
 
 pytestmark = pytest.mark.integration
-
-TASKS = [
-    "snapshot_raw",
-    "validate_raw",
-    "build_dataset",
-    "check_drift",
-    "train_model",
-    "evaluate_model",
-    "gate_on_metrics",
-    "register_model",
-    "await_approval",
-    "promote_model",
-]
 
 
 @pytest.fixture(scope="module")
