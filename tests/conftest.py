@@ -142,7 +142,9 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "time per tier")
         for tier, seconds in sorted(_TIER_SECONDS.items()):
             terminalreporter.write_line(f"{tier:<12} {seconds:8.1f} s")
-    if _SKIPS:
+    if not _SKIPS:
+        terminalreporter.write_sep("-", "skips per tier: none")
+    else:
         terminalreporter.write_sep("-", "skips per tier")
         for tier, skips in sorted(_SKIPS.items()):
             terminalreporter.write_line(f"{tier}: {len(skips)}")
