@@ -408,10 +408,12 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
-def job_spec(task: str, config: ModelConfig, ctx: RunContext, ledger_store: Store) -> JobSpec:
-    """The spec of one of the DAG's job tasks; evaluate_model reads its champion from ``ledger_store``'s ledger."""
+def job_spec(task: str, config: ModelConfig, ctx: RunContext, ledger_store: Store | None) -> JobSpec:
+    """The spec of one of the DAG's job tasks; evaluate_model reads its champion from ``ledger_store``'s ledger
+    (None: no ledger to read, so no champion)."""
     if task == "evaluate_model":
-        return evaluate_model_spec(config, ctx, ledger.current_champion(ledger_store, config.name))
+        champion = None if ledger_store is None else ledger.current_champion(ledger_store, config.name)
+        return evaluate_model_spec(config, ctx, champion)
     return SPEC_BUILDERS[task](config, ctx)
 
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from retrain import jobs, ledger
+from retrain import jobs
 from retrain.aws import glue, sagemaker
 from retrain.aws.locations import PROCESSING_INPUT, AwsJob, CodeBundle, aws_job_from_spec, layout, s3_uri
 from retrain.aws.names import glue_job_name, job_name
@@ -60,14 +60,6 @@ def lineage(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, dataset
     return tags
 
 
-def _spec(task: str, config: ModelConfig, ctx: jobs.RunContext, champion_store: Any = None) -> jobs.JobSpec:
-    if task == "evaluate_model":  # the champion comes from the real (S3) ledger; its locations are the ledger's own
-        return jobs.evaluate_model_spec(
-            config, ctx, None if champion_store is None else ledger.current_champion(champion_store, config.name)
-        )
-    return jobs.SPEC_BUILDERS[task](config, ctx)
-
-
 def aws_job(
     task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None
 ) -> AwsJob:
@@ -82,7 +74,7 @@ def aws_job(
       reads the snapshot's files by their keys without any S3 call (network isolation allows none).
     """
     aws = require_aws(config)
-    spec = _spec(task, config, ctx, champion_store)
+    spec = jobs.job_spec(task, config, ctx, champion_store)  # the champion comes from the real (S3) ledger
     if task == "train_model":  # what the AWS job really runs: the deployed sha (MWAA has no git), the aws base model
         dataset_version = ctx.upstream["build_dataset"]["dataset_version"]
         env = {**spec.env, "RETRAIN_LINEAGE": json.dumps(lineage(config, ctx, code, dataset_version), sort_keys=True)}
