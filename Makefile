@@ -4,6 +4,10 @@ PY_AIRFLOW ?= $(shell scripts/find-python 3.12)
 PY_JOBS    ?= $(shell scripts/find-python 3.11)
 ENV        := source scripts/env.sh &&
 MODEL      ?= intent
+# pytest-xdist workers for make test / test-fast: 3 on 2 cores, since half of the suite's wall time is spent waiting
+# (schedulers, deferred tasks, moto's polling); tests/conftest.py keeps each shared stack on one worker.
+WORKERS    ?= 3
+XDIST      := -n $(WORKERS) --dist loadgroup
 
 .PHONY: setup redis demo test test-fast lint ui seed bench clean-state
 
@@ -32,10 +36,10 @@ redis:  ## the Celery tier's broker: installs the distribution's redis-server on
 	scripts/ensure-redis
 
 test: setup redis  ## every test tier (dags, unit, jobs, integration, celery, aws)
-	$(ENV) python -m pytest $(PYTEST_ARGS)
+	$(ENV) python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup  ## everything that needs no running Airflow (no scheduler: integration, the Celery pipeline, the aws e2e run)
-	$(ENV) python -m pytest -m "not scheduler" $(PYTEST_ARGS)
+	$(ENV) python -m pytest $(XDIST) -m "not scheduler" $(PYTEST_ARGS)
 
 lint: .venv-airflow/.installed  ## ruff over the whole tree (rules and line length in pyproject.toml)
 	.venv-airflow/bin/ruff check .

@@ -65,17 +65,52 @@ def _tier(nodeid: str) -> str:
     return parts[1] if len(parts) >= 2 and parts[0] == "tests" and parts[1] in TIERS else "other"
 
 
+SHARED_PER_TIER = frozenset({"integration", "celery", "mwaa"})
+"""Tiers whose tests share one session-scoped stack (an Airflow, a Celery deployment, a built bundle and its venv):
+under xdist each runs on one worker, as one group, so the stack starts once."""
+XDIST_ORDER = (
+    "integration",
+    "jobs/test_llm_lora.py",
+    "jobs/test_reranker.py",
+    "celery",
+    "jobs/test_embedding_adapter.py",
+    "aws/test_pipeline_simulated.py",
+    "jobs/test_train.py",
+    "jobs/test_evaluate.py",
+    "jobs/test_sentiment.py",
+    "mwaa",
+)
+"""Under xdist, the groups that start first, longest first (measured: see docs/testing.md), so that no long group is
+left to start last on an otherwise idle machine; every other group follows in collection order."""
+
+
+def _xdist_group(where: Path) -> str:
+    """One work unit of ``pytest -n N --dist loadgroup``: a whole tier where it shares a stack, else one module (module-
+    scoped fixtures, such as a trained model, stay on one worker)."""
+    return where.parts[0] if where.parts[0] in SHARED_PER_TIER else where.as_posix()
+
+
+def _xdist_rank(group: str) -> int:
+    return XDIST_ORDER.index(group) if group in XDIST_ORDER else len(XDIST_ORDER)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns xdist_group marks into work units
 def pytest_collection_modifyitems(config, items):
-    """Each test gets its tier's marker, and ``scheduler`` when it needs a running Airflow."""
+    """Each test gets its tier's marker, ``scheduler`` when it needs a running Airflow, and under xdist its group."""
+    groups = {}
     for item in items:
         try:
-            tier = Path(item.path).resolve().relative_to(TESTS_DIR).parts[0]
+            where = Path(item.path).resolve().relative_to(TESTS_DIR)
         except ValueError:
             continue
-        if tier in TIERS:
-            item.add_marker(getattr(pytest.mark, tier))
+        if where.parts[0] in TIERS:
+            item.add_marker(getattr(pytest.mark, where.parts[0]))
         if _starts_airflow(item):
             item.add_marker(pytest.mark.scheduler)
+        groups[item.nodeid] = _xdist_group(where)
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    if getattr(config.option, "loadgroup", False):  # an xdist worker: every worker sorts alike, longest groups first
+        items.sort(key=lambda item: _xdist_rank(groups.get(item.nodeid, "")))
 
 
 def _starts_airflow(item) -> bool:
@@ -107,9 +142,16 @@ def _record_skip(report) -> None:
         _SKIPS.setdefault(_tier(report.nodeid), []).append((report.nodeid, _skip_reason(report)))
 
 
+_TIER_SPAN: dict[str, tuple[float, float]] = {}
+
+
 def pytest_runtest_logreport(report):
-    """Time per tier (tests/<tier>/…): setup, call and teardown, shared fixtures included; and the skips."""
-    _TIER_SECONDS[_tier(report.nodeid)] = _TIER_SECONDS.get(_tier(report.nodeid), 0.0) + report.duration
+    """Time per tier (tests/<tier>/…): setup, call and teardown, shared fixtures included, summed over tests; the wall
+    time from the tier's first start to its last end (tiers overlap under xdist); and the skips."""
+    tier = _tier(report.nodeid)
+    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+    first, last = _TIER_SPAN.get(tier, (report.start, report.stop))
+    _TIER_SPAN[tier] = (min(first, report.start), max(last, report.stop))
     _record_skip(report)
 
 
@@ -139,9 +181,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter):
     if _TIER_SECONDS:
-        terminalreporter.write_sep("-", "time per tier")
+        terminalreporter.write_sep("-", "time per tier: summed over its tests, and first start to last end")
         for tier, seconds in sorted(_TIER_SECONDS.items()):
-            terminalreporter.write_line(f"{tier:<12} {seconds:8.1f} s")
+            first, last = _TIER_SPAN[tier]
+            terminalreporter.write_line(f"{tier:<12} {seconds:8.1f} s   wall {last - first:8.1f} s")
     if not _SKIPS:
         terminalreporter.write_sep("-", "skips per tier: none")
     else:
