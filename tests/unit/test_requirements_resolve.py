@@ -39,7 +39,7 @@ PROJECT_CONSTRAINTS = PROJECT_ROOT / "constraints" / "airflow.txt"
 ESSENTIAL = MWAA_DIR / ESSENTIAL_NAME
 AIRFLOW_CONSTRAINTS = MWAA_DIR / AIRFLOW_CONSTRAINTS_NAME
 
-# The pins that matter on MWAA 3.3.1 (see AWS.md), as pip must resolve them.
+# The pins that matter on MWAA 3.3.1 (its image's Airflow, providers and constraint pins), as pip must resolve them.
 EXPECTED = {
     "apache-airflow": "3.3.1",
     "apache-airflow-providers-amazon": "9.34.0",
@@ -49,7 +49,7 @@ EXPECTED = {
     "numpy": "2.5.1",
     "sqlalchemy": "2.0.51",
 }
-# The Airflow environment holds none of these (DESIGN.md, "Environments").
+# The Airflow environment holds none of these: heavy libraries live in the job environment and images only.
 HEAVY = {"torch", "transformers", "pyspark", "pandas", "sagemaker", "sagemaker-core", "mlflow", "deepspeed"}
 
 
