@@ -143,3 +143,21 @@ def test_bin_retrain_with_airflow_down_prints_one_line_and_no_traceback(tmp_path
         "",
         f"Airflow is not running at http://localhost:{port}; start it with `make ui`\n",
     )
+
+
+@pytest.mark.parametrize(("command", "said"), [("approve", "approved"), ("reject", "rejected")])
+def test_approve_and_reject_say_what_was_done_in_words(command, said, monkeypatch, capsys):
+    """The answer itself goes through the REST hitlDetails endpoint (the integration tier sends it for real); here a
+    recording client stands in for Airflow so that only the CLI's own words are checked."""
+    import retrain_tools.cli as cli
+
+    sent = []
+
+    class RecordingClient:
+        def respond(self, *args):
+            sent.append(args)
+
+    monkeypatch.setattr(cli, "client_for", lambda args: RecordingClient())
+    assert main([command, "intent", "--run-id", "manual__1", "--as", "alice"]) == 0
+    assert capsys.readouterr().out == f"{said} retrain_intent run manual__1 as alice\n"
+    assert sent == [("retrain_intent", "manual__1", "await_approval", command.capitalize(), {})]

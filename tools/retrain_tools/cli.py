@@ -104,6 +104,9 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     return 0
 
 
+PAST_TENSE = {"Approve": "approved", "Reject": "rejected"}
+
+
 def cmd_decide(args: argparse.Namespace, option: str) -> int:
     client = client_for(args)
     dag_id = f"retrain_{args.model}"
@@ -113,7 +116,7 @@ def cmd_decide(args: argparse.Namespace, option: str) -> int:
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{option.lower()}d {dag_id} run {args.run_id} as {args.user}")
+    print(f"{PAST_TENSE[option]} {dag_id} run {args.run_id} as {args.user}")
     return 0
 
 
