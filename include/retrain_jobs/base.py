@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 from torch import nn
+
+from retrain.locks import exclusive
 
 SMOLLM2 = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -86,22 +86,12 @@ def convert_smollm2(target: Path) -> float:
     return time.time() - started
 
 
-@contextmanager
-def _conversion_lock(target: Path) -> Iterator[None]:
-    """An exclusive lock on ``<target>.lock`` beside the cache entry, held while it is checked and converted."""
-    import fcntl
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def resolve_smollm2() -> Path:
     """The converted SmolLM2 directory: converted on first use, then refused unless its weights digest is the pin."""
     pin = BASE_MODEL_PINS[SMOLLM2]
     target = model_cache_dir() / f"{SMOLLM2}-{pin[:12]}"
-    with _conversion_lock(target):  # two jobs' first runs at once would otherwise replace each other's directory
+    # two jobs' first runs at once would otherwise replace each other's directory
+    with exclusive(target.with_name(f".{target.name}.lock")):
         if not (target / "config.json").is_file():
             seconds = convert_smollm2(target)
             print(f"converted {SMOLLM2} from its GGUF to {target} in {seconds:.1f} s")

@@ -34,6 +34,9 @@ class RegistryError(ValueError):
 def _client():
     from mlflow import MlflowClient
 
+    from retrain.tracking import ready_store
+
+    ready_store()
     return MlflowClient()
 
 

@@ -20,9 +20,14 @@ import re
 import warnings
 from pathlib import Path
 
+from retrain.locks import exclusive
 from retrain.paths import store_root
 
 ARTIFACT_ROOT_ENV = "RETRAIN_MLFLOW_ARTIFACT_ROOT"
+
+
+class HalfMigratedStore(RuntimeError):
+    """A SQLite tracking store whose schema migration was interrupted: no run can use it until it is repaired."""
 
 
 class ArtifactLocationWarning(UserWarning):
@@ -58,11 +63,49 @@ def check_experiment(experiment) -> bool:
     return False
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI; None for a server, a managed MLflow or a file store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def refuse_half_migrated(database: Path) -> None:
+    """Raise HalfMigratedStore when ``database`` holds the ``_alembic_tmp_*`` tables an interrupted migration leaves."""
+    import sqlite3
+
+    if not database.is_file():
+        return
+    with sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True) as connection:
+        rows = connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_alembic\\_tmp\\_%' ESCAPE '\\'"
+        ).fetchall()
+    if rows:
+        raise HalfMigratedStore(
+            f"MLflow store {database} was left half-migrated by an interrupted first use (tables "
+            f"{', '.join(sorted(name for (name,) in rows))}); no run can use it. If it holds nothing to keep, delete "
+            f"it and rerun the task; otherwise restore it from a backup (its runs and registered models live there)."
+        )
+
+
+def ready_store() -> None:
+    """Create or migrate a SQLite tracking store once, under a lock beside it, before any client of this process uses
+    it. Two first users at once would otherwise both run MLflow's migrations and can leave the store half-migrated,
+    which no retry repairs. A server or a managed MLflow migrates its own database: nothing to do."""
+    import mlflow
+
+    database = sqlite_path(mlflow.get_tracking_uri())
+    if database is None:
+        return
+    with exclusive(database.with_name(f".{database.name}.lock")):
+        refuse_half_migrated(database)
+        mlflow.MlflowClient().search_experiments(max_results=1)  # the first client creates and migrates the tables
+
+
 def ensure_experiment(name: str) -> str:
     """Id of the experiment ``name``, created with its location under the artifact root if it does not exist."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    ready_store()
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is None:

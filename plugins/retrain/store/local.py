@@ -10,7 +10,6 @@ ledger uses for its one ``.jsonl`` per model.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from retrain.locks import exclusive
 from retrain.paths import store_root
 from retrain.store.digest import (
     MANIFEST_NAME,
@@ -63,12 +63,8 @@ class LocalStore(GoldenReads):
             finally:
                 os.close(fd)
 
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield append
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive(lock_path):
+            yield append
 
     def path(self, key: str) -> Path:
         """Filesystem path of a key; keys never escape the root."""
