@@ -21,7 +21,7 @@ setup: .venv-airflow/.installed .venv-jobs/.installed  ## build both virtual env
 
 .venv-jobs/.installed: requirements-jobs.txt requirements-jobs-nodeps.txt constraints/jobs.txt
 	$(PY_JOBS) -m venv --clear .venv-jobs
-	.venv-jobs/bin/pip install -q --upgrade pip
+	.venv-jobs/bin/pip install -q pip -c constraints/jobs.txt
 	.venv-jobs/bin/pip install -q -r requirements-jobs.txt -c constraints/jobs.txt
 	.venv-jobs/bin/pip install -q --no-deps -r requirements-jobs-nodeps.txt -c constraints/jobs.txt
 	touch $@

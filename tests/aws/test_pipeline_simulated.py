@@ -123,6 +123,16 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         write_csv(root / "part.csv", part)
         store.write_once_bytes(f"raw/intent/dt={week.date()}/part-00000.csv", (root / "part.csv").read_bytes())
     publish_golden(store, load_config(config_path), project.golden_csv, "v1")
+    # The training code channel as `bin/retrain deploy push` stages it (the SageMaker operator checks it exists).
+    from retrain.paths import PROJECT_ROOT
+    from retrain_tools.deploy import archive, bundle
+
+    archive.write_tar_gz(root / "sourcedir.tar.gz", bundle.code_files([load_config(config_path)], PROJECT_ROOT))
+    s3.put_object(
+        Bucket=account["artifacts"],
+        Key=f"code/{CODE_DIGEST}/sourcedir.tar.gz",
+        Body=(root / "sourcedir.tar.gz").read_bytes(),
+    )
 
     aws_env = {
         **SIMULATED,
@@ -147,6 +157,8 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         "RETRAIN_BACKEND": "aws",
         "RETRAIN_GIT_SHA": GIT_SHA,
         "RETRAIN_CODE_DIGEST": CODE_DIGEST,
+        # What startup.sh exports from the manifest; the bridge runs build_dataset in the job env, not from wheels.
+        "RETRAIN_GLUE_WHEELS": "pandas-3.1.1-cp311-cp311-manylinux_2_28_x86_64.whl",
         "RETRAIN_AWS_CHECK_INTERVAL": "2",
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
             {

@@ -34,6 +34,11 @@ RUN_ID = "scheduled__2026-09-14T00:00:00+00:00"
 TRY = 1
 GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
 CODE_DIGEST = "c0de" * 16  # deploy-manifest.json's code_digest: the code bundle's S3 prefix
+# deploy-manifest.json's glue_wheels (the names `bin/retrain deploy build` stages under code/<digest>/glue-wheels/)
+GLUE_WHEELS = (
+    "boto3-1.44.5-py3-none-any.whl",
+    "pandas-3.1.1-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+)
 DATASET_VERSION = "ds-5f1c0a9e2b7d"
 GOLDEN_NAMES = [
     "glue_create_job",
@@ -101,7 +106,7 @@ def spec_jobs(monkeypatch):
     monkeypatch.setattr(jobs, "git_sha", lambda: GIT_SHA)
 
     def build(config) -> dict[str, AwsJob]:
-        code = CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST)
+        code = CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST, GLUE_WHEELS)
         return {
             task: aws_requests.aws_job(task, config, context(config), code)
             for task in ("validate_raw", "build_dataset", "train_model", "evaluate_model")
@@ -113,7 +118,7 @@ def spec_jobs(monkeypatch):
 def all_requests(config, aws_jobs: dict[str, AwsJob]) -> dict[str, tuple[str, str, dict]]:
     """name -> (service, operation, request) for every request the aws backend sends for one run."""
     aws = config.aws
-    code = CodeBundle(aws.artifact_bucket, GIT_SHA, CODE_DIGEST)
+    code = CodeBundle(aws.artifact_bucket, GIT_SHA, CODE_DIGEST, GLUE_WHEELS)
     tags = lineage(config)
     glue_kwargs = glue.glue_operator_kwargs(
         aws, aws_jobs["build_dataset"], code, glue_job_name(config.name, CODE_DIGEST), f"{config.dag_id} build_dataset"
@@ -285,10 +290,7 @@ def test_a_non_string_hyperparameter_is_refused_by_botocore(requests_for):
 def test_hyperparameters_are_the_script_mode_ones(requests_for):
     hyperparameters = requests_for(load_config(INTENT))["sagemaker_train_model"][2]["HyperParameters"]
     assert hyperparameters["sagemaker_program"] == "include/retrain_jobs/train.py"
-    assert (
-        hyperparameters["sagemaker_submit_directory"]
-        == f"s3://retrain-artifacts-123456789012/code/{CODE_DIGEST}/sourcedir.tar.gz"
-    )
+    assert hyperparameters["sagemaker_submit_directory"] == "/opt/ml/input/data/code/sourcedir.tar.gz"
     assert (
         hyperparameters["labels-file"] == "data/banking77/categories.json"
     )  # project-relative, shipped in the source dir
@@ -341,7 +343,46 @@ def test_glue_arguments_must_be_strings(spec_jobs):
     bad = AwsJob(**{**job.__dict__, "arguments": {**job.arguments, "validation-fraction": 0.1}})
     with pytest.raises(TypeError, match="validation-fraction"):
         glue.glue_operator_kwargs(
-            config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST), "j", "d"
+            config.aws, bad, CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST, GLUE_WHEELS), "j", "d"
+        )
+
+
+# --- what the job image and Glue need ------------------------------------------------------------
+
+
+def test_training_gets_its_code_as_a_channel_that_sagemaker_submit_directory_points_into(requests_for):
+    """The toolkit unpacks sagemaker_submit_directory from the local channel file, with no S3 call of its own."""
+    request = requests_for(load_config(INTENT))["sagemaker_train_model"][2]
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels["code"] == f"s3://retrain-artifacts-123456789012/code/{CODE_DIGEST}/sourcedir.tar.gz"
+    submit = request["HyperParameters"]["sagemaker_submit_directory"]
+    assert submit == f"/opt/ml/input/data/code/{channels['code'].rsplit('/', 1)[1]}"
+    assert request["AlgorithmSpecification"]["TrainingImage"] == load_config(INTENT).aws.training.image_uri
+    assert request["Environment"]["PYTHONPATH"] == "/opt/ml/code/include:/opt/ml/code/plugins"
+
+
+def test_processing_runs_the_staged_code_with_the_images_python(requests_for):
+    request = requests_for(load_config(INTENT))["sagemaker_evaluate_model"][2]
+    entrypoint = request["AppSpecification"]["ContainerEntrypoint"]
+    code = next(i["S3Input"] for i in request["ProcessingInputs"] if i["InputName"] == "code")
+    assert entrypoint == ["python3", f"{code['LocalPath']}/include/retrain_jobs/evaluate.py"]
+    assert code["S3Uri"] == f"s3://retrain-artifacts-123456789012/code/{CODE_DIGEST}/source"
+    assert request["AppSpecification"]["ImageUri"].split("/", 1)[1].startswith("retrain-jobs:lock-")
+
+
+def test_the_glue_job_installs_only_the_wheels_staged_with_its_code(requests_for):
+    arguments = requests_for(load_config(INTENT))["glue_create_job"][2]["DefaultArguments"]
+    modules = arguments["--additional-python-modules"].split(",")
+    assert modules == [f"s3://retrain-artifacts-123456789012/code/{CODE_DIGEST}/glue-wheels/{n}" for n in GLUE_WHEELS]
+    assert arguments["--python-modules-installer-option"] == "--no-index"  # pip may fetch nothing else
+
+
+def test_a_glue_job_without_staged_wheels_is_refused(spec_jobs):
+    config = load_config(INTENT)
+    job = spec_jobs(config)["build_dataset"]
+    with pytest.raises(ValueError, match="names no Glue wheels.*RETRAIN_GLUE_WHEELS"):
+        glue.glue_operator_kwargs(
+            config.aws, job, CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST), "j", "d"
         )
 
 

@@ -243,6 +243,7 @@ def fake_context(xcoms: dict, try_number: int = 1) -> dict:
 def aws_operators(monkeypatch):
     monkeypatch.setenv("RETRAIN_GIT_SHA", GIT_SHA)
     monkeypatch.setenv("RETRAIN_CODE_DIGEST", CODE_DIGEST)
+    monkeypatch.setenv("RETRAIN_GLUE_WHEELS", "pandas-3.1.1-cp311-cp311-manylinux_2_28_x86_64.whl")
     monkeypatch.setenv("RETRAIN_BACKEND", "aws")
     from retrain_airflow import aws_operators
 
@@ -275,10 +276,11 @@ def test_train_model_builds_a_valid_request_per_try(aws_operators):
         assert SAGEMAKER_NAME.fullmatch(request["TrainingJobName"]) and len(request["TrainingJobName"]) <= 63
     assert first["TrainingJobName"] != second["TrainingJobName"]
     assert first["HyperParameters"]["base-model"] == "distilbert-base-uncased"  # the aws base model
-    assert first["HyperParameters"]["sagemaker_submit_directory"].endswith(f"/code/{CODE_DIGEST}/sourcedir.tar.gz")
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in first["InputDataConfig"]}
+    assert channels["code"].endswith(f"/code/{CODE_DIGEST}/sourcedir.tar.gz")  # the toolkit unpacks it from there
+    assert first["HyperParameters"]["sagemaker_submit_directory"] == "/opt/ml/input/data/code/sourcedir.tar.gz"
     assert (
-        first["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
-        == "s3://retrain-datasets-123456789012/datasets/intent/ds-5f1c0a9e2b7d/train/"
+        channels["train"] == "s3://retrain-datasets-123456789012/datasets/intent/ds-5f1c0a9e2b7d/train/"
     )  # a prefix: never also train-extra/
     assert first["OutputDataConfig"]["S3OutputPath"].startswith("s3://retrain-artifacts-123456789012/runs/intent/")
     tags = {t["Key"]: t["Value"] for t in first["Tags"]}

@@ -78,12 +78,11 @@ def test_plugins_zip_holds_the_runtime_and_no_developer_tooling(mwaa_bundle):
         assert module in names, module
 
 
-def test_job_code_bundle_has_scripts_sourcedir_requirements_and_glue_zip(mwaa_bundle):
+def test_job_code_bundle_has_scripts_sourcedir_glue_zip_and_glue_wheels(mwaa_bundle):
     manifest = json.loads((mwaa_bundle / "deploy-manifest.json").read_text())
     code = mwaa_bundle / manifest["code_prefix"]
     with tarfile.open(code / "sourcedir.tar.gz") as archive:
         members = {m.name: m for m in archive.getmembers()}
-        requirements = archive.extractfile("requirements.txt").read().decode()
     assert {
         "include/retrain_jobs/train.py",
         "include/retrain_jobs/evaluate.py",
@@ -95,7 +94,17 @@ def test_job_code_bundle_has_scripts_sourcedir_requirements_and_glue_zip(mwaa_bu
     assert {m.mtime for m in members.values()} == {bundle_module.archive.FIXED_EPOCH} and {
         m.uid for m in members.values()
     } == {0}
-    assert "transformers==" in requirements and "torch==" not in requirements and "pyspark==" not in requirements
+    # No requirements.txt: the training toolkit would pip-install it from the internet at every start, over the image
+    assert "requirements.txt" not in members
+    wheels = sorted(p.name for p in (code / "glue-wheels").iterdir())
+    assert wheels == manifest["glue_wheels"] and all(name.endswith(".whl") for name in wheels)
+    assert {name.split("-")[0].lower() for name in wheels} >= {"pandas", "pyarrow", "boto3", "numpy"}
+    startup = (mwaa_bundle / "startup.sh").read_text()
+    assert f'export RETRAIN_GLUE_WHEELS="{",".join(wheels)}"' in startup
+    assert f'export RETRAIN_JOB_IMAGE_TAG="{manifest["job_image"]["tag"]}"' in startup
+    assert set(manifest["job_image"]["images"]) == {
+        f"123456789012.dkr.ecr.us-east-1.amazonaws.com/retrain-jobs:{manifest['job_image']['tag']}"
+    }
     with zipfile.ZipFile(code / "retrain.zip") as archive:
         assert {"retrain/jobs.py", "etl/build_dataset.py"} <= set(archive.namelist())
     assert (code / "source" / "include" / "etl" / "build_dataset.py").is_file()

@@ -90,10 +90,11 @@ def test_a_missing_corpus_file_is_named_and_an_unset_one_keeps_the_digest(tmp_pa
     ):
         load_config(path)
     # corpus_file came after configs were in use: left unset, it stays out of the digest, so intent.yaml keeps
-    # the digest it had before the field existed (computed at commit 588c736)
+    # the digest it had before the field existed (computed at commit 588c736, and again when aws.training and
+    # aws.processing moved to the job image)
     intent = load_config(INTENT)
     assert intent.data.corpus_file is None and intent.data.files() == [intent.data.labels_file]
-    assert intent.digest() == "8b66cd0297100cc2e7ac83cf746ecdddd1a85fd3b38ed4d99d1dbb1164e0cc88"
+    assert intent.digest() == "90601680f65e976606b3cb2c74cc28cb7eb44f640435023ec00e61f07b809dcf"
 
 
 @pytest.mark.parametrize(
@@ -281,3 +282,63 @@ def test_the_mwaa_bundle_refuses_two_models_sharing_a_model_package_group(tmp_pa
         match=f"{copy}: field 'aws.model_package_group' is 'retrain-intent', as in {tmp_path / 'intent.yaml'}",
     ):
         load_configs(tmp_path)
+
+
+# --- the job image: only the project's image, built from this job lock ------------------------------------------
+
+STOCK_DLC = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1-cpu-py311-ubuntu22.04-sagemaker"
+
+
+def _with_image(tmp_path, field: str, uri: str):
+    from retrain.aws.images import CHECKOUT_ROOT, lock_tag
+
+    shipped = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/retrain-jobs:{lock_tag(CHECKOUT_ROOT)}"
+    text = INTENT.read_text()
+    head, section = text.split(f"\n  {field}:\n", 1)
+    assert shipped in section.split("\n", 1)[0], "intent.yaml names the job image of this lock"
+    return write(tmp_path, f"{head}\n  {field}:\n{section.replace(shipped, uri, 1)}")
+
+
+@pytest.mark.parametrize("field", ["training", "processing"])
+def test_a_stock_deep_learning_container_is_refused_naming_the_field(tmp_path, field):
+    with pytest.raises(
+        ConfigError, match=rf"intent\.yaml.*\n.*field 'aws\.{field}\.image_uri': .*not the project's job image"
+    ):
+        load_config(_with_image(tmp_path, field, STOCK_DLC))
+
+
+def test_a_job_image_tag_built_from_another_lock_is_refused_naming_the_field(tmp_path):
+    other = "123456789012.dkr.ecr.us-east-1.amazonaws.com/retrain-jobs:lock-00000000000000000000"
+    with pytest.raises(ConfigError, match=r"field 'aws\.training\.image_uri': .*was not built from this job lock"):
+        load_config(_with_image(tmp_path, "training", other))
+
+
+def test_a_job_image_by_digest_is_refused_since_its_lock_cannot_be_checked(tmp_path):
+    pinned = "123456789012.dkr.ecr.us-east-1.amazonaws.com/retrain-jobs@sha256:" + "a" * 64
+    with pytest.raises(ConfigError, match=r"field 'aws\.processing\.image_uri'"):
+        load_config(_with_image(tmp_path, "processing", pinned))
+
+
+def test_a_job_image_in_another_region_is_refused(tmp_path):
+    from retrain.aws.images import CHECKOUT_ROOT, lock_tag
+
+    elsewhere = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/retrain-jobs:{lock_tag(CHECKOUT_ROOT)}"
+    with pytest.raises(ConfigError, match=r"training\.image_uri: its registry is not in region 'us-east-1'"):
+        load_config(_with_image(tmp_path, "training", elsewhere))
+
+
+def test_the_lock_tag_follows_every_lock_file(tmp_path):
+    from retrain.aws.images import CHECKOUT_ROOT, LOCK_FILES, LockMissing, lock_tag
+
+    for name in LOCK_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((CHECKOUT_ROOT / name).read_bytes())
+    assert lock_tag(tmp_path) == lock_tag(CHECKOUT_ROOT)
+    for name in LOCK_FILES:
+        before = lock_tag(tmp_path)
+        with (tmp_path / name).open("a") as f:
+            f.write("\n# changed\n")
+        assert lock_tag(tmp_path) != before, name
+    (tmp_path / LOCK_FILES[0]).unlink()
+    with pytest.raises(LockMissing, match="requirements-jobs.txt: lock file of the job image is missing"):
+        lock_tag(tmp_path)

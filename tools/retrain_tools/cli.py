@@ -14,6 +14,7 @@
     migrate` needed)
     bin/retrain backfill intent --from 2026-10-05 --to 2026-10-19   # through the API server (works on SQLite)
     bin/retrain deploy build              # the MWAA bundle in dist/mwaa/ (checked: configs, DAG parse, pip resolve)
+    bin/retrain deploy image              # build and push the job image (needs Docker); --tag prints its tag
     bin/retrain deploy push --bucket B --environment E [--dry-run]   # upload with versions, UpdateEnvironment, wait
 
 Every command that acts on one model takes it as its first argument or as ``--model``.
@@ -290,6 +291,27 @@ def cmd_deploy_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_image(args: argparse.Namespace) -> int:
+    from retrain.aws.images import lock_tag
+    from retrain_tools.deploy import image
+    from retrain_tools.deploy.bundle import BuildError, load_configs
+
+    tag = lock_tag(PROJECT_ROOT)
+    if args.tag:
+        print(tag)
+        return 0
+    try:
+        image.docker_engine()
+        uris = image.target_uris(load_configs(Path(args.config_dir) if args.config_dir else config_dir()), tag)
+        context = image.build_context(PROJECT_ROOT, Path(args.out) / "image-context", sys.executable)
+        digests = image.build_and_push(uris, context)
+    except (image.ImageError, BuildError) as exc:
+        print(f"deploy image refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{image.record(Path(args.out), tag, digests)}: " + ", ".join(digests.values()))
+    return 0
+
+
 def cmd_deploy_push(args: argparse.Namespace) -> int:
     from retrain_tools.deploy import push
 
@@ -448,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="build from a tree with uncommitted edits (its jobs will refuse to run)",
     )
     p.set_defaults(func=cmd_deploy_build)
+    p = deploy.add_parser(
+        "image", help="build the job image (images/Dockerfile) from the job lock, push it, record digests"
+    )
+    p.add_argument("--tag", action="store_true", help="print the job lock's image tag (what the configs name) and exit")
+    p.add_argument("--out", default=str(PROJECT_ROOT / "dist"), help="where images.json goes (default: %(default)s)")
+    p.add_argument("--config-dir", default=None, help="model configs naming the image (default: config/models/)")
+    p.set_defaults(func=cmd_deploy_image)
     p = deploy.add_parser("push", help="upload the bundle with object versions, UpdateEnvironment, wait for AVAILABLE")
     p.add_argument("--bucket", required=True, help="the environment's source bucket (versioning enabled)")
     p.add_argument("--environment", required=True, help="MWAA environment name")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from retrain.aws.images import check_job_image, registry_region
 from retrain.schema import Strict as _Strict
 
 
@@ -73,6 +74,7 @@ ECR_IMAGE_URI = _matching(
     r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]{1,128}|@sha256:[0-9a-f]{64})",
     "an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>)",
 )
+JOB_IMAGE_URI = Annotated[str, AfterValidator(check_job_image)]  # retrain-jobs:<lock tag> (retrain.aws.images)
 ML_INSTANCE_TYPE = _matching(r"ml\.[a-z0-9]+\.[a-z0-9]+", "a SageMaker instance type such as ml.m5.xlarge")
 SAGEMAKER_NAME = _matching(
     r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", "a SageMaker name (letters, digits and '-', at most 63)"
@@ -120,7 +122,10 @@ class GlueJobConfig(_Strict):
 class TrainingJobConfig(_Strict):
     """The SageMaker training job (script mode)."""
 
-    image_uri: ECR_IMAGE_URI = Field(description="Training image; resolved by the deploy tool, not at parse time.")
+    image_uri: JOB_IMAGE_URI = Field(
+        description="The job image, <account>.dkr.ecr.<region>.amazonaws.com/retrain-jobs:<lock tag> "
+        "(`bin/retrain deploy image`)."
+    )
     instance_type: ML_INSTANCE_TYPE = Field(description="Training instance type, e.g. ml.m5.xlarge.")
     instance_count: int = Field(1, ge=1, le=64, description="Instances; more than one runs torch distributed.")
     volume_size_gb: int = Field(30, ge=1, le=16384, description="EBS volume per instance.")
@@ -143,7 +148,7 @@ class TrainingJobConfig(_Strict):
 class ProcessingJobConfig(_Strict):
     """The SageMaker processing jobs (validate_raw, evaluate_model)."""
 
-    image_uri: ECR_IMAGE_URI = Field(description="Processing image with the job environment's packages.")
+    image_uri: JOB_IMAGE_URI = Field(description="The job image, the same as training.image_uri.")
     instance_type: ML_INSTANCE_TYPE = Field(description="Processing instance type, e.g. ml.m5.xlarge.")
     instance_count: int = Field(1, ge=1, le=100, description="Instances.")
     volume_size_gb: int = Field(30, ge=1, le=16384, description="EBS volume per instance.")
@@ -185,3 +190,13 @@ class AwsConfig(_Strict):
         description="Managed MLflow server; jobs get it as MLFLOW_TRACKING_URI."
     )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert destinations.")
+
+    @model_validator(mode="after")
+    def _images_in_region(self) -> AwsConfig:
+        # SageMaker pulls a job's image only from an ECR registry in the job's own region.
+        for field, job in (("training", self.training), ("processing", self.processing)):
+            if registry_region(job.image_uri) != self.region:
+                raise ValueError(
+                    f"{field}.image_uri: its registry is not in region {self.region!r}, where the jobs run"
+                )
+        return self

@@ -31,6 +31,11 @@ def glue_operator_kwargs(
         raise ValueError(f"{job.task}: a {job.kind} job is not a Glue job")
     if job.env:  # Glue has no container environment; the script must take them as arguments
         raise ValueError(f"{job.task}: Glue jobs take no environment variables, got {sorted(job.env)}")
+    if not code.glue_wheels:
+        raise ValueError(
+            f"{job.task}: the code bundle names no Glue wheels; startup.sh of `bin/retrain deploy build` exports "
+            "them as RETRAIN_GLUE_WHEELS, and without them Glue would run the job without its Python modules"
+        )
     glue = aws.glue
     return {
         "job_name": glue_job_name,
@@ -49,6 +54,9 @@ def glue_operator_kwargs(
             "DefaultArguments": {
                 "--job-language": "python",
                 "--extra-py-files": code.py_files_uri,  # the retrain package and include/'s modules
+                # The job lock's wheels staged with the code; --no-index: pip installs them and fetches nothing.
+                "--additional-python-modules": ",".join(code.glue_wheel_uris),
+                "--python-modules-installer-option": "--no-index",
                 "--TempDir": f"s3://{aws.artifact_bucket}/tmp/glue/",
                 "--enable-metrics": "true",
                 "--enable-continuous-cloudwatch-log": "true",

@@ -48,16 +48,22 @@ class CodeBundle:
     one; ``git_sha`` is the commit it was built from, for lineage. ``retrain.zip`` holds the
     ``retrain`` package and include/'s packages for Glue's ``--extra-py-files``;
     ``sourcedir.tar.gz`` is the project tree for training (script mode); ``source/`` is the same
-    tree unpacked, for Glue scripts and processing inputs.
+    tree unpacked, for Glue scripts and processing inputs; ``glue-wheels/`` holds the wheels Glue installs
+    with ``--additional-python-modules`` (from the job lock, so Glue fetches nothing at start).
     """
 
     bucket: str
     git_sha: str
     digest: str
+    glue_wheels: tuple[str, ...] = ()  # file names under glue-wheels/: build_dataset's Python modules for Glue
 
     @property
     def prefix(self) -> str:
         return f"s3://{self.bucket}/code/{self.digest}"
+
+    @property
+    def glue_wheel_uris(self) -> list[str]:
+        return [f"{self.prefix}/glue-wheels/{name}" for name in self.glue_wheels]
 
     @property
     def py_files_uri(self) -> str:

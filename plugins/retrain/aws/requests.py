@@ -23,6 +23,7 @@ from retrain.config import AwsConfig, ModelConfig
 
 GIT_SHA_ENV = "RETRAIN_GIT_SHA"  # set from the deploy manifest on MWAA (startup.sh), which has no git
 CODE_DIGEST_ENV = "RETRAIN_CODE_DIGEST"  # the manifest's code_digest: where the job code is on S3
+GLUE_WHEELS_ENV = "RETRAIN_GLUE_WHEELS"  # the manifest's glue_wheels, comma-separated: staged under the code
 DEFAULT_CHECK_INTERVAL = 60
 
 
@@ -36,7 +37,8 @@ def require_aws(config: ModelConfig) -> AwsConfig:
 def code_bundle(aws: AwsConfig) -> CodeBundle:
     """The deployed code this run uses, as startup.sh exports it from the deploy manifest.
 
-    ``RETRAIN_CODE_DIGEST`` locates the code on S3; ``RETRAIN_GIT_SHA`` (else git) is its lineage.
+    ``RETRAIN_CODE_DIGEST`` locates the code on S3; ``RETRAIN_GIT_SHA`` (else git) is its lineage;
+    ``RETRAIN_GLUE_WHEELS`` names the wheels staged with it for Glue.
     """
     sha = os.environ.get(GIT_SHA_ENV, "").strip() or jobs.git_sha()
     if not sha or sha == "unknown" or sha.endswith("-dirty"):
@@ -48,7 +50,8 @@ def code_bundle(aws: AwsConfig) -> CodeBundle:
             f"{CODE_DIGEST_ENV}: the deployed code digest is needed to find the code bundle; "
             "startup.sh of `bin/retrain deploy build` exports it (deploy-manifest.json, code_digest)"
         )
-    return CodeBundle(layout(aws).bucket_of("code"), sha, digest)
+    wheels = tuple(name for name in os.environ.get(GLUE_WHEELS_ENV, "").split(",") if name.strip())
+    return CodeBundle(layout(aws).bucket_of("code"), sha, digest, wheels)
 
 
 def lineage(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, dataset_version: str | None) -> dict[str, str]:

@@ -21,6 +21,10 @@ from retrain.aws.locations import (
 )
 
 CODE_DIR = "/opt/ml/code"  # where script mode unpacks sagemaker_submit_directory
+# The code reaches training as an input channel, and the toolkit unpacks it from the local file: no S3 call of its
+# own, so it works with network isolation too (as the SageMaker SDK does when isolation is on).
+CODE_CHANNEL = "code"
+SUBMIT_DIRECTORY = f"/opt/ml/input/data/{CODE_CHANNEL}/sourcedir.tar.gz"
 LINEAGE_KEYS = (
     "dataset_version",
     "golden_version",
@@ -63,18 +67,22 @@ def _with_kms(block: dict[str, Any], key: str, aws: AwsConfig) -> dict[str, Any]
 def training_request(
     aws: AwsConfig, job: AwsJob, code: CodeBundle, name: str, lineage: dict[str, str]
 ) -> dict[str, Any]:
-    """``CreateTrainingJob`` in script mode: ``job.arguments`` are the hyperparameters, ``job.inputs`` the channels."""
+    """``CreateTrainingJob`` in script mode on the job image: ``job.arguments`` are the hyperparameters, ``job.inputs``
+    the channels, and the code comes as the ``code`` channel that ``sagemaker_submit_directory`` points into."""
     if job.kind != "training" or not job.model_uri:
         raise ValueError(f"{job.task}: a training request needs a training job with a model_uri")
+    if CODE_CHANNEL in job.inputs:
+        raise ValueError(f"{job.task}: channel {CODE_CHANNEL!r} is the job code's; name the data channel otherwise")
     training = aws.training
     hyperparameters = _strings(job.arguments, "HyperParameters")
     hyperparameters.update(
         {
             "sagemaker_program": job.script,  # relative to the unpacked project tree
-            "sagemaker_submit_directory": code.sourcedir_uri,
+            "sagemaker_submit_directory": SUBMIT_DIRECTORY,
             "sagemaker_region": aws.region,
         }
     )
+    channels = {CODE_CHANNEL: code.sourcedir_uri, **job.inputs}
     request: dict[str, Any] = {
         "TrainingJobName": name,
         "RoleArn": aws.role_arn,
@@ -92,7 +100,7 @@ def training_request(
                 },
                 "InputMode": "File",
             }
-            for channel, uri in job.inputs.items()
+            for channel, uri in channels.items()
         ],
         "OutputDataConfig": _with_kms({"S3OutputPath": job.model_uri}, "KmsKeyId", aws),
         "ResourceConfig": _with_kms(
