@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
+from moto_job_bridge import stage_code_bundle
 from retrain.aws.names import job_name
 from retrain.config import load_model
 from tinydata import PROJECT_ROOT, tiny_channels
@@ -78,6 +79,10 @@ def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     for bucket in (aws.dataset_bucket, aws.artifact_bucket):
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket)
+    # what `bin/retrain deploy push` uploads: the bridge runs the job from this bundle, not from the checkout
+    monkeypatch.setenv(
+        "RETRAIN_CODE_DIGEST", stage_code_bundle(s3, aws.artifact_bucket, tmp_path / "config", PROJECT_ROOT)
+    )
     return SimpleNamespace(endpoint=simulator_env, s3=s3, aws=aws, jobs=simulated_jobs)
 
 
