@@ -16,8 +16,20 @@ Steps: verify raw files and golden set -> clean text -> drop exact, then normali
 train/train.jsonl and validation/validation.jsonl -> publish the version with its manifest (write-once).
 Each split sits in its own directory because that directory is the training job's channel
 (SM_CHANNEL_TRAIN / SM_CHANNEL_VALIDATION, see retrain.jobs.train_model_spec).
+
+It is a cluster job: on Glue the executors run on other machines than the driver, so Spark reads
+and writes only by the store's URIs (``s3://`` on Glue, paths locally), never a file the driver
+copied to its own disk. Spark reads the raw files and the previous version where they are and
+writes each split once under the try's own directory (``<result dir>/splits/<split>/``); the
+driver reads that split back through Spark, hashes it and publishes the version through the
+store. The small side inputs (the labels file, the raw and golden manifests, the golden rows)
+are read through the store, which handles ``s3://`` URIs and local paths alike.
+
 Exit status EX_DATAERR (65) with a one-line reason (file + rule) when an input breaks a rule:
-the runner then fails the task without retrying, since the same input fails again.
+the runner then fails the task without retrying, since the same input fails again. On Glue
+(which passes ``--JOB_RUN_ID``) the same rejection is raised as ``BadInputError``, whose message
+starts with ``BAD_INPUT_MARKER``: Glue reports an uncaught exception as the run's ErrorMessage,
+and the Glue operator fails the task without retries when it finds the marker there.
 """
 
 from __future__ import annotations
@@ -28,9 +40,7 @@ import io
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,25 +51,25 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
+from retrain.aws.names import BAD_INPUT_MARKER
 from retrain.snapshot import RawDataError, decode_utf8_bytes, header_problems, verify_raw_files
 from retrain.store import (
-    MANIFEST_NAME,
     IntegrityError,
     Store,
     WriteOnceError,
+    digest_sources,
     read_json_at,
     sha256_file,
     store_for,
-    tree_digest,
     write_json_at,
 )
 
 SPLITS = ("train", "validation")
 
 
-def split_file(root: Path, split: str) -> Path:
+def split_name(split: str) -> str:
     """<version>/<split>/<split>.jsonl: the split's directory is its training channel."""
-    return root / split / f"{split}.jsonl"
+    return f"{split}/{split}.jsonl"
 
 
 WHITESPACE = r"(?U)\s+"  # (?U): Unicode whitespace, not only ASCII
@@ -68,6 +78,10 @@ PUNCTUATION = r"\p{P}+"  # Unicode punctuation; symbols such as $ and £ carry m
 
 class BuildError(ValueError):
     """Input breaks a rule of this job; the message names the file and the rule."""
+
+
+class BadInputError(RuntimeError):
+    """A rejected input on Glue: uncaught, it becomes the run's ErrorMessage, marked so the task is not retried."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,17 +105,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--artifact-bucket", default=None)
     parser.add_argument("--golden-bucket", default=None)
     parser.add_argument("--spark-master", default=os.environ.get("SPARK_MASTER", "local[2]"))
+    parser.add_argument("--JOB_RUN_ID", dest="glue_job_run_id", default=None, help="set by Glue on every run")
     args, _glue_extras = parser.parse_known_args(argv)  # Glue adds --JOB_NAME, --TempDir, ...
     if not 0.0 <= args.validation_fraction < 1.0:
         parser.error("--validation-fraction must be in [0, 1)")
     return args
 
 
-def load_inputs(args: argparse.Namespace, store: Store, scratch: Path) -> dict[str, Any]:
+def load_inputs(args: argparse.Namespace, store: Store) -> dict[str, Any]:
     """Verify every input before Spark starts, so bad inputs fail in a second, not after start-up.
 
-    Spark reads files: on S3 the snapshot's files and the golden version are copied into
-    ``scratch`` first (verified), on disk they are read where they are."""
+    Everything here is read through the store (an ``s3://`` URI on Glue, a path locally); Spark later
+    reads the raw files by their store URIs, and the golden rows come from the verified bytes."""
     raw_manifest = read_json_at(store, args.raw_manifest)
     if raw_manifest.get("model") != args.model:
         raise BuildError(
@@ -109,35 +124,51 @@ def load_inputs(args: argparse.Namespace, store: Store, scratch: Path) -> dict[s
             f"{args.model!r}"
         )
     verify_raw_files(store, raw_manifest)
-    raw_paths = [store.local_file(entry["key"], scratch / "raw") for entry in raw_manifest["files"]]
-    for entry, path in zip(
-        raw_manifest["files"], raw_paths, strict=True
-    ):  # the header rule, before Spark: bad data, never a crash to retry
-        header = next(
-            csv.reader(io.StringIO(decode_utf8_bytes(path.read_bytes(), store.uri(entry["key"])), newline="")), []
-        )
-        problems = header_problems(header, args.text_column, args.label_column)
-        if problems:
-            raise BuildError(f"{store.uri(entry['key'])}: row 1 (header): {'; '.join(problems)} (value: {header})")
-    # Every read of a golden set checks its hashes first, and against the config's pin: a golden file edited
-    # with its manifest re-hashed verifies on its own, but not against the pin.
-    golden_dir = store.materialize_version(
-        f"golden/{args.model}/{args.golden_version}", args.expected_golden_sha256 or None, dest=scratch / "golden"
-    )
-    golden_manifest = json.loads((golden_dir / MANIFEST_NAME).read_text())
-    if not (golden_dir / "golden.jsonl").is_file():
-        raise BuildError(f"{golden_dir / 'golden.jsonl'}: missing; rule: a golden version holds golden.jsonl")
-    labels = json.loads(Path(args.labels_file).read_text())
-    if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
-        raise BuildError(f"{args.labels_file}: rule: the labels file is a non-empty JSON list of unique strings")
+    for entry in raw_manifest["files"]:
+        check_header(store, entry["key"], args)
+    golden_manifest, golden_rows = read_golden_rows(store, args)
     return {
         "raw_manifest": raw_manifest,
-        "raw_paths": raw_paths,
-        "golden_dir": golden_dir,
+        "raw_uris": [store.uri(entry["key"]) for entry in raw_manifest["files"]],
         "golden_manifest": golden_manifest,
-        "labels": labels,
-        "scratch": scratch,
+        "golden_texts": golden_rows,
+        "labels": read_labels(store, args.labels_file),
     }
+
+
+def check_header(store: Store, key: str, args: argparse.Namespace) -> None:
+    """The header rule, before Spark: bad data, never a crash to retry."""
+    text = decode_utf8_bytes(store.read_bytes(key), store.uri(key))
+    header = next(csv.reader(io.StringIO(text, newline="")), [])
+    problems = header_problems(header, args.text_column, args.label_column)
+    if problems:
+        raise BuildError(f"{store.uri(key)}: row 1 (header): {'; '.join(problems)} (value: {header})")
+
+
+def read_golden_rows(store: Store, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """The golden version's manifest and texts, from the bytes the store hashed against the manifest and the pin.
+
+    Every read of a golden set checks its hashes first, and against the config's pin: a golden file edited
+    with its manifest re-hashed verifies on its own, but not against the pin."""
+    key = f"golden/{args.model}/{args.golden_version}"
+    manifest, files = store.read_version(key, args.expected_golden_sha256 or None)
+    if "golden.jsonl" not in files:
+        raise BuildError(f"{store.uri(key + '/golden.jsonl')}: missing; rule: a golden version holds golden.jsonl")
+    lines = files["golden.jsonl"].decode("utf-8").splitlines()
+    return manifest, [json.loads(line)["text"] for line in lines if line.strip()]
+
+
+def read_labels(store: Store, labels_file: str) -> list[str]:
+    """The labels file, through the store: an ``s3://`` URI in the code bundle on Glue, a path locally."""
+    try:
+        labels = read_json_at(store, labels_file)
+    except FileNotFoundError:
+        raise BuildError(f"{labels_file}: missing; rule: --labels-file names the model's labels file") from None
+    if not labels or not isinstance(labels, list) or len(set(labels)) != len(labels):
+        raise BuildError(f"{labels_file}: rule: the labels file is a non-empty JSON list of unique strings")
+    if not all(isinstance(x, str) for x in labels):
+        raise BuildError(f"{labels_file}: rule: the labels file is a non-empty JSON list of unique strings")
+    return labels
 
 
 def spark_session(master: str) -> tuple[SparkSession, bool]:
@@ -174,7 +205,7 @@ def with_text_columns(df: DataFrame, source: str) -> DataFrame:
 
 
 def read_raw(spark: SparkSession, inputs: dict[str, Any], args: argparse.Namespace) -> DataFrame:
-    paths = [str(path) for path in inputs["raw_paths"]]
+    paths = inputs["raw_uris"]
     raw = (
         spark.read.option("header", True)
         # quoted newlines; Python's csv module (snapshot_raw) agrees. Reading each file as one stream
@@ -200,25 +231,23 @@ def spread(spark: SparkSession, df: DataFrame) -> DataFrame:
     return df.repartition(cores) if df.rdd.getNumPartitions() < cores else df
 
 
-def fail_on_unknown_label(raw: DataFrame, labels: list[str], labels_file: str, label_column: str) -> None:
+def fail_on_unknown_label(raw: DataFrame, store: Store, labels: list[str], args: argparse.Namespace) -> None:
     """Name the first offending file, row and value (the failure path only, so a rescan is fine).
 
-    ``raw`` must be the plain scan: input_file_name() is empty after a shuffle."""
+    ``raw`` must be the plain scan: input_file_name() is empty after a shuffle. The file is read back
+    through the store, by the key of the URI Spark read it from."""
     bad = raw.withColumn("file", F.input_file_name()).filter(~F.coalesce(F.col("label").isin(labels), F.lit(False)))
     first = bad.select("file", "label").orderBy("file").first()
-    path = Path(first["file"].removeprefix("file://"))
-    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a BOM must not rename the first column
-        row = next(
-            (
-                i
-                for i, rec in enumerate(csv.DictReader(handle), 1)
-                if (rec.get(label_column) or "").strip() == (first["label"] or "")
-            ),
-            "?",
-        )
+    key = store.key_of(first["file"].removeprefix("file://"))
+    text = store.read_bytes(key).decode("utf-8-sig")  # -sig: a BOM must not rename the first column
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    row = next(
+        (i for i, rec in enumerate(rows, 1) if (rec.get(args.label_column) or "").strip() == (first["label"] or "")),
+        "?",
+    )
     raise BuildError(
-        f"{path}: row {row}: label {first['label']!r} is unknown ({bad.count()} such rows in the snapshot); "
-        f"rule: label must be one of the {len(labels)} allowed labels in {labels_file}"
+        f"{store.uri(key)}: row {row}: label {first['label']!r} is unknown ({bad.count()} such rows in the snapshot); "
+        f"rule: label must be one of the {len(labels)} allowed labels in {args.labels_file}"
     )
 
 
@@ -243,24 +272,25 @@ def split_column(fraction: float):
     return F.when(bucket < fraction, "validation").otherwise("train")
 
 
-def write_split(df: DataFrame, staging: Path, split: str) -> None:
-    """Spark writes one part file (sorted by key), which becomes <split>/<split>.jsonl."""
-    out = staging / f"_spark_{split}"
+def split_bytes(spark: SparkSession, df: DataFrame, staging_uri: str, split: str) -> bytes:
+    """Spark writes the split once, one part file sorted by key, under ``staging_uri``; its bytes come back
+    through Spark (the driver never reads the cluster's storage on its own), to be hashed and published."""
+    out = f"{staging_uri}/{split}"
     (
         df.filter(F.col("split") == split)
         .select("key", "text", "label", "label_id")
         .coalesce(1)
         .sortWithinPartitions("key")
-        .write.json(str(out))
+        .write.json(out)
     )
-    parts = sorted(out.glob("part-*"))
-    target = split_file(staging, split)
-    target.parent.mkdir()
-    if parts:
-        os.rename(parts[0], target)
-    else:  # an empty split may leave no part file
-        target.touch()
-    shutil.rmtree(out)
+    lines = [row.value for row in spark.read.text(out).collect()]  # one part file: its lines in order
+    return "".join(f"{line}\n" for line in lines).encode("utf-8")
+
+
+def staging_uri(store: Store, result_file: str) -> str:
+    """Where Spark writes the splits: ``splits/`` beside the result file, in the try's own directory."""
+    key = store.key_of(result_file)
+    return store.uri(f"{key.rsplit('/', 1)[0]}/splits")
 
 
 def find_previous(store: Store, model: str, exclude: str, interval_end: str | None) -> dict[str, Any] | None:
@@ -305,7 +335,7 @@ def js_divergence(p: dict[str, int], q: dict[str, int]) -> float:
 
 
 def compute_drift(
-    spark: SparkSession, store: Store, final: DataFrame, dist: dict, previous: dict | None, scratch: Path
+    spark: SparkSession, store: Store, final: DataFrame, dist: dict, previous: dict | None
 ) -> dict[str, Any]:
     if previous is None:
         return {
@@ -315,11 +345,10 @@ def compute_drift(
             "previous_version": None,
             "reason": "no previous dataset version: everything is new",
         }
-    # Drift is only meaningful against intact data: the version is verified as it is read.
-    prev_dir = store.materialize_version(
-        f"datasets/{previous['model']}/{previous['dataset_version']}", dest=scratch / "previous"
-    )
-    prev_keys = spark.read.schema("key string").json([str(split_file(prev_dir, s)) for s in SPLITS])
+    # Drift is only meaningful against intact data: the version is verified, then Spark reads it where it is.
+    key = f"datasets/{previous['model']}/{previous['dataset_version']}"
+    store.verify_version(key)
+    prev_keys = spark.read.schema("key string").json([store.uri(f"{key}/{split_name(s)}") for s in SPLITS])
     total = sum(sum(d.values()) for d in dist.values())
     new = final.select("key").join(prev_keys, "key", "left_anti").count()
 
@@ -354,15 +383,13 @@ def build(spark: SparkSession, args: argparse.Namespace, store: Store, inputs: d
         F.sum((F.col("norm") == "").cast("int")).alias("empty"),
     ).first()
     if first["unknown"]:
-        fail_on_unknown_label(raw, labels, args.labels_file, args.label_column)
+        fail_on_unknown_label(raw, store, labels, args)
     if (
         first["rows"] != inputs["raw_manifest"]["total_rows"]
     ):  # e.g. blank lines, which Python's csv counts and Spark skips
         print(f"WARNING: Spark read {first['rows']} rows, snapshot_raw counted {inputs['raw_manifest']['total_rows']}")
 
-    golden = with_text_columns(
-        spark.read.schema("text string").json(str(inputs["golden_dir"] / "golden.jsonl")), "text"
-    )
+    golden = with_text_columns(spark.createDataFrame([(t,) for t in inputs["golden_texts"]], "text string"), "text")
     golden_keys = golden.select("key").distinct().withColumn("contaminated", F.lit(True))
     flagged = (
         resolve_duplicates(clean.filter(F.col("norm") != ""))  # punctuation-only text has no content to learn
@@ -400,22 +427,20 @@ def build(spark: SparkSession, args: argparse.Namespace, store: Store, inputs: d
         **{s: sum(dist[s].values()) for s in SPLITS},
     }
 
-    staging = inputs["scratch"] / "staging"
-    staging.mkdir()
-    for split in SPLITS:
-        write_split(final, staging, split)
-    content_sha256, files = tree_digest(staging)  # the same digest the manifest will record
+    staging = staging_uri(store, args.result_file)
+    files = {split_name(split): split_bytes(spark, final, staging, split) for split in SPLITS}
+    content_sha256, _ = digest_sources(files)  # the same digest the manifest will record
     version = "ds-" + content_sha256[:16]
     key = f"datasets/{args.model}/{version}"
     previous = find_previous(
         store, args.model, exclude=version, interval_end=inputs["raw_manifest"].get("data_interval_end")
     )
-    drift = compute_drift(spark, store, final, dist, previous, inputs["scratch"])
+    drift = compute_drift(spark, store, final, dist, previous)
     reused = store.exists(key)
     if not reused:
         manifest = make_manifest(args, inputs, spark, version, previous, counts, dist, drift)
         try:  # write-once on every store; on S3 the manifest goes last and is the commit
-            store.publish_version(key, {name: staging / name for name in files}, manifest)
+            store.publish_version(key, files, manifest)
         except WriteOnceError:  # a concurrent run published the same content first
             reused = True
     if reused:  # same content: never rewrite, but prove the existing version is intact and identical
@@ -467,18 +492,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     store = store_for(args.store_root, args.artifact_bucket, args.golden_bucket)
     spark = owned = None
-    scratch = Path(tempfile.mkdtemp(prefix="build_dataset-"))
     try:
-        inputs = load_inputs(args, store, scratch)
+        inputs = load_inputs(args, store)
         spark, owned = spark_session(args.spark_master)
         result = build(spark, args, store, inputs)
     except (BuildError, RawDataError, IntegrityError, WriteOnceError) as exc:
-        print(f"build_dataset FAILED: {exc}", file=sys.stderr)
-        return os.EX_DATAERR  # bad input: retrying cannot help
+        return reject(exc, args)
     finally:
         if spark is not None and owned:
             spark.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
     write_json_at(store, args.result_file, result)
     c, d = result["counts"], result["drift"]
     print(
@@ -488,6 +510,15 @@ def main(argv: list[str] | None = None) -> int:
         f"validation={c['validation']} drift={d['score']} vs {d['previous_version']}"
     )
     return 0
+
+
+def reject(exc: Exception, args: argparse.Namespace) -> int:
+    """Bad input: retrying cannot help. Exit EX_DATAERR for the local runner; on Glue, whose run reports an
+    uncaught exception as its ErrorMessage but no exit code, raise it with the marker the task maps to no retry."""
+    print(f"build_dataset FAILED: {exc}", file=sys.stderr)
+    if args.glue_job_run_id:
+        raise BadInputError(f"{BAD_INPUT_MARKER} build_dataset: {exc}") from None
+    return os.EX_DATAERR
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ factory builds an aws DAG; it makes no AWS call until a task runs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import tarfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
@@ -216,11 +218,37 @@ class RetrainGlueJobOperator(_RetrainJob, GlueJobOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         self._apply(context)
-        return self.summarize(super().execute(context))
+        with self._failure_reason(lambda: self._job_run_id):
+            return self.summarize(super().execute(context))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         self._apply(context)
-        return self.summarize(super().execute_complete(context, event))
+        with self._failure_reason(lambda: (event or {}).get("run_id")):
+            return self.summarize(super().execute_complete(context, event))
+
+    @contextlib.contextmanager
+    def _failure_reason(self, run_id: Callable[[], str | None]) -> Iterator[None]:
+        """A failed run fails the task with Glue's ErrorMessage; without retries when the script rejected its input
+        (``retrain.aws.names.BAD_INPUT_MARKER``), as the local runner does for exit status 65."""
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+        from retrain.aws.names import BAD_INPUT_MARKER
+
+        try:
+            yield
+        except AirflowException as exc:
+            message = self._error_message(run_id())
+            if BAD_INPUT_MARKER in message:
+                raise AirflowFailException(f"Glue run {run_id()}: {message}") from None
+            if message:
+                raise AirflowException(f"{exc}; Glue's ErrorMessage: {message}") from exc
+            raise
+
+    def _error_message(self, run_id: str | None) -> str:
+        """The run's ErrorMessage (GetJobRun), or "" when there is no run to ask about."""
+        if not run_id:
+            return ""
+        return self.hook.conn.get_job_run(JobName=self.job_name, RunId=run_id)["JobRun"].get("ErrorMessage", "")
 
     def summarize(self, job_run_id: str) -> dict[str, Any]:
         """The ETL's result.json from S3 (the local XCom), with the Glue run id."""

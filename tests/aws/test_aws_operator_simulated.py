@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
+from moto_job_bridge import stage_code_bundle
 from retrain.aws.names import job_name
 from retrain.config import load_model
 from tinydata import PROJECT_ROOT, tiny_channels
@@ -78,17 +79,11 @@ def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     for bucket in (aws.dataset_bucket, aws.artifact_bucket):
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket)
-    _stage_sourcedir(s3, aws.artifact_bucket, tmp_path)
+    # what `bin/retrain deploy push` uploads: the bridge runs the job from this bundle, not from the checkout
+    monkeypatch.setenv(
+        "RETRAIN_CODE_DIGEST", stage_code_bundle(s3, aws.artifact_bucket, tmp_path / "config", PROJECT_ROOT)
+    )
     return SimpleNamespace(endpoint=simulator_env, s3=s3, aws=aws, jobs=simulated_jobs)
-
-
-def _stage_sourcedir(s3, bucket: str, tmp_path: Path) -> None:
-    """The training code channel as `bin/retrain deploy push` stages it: the bundle's sourcedir.tar.gz."""
-    from retrain_tools.deploy import archive, bundle
-
-    tarball = tmp_path / "sourcedir.tar.gz"
-    archive.write_tar_gz(tarball, bundle.code_files([load_model("intent")], PROJECT_ROOT))
-    s3.put_object(Bucket=bucket, Key=f"code/{CODE_DIGEST}/sourcedir.tar.gz", Body=tarball.read_bytes())
 
 
 def _upload_channels(connection, dataset_version: str, root: Path, bad_label: bool = False) -> None:

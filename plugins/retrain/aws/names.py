@@ -41,3 +41,12 @@ def glue_job_name(model: str, code_version: str) -> str:
     code version is part of the name: a new deploy gets a new job, an old one is never edited.
     """
     return f"retrain-{_slug(model)}-build-dataset-{_slug(code_version)[:12]}"
+
+
+BAD_INPUT_MARKER = "[retrain: bad input, not retried]"
+"""Starts the error a job raises on Glue when it rejects its input (``include/etl/build_dataset.py``).
+
+Glue reports no exit code, only an uncaught exception as the run's ErrorMessage; the Glue operator
+(``retrain_airflow.aws_operators``) fails the task without retries when it finds this there, as the local
+runner does for exit status EX_DATAERR. It lives here because both sides import this module without
+pulling in pydantic or boto3."""

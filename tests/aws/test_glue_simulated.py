@@ -1,0 +1,94 @@
+"""build_dataset as Glue runs it, on moto (an AWS simulator), never AWS: the shipped intent config's Glue
+request, the code bundle staged in the simulated S3, and the job bridge running the staged script with Glue's
+arguments (tests/moto_job_bridge.py). Each test reproduces a way the first real Glue run used to fail."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+
+from airflowstack import tiny_rows, write_csv
+from moto_job_bridge import stage_code_bundle
+from retrain import jobs
+from retrain.aws.glue import create_job_request, start_job_run_request
+from retrain.aws.locations import CodeBundle
+from retrain.aws.names import BAD_INPUT_MARKER
+from retrain.aws.requests import glue_kwargs
+from retrain.config import load_config
+from retrain.snapshot import snapshot_raw
+from retrain.store import S3Store
+from retrain_tools.seed import publish_golden
+from simulated_account import shipped_config
+from tinydata import PROJECT_ROOT
+
+pytestmark = pytest.mark.aws
+
+START, END = datetime(2026, 9, 7, tzinfo=UTC), datetime(2026, 9, 14, tzinfo=UTC)
+
+
+def _client(service: str, endpoint: str):
+    return boto3.client(
+        service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="t"
+    )
+
+
+@pytest.fixture
+def glue_run(simulator_env, simulated_jobs, tmp_path):
+    """Start build_dataset of the shipped intent config on the simulator's Glue; returns a function of the raw rows
+    that waits for the run and returns (JobRun, store, kwargs). Only the account id in the bucket names differs."""
+    config = load_config(shipped_config(tmp_path, "intent", uuid.uuid4().hex[:12]))
+    aws, s3 = config.aws, _client("s3", simulator_env)
+    s3.create_bucket(Bucket=aws.dataset_bucket), s3.create_bucket(Bucket=aws.artifact_bucket)
+    s3.create_bucket(Bucket=aws.golden_bucket)
+    store = S3Store(aws.dataset_bucket, aws.artifact_bucket, aws.golden_bucket, client=s3)
+    digest = stage_code_bundle(s3, aws.artifact_bucket, PROJECT_ROOT / "config" / "models", PROJECT_ROOT)
+    code = CodeBundle(aws.artifact_bucket, "0123456789abcdef0123456789abcdef01234567", digest)
+    publish_golden(store, config, PROJECT_ROOT / config.sample_data.golden, config.data.golden_version)  # pinned
+
+    def run(rows):
+        write_csv(tmp_path / "part.csv", rows)
+        store.write_once_bytes(f"raw/intent/dt={START.date()}/part-00000.csv", (tmp_path / "part.csv").read_bytes())
+        manifest = snapshot_raw(store, "intent", START, END)
+        ctx = jobs.RunContext("retrain_intent", f"manual__{uuid.uuid4().hex}", START, END)
+        location = jobs.write_once_json(
+            store, f"{jobs.try_key(config, ctx, 'snapshot_raw')}/raw_manifest.json", manifest
+        )
+        ctx.upstream["snapshot_raw"] = {"manifest_path": location}
+        kwargs = glue_kwargs(config, ctx, code)
+        glue = _client("glue", simulator_env)
+        with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+            glue.create_job(**create_job_request(kwargs))
+        run_id = glue.start_job_run(**start_job_run_request(kwargs))["JobRunId"]
+        for _ in range(600):
+            described = glue.get_job_run(JobName=kwargs["job_name"], RunId=run_id)["JobRun"]
+            if described["JobRunState"] not in ("STARTING", "RUNNING"):
+                return described, store, kwargs
+            time.sleep(0.5)
+        raise AssertionError(f"Glue run {run_id} did not finish")
+
+    return run
+
+
+def test_build_dataset_runs_on_glue_from_the_staged_bundle_with_the_shipped_labels_file(glue_run):
+    """The labels file arrives as an s3:// URI in the code bundle: it used to be read with Path(...)."""
+    rows = tiny_rows(PROJECT_ROOT / "data" / "banking77" / "train.csv", 8)
+    described, store, kwargs = glue_run(rows)
+    assert described["JobRunState"] == "SUCCEEDED", described.get("ErrorMessage")
+    assert kwargs["script_args"]["--labels-file"].startswith("s3://")
+    result = store.read_json(store.key_of(kwargs["script_args"]["--result-file"]))
+    manifest = store.verify_version(f"datasets/intent/{result['dataset_version']}")
+    assert manifest["counts"]["train"] + manifest["counts"]["validation"] > 0
+    splits = store.key_of(kwargs["script_args"]["--result-file"]).rsplit("/", 1)[0] + "/splits/train"
+    assert any("part-" in key for key in store.list_objects(splits)), "Spark wrote its split by its s3:// URI"
+
+
+def test_a_rejected_input_on_glue_carries_the_no_retry_marker(glue_run):
+    rows = [*tiny_rows(PROJECT_ROOT / "data" / "banking77" / "train.csv", 8), ("what is this", "no_such_intent")]
+    described, _, _ = glue_run(rows)
+    assert described["JobRunState"] == "FAILED"
+    assert BAD_INPUT_MARKER in described["ErrorMessage"] and "no_such_intent" in described["ErrorMessage"]
