@@ -68,7 +68,6 @@ from retrain.store import parse_s3_uri
 
 FAILURE_LINES = 12
 GUARD_DIR = Path(__file__).resolve().parent / "simulator_guard"
-PROJECT_IMAGE_REPOSITORY = "retrain-jobs"  # the project's job image (images/), built from the jobs lock
 GLUE_VERSIONS = ("5.0", "5.1")  # Python 3.11 and Spark 3.5, as the jobs lock pins them
 S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/|$)")
 
@@ -80,15 +79,16 @@ class ImageRefused(RuntimeError):
 def image_interpreter(image_uri: str, field: str) -> Path:
     """The interpreter that stands for a SageMaker image: the job environment, for the project's image only.
 
-    The project's image is built from the lock ``.venv-jobs`` is installed from, so its Python and packages
-    are that environment's. Any other image (a stock Deep Learning Container) has packages this machine
-    does not have, so a job naming one is refused instead of run on packages it would not have on AWS."""
-    repository = image_uri.split("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
-    if repository != PROJECT_IMAGE_REPOSITORY:
-        raise ImageRefused(
-            f"ClientError: {field} {image_uri!r} is not the project's job image (repository "
-            f"{PROJECT_IMAGE_REPOSITORY!r}, built from the jobs lock); the simulator runs no other image"
-        )
+    The project's image (images/Dockerfile) is built from the lock ``.venv-jobs`` is installed from, and its tag is
+    that lock's digest, so its Python and packages are that environment's. Any other image (a stock Deep Learning
+    Container, or the job image built from another lock) has packages this machine does not have, so a job naming one
+    is refused instead of run on packages it would not have on AWS."""
+    from retrain.aws.images import check_job_image
+
+    try:
+        check_job_image(image_uri)
+    except ValueError as exc:
+        raise ImageRefused(f"ClientError: {field}: {exc}; the simulator runs no other image") from None
     return job_python()
 
 
@@ -377,6 +377,18 @@ class MotoLocalJobBridge:
         for item in outputs:  # S3UploadMode EndOfJob: uploaded once the script has succeeded
             self.upload_tree(Path(self.container_path(root, item["S3Output"]["LocalPath"])), item["S3Output"]["S3Uri"])
 
+    def require_wheel(self, uri: str) -> None:
+        """Glue's pip installs each ``--additional-python-modules`` entry before the script starts and fails the run on
+        one it cannot fetch. The simulator runs on the job environment, which holds the same lock's packages, so it
+        only checks that each is a staged ``s3://`` wheel (``--no-index``: nothing comes from the internet)."""
+        if not (uri.startswith("s3://") and uri.endswith(".whl")):
+            raise RuntimeError(f"--additional-python-modules {uri!r}: not a wheel staged in S3 (pip has --no-index)")
+        bucket, key = parse_s3_uri(uri)
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+        except self.s3.exceptions.ClientError:
+            raise RuntimeError(f"--additional-python-modules {uri}: no such object; pip cannot install it") from None
+
     def run_glue(self, job: dict[str, Any], run_id: str, run_arguments: dict[str, str]) -> None:
         """One Glue run: the script and --extra-py-files from S3, the buckets the arguments name mirrored for
         Spark (``S3Mirror``), Glue's argv."""
@@ -391,6 +403,8 @@ class MotoLocalJobBridge:
         ]
         for path in py_files:
             zipfile.ZipFile(path).testzip()  # Glue refuses a bundle that is not a zip
+        for uri in filter(None, defaults.get("--additional-python-modules", "").split(",")):
+            self.require_wheel(uri)
         arguments = glue_arguments(defaults, run_arguments, job["Name"], run_id)
         mirror = S3Mirror(self.s3, root / "s3-mirror")
         mirror.pull(
@@ -574,3 +588,16 @@ def stage_code_bundle(s3: Any, bucket: str, config_dir: Path, project_root: Path
     for name, data in sorted(code.items()):
         s3.put_object(Bucket=bucket, Key=f"code/{digest}/source/{name}", Body=data)
     return digest
+
+
+def stage_glue_wheels(s3: Any, bucket: str, digest: str, project_root: Path) -> tuple[str, ...]:
+    """Upload the Glue wheels that ``bin/retrain deploy build`` stages under ``code/<digest>/glue-wheels/`` (the job
+    lock's wheels for build_dataset's modules, from the deploy tool's per-lock cache); returns their file names
+    (``RETRAIN_GLUE_WHEELS``), which the Glue request lists in ``--additional-python-modules``."""
+    from retrain.paths import job_python
+    from retrain_tools.deploy.bundle import glue_wheels
+
+    wheels = glue_wheels(project_root, job_python(), project_root / "dist" / "glue-wheels")
+    for name, data in wheels.items():
+        s3.put_object(Bucket=bucket, Key=f"code/{digest}/glue-wheels/{name}", Body=data)
+    return tuple(sorted(wheels))

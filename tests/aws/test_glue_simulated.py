@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from airflowstack import tiny_rows, write_csv
-from moto_job_bridge import stage_code_bundle
+from moto_job_bridge import stage_code_bundle, stage_glue_wheels
 from retrain import jobs
 from retrain.aws.glue import create_job_request, start_job_run_request
 from retrain.aws.locations import CodeBundle
@@ -47,7 +47,8 @@ def glue_run(simulator_env, simulated_jobs, tmp_path):
     s3.create_bucket(Bucket=aws.golden_bucket)
     store = S3Store(aws.dataset_bucket, aws.artifact_bucket, aws.golden_bucket, client=s3)
     digest = stage_code_bundle(s3, aws.artifact_bucket, PROJECT_ROOT / "config" / "models", PROJECT_ROOT)
-    code = CodeBundle(aws.artifact_bucket, "0123456789abcdef0123456789abcdef01234567", digest)
+    wheels = stage_glue_wheels(s3, aws.artifact_bucket, digest, PROJECT_ROOT)
+    code = CodeBundle(aws.artifact_bucket, "0123456789abcdef0123456789abcdef01234567", digest, wheels)
     publish_golden(store, config, PROJECT_ROOT / config.sample_data.golden, config.data.golden_version)  # pinned
 
     def run(rows):

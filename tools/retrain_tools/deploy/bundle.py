@@ -36,6 +36,7 @@ from pathlib import Path
 from retrain.aws.images import TAG_ENV, lock_tag
 from retrain.aws.requests import GLUE_WHEELS_ENV
 from retrain.config import ConfigError, ModelConfig, clashes, config_paths, load_config
+from retrain.locks import exclusive
 from retrain.paths import PROJECT_ROOT
 from retrain.paths import config_dir as current_config_dir
 from retrain_tools.dagfiles import dag_file_text
@@ -163,12 +164,12 @@ def glue_wheels(project_root: Path, python: str | Path, cache_root: Path) -> dic
     """build_dataset's Python modules for Glue (``image.GLUE_PACKAGES`` and their dependencies): the job lock's
     wheels for Glue 5's platform, downloaded once per lock into ``cache_root/<lock tag>``."""
     cache = cache_root / lock_tag(project_root)
-    if not cache.is_dir():
-        cache_root.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache_root))
-        constraints = project_root / "constraints" / "jobs.txt"
-        image.download_wheels(python, image.glue_requirements(project_root), partial, constraints)
-        os.rename(partial, cache)
+    with exclusive(cache_root / ".lock"):  # two builds (or test workers) at once download once
+        if not cache.is_dir():
+            partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache_root))
+            constraints = project_root / "constraints" / "jobs.txt"
+            image.download_wheels(python, image.glue_requirements(project_root), partial, constraints)
+            os.rename(partial, cache)
     return {path.name: path.read_bytes() for path in sorted(cache.glob("*.whl"))}
 
 
