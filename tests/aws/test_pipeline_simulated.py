@@ -243,7 +243,10 @@ def test_outputs_are_where_sagemaker_and_glue_put_them(aws_stack):
     manifest = store.verify_version(f"datasets/intent/{built['dataset_version']}")  # published manifest-last, intact
     assert manifest["lineage"]["golden_version"] == "v1" and built["dataset_dir"].startswith("s3://")
     metrics = store.read_json(f"{key}/evaluate_model/try-1/metrics.json")  # the processing output, uploaded at the end
-    assert metrics["challenger"]["macro_f1"] > 0.5 and metrics["champion"] is None  # 5 intents: chance is 0.2
+    # The tiny data has 5 of the shipped labels file's 77 intents: accuracy over them (chance 0.2), and macro F1 over
+    # the 77, at most 5/77.
+    challenger = metrics["challenger"]
+    assert challenger["accuracy"] > 0.5 and 0 < challenger["macro_f1"] <= 5 / 77 and metrics["champion"] is None
     gate = store.read_json(f"{key}/gate_on_metrics/try-1/gate.json")
     assert gate["decision"] == "pass"
     assert b"Gate: PASS" in store.read_bytes(f"{key}/gate_on_metrics/try-1/report.html")
