@@ -136,7 +136,7 @@ class MotoLocalJobBridge:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-FAILURE_LINES:]
             raise RuntimeError(f"AlgorithmError: {command[1]} exited with code {code}: " + " | ".join(tail))
 
-    def _environment(self, kind: str, request_env: dict[str, str], **spec: Any) -> dict[str, str]:
+    def _environment(self, kind: str, request_env: dict[str, str], root: Path, **spec: Any) -> dict[str, str]:
         env = job_environment(
             LocalJob(
                 name="bridge",
@@ -147,9 +147,9 @@ class MotoLocalJobBridge:
                 **spec,
             )
         )
-        env.update(
-            {k: v for k, v in request_env.items() if k != "PYTHONPATH"}
-        )  # PYTHONPATH: the runner's, onto the project tree
+        env.update(  # PYTHONPATH: the runner's, onto the project tree; a container path, under the job's scratch
+            {k: self.container_path(root, v) for k, v in request_env.items() if k != "PYTHONPATH"}
+        )
         env.update(self.extra_env)
         return env
 
@@ -175,6 +175,7 @@ class MotoLocalJobBridge:
         env = self._environment(
             "training",
             request.get("Environment", {}),
+            root,
             arguments=hyperparameters,
             channels=channels,
             model_dir=model_dir,
@@ -211,7 +212,7 @@ class MotoLocalJobBridge:
         if PurePosixPath(entry[0]).name.startswith("python"):
             entry[0] = str(job_python())
         command = entry + [self.container_path(root, part) for part in app.get("ContainerArguments", [])]
-        env = self._environment("processing", request.get("Environment", {}))
+        env = self._environment("processing", request.get("Environment", {}), root)
         self._run(name, "processing", command, env, root)
         for item in outputs:  # S3UploadMode EndOfJob: uploaded once the script has succeeded
             self.upload_tree(Path(self.container_path(root, item["S3Output"]["LocalPath"])), item["S3Output"]["S3Uri"])
@@ -224,7 +225,7 @@ class MotoLocalJobBridge:
         command += [part for key, value in arguments.items() for part in (key, value)]
         root = self.scratch / f"{job_name}-{run_id[:16]}"
         root.mkdir(parents=True)
-        self._run(job_name, "glue", command, self._environment("glue", {}), root)
+        self._run(job_name, "glue", command, self._environment("glue", {}, root), root)
 
     # -- moto ----------------------------------------------------------------------------------------
 

