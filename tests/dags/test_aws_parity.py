@@ -275,7 +275,7 @@ def test_train_model_builds_a_valid_request_per_try(aws_operators):
         validate_request("sagemaker", "CreateTrainingJob", request)
         assert SAGEMAKER_NAME.fullmatch(request["TrainingJobName"]) and len(request["TrainingJobName"]) <= 63
     assert first["TrainingJobName"] != second["TrainingJobName"]
-    assert first["HyperParameters"]["base-model"] == "distilbert-base-uncased"  # the aws base model
+    assert first["HyperParameters"]["base-model"] == "all-MiniLM-L6-v2"  # the aws base model: the config's base_model
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in first["InputDataConfig"]}
     assert channels["code"].endswith(f"/code/{CODE_DIGEST}/sourcedir.tar.gz")  # the toolkit unpacks it from there
     assert first["HyperParameters"]["sagemaker_submit_directory"] == "/opt/ml/input/data/code/sourcedir.tar.gz"

@@ -1,7 +1,7 @@
 """Resolve the hub id 'distilbert-base-uncased' as a base model and print how that fails: ``module.Type | message``.
 
 Run (twice: offline, then with the hub client pointed at a closed port) by
-tests/jobs/test_train.py::test_a_hub_base_model_is_refused_under_the_local_contract_and_resolved_through_the_hub_client_elsewhere,
+tests/jobs/test_train.py::test_a_hub_base_model_is_refused_with_or_without_the_hub_in_reach,
 in the job environment (PYTHONPATH=include:plugins): ``python tests/jobside/resolve_hub_model.py``
 """
 

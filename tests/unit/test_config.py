@@ -90,11 +90,11 @@ def test_a_missing_corpus_file_is_named_and_an_unset_one_keeps_the_digest(tmp_pa
     ):
         load_config(path)
     # corpus_file came after configs were in use: left unset, it stays out of the digest, so intent.yaml keeps
-    # the digest it had before the field existed (computed at commit 588c736, and again when aws.training and
-    # aws.processing moved to the job image)
+    # the digest it has without the field (8b66cd02… from commit 588c736 until intent.yaml dropped its
+    # aws_base_model, so that the aws jobs train base_model; this value since, recomputed from that edit and the job image's URIs)
     intent = load_config(INTENT)
     assert intent.data.corpus_file is None and intent.data.files() == [intent.data.labels_file]
-    assert intent.digest() == "90601680f65e976606b3cb2c74cc28cb7eb44f640435023ec00e61f07b809dcf"
+    assert intent.digest() == "0796c87c2e129f12f59439b51fcffc40abed5b5d28aa93b1180a4b2a7c196840"
 
 
 @pytest.mark.parametrize(
@@ -342,3 +342,61 @@ def test_the_lock_tag_follows_every_lock_file(tmp_path):
     (tmp_path / LOCK_FILES[0]).unlink()
     with pytest.raises(LockMissing, match="requirements-jobs.txt: lock file of the job image is missing"):
         lock_tag(tmp_path)
+
+
+# --- base models: the same weights on both backends, of an architecture the job code builds -----------------
+
+
+BASE_LINE = "  base_model: all-MiniLM-L6-v2"
+
+
+def with_base(text: str, *lines: str) -> str:
+    """``text`` (a shipped config) with its base_model line replaced by ``lines``."""
+    start = text.index(BASE_LINE)
+    end = text.index("\n", start)
+    return text[:start] + "\n".join(lines) + text[end:]
+
+
+@pytest.mark.parametrize(
+    ("aws_base_model", "why"),
+    [
+        ("distilbert-base-uncased", "not a catalogued base model"),  # main's shipped value: DistilBERT
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "not a catalogued base model"),  # the hub's bf16, not the local weights
+        ("SmolLM2-135M-Instruct", "is a 'llama' model, and the text_classification job code builds only bert"),
+    ],
+)
+def test_an_aws_base_model_the_jobs_cannot_train_as_the_local_runs_do_is_refused_naming_file_and_field(
+    tmp_path, aws_base_model, why
+):
+    """An aws base model must be a catalogued one (a staged copy of the weights the local runs train, checked by its
+    digest) of an architecture the task type's job code builds: main's DistilBERT hub id would have failed inside the
+    job (``'DistilBertModel' object has no attribute 'encoder'``), and it is refused at load time instead."""
+    text = with_base(INTENT.read_text(), BASE_LINE, f"  aws_base_model: {aws_base_model}")
+    with pytest.raises(ConfigError, match=r"intent\.yaml: invalid model config") as raised:
+        load_config(write(tmp_path, text))
+    assert f"field 'training.aws_base_model': {aws_base_model!r} " in str(raised.value) and why in str(raised.value)
+
+
+def test_a_base_model_directory_of_an_unsupported_architecture_is_refused_and_a_supported_one_is_not(tmp_path):
+    """A local-only model may train a model directory; its config.json's model_type must be one its job code builds."""
+    for model_type in ("distilbert", "bert"):
+        (tmp_path / model_type).mkdir()
+        (tmp_path / model_type / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+    local_only = INTENT.read_text().split("\naws:")[0] + "\n"
+    bad = write(tmp_path, with_base(local_only, f"  base_model: {tmp_path / 'distilbert'}"))
+    with pytest.raises(ConfigError, match=r"field 'training.base_model': .* is a 'distilbert' model, and the "):
+        load_config(bad)
+    assert load_config(write(tmp_path, with_base(local_only, f"  base_model: {tmp_path / 'bert'}"))).aws is None
+
+
+def test_the_aws_jobs_of_a_model_train_a_catalogued_base_model(tmp_path):
+    """With an aws section and no aws_base_model, base_model is what the aws jobs train: a directory or an unknown
+    name has no staged copy, so it is refused; each shipped config's aws jobs train its local base model."""
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    text = with_base(INTENT.read_text(), f"  base_model: {tmp_path / 'bert'}")
+    with pytest.raises(ConfigError, match=r"field 'training.base_model': .* is not a catalogued base model"):
+        load_config(write(tmp_path, text))
+    for path in config_paths():
+        training = load_config(path).training
+        assert (training.aws_base_model, training.aws_base) == (None, training.base_model), path.name

@@ -8,11 +8,12 @@ SageMaker builders take.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Literal
 
 from retrain.aws.config import AwsConfig
+from retrain.base_models import STAGED_ENV, known_base_model
 from retrain.jobs import JobSpec, ProjectFile, StoreRoot, Upstream, Value
 from retrain.store.layout import S3Layout
 from retrain.tracking import ARTIFACT_ROOT_ENV
@@ -21,6 +22,8 @@ PROCESSING_INPUT = PurePosixPath("/opt/ml/processing/input")
 PROCESSING_OUTPUT = PurePosixPath("/opt/ml/processing/output")
 PROCESSING_CODE = PROCESSING_INPUT / "code"  # where processing jobs get the project tree (the code bundle's source/)
 CHECKPOINT_PATH = "/opt/ml/checkpoints"
+TRAINING_INPUT = PurePosixPath("/opt/ml/input/data")  # where SageMaker puts each training channel's files
+BASE_MODEL_INPUT = "base_model"  # the channel (training) or input (processing) of the staged base model
 
 
 def layout(aws: AwsConfig) -> S3Layout:
@@ -203,4 +206,21 @@ def aws_job_from_spec(spec: JobSpec, aws: AwsConfig, code: CodeBundle) -> AwsJob
         model_uri=s3_uri(aws, spec.model_key) if training and spec.model_key else None,
         checkpoint_uri=s3_uri(aws, spec.checkpoint_key) if training and spec.checkpoint_key else None,
         env=env,
+    )
+
+
+def with_base_model(job: AwsJob, aws: AwsConfig, name: str) -> AwsJob:
+    """``job`` with the staged copy of base model ``name`` (``bin/retrain deploy build`` stages it under the
+    artifact bucket) as one more channel or processing input, and ``RETRAIN_BASE_MODEL_DIR`` naming where the
+    container has it; the job checks its weights digest there. A model that is not catalogued has no staged copy."""
+    model = known_base_model(name)
+    if model is None:
+        raise ValueError(
+            f"{job.task}: base model {name!r} is not catalogued (retrain/base_models.py); nothing is staged"
+        )
+    root = TRAINING_INPUT if job.kind == "training" else PROCESSING_INPUT
+    return replace(
+        job,
+        inputs={**job.inputs, BASE_MODEL_INPUT: s3_uri(aws, model.staged_key) + "/"},
+        env={**job.env, STAGED_ENV: str(root / BASE_MODEL_INPUT)},
     )

@@ -16,7 +16,15 @@ from typing import Any
 
 from retrain import jobs
 from retrain.aws import glue, sagemaker
-from retrain.aws.locations import PROCESSING_INPUT, AwsJob, CodeBundle, aws_job_from_spec, layout, s3_uri
+from retrain.aws.locations import (
+    PROCESSING_INPUT,
+    AwsJob,
+    CodeBundle,
+    aws_job_from_spec,
+    layout,
+    s3_uri,
+    with_base_model,
+)
 from retrain.aws.names import glue_job_name, job_name
 from retrain.aws.schema import validate_request
 from retrain.config import AwsConfig, ModelConfig
@@ -25,6 +33,7 @@ GIT_SHA_ENV = "RETRAIN_GIT_SHA"  # set from the deploy manifest on MWAA (startup
 CODE_DIGEST_ENV = "RETRAIN_CODE_DIGEST"  # the manifest's code_digest: where the job code is on S3
 GLUE_WHEELS_ENV = "RETRAIN_GLUE_WHEELS"  # the manifest's glue_wheels, comma-separated: staged under the code
 DEFAULT_CHECK_INTERVAL = 60
+BASE_MODEL_TASKS = ("train_model", "evaluate_model")  # the jobs that load a base model (llm_lora's adapters sit on it)
 
 
 def require_aws(config: ModelConfig) -> AwsConfig:
@@ -58,12 +67,22 @@ def lineage(config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, dataset
     """jobs.lineage with the deployed sha and the aws base model: what the AWS job really runs."""
     tags = jobs.lineage(config, ctx, dataset_version)
     tags["git_sha"] = code.git_sha
-    if config.training.aws_base_model:
-        tags["base_model"] = config.training.aws_base_model
+    tags["base_model"] = config.training.aws_base
     return tags
 
 
 def aws_job(
+    task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None
+) -> AwsJob:
+    """The task's JobSpec mapped onto S3 and container paths (``mapped_job``); a job that loads a base model also
+    gets the staged copy of the aws base model (``with_base_model``), since nothing is downloaded in the container."""
+    job = mapped_job(task, config, ctx, code, champion_store)
+    if task not in BASE_MODEL_TASKS:
+        return job
+    return with_base_model(job, require_aws(config), config.training.aws_base)
+
+
+def mapped_job(
     task: str, config: ModelConfig, ctx: jobs.RunContext, code: CodeBundle, champion_store: Any = None
 ) -> AwsJob:
     """The task's JobSpec mapped onto S3 and container paths.
@@ -81,10 +100,7 @@ def aws_job(
     if task == "train_model":  # what the AWS job really runs: the deployed sha (MWAA has no git), the aws base model
         dataset_version = ctx.upstream["build_dataset"]["dataset_version"]
         env = {**spec.env, "RETRAIN_LINEAGE": json.dumps(lineage(config, ctx, code, dataset_version), sort_keys=True)}
-        arguments = {
-            **spec.arguments,
-            **({"base-model": config.training.aws_base_model} if config.training.aws_base_model else {}),
-        }
+        arguments = {**spec.arguments, "base-model": config.training.aws_base}
         spec = replace(spec, arguments=arguments, env=env)
     if "store-root" not in spec.arguments:
         return aws_job_from_spec(spec, aws, code)

@@ -32,6 +32,24 @@ TASK_TYPES: dict[str, tuple[str, ...]] = {
 better) that its metrics.json blocks carry and that ``gate.floors`` and ``gate.min_delta`` may name.
 Kept here, as plain data, so a config validates without importing a task's modules."""
 
+ARCHITECTURES: dict[str, dict[str, str]] = {
+    "text_classification": {"bert": "BertModel"},
+    "embedding_adapter": {"bert": "BertModel"},
+    "cross_encoder_reranking": {"bert": "BertForSequenceClassification"},
+    "causal_lm_lora": {"llama": "LlamaForCausalLM"},
+}
+"""The base-model architectures each task type's job code builds: Hugging Face ``model_type`` -> the class it
+instantiates. The code reaches into that class (``encoder.encoder.layer``, ``bert.pooler``, LoRA's target modules), so
+another architecture would fail deep inside a job; a config naming one is refused at load time instead
+(``retrain.config``), and tests/jobs/test_architectures.py trains, saves, loads and scores a tiny random-weight model of
+every pair listed here."""
+
+
+def supported_architectures(task: str) -> dict[str, str]:
+    """``model_type`` -> model class of the base models a task type's job code supports."""
+    return ARCHITECTURES[check_task(task)]
+
+
 SIDES = {
     "train": "retrain_jobs.tasks.{task}.train",
     "evaluate": "retrain_jobs.tasks.{task}.evaluate",

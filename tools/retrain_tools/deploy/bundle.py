@@ -13,6 +13,9 @@ bucket. Layout of ``dist/mwaa/``::
     code/<digest>/         retrain.zip (Glue --extra-py-files), sourcedir.tar.gz (SageMaker training's code
                            channel), source/ (the same tree unpacked) and glue-wheels/ (Glue's
                            --additional-python-modules, from the job lock)
+    code/base-models/<name>/<weights digest>/
+                           the files of each aws base model, copied from its pip package in the job
+                           environment after checking them against their pin (retrain/base_models.py)
     deploy-manifest.json   git sha, commit date, config digests, code digest, file digests, the job image's
                            lock tag and pushed digests (`bin/retrain deploy image`), the Glue wheels
 
@@ -35,9 +38,10 @@ from pathlib import Path
 
 from retrain.aws.images import TAG_ENV, lock_tag
 from retrain.aws.requests import GLUE_WHEELS_ENV
+from retrain.base_models import known_base_model
 from retrain.config import ConfigError, ModelConfig, clashes, config_paths, load_config
 from retrain.locks import exclusive
-from retrain.paths import PROJECT_ROOT
+from retrain.paths import PROJECT_ROOT, job_python
 from retrain.paths import config_dir as current_config_dir
 from retrain_tools.dagfiles import dag_file_text
 from retrain_tools.deploy import archive, image
@@ -160,6 +164,36 @@ def code_files(configs: list[ModelConfig], project_root: Path) -> dict[str, byte
     }
 
 
+def staging_source(name: str, python: Path) -> Path:
+    """Where the job environment (``python``) has the files of base model ``name``, checked against its pin there."""
+    probe = "import sys; from retrain_jobs.base import staging_source; print(staging_source(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}:{PROJECT_ROOT / 'plugins'}"}
+    try:
+        done = subprocess.run([str(python), "-c", probe, name], env=env, capture_output=True, text=True, timeout=300)
+    except OSError as exc:
+        raise BuildError(f"base model {name}: the job environment ({python}) that holds it cannot run: {exc}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BuildError(f"base model {name}: its files in the job environment cannot be staged: {last}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def stage_base_models(stage_dir: Path, configs: list[ModelConfig], python: Path) -> dict[str, dict[str, str]]:
+    """Copy the files of every aws base model the configs train into ``code/base-models/<name>/<digest>/``, which
+    ``deploy push`` uploads to the artifact bucket and the train and evaluate jobs receive as an input (the same bytes
+    the local runs read, so AWS trains the weights they scored); returns the manifest's ``base_models``."""
+    staged = {}
+    for model in sorted({known_base_model(c.training.aws_base) for c in configs}, key=lambda m: m.name):
+        source = staging_source(model.name, python)
+        names = model.files or tuple(p.name for p in sorted(source.iterdir()) if p.is_file())
+        target = stage_dir / model.staged_key
+        target.mkdir(parents=True)
+        for name in names:
+            shutil.copyfile(source / name, target / name)
+        staged[model.name] = {"prefix": model.staged_key, "weights_digest": model.weights_digest}
+    return staged
+
+
 def glue_wheels(project_root: Path, python: str | Path, cache_root: Path) -> dict[str, bytes]:
     """build_dataset's Python modules for Glue (``image.GLUE_PACKAGES`` and their dependencies): the job lock's
     wheels for Glue 5's platform, downloaded once per lock into ``cache_root/<lock tag>``."""
@@ -277,9 +311,17 @@ def job_image(configs: list[ModelConfig], project_root: Path) -> dict:
 
 
 def stage(
-    stage_dir: Path, configs: list[ModelConfig], config_dir: Path, project_root: Path, git: GitIdentity, python: Path
+    stage_dir: Path,
+    configs: list[ModelConfig],
+    config_dir: Path,
+    project_root: Path,
+    git: GitIdentity,
+    python: Path,
+    job_env_python: Path | None = None,
 ) -> dict:
-    """Write the whole bundle into ``stage_dir``; return its manifest."""
+    """Write the whole bundle into ``stage_dir`` (the Glue wheels downloaded by ``python``'s pip, the base models' files
+    from ``job_env_python``'s environment); return its manifest."""
+    base_models = stage_base_models(stage_dir, configs, job_env_python or job_python())
     code = code_files(configs, project_root)
     wheels = glue_wheels(project_root, python, project_root / "dist" / "glue-wheels")
     code_digest = archive.tree_digest({**code, **{f"glue-wheels/{name}": data for name, data in wheels.items()}})
@@ -304,6 +346,7 @@ def stage(
         "date": git.date,
         "code_digest": code_digest,
         "code_prefix": f"code/{code_digest}",
+        "base_models": base_models,
         "configs": {c.name: {"file": f"dags/config/models/{c.name}.yaml", "digest": c.digest()} for c in configs},
         "environment": {"RETRAIN_BACKEND": "aws", **settings},
         "job_image": images,

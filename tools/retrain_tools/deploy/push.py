@@ -6,7 +6,8 @@
 3. Plan: ``dags/`` is synced under the environment's ``DagS3Path`` (changed files uploaded,
    files the bundle no longer has deleted; versioning keeps them); ``plugins.zip``,
    ``requirements.txt`` and ``startup.sh`` are uploaded when their bytes differ from the
-   current objects; the job code goes to ``code/<digest>/`` of the artifact bucket when absent.
+   current objects; the job code goes to ``code/<digest>/`` of the artifact bucket, and each staged base model to
+   ``code/base-models/<name>/<digest>/``, when absent.
 4. Upload, then ``UpdateEnvironment`` with the three new object versions, then wait for
    ``AVAILABLE``, printing the status as it goes. ``--dry-run`` stops after printing the plan.
 
@@ -117,14 +118,17 @@ def plan(bundle: Path, s3, mwaa, bucket: str, environment: str) -> Plan:
     for key, path in local.items():
         (result.unchanged.append(key) if existing.get(key) == _md5(path) else result.uploads.append((key, path)))
     result.deletes = sorted(key for key in existing if key.startswith(dag_prefix) and key not in local)
-    code_root = bundle / manifest["code_prefix"]
-    deployed_code = _etags(s3, result.code_bucket, manifest["code_prefix"] + "/")
-    result.code_uploads = [
-        (f"{manifest['code_prefix']}/{p.relative_to(code_root).as_posix()}", p)
-        for p in sorted(code_root.rglob("*"))
-        if p.is_file() and f"{manifest['code_prefix']}/{p.relative_to(code_root).as_posix()}" not in deployed_code
-    ]
+    prefixes = [manifest["code_prefix"], *(m["prefix"] for m in manifest.get("base_models", {}).values())]
+    result.code_uploads = [item for prefix in prefixes for item in _absent(bundle, prefix, s3, result.code_bucket)]
     return result
+
+
+def _absent(bundle: Path, prefix: str, s3, bucket: str) -> list[tuple[str, Path]]:
+    """(key, local file) of the bundle's files under ``prefix`` (a digest-named, immutable prefix: the job code or a
+    staged base model) that the artifact bucket does not hold yet."""
+    deployed = _etags(s3, bucket, prefix + "/")
+    files = ((f"{prefix}/{p.relative_to(bundle / prefix).as_posix()}", p) for p in sorted((bundle / prefix).rglob("*")))
+    return [(key, path) for key, path in files if path.is_file() and key not in deployed]
 
 
 def describe(p: Plan) -> list[str]:
