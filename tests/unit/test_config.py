@@ -91,7 +91,8 @@ def test_a_missing_corpus_file_is_named_and_an_unset_one_keeps_the_digest(tmp_pa
         load_config(path)
     # corpus_file came after configs were in use: left unset, it stays out of the digest, so intent.yaml keeps
     # the digest it has without the field (8b66cd02… from commit 588c736 until intent.yaml dropped its
-    # aws_base_model, so that the aws jobs train base_model; this value since, recomputed from that edit and the job image's URIs)
+    # aws_base_model, so that the aws jobs train base_model, and named the job image; this value since, recomputed
+    # from those edits)
     intent = load_config(INTENT)
     assert intent.data.corpus_file is None and intent.data.files() == [intent.data.labels_file]
     assert intent.digest() == "0796c87c2e129f12f59439b51fcffc40abed5b5d28aa93b1180a4b2a7c196840"
