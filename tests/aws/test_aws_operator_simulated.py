@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,8 +45,8 @@ class FakeTI:
 
 @pytest.fixture
 def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
-    """aws_default pointing at the simulator; synchronous operators polling every second; a tiny intent config
-    (two epochs; its shipped base model, staged on the simulator by the deploy tool) whose buckets exist there."""
+    """aws_default pointing at the simulator; synchronous operators polling every second; the shipped intent config,
+    unmodified (its base model staged on the simulator by the deploy tool), whose buckets exist there; tiny data."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_AWS_DEFAULT",
         json.dumps(
@@ -62,11 +63,8 @@ def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     monkeypatch.setenv("RETRAIN_GIT_SHA", GIT_SHA)
     monkeypatch.setenv("RETRAIN_CODE_DIGEST", CODE_DIGEST)
     monkeypatch.setenv("RETRAIN_BACKEND", "aws")
-    text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
-    assert "    epochs: 30\n" in text
-    text = text.replace("    epochs: 30\n", "    epochs: 2\n")
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "intent.yaml").write_text(text)
+    shutil.copyfile(PROJECT_ROOT / "config" / "models" / "intent.yaml", tmp_path / "config" / "intent.yaml")
     monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(tmp_path / "config"))
     s3 = boto3.client(
         "s3",

@@ -52,6 +52,16 @@ def jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_splits(root: Path, train: list[dict], validation: list[dict], text: str, label: str, labels: list) -> None:
+    """train/ and validation/ channels as build_dataset writes them: rows {key, text, label, label_id}."""
+    for split, part in (("train", train), ("validation", validation)):
+        rows = [
+            {"key": f"{split}-{i}", "text": r[text], "label": r[label], "label_id": labels.index(r[label])}
+            for i, r in enumerate(part)
+        ]
+        jsonl(root / split / f"{split}.jsonl", rows)
+
+
 def retrieval_data(root: Path) -> tuple[dict, dict, list]:
     """Four passages, their queries as channels, the corpus file, and a reranking request."""
     with open(PROJECT_ROOT / "data" / "retrieval" / "train.csv", newline="") as handle:
@@ -60,19 +70,7 @@ def retrieval_data(root: Path) -> tuple[dict, dict, list]:
     picked = [r for r in rows if r["passage_id"] in ids][::7][:24]
     corpus = [json.loads(line) for line in (PROJECT_ROOT / "data/retrieval/corpus.jsonl").read_text().splitlines()]
     corpus = [p for p in corpus if p["passage_id"] in ids]
-    for split, part in (("train", picked[:16]), ("validation", picked[16:])):
-        jsonl(
-            root / split / f"{split}.jsonl",
-            [
-                {
-                    "key": f"{split}-{i}",
-                    "text": r["query"],
-                    "label": r["passage_id"],
-                    "label_id": ids.index(r["passage_id"]),
-                }
-                for i, r in enumerate(part)
-            ],
-        )
+    write_splits(root, picked[:16], picked[16:], "query", "passage_id", ids)
     corpus_file = jsonl(root / "corpus.jsonl", corpus)
     candidates = [
         {"passage_id": p["passage_id"], "text": p["text"], "score": 1.0 - i / 10} for i, p in enumerate(corpus)
@@ -88,19 +86,7 @@ def llm_data(root: Path) -> tuple[dict, dict, list]:
     responses = json.loads((PROJECT_ROOT / "data" / "llm" / "responses.json").read_text())
     with open(PROJECT_ROOT / "data" / "llm" / "train.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if len(r["prompt"]) < 60][::40][:12]
-    for split, part in (("train", rows[:8]), ("validation", rows[8:])):
-        jsonl(
-            root / split / f"{split}.jsonl",
-            [
-                {
-                    "key": f"{split}-{i}",
-                    "text": r["prompt"],
-                    "label": r["response"],
-                    "label_id": responses.index(r["response"]),
-                }
-                for i, r in enumerate(part)
-            ],
-        )
+    write_splits(root, rows[:8], rows[8:], "prompt", "response", responses)
     extra = {"labels-file": str(PROJECT_ROOT / "data/llm/responses.json"), "max-new-tokens": "4", "lora-r": "2"}
     return {"train": root / "train", "validation": root / "validation"}, extra, [rows[0]["prompt"]]
 

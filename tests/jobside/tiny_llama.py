@@ -12,6 +12,7 @@ import importlib.util
 import sys
 
 import torch
+from tiny_architecture import SIZES  # the same tiny Llama as the architecture tests (this script's directory)
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from retrain_jobs.base import BASE_MODEL_PINS, SMOLLM2, SMOLLM2_GGUF, model_cache_dir
@@ -27,13 +28,7 @@ def main(argv: list[str]) -> None:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
+        **SIZES["llama"],
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
