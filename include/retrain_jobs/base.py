@@ -23,6 +23,10 @@ SMOLLM2_GGUF = SMOLLM2_MODEL.files[0]
 BASE_MODEL_PINS = {model.name: model.weights_digest for model in BASE_MODELS.values()}
 """Weights digests (``tensor_file_digest``) the catalogued base models must have, wherever they were obtained:
 the pip package or its conversion here, the staged copy in an aws job. Another digest is refused."""
+CHECKED_BASE_MODELS: dict[str, str] = {}
+"""Base model name -> the weights digest this process computed of the files it loads and found equal to the pin
+(``require_pinned``): train.py records it in training_summary.json, so a model archive says which base weights it was
+trained from, on either backend."""
 
 
 def model_cache_dir() -> Path:
@@ -102,6 +106,7 @@ def require_pinned(name: str, directory: Path, where: str) -> Path:
         raise BaseModelMismatch(
             f"{directory}: weights digest {found} is not the pinned {pin} of base model {name}; {where}"
         )
+    CHECKED_BASE_MODELS[name] = found
     return directory
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrain_jobs.base import DataError, Refused, weights_digest
+from retrain_jobs.base import CHECKED_BASE_MODELS, DataError, Refused, weights_digest
 
 
 @dataclass
@@ -265,6 +265,7 @@ def train(args: TrainArgs, task_args) -> dict:
         "dataset_version": args.dataset_version,
         "config_digest": args.config_digest,
         "base_model": args.base_model,
+        "base_model_digest": CHECKED_BASE_MODELS.get(args.base_model),  # None: a directory, not a catalogued model
         "git_sha": json.loads(os.environ.get("RETRAIN_LINEAGE", "{}")).get(
             "git_sha", os.environ.get("RETRAIN_GIT_SHA", "unknown")
         ),

@@ -322,7 +322,7 @@ def register_model_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
         "weights_digest": trained["weights_digest"],
         "gate_digest": gated["digest"],
         **{f"golden_{metric}": f"{evaluated['challenger'][metric]:.6f}" for metric in TASK_TYPES[config.task]},
-        # a model that stores only an adapter records the digest of the base weights it needs (causal_lm_lora)
+        # the digest of the base weights it was trained from, which an adapter-only model (causal_lm_lora) needs
         **({"base_model_digest": trained["base_model_digest"]} if trained.get("base_model_digest") else {}),
     }
     evidence = {"metrics": evaluated["metrics_path"], "report": gated["report_path"], "gate": gated["gate_path"]}
