@@ -80,8 +80,10 @@ XDIST_ORDER = (
     "jobs/test_sentiment.py",
     "mwaa",
 )
-"""Under xdist, the groups that start first, longest first (measured: see docs/testing.md), so that no long group is
-left to start last on an otherwise idle machine; every other group follows in collection order."""
+"""Under xdist, the groups that start first, longest first, so that no long group is left to start last on an otherwise
+idle machine; every other group follows in collection order. The Makefile passes ``--no-loadscopereorder``: xdist would
+otherwise order groups by their number of tests and start the three stacks (integration, celery, the aws end-to-end
+run) at once, each running Spark and training jobs on the same two cores."""
 
 
 def _xdist_group(where: Path) -> str:
