@@ -73,12 +73,17 @@ XDIST_ORDER = (
     "jobs/test_llm_lora.py",
     "jobs/test_reranker.py",
     "celery",
+    "aws/test_other_models_simulated.py",
     "jobs/test_embedding_adapter.py",
     "aws/test_pipeline_simulated.py",
+    "jobs/test_build_dataset.py",
     "jobs/test_train.py",
+    "aws/test_glue_simulated.py",
     "jobs/test_evaluate.py",
+    "jobs/test_architectures.py",
     "jobs/test_sentiment.py",
     "mwaa",
+    "jobs/test_tracking_store.py",
 )
 """Under xdist, the groups that start first, longest first, so that no long group is left to start last on an otherwise
 idle machine; every other group follows in collection order. The Makefile passes ``--no-loadscopereorder``: xdist would
