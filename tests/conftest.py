@@ -86,7 +86,7 @@ XDIST_ORDER = (
     "jobs/test_tracking_store.py",
 )
 """Under xdist, the groups that start first, longest first, so that no long group is left to start last on an otherwise
-idle machine; every other group follows in collection order. The Makefile passes ``--no-loadscopereorder``: xdist would
+idle machine; every other group follows in collection order. The Makefile passes ``--no-loadscope-reorder``: xdist would
 otherwise order groups by their number of tests and start the three stacks (integration, celery, the aws end-to-end
 run) at once, each running Spark and training jobs on the same two cores."""
 
