@@ -451,6 +451,7 @@ _LATER_FIELDS = (
     ("evaluation", "escalation_label", None),
     *(("gate", section, None) for section in TASK_SECTIONS),
     ("data", "corpus_file", None),
+    ("data", "expectations", PartitionExpectations()),
 )
 """(section, field, value while unset) of fields added after configs were in use; see ModelConfig.digest."""
 
