@@ -161,7 +161,8 @@ def start_runs(client, env: dict[str, str], interval: tuple[datetime, datetime])
     """Start every run the tests wait for, at once: unpause STARTED_WITH_THE_STACK, back-fill intent_race's previous
     week
     (two overlapping runs, for the race), and back-fill three past weeks of intent_backfill through the documented
-    ``bin/retrain backfill`` (the API server; it unpauses the DAG, allowing 10 runs at once, a backfill's own default).
+    ``bin/retrain backfill`` (the API server; it unpauses the DAG, allowing 10 runs at once, a backfill's own default,
+    and the latest week, due, joins the backfill).
     Returns the CLI's completed process, which its test checks."""
     start = interval[0]
     for model in STARTED_WITH_THE_STACK:
