@@ -44,7 +44,7 @@ from retrain.tasks import headline_metrics
 from retrain_tools.airflow_api import AirflowClient, configured_api_url, wait_until
 from retrain_tools.dagfiles import sync as sync_dag_files
 from retrain_tools.seed import SeedError, describe, seed
-from retrain_tools.standalone import LOCAL_HOST, start_standalone
+from retrain_tools.standalone import standalone_environment, start_standalone
 
 
 def with_user(users: str, name: str) -> str:
@@ -96,7 +96,8 @@ def start_airflow(port: int, approver: str) -> subprocess.Popen:
             os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"), approver
         ),
     }
-    print(f"starting airflow standalone on {LOCAL_HOST} (log, owner-only: {home / 'standalone.log'})")
+    host = standalone_environment(env)["AIRFLOW__API__HOST"]
+    print(f"starting airflow standalone, API server on {host} (log, owner-only: {home / 'standalone.log'})")
     return start_standalone(env, home / "standalone.log")
 
 
