@@ -74,11 +74,9 @@ def start_standalone(project, env: dict[str, str]) -> tuple[subprocess.Popen, st
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         }
     )
-    log_file = open(project.root / "standalone.log", "wb")  # noqa: SIM115 - the process writes to it after this returns
-    proc = subprocess.Popen(
-        ["airflow", "standalone"], env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    return proc, f"http://localhost:{port}"
+    from retrain_tools.standalone import start_standalone as start  # as the demo starts it: local, owner-only
+
+    return start(env, project.root / "standalone.log", truncate=True), f"http://localhost:{port}"
 
 
 def drive(client, approver, dag_ids: list[str], alive, timeout: float = 1800) -> dict:

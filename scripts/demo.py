@@ -44,6 +44,7 @@ from retrain.tasks import headline_metrics
 from retrain_tools.airflow_api import AirflowClient, configured_api_url, wait_until
 from retrain_tools.dagfiles import sync as sync_dag_files
 from retrain_tools.seed import SeedError, describe, seed
+from retrain_tools.standalone import standalone_environment, start_standalone
 
 
 def with_user(users: str, name: str) -> str:
@@ -87,8 +88,6 @@ def remember_port(port: int) -> Path:
 
 def start_airflow(port: int, approver: str) -> subprocess.Popen:
     home = Path(os.environ["AIRFLOW_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    log = open(home / "standalone.log", "ab")  # noqa: SIM115 - the process writes to it after this returns
     env = {
         **os.environ,
         "AIRFLOW__API__PORT": str(port),
@@ -97,10 +96,9 @@ def start_airflow(port: int, approver: str) -> subprocess.Popen:
             os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"), approver
         ),
     }
-    print(f"starting airflow standalone (log: {home / 'standalone.log'})")
-    return subprocess.Popen(
-        ["airflow", "standalone"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
+    host = standalone_environment(env)["AIRFLOW__API__HOST"]
+    print(f"starting airflow standalone, API server on {host} (log, owner-only: {home / 'standalone.log'})")
+    return start_standalone(env, home / "standalone.log")
 
 
 class Demo:

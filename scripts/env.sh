@@ -14,6 +14,9 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 # bob is a user who is not assigned (his answer is refused). Passwords are generated into
 # $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated.
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin,alice:op,bob:op}"
+# The API server listens on this machine only (Airflow's default is every interface): whoever reaches it with a
+# password could approve or roll back. `make ui` also starts Airflow under umask 077, so the password file is owner-only.
+export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"
 export AIRFLOW__LOGGING__LOGGING_LEVEL="${AIRFLOW__LOGGING__LOGGING_LEVEL:-INFO}"
 export PYTHONPATH="$ROOT/plugins:$ROOT/tools${PYTHONPATH:+:$PYTHONPATH}"  # tools: bin/retrain's tooling, never shipped to MWAA
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$RETRAIN_HOME/mlflow.db}"

@@ -20,6 +20,7 @@ from retrain.intervals import latest_complete_week
 from retrain.paths import job_python
 from retrain.runner import free_port, stop_process_group
 from retrain_tools.airflow_api import AirflowClient, wait_until
+from retrain_tools.standalone import start_standalone
 from tinydata import LABELS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -303,11 +304,10 @@ def standalone_airflow(
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
         }
     )
-    with open(root / log_name, "wb") as log:
-        proc = subprocess.Popen(
-            ["airflow", "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield logged_in(f"http://localhost:{port}", Path(env["AIRFLOW_HOME"]), dag_ids)
-        finally:
-            stop_process_group(proc)
+    proc = start_standalone(env, root / log_name, truncate=True)  # as the demo starts it
+    try:
+        client = logged_in(f"http://localhost:{port}", Path(env["AIRFLOW_HOME"]), dag_ids)
+        client.process = proc  # for the tests that kill it as a crash would
+        yield client
+    finally:
+        stop_process_group(proc)

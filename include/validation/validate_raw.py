@@ -15,7 +15,10 @@ Stages, each stopping the job when it finds a problem:
 2. structure: each CSV is read strictly with the csv module (header, field counts,
    quoting); problems are collected over all files before stopping;
 3. content: one GX validation run over all rows, with source_file/source_line as
-   unexpected-index columns so every failing value maps back to its file and line.
+   unexpected-index columns so every failing value maps back to its file and line;
+4. per partition of the run's own interval (``--max-label-share``, ``--max-duplicate-rate``,
+   ``--max-label-shift`` against the previous dataset version): refusals name the partition and
+   the figure; a rule listed in ``--warn`` prints a warning instead.
 
 Writes <output-dir>/validation_report.json, validation_report.md and result.json
 (in every outcome). Exit 0 when valid; otherwise prints the problems, then as the last
@@ -30,6 +33,7 @@ import io
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-rows", type=int, required=True)
     parser.add_argument("--min-text-chars", type=int, required=True)
     parser.add_argument("--max-text-chars", type=int, required=True)
+    parser.add_argument("--max-label-share", type=float, default=1.0, help="per partition of the run's interval")
+    parser.add_argument("--max-duplicate-rate", type=float, default=1.0, help="per partition: rows repeating a row")
+    parser.add_argument("--max-label-shift", type=float, default=1.0, help="per label, vs the previous dataset version")
+    parser.add_argument("--min-partition-rows", type=int, default=1, help="smaller partitions skip the share rules")
+    parser.add_argument("--warn", default="", help="comma-separated rules that warn instead of refusing")
     parser.add_argument("--output-dir", type=Path, default=Path("/opt/ml/processing/output/validation"))
     return parser.parse_args(argv)
 
@@ -191,6 +200,80 @@ def gx_failures(gx_result: dict[str, Any], manifest_name: str) -> list[dict[str,
     return sorted(found, key=lambda f: (f["line"] is None, f["file"], f["line"] or 0))
 
 
+def in_interval_partitions(records: list[tuple], manifest: dict[str, Any]) -> dict[str, list[tuple]]:
+    """The rows (text, label) of each partition of the run's own interval, by partition directory: the data this run
+    adds. Older partitions were judged by the run of their own interval."""
+    where = {f["key"]: f["key"].rsplit("/", 1)[0] for f in manifest["files"] if f.get("in_interval")}
+    partitions: dict[str, list[tuple]] = {}
+    for text, label, key, _ in records:
+        if key in where:
+            partitions.setdefault(where[key], []).append((text, label))
+    return partitions
+
+
+def label_share(partition: str, rows: list[tuple], limit: float) -> dict[str, Any] | None:
+    """One label holding more than ``limit`` of the partition's rows."""
+    label, n = Counter(label for _, label in rows).most_common(1)[0]
+    if n / len(rows) <= limit:
+        return None
+    rule = f"label_share: one label at most {limit:.0%} of a partition's rows"
+    return failure(partition, None, rule, f"{label}: {n} of {len(rows)} rows ({n / len(rows):.1%})")
+
+
+def duplicate_rate(partition: str, rows: list[tuple], limit: float) -> dict[str, Any] | None:
+    """More than ``limit`` of the partition's rows repeating an earlier row exactly (the ETL would drop them
+    silently)."""
+    repeats = len(rows) - len(set(rows))
+    if repeats / len(rows) <= limit:
+        return None
+    top, n = Counter(rows).most_common(1)[0]
+    rule = f"duplicate_rate: at most {limit:.0%} of a partition's rows repeat another row"
+    figure = f"{repeats} of {len(rows)} rows ({repeats / len(rows):.1%}); most repeated ({n}x): {top[0][:60]!r}"
+    return failure(partition, None, rule, figure)
+
+
+def label_shift(partition: str, rows: list[tuple], previous: dict[str, Any] | None, limit: float):
+    """The label whose share moved most between the partition and the previous dataset version, past ``limit``."""
+    if previous is None:
+        return None
+    before: Counter = Counter()
+    for split in previous["label_distribution"].values():
+        before.update(split)
+    now, total_before = Counter(label for _, label in rows), sum(before.values()) or 1
+    moved = {label: now[label] / len(rows) - before[label] / total_before for label in set(now) | set(before)}
+    label = max(sorted(moved), key=lambda name: abs(moved[name]))
+    if abs(moved[label]) <= limit:
+        return None
+    version = previous["dataset_version"]
+    rule = f"label_shift: no label's share moves more than {limit:.0%} from dataset version {version}"
+    shares = f"{before[label] / total_before:.1%} -> {now[label] / len(rows):.1%}"
+    figure = f"{label}: {shares} ({now[label]} of {len(rows)} rows)"
+    return failure(partition, None, rule, figure)
+
+
+def previous_version(store: LocalStore, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The dataset version this run's data follows, by build_dataset's own rule (the newest one built for an earlier
+    interval); None before the first, or where the store holds no dataset versions (a processing container)."""
+    from etl.build_dataset import find_previous
+
+    return find_previous(store, manifest["model"], "", manifest.get("data_interval_end"))
+
+
+def partition_findings(records, manifest, store, args) -> tuple[list[dict], list[dict]]:
+    """(refusals, warnings) of the per-partition rules; a rule named in --warn only warns."""
+    previous = previous_version(store, manifest)
+    warn, refusals, warnings = set(filter(None, args.warn.split(","))), [], []
+    for partition, rows in sorted(in_interval_partitions(records, manifest).items()):
+        found = {"duplicate_rate": duplicate_rate(partition, rows, args.max_duplicate_rate)}
+        if len(rows) >= args.min_partition_rows:
+            found["label_share"] = label_share(partition, rows, args.max_label_share)
+            found["label_shift"] = label_shift(partition, rows, previous, args.max_label_shift)
+        for rule, problem in found.items():
+            if problem:
+                (warnings if rule in warn else refusals).append(problem)
+    return refusals, warnings
+
+
 def expectation_name(item: dict[str, Any]) -> str:
     config = item["expectation_config"]
     column = config["kwargs"].get("column")
@@ -251,8 +334,10 @@ def validate(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] |
     labels = [str(label) for label in json.loads(args.labels_file.read_text())]
     gx_result = run_gx(records, args, labels)
     summary["expectations"] = {expectation_name(item): item["success"] for item in gx_result["results"]}
-    summary["success"] = bool(gx_result["success"])
-    return summary, gx_result, gx_failures(gx_result, args.raw_manifest.name)
+    refusals, summary["warnings"] = partition_findings(records, manifest, store, args)
+    summary["expectations"]["partition rules (label_share, duplicate_rate, label_shift)"] = not refusals
+    summary["success"] = bool(gx_result["success"]) and not refusals
+    return summary, gx_result, gx_failures(gx_result, args.raw_manifest.name) + refusals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     summary, gx_result, failures = validate(args)
     summary["success"] = summary["success"] and not failures
     report = write_reports(args.output_dir, summary, gx_result, failures)
+    for warning in summary.get("warnings", []):
+        print(f"warning: {describe(warning)}")
     if summary["success"]:
         print(
             f"validation passed: {summary['rows']} rows, {len(summary['expectations'])} expectations; report: {report}"

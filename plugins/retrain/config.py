@@ -89,6 +89,31 @@ class DagConfig(_Strict):
     job_timeout_minutes: int = Field(120, ge=1, description="execution_timeout of each job task.")
 
 
+class PartitionExpectations(_Strict):
+    """Rules on each raw partition of a run's own interval that legal CSV can still break: one label flooding it, a row
+    repeated many times, a label distribution unlike the previous dataset version's. Each refuses the data or warns,
+    naming the partition and the figure; validate_raw applies them."""
+
+    max_label_share: float = Field(
+        0.8, gt=0, le=1, description="Largest share of a partition's rows one label may have."
+    )
+    max_duplicate_rate: float = Field(
+        0.02, ge=0, le=1, description="Largest share of a partition's rows that repeat an earlier row exactly."
+    )
+    max_label_shift: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Largest change of any one label's share between a partition and the previous dataset version.",
+    )
+    min_partition_rows: int = Field(
+        20, ge=1, description="Partitions with fewer rows are too small for the share and shift rules to mean much."
+    )
+    warn: list[Literal["label_share", "duplicate_rate", "label_shift"]] = Field(
+        ["label_shift"], description="Rules that warn in the task log instead of refusing the data."
+    )
+
+
 class DataConfig(_Strict):
     """What raw data looks like and how the curated dataset is built. Used at run time."""
 
@@ -114,6 +139,9 @@ class DataConfig(_Strict):
     )
     drift_threshold: float = Field(
         0.05, ge=0, le=1, description="Below this drift score, training is skipped when a champion exists."
+    )
+    expectations: PartitionExpectations = Field(
+        default_factory=PartitionExpectations, description="Per-partition rules beyond the CSV's shape."
     )
 
     @model_validator(mode="after")
@@ -448,6 +476,7 @@ _LATER_FIELDS = (
     ("evaluation", "escalation_label", None),
     *(("gate", section, None) for section in TASK_SECTIONS),
     ("data", "corpus_file", None),
+    ("data", "expectations", PartitionExpectations()),
 )
 """(section, field, value while unset) of fields added after configs were in use; see ModelConfig.digest."""
 

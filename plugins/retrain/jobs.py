@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from retrain import ledger
-from retrain.config import ModelConfig
+from retrain.config import ModelConfig, PartitionExpectations
 from retrain.paths import PROJECT_ROOT
 from retrain.store import Store
 from retrain.tasks import TASK_TYPES
@@ -176,6 +176,17 @@ def _raw_data_arguments(config: ModelConfig, ctx: RunContext) -> dict[str, Value
     }
 
 
+def _expectation_arguments(rules: PartitionExpectations) -> dict[str, Value]:
+    """The per-partition rules as validate_raw's arguments (a warning rule is listed in --warn)."""
+    return {
+        "max-label-share": str(rules.max_label_share),
+        "max-duplicate-rate": str(rules.max_duplicate_rate),
+        "max-label-shift": str(rules.max_label_shift),
+        "min-partition-rows": str(rules.min_partition_rows),
+        "warn": ",".join(rules.warn),
+    }
+
+
 def validate_raw_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
     """Great Expectations over the snapshot's files."""
     out = try_key(config, ctx, "validate_raw")
@@ -189,6 +200,7 @@ def validate_raw_spec(config: ModelConfig, ctx: RunContext) -> JobSpec:
             "min-rows": str(data.min_rows),
             "min-text-chars": str(data.min_text_chars),
             "max-text-chars": str(data.max_text_chars),
+            **_expectation_arguments(data.expectations),
             "output-dir": Key(out, "output"),
         },
         output_key=out,

@@ -177,6 +177,20 @@ def _die_with_parent() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
+def die_with_parent_process() -> None:
+    """In a task process (Airflow's task runner): the kernel kills it the moment its supervisor dies.
+
+    Airflow puts the task runner in its own process group, so killing the scheduler's group leaves it
+    re-parented to init, with its job still writing checkpoints. With this, a killed supervisor takes
+    the task runner with it, and the job (which dies with the task runner) with that. A parent that
+    died before this call leaves the process orphaned already (re-parented to init): refused."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() == 1:
+        raise JobFailed("the process that started this task is gone (re-parented to init); not starting a job")
+
+
 @contextmanager
 def exclusive(directory: Path | None, what: str) -> Iterator[int | None]:
     """Hold an exclusive lock on ``directory`` (its ``.lock``) while a job uses it.

@@ -97,11 +97,13 @@ class LocalJobOperator(ModelOperator):
 
 
 def run_local_job(spec: Any, task_log: Any, ctx: Any) -> dict[str, Any]:
-    """Run a job; a rejection of its input (EX_DATAERR) fails the task without retries."""
+    """Run a job from a task process that dies with its supervisor; a rejection of its input (EX_DATAERR) fails the
+    task without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from retrain.runner import JobFailed, run_job
+    from retrain.runner import JobFailed, die_with_parent_process, run_job
 
+    die_with_parent_process()  # a killed supervisor must not leave this task (and its job) running on
     try:
         return run_job(spec, task_log, {"dag_id": ctx.dag_id, "run_id": ctx.run_id, "try_number": ctx.try_number})
     except JobFailed as exc:

@@ -8,8 +8,10 @@ parsed as YAML (anchors and merge keys resolved), and the same checks run on the
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from importlib.metadata import version
@@ -20,6 +22,7 @@ import yaml
 
 import celery_stack
 from celery_stack import POSTGRES_MAJOR, REDIS_SERIES, SETTINGS, SHARED_SECRETS, endpoints, processes, server_version
+from compose_secrets import SECRETS, write_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = PROJECT_ROOT / "docker-compose.yaml"
@@ -30,8 +33,13 @@ def _rendered() -> tuple[dict, str]:
     """The compose model, and how it was obtained."""
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        secrets = {name: generate() for name, generate in SECRETS.items()}  # compose refuses to render without them
         out = subprocess.run(
-            [docker, "compose", "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60
+            [docker, "compose", "-f", str(COMPOSE), "config"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **secrets},
         )
         assert out.returncode == 0, out.stderr
         return yaml.safe_load(out.stdout), "docker compose config"
@@ -69,6 +77,34 @@ def test_every_airflow_container_has_the_tiers_settings_and_endpoints(compose):
         )
     envs = [_env(compose["services"][name]) for name in AIRFLOW_SERVICES]
     assert all(env == envs[0] for env in envs), "the Airflow containers differ in their environment"
+
+
+def test_compose_ships_no_secret_and_names_how_to_generate_each():
+    """Each shared secret is a required variable, ``${NAME:?how}``: compose refuses to start without it, and no default
+    value ships for every clone to share. Read from the file itself (a rendered model has the values substituted)."""
+    raw = yaml.safe_load(COMPOSE.read_text())
+    for name in [*AIRFLOW_SERVICES, "airflow-init"]:
+        env = {**raw["x-airflow"]["environment"], **_env(raw["services"][name])}
+        for key in SHARED_SECRETS:
+            required = re.fullmatch(r"\$\{(\w+):\?[^}]*scripts/compose_secrets\.py[^}]*\}", str(env[key]))
+            assert required and required.group(1) in SECRETS, f"{name}: {key} = {env[key]}"
+
+
+def test_compose_secrets_are_generated_once_into_an_owner_only_env_file(tmp_path):
+    from cryptography.fernet import Fernet
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("RETRAIN_JWT_SECRET=kept\nOTHER=1")
+    env_file.chmod(0o644)
+    assert write_secrets(env_file) == ["RETRAIN_API_SECRET_KEY", "RETRAIN_FERNET_KEY"]
+    first = env_file.read_text()
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    values = dict(line.split("=", 1) for line in first.splitlines())
+    assert (
+        values["RETRAIN_JWT_SECRET"] == "kept" and values["OTHER"] == "1" and len(values["RETRAIN_API_SECRET_KEY"]) > 30
+    )
+    Fernet(values["RETRAIN_FERNET_KEY"].encode())  # a valid key, or this raises
+    assert write_secrets(env_file) == [] and env_file.read_text() == first  # generated once
 
 
 def test_workers_share_the_store_and_the_logs(compose):

@@ -124,6 +124,9 @@ the approvals; the tests that only check those runs come last."""
 PARALLELISM = 3
 """Task instances running at once (AIRFLOW__CORE__PARALLELISM): enough to fill the waits on 2 cores, few enough that
 several models' jobs (a Spark JVM, torch) never crowd the machine, and intent's task gets a good share of it."""
+BEFORE_THE_STACK = ("test_kill_local.py",)
+"""Modules that start (and kill) an Airflow of their own: first, before the shared stack starts, so that two Airflows
+never share the machine."""
 CHAIN_FIRST = ("test_pipeline_local.py", "test_promotion_local.py")
 CHAIN_PRIORITY = """\
 def task_policy(task):
@@ -139,12 +142,13 @@ parses."""
 
 
 def pytest_collection_modifyitems(items):
-    """intent's chain of runs first (test_pipeline_local, then test_promotion_local, which builds on its champion): its
-    runs follow one another, each started by a test, while the runs started with the stack go on beside them; the tests
-    that only check those runs come after. Each module keeps its own order, and every other test its place."""
+    """BEFORE_THE_STACK first; then intent's chain of runs (test_pipeline_local, then test_promotion_local, which builds
+    on its champion): its runs follow one another, each started by a test, while the runs started with the stack go on
+    beside them; the tests that only check those runs come after. Each module keeps its own order, and every other
+    test its place."""
     here = Path(__file__).resolve().parent
     slots = [i for i, item in enumerate(items) if Path(item.path).resolve().parent == here]
-    rank = {name: i for i, name in enumerate(CHAIN_FIRST)}
+    rank = {name: i for i, name in enumerate((*BEFORE_THE_STACK, *CHAIN_FIRST))}
     for i, item in zip(
         slots,
         sorted((items[i] for i in slots), key=lambda item: rank.get(Path(item.path).name, len(rank))),
@@ -157,7 +161,8 @@ def start_runs(client, env: dict[str, str], interval: tuple[datetime, datetime])
     """Start every run the tests wait for, at once: unpause STARTED_WITH_THE_STACK, back-fill intent_race's previous
     week
     (two overlapping runs, for the race), and back-fill three past weeks of intent_backfill through the documented
-    ``bin/retrain backfill`` (the API server; it unpauses the DAG, allowing 10 runs at once, a backfill's own default).
+    ``bin/retrain backfill`` (the API server; it unpauses the DAG, allowing 10 runs at once, a backfill's own default,
+    and the latest week, due, joins the backfill).
     Returns the CLI's completed process, which its test checks."""
     start = interval[0]
     for model in STARTED_WITH_THE_STACK:

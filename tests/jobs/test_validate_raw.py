@@ -7,16 +7,21 @@ the message names the file, the line and the rule.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from retrain.config import load_model
+from retrain.jobs import RunContext, validate_raw_spec
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
-from retrain.runner import LocalJob, command_line, job_environment
+from retrain.runner import LocalJob, command_line, job_environment, local_job
 from retrain.snapshot import snapshot_raw
 from retrain.store import LocalStore
 
@@ -225,3 +230,72 @@ def test_too_few_rows(tmp_path: Path) -> None:
     assert lines[0] == "raw_manifest.json: at least 10 rows (value: 4)"
     assert result["expectations"]["expect_table_row_count_to_be_between"] is False
     assert result["rows"] == 4
+
+
+def banking_rows(per_label: int, labels: int = 10) -> Iterator[tuple[str, str]]:
+    """Distinct real Banking77 rows: the first ``per_label`` of each of its first ``labels`` categories."""
+    taken: dict[str, int] = {}
+    with open(PROJECT_ROOT / "data" / "banking77" / "train.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if len(taken) < labels or row["category"] in taken:
+                taken.setdefault(row["category"], 0)
+                if taken[row["category"]] < per_label:
+                    taken[row["category"]] += 1
+                    yield row["text"], row["category"]
+
+
+def run_shipped_spec(tmp_path: Path, rows: list[tuple[str, str]], previous: dict | None = None):
+    """validate_raw as the intent DAG runs it (the shipped config's job spec, the runner's mapping) on one partition of
+    the interval; ``previous`` is a dataset version's label distribution, published for an earlier interval."""
+    store = LocalStore(tmp_path / "store")
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([("text", "category"), *rows])
+    manifest = write_raw(store.root, {PART: out.getvalue()})
+    if previous is not None:
+        lineage = {"data_interval_end": START.isoformat()}
+        version = {"dataset_version": "ds-before", "created_at": START.isoformat(), "lineage": lineage}
+        store.path("datasets/intent/ds-before").mkdir(parents=True)
+        (store.path("datasets/intent/ds-before") / "manifest.json").write_text(
+            json.dumps({**version, "label_distribution": {"train": previous, "validation": {}}})
+        )
+    upstream = {"snapshot_raw": {"manifest_path": str(manifest)}}
+    ctx = RunContext("retrain_intent", "r1", START, END, upstream=upstream)
+    spec = local_job(validate_raw_spec(load_model("intent"), ctx), store)
+    proc = subprocess.run(command_line(spec), env=job_environment(spec), capture_output=True, text=True, timeout=300)
+    return proc, json.loads(spec.result_file.read_text())
+
+
+PARTITION = PART.rsplit("/", 1)[0]
+
+
+def test_a_partition_of_one_label_is_refused_naming_the_partition_and_the_share(tmp_path: Path) -> None:
+    rows = [(text, "card_arrival") for text, _ in banking_rows(20)]
+    proc, result = run_shipped_spec(tmp_path, rows)
+    assert_failed(proc, result, 1)
+    [problem] = result["failures"]
+    assert problem["file"] == PARTITION and problem["rule"].startswith("label_share: one label at most 80%")
+    assert problem["value"] == "card_arrival: 200 of 200 rows (100.0%)"
+
+
+def test_a_row_repeated_many_times_is_refused_naming_the_partition_and_the_rate(tmp_path: Path) -> None:
+    rows = list(banking_rows(10))
+    proc, result = run_shipped_spec(tmp_path, rows + [rows[0]] * 50)
+    assert_failed(proc, result, 1)
+    [problem] = result["failures"]
+    assert problem["file"] == PARTITION and problem["rule"].startswith("duplicate_rate: at most 2%")
+    assert problem["value"].startswith("50 of 150 rows (33.3%); most repeated (51x)")
+
+
+def test_a_label_that_grew_past_the_previous_version_warns_naming_the_partition_and_the_shares(tmp_path: Path) -> None:
+    rows = list(banking_rows(10))
+    grown = rows + [(f"{text} please", label) for text, label in banking_rows(20, 1)]  # the first label: 30 of 120
+    previous = dict.fromkeys({label for _, label in rows}, 100)  # 10% each
+    proc, result = run_shipped_spec(tmp_path, grown, previous)
+    assert proc.returncode == 0 and result["success"], proc.stdout + proc.stderr
+    [warning] = result["warnings"]
+    label = rows[0][1]
+    assert warning["file"] == PARTITION and "from dataset version ds-before" in warning["rule"]
+    assert warning["value"] == f"{label}: 10.0% -> 25.0% (30 of 120 rows)"
+    assert f"warning: {PARTITION}: label_shift" in proc.stdout
+    _, unchanged = run_shipped_spec(tmp_path / "same", rows, previous)
+    assert unchanged["success"] and unchanged["warnings"] == []

@@ -161,3 +161,26 @@ def test_approve_and_reject_say_what_was_done_in_words(command, said, monkeypatc
     assert main([command, "intent", "--run-id", "manual__1", "--as", "alice"]) == 0
     assert capsys.readouterr().out == f"{said} retrain_intent run manual__1 as alice\n"
     assert sent == [("retrain_intent", "manual__1", "await_approval", command.capitalize(), {})]
+
+
+def _dag(paused: bool, logical: str, run_after: str) -> dict:
+    """The fields of Airflow's REST DAG resource that decide what unpausing starts."""
+    return {"dag_id": "retrain_intent", "is_paused": paused, "next_dagrun_logical_date": logical,
+            "next_dagrun_run_after": run_after}  # fmt: skip
+
+
+def test_a_due_scheduled_run_joins_the_backfill_last_unless_the_user_lets_it_run_alongside(capsys):
+    from datetime import UTC, datetime
+
+    from retrain_tools.cli import backfill_end
+
+    to, due = datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)
+    dag = _dag(True, "2026-11-30T00:00:00Z", "2026-12-07T00:00:00Z")  # complete, so due at once when unpaused
+    assert backfill_end(dag, to, "in-order") == due
+    assert "scheduled run of 2026-11-30 is due: it joins the backfill" in capsys.readouterr().out
+    assert backfill_end(dag, to, "alongside") == to
+    assert "starts now, beside the backfill" in capsys.readouterr().out
+    assert backfill_end(dag, to, "paused") == to
+    assert backfill_end({**dag, "is_paused": False}, to, "in-order") == to  # running already: nothing is held back
+    not_due = _dag(True, "2999-01-01T00:00:00Z", "2999-01-08T00:00:00Z")
+    assert backfill_end(not_due, to, "in-order") == to

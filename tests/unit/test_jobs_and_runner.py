@@ -204,6 +204,48 @@ def test_a_job_dies_with_the_task_that_started_it(tmp_path):
     assert not _alive(job_pid), "the job outlived its task"
 
 
+def test_a_task_and_its_job_die_with_the_supervisor_that_started_the_task(tmp_path):
+    """Airflow's supervisor starts the task runner in a process group of its own: killing the scheduler's group leaves
+    the task re-parented to init. Kill the supervisor: within 2 s neither the task nor its job may be alive."""
+    job = tmp_path / "job.py"
+    job.write_text("import os, time\nopen(os.environ['PIDFILE'], 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    task = tmp_path / "task.py"
+    task.write_text(
+        textwrap.dedent(f"""
+        import logging, os, sys
+        from pathlib import Path
+        from types import SimpleNamespace
+        os.environ["RETRAIN_JOB_PYTHON"] = sys.executable
+        from retrain.runner import LocalJob
+        from retrain_airflow.operators import run_local_job
+        spec = LocalJob(name="sleeper", kind="processing", script=Path({str(job)!r}), arguments={{}},
+                        result_file=Path({str(tmp_path / "out" / "result.json")!r}),
+                        env={{"PIDFILE": {str(tmp_path / "job.pid")!r}}})
+        run_local_job(spec, logging.getLogger("task"), SimpleNamespace(dag_id="d", run_id="r", try_number=1))
+    """)
+    )
+    supervisor = tmp_path / "supervisor.py"  # as Airflow's supervisor does it: the task in a process group of its own
+    supervisor.write_text(
+        f"import subprocess, sys, time\n"
+        f"task = subprocess.Popen([sys.executable, {str(task)!r}], start_new_session=True)\n"
+        f"open({str(tmp_path / 'task.pid')!r}, 'w').write(str(task.pid))\ntime.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(supervisor)], env={**os.environ, "PYTHONPATH": str(PLUGINS)})
+    deadline = time.monotonic() + 90
+    while not (tmp_path / "job.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [int((tmp_path / name).read_text()) for name in ("task.pid", "job.pid")]
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(2)
+        assert [pid for pid in pids if _alive(pid)] == [], "the task or its job outlived the supervisor by 2 s"
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_stopping_a_server_also_stops_what_left_its_process_group(tmp_path):
     """A server's grandchild that started its own session (as a Celery task's job could) is stopped with it."""
     server = tmp_path / "server.py"

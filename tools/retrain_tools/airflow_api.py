@@ -33,6 +33,12 @@ class ApiError(RuntimeError):
         self.status = status
 
 
+def _database_busy(exc: ApiError) -> bool:
+    """The API server's two answers to a metadata DB that is busy (SQLite under a running scheduler)."""
+    text = str(exc)
+    return (exc.status == 503 and "locked" in text) or (exc.status == 500 and '"Database error"' in text)
+
+
 class AirflowNotRunning(ConnectionError):
     """Nothing answers at the API server's URL (an OSError, so polling loops keep counting it as 'not yet')."""
 
@@ -182,7 +188,10 @@ class AirflowClient:
         """A backfill of every interval whose logical date is in [from_date, to_date] (the UI's "Backfill").
 
         On SQLite the API server refuses a backfill while another process writes the metadata
-        DB (HTTP 503 "Database is locked", nothing created); that refusal alone is retried."""
+        DB (HTTP 503 "Database is locked", nothing created), or, when the lock meets its audit-log
+        write first, fails with HTTP 500 "Database error"; those two alone are retried. The backfill is
+        created in a transaction of its own, so a retry after one that did commit gets HTTP 409
+        (AlreadyRunningBackfill), never a second backfill."""
         body = {
             "dag_id": dag_id,
             "from_date": from_date.isoformat(),
@@ -194,7 +203,7 @@ class AirflowClient:
             try:
                 return self._request("POST", "/api/v2/backfills", body)
             except ApiError as exc:
-                if exc.status != 503 or "locked" not in str(exc) or attempt == attempts:
+                if not _database_busy(exc) or attempt == attempts:
                     raise
                 if on_busy:
                     on_busy(f"the metadata database is busy (SQLite); retrying ({attempt}/{attempts})")

@@ -31,7 +31,7 @@ import json
 import os
 import sys
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from retrain import ledger
@@ -165,8 +165,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     """A backfill created through the API server, not by a second writer of the metadata DB: on the
     default SQLite setup `airflow backfill create` beside a running scheduler can fail with
     "database is locked" and leave an empty backfill behind that blocks the next one."""
-    from datetime import datetime
-
     from retrain.config import load_model
 
     config = load_model(args.model)
@@ -180,13 +178,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    # Created while the DAG may still be paused (less scheduler traffic), then unpaused: a paused DAG's
-    # backfill runs stay queued.
+    to_date = backfill_end(dag, parse(args.to_date), args.schedule)
+    # Created while the DAG may still be paused (less scheduler traffic), then unpaused unless --schedule paused: a
+    # paused DAG's backfill runs stay queued.
     try:
         backfill = client.create_backfill(
             dag_id,
             parse(args.from_date),
-            parse(args.to_date),
+            to_date,
             max_active_runs=max_runs,
             reprocess_behavior=args.reprocess,
             on_busy=print,
@@ -194,14 +193,53 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if dag.get("is_paused"):
-        print(f"{dag_id} was paused, and a paused DAG's backfill runs stay queued: unpausing it")
-        client.set_paused(dag_id, False)
+    release_schedule(client, dag, args.schedule)
     print(
-        f"backfill {backfill['id']} of {dag_id}: logical dates {args.from_date} .. {args.to_date}, "
+        f"backfill {backfill['id']} of {dag_id}: logical dates {args.from_date} .. {to_date.date()}, "
         f"at most {max_runs} run(s) at once, one instance of each job task at a time, reprocess {args.reprocess}"
     )
     return 0
+
+
+def due_scheduled_run(dag: dict) -> datetime | None:
+    """The logical date of the run the scheduler creates as soon as this paused DAG is unpaused (its next interval,
+    already complete), or None."""
+    logical, run_after = dag.get("next_dagrun_logical_date"), dag.get("next_dagrun_run_after")
+    if not dag.get("is_paused") or not logical or not run_after:
+        return None
+    return datetime.fromisoformat(logical) if datetime.fromisoformat(run_after) <= datetime.now(UTC) else None
+
+
+def backfill_end(dag: dict, to_date: datetime, schedule: str) -> datetime:
+    """The backfill's last logical date. ``in-order``: a scheduled run that unpausing would start at once beside the
+    backfill (drifting against a version older than the backfill will build) joins the backfill instead, last, in
+    order, and the scheduler, finding its interval's run, creates none."""
+    due = due_scheduled_run(dag)
+    if due is None or due <= to_date:
+        return to_date
+    if schedule == "in-order":
+        print(
+            f"{dag['dag_id']}'s scheduled run of {due.date()} is due: it joins the backfill, after the earlier ones "
+            "(--schedule alongside runs it now, beside the backfill)"
+        )
+        return due
+    if schedule == "alongside":
+        print(
+            f"warning: {dag['dag_id']}'s scheduled run of {due.date()} starts now, beside the backfill, and measures "
+            "drift against the versions that exist before the backfill builds its own"
+        )
+    return to_date
+
+
+def release_schedule(client: AirflowClient, dag: dict, schedule: str) -> None:
+    """Unpause the DAG so the backfill's runs start, unless ``--schedule paused`` keeps them queued."""
+    if not dag.get("is_paused"):
+        return
+    if schedule == "paused":
+        print(f"{dag['dag_id']} stays paused (--schedule paused): the backfill's runs wait until you unpause it")
+        return
+    print(f"{dag['dag_id']} was paused, and a paused DAG's backfill runs stay queued: unpausing it")
+    client.set_paused(dag["dag_id"], False)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -417,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-active-runs", type=int, default=None, help="runs at once (default: the config's dag.max_active_runs)"
+    )
+    p.add_argument(
+        "--schedule",
+        choices=["in-order", "alongside", "paused"],
+        default="in-order",
+        help="a paused DAG's due scheduled run: joins the backfill, last (in-order), starts now beside it (alongside); "
+        "or leave the DAG paused and the backfill queued (paused)",
     )
     p.set_defaults(func=cmd_backfill)
 
