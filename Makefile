@@ -7,7 +7,7 @@ MODEL      ?= intent
 # pytest-xdist workers for make test / test-fast: 3 on 2 cores, since half of the suite's wall time is spent waiting
 # (schedulers, deferred tasks, moto's polling); tests/conftest.py keeps each shared stack on one worker.
 WORKERS    ?= 3
-XDIST      := -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
+XDIST      := -n $(WORKERS) --dist loadscope --no-loadscope-reorder
 
 .PHONY: setup redis demo test test-fast lint ui seed bench clean-state
 

@@ -92,18 +92,37 @@ run) at once, each running Spark and training jobs on the same two cores."""
 
 
 def _xdist_group(where: Path) -> str:
-    """One work unit of ``pytest -n N --dist loadgroup``: a whole tier where it shares a stack, else one module (module-
-    scoped fixtures, such as a trained model, stay on one worker)."""
+    """One work unit under xdist: a whole tier where it shares a stack, else one module (module-scoped fixtures, such
+    as a trained model, stay on one worker). ``where`` is the test file's path under tests/."""
     return where.parts[0] if where.parts[0] in SHARED_PER_TIER else where.as_posix()
+
+
+def _group_of(nodeid: str) -> str:
+    """The work unit of a node id (``tests/<tier>/<module>.py::…``)."""
+    path = Path(nodeid.split("::", 1)[0])
+    return _xdist_group(path.relative_to("tests") if path.parts[:1] == ("tests",) else path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's own scheduling by these work units. Its ``--dist loadgroup`` cannot do it under pytest 9: it renames a
+    node id through ``item._nodeid``, which pytest 9 no longer reads, so every test became a unit of its own and each
+    worker started its own copy of every shared stack."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group_of(nodeid)
+
+    return TierScheduling(config, log)
 
 
 def _xdist_rank(group: str) -> int:
     return XDIST_ORDER.index(group) if group in XDIST_ORDER else len(XDIST_ORDER)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns xdist_group marks into work units
 def pytest_collection_modifyitems(config, items):
-    """Each test gets its tier's marker, ``scheduler`` when it needs a running Airflow, and under xdist its group."""
+    """Each test gets its tier's marker and ``scheduler`` when it needs a running Airflow; under xdist, the longest
+    work units come first."""
     groups = {}
     for item in items:
         try:
@@ -115,8 +134,7 @@ def pytest_collection_modifyitems(config, items):
         if _starts_airflow(item):
             item.add_marker(pytest.mark.scheduler)
         groups[item.nodeid] = _xdist_group(where)
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    if getattr(config.option, "loadgroup", False):  # an xdist worker: every worker sorts alike, longest groups first
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker: every worker sorts alike, longest groups first
         items.sort(key=lambda item: _xdist_rank(groups.get(item.nodeid, "")))
 
 
