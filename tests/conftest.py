@@ -103,6 +103,7 @@ def _group_of(nodeid: str) -> str:
     return _xdist_group(path.relative_to("tests") if path.parts[:1] == ("tests",) else path)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: unknown when it is not loaded (-p no:xdist)
 def pytest_xdist_make_scheduler(config, log):
     """xdist's own scheduling by these work units. Its ``--dist loadgroup`` cannot do it under pytest 9: it renames a
     node id through ``item._nodeid``, which pytest 9 no longer reads, so every test became a unit of its own and each

@@ -174,10 +174,16 @@ def test_a_locked_checkpoint_directory_refuses_a_second_try(tmp_path):
         pass
 
 
-def test_a_job_dies_with_the_task_that_started_it(tmp_path):
-    """Kill the task process (as a killed scheduler would): its job must not live on writing outputs."""
+def sleeper_job(tmp_path: Path) -> Path:
+    """A job script that writes its pid to $PIDFILE and sleeps two minutes: alive until something kills it."""
     job = tmp_path / "job.py"
     job.write_text("import os, time\nopen(os.environ['PIDFILE'], 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    return job
+
+
+def test_a_job_dies_with_the_task_that_started_it(tmp_path):
+    """Kill the task process (as a killed scheduler would): its job must not live on writing outputs."""
+    job = sleeper_job(tmp_path)
     task = tmp_path / "task.py"
     task.write_text(
         textwrap.dedent(f"""
@@ -207,8 +213,7 @@ def test_a_job_dies_with_the_task_that_started_it(tmp_path):
 def test_a_task_and_its_job_die_with_the_supervisor_that_started_the_task(tmp_path):
     """Airflow's supervisor starts the task runner in a process group of its own: killing the scheduler's group leaves
     the task re-parented to init. Kill the supervisor: within 2 s neither the task nor its job may be alive."""
-    job = tmp_path / "job.py"
-    job.write_text("import os, time\nopen(os.environ['PIDFILE'], 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    job = sleeper_job(tmp_path)
     task = tmp_path / "task.py"
     task.write_text(
         textwrap.dedent(f"""
