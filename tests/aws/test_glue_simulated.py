@@ -9,7 +9,6 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-import boto3
 import pytest
 
 from airflowstack import tiny_rows, write_csv
@@ -23,7 +22,7 @@ from retrain.config import load_config
 from retrain.snapshot import snapshot_raw
 from retrain.store import S3Store
 from retrain_tools.seed import publish_golden
-from simulated_account import shipped_config
+from simulated_account import SimulatedAccount, shipped_config
 from tinydata import PROJECT_ROOT
 
 pytestmark = pytest.mark.aws
@@ -31,20 +30,15 @@ pytestmark = pytest.mark.aws
 START, END = datetime(2026, 9, 7, tzinfo=UTC), datetime(2026, 9, 14, tzinfo=UTC)
 
 
-def _client(service: str, endpoint: str):
-    return boto3.client(
-        service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="t"
-    )
-
-
 @pytest.fixture
-def glue_run(simulator_env, simulated_jobs, tmp_path):
+def glue_run(moto_simulator_endpoint, simulated_jobs, tmp_path):
     """Start build_dataset of the shipped intent config on the simulator's Glue; returns a function of the raw rows
-    that waits for the run and returns (JobRun, store, kwargs). Only the account id in the bucket names differs."""
-    config = load_config(shipped_config(tmp_path, "intent", uuid.uuid4().hex[:12]))
-    aws, s3 = config.aws, _client("s3", simulator_env)
-    s3.create_bucket(Bucket=aws.dataset_bucket), s3.create_bucket(Bucket=aws.artifact_bucket)
-    s3.create_bucket(Bucket=aws.golden_bucket)
+    that waits for the run and returns (JobRun, store, kwargs). Only the account id differs (its own simulated
+    account)."""
+    account = SimulatedAccount.create(moto_simulator_endpoint)
+    config = load_config(shipped_config(tmp_path, "intent", account.account_id))
+    account.provision([config], topics=False, groups=False)
+    aws, s3 = config.aws, account.client("s3")
     store = S3Store(aws.dataset_bucket, aws.artifact_bucket, aws.golden_bucket, client=s3)
     digest = stage_code_bundle(s3, aws.artifact_bucket, PROJECT_ROOT / "config" / "models", PROJECT_ROOT)
     wheels = stage_glue_wheels(s3, aws.artifact_bucket, digest, PROJECT_ROOT)
@@ -61,7 +55,7 @@ def glue_run(simulator_env, simulated_jobs, tmp_path):
         )
         ctx.upstream["snapshot_raw"] = {"manifest_path": location}
         kwargs = glue_kwargs(config, ctx, code)
-        glue = _client("glue", simulator_env)
+        glue = account.client("glue")
         with contextlib.suppress(glue.exceptions.AlreadyExistsException):
             glue.create_job(**create_job_request(kwargs))
         run_id = glue.start_job_run(**start_job_run_request(kwargs))["JobRunId"]

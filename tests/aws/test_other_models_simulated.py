@@ -1,32 +1,29 @@
 """sentiment, embedding_adapter, reranker and llm_lora through their aws jobs, on moto (an AWS simulator), never AWS.
 
-Each model's shipped config is used as it is, but for ``tests/simulated_account.py``'s edits (the account suffix of the
-bucket names). Its data lands as upstream producers and ``bin/retrain seed`` land it: tiny raw partitions (a few rows
-per label of the config's ``sample_data.raw``, placed by the seeding code's own rule) and the golden version the config
-pins, published in full from ``sample_data.golden``. The tasks of the model's aws DAG (``build_retraining_dag``) then
-run in order, synchronously and without a scheduler: ``snapshot_raw`` in this process, ``validate_raw`` and
-``evaluate_model`` as SageMaker processing jobs, ``build_dataset`` as a Glue run, ``train_model`` as a SageMaker
-training job; the four models at once, as four DAGs of one deployment would. moto runs no job:
+Each model's shipped config is used as it is, but for ``tests/simulated_account.py``'s one edit (the account id: each
+deployment is its own simulated account). Its data lands as upstream producers and ``bin/retrain seed`` land it: tiny
+raw partitions (a few rows per label of the config's ``sample_data.raw``, placed by the seeding code's own rule) and
+the golden version the config pins, published in full from ``sample_data.golden``. The tasks of the model's aws DAG
+(``build_retraining_dag``) then run in order, synchronously and without a scheduler: ``snapshot_raw`` in this process,
+``validate_raw`` and ``evaluate_model`` as SageMaker processing jobs, ``build_dataset`` as a Glue run, ``train_model``
+as a SageMaker training job; the four models at once, as four DAGs of one deployment would. moto runs no job:
 ``tests/moto_job_bridge.py`` runs each one from the code bundle staged in the simulated S3, on the job image's
 interpreter, with the arguments SageMaker and Glue pass (its docstring says what it does not simulate). The base
 models are the shipped ones, staged on the simulator by the deploy tool and checked by the jobs against their pins.
 llm_lora's evaluate_model is left out (``NOT_EVALUATED``). Intent's whole DAG runs under a scheduler in
-test_pipeline_simulated.py.
-"""
+test_pipeline_simulated.py."""
 
 from __future__ import annotations
 
 import io
 import json
 import tarfile
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
 
 from basemodels import upload_staged_base_models  # tests/ is on pytest's pythonpath
@@ -38,13 +35,12 @@ from retrain.intervals import latest_complete_interval
 from retrain.store import S3Store
 from retrain.tasks import headline_metrics
 from retrain_tools.seed import placement, plan_raw, publish_golden, seed_raw
-from simulated_account import shipped_config
+from simulated_account import SimulatedAccount, shipped_config
 from tinydata import PROJECT_ROOT
 
 pytestmark = pytest.mark.aws
 
 MODELS = ("sentiment", "embedding_adapter", "reranker", "llm_lora")
-REGION = "us-east-1"
 NOW = datetime(2026, 10, 20, 12, tzinfo=UTC)  # the runs are of each cadence's latest complete interval before this
 GIT_SHA = "0a11" * 10  # the deployed code's git sha, as startup.sh exports it from the deploy manifest
 JOBS = ("validate_raw", "build_dataset", "train_model", "evaluate_model")
@@ -74,38 +70,14 @@ class SimulatedTaskInstance:
         self.xcoms[(self.task_id, key)] = value
 
 
-def _client(service: str, endpoint: str):
-    return boto3.client(
-        service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
-
-
-def _create_buckets(s3, aws) -> None:
-    """The three buckets of the shipped configs' account (the golden one Object-Locked, as the template makes it)."""
-    s3.create_bucket(Bucket=aws.dataset_bucket), s3.create_bucket(Bucket=aws.artifact_bucket)
-    s3.create_bucket(Bucket=aws.golden_bucket, ObjectLockEnabledForBucket=True)
-    s3.put_object_lock_configuration(
-        Bucket=aws.golden_bucket,
-        ObjectLockConfiguration={
-            "ObjectLockEnabled": "Enabled",
-            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
-        },
-    )
-
-
-def _environment(endpoint: str, aws, config_dir: Path, digest: str, wheels: tuple[str, ...]) -> dict[str, str]:
+def _environment(
+    account: SimulatedAccount, aws, config_dir: Path, digest: str, wheels: tuple[str, ...]
+) -> dict[str, str]:
     """What the MWAA worker's environment holds (startup.sh): the aws backend, the deployed code, the buckets; and
-    ``aws_default`` pointed at the simulator, with synchronous operators polling every second."""
-    connection = {"region_name": REGION, "endpoint_url": endpoint}
+    ``aws_default`` in the simulated account, with synchronous operators polling every second."""
     return {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
-            {"conn_type": "aws", "login": "testing", "password": "testing", "extra": connection}
-        ),
+        **account.env(),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(account.airflow_connection()),
         "RETRAIN_AWS_DEFERRABLE": "false",
         "RETRAIN_AWS_CHECK_INTERVAL": "1",
         "RETRAIN_BACKEND": "aws",
@@ -124,16 +96,16 @@ def account(moto_simulator_endpoint, simulated_jobs, tmp_path_factory):
     """One simulated deployment of the four shipped configs: their buckets, the code bundle, the Glue wheels and the
     base models staged as ``bin/retrain deploy build`` and ``deploy push`` stage them, and the worker's environment."""
     root = tmp_path_factory.mktemp("other-models")
-    config_dir, suffix = root / "config", uuid.uuid4().hex[:12]
+    config_dir, account = root / "config", SimulatedAccount.create(moto_simulator_endpoint)
     config_dir.mkdir()
-    configs = {name: load_config(shipped_config(config_dir, name, suffix)) for name in MODELS}
-    aws, s3 = configs[MODELS[0]].aws, _client("s3", moto_simulator_endpoint)
-    _create_buckets(s3, aws)
+    configs = {name: load_config(shipped_config(config_dir, name, account.account_id)) for name in MODELS}
+    account.provision(list(configs.values()))
+    aws, s3 = configs[MODELS[0]].aws, account.client("s3")
     digest = stage_code_bundle(s3, aws.artifact_bucket, config_dir, PROJECT_ROOT)
     wheels = stage_glue_wheels(s3, aws.artifact_bucket, digest, PROJECT_ROOT)
     upload_staged_base_models(s3, aws.artifact_bucket, list(configs.values()), root / "deploy")
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in _environment(moto_simulator_endpoint, aws, config_dir, digest, wheels).items():
+        for name, value in _environment(account, aws, config_dir, digest, wheels).items():
             patch.setenv(name, value)
         yield SimpleNamespace(
             configs=configs,

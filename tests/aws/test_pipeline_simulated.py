@@ -12,7 +12,11 @@ moto runs no job, so ``moto_job_bridge.MotoLocalJobBridge`` runs each one throug
 environment on the S3 inputs its request names and puts the outputs where the request says
 SageMaker or Glue would (see its docstring for what it does not simulate). The managed MLflow
 server is a local ``mlflow server`` reached through ``SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT``.
-"""
+
+The config is the shipped ``config/models/intent.yaml``, unmodified but for the account id
+(``tests/simulated_account.py`` lists that edit and its reason): its 30 epochs, its floors, its latency ceilings and
+its golden pin. The data is what ``bin/retrain seed`` lands, on S3: the sample raw rows over six weekly partitions,
+and the pinned golden set in full."""
 
 from __future__ import annotations
 
@@ -20,22 +24,13 @@ import json
 import os
 import time
 import urllib.request
-import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 
-import boto3
 import pytest
 
-from airflowstack import (
-    TinyProject,
-    run_report,
-    standalone_airflow,
-    tiny_config,
-    user_factory,
-    write_csv,
-)  # tests/ is on pythonpath
+from airflowstack import TinyProject, run_report, standalone_airflow, user_factory  # tests/ is on pythonpath
 from basemodels import upload_staged_base_models  # tests/ is on pytest's pythonpath
 from dagshape import TASKS  # tests/ is on pytest's pythonpath
 from moto_job_bridge import dumps, stage_code_bundle, stage_glue_wheels
@@ -45,109 +40,50 @@ from retrain.jobs import run_key
 from retrain.paths import PROJECT_ROOT
 from retrain.store import S3Store
 from retrain_tools.airflow_api import wait_until
-from retrain_tools.seed import publish_golden
+from retrain_tools.seed import seed
+from simulated_account import SimulatedAccount, shipped_config
 
 pytestmark = pytest.mark.aws
 
-REGION = "us-east-1"
 GIT_SHA = "e2e0" * 10  # the deployed code's git sha (startup.sh exports it); the code digest is the staged bundle's
 BENCH_FIGURES_ENV = "RETRAIN_BENCH_FIGURES"
 JOB_STARTUP_S = 15.0  # the least time a simulated job stays InProgress; real ones take minutes to provision
-SIMULATED = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
-
-def _client(service: str, endpoint: str):
-    return boto3.client(
-        service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
-
-
-def _simulated_account(endpoint: str, tag: str) -> dict[str, str]:
-    """Buckets (golden with Object Lock, as the infrastructure template makes it), the alert topic and the
-    model package group, on the simulator."""
-    s3 = _client("s3", endpoint)
-    buckets = {kind: f"retrain-e2e-{kind}-{tag}" for kind in ("datasets", "artifacts", "golden")}
-    s3.create_bucket(Bucket=buckets["datasets"])
-    s3.create_bucket(Bucket=buckets["artifacts"])
-    s3.create_bucket(Bucket=buckets["golden"], ObjectLockEnabledForBucket=True)
-    s3.put_object_lock_configuration(
-        Bucket=buckets["golden"],
-        ObjectLockConfiguration={
-            "ObjectLockEnabled": "Enabled",
-            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
-        },
-    )
-    topic = _client("sns", endpoint).create_topic(Name=f"retrain-alerts-{tag}")["TopicArn"]
-    group = f"retrain-intent-{tag}"
-    _client("sagemaker", endpoint).create_model_package_group(ModelPackageGroupName=group)
-    return {**buckets, "topic": topic, "group": group}
-
-
-SHIPPED_LABELS = Path("data/banking77/categories.json")
-"""The shipped labels file: a job reads it from the staged code bundle, as on AWS (it was once swapped for a local path
-the simulator could open and AWS could not)."""
-
-
-def _aws_config_edits(account: dict[str, str]) -> list[tuple[str, str]]:
-    """The shipped intent config's aws section pointed at the simulator's resources. tiny_config puts latency
-    ceilings out of the way. The tiny data has 5 of the 77 intents, so macro F1 over the 77 is at most 5/77: the macro
-    F1 floor goes to 0 (accuracy's stays)."""
-    return [
-        ("    macro_f1: 0.5\n", "    macro_f1: 0.0\n"),
-        ("dataset_bucket: retrain-datasets-123456789012", f"dataset_bucket: {account['datasets']}"),
-        ("artifact_bucket: retrain-artifacts-123456789012", f"artifact_bucket: {account['artifacts']}"),
-        ("golden_bucket: retrain-golden-123456789012", f"golden_bucket: {account['golden']}"),
-        ("model_package_group: retrain-intent", f"model_package_group: {account['group']}"),
-        ("sns_topic_arn: arn:aws:sns:us-east-1:123456789012:retrain-alerts", f"sns_topic_arn: {account['topic']}"),
-    ]
 
 
 @pytest.fixture(scope="module")
 def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("aws-e2e")
-    endpoint, tag = moto_simulator_endpoint, uuid.uuid4().hex[:8]
-    account = _simulated_account(endpoint, tag)
-    project = TinyProject(
-        root
-    )  # tiny data, configs and DAG files as the integration tier has them; its local store stays empty
-    config_path = tiny_config(project.config_dir, SHIPPED_LABELS, "intent", extra=tuple(_aws_config_edits(account)))
+    account = SimulatedAccount.create(moto_simulator_endpoint)
+    project = TinyProject(root)  # the directories the integration tier has; its local store stays empty
+    config = load_config(shipped_config(project.config_dir, "intent", account.account_id))
+    account.provision([config])
     project.sync_dags()
 
-    # What upstream producers and `bin/retrain seed` put in the buckets: two weekly raw partitions and golden v1.
-    start, rows = project.interval[0], project.rows
-    s3 = _client("s3", endpoint)
-    store = S3Store(account["datasets"], account["artifacts"], account["golden"], client=s3)
-    for week, part in ((start - timedelta(weeks=1), rows[::2]), (start, rows[1::2])):
-        write_csv(root / "part.csv", part)
-        store.write_once_bytes(f"raw/intent/dt={week.date()}/part-00000.csv", (root / "part.csv").read_bytes())
-    publish_golden(store, load_config(config_path), project.golden_csv, "v1")
+    # What `bin/retrain seed` lands, on S3: the sample raw rows over the last six weekly partitions, and golden v1 (the
+    # content the shipped config pins).
+    s3 = account.client("s3")
+    aws = config.aws
+    store = S3Store(aws.dataset_bucket, aws.artifact_bucket, aws.golden_bucket, client=s3)
+    seeded = seed(store, config)
+    start = seeded["intervals"][-1][0]
     # The code bundle as `bin/retrain deploy push` stages it: the bridge runs every job from it, never the checkout.
-    code_digest = stage_code_bundle(s3, account["artifacts"], project.config_dir, PROJECT_ROOT)
-    glue_wheels = stage_glue_wheels(s3, account["artifacts"], code_digest, PROJECT_ROOT)
-    upload_staged_base_models(s3, account["artifacts"], [load_config(config_path)], root / "deploy")
+    code_digest = stage_code_bundle(s3, aws.artifact_bucket, project.config_dir, PROJECT_ROOT)
+    glue_wheels = stage_glue_wheels(s3, aws.artifact_bucket, code_digest, PROJECT_ROOT)
+    upload_staged_base_models(s3, aws.artifact_bucket, [config], root / "deploy")
 
     aws_env = {
-        **SIMULATED,
-        "AWS_ENDPOINT_URL": endpoint,
+        **account.env(),
         "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-credentials"),
         "AWS_CONFIG_FILE": str(root / "no-config"),
     }
     buckets_env = {
-        "RETRAIN_DATASET_BUCKET": account["datasets"],
-        "RETRAIN_ARTIFACT_BUCKET": account["artifacts"],
-        "RETRAIN_GOLDEN_BUCKET": account["golden"],
+        "RETRAIN_DATASET_BUCKET": aws.dataset_bucket,
+        "RETRAIN_ARTIFACT_BUCKET": aws.artifact_bucket,
+        "RETRAIN_GOLDEN_BUCKET": aws.golden_bucket,
     }
     no_routing = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "SAGEMAKER_"))}
     mlflow_port = simulated_tracking_server
     bridge = simulated_jobs
-    bridge.extra_env.update(buckets_env)
     first_job = len(bridge.jobs)  # the session's bridge may have run other tests' jobs before
     env = {
         **project.env(no_routing),
@@ -158,14 +94,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         "RETRAIN_CODE_DIGEST": code_digest,  # what startup.sh exports from the deploy manifest
         "RETRAIN_GLUE_WHEELS": ",".join(glue_wheels),
         "RETRAIN_AWS_CHECK_INTERVAL": "2",
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"region_name": REGION, "endpoint_url": endpoint},
-            }
-        ),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(account.airflow_connection()),
     }
     bridge.startup_s = JOB_STARTUP_S  # deferred tasks under a scheduler: see MotoLocalJobBridge
     try:
@@ -204,9 +133,10 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
                 "store": store,
                 "s3": s3,
                 "account": account,
+                "config": config,
                 "jobs": bridge.jobs[first_job:],
                 "client": client,
-                "endpoint": endpoint,
+                "endpoint": moto_simulator_endpoint,
                 "mlflow_port": mlflow_port,
                 "log": log,
                 "root": root,
@@ -244,10 +174,10 @@ def test_outputs_are_where_sagemaker_and_glue_put_them(aws_stack):
     manifest = store.verify_version(f"datasets/intent/{built['dataset_version']}")  # published manifest-last, intact
     assert manifest["lineage"]["golden_version"] == "v1" and built["dataset_dir"].startswith("s3://")
     metrics = store.read_json(f"{key}/evaluate_model/try-1/metrics.json")  # the processing output, uploaded at the end
-    # The tiny data has 5 of the shipped labels file's 77 intents: accuracy over them (chance 0.2), and macro F1 over
-    # the 77, at most 5/77.
-    challenger = metrics["challenger"]
-    assert challenger["accuracy"] > 0.5 and 0 < challenger["macro_f1"] <= 5 / 77 and metrics["champion"] is None
+    # The shipped config's floors (macro F1 and accuracy 0.85) on the pinned golden set: the gate passed on them.
+    challenger, floors = metrics["challenger"], aws_stack["config"].gate.floors
+    assert challenger["macro_f1"] >= floors["macro_f1"] and challenger["accuracy"] >= floors["accuracy"], challenger
+    assert metrics["champion"] is None
     gate = store.read_json(f"{key}/gate_on_metrics/try-1/gate.json")
     assert gate["decision"] == "pass"
     assert b"Gate: PASS" in store.read_bytes(f"{key}/gate_on_metrics/try-1/report.html")
@@ -264,9 +194,9 @@ def test_promotion_approves_the_package_and_appends_the_s3_ledger(aws_stack):
     assert entries[0]["model_dir"].endswith("/output/model.tar.gz") and len(entries[0]["weights_digest"]) == 64
     store = aws_stack["store"]  # the archive's hash, recorded at promotion, is what a rollback checks
     assert entries[0]["archive_sha256"] == store.sha256_of(store.key_of(entries[0]["model_dir"]))
-    sagemaker = _client("sagemaker", aws_stack["endpoint"])
-    package = sagemaker.describe_model_package(
-        ModelPackageName=f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{aws_stack['account']['group']}/1"
+    account, aws = aws_stack["account"], aws_stack["config"].aws
+    package = account.client("sagemaker").describe_model_package(
+        ModelPackageName=f"arn:aws:sagemaker:{aws.region}:{account.account_id}:model-package/{aws.model_package_group}/1"
     )
     assert package["ModelApprovalStatus"] == "Approved"
     # Lineage: moto's UpdateModelPackage drops CustomerMetadataProperties (AWS keeps them), so read MetadataProperties.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -19,51 +18,30 @@ import pytest
 from retrain import ledger
 from retrain.config import load_model
 from retrain.store import S3Store
-from tinydata import PROJECT_ROOT
+from simulated_account import SimulatedAccount, shipped_config
 
 pytestmark = pytest.mark.aws
 
 
 @pytest.fixture
-def promoted_twice(simulator_env, simulator_s3, simulator_buckets, tmp_path, monkeypatch):
-    """v1 then v2 promoted: packages Approved on the simulator, archives on S3, two ledger entries."""
-    import boto3
-
-    group = f"retrain-intent-{uuid.uuid4().hex[:8]}"
-    text = (
-        (PROJECT_ROOT / "config" / "models" / "intent.yaml")
-        .read_text()
-        .replace("model_package_group: retrain-intent", f"model_package_group: {group}")
-    )
+def promoted_twice(moto_simulator_endpoint, tmp_path, monkeypatch):
+    """v1 then v2 promoted: packages Approved on the simulator, archives on S3, two ledger entries. The shipped intent
+    config, in its own simulated account (tests/simulated_account.py)."""
+    account = SimulatedAccount.create(moto_simulator_endpoint)
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "intent.yaml").write_text(text)
+    shipped_config(tmp_path / "config", "intent", account.account_id)
     monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("RETRAIN_BACKEND", "aws")
-    for kind in ("dataset", "artifact", "golden"):
-        monkeypatch.setenv(f"RETRAIN_{kind.upper()}_BUCKET", simulator_buckets[kind])
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"region_name": "us-east-1", "endpoint_url": simulator_env},
-            }
-        ),
-    )
+    for name, value in account.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(account.airflow_connection()))
     config = load_model("intent")
-    sagemaker = boto3.client(
-        "sagemaker",
-        endpoint_url=simulator_env,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    sagemaker.create_model_package_group(ModelPackageGroupName=group)
-    store = S3Store(
-        simulator_buckets["dataset"], simulator_buckets["artifact"], simulator_buckets["golden"], client=simulator_s3
-    )
+    aws = config.aws
+    for kind in ("dataset", "artifact", "golden"):
+        monkeypatch.setenv(f"RETRAIN_{kind.upper()}_BUCKET", getattr(aws, f"{kind}_bucket"))
+    account.provision([config])
+    sagemaker, group = account.client("sagemaker"), aws.model_package_group
+    store = S3Store(aws.dataset_bucket, aws.artifact_bucket, aws.golden_bucket, client=account.client("s3"))
     for version in (1, 2):
         key = f"runs/intent/run-{version}/train_model/try-1/model/job-{version}/output/model.tar.gz"
         archive = f"model archive v{version}".encode()
@@ -88,12 +66,12 @@ def promoted_twice(simulator_env, simulator_s3, simulator_buckets, tmp_path, mon
             weights_digest=f"{version}" * 64,
             archive_sha256=hashlib.sha256(archive).hexdigest(),
         )
-    return SimpleNamespace(config=config, store=store, sagemaker=sagemaker, group=group)
+    return SimpleNamespace(config=config, store=store, sagemaker=sagemaker, group=group, account=account)
 
 
 def _status(world, version: int) -> str:
     return world.sagemaker.describe_model_package(
-        ModelPackageName=f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{world.group}/{version}"
+        ModelPackageName=f"arn:aws:sagemaker:us-east-1:{world.account.account_id}:model-package/{world.group}/{version}"
     )["ModelApprovalStatus"]
 
 
