@@ -45,7 +45,7 @@ lint: .venv-airflow/.installed  ## ruff over the whole tree (rules and line leng
 	.venv-airflow/bin/ruff check .
 
 ui: setup  ## Airflow UI on :8080 and MLflow UI on :5000 over the demo's state
-	$(ENV) (umask 077; .venv-jobs/bin/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port 5000 & airflow standalone)
+	$(ENV) (umask 077; MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv-jobs/bin/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port 5000 & airflow standalone)
 
 bench: setup  ## benchmarks (figures and ratios, never assertions)
 	$(ENV) python bench/run.py $(BENCH_ARGS)

@@ -44,10 +44,13 @@ def local_mlflow_server(root: Path, environment: Callable[[Path], dict[str, str]
         "--workers",
         "1",
     ]
+    # No job execution: MLflow's server otherwise starts eight huey consumers that poll all the time (about 40% of
+    # one core here) for GenAI jobs that neither SageMaker's tracking server nor this project runs.
+    env = {**environment(root), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(root / "server.log", "w") as log:
         # Its own session, so stopping it also stops the uvicorn process it starts.
         server = subprocess.Popen(
-            command, cwd=root, env=environment(root), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             deadline = time.monotonic() + 120
