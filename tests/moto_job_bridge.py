@@ -201,24 +201,17 @@ class MotoLocalJobBridge:
     # -- S3 -----------------------------------------------------------------------------------
 
     def download(self, uri: str, local: Path) -> None:
-        """An S3Prefix input: every object under a ``.../`` prefix, or the one object a full key names."""
+        """An S3Prefix input as SageMaker fetches it: every object whose key starts with the prefix, as a string (so
+        ``.../source`` also takes ``.../sourcedir.tar.gz``, as ``dir.tar.gz``), at the key's rest below ``local``; the
+        one object a full key names lands under its own name."""
         bucket, prefix = parse_s3_uri(uri)
         local.mkdir(parents=True, exist_ok=True)
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 key = item["Key"]
-                relative = (
-                    key[len(prefix) :].lstrip("/")
-                    if prefix.endswith("/")
-                    else (key[len(prefix) :].lstrip("/") or PurePosixPath(key).name)
-                )
-                if (
-                    not relative
-                    or key.endswith("/")
-                    or (not prefix.endswith("/") and key != prefix and not key.startswith(prefix + "/"))
-                ):
-                    # a full key also matches longer keys (model.tar.gz.bak); the bridge needs none of them
-                    continue
+                relative = key[len(prefix) :].lstrip("/") or PurePosixPath(key).name
+                if key.endswith("/"):
+                    continue  # a folder marker
                 target = local / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.s3.download_file(bucket, key, str(target))
@@ -243,9 +236,32 @@ class MotoLocalJobBridge:
             return str(root / value.lstrip("/"))
         return value
 
-    def _container_env(self, root: Path, request_env: dict[str, str], pythonpath: list[str]) -> dict[str, str]:
+    def role_credentials(self, role_arn: str) -> dict[str, str]:
+        """SageMaker and Glue run a job under its execution role's temporary credentials. The simulator's STS hands
+        them out for the role's account, so the job acts in the account its request names, not the simulator's
+        default one."""
+        import boto3
+
+        sts = boto3.client(
+            "sts",
+            endpoint_url=self.s3.meta.endpoint_url,
+            region_name=self.s3.meta.region_name,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName="retrain-job")["Credentials"]
+        return {
+            "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"],
+        }
+
+    def _container_env(
+        self, root: Path, request_env: dict[str, str], pythonpath: list[str], role_arn: str
+    ) -> dict[str, str]:
         """What a job's process gets: a clean environment, its own HOME and TMPDIR, the request's variables
-        (container paths under ``root``), the guard first on PYTHONPATH, then the simulator's endpoints."""
+        (container paths under ``root``), the guard first on PYTHONPATH, then the simulator's endpoints and the
+        execution role's credentials."""
         for name in ("home", "tmp"):
             (root / name).mkdir(parents=True, exist_ok=True)
         env = {
@@ -261,6 +277,7 @@ class MotoLocalJobBridge:
         env["RETRAIN_SIMULATOR_ALLOWED_PATHS"] = str(root)
         env["RETRAIN_SIMULATOR_VIOLATIONS"] = str(root / "guard-violations.txt")
         env.update(self.extra_env)
+        env.update(self.role_credentials(role_arn))
         return env
 
     # -- running a job ------------------------------------------------------------------------------
@@ -329,7 +346,7 @@ class MotoLocalJobBridge:
             self.download(checkpoint["S3Uri"].rstrip("/") + "/", checkpoint_dir)
         model_dir, output_dir = root / "opt/ml/model", root / "opt/ml/output/data"
         model_dir.mkdir(parents=True), output_dir.mkdir(parents=True)
-        env = self._container_env(root, request.get("Environment", {}), [])
+        env = self._container_env(root, request.get("Environment", {}), [], request["RoleArn"])
         env.update(training_env(hyperparameters, channels, model_dir, output_dir, checkpoint_dir))
         command = [
             str(python),
@@ -372,7 +389,7 @@ class MotoLocalJobBridge:
         if entry[0] in ("python", "python3"):  # the image's interpreter, found on its PATH
             entry[0] = str(python)
         command = entry + [self.container_path(root, part) for part in app.get("ContainerArguments", [])]
-        env = self._container_env(root, request.get("Environment", {}), [])
+        env = self._container_env(root, request.get("Environment", {}), [], request["RoleArn"])
         self._run(name, "processing", command, env, root, cwd=root)
         for item in outputs:  # S3UploadMode EndOfJob: uploaded once the script has succeeded
             self.upload_tree(Path(self.container_path(root, item["S3Output"]["LocalPath"])), item["S3Output"]["S3Uri"])
@@ -410,7 +427,7 @@ class MotoLocalJobBridge:
         mirror.pull(
             {match.group(1) for value in arguments for match in S3_URI.finditer(value)} | buckets_named(arguments)
         )
-        env = self._container_env(root, {}, py_files)
+        env = self._container_env(root, {}, py_files, job["Role"])
         env["SPARK_CONF_DIR"] = str(mirror.spark_conf_dir(root / "spark-conf", root / "tmp" / "spark"))
         try:
             self._run(job["Name"], "glue", [str(python), str(script), *arguments], env, root, cwd=root)

@@ -78,11 +78,13 @@ class CodeBundle:
 
     @property
     def source_uri(self) -> str:
-        return f"{self.prefix}/source"
+        """The prefix of the unpacked code, ending in ``/``: an S3Prefix input takes every key that starts with it, and
+        without the slash that would include ``sourcedir.tar.gz``."""
+        return f"{self.prefix}/source/"
 
     def script_uri(self, script: str) -> str:
         """S3 URI of a project-relative script, e.g. ``include/etl/build_dataset.py``."""
-        return f"{self.source_uri}/{script}"
+        return f"{self.source_uri}{script}"
 
 
 @dataclass(frozen=True)
