@@ -17,6 +17,8 @@ export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MA
 # The API server listens on this machine only (Airflow's default is every interface): whoever reaches it with a
 # password could approve or roll back. `make ui` also starts Airflow under umask 077, so the password file is owner-only.
 export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"
+# Run ids that fit AWS's fields (retrain/user_input.py's RUN_ID_PATTERN; tests/unit/test_user_input.py checks they agree).
+export AIRFLOW__SCHEDULER__ALLOWED_RUN_ID_PATTERN='^[A-Za-z0-9_.:+-]{1,100}$'
 export AIRFLOW__LOGGING__LOGGING_LEVEL="${AIRFLOW__LOGGING__LOGGING_LEVEL:-INFO}"
 export PYTHONPATH="$ROOT/plugins:$ROOT/tools${PYTHONPATH:+:$PYTHONPATH}"  # tools: bin/retrain's tooling, never shipped to MWAA
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$RETRAIN_HOME/mlflow.db}"

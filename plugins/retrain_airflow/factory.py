@@ -14,6 +14,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
 
 from retrain.config import ConfigError, ModelConfig, load_model_among_all
 from retrain.paths import config_dir
+from retrain.user_input import REASON_MAX_CHARS, REASON_PATTERN
 
 JOB_TASKS = ("validate_raw", "build_dataset", "train_model", "evaluate_model", "register_model", "promote_model")
 UPSTREAM_RESULTS = {
@@ -228,7 +229,15 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
             assigned_users=approvers,
             response_timeout=timedelta(hours=config.approval.response_timeout_hours),
             defaults="Reject",
-            params={"reason": Param("", type="string", description="Why you approve or reject (goes to the ledger).")},
+            params={
+                "reason": Param(
+                    "",
+                    type="string",
+                    maxLength=REASON_MAX_CHARS,
+                    pattern=REASON_PATTERN,
+                    description="Why you approve or reject, on one line (goes to the ledger and the model registry).",
+                )
+            },
         )
         promote = job_task(config, "promote_model")
         chain(snapshot, validate, build, check_drift, train, evaluate, gate, register, approval, promote)
@@ -268,7 +277,13 @@ def build_rollback_dag(config: ModelConfig, backend: str | None = None) -> DAG:
                 minimum=1,
                 description="Version to restore; empty = the previous champion.",
             ),
-            "reason": Param(type="string", minLength=3, description="Why (required; goes to the ledger)."),
+            "reason": Param(
+                type="string",
+                minLength=3,
+                maxLength=REASON_MAX_CHARS,
+                pattern=REASON_PATTERN,
+                description="Why, on one line (required; goes to the ledger and the model registry).",
+            ),
         },
     ) as dag:
         RollbackModelOperator(task_id="rollback_model", model_name=config.name)

@@ -43,13 +43,20 @@ class SnapshotRawOperator(ModelOperator):
     ui_color = "#e8f4fa"
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from retrain.config import load_model
         from retrain.jobs import try_key, write_once_json
         from retrain.snapshot import snapshot_raw
         from retrain.store import get_store
+        from retrain.user_input import InputRefused, check_run_id
 
-        config, store = load_model(self.model_name), get_store()
         ctx = run_context(context)
+        try:  # before any job starts: the run id reaches AWS requests (lineage, model package metadata)
+            check_run_id(ctx.run_id)
+        except InputRefused as exc:
+            raise AirflowFailException(str(exc)) from None
+        config, store = load_model(self.model_name), get_store()
         manifest = snapshot_raw(store, config.name, ctx.interval_start, ctx.interval_end)
         location = write_once_json(store, f"{try_key(config, ctx, 'snapshot_raw')}/raw_manifest.json", manifest)
         self.log.info(

@@ -38,6 +38,7 @@ from retrain import ledger
 from retrain.config import config_paths
 from retrain.paths import PROJECT_ROOT, config_dir
 from retrain.store import get_store
+from retrain.user_input import REASON_MAX_CHARS, reason_problem
 from retrain_tools.airflow_api import AirflowClient, AirflowNotRunning, ApiError, configured_api_url
 
 
@@ -105,10 +106,14 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     return 0
 
 
+REASON_RULE = f"one line of at most {REASON_MAX_CHARS} printable characters (SageMaker's ApprovalDescription)"
 PAST_TENSE = {"Approve": "approved", "Reject": "rejected"}
 
 
 def cmd_decide(args: argparse.Namespace, option: str) -> int:
+    if args.reason and (problem := reason_problem(args.reason)):
+        print(f"error: --reason: {problem}; rule: {REASON_RULE}", file=sys.stderr)
+        return 1
     client = client_for(args)
     dag_id = f"retrain_{args.model}"
     params = {"reason": args.reason} if args.reason else {}
@@ -124,6 +129,9 @@ def cmd_decide(args: argparse.Namespace, option: str) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from retrain.config import load_model
 
+    if problem := reason_problem(args.reason):
+        print(f"error: --reason: {problem}; rule: {REASON_RULE}", file=sys.stderr)
+        return 1
     approval = load_model(args.model).approval
     if not approval.may_roll_back(args.user):  # the DAG refuses too; this answers before anything is triggered
         print(f"error: {approval.rollback_refusal(args.model, args.user)}", file=sys.stderr)
