@@ -104,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # With --store-root s3://<dataset bucket> (Glue): the deployment's other two buckets (else RETRAIN_*_BUCKET).
     parser.add_argument("--artifact-bucket", default=None)
     parser.add_argument("--golden-bucket", default=None)
+    parser.add_argument("--kms-key-arn", default=None, help="SSE-KMS key of what the store writes (Glue has no env)")
     parser.add_argument("--spark-master", default=os.environ.get("SPARK_MASTER", "local[2]"))
     parser.add_argument("--JOB_RUN_ID", dest="glue_job_run_id", default=None, help="set by Glue on every run")
     args, _glue_extras = parser.parse_known_args(argv)  # Glue adds --JOB_NAME, --TempDir, ...
@@ -490,7 +491,7 @@ def make_manifest(args, inputs, spark, version, previous, counts, dist, drift) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    store = store_for(args.store_root, args.artifact_bucket, args.golden_bucket)
+    store = store_for(args.store_root, args.artifact_bucket, args.golden_bucket, args.kms_key_arn)
     spark = owned = None
     try:
         inputs = load_inputs(args, store)

@@ -86,7 +86,9 @@ class DagConfig(_Strict):
         30, ge=1, description="First retry delay; doubles each retry (exponential backoff)."
     )
     max_retry_delay_seconds: int = Field(600, ge=1, description="Ceiling on the backoff delay.")
-    job_timeout_minutes: int = Field(120, ge=1, description="execution_timeout of each job task.")
+    job_timeout_minutes: int = Field(
+        120, ge=1, description="execution_timeout of each local job task (on aws: the job's own limits plus a margin)."
+    )
 
 
 class PartitionExpectations(_Strict):

@@ -15,7 +15,6 @@ factory builds an aws DAG; it makes no AWS call until a task runs.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import tarfile
@@ -66,15 +65,20 @@ def read_s3_json(uri: str, aws_conn_id: str | None = AWS_CONN_ID) -> Any:
 
 
 def read_training_summary(model_data_url: str, aws_conn_id: str | None = AWS_CONN_ID) -> dict[str, Any]:
-    """training_summary.json from the model.tar.gz SageMaker made of SM_MODEL_DIR."""
+    """training_summary.json from the model.tar.gz SageMaker made of SM_MODEL_DIR, streamed: the archive holds the
+    weights (hundreds of MB for llm_lora's base), and MWAA's workers share 2 GB among their task slots, so only the
+    one member is read, and the download stops once it is."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     bucket, key = _split_s3(model_data_url)
-    body = S3Hook(aws_conn_id=aws_conn_id).get_key(key, bucket).get()["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
-        for member in archive.getmembers():
-            if member.name.lstrip("./") == "training_summary.json":
-                return json.loads(archive.extractfile(member).read())
+    body = S3Hook(aws_conn_id=aws_conn_id).get_key(key, bucket).get()["Body"]
+    try:
+        with tarfile.open(fileobj=body, mode="r|gz") as archive:  # a stream: members in order, never seeking back
+            for member in archive:
+                if member.name.lstrip("./") == "training_summary.json":
+                    return json.loads(archive.extractfile(member).read())
+    finally:
+        body.close()
     raise FileNotFoundError(
         f"{model_data_url}: holds no training_summary.json; the training script writes it into SM_MODEL_DIR"
     )
@@ -443,7 +447,11 @@ JOB_OPERATORS = {
 
 
 def aws_job_operator(config: Any, task_id: str, upstream_results: tuple[str, ...], task_args: dict[str, Any]):
-    """The aws operator of one job task, its deferral sized to the job's own timeout."""
+    """The aws operator of one job task. A task that waits for a Glue or SageMaker job polls it as long as AWS may run
+    it (``job_timeout_seconds``), and its execution_timeout is that long too: ``dag.job_timeout_minutes`` bounds the
+    local jobs, while on AWS the job's own limits do."""
+    from datetime import timedelta
+
     from retrain.aws.requests import job_timeout_seconds, require_aws
 
     aws = require_aws(config)
@@ -455,8 +463,10 @@ def aws_job_operator(config: Any, task_id: str, upstream_results: tuple[str, ...
         "upstream_results": upstream_results,
         **task_args,
     }
+    if operator not in (RetrainGlueJobOperator, RetrainTrainingOperator, RetrainProcessingOperator):
+        return operator(**common)
+    timeout = job_timeout_seconds(aws, task_id)
+    common["execution_timeout"] = timedelta(seconds=timeout + 300)  # the last poll and reading the result
     if operator is RetrainGlueJobOperator:
-        return operator(timeout_seconds=job_timeout_seconds(aws, task_id), **common)
-    if operator in (RetrainTrainingOperator, RetrainProcessingOperator):
-        return operator(**_job_kwargs(config.name, task_id, job_timeout_seconds(aws, task_id)), **common)
-    return operator(**common)
+        return operator(timeout_seconds=timeout, **common)
+    return operator(**_job_kwargs(config.name, task_id, timeout), **common)

@@ -101,12 +101,14 @@ def test_dags_have_identical_shape_params_retries_and_schedules(both):
         assert sorted(local[dag_id]["tasks"]) == sorted(aws[dag_id]["tasks"]), dag_id
         for task_id, task in local[dag_id]["tasks"].items():
             other = aws[dag_id]["tasks"][task_id]
+            # execution_timeout differs for the tasks that wait on an AWS job (test_polling_outlives_each_job)
+            waits_on_aws = other["max_attempts"] is not None
             for field in (
                 "upstream",
                 "retries",
                 "retry_delay",
                 "max_retry_delay",
-                "execution_timeout",
+                *(() if waits_on_aws else ("execution_timeout",)),
                 "trigger_rule",
                 "max_active_tis_per_dag",
                 "assigned_users",
@@ -133,13 +135,25 @@ def test_aws_job_tasks_are_the_provider_operators(both, task_id, provider_class)
     assert aws_task["deferrable"] is True
 
 
-def test_deferral_is_sized_to_each_jobs_timeout(both):
+def test_polling_outlives_each_job(both):
+    """An operator polls for the job's whole life and a margin (provisioning, upload): it used to poll for exactly the
+    runtime (train_model: 120 polls of 60 s), so a spot job still waiting for capacity or uploading was marked failed
+    and the retry started a second job on the same checkpoint prefix."""
+    from retrain.aws.requests import POLL_MARGIN_SECONDS
+
     config = load_config(INTENT)
+    training, processing = config.aws.training, config.aws.processing
     tasks = both["aws"]["dags"]["retrain_intent"]["tasks"]
-    # check interval 60 s: training waits up to max_wait_seconds (spot), processing its runtime, Glue its timeout
-    assert tasks["train_model"]["max_attempts"] == config.aws.training.max_wait_seconds // 60 == 120
-    assert tasks["evaluate_model"]["max_attempts"] == config.aws.processing.max_runtime_seconds // 60
-    assert tasks["build_dataset"]["max_attempts"] == config.aws.glue.timeout_minutes
+    # check interval 60 s
+    assert tasks["train_model"]["max_attempts"] * 60 == (
+        training.max_runtime_seconds + training.max_wait_seconds + POLL_MARGIN_SECONDS
+    )
+    assert tasks["evaluate_model"]["max_attempts"] * 60 == processing.max_runtime_seconds + POLL_MARGIN_SECONDS
+    assert tasks["build_dataset"]["max_attempts"] * 60 == config.aws.glue.timeout_minutes * 60 + POLL_MARGIN_SECONDS
+    assert POLL_MARGIN_SECONDS >= 600
+    for task_id in ("train_model", "evaluate_model", "build_dataset"):  # and the task is not timed out before
+        hours, minutes, seconds = (int(part) for part in tasks[task_id]["execution_timeout"].split(":"))
+        assert hours * 3600 + minutes * 60 + seconds > tasks[task_id]["max_attempts"] * 60, tasks[task_id]
 
 
 def test_aws_alerts_go_to_sns_and_local_alerts_to_the_file(both):
@@ -346,7 +360,7 @@ def test_deferral_settings_come_from_the_environment(aws_operators, monkeypatch)
     monkeypatch.setenv("RETRAIN_AWS_DEFERRABLE", "false")
     monkeypatch.setenv("RETRAIN_AWS_CHECK_INTERVAL", "30")
     train = operator(aws_operators, "train_model")
-    assert train.deferrable is False and train.check_interval == 30 and train.max_attempts == 7200 // 30
+    assert train.deferrable is False and train.check_interval == 30 and train.max_attempts == (3600 + 7200 + 1800) // 30
     monkeypatch.setenv("RETRAIN_AWS_DEFERRABLE", "maybe")
     with pytest.raises(ValueError, match="RETRAIN_AWS_DEFERRABLE"):
         operator(aws_operators, "train_model")

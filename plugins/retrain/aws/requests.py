@@ -28,6 +28,7 @@ from retrain.aws.locations import (
 from retrain.aws.names import glue_job_name, job_name
 from retrain.aws.schema import validate_request
 from retrain.config import AwsConfig, ModelConfig
+from retrain.user_input import one_line
 
 GIT_SHA_ENV = "RETRAIN_GIT_SHA"  # set from the deploy manifest on MWAA (startup.sh), which has no git
 CODE_DIGEST_ENV = "RETRAIN_CODE_DIGEST"  # the manifest's code_digest: where the job code is on S3
@@ -111,6 +112,7 @@ def mapped_job(
             "store-root": f"s3://{aws.dataset_bucket}",
             "artifact-bucket": aws.artifact_bucket,
             "golden-bucket": aws.golden_bucket,
+            **({"kms-key-arn": aws.kms_key_arn} if aws.kms_key_arn else {}),
         }
         return replace(mapped, arguments={**mapped.arguments, **buckets})
     raw = f"raw/{config.name}"
@@ -205,31 +207,37 @@ def model_package_arn(aws: AwsConfig, version: int) -> str:
 
 def update_package_request(aws: AwsConfig, version: int, approved: bool, description: str) -> dict[str, Any]:
     """The validated UpdateModelPackage request that approves or rejects one version."""
-    request = sagemaker.update_model_package_request(model_package_arn(aws, version), approved, description[:1024])
+    # A reason typed into a form that did not check it (an older DAG version, the REST API) must not strand an approved
+    # run: ApprovalDescription is one line of at most 1024 characters.
+    request = sagemaker.update_model_package_request(
+        model_package_arn(aws, version), approved, one_line(description, limit=1024)
+    )
     validate_request("sagemaker", "UpdateModelPackage", request)
     return request
 
 
+POLL_MARGIN_SECONDS = 1800
+"""Beyond the job's own limits: provisioning, the image pull, and the upload of outputs after the script ends."""
+
+
 def max_attempts(timeout_seconds: int, check_interval: int) -> int:
-    """Polls a deferred operator may make before it gives up: the job's own timeout, rounded up."""
+    """Polls an operator may make before it gives up on a job that may run ``timeout_seconds``, rounded up."""
     if check_interval < 1:
         raise ValueError(f"check_interval: must be >= 1 second, got {check_interval}")
     return max(1, math.ceil(timeout_seconds / check_interval))
 
 
 def job_timeout_seconds(aws: AwsConfig, task: str) -> int:
-    """How long AWS lets the task's job run: Glue's timeout, or the SageMaker stopping condition."""
+    """How long the task's operator polls its job: the job's own limits (Glue's timeout, or SageMaker's max runtime
+    plus, for spot training, the max wait for capacity) and ``POLL_MARGIN_SECONDS``. Polling for less marks a job
+    that is still running as failed, and the retry then starts a second job on the same checkpoint prefix."""
     if task == "build_dataset":
-        return aws.glue.timeout_minutes * 60
+        return aws.glue.timeout_minutes * 60 + POLL_MARGIN_SECONDS
     if task == "train_model":
         training = aws.training
-        # Spot training may wait for capacity up to max_wait_seconds, which includes the runtime.
-        return (
-            training.max_wait_seconds
-            if training.use_spot_instances and training.max_wait_seconds
-            else training.max_runtime_seconds
-        )
-    return aws.processing.max_runtime_seconds
+        wait = training.max_wait_seconds if training.use_spot_instances and training.max_wait_seconds else 0
+        return training.max_runtime_seconds + wait + POLL_MARGIN_SECONDS
+    return aws.processing.max_runtime_seconds + POLL_MARGIN_SECONDS
 
 
 def dumps(obj: Any) -> str:

@@ -7,6 +7,7 @@ and returns the request dict the provider operator or ``SageMakerHook().conn`` s
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -221,9 +222,7 @@ def model_package_request(
     if missing:  # a package must be rebuildable from its metadata alone (docs/operations.md, lineage)
         raise ValueError(f"CustomerMetadataProperties: lineage is missing {', '.join(missing)}")
     metadata = _strings(lineage, "CustomerMetadataProperties")
-    # Same run and group -> same token, so a retried register_model finds its package instead of making a second.
-    token = hashlib.sha256(f"{aws.model_package_group}\0{lineage['airflow_run_id']}".encode()).hexdigest()[:32]
-    return {
+    request = {
         "ModelPackageGroupName": aws.model_package_group,
         "ModelPackageDescription": description,
         "ModelApprovalStatus": "PendingManualApproval",
@@ -238,8 +237,13 @@ def model_package_request(
             "GeneratedBy": f"{lineage['airflow_dag_id']}/{lineage['airflow_run_id']}",
         },
         "CustomerMetadataProperties": metadata,
-        "ClientToken": token,
     }
+    # The token is the request's content: a retried register_model sends the same request under the same token and
+    # gets its package back, instead of a second one; a different request (after "clear evaluate_model and
+    # downstream", the metrics and description differ) gets a new token, since AWS answers a token reused for other
+    # content with an error.
+    request["ClientToken"] = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:32]
+    return request
 
 
 def update_model_package_request(package_arn: str, approved: bool, description: str) -> dict[str, Any]:

@@ -18,7 +18,8 @@ Operators, jobs and the CLI ask ``get_store()`` for their store.
   ``aws:`` config field it must equal (and the stack output that feeds both):
   - ``RETRAIN_DATASET_BUCKET`` (required, ``aws.dataset_bucket``): ``raw/`` and ``datasets/``;
   - ``RETRAIN_ARTIFACT_BUCKET`` (required, ``aws.artifact_bucket``): ``runs/`` and ``ledger/``;
-  - ``RETRAIN_GOLDEN_BUCKET`` (required, ``aws.golden_bucket``): ``golden/``, Object-Locked.
+  - ``RETRAIN_GOLDEN_BUCKET`` (required, ``aws.golden_bucket``): ``golden/``, Object-Locked;
+  - ``RETRAIN_KMS_KEY_ARN`` (``aws.kms_key_arn``): every object the store writes is SSE-KMS encrypted under it.
   Keys go to a bucket by ``retrain.store.layout``'s rule, the one the job request builders use,
   at the bucket root: there is no key prefix. Region, credentials and endpoint come from
   boto3's usual environment (``AWS_REGION``, ``AWS_ENDPOINT_URL`` …); nothing here talks to
@@ -143,11 +144,18 @@ def _refuse_retired() -> None:
             )
 
 
-def _s3_store(dataset_bucket: str, artifact_bucket: str | None, golden_bucket: str | None, needed_by: str) -> S3Store:
+def _s3_store(
+    dataset_bucket: str,
+    artifact_bucket: str | None,
+    golden_bucket: str | None,
+    needed_by: str,
+    kms_key_arn: str | None = None,
+) -> S3Store:
     return S3Store(
         dataset_bucket=dataset_bucket,
         artifact_bucket=artifact_bucket or _required("RETRAIN_ARTIFACT_BUCKET", needed_by),
         golden_bucket=golden_bucket or _required("RETRAIN_GOLDEN_BUCKET", needed_by),
+        kms_key_arn=kms_key_arn or os.environ.get("RETRAIN_KMS_KEY_ARN", "").strip() or None,
     )
 
 
@@ -163,7 +171,12 @@ def get_store() -> Store:
     raise StoreConfigError(f"RETRAIN_BACKEND={backend!r}: must be one of {BACKENDS}")
 
 
-def store_for(root_or_uri: str | Path, artifact_bucket: str | None = None, golden_bucket: str | None = None) -> Store:
+def store_for(
+    root_or_uri: str | Path,
+    artifact_bucket: str | None = None,
+    golden_bucket: str | None = None,
+    kms_key_arn: str | None = None,
+) -> Store:
     """The store a job's ``--store-root`` names: a local directory or ``s3://<dataset bucket>``."""
     text = str(root_or_uri)
     if text.startswith("s3://"):
@@ -173,7 +186,7 @@ def store_for(root_or_uri: str | Path, artifact_bucket: str | None = None, golde
                 f"--store-root {text!r}: an S3 store is named by its dataset bucket alone (s3://{bucket}); "
                 "rule: keys sit at each bucket's root, with no prefix"
             )
-        return _s3_store(bucket, artifact_bucket, golden_bucket, f"--store-root {text}")
+        return _s3_store(bucket, artifact_bucket, golden_bucket, f"--store-root {text}", kms_key_arn)
     if "://" in text:
         raise StoreConfigError(f"--store-root {text!r}: only local paths and s3:// URIs are stores")
     return LocalStore(Path(text))

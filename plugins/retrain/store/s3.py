@@ -96,11 +96,19 @@ class S3Store(GoldenReads):
 
     can_append = False  # no append on S3: an append-only log is one write-once object per entry
 
-    def __init__(self, dataset_bucket: str, artifact_bucket: str, golden_bucket: str, client: Any = None) -> None:
+    def __init__(
+        self,
+        dataset_bucket: str,
+        artifact_bucket: str,
+        golden_bucket: str,
+        client: Any = None,
+        kms_key_arn: str | None = None,
+    ) -> None:
         self.layout = S3Layout(
             dataset_bucket=dataset_bucket, artifact_bucket=artifact_bucket, golden_bucket=golden_bucket
         )
         self._client = client
+        self.kms_key_arn = kms_key_arn  # every object the store writes is encrypted under it (SSE-KMS)
 
     def job_argument(self) -> str:
         """What a job gets as ``--store-root`` (``s3://<dataset bucket>``); its environment names the other two
@@ -211,17 +219,25 @@ class S3Store(GoldenReads):
         """One JSON object, parsed."""
         return json.loads(self.read_bytes(key))
 
+    def _put(self, key: str, body: Any, content_type: str | None, write_once: bool) -> None:
+        """Send ``put_request`` for ``key``, checked against S3's API model first (the request that is checked is the
+        one that is sent)."""
+        from retrain.aws.schema import validate_request
+
+        bucket, object_key = self._locate(key)
+        request = put_request(bucket, object_key, body, content_type, write_once, self.kms_key_arn)
+        validate_request("s3", "PutObject", request)
+        self.client.put_object(**request)
+
     def write_json(self, key: str, obj: Any) -> str:
         """Overwritable write (run scratch only); a PUT replaces an object atomically. Returns the URI."""
-        bucket, object_key = self._locate(key)
         body = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-        self.client.put_object(Bucket=bucket, Key=object_key, Body=body, ContentType="application/json")
+        self._put(key, body, "application/json", write_once=False)
         return self.uri(key)
 
     def _put_once(self, key: str, body: Any, rule: str = "is write-once") -> str:
-        bucket, object_key = self._locate(key)
         try:
-            self.client.put_object(Bucket=bucket, Key=object_key, Body=body, IfNoneMatch="*")
+            self._put(key, body, None, write_once=True)
         except _client_error() as exc:
             if _code(exc) in _LOST_WRITE_ONCE:
                 raise WriteOnceError(
@@ -446,21 +462,31 @@ class S3Store(GoldenReads):
         return dest
 
 
-def put_object_request(aws: Any, key: str, body: bytes | str, content_type: str = "application/json") -> dict[str, Any]:
-    """``PutObject`` with ``IfNoneMatch="*"``: S3 answers 412 instead of overwriting, and KMS when configured.
+def put_request(
+    bucket: str,
+    object_key: str,
+    body: Any,
+    content_type: str | None = None,
+    write_once: bool = True,
+    kms_key_arn: str | None = None,
+) -> dict[str, Any]:
+    """The one ``PutObject`` request the store sends: ``IfNoneMatch="*"`` when write-once (S3 answers 412 instead of
+    overwriting), and SSE-KMS under the deployment's key when it has one."""
+    request: dict[str, Any] = {"Bucket": bucket, "Key": object_key, "Body": body}
+    if content_type:
+        request["ContentType"] = content_type
+    if write_once:
+        request["IfNoneMatch"] = "*"
+    if kms_key_arn:
+        request.update({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_arn})
+    return request
 
-    ``aws`` is a model's ``aws:`` config (``retrain.config.AwsConfig``); its three buckets route the key."""
+
+def put_object_request(aws: Any, key: str, body: bytes | str, content_type: str = "application/json") -> dict[str, Any]:
+    """The write-once ``PutObject`` of ``key`` for a model's ``aws:`` config (``retrain.config.AwsConfig``): its three
+    buckets route the key, its ``kms_key_arn`` encrypts it."""
     layout = S3Layout(
         dataset_bucket=aws.dataset_bucket, artifact_bucket=aws.artifact_bucket, golden_bucket=aws.golden_bucket
     )
     bucket, object_key = layout.locate(key)
-    request: dict[str, Any] = {
-        "Bucket": bucket,
-        "Key": object_key,
-        "Body": body,
-        "ContentType": content_type,
-        "IfNoneMatch": "*",
-    }
-    if aws.kms_key_arn:
-        request.update({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": aws.kms_key_arn})
-    return request
+    return put_request(bucket, object_key, body, content_type, write_once=True, kms_key_arn=aws.kms_key_arn)

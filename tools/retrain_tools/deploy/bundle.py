@@ -43,6 +43,7 @@ from retrain.config import ConfigError, ModelConfig, clashes, config_paths, load
 from retrain.locks import exclusive
 from retrain.paths import PROJECT_ROOT, job_python
 from retrain.paths import config_dir as current_config_dir
+from retrain.user_input import RUN_ID_PATTERN
 from retrain_tools.dagfiles import dag_file_text
 from retrain_tools.deploy import archive, image
 
@@ -54,6 +55,8 @@ DEFAULT_OUT = PROJECT_ROOT / "dist" / "mwaa"
 # first three); Airflow settings go through the environment's AirflowConfigurationOptions, never AIRFLOW__*.
 MWAA_PROTECTED = ("PYTHONPATH", "AIRFLOW_HOME", "AWS_REGION", "AWS_DEFAULT_REGION", "PATH", "JAVA_HOME")
 SKIPPED_PARTS = ("__pycache__",)
+AIRFLOW_CONFIGURATION_OPTIONS = {"scheduler.allowed_run_id_pattern": RUN_ID_PATTERN}
+"""What the MWAA environment must set: run ids that fit AWS's fields (retrain.user_input)."""
 
 
 class BuildError(ValueError):
@@ -118,6 +121,7 @@ SHARED_FIELDS = {  # one value per deployment: startup.sh exports it for every m
     "RETRAIN_ARTIFACT_BUCKET": "artifact_bucket",
     "RETRAIN_GOLDEN_BUCKET": "golden_bucket",
     "MLFLOW_TRACKING_URI": "mlflow_tracking_server_arn",
+    "RETRAIN_KMS_KEY_ARN": "kms_key_arn",  # the store encrypts what it writes under it (SSE-KMS)
 }
 
 
@@ -133,7 +137,8 @@ def deployment_settings(configs: list[ModelConfig], config_dir: Path) -> dict[st
                     f"{config_dir / (other.name + '.yaml')}: field 'aws.{field}' is {getattr(other.aws, field)!r} but "
                     f"{first.name}.yaml has {value!r}; one MWAA environment exports one {variable}"
                 )
-        settings[variable] = value
+        if value is not None:
+            settings[variable] = value
     settings["RETRAIN_MLFLOW_ARTIFACT_ROOT"] = f"s3://{first.aws.artifact_bucket}/mlartifacts"
     return settings
 
@@ -349,6 +354,8 @@ def stage(
         "base_models": base_models,
         "configs": {c.name: {"file": f"dags/config/models/{c.name}.yaml", "digest": c.digest()} for c in configs},
         "environment": {"RETRAIN_BACKEND": "aws", **settings},
+        # The MWAA environment's AirflowConfigurationOptions (Airflow settings never go through startup.sh).
+        "airflow_configuration_options": AIRFLOW_CONFIGURATION_OPTIONS,
         "job_image": images,
         "glue_wheels": sorted(wheels),
         "files": file_digests(stage_dir),
