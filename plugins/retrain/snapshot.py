@@ -9,10 +9,17 @@ steps can prove they read the same bytes.
 Everything here goes through the store's methods (``list_keys``, ``list_objects``,
 ``read_bytes``, ``uri``), so the same manifest comes out of a ``LocalStore`` directory and an
 ``S3Store`` bucket holding the same files; errors name the file by its path or ``s3://`` URI.
+
+The raw history only grows, and a run must not download and hash all of it again (on MWAA this
+runs in a worker that shares 2 GB among its task slots). A file whose store keeps its SHA-256
+(S3, written with ``ChecksumAlgorithm=SHA256``) is read once: its checked row count is kept under
+``runs/<model>/raw-facts/<sha256>.json``, keyed by content, and later snapshots take it from there
+with one HEAD. Files without a stored checksum are read and hashed every time, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -21,7 +28,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from retrain.store import Store, canonical_json
+from retrain.store import Store, WriteOnceError, canonical_json
 
 PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
@@ -113,27 +120,8 @@ def snapshot_raw(store: Store, model: str, interval_start: datetime, interval_en
                 "file"
             )
         for key in parts:
-            name = store.uri(key)
-            data = store.read_bytes(key)  # one read serves the row count, the size and the hash
-            try:
-                rows = count_csv_text_rows(decode_utf8_bytes(data, name))
-            except csv.Error as exc:
-                raise RawDataError(f"{name}: {exc}; rule: raw files are well-formed CSV") from None
-            if rows == 0:
-                raise RawDataError(
-                    f"{name}: row 1: empty partition file (no data rows); rule: every partition file holds at least "
-                    "one row"
-                )
-            files.append(
-                {
-                    "key": key,
-                    "dt": day.isoformat(),
-                    "in_interval": start <= day < end,
-                    "rows": rows,
-                    "bytes": len(data),
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                }
-            )
+            where = {"key": key, "dt": day.isoformat(), "in_interval": start <= day < end}
+            files.append({**where, **file_facts(store, model, key)})
     if not files:
         raise RawDataError(
             f"{store.uri(f'raw/{model}')}: no raw partitions before {end.isoformat()}; rule: a run needs at least one "
@@ -150,6 +138,45 @@ def snapshot_raw(store: Store, model: str, interval_start: datetime, interval_en
     }
     manifest["manifest_sha256"] = hashlib.sha256(canonical_json(manifest)).hexdigest()
     return manifest
+
+
+def facts_key(model: str, sha256: str) -> str:
+    return f"runs/{model}/raw-facts/{sha256}.json"
+
+
+def read_file_facts(store: Store, key: str) -> dict[str, Any]:
+    """Row count, size and sha256 of one raw file, read and checked in full."""
+    name = store.uri(key)
+    data = store.read_bytes(key)  # one read serves the row count, the size and the hash
+    try:
+        rows = count_csv_text_rows(decode_utf8_bytes(data, name))
+    except csv.Error as exc:
+        raise RawDataError(f"{name}: {exc}; rule: raw files are well-formed CSV") from None
+    if rows == 0:
+        raise RawDataError(
+            f"{name}: row 1: empty partition file (no data rows); rule: every partition file holds at least one row"
+        )
+    return {"rows": rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def file_facts(store: Store, model: str, key: str) -> dict[str, Any]:
+    """``read_file_facts``, taken from the facts kept for the file's content when its store keeps its SHA-256."""
+    stored = store.stored_sha256(key)
+    if stored is None:
+        return read_file_facts(store, key)
+    try:
+        return store.read_json(facts_key(model, stored))
+    except FileNotFoundError:
+        pass
+    facts = read_file_facts(store, key)
+    if facts["sha256"] != stored:
+        raise RawDataError(
+            f"{store.uri(key)}: its content hashes to {facts['sha256']}, but the store's checksum says {stored}; "
+            "rule: raw files are read back intact"
+        )
+    with contextlib.suppress(WriteOnceError):  # another run kept them first: facts of the same content
+        store.write_once_bytes(facts_key(model, stored), canonical_json(facts))
+    return facts
 
 
 def verify_raw_files(store: Store, manifest: dict[str, Any]) -> None:

@@ -76,3 +76,46 @@ def test_bad_raw_input_on_s3_is_named_by_its_uri(s3_store):
         snapshot_raw(s3_store, "intent", START, END)
     with pytest.raises(RawDataError, match=rf"{s3_store.uri('raw/other')}: no raw partitions before 2026-09-21"):
         snapshot_raw(s3_store, "other", START, END)
+
+
+class _CountingStore:
+    """An S3Store that counts the objects it downloads (``read_bytes``); everything else passes through."""
+
+    def __init__(self, store) -> None:
+        self._store, self.downloads = store, []
+
+    def read_bytes(self, key: str) -> bytes:
+        self.downloads.append(key)
+        return self._store.read_bytes(key)
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
+def test_a_later_snapshot_reads_no_file_whose_checksum_s3_keeps(s3_store, simulator_s3, simulator_buckets):
+    """The raw history only grows: each run used to download and hash all of it. Files written with S3's SHA-256
+    (every write of the store) are read once; their checked facts are kept by content, and the next snapshot takes
+    them with one HEAD each. A file an uploader wrote without a checksum is still read and hashed."""
+    for key, body in RAW.items():
+        s3_store.write_once_bytes(key, body)
+    no_checksum = "raw/intent/dt=2026-09-07/part-00001.csv"
+    simulator_s3.put_object(Bucket=simulator_buckets["dataset"], Key=no_checksum, Body=b"text,category\nhi,greet\n")
+    first = _CountingStore(s3_store)
+    manifest = snapshot_raw(first, "intent", START, END)
+    second = _CountingStore(s3_store)
+    again = snapshot_raw(second, "intent", START, END)
+    assert again == manifest and manifest["total_rows"] == 5
+    assert sorted(first.downloads) == sorted([*list(RAW)[:3], no_checksum])
+    assert second.downloads == [no_checksum]
+
+
+def test_a_stored_checksum_that_disagrees_with_the_content_is_refused(s3_store):
+    key = "raw/intent/dt=2026-09-07/part-00000.csv"
+    s3_store.write_once_bytes(key, RAW[key])
+
+    class _Lying(_CountingStore):
+        def stored_sha256(self, key: str) -> str:
+            return "0" * 64
+
+    with pytest.raises(RawDataError, match=r"part-00000.csv: its content hashes to [0-9a-f]{64}, but the store's"):
+        snapshot_raw(_Lying(s3_store), "intent", START, END)

@@ -89,6 +89,10 @@ class LocalStore(GoldenReads):
         """A local path holding ``key``'s bytes, for code that reads files (Spark): here, the file itself."""
         return self.path(key)
 
+    def stored_sha256(self, key: str) -> str | None:
+        """None: a file system keeps no checksum of its own; reading a local file is cheap."""
+        return None
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` is a file or a directory (a published version) in the store."""
         return self.path(key).exists()

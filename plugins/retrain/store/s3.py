@@ -150,6 +150,19 @@ class S3Store(GoldenReads):
             )
         return key
 
+    def stored_sha256(self, key: str) -> str | None:
+        """The full-object SHA-256 S3 computed when ``key`` was written with ``ChecksumAlgorithm=SHA256`` (every write
+        of this store; upstream producers: ``aws s3 cp --checksum-algorithm SHA256``), hex; None when it has none, or
+        only a composite one (a multipart upload's checksum of part checksums, ``...-N``). One HEAD, no download."""
+        import base64
+
+        bucket, object_key = self._locate(key)
+        head = self.client.head_object(Bucket=bucket, Key=object_key, ChecksumMode="ENABLED")
+        value = head.get("ChecksumSHA256")
+        if not value or "-" in value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+            return None
+        return base64.b64decode(value).hex()
+
     def sha256_of(self, key: str) -> str:
         """The sha256 of one object, streamed (a model.tar.gz is checked without holding it in memory)."""
         return self._stream_sha256(key)
@@ -470,9 +483,10 @@ def put_request(
     write_once: bool = True,
     kms_key_arn: str | None = None,
 ) -> dict[str, Any]:
-    """The one ``PutObject`` request the store sends: ``IfNoneMatch="*"`` when write-once (S3 answers 412 instead of
-    overwriting), and SSE-KMS under the deployment's key when it has one."""
-    request: dict[str, Any] = {"Bucket": bucket, "Key": object_key, "Body": body}
+    """The one ``PutObject`` request the store sends: with S3 keeping its SHA-256, ``IfNoneMatch="*"`` when write-once
+    (S3 answers 412 instead of overwriting), and SSE-KMS under the deployment's key when it has one."""
+    # S3 keeps the object's SHA-256, so readers can skip downloading and hashing it (retrain.snapshot).
+    request: dict[str, Any] = {"Bucket": bucket, "Key": object_key, "Body": body, "ChecksumAlgorithm": "SHA256"}
     if content_type:
         request["ContentType"] = content_type
     if write_once:
