@@ -102,6 +102,50 @@ class _RetrainJob:
         config = load_model(self.model_name)
         return config, run_context(context, self.upstream_results), code_bundle(require_aws(config))
 
+    def running_earlier_try(self, context: Any, describe: Callable[[str], dict], status_key: str) -> str | None:
+        """The job an earlier try of this task started and AWS still runs (the newest such try), or None.
+
+        A retry after the task stopped polling (a worker restart, a lost trigger, a timeout) waits for that job instead
+        of starting a second one on the same checkpoint prefix and paying twice."""
+        from botocore.exceptions import ClientError
+
+        from retrain.aws.names import job_name
+
+        run_id = context["dag_run"].run_id
+        for earlier in range(int(context["ti"].try_number) - 1, 0, -1):
+            name = job_name(self.model_name, self.job, run_id, earlier)
+            try:
+                status = describe(name)[status_key]
+            except ClientError:
+                continue  # that try never got as far as creating its job
+            if status == "InProgress":
+                return name
+        return None
+
+    def attach(self, name: str, job_type: str, describe: Callable[[str], dict], status_key: str) -> dict[str, Any]:
+        """Wait for ``name`` as the provider waits for a job it created: deferred to the triggerer (``execute_complete``
+        takes over, with the job name from the trigger's event), or polling here; returns its final description."""
+        from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
+
+        self.log.warning(
+            "%s: an earlier try's job %s is still running; waiting for it instead of starting another",
+            self.task_id,
+            name,
+        )
+        if self.deferrable:
+            self.defer(
+                trigger=SageMakerTrigger(
+                    job_name=name,
+                    job_type=job_type,
+                    waiter_delay=self.check_interval,
+                    waiter_max_attempts=self.max_attempts,
+                    aws_conn_id=self.aws_conn_id,
+                ),
+                method_name="execute_complete",
+                timeout=self.execution_timeout,
+            )
+        return self.hook.check_status(name, status_key, describe, self.check_interval)
+
 
 def _job_kwargs(model_name: str, job: str, timeout_seconds: int) -> dict[str, Any]:
     from retrain.aws.requests import max_attempts
@@ -132,6 +176,11 @@ class RetrainTrainingOperator(_RetrainJob, SageMakerTrainingOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         self.config = self.build_config(context)
+        describe = self.hook.describe_training_job
+        running = self.running_earlier_try(context, describe, "TrainingJobStatus")
+        if running:
+            self.attach(running, "Training", describe, "TrainingJobStatus")
+            return self.summarize(context, self.serialize_result(running))
         return self.summarize(context, super().execute(context))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -171,6 +220,11 @@ class RetrainProcessingOperator(_RetrainJob, SageMakerProcessingOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         self.config = self.build_config(context)
+        describe = self.hook.describe_processing_job
+        running = self.running_earlier_try(context, describe, "ProcessingJobStatus")
+        if running:
+            described = self.attach(running, "Processing", describe, "ProcessingJobStatus")
+            return self.summarize({"Processing": described})
         return self.summarize(super().execute(context))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -178,10 +232,11 @@ class RetrainProcessingOperator(_RetrainJob, SageMakerProcessingOperator):
         return self.summarize(super().execute_complete(context, event))
 
     def summarize(self, result: dict[str, Any]) -> dict[str, Any]:
-        """The job's result JSON from S3, in the local backend's XCom shape."""
+        """The job's result JSON from S3 (where the job that ran wrote it: an attached earlier try's job wrote under its
+        own try), in the local backend's XCom shape."""
         from retrain.aws.requests import evaluation_summary, result_uri
 
-        uri = result_uri(self.job, self.config)
+        uri = result_uri(self.job, result["Processing"])
         document = read_s3_json(uri, self.aws_conn_id)
         if self.job == "evaluate_model":
             return evaluation_summary(document, uri)
@@ -205,6 +260,8 @@ class RetrainGlueJobOperator(_RetrainJob, GlueJobOperator):
             waiter_delay=interval,
             job_poll_interval=interval,
             waiter_max_attempts=max_attempts(timeout_seconds, interval),
+            # A retry waits for the earlier try's run while Glue still runs it, instead of starting a second one.
+            resume_glue_job_on_retry=True,
             **kwargs,
         )
         self._setup(model_name, job, upstream_results)

@@ -85,6 +85,17 @@ def simulated_connection(simulator_env, simulated_jobs, tmp_path, monkeypatch):
     return SimpleNamespace(endpoint=simulator_env, s3=s3, aws=aws, jobs=simulated_jobs)
 
 
+def _sagemaker(connection):
+    """A SageMaker client of the simulator, with the fake credentials the tests use."""
+    return boto3.client(
+        "sagemaker",
+        endpoint_url=connection.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 def _upload_channels(connection, dataset_version: str, root: Path, bad_label: bool = False) -> None:
     """A tiny Banking77 split as build_dataset publishes it, on the simulator's dataset bucket."""
     channels = tiny_channels(root, 8, 2)
@@ -125,13 +136,7 @@ def test_train_model_runs_its_request_and_returns_the_summary_from_the_model_arc
 
     result = operator.execute(context)
 
-    sagemaker = boto3.client(
-        "sagemaker",
-        endpoint_url=simulated_connection.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sagemaker = _sagemaker(simulated_connection)
     described = sagemaker.describe_training_job(TrainingJobName=name)
     assert described["TrainingJobStatus"] == "Completed"
     assert described["HyperParameters"] == request["HyperParameters"]  # what the simulator received
@@ -150,13 +155,7 @@ def test_a_failed_training_job_fails_the_task_with_its_failure_reason(simulated_
     dataset_version = "ds-00000000000000bd"
     _upload_channels(simulated_connection, dataset_version, tmp_path, bad_label=True)
     operator, context = _operator_and_context(dataset_version, FAILING_RUN_ID)
-    sagemaker = boto3.client(
-        "sagemaker",
-        endpoint_url=simulated_connection.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sagemaker = _sagemaker(simulated_connection)
     group = simulated_connection.aws.model_package_group
     before = (
         sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
@@ -185,3 +184,26 @@ def _group_exists(sagemaker, group: str) -> bool:
         g["ModelPackageGroupName"] == group
         for g in sagemaker.list_model_package_groups()["ModelPackageGroupSummaryList"]
     )
+
+
+def test_a_retry_waits_for_the_earlier_trys_job_instead_of_starting_a_second(simulated_connection, tmp_path):
+    """Try 1 created its training job and stopped polling (its worker died, its trigger was lost); the job still runs.
+    Try 2 waits for that job and returns its result: it used to start a second job on the same checkpoint prefix."""
+    dataset_version = "ds-00000000000000a7"
+    run_id = "manual__2026-09-16T10:00:00+00:00"
+    _upload_channels(simulated_connection, dataset_version, tmp_path)
+    operator, context = _operator_and_context(dataset_version, run_id)
+    sagemaker = _sagemaker(simulated_connection)
+    bridge = simulated_connection.jobs
+    bridge.startup_s = 8.0  # try 1's job is still InProgress when try 2 starts
+    try:
+        sagemaker.create_training_job(**operator.build_config(context))  # what try 1 sent
+        context["ti"].try_number = 2
+        result = operator.execute(context)
+    finally:
+        bridge.startup_s = 0.0
+    first, second = (job_name("intent", "train_model", run_id, attempt) for attempt in (1, 2))
+    assert result["training_job_name"] == first and len(result["weights_digest"]) == 64
+    assert [job["name"] for job in bridge.summary() if job["name"] in (first, second)] == [first]
+    with pytest.raises(sagemaker.exceptions.ClientError):
+        sagemaker.describe_training_job(TrainingJobName=second)

@@ -60,8 +60,8 @@ class SimulatedTaskInstance:
 
     try_number = 1
 
-    def __init__(self, task_id: str, xcoms: dict[tuple[str, str], Any]) -> None:
-        self.task_id, self.xcoms = task_id, xcoms
+    def __init__(self, task_id: str, xcoms: dict[tuple[str, str], Any], dag_id: str, run_id: str) -> None:
+        self.task_id, self.xcoms, self.dag_id, self.run_id = task_id, xcoms, dag_id, run_id
 
     def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
         return self.xcoms.get((task_ids, key))
@@ -146,7 +146,7 @@ def run_tasks(dag, model: str, interval: tuple[datetime, datetime]) -> dict[str,
         if hasattr(task, "print_log"):
             task.print_log = False  # the simulator keeps no CloudWatch log streams for its jobs
         context = {
-            "ti": SimulatedTaskInstance(task_id, xcoms),
+            "ti": SimulatedTaskInstance(task_id, xcoms, run.dag_id, run.run_id),
             "dag_run": run,
             "params": {},
             "data_interval_start": interval[0],
