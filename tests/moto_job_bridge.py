@@ -131,16 +131,22 @@ def glue_arguments(default_arguments: dict[str, str], run_arguments: dict[str, s
 class S3Mirror:
     """The one place where ``s3://`` is translated for Spark: a local copy of the buckets a Glue run names.
 
-    ``pull`` copies each bucket from the simulator into ``<root>/<bucket>/``; ``spark_conf_dir`` writes a
-    spark-defaults.conf that serves ``s3://<bucket>/<key>`` from there and hides every other local path from
-    Spark; ``push`` uploads what the run wrote there (new or changed files) back to the simulator."""
+    ``pull`` copies the data prefixes (``SPARK_PREFIXES``) of each bucket from the simulator into
+    ``<root>/<bucket>/``. The rest of a bucket (the code bundle, Glue's wheels, the staged base models, MLflow's
+    artifacts, run records) is read through boto3 or by Glue itself, never by Spark; copying it made each simulated
+    Glue run download hundreds of MB. A Spark read outside the copy fails the run, so the narrowing cannot hide one;
+    ``spark_conf_dir`` writes a spark-defaults.conf that serves ``s3://<bucket>/<key>`` from there and hides every
+    other local path from Spark; ``push`` uploads what the run wrote there (new or changed files) back to the
+    simulator."""
 
     def __init__(self, s3: Any, root: Path) -> None:
         self.s3, self.root, self.pulled = s3, Path(root), {}
 
+    SPARK_PREFIXES = ("raw/", "datasets/", "golden/")  # what build_dataset's Spark reads and writes
+
     def pull(self, buckets: set[str]) -> None:
-        for bucket in sorted(buckets):
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for bucket, prefix in ((b, p) for b in sorted(buckets) for p in self.SPARK_PREFIXES):
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     target = self.root / bucket / item["Key"]
                     target.parent.mkdir(parents=True, exist_ok=True)
