@@ -60,9 +60,10 @@ CHILD = {
         "extra = json.loads(archive.extractfile('training_summary.json').read())"
     ),
 }
-EPILOGUE = (
-    "\nimport json, resource\n"
-    "print(json.dumps({'peak_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 'extra': extra}))"
+EPILOGUE = (  # VmHWM: this process image's own peak; ru_maxrss would carry the parent's peak across exec
+    "\nimport json, re\n"
+    "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+    "print(json.dumps({'peak_kib': hwm, 'extra': extra}))"
 )
 
 
@@ -178,7 +179,7 @@ def section(size_mb: int, got: dict[str, dict]) -> list[str]:
     lines = [
         f"Raw history: {size_mb} MB in {PARTITIONS} weekly partitions ({rows['rows']:,} rows, {rows['files']} files); "
         f"model.tar.gz: {size_mb // 2} MB of weights with training_summary.json last. moto (an AWS simulator) ran in "
-        "its own process. Peak RSS is the task's interpreter's `ru_maxrss`, one run each; the baseline is the same "
+        "its own process. Peak RSS is the task's interpreter's `VmHWM`, one run each; the baseline is the same "
         "interpreter importing the task's modules (and making its S3 client) and doing nothing.",
         "",
         "| in-worker task | peak RSS | over the baseline | wall | baseline (same run) |",
