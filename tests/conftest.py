@@ -16,6 +16,7 @@ CI builds all of them, so a skip for one of those means CI tested less than it c
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import tempfile
@@ -89,6 +90,27 @@ XDIST_ORDER = (
 idle machine; every other group follows in collection order. The Makefile passes ``--no-loadscope-reorder``: xdist would
 otherwise order groups by their number of tests and start the three stacks (integration, celery, the aws end-to-end
 run) at once, each running Spark and training jobs on the same two cores."""
+
+
+BACKGROUND_TIERS = frozenset({"jobs"})
+"""Under xdist, tiers whose tests only compute (no timing criteria, no scheduler that must keep up) run at a lower CPU
+priority (nice 10): the shared stacks on the critical path, the integration tier's Airflow above all, get the cores
+first, and these tests fill the gaps. Their processes inherit it; the worker's own priority is restored after each
+test (where the OS allows raising it again; otherwise later tests on that worker stay at nice 10)."""
+BACKGROUND_NICE = 10
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not os.environ.get("PYTEST_XDIST_WORKER") or _tier(item.nodeid) not in BACKGROUND_TIERS:
+        return (yield)
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, max(before, BACKGROUND_NICE))
+    try:
+        return (yield)
+    finally:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, before)
 
 
 def _xdist_group(where: Path) -> str:
