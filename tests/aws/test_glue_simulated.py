@@ -87,3 +87,57 @@ def test_a_rejected_input_on_glue_carries_the_no_retry_marker(glue_run):
     described, _, _ = glue_run(rows)
     assert described["JobRunState"] == "FAILED"
     assert BAD_INPUT_MARKER in described["ErrorMessage"] and "no_such_intent" in described["ErrorMessage"]
+
+
+DRIVER_COPY_SCRIPT = '''\
+"""build_dataset's former pattern: copy an S3 input to the driver's disk and hand Spark that local path."""
+import sys, tempfile
+
+import boto3
+from pyspark.sql import SparkSession
+
+uri = sys.argv[sys.argv.index("--input") + 1]
+spark = SparkSession.builder.master("local[1]").appName("driver-copy").getOrCreate()
+if "--copy-to-driver" in sys.argv:
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    local = tempfile.mkdtemp() + "/part.csv"
+    boto3.client("s3").download_file(bucket, key, local)
+    uri = local  # executors on other machines have no such file
+print("rows", spark.read.csv(uri, header=True).count())
+'''
+
+
+@pytest.mark.parametrize("copy_to_driver", [False, True], ids=["by-uri", "copied-to-the-driver"])
+def test_spark_reading_a_copy_on_the_drivers_disk_fails_as_on_a_cluster(
+    moto_simulator_endpoint, simulated_jobs, copy_to_driver
+):
+    """On a Glue cluster the executors run on other machines, so a file copied to the driver's /tmp is not there for
+    them: build_dataset once did that with its raw and golden inputs. The simulator's Spark sees only the S3 mirror, so
+    the same script fails here, while reading the URI works."""
+    account = SimulatedAccount.create(moto_simulator_endpoint)
+    s3, glue = account.client("s3"), account.client("glue")
+    bucket = f"retrain-datasets-{account.account_id}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="raw/intent/dt=2026-09-07/part-00000.csv", Body=b"text,category\nhi,greet\n")
+    s3.put_object(Bucket=bucket, Key="code/driver_copy.py", Body=DRIVER_COPY_SCRIPT.encode())
+    name = f"driver-copy-{uuid.uuid4().hex[:8]}"
+    glue.create_job(
+        Name=name,
+        Role=f"arn:aws:iam::{account.account_id}:role/retrain-jobs",
+        Command={"Name": "glueetl", "ScriptLocation": f"s3://{bucket}/code/driver_copy.py", "PythonVersion": "3"},
+        GlueVersion="5.0",
+    )
+    arguments = {"--input": f"s3://{bucket}/raw/intent/dt=2026-09-07/part-00000.csv"}
+    if copy_to_driver:
+        arguments["--copy-to-driver"] = "true"
+    run_id = glue.start_job_run(JobName=name, Arguments=arguments)["JobRunId"]
+    for _ in range(600):
+        described = glue.get_job_run(JobName=name, RunId=run_id)["JobRun"]
+        if described["JobRunState"] not in ("STARTING", "RUNNING"):
+            break
+        time.sleep(0.5)
+    if copy_to_driver:
+        assert described["JobRunState"] == "FAILED", "the simulator let Spark read the driver's local disk"
+        assert "part.csv" in described.get("ErrorMessage", ""), described.get("ErrorMessage")
+    else:
+        assert described["JobRunState"] == "SUCCEEDED", described.get("ErrorMessage")
