@@ -107,16 +107,16 @@ class _RetrainJob:
 
         A retry after the task stopped polling (a worker restart, a lost trigger, a timeout) waits for that job instead
         of starting a second one on the same checkpoint prefix and paying twice."""
-        from botocore.exceptions import ClientError
-
         from retrain.aws.names import job_name
+
+        client_error = self.hook.conn.exceptions.ClientError  # the provider's client's own: no botocore import here
 
         run_id = context["dag_run"].run_id
         for earlier in range(int(context["ti"].try_number) - 1, 0, -1):
             name = job_name(self.model_name, self.job, run_id, earlier)
             try:
                 status = describe(name)[status_key]
-            except ClientError:
+            except client_error:
                 continue  # that try never got as far as creating its job
             if status == "InProgress":
                 return name
