@@ -29,8 +29,11 @@ RUN_ID_PATTERN = rf"^[A-Za-z0-9_.:+-]{{1,{RUN_ID_MAX_CHARS}}}$"
 
 REASON_MAX_CHARS = 1000
 """ApprovalDescription takes 1024; the rest is left for what the operators add."""
-_LINE_BREAKS = "\n\r\x0b\x0c\x85\u2028\u2029"  # what ends a line for Java's `.` (and for a person reading the ledger)
-REASON_PATTERN = r"^[^\n\r\x0b\x0c\x85\u2028\u2029\x00-\x08\x0e-\x1f\x7f]*$"
+# What ends a line for Java's `.` (and for a person reading the ledger):
+_LINE_BREAK_CLASS = r"\n\r\x0b\x0c\x85\u2028\u2029"
+_LINE_BREAKS = _LINE_BREAK_CLASS.encode().decode("unicode_escape")
+_CONTROLS = r"\x00-\x08\x0e-\x1f\x7f"  # the other control characters (a tab stays)
+REASON_PATTERN = f"^[^{_LINE_BREAK_CLASS}{_CONTROLS}]*$"
 """One line of printable text (tabs allowed): the JSON-schema pattern of every ``reason`` param."""
 _REASON = re.compile(REASON_PATTERN)
 _RUN_ID = re.compile(RUN_ID_PATTERN)
