@@ -113,6 +113,9 @@ def run(quick: bool, work: Path) -> dict:
                 run_measured(command_line(read_spec), job_environment(read_spec), log_file=work / f"read_{n}_{rep}.log")
             )
             shutil.rmtree(store.path("datasets/intent"), ignore_errors=True)  # every repetition builds a first version
+            # and writes its splits beside its result file afresh, as a new try of the task would
+            for stale in spec.result_file.parent.iterdir():
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
             settle(20 if quick else 60)
             etl.append(run_measured(command_line(spec), job_environment(spec), log_file=work / f"etl_{n}_{rep}.log"))
             built = json.loads(spec.result_file.read_text())

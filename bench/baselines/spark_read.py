@@ -26,8 +26,10 @@ def main() -> None:
     args = parser.parse_args()
     spark, _ = spark_session(args.spark_master)
     try:
-        inputs = {"raw_manifest": json.loads(Path(args.raw_manifest).read_text())}
-        rows = read_raw(spark, LocalStore(args.store_root), inputs, args).count()
+        manifest = json.loads(Path(args.raw_manifest).read_text())
+        store = LocalStore(args.store_root)
+        inputs = {"raw_uris": [store.uri(entry["key"]) for entry in manifest["files"]]}  # as build_dataset reads them
+        rows = read_raw(spark, inputs, args).count()
     finally:
         spark.stop()
     print(json.dumps({"rows": rows}))
