@@ -20,7 +20,7 @@ from retrain.intervals import latest_complete_week
 from retrain.paths import job_python
 from retrain.runner import free_port, stop_process_group
 from retrain_tools.airflow_api import AirflowClient, wait_until
-from retrain_tools.standalone import start_standalone
+from retrain_tools.standalone import PRIVATE_UMASK, private_log, standalone_environment, start_standalone
 from tinydata import LABELS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -256,22 +256,72 @@ def registry_status_reader(env: dict[str, str]) -> Callable[..., dict]:
     return registry_status
 
 
-def logged_in(base_url: str, airflow_home: Path, dag_ids: tuple[str, ...], timeout: float = 240) -> AirflowClient:
-    """An admin client, once the API server and scheduler are healthy and every DAG in ``dag_ids`` is parsed."""
-    client = AirflowClient(base_url, airflow_home)
-    wait_until(client.healthy, timeout, "the API server and scheduler")
-    wait_until(
-        lambda: (airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords"
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+"""MWAA's auth manager: FAB users with numeric ids, in FAB's tables."""
+
+
+def create_fab_users(env: dict[str, str], users: tuple[tuple[str, str], ...]) -> dict[str, dict[str, str]]:
+    """Under FAB (``env`` names it), migrate the database, which creates FAB's tables, and create ``users`` ((name,
+    role), in that order: FAB numbers them 1, 2, …) by tests/fab_users.py. Returns ``{name: {"id", "password"}}``."""
+    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    made = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("fab_users.py")), *(f"{name}:{role}" for name, role in users)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    client.login("admin")
+    return json.loads(made.stdout.strip().splitlines()[-1])
+
+
+def start_fab_airflow(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """What ``airflow standalone`` starts (scheduler, DAG processor, triggerer, API server: LocalExecutor on SQLite), as
+    processes of their own under one shell that leads their process group, because standalone forces the simple auth
+    manager ("Forcing auth manager to SimpleAuthManager") where these keep the one ``env`` names. Bound to this machine
+    and private as standalone is here (``retrain_tools.standalone``); stop it with ``stop_process_group``."""
+    components = " & ".join(f"airflow {name}" for name in ("scheduler", "dag-processor", "triggerer", "api-server"))
+    with private_log(log_path, truncate=True) as log:
+        return subprocess.Popen(
+            ["bash", "-c", f"{components} & wait"],
+            env=standalone_environment(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            umask=PRIVATE_UMASK,
+        )
+
+
+def logged_in(
+    base_url: str,
+    airflow_home: Path,
+    dag_ids: tuple[str, ...],
+    timeout: float = 240,
+    fab_users: dict[str, dict[str, str]] | None = None,
+) -> AirflowClient:
+    """An admin client, once the API server and scheduler are healthy and every DAG in ``dag_ids`` is parsed. Under
+    FAB, ``fab_users`` holds the users' passwords (``create_fab_users``); else the simple auth manager generates
+    them."""
+    client = AirflowClient(base_url, airflow_home)
+    client.fab_users = fab_users
+    wait_until(client.healthy, timeout, "the API server and scheduler")
+    if fab_users is None:
+        wait_until(
+            lambda: (airflow_home / "simple_auth_manager_passwords.json.generated").exists(), 60, "generated passwords"
+        )
+    client.login("admin", fab_users["admin"]["password"] if fab_users else None)
     for dag_id in dag_ids:
         wait_until(lambda dag_id=dag_id: client.dag(dag_id), timeout, f"{dag_id} to be parsed")
     return client
 
 
 def user_factory(client: AirflowClient) -> Callable[[str], AirflowClient]:
-    """``as_user(name)``: a client logged in as ``name`` with the password Airflow generated."""
-    return lambda name: AirflowClient(client.base_url, client.airflow_home).login(name)
+    """``as_user(name)``: a client logged in as ``name`` with the password Airflow generated (under FAB, the one
+    ``create_fab_users`` set)."""
+    fab_users = getattr(client, "fab_users", None)
+    return lambda name: AirflowClient(client.base_url, client.airflow_home).login(
+        name, fab_users[name]["password"] if fab_users else None
+    )
 
 
 def run_report(client: AirflowClient, dag_id: str, run_id: str, lines: int = 40) -> str:
@@ -291,12 +341,17 @@ def run_report(client: AirflowClient, dag_id: str, run_id: str, lines: int = 40)
 
 @contextmanager
 def standalone_airflow(
-    env: dict[str, str], root: Path, dag_ids: tuple[str, ...], log_name: str = "standalone.log"
+    env: dict[str, str],
+    root: Path,
+    dag_ids: tuple[str, ...],
+    log_name: str = "standalone.log",
+    fab_users: tuple[tuple[str, str], ...] | None = None,
 ) -> Iterator[AirflowClient]:
     """``airflow standalone`` (LocalExecutor on SQLite) with ``env`` (which sets AIRFLOW_HOME) on a free port, logged to
     ``root/<log_name>``; yields an admin client once every DAG in ``dag_ids`` is parsed, and stops everything it
-    started.
-    ``env`` gains the API port."""
+    started. With ``fab_users`` ((name, role) after ``admin``, in order), it runs under FAB, MWAA's auth manager, with
+    the same processes that standalone runs (``start_fab_airflow``).
+    ``env`` gains the API port (and FAB's auth manager)."""
     port = free_port()
     env.update(
         {
@@ -304,9 +359,15 @@ def standalone_airflow(
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
         }
     )
-    proc = start_standalone(env, root / log_name, truncate=True)  # as the demo starts it
+    users = None
+    if fab_users is None:
+        proc = start_standalone(env, root / log_name, truncate=True)  # as the demo starts it
+    else:
+        env["AIRFLOW__CORE__AUTH_MANAGER"] = FAB_AUTH_MANAGER
+        users = create_fab_users(env, (("admin", "Admin"), *fab_users))
+        proc = start_fab_airflow(env, root / log_name)
     try:
-        client = logged_in(f"http://localhost:{port}", Path(env["AIRFLOW_HOME"]), dag_ids)
+        client = logged_in(f"http://localhost:{port}", Path(env["AIRFLOW_HOME"]), dag_ids, fab_users=users)
         client.process = proc  # for the tests that kill it as a crash would
         yield client
     finally:

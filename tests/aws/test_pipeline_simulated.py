@@ -1,6 +1,7 @@
 """retrain_intent on the aws backend, end to end under a real Airflow scheduler, against moto (an AWS simulator).
 
-Real here: Airflow 3.3 (``airflow standalone``) parsing the DAG with ``RETRAIN_BACKEND=aws``; the
+Real here: Airflow 3.3 (``airflow standalone``) parsing the DAG with ``RETRAIN_BACKEND=aws``, under FAB, MWAA's
+auth manager, so that the approver is matched by numeric user id as on MWAA (``fab_users``); the
 Amazon provider's GlueJobOperator, SageMakerTrainingOperator and SageMakerProcessingOperator,
 deferred to the triggerer while jobs run, as on MWAA; every request built at run time and checked
 against botocore's service model before it is sent; the job scripts (validation, the Spark ETL,
@@ -98,7 +99,9 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
     }
     bridge.startup_s = JOB_STARTUP_S  # deferred tasks under a scheduler: see MotoLocalJobBridge
     try:
-        with standalone_airflow(env, root, ("retrain_intent",), "aws-standalone.log") as client:
+        with standalone_airflow(
+            env, root, ("retrain_intent",), "aws-standalone.log", fab_users=fab_users(config)
+        ) as client:
             started = time.monotonic()
             client.set_paused("retrain_intent", False)
             run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
@@ -108,6 +111,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
                 log.read_text()[-3000:] + dumps(bridge.jobs[first_job:]) + run_report(client, "retrain_intent", run_id)
             )
             approval_at = time.monotonic()
+            asked = client.hitl_detail("retrain_intent", run_id, "await_approval")
             user_factory(client)("alice").respond(
                 "retrain_intent", run_id, "await_approval", "Approve", {"reason": "aws e2e: first model"}
             )
@@ -142,9 +146,22 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
                 "root": root,
                 "project": project,
                 "seconds": {"to_approval": approval_at - started, "total": finished - started},
+                "approval": {
+                    "asked": asked,
+                    "answered": client.hitl_detail("retrain_intent", run_id, "await_approval"),
+                },
             }
     finally:
         bridge.startup_s = 0.0
+
+
+def fab_users(config) -> tuple[tuple[str, str], ...]:
+    """The FAB users of the e2e Airflow after ``admin`` (id 1), in creation order: FAB numbers users as they are made,
+    so Viewers fill the ids below the one the shipped config gives its approver (``approval.fab_user_ids``, a
+    placeholder like the account id, here met rather than edited), then the approver, with MWAA's User role."""
+    (approver,) = config.approval.assigned_users
+    fillers = int(config.approval.fab_user_ids[approver]) - 2
+    return (*((f"viewer{i}", "Viewer") for i in range(2, 2 + fillers)), (approver, "User"))
 
 
 def _why(stack) -> str:
@@ -184,6 +201,16 @@ def test_outputs_are_where_sagemaker_and_glue_put_them(aws_stack):
     job = next(j["name"] for j in aws_stack["jobs"] if j["kind"] == "training")
     assert store.exists(f"{key}/train_model/try-1/model/{job}/output/model.tar.gz")  # <S3OutputPath>/<job name>/output/
     assert not aws_stack["project"].store_root.exists(), "the aws backend wrote to the local store"
+
+
+def test_the_approver_is_matched_by_fab_user_id_as_on_mwaa(aws_stack):
+    """Under FAB, HITL compares user ids: the request names the approver by the shipped config's FAB id, and the
+    answer that released the run came from that id."""
+    approval, config = aws_stack["approval"], aws_stack["config"]
+    fab_id = config.approval.fab_user_ids["alice"]
+    assert [(u["id"], u["name"]) for u in approval["asked"]["assigned_users"]] == [(fab_id, "alice")]
+    assert approval["answered"]["responded_by_user"] == {"id": fab_id, "name": "alice"}
+    assert approval["answered"]["chosen_options"] == ["Approve"]
 
 
 def test_promotion_approves_the_package_and_appends_the_s3_ledger(aws_stack):
