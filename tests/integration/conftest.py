@@ -1,9 +1,9 @@
 """A real Airflow (``airflow standalone``: scheduler, API server, DAG processor, triggerer)
 over tiny data, for the integration tier. Nothing here is mocked.
 
-Tiny models share the data: ``intent`` (the shipped policy), ``intent_strict``, whose gate
-floor no model can reach, so its runs show a gate rejection, and ``intent_backfill`` (the
-same unreachable floor, three weekly partitions) for backfills, and ``intent_race`` (like
+Tiny models share the data: ``intent`` (the shipped policy), ``intent_backfill``, whose gate
+floor no model can reach, so its runs show a gate rejection (two past weekly partitions and the latest, for a
+backfill), and ``intent_race`` (like
 ``intent``) for two overlapping runs, and ``intent_timeout``, whose approval times out after 18 s. Their DAG files are
 generated into the stack's own DAGs folder by the project's ``dags sync``, as a user adding
 a model would; ``broken.yaml`` is a config with a bad field, which must show up as an
@@ -37,8 +37,10 @@ from airflowstack import (
 from retrain.config import load_config
 from retrain.intervals import latest_complete_interval
 
-MODELS = ("intent", "intent_strict", "intent_backfill", "intent_race", "intent_timeout")
-UNREACHABLE_FLOOR = ("intent_strict", "intent_backfill")
+MODELS = ("intent", "intent_backfill", "intent_race", "intent_timeout")
+UNREACHABLE_FLOOR = ("intent_backfill",)
+BACKFILL_WEEKS = (2, 1)
+"""The weeks back from the latest that intent_backfill's backfill asks for; the latest week joins it, so three runs."""
 OTHER_MODELS = ("embedding_adapter", "reranker", "sentiment")
 """Shipped models as shipped but for tiny data, a smaller gate sample and fewer epochs: two of the other task types, and
 sentiment, a text_classification model like intent with a cadence of its own (weekly from Tuesday) and an escalation
@@ -114,10 +116,10 @@ def tiny_sentiment_data(root: Path, per_label: int = 60, golden_per_label: int =
     return {"rows": first(PROJECT_ROOT / "data" / "sentiment" / "train.csv", per_label), "golden": golden}
 
 
-STARTED_WITH_THE_STACK = ("intent", "intent_strict", "intent_timeout", "intent_race", *OTHER_MODELS)
+STARTED_WITH_THE_STACK = ("intent", "intent_timeout", "intent_race", *OTHER_MODELS)
 """DAGs unpaused as soon as the stack is up: the scheduler starts their runs of the latest complete interval side by
 side
-(different DAGs; each DAG's job tasks still run one at a time), beside the race's backfill and the three-week backfill.
+(different DAGs; each DAG's job tasks still run one at a time), beside the race's backfill and the two-week backfill.
 The tests then drive and check those runs: intent's chain first (CHAIN_FIRST), its tasks queued ahead of the others'
 (CHAIN_PRIORITY), while the other runs' jobs use the time its tasks spend waiting on the scheduler, the triggerer and
 the approvals; the tests that only check those runs come last."""
@@ -160,7 +162,7 @@ def pytest_collection_modifyitems(items):
 def start_runs(client, env: dict[str, str], interval: tuple[datetime, datetime]) -> dict[str, object]:
     """Start every run the tests wait for, at once: unpause STARTED_WITH_THE_STACK, back-fill intent_race's previous
     week
-    (two overlapping runs, for the race), and back-fill three past weeks of intent_backfill through the documented
+    (two overlapping runs, for the race), and back-fill two past weeks of intent_backfill through the documented
     ``bin/retrain backfill`` (the API server; it unpauses the DAG, allowing 10 runs at once, a backfill's own default,
     and the latest week, due, joins the backfill).
     Returns the CLI's completed process, which its test checks."""
@@ -181,7 +183,7 @@ def start_runs(client, env: dict[str, str], interval: tuple[datetime, datetime])
             "--api-url",
             client.base_url,
             "--from",
-            str((start - timedelta(weeks=3)).date()),
+            str((start - timedelta(weeks=max(BACKFILL_WEEKS))).date()),
             "--to",
             str((start - timedelta(weeks=1)).date()),
             "--max-active-runs",
@@ -203,9 +205,9 @@ def stack(tmp_path_factory):
     root, store_root = project.root, project.store_root
     for model in MODELS:
         project.add_model(model, unreachable_floor=model in UNREACHABLE_FLOOR)
-    for model in ("intent", "intent_strict", "intent_race", "intent_timeout"):
+    for model in ("intent", "intent_race", "intent_timeout"):
         project.land_two_weeks(model)
-    project.land_past_weeks("intent_backfill")  # one partition per past week, for a three-week backfill
+    project.land_past_weeks("intent_backfill", BACKFILL_WEEKS)  # one partition per past week, for the backfill
     broken = (
         (project.config_dir / "intent.yaml")
         .read_text()
@@ -253,4 +255,5 @@ def stack(tmp_path_factory):
             "write_csv": write_csv,
             "other_models": other,
             "started": started,
+            "backfill_weeks": BACKFILL_WEEKS,
         }

@@ -114,21 +114,20 @@ def test_rollback_by_a_user_who_may_not_roll_back_changes_nothing(stack):
 
 
 def test_gate_rejection_alerts_and_registers_nothing(stack):
-    client, start = stack["client"], stack["interval"][0]
-    client.set_paused("retrain_intent_strict", False)
+    """intent_backfill's floor is out of reach: the run of the latest week (it joins the backfill, last) is rejected at
+    the gate, alerts once, registers nothing and is not retried."""
+    client, start, dag = stack["client"], stack["interval"][0], "retrain_intent_backfill"
     from retrain_tools.airflow_api import wait_until
 
-    run = wait_until(
-        lambda: client.run_for_interval("retrain_intent_strict", start), 120, "the strict model's scheduled run"
-    )
-    states = client.wait_for_run("retrain_intent_strict", run["dag_run_id"])
+    run = wait_until(lambda: client.run_for_interval(dag, start), 120, "the backfill's run of the latest week")
+    states = client.wait_for_run(dag, run["dag_run_id"])
     assert states["evaluate_model"] == "success" and states["gate_on_metrics"] == "failed"
     assert {states[t] for t in ("register_model", "await_approval", "promote_model")} == {"upstream_failed"}
     gate = json.loads(
         (
             stack["store_root"]
             / "runs"
-            / "intent_strict"
+            / "intent_backfill"
             / run_key(run["dag_run_id"])
             / "gate_on_metrics"
             / "try-1"
@@ -137,13 +136,10 @@ def test_gate_rejection_alerts_and_registers_nothing(stack):
     )
     assert gate["decision"] == "reject" and "floor.macro_f1" in gate["failed"]
     alerts = [
-        json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_strict.jsonl").read_text().splitlines()
+        json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_backfill.jsonl").read_text().splitlines()
     ]
-    assert [a["run_id"] for a in alerts] == [run["dag_run_id"]] and alerts[0]["task_id"] == "gate_on_metrics"
-    assert stack["registry_status"]("intent_strict")["versions"] == []
-    ti = next(
-        t
-        for t in client.task_instances("retrain_intent_strict", run["dag_run_id"])
-        if t["task_id"] == "gate_on_metrics"
-    )
+    this_run = [a for a in alerts if a["run_id"] == run["dag_run_id"]]
+    assert [a["task_id"] for a in this_run] == ["gate_on_metrics"]
+    assert stack["registry_status"]("intent_backfill")["versions"] == []
+    ti = next(t for t in client.task_instances(dag, run["dag_run_id"]) if t["task_id"] == "gate_on_metrics")
     assert ti["try_number"] == 1  # a rejection is not retried
