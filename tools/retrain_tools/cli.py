@@ -15,6 +15,7 @@
     bin/retrain backfill intent --from 2026-10-05 --to 2026-10-19   # through the API server (works on SQLite)
     bin/retrain deploy build              # the MWAA bundle in dist/mwaa/ (checked: configs, DAG parse, pip resolve)
     bin/retrain deploy image              # build and push the job image (needs Docker); --tag prints its tag
+    bin/retrain deploy stack [--parameter K=V ...]  # create/update the CloudFormation stack, print its outputs
     bin/retrain deploy push --bucket B --environment E [--dry-run]   # upload with versions, UpdateEnvironment, wait
 
 Every command that acts on one model takes it as its first argument or as ``--model``.
@@ -358,6 +359,33 @@ def cmd_deploy_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_stack(args: argparse.Namespace) -> int:
+    from retrain_tools.deploy import stack
+
+    try:
+        overrides = stack.parse_overrides(args.parameter)
+        cfn, s3, sts = stack.clients(args.region)
+        region = cfn.meta.region_name
+        found = stack.deploy(
+            cfn,
+            s3,
+            args.name,
+            overrides,
+            region=region,
+            account=sts.get_caller_identity()["Account"],
+            template_bucket=args.template_bucket,
+            poll_s=args.poll_seconds,
+            timeout_s=args.timeout_minutes * 60,
+            dry_run=args.dry_run,
+        )
+    except stack.StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if found:
+        print("\n".join(stack.next_steps(found)))
+    return 0
+
+
 def cmd_deploy_push(args: argparse.Namespace) -> int:
     from retrain_tools.deploy import push
 
@@ -530,6 +558,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(PROJECT_ROOT / "dist"), help="where images.json goes (default: %(default)s)")
     p.add_argument("--config-dir", default=None, help="model configs naming the image (default: config/models/)")
     p.set_defaults(func=cmd_deploy_image)
+    p = deploy.add_parser(
+        "stack", help="create or update the CloudFormation stack (buckets, roles, VPC, MWAA environment), print outputs"
+    )
+    p.add_argument("--name", default="retrain", help="stack name (default: %(default)s)")
+    p.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a template parameter (docs/aws.md lists them); repeat; on update, the others keep their values",
+    )
+    p.add_argument(
+        "--template-bucket",
+        default=None,
+        help="bucket for the template (over CloudFormation's 51,200-byte inline limit); "
+        "default <EnvironmentName>-cfn-<account>-<region>, created when absent",
+    )
+    p.add_argument("--dry-run", action="store_true", help="check the parameters, print the plan, send nothing")
+    p.add_argument(
+        "--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"), help="AWS region"
+    )
+    p.add_argument(
+        "--poll-seconds", type=float, default=30.0, help="seconds between status polls (default: %(default)s)"
+    )
+    p.add_argument(
+        "--timeout-minutes", type=float, default=120.0, help="give up waiting after this (default: %(default)s)"
+    )
+    p.set_defaults(func=cmd_deploy_stack)
     p = deploy.add_parser("push", help="upload the bundle with object versions, UpdateEnvironment, wait for AVAILABLE")
     p.add_argument("--bucket", required=True, help="the environment's source bucket (versioning enabled)")
     p.add_argument("--environment", required=True, help="MWAA environment name")
