@@ -31,7 +31,6 @@ from retrain_tools import aws_docs
 from retrain_tools.deploy import stack
 
 REGION = "us-east-1"
-ACCOUNT = "123456789012"  # moto's default account
 SIMULATOR_GAPS = ("MlflowTrackingServerArn", "MwaaEnvironmentName", "MwaaWebserverUrl")
 
 
@@ -73,14 +72,15 @@ def test_deploy_stack_creates_then_updates_the_stack_on_the_simulator(clients, s
     environment = f"rt{uuid.uuid4().hex[:8]}"
     name = f"retrain-{environment}"
     log: list[str] = []
-    common = {"region": REGION, "account": ACCOUNT, "template_path": simulated_template, "poll_s": 1, "log": log.append}
+    account = sts.get_caller_identity()["Account"]  # as the CLI asks; the session's credentials choose it
+    common = {"region": REGION, "account": account, "template_path": simulated_template, "poll_s": 1, "log": log.append}
 
     found = stack.deploy(cfn, s3, name, _all_parameters(environment), timeout_s=120, **common)
 
     assert stack.describe_stack(cfn, name)["StackStatus"] == "CREATE_COMPLETE"
-    assert found["JobRoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/{environment}-jobs"
-    assert found["DatasetBucketName"] == f"{environment}-datasets-{ACCOUNT}"
-    assert found["MwaaSourceBucketName"] == f"airflow-{environment}-{ACCOUNT}"
+    assert found["JobRoleArn"] == f"arn:aws:iam::{account}:role/{environment}-jobs"
+    assert found["DatasetBucketName"] == f"{environment}-datasets-{account}"
+    assert found["MwaaSourceBucketName"] == f"airflow-{environment}-{account}"
     assert found["SubnetIds"] == "subnet-0a1b2c3d4e5f60718,subnet-0f1e2d3c4b5a69788"
     # What moto created is what the template says: the buckets, the trust conditions, the policy attached.
     # (moto's CloudFormation ignores a bucket's VersioningConfiguration, so versioning is not checked here.)
@@ -90,11 +90,11 @@ def test_deploy_stack_creates_then_updates_the_stack_on_the_simulator(clients, s
 
     iam = boto3.client("iam", region_name=REGION)
     trust = iam.get_role(RoleName=f"{environment}-jobs")["Role"]["AssumeRolePolicyDocument"]
-    assert all(s["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT for s in trust["Statement"])
+    assert all(s["Condition"]["StringEquals"]["aws:SourceAccount"] == account for s in trust["Statement"])
     attached = iam.list_attached_role_policies(RoleName=f"{environment}-mwaa-execution")["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == [found["MwaaPolicyArn"]]
     # The template went to a private, versioned bucket under its digest, and the stack was created from it.
-    template_bucket = stack.template_bucket_name(environment, ACCOUNT, REGION)
+    template_bucket = stack.template_bucket_name(environment, account, REGION)
     assert s3.get_bucket_versioning(Bucket=template_bucket)["Status"] == "Enabled"
     assert all(s3.get_public_access_block(Bucket=template_bucket)["PublicAccessBlockConfiguration"].values())
     (staged,) = s3.list_objects_v2(Bucket=template_bucket)["Contents"]
@@ -124,10 +124,11 @@ def test_deploy_stack_creates_then_updates_the_stack_on_the_simulator(clients, s
     ],
 )
 def test_deploy_stack_refuses_bad_parameters_before_sending_anything(clients, override, complaint):
-    cfn, s3, _ = clients
+    cfn, s3, sts = clients
     name = f"retrain-refused-{uuid.uuid4().hex[:8]}"
+    account = sts.get_caller_identity()["Account"]
     with pytest.raises(stack.StackError, match=complaint):
-        stack.deploy(cfn, s3, name, stack.parse_overrides([override]), region=REGION, account=ACCOUNT, log=print)
+        stack.deploy(cfn, s3, name, stack.parse_overrides([override]), region=REGION, account=account, log=print)
     assert stack.describe_stack(cfn, name) is None
 
 
