@@ -417,6 +417,22 @@ def add_model(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.set_defaults(model_required=required)
 
 
+def _aws_wait_options(p: argparse.ArgumentParser, timeout_minutes: float) -> None:
+    """--region, --poll-seconds and --timeout-minutes of a deploy command that waits on AWS."""
+    p.add_argument(
+        "--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"), help="AWS region"
+    )
+    p.add_argument(
+        "--poll-seconds", type=float, default=30.0, help="seconds between status polls (default: %(default)s)"
+    )
+    p.add_argument(
+        "--timeout-minutes",
+        type=float,
+        default=timeout_minutes,
+        help="give up waiting after this (default: %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -576,30 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
         "default <EnvironmentName>-cfn-<account>-<region>, created when absent",
     )
     p.add_argument("--dry-run", action="store_true", help="check the parameters, print the plan, send nothing")
-    p.add_argument(
-        "--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"), help="AWS region"
-    )
-    p.add_argument(
-        "--poll-seconds", type=float, default=30.0, help="seconds between status polls (default: %(default)s)"
-    )
-    p.add_argument(
-        "--timeout-minutes", type=float, default=120.0, help="give up waiting after this (default: %(default)s)"
-    )
+    _aws_wait_options(p, timeout_minutes=120.0)
     p.set_defaults(func=cmd_deploy_stack)
     p = deploy.add_parser("push", help="upload the bundle with object versions, UpdateEnvironment, wait for AVAILABLE")
     p.add_argument("--bucket", required=True, help="the environment's source bucket (versioning enabled)")
     p.add_argument("--environment", required=True, help="MWAA environment name")
     p.add_argument("--dry-run", action="store_true", help="print the plan; upload and change nothing")
     p.add_argument("--bundle", default=str(PROJECT_ROOT / "dist" / "mwaa"), help="built bundle (default: %(default)s)")
-    p.add_argument(
-        "--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"), help="AWS region"
-    )
-    p.add_argument(
-        "--poll-seconds", type=float, default=30.0, help="seconds between status polls (default: %(default)s)"
-    )
-    p.add_argument(
-        "--timeout-minutes", type=float, default=60.0, help="give up waiting after this (default: %(default)s)"
-    )
+    _aws_wait_options(p, timeout_minutes=60.0)
     p.set_defaults(func=cmd_deploy_push)
     return parser
 
