@@ -3,7 +3,9 @@
 Markers. Every test carries its tier's marker, named after its directory under tests/ (``dags``, ``unit``,
 ``jobs``, ``integration``, ``celery``, ``aws``, ``mwaa``), and ``scheduler`` when it needs a running Airflow
 (it uses one of the fixtures in ``STARTS_AIRFLOW``: the integration tier's ``airflow standalone``, the Celery
-deployment, the aws end-to-end run's ``airflow standalone``). ``pytest_collection_modifyitems`` adds them;
+deployment, the aws end-to-end run's ``airflow standalone``), or carries ``pytest.mark.scheduler`` itself when it
+starts an Airflow of its own (tests/integration/test_kill_local.py; tests/unit/test_markers.py checks that every
+place that starts one is either). ``pytest_collection_modifyitems`` adds them;
 pyproject.toml registers them. ``make test-fast`` is ``-m "not scheduler"``.
 
 Skips. The summary lists each tier's skips with their reasons. Under ``CI=true`` a skipped test fails the

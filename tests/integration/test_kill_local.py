@@ -18,7 +18,7 @@ import pytest
 from airflowstack import TinyProject, standalone_airflow, tiny_config
 from retrain_tools.airflow_api import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.scheduler]  # it starts an Airflow of its own
 
 MODEL = "intent_kill"
 
