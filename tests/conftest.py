@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tiers import STARTS_AIRFLOW  # tests/ is on pytest's pythonpath
+
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="retrain-tests-"))
 os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
 os.environ["RETRAIN_HOME"] = str(_SESSION_DIR / "store")
@@ -51,18 +53,6 @@ def store(tmp_path):
 
 TESTS_DIR = Path(__file__).resolve().parent
 TIERS = ("dags", "unit", "jobs", "integration", "celery", "aws", "mwaa")
-STARTS_AIRFLOW = frozenset(
-    {
-        ("integration/conftest.py", "stack"),
-        ("celery/conftest.py", "deployment"),
-        ("aws/test_pipeline_simulated.py", "aws_stack"),
-    }
-)
-"""Fixtures that start a real Airflow, by the file under tests/ that defines them and their name (a name alone is not
-enough: tests/aws/test_infrastructure.py's ``stack`` is a CloudFormation template): the integration tier's ``stack``
-(``airflow standalone``), the Celery tier's ``deployment`` (scheduler, API server, Celery workers) and the aws
-end-to-end run's ``aws_stack`` (``airflow standalone`` on the aws backend). A test that uses one, directly or
-through another fixture, is ``scheduler``."""
 SKIP_ALLOWED_IN_CI = ("no GPU", "needs a GPU", "needs a CUDA GPU")
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import STARTS_AIRFLOW, TESTS_DIR  # tests/ is on pytest's pythonpath
+from tiers import STARTS_AIRFLOW  # tests/ is on pytest's pythonpath
 
 STARTERS = {"standalone_airflow", "start_standalone", "start_fab_airflow", "CeleryStack"}
 """What starts an Airflow (tests/airflowstack.py, retrain_tools.standalone, scripts/celery_stack.py)."""
 DEFINES_STARTERS = {"airflowstack.py"}
+TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 def _calls_a_starter(function: ast.AST) -> bool:
