@@ -1,8 +1,11 @@
-"""The shape every ``retrain_<model>`` DAG has, as the tests expect it: the design's ten tasks, in order.
+"""The shape every ``retrain_<model>`` DAG has, as the tests expect it: the design's tasks, in order.
 
 Written down here, apart from the factory, so a change to the factory's chain fails the tests instead of
 changing what they expect.
 """
+
+DEPLOYMENT_STAGE = ["deploy_shadow", "observe_shadow", "start_canary", "observe_canary"]
+"""Between approval and promotion on the local backend: the model server's endpoint, shadow then canary."""
 
 TASKS = [
     "snapshot_raw",
@@ -14,5 +17,11 @@ TASKS = [
     "gate_on_metrics",
     "register_model",
     "await_approval",
+    *DEPLOYMENT_STAGE,
     "promote_model",
 ]
+"""The local backend's chain."""
+
+AWS_TASKS = [task for task in TASKS if task not in DEPLOYMENT_STAGE]
+"""The aws backend's chain: its deployment stage (SageMaker endpoint variants, CloudWatch alarms) is not built yet, so
+approval leads straight to promotion there (docs/serving.md says so)."""

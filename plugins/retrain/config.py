@@ -315,6 +315,50 @@ class SampleDataConfig(_Strict):
         return PROJECT_ROOT / getattr(self, which)
 
 
+class ShadowPolicy(_Strict):
+    """The shadow window: the challenger gets a copy of live requests; its answers are compared, never returned."""
+
+    min_requests: int = Field(50, ge=1, description="Compared requests the window needs before it can pass.")
+    max_minutes: float = Field(60, gt=0, description="How long the window may wait for them.")
+    min_agreement: float = Field(
+        0.8, ge=0, le=1, description="Lowest mean agreement with the champion (label, top-k ids or JSON fields)."
+    )
+    max_error_rate: float = Field(0.05, ge=0, le=1, description="Ceiling of the shadow's failed or timed-out share.")
+    p99_ms_max: float | None = Field(
+        None, gt=0, description="Ceiling of the shadow's p99 latency (ms); default: gate.latency_p99_ms_max."
+    )
+
+
+class CanaryPolicy(_Strict):
+    """The canary window: the challenger answers ``percent`` of live traffic; a breach rolls it back."""
+
+    percent: float = Field(5, gt=0, lt=100, description="Share of requests the canary answers (percent).")
+    min_requests: int = Field(100, ge=1, description="Canary requests the window needs before it can pass.")
+    window_minutes: float = Field(60, gt=0, description="How long the canary is observed.")
+    max_error_rate: float = Field(0.05, ge=0, le=1, description="Error rate above which it is rolled back.")
+    p99_ms_max: float | None = Field(
+        None, gt=0, description="p99 latency (ms) above which it is rolled back; default: gate.latency_p99_ms_max."
+    )
+
+
+class InjectedFaults(_Strict):
+    error_rate: float = Field(0.0, ge=0, le=1, description="Share of the variant's requests answered 500.")
+    latency_ms: float = Field(0.0, ge=0, le=60_000, description="Delay added to each of its requests.")
+
+
+class DeploymentConfig(_Strict):
+    """After approval: shadow, then canary, then 100%, on the model server's endpoint (``bin/retrain serve``)."""
+
+    shadow: ShadowPolicy = Field(default_factory=ShadowPolicy)
+    canary: CanaryPolicy = Field(default_factory=CanaryPolicy)
+    poll_seconds: float = Field(15, gt=0, le=600, description="How often a window reads the server's counters.")
+    test_faults: dict[Literal["shadow", "canary"], InjectedFaults] = Field(
+        default_factory=dict,
+        description="Tests and drills only: failures injected into the challenger's variant, so that an automatic "
+        "rollback can be watched. Absent in production configs.",
+    )
+
+
 class ApprovalConfig(_Strict):
     """Who may approve a challenger and how long they have."""
 
@@ -399,6 +443,9 @@ class ModelConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GatePolicy = Field(default_factory=GatePolicy)
     approval: ApprovalConfig
+    deployment: DeploymentConfig = Field(
+        default_factory=DeploymentConfig, description="The staged rollout after approval (shadow, canary, 100%)."
+    )
     sample_data: SampleDataConfig | None = Field(
         None, description="Sample data for `seed` and the demo; absent in production configs."
     )
@@ -462,7 +509,9 @@ class ModelConfig(_Strict):
         """sha256 of the canonical config: recorded as lineage on every run and model version."""
         # Optional fields added later are left out while unset, so configs that do not use them keep the digests they
         # had.
-        exclude: dict[str, set[str]] = {}
+        exclude: dict[str, Any] = {}
+        if self.deployment == DeploymentConfig():  # the deployment section came later still, as a whole
+            exclude["deployment"] = True
         for section, name, unset in _LATER_FIELDS:
             if getattr(getattr(self, section), name) == unset:
                 exclude.setdefault(section, set()).add(name)

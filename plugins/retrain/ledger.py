@@ -31,7 +31,13 @@ from typing import Any
 from retrain.store import Store, WriteOnceError, canonical_json
 
 GENESIS = "0" * 64
-ACTIONS = ("promote", "rollback")
+CHAMPION_ACTIONS = ("promote", "rollback")
+"""Entries that change the champion: ``to_version`` is the new champion."""
+STAGE_ACTIONS = ("shadow", "canary", "auto_rollback", "inconclusive")
+"""Deployment stages of a challenger (``to_version``) while the champion (``from_version``) keeps the alias: it went
+into shadow, into canary, was rolled back automatically, or its window could not decide. They carry the observed
+``figures``."""
+ACTIONS = CHAMPION_ACTIONS + STAGE_ACTIONS
 OBJECT_NAME = re.compile(r"^(?P<seq>\d{8})\.json$")
 
 
@@ -185,15 +191,27 @@ def verify(store: Store, model: str) -> list[dict[str, Any]]:
     return _verify_rows(_chain(store, model).load())
 
 
+def champion_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries that changed the champion (promotions and rollbacks), oldest first."""
+    return [e for e in entries if e["action"] in CHAMPION_ACTIONS]
+
+
+def serving_champion(entries: list[dict[str, Any]]) -> int | None:
+    """The champion version by the ledger: the newest promotion's or rollback's ``to_version``, or None."""
+    changes = champion_entries(entries)
+    return changes[-1]["to_version"] if changes else None
+
+
 def current_champion(store: Store, model: str) -> dict[str, Any] | None:
-    """The newest ledger entry (a promotion or a rollback) names the serving champion, or None."""
-    entries = read_entries(store, model)
-    return entries[-1] if entries else None
+    """The newest entry that changed the champion (a promotion or a rollback) names the serving champion, or None."""
+    changes = champion_entries(read_entries(store, model))
+    return changes[-1] if changes else None
 
 
 def previous_champion(entries: list[dict[str, Any]]) -> int | None:
     """The champion that served before the current one: the default rollback target."""
-    return entries[-1]["from_version"] if entries else None
+    changes = champion_entries(entries)
+    return changes[-1]["from_version"] if changes else None
 
 
 def append(
@@ -209,6 +227,7 @@ def append(
     run_id: str | None = None,
     weights_digest: str | None = None,
     archive_sha256: str | None = None,
+    figures: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Append one entry after verifying the chain; returns the entry written.
@@ -227,7 +246,7 @@ def append(
             "time": (now or datetime.now(UTC)).isoformat(),
             "model": model,
             "action": action,
-            "from_version": entries[-1]["to_version"] if entries else None,
+            "from_version": serving_champion(entries),
             "to_version": int(to_version),
             "actor": actor,
             "reason": reason,
@@ -239,6 +258,8 @@ def append(
         }
         if archive_sha256:
             entry["archive_sha256"] = archive_sha256
+        if figures is not None:  # deployment stages only: older chains hash as before
+            entry["figures"] = figures
         entry["hash"] = entry_hash(entry)
         chain.write(entry)
     return entry

@@ -115,7 +115,7 @@ def promote(
     client = _client()
     mv = client.get_model_version(name, str(version))
     entries = ledger.verify(store, name)  # refuse to build on a tampered ledger
-    serving = entries[-1]["to_version"] if entries else None
+    serving = ledger.serving_champion(entries)
     if serving != gated_champion:
         raise RegistryError(
             f"{name} v{version} was gated against "
@@ -167,13 +167,13 @@ def rollback(store: LocalStore, name: str, task: str, target: int | None, actor:
     if not reason.strip():
         raise RegistryError("a rollback needs a reason")
     entries = ledger.verify(store, name)
-    if not entries:
+    current = ledger.serving_champion(entries)
+    if current is None:
         raise RegistryError(f"{name} has never had a champion; nothing to roll back")
-    current = entries[-1]["to_version"]
     target = ledger.previous_champion(entries) if target is None else int(target)
     if target is None:
         raise RegistryError(f"{name} v{current} is the first champion in the ledger; there is no previous champion")
-    served = {e["to_version"]: e for e in entries}
+    served = {e["to_version"]: e for e in ledger.champion_entries(entries)}
     if target not in served:
         known = ", ".join(f"v{v}" for v in sorted(served))
         raise RegistryError(

@@ -309,3 +309,40 @@ def window(before: Mapping[str, Any], after: Mapping[str, Any], variant: str, ve
         agreement=(b["agreed"] - a["agreed"]) / compared if compared else None,
         shadow_errors=b["shadow_errors"] - a["shadow_errors"],
     )
+
+
+def judge(variant: str, figures: WindowFigures, policy: Mapping[str, Any], elapsed_s: float) -> tuple[str, list[str]]:
+    """Where an observation window stands: ``continue``, ``pass``, ``rollback`` or ``inconclusive``, with the reasons.
+
+    - shadow: once ``min_requests`` copies were answered, it rolls back if its error rate, p99 or agreement with the
+      champion is out of bounds, else passes; after ``max_minutes`` with fewer, it is inconclusive.
+    - canary: once it has ``min_requests`` requests, a breach of the error-rate or p99 ceiling rolls it back at once;
+      at the end of ``window_minutes`` it passes, or is inconclusive with fewer than ``min_requests``.
+    """
+    enough = figures.requests >= policy["min_requests"]
+    breaches = []
+    if enough:
+        if figures.error_rate is not None and figures.error_rate > policy["max_error_rate"]:
+            breaches.append(
+                f"error rate {figures.error_rate:.1%} > {policy['max_error_rate']:.1%} "
+                f"({figures.errors} of {figures.requests} requests)"
+            )
+        ceiling = policy.get("p99_ms_max")
+        if ceiling is not None and figures.p99_ms is not None and figures.p99_ms > ceiling:
+            breaches.append(f"p99 latency {figures.p99_ms:.1f} ms > {ceiling:g} ms")
+        if variant == "shadow" and (figures.agreement is None or figures.agreement < policy["min_agreement"]):
+            agreement = "none compared" if figures.agreement is None else f"{figures.agreement:.3f}"
+            breaches.append(f"agreement with the champion {agreement} < {policy['min_agreement']:g}")
+    if breaches:
+        return "rollback", breaches
+    limit_s = 60 * (policy["max_minutes"] if variant == "shadow" else policy["window_minutes"])
+    if variant == "shadow" and enough:
+        return "pass", [f"{figures.requests} copies answered, every criterion within bounds"]
+    if elapsed_s < limit_s:
+        return "continue", []
+    if not enough:
+        return "inconclusive", [
+            f"only {figures.requests} of the {policy['min_requests']} requests needed arrived in {limit_s / 60:g} min: "
+            f"too few to judge (minimum detectable error rate ~{3 / max(1, figures.requests):.0%})"
+        ]
+    return "pass", [f"{figures.requests} requests over {limit_s / 60:g} min, every criterion within bounds"]

@@ -396,7 +396,7 @@ class PromoteModelPackageOperator(ModelOperator):
         reason = (approval.get("params_input") or {}).get("reason") or f"approved in {ctx.dag_id} run {ctx.run_id}"
         store = get_store()
         entries = ledger.verify(store, config.name)
-        serving = entries[-1]["to_version"] if entries else None
+        serving = ledger.serving_champion(entries)
         if serving != gated.get("champion_version"):
             raise AirflowFailException(
                 f"{config.name} v{registered['version']} was gated against champion {gated.get('champion_version')}, "
@@ -454,11 +454,11 @@ class AwsRollbackModelOperator(RollbackModelOperator):
 
         aws, store = require_aws(config), get_store()
         entries = ledger.verify(store, config.name)
-        if not entries:
+        current = ledger.serving_champion(entries)
+        if current is None:
             raise AirflowFailException(f"{config.name} has never had a champion; nothing to roll back")
-        current = entries[-1]["to_version"]
         target = ledger.previous_champion(entries) if target is None else int(target)
-        served = {e["to_version"]: e for e in entries}
+        served = {e["to_version"]: e for e in ledger.champion_entries(entries)}
         if target is None or target not in served or target == current:
             raise AirflowFailException(
                 f"{config.name}: v{target} cannot be rolled back to (champions in the ledger: "

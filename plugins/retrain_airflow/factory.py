@@ -37,7 +37,8 @@ Gate: **{{ ti.xcom_pull(task_ids='gate_on_metrics')['decision'] }}**
 
 Report: `{{ ti.xcom_pull(task_ids='gate_on_metrics')['report_path'] }}`
 
-Approve to make this version the champion; Reject (or no answer before the timeout) clears `challenger` and
+Approve to start its staged rollout on the endpoint (local backend: shadow, then canary, then 100%, rolled back
+automatically on a breach) and make it the champion; Reject (or no answer before the timeout) clears `challenger` and
 leaves the champion serving.
 """
 
@@ -57,7 +58,9 @@ DOC = """
 7. `gate_on_metrics` applies the gate policy and writes `gate.json`; a rejection fails here, alerts, and is not retried.
 8. `register_model` creates an MLflow model version with lineage tags and evidence, alias `challenger`.
 9. `await_approval` waits for one of {approvers} (timeout {timeout}h counts as a rejection).
-10. `promote_model` moves alias `champion` and appends the hash-chained ledger.
+10. Local backend: `deploy_shadow` → `observe_shadow` → `start_canary` → `observe_canary` on the model server's
+    endpoint (windows in the config's `deployment` section); a breach rolls back to the champion automatically.
+11. `promote_model` moves alias `champion`, appends the hash-chained ledger and serves the version at 100%.
 
 Roll back with `rollback_{name}`.
 
@@ -239,9 +242,49 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
                 )
             },
         )
-        promote = job_task(config, "promote_model")
-        chain(snapshot, validate, build, check_drift, train, evaluate, gate, register, approval, promote)
+        stages = deployment_stages(config) if backend == "local" else []
+        promote = _local_promote(config) if backend == "local" else job_task(config, "promote_model")
+        chain(snapshot, validate, build, check_drift, train, evaluate, gate, register, approval, *stages, promote)
     return dag
+
+
+def deployment_stages(config: ModelConfig) -> list:
+    """deploy_shadow -> observe_shadow -> start_canary -> observe_canary (retrain_airflow.deployment), local backend:
+    the model server's endpoint. The aws backend's SageMaker endpoint stage is not built yet (docs/serving.md)."""
+    from retrain_airflow.deployment import DeployShadowOperator, ObserveOperator, StartCanaryOperator
+
+    shadow, canary = config.deployment.shadow, config.deployment.canary
+    return [
+        DeployShadowOperator(task_id="deploy_shadow", model_name=config.name),
+        ObserveOperator(
+            task_id="observe_shadow",
+            model_name=config.name,
+            variant="shadow",
+            upstream="deploy_shadow",
+            doc_md=f"Until {shadow.min_requests} copies were compared, at most {shadow.max_minutes:g} min.",
+        ),
+        StartCanaryOperator(task_id="start_canary", model_name=config.name),
+        ObserveOperator(
+            task_id="observe_canary",
+            model_name=config.name,
+            variant="canary",
+            upstream="start_canary",
+            doc_md=f"{canary.percent:g}% of traffic for {canary.window_minutes:g} min; at least {canary.min_requests} "
+            "requests.",
+        ),
+    ]
+
+
+def _local_promote(config: ModelConfig):
+    from retrain_airflow.deployment import PromoteModelOperator
+
+    return PromoteModelOperator(
+        task_id="promote_model",
+        model_name=config.name,
+        job="promote_model",
+        upstream_results=UPSTREAM_RESULTS["promote_model"],
+        **_job_task_args(config),
+    )
 
 
 def build_rollback_dag(config: ModelConfig, backend: str | None = None) -> DAG:

@@ -33,7 +33,7 @@ import pytest
 
 from airflowstack import TinyProject, run_report, standalone_airflow, user_factory  # tests/ is on pythonpath
 from basemodels import upload_staged_base_models  # tests/ is on pytest's pythonpath
-from dagshape import TASKS  # tests/ is on pytest's pythonpath
+from dagshape import AWS_TASKS  # tests/ is on pytest's pythonpath
 from moto_job_bridge import dumps, stage_code_bundle, stage_glue_wheels
 from retrain import ledger
 from retrain.config import load_config
@@ -169,7 +169,7 @@ def _why(stack) -> str:
 
 
 def test_every_task_succeeds_on_the_aws_backend(aws_stack):
-    assert aws_stack["states"] == {task: "success" for task in TASKS}, _why(aws_stack)
+    assert aws_stack["states"] == {task: "success" for task in AWS_TASKS}, _why(aws_stack)
 
 
 def test_each_job_ran_through_the_bridge_once_and_succeeded(aws_stack):

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from dagshape import DEPLOYMENT_STAGE  # tests/ is on pytest's pythonpath
 from retrain.config import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -98,9 +99,16 @@ def test_dags_have_identical_shape_params_retries_and_schedules(both):
     for dag_id in local:
         for field in ("schedule", "timetable", "start_date", "catchup", "max_active_runs", "params", "native"):
             assert local[dag_id][field] == aws[dag_id][field], (dag_id, field)
-        assert sorted(local[dag_id]["tasks"]) == sorted(aws[dag_id]["tasks"]), dag_id
+        # The one difference, written down in tests/dagshape.py: the aws backend has no deployment stage yet.
+        stage = set(DEPLOYMENT_STAGE) if dag_id.startswith("retrain_") else set()
+        assert sorted(set(local[dag_id]["tasks"]) - stage) == sorted(aws[dag_id]["tasks"]), dag_id
         for task_id, task in local[dag_id]["tasks"].items():
+            if task_id in stage:
+                continue
             other = aws[dag_id]["tasks"][task_id]
+            if task_id == "promote_model" and stage:  # after observe_canary locally, after await_approval on aws
+                assert (task["upstream"], other["upstream"]) == (["observe_canary"], ["await_approval"])
+                task = {**task, "upstream": other["upstream"]}
             # execution_timeout differs for the tasks that wait on an AWS job (test_polling_outlives_each_job)
             waits_on_aws = other["max_attempts"] is not None
             for field in (
