@@ -9,7 +9,7 @@ MODEL      ?= intent
 WORKERS    ?= 3
 XDIST      := -n $(WORKERS) --dist loadscope --no-loadscope-reorder
 
-.PHONY: setup redis demo test test-fast lint ui seed bench clean-state
+.PHONY: setup redis demo test test-fast lint serve ui seed bench clean-state
 
 setup: .venv-airflow/.installed .venv-jobs/.installed  ## build both virtual environments
 
@@ -43,6 +43,9 @@ test-fast: setup  ## everything that needs no running Airflow (no scheduler: int
 
 lint: .venv-airflow/.installed  ## ruff over the whole tree (rules and line length in pyproject.toml)
 	.venv-airflow/bin/ruff check .
+
+serve: setup  ## the local model server in the background: every model's endpoint (bin/retrain serve --stop stops it)
+	$(ENV) bin/retrain serve
 
 ui: setup  ## Airflow UI on :8080 and MLflow UI on :5000 over the demo's state
 	$(ENV) (umask 077; MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv-jobs/bin/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port 5000 & airflow standalone)

@@ -14,7 +14,14 @@ two seeded intervals:
 1. the earlier interval, triggered with its data interval: no champion yet, so only the
    absolute gate applies; approved and promoted to champion;
 2. the latest interval, created by the scheduler itself: it faces run 1's model as
-   champion under the full gate, paired significance included; approved and promoted.
+   champion under the full gate, paired significance included; approved, then deployed in
+   stages on the model server's endpoint (shadow, canary, 100%) while the demo replays
+   the model's raw partitions against it, and promoted.
+
+The model server (``bin/retrain serve``) starts first and stays up afterwards: the promoted
+version answers on ``/endpoints/<model>/invocations``. The demo's deployment windows are
+short (``DEMO_DEPLOYMENT``): it runs the model's config with that section replaced, from
+``$RETRAIN_HOME/demo-config/`` (``RETRAIN_CONFIG_DIR``); everything else is the shipped config.
 
 Approvals go through Airflow's REST ``hitlDetails`` endpoint as the model's first assigned
 approver (``alice`` for intent). Running it again retrains both intervals as new, forced
@@ -29,6 +36,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,10 +49,41 @@ from retrain.paths import PROJECT_ROOT, job_python
 from retrain.runner import stop_process_group
 from retrain.store import LocalStore, WriteOnceError
 from retrain.tasks import headline_metrics
+from retrain_tools import serving
 from retrain_tools.airflow_api import AirflowClient, configured_api_url, wait_until
 from retrain_tools.dagfiles import sync as sync_dag_files
 from retrain_tools.seed import SeedError, describe, seed
+from retrain_tools.serving import traffic
 from retrain_tools.standalone import standalone_environment, start_standalone
+
+DEMO_DEPLOYMENT = {
+    "shadow": {"min_requests": 30, "max_minutes": 5},
+    "canary": {"percent": 20, "min_requests": 20, "window_minutes": 1},
+    "poll_seconds": 5,
+}
+"""The demo's windows: minutes, not the hour of a production canary. Traffic: TRAFFIC_RPS requests a second."""
+TRAFFIC_RPS = 10
+
+
+def demo_config_dir(root: Path) -> Path:
+    """Every shipped config, with ``deployment`` replaced by DEMO_DEPLOYMENT (merged over the config's own), under
+    ``root/demo-config``; returns that directory."""
+    import yaml
+
+    from retrain.paths import config_dir
+
+    out = root / "demo-config"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(config_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        own = data.get("deployment") or {}
+        merged = {**own, **DEMO_DEPLOYMENT}
+        for section in ("shadow", "canary"):
+            merged[section] = {**own.get(section, {}), **DEMO_DEPLOYMENT[section]}
+        data["deployment"] = merged
+        header = f"# {path.name} as shipped, but for its deployment windows (scripts/demo.py, DEMO_DEPLOYMENT)\n"
+        (out / path.name).write_text(header + yaml.safe_dump(data, sort_keys=False))
+    return out
 
 
 def with_user(users: str, name: str) -> str:
@@ -109,6 +148,26 @@ class Demo:
     ) -> None:
         self.client, self.dag_id, self.started, self.manual, self.port = client, dag_id, started, manual, port
         self.approver = approver
+        self.traffic: threading.Thread | None = None
+        self.stop_traffic = threading.Event()
+        self.traffic_summary: dict = {}
+
+    def start_traffic(self, model: str) -> None:
+        """Replay the model's raw partitions against its endpoint, in the background, until stop_traffic."""
+
+        def run() -> None:
+            self.traffic_summary = traffic(model, TRAFFIC_RPS, 24 * 3600, stop_event=self.stop_traffic)
+
+        self.traffic = threading.Thread(target=run, daemon=True)
+        self.traffic.start()
+        self.say(f"traffic: {TRAFFIC_RPS} requests/s from the raw partitions (bin/retrain traffic) during the windows")
+
+    def end_traffic(self) -> None:
+        if self.traffic:
+            self.stop_traffic.set()
+            self.traffic.join()
+            s = self.traffic_summary
+            self.say(f"traffic: {s['sent']} requests, status {s['status']}, answered by {s['versions']}")
 
     def say(self, text: str) -> None:
         print(f"  [{time.monotonic() - self.started:6.1f}s] {text}")
@@ -124,6 +183,8 @@ class Demo:
                 if seen.get(ti["task_id"]) != state and state != "none":
                     seen[ti["task_id"]] = state
                     self.say(f"{ti['task_id']:<16} {state}")
+                if ti["task_id"] == "deploy_shadow" and state in ("running", "success") and self.traffic is None:
+                    self.start_traffic(self.dag_id.removeprefix("retrain_"))
                 if ti["task_id"] == "await_approval" and state == "awaiting_input" and not answered:
                     answered = (
                         self.approve(run_id)
@@ -132,6 +193,7 @@ class Demo:
                     )
             state = self.client.dag_run(self.dag_id, run_id)["state"]
             if state in ("success", "failed"):
+                self.end_traffic()
                 return state
             time.sleep(2)
         raise TimeoutError(f"{self.dag_id} run {run_id} did not finish within {timeout:.0f}s")
@@ -174,6 +236,24 @@ def registry_status(model: str) -> dict:
     return json.loads(out.stdout)
 
 
+def serving_check(model: str) -> str:
+    """Ask the endpoint once, and print what serves it and which version answered."""
+    try:
+        client = serving.running()
+        if client is None:
+            print("\nmodel server: not running (bin/retrain serve)")
+            return ""
+        print("\n" + serving.describe(client))
+        instance = serving.requests_for(model)[0]
+        code, headers, body = client.invoke(model, [instance])
+        version = {k.lower(): v for k, v in headers.items()}.get("x-retrain-version")
+        print(f"  POST {client.url}/endpoints/{model}/invocations -> {code}, answered by v{version}: {body}")
+        return version or ""
+    except Exception as exc:  # noqa: BLE001 - the summary reports, it does not fail the demo
+        print(f"\nmodel server: {exc}")
+        return ""
+
+
 def outcome(model: str, run_id: str, state: str) -> tuple[str, bool]:
     """How a run ended, and whether the demo counts it as working: a run the gate rejected failed in
     Airflow (gate_on_metrics fails, nothing is registered) but did what the pipeline is for."""
@@ -187,7 +267,7 @@ def outcome(model: str, run_id: str, state: str) -> tuple[str, bool]:
     return f"{state}: see the task logs in the Airflow UI", False
 
 
-def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
+def summary(model: str, runs: list[tuple[str, str]], wall: float) -> tuple[int | None, str]:
     """What a person wants to see afterwards, read from the runs' artifacts, MLflow and the ledger."""
     store = LocalStore()
     print(f"\n=== retrain_{model}: summary ===")
@@ -249,6 +329,7 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
             f"  #{e['seq']} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}  ({e['reason']})  hash "
             f"{e['hash'][:12]}…"
         )
+    answered = serving_check(model)
     print(f"\nwall time: {wall:.0f}s")
     print(f"mlflow:     {os.environ['MLFLOW_TRACKING_URI']}  (make ui, then http://localhost:5000)")
     print(
@@ -256,6 +337,7 @@ def summary(model: str, runs: list[tuple[str, str]], wall: float) -> None:
         ".airflow/simple_auth_manager_passwords.json.generated)"
     )
     print(f"roll back:  bin/retrain rollback {model} --reason '…'   (or trigger rollback_{model} in the UI)")
+    return info["champion"], answered
 
 
 def main() -> int:
@@ -278,6 +360,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     store = LocalStore()
+    os.environ["RETRAIN_CONFIG_DIR"] = str(demo_config_dir(store.root))  # Airflow and the server inherit it
     try:
         config = load_model(args.model)
         seeded = seed(store, config)
@@ -294,6 +377,8 @@ def main() -> int:
     args.port = args.port or configured
     if args.port != configured:
         print(f"Airflow's API server port is now {args.port}: [api] port and base_url in {remember_port(args.port)}")
+    server = serving.start()
+    print(f"model server at {server.url} (bin/retrain serve; it stays up: bin/retrain serve --stop)")
     proc = start_airflow(args.port, approver)
     try:
         client = AirflowClient(f"http://localhost:{args.port}", Path(os.environ["AIRFLOW_HOME"]))
@@ -335,12 +420,18 @@ def main() -> int:
             client.trigger(config.dag_id, second_id, second[0], second[1], {"force": True})
             print(f"\nrun 2: {second_id} (forced re-run of {second[0]:%Y-%m-%d} .. {second[1]:%Y-%m-%d})")
         runs.append((second_id, demo.follow(second_id, args.timeout)))
-        summary(config.name, runs, time.monotonic() - started)
+        champion, answered = summary(config.name, runs, time.monotonic() - started)
         if args.keep_running:
             print("\nAirflow keeps running (Ctrl-C to stop).")
             proc.wait()
         outcomes = [outcome(config.name, run_id, state) for run_id, state in runs]
-        print("\n" + "; ".join(f"run {i}: {text}" for i, (text, _) in enumerate(outcomes, 1)))
+        outcomes.append(
+            (f"the endpoint answers with v{answered}, the champion", True)
+            if champion is not None and answered == str(champion)
+            else (f"the endpoint answered with {answered or 'nothing'}, not the champion v{champion}", False)
+        )
+        said = [f"run {i}: {text}" for i, (text, _) in enumerate(outcomes[:-1], 1)]
+        print("\n" + "; ".join([*said, outcomes[-1][0]]))
         return 0 if all(ok for _, ok in outcomes) else 1
     finally:
         if proc.poll() is None:

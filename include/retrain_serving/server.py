@@ -329,21 +329,23 @@ class Server:
 
     def restore(self) -> None:
         """Serve what each endpoint served before this process started; a model with a champion but no endpoint yet
-        starts serving its champion. A version that no longer loads leaves that endpoint out, with the reason."""
+        starts serving its champion, and so does one whose champion alias moved while no server ran. A version that no
+        longer loads leaves that endpoint out, with the reason."""
         from retrain.config import config_paths, load_model
 
         saved = {p.stem: p for p in (serving.serving_dir(self.root) / "endpoints").glob("*.json")}
         for path in config_paths():
             name = path.stem
             try:
-                if name in saved:
-                    spec = EndpointSpec.from_json(name, json.loads(saved[name].read_text()))
-                else:
-                    load_model(name)
-                    champion = self.registry.champion(name)
-                    if champion is None:
-                        continue
+                load_model(name)
+                champion = self.registry.champion(name)
+                spec = EndpointSpec.from_json(name, json.loads(saved[name].read_text())) if name in saved else None
+                if champion is not None and (spec is None or spec.primary != champion):
+                    # The registry's champion is what the primary serves: an alias moved (a promotion, a rollback)
+                    # while this server was down wins over the endpoint it had saved.
                     spec = EndpointSpec(model=name, primary=champion)
+                if spec is None:
+                    continue
                 self._install(spec, self._load_all(spec))
                 log.info("serving %s: %s", name, spec.versions())
             except Exception as exc:  # noqa: BLE001 - one endpoint's problem must not keep the others down

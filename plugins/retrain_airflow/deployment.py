@@ -275,11 +275,7 @@ class PromoteModelOperator(LocalJobOperator):
     champion at 100%."""
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from retrain.serving import EndpointSpec, ServingClient
+        from retrain_airflow.operators import route_all_traffic
 
         result = super().execute(context)
-        stage = context["ti"].xcom_pull(task_ids="observe_canary") or {}
-        client = ServingClient(stage.get("url"))
-        client.set_endpoint(EndpointSpec(self.model_name, primary=int(result["champion"])))
-        self.log.info("%s: v%s serves 100%% of the endpoint", self.model_name, result["champion"])
-        return {**result, "serving": client.endpoint(self.model_name)}
+        return {**result, "serving": route_all_traffic(self.model_name, int(result["champion"]), self.log)}

@@ -288,6 +288,22 @@ class RollbackModelOperator(ModelOperator):
         from retrain.runner import local_job
         from retrain.store import get_store
 
-        return run_local_job(
+        result = run_local_job(
             local_job(rollback_model_spec(config, ctx, target, actor, reason), get_store()), self.log, ctx
         )
+        return {**result, "serving": route_all_traffic(config.name, int(result["champion"]), self.log)}
+
+
+def route_all_traffic(model: str, version: int, task_log: Any) -> dict[str, Any] | None:
+    """Serve ``version`` at 100% of the model server's endpoint (no canary, no shadow). When no server runs, says so:
+    the alias has moved, and a server serves the champion when it starts."""
+    from retrain.serving import EndpointSpec, ServerUnavailable, ServingClient
+
+    try:
+        client = ServingClient()
+        client.set_endpoint(EndpointSpec(model, primary=version))
+    except ServerUnavailable as exc:
+        task_log.warning("%s; v%s serves when the model server starts", exc, version)
+        return None
+    task_log.info("%s: v%s serves 100%% of the endpoint", model, version)
+    return client.endpoint(model)

@@ -6,6 +6,8 @@
     bin/retrain reject intent --run-id RUN_ID --as alice --reason "latency regression"
     bin/retrain rollback intent --reason "complaints after release" [--to-version 2] [--as admin]
     bin/retrain ledger verify intent
+    bin/retrain serve [--status | --stop]  # the local model server: every model's endpoint (stays up across runs)
+    bin/retrain traffic intent --rps 5 --seconds 60   # replay raw partitions (unlabelled) against the endpoint
     bin/retrain seed --model intent       # land the model's sample data (config: sample_data)
     bin/retrain golden pin intent         # write the verified golden hash into the config
     bin/retrain dags sync                 # one thin DAG file per model config (dags/retrain_<model>.py)
@@ -38,6 +40,8 @@ from pathlib import Path
 from retrain import ledger
 from retrain.config import config_paths
 from retrain.paths import PROJECT_ROOT, config_dir
+from retrain.serving import DEFAULT_PORT as DEFAULT_SERVE_PORT
+from retrain.serving import ServingError
 from retrain.store import get_store
 from retrain.user_input import REASON_MAX_CHARS, reason_problem
 from retrain_tools.airflow_api import AirflowClient, AirflowNotRunning, ApiError, configured_api_url
@@ -433,6 +437,12 @@ def _aws_wait_options(p: argparse.ArgumentParser, timeout_minutes: float) -> Non
     )
 
 
+def _serving():
+    from retrain_tools import serving
+
+    return serving
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -487,6 +497,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-wait", action="store_true", help="return once triggered")
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("serve", help="start the local model server in the background (every model's endpoint)")
+    p.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT, help="port on 127.0.0.1 (default: %(default)s)")
+    p.add_argument("--stop", action="store_true", help="stop the running server")
+    p.add_argument("--status", action="store_true", help="what each endpoint serves")
+    p.set_defaults(func=lambda args: _serving().main_serve(args))
+
+    p = sub.add_parser("traffic", help="replay a model's raw partitions (unlabelled) against its endpoint")
+    add_model(p)
+    p.add_argument("--rps", type=float, default=5.0, help="requests per second (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=60.0, help="for how long (default: %(default)s)")
+    p.set_defaults(func=lambda args: _serving().main_traffic(args))
 
     ledger_parser = sub.add_parser("ledger", help="the hash-chained promotion ledger")
     ledger_parser.add_argument(
@@ -615,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{args.command}: a model is required (MODEL or --model NAME)")
     try:
         return args.func(args)
-    except AirflowNotRunning as exc:
+    except (AirflowNotRunning, ServingError) as exc:
         print(exc, file=sys.stderr)
         return 1
 
