@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from retrain import ledger
 from retrain.config import ConfigError, load_model
 from retrain.intervals import latest_complete_interval
 from retrain.jobs import latest_try, run_key
@@ -168,6 +169,8 @@ class Demo:
             self.traffic.join()
             s = self.traffic_summary
             self.say(f"traffic: {s['sent']} requests, status {s['status']}, answered by {s['versions']}")
+            self.traffic = None
+            self.stop_traffic = threading.Event()
 
     def say(self, text: str) -> None:
         print(f"  [{time.monotonic() - self.started:6.1f}s] {text}")
@@ -183,7 +186,7 @@ class Demo:
                 if seen.get(ti["task_id"]) != state and state != "none":
                     seen[ti["task_id"]] = state
                     self.say(f"{ti['task_id']:<16} {state}")
-                if ti["task_id"] == "deploy_shadow" and state in ("running", "success") and self.traffic is None:
+                if ti["task_id"] == "observe_shadow" and state == "deferred" and self.traffic is None:
                     self.start_traffic(self.dag_id.removeprefix("retrain_"))
                 if ti["task_id"] == "await_approval" and state == "awaiting_input" and not answered:
                     answered = (
@@ -259,6 +262,11 @@ def outcome(model: str, run_id: str, state: str) -> tuple[str, bool]:
     Airflow (gate_on_metrics fails, nothing is registered) but did what the pipeline is for."""
     if state == "success":
         return "promoted", True
+    stages = [e for e in ledger.read_entries(LocalStore(), model) if e.get("run_id") == run_id]
+    if stages and stages[-1]["action"] == "auto_rollback":  # the stage did its job: the champion serves
+        return f"approved, then rolled back automatically: {stages[-1]['reason']}", True
+    if stages and stages[-1]["action"] == "inconclusive":
+        return f"approved, but its deployment was inconclusive: {stages[-1]['reason']}", False
     path = output(LocalStore().path(f"runs/{model}/{run_key(run_id)}"), "gate_on_metrics", "gate.json")
     gate = json.loads(path.read_text()) if path else None
     if gate and gate["decision"] == "reject":

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from retrain.intervals import latest_complete_week
 from retrain.paths import job_python
@@ -46,6 +47,16 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
         writer.writerows(rows)
 
 
+TINY_DEPLOYMENT = """
+deployment:  # tests/airflowstack.py: windows of seconds, for the tiers that run the deployment stage
+  shadow: {min_requests: 10, max_minutes: 3, min_agreement: 0.5}
+  canary: {percent: 50, min_requests: 10, window_minutes: 0.25}
+  poll_seconds: 2
+"""
+FAULTY_CANARY = "  test_faults: {canary: {error_rate: 1.0}}\n"
+"""``<name>_faulty`` models: every canary request fails, so the canary is rolled back automatically."""
+
+
 def tiny_config(
     config_dir: Path,
     labels_file: Path,
@@ -55,7 +66,8 @@ def tiny_config(
 ) -> Path:
     """The shipped intent config as ``<name>.yaml``, shrunk for tiny data; ``unreachable_floor`` sets a macro F1 floor
     no model reaches; ``intent_timeout`` gets an approval that times out after 18 s; ``extra`` holds more (old, new)
-    edits."""
+    edits. Every one gets TINY_DEPLOYMENT's windows, and a name ending in ``_faulty`` a canary whose requests all fail
+    (FAULTY_CANARY)."""
     text = (PROJECT_ROOT / "config" / "models" / "intent.yaml").read_text()
     replacements = [
         ("name: intent", f"name: {name}"),
@@ -89,6 +101,7 @@ def tiny_config(
     for old, new in [*replacements, *extra]:
         assert old in text, old
         text = text.replace(old, new)
+    text += TINY_DEPLOYMENT + (FAULTY_CANARY if name.endswith("_faulty") else "")
     path = config_dir / f"{name}.yaml"
     path.write_text(text)
     return path
@@ -375,3 +388,42 @@ def standalone_airflow(
         yield client
     finally:
         stop_process_group(proc)
+
+
+@contextmanager
+def model_server(env: dict[str, str]) -> Iterator[Any]:
+    """The project's model server (``bin/retrain serve``) over the stack's store and configs, on a free port; stopped
+    afterwards."""
+    from retrain_tools import serving as serving_tools
+
+    root = Path(env["RETRAIN_HOME"])
+    client = serving_tools.start(port=free_port(), root=root, env=env)
+    try:
+        yield client
+    finally:
+        serving_tools.stop(root)
+
+
+@contextmanager
+def traffic_during(env: dict[str, str], model: str, rps: float = 10) -> Iterator[dict]:
+    """``bin/retrain traffic`` against ``model``'s endpoint in a thread while the block runs; the dict it yields gets
+    the traffic's summary (requests by status and by answering version) when the block ends."""
+    import threading
+
+    from retrain.serving import ServingClient
+    from retrain_tools.serving import traffic
+
+    root, summary, stop = Path(env["RETRAIN_HOME"]), {}, threading.Event()
+    client = ServingClient(root=root)
+    thread = threading.Thread(
+        target=lambda: summary.update(
+            traffic(model, rps, 3600, client, root, stop, config_dir=Path(env["RETRAIN_CONFIG_DIR"]))
+        ),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        yield summary
+    finally:
+        stop.set()
+        thread.join(timeout=60)

@@ -312,6 +312,14 @@ class InjectedFault(RuntimeError):
     pass
 
 
+class VariantFailed(RuntimeError):
+    """A variant's prediction failed; carries which version it was, for the response's headers."""
+
+    def __init__(self, cause: Exception, loaded: Loaded, variant: str) -> None:
+        super().__init__(str(cause))
+        self.cause, self.loaded, self.variant = cause, loaded, variant
+
+
 class Server:
     def __init__(self, root: Path, registry: Registry, shadow_timeout: float, seed: int | None = None) -> None:
         self.root, self.registry, self.shadow_timeout = root, registry, shadow_timeout
@@ -393,6 +401,8 @@ class Server:
         try:
             answer = await self._predict(model, variant, chosen, instances)
             error = False
+        except Exception as exc:
+            raise VariantFailed(exc, chosen, variant) from exc
         finally:
             with self.stats.lock:
                 self.stats.slot(model, variant, chosen.version).observe(time.perf_counter() - started, error)
@@ -507,11 +517,13 @@ async def invocations(request):
         return _error(exc.status, str(exc))
     try:
         answer, chosen, variant = await server.invoke(model, instances)
-    except InjectedFault as exc:
-        return _error(500, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a model that fails answers 500 with its reason, counted as an error
-        log.exception("%s failed", model)
-        return _error(500, f"{model} failed: {type(exc).__name__}: {exc}")
+    except VariantFailed as failed:  # a model that fails answers 500 with its reason, counted as its error
+        if not isinstance(failed.cause, InjectedFault):
+            log.error("%s v%s failed: %r", model, failed.loaded.version, failed.cause)
+        response = _error(500, f"{model} v{failed.loaded.version} failed: {failed.cause}")
+        response.headers[serving.VERSION_HEADER] = str(failed.loaded.version)
+        response.headers[serving.VARIANT_HEADER] = failed.variant
+        return response
     headers = {serving.VERSION_HEADER: str(chosen.version), serving.VARIANT_HEADER: variant}
     return JSONResponse({"predictions": answer, "version": chosen.version, "variant": variant}, headers=headers)
 

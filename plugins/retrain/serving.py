@@ -341,8 +341,14 @@ def judge(variant: str, figures: WindowFigures, policy: Mapping[str, Any], elaps
     if elapsed_s < limit_s:
         return "continue", []
     if not enough:
+        seen = (
+            "no request arrived"
+            if not figures.requests
+            else f"at {figures.requests} requests an error rate up to {min(1.0, 3 / figures.requests):.0%} can go "
+            "unseen (95%, the rule of three)"
+        )
         return "inconclusive", [
             f"only {figures.requests} of the {policy['min_requests']} requests needed arrived in {limit_s / 60:g} min: "
-            f"too few to judge (minimum detectable error rate ~{3 / max(1, figures.requests):.0%})"
+            f"too few to judge ({seen})"
         ]
     return "pass", [f"{figures.requests} requests over {limit_s / 60:g} min, every criterion within bounds"]

@@ -99,19 +99,29 @@ class ServingWindowTrigger(BaseTrigger):
 def _stage(context: Any, model: str) -> dict[str, Any]:
     """What the deployment knows at run time: the challenger (registered, trained), the approver, the champion that
     serves by the ledger, the server's URL."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from retrain import ledger
     from retrain.serving import server_url
     from retrain.store import get_store
 
     ti = context["ti"]
     registered, trained = ti.xcom_pull(task_ids="register_model"), ti.xcom_pull(task_ids="train_model")
-    approval = ti.xcom_pull(task_ids="await_approval") or {}
+    approval, gated = ti.xcom_pull(task_ids="await_approval") or {}, ti.xcom_pull(task_ids="gate_on_metrics") or {}
+    champion, version = ledger.serving_champion(ledger.verify(get_store(), model)), int(registered["version"])
+    if champion != gated.get("champion_version"):  # the check promote_model makes, before any traffic moves
+        was = gated.get("champion_version")
+        raise AirflowFailException(
+            f"{model} v{version} was gated against {'no champion' if was is None else f'champion v{was}'}, but the "
+            f"champion is now v{champion}: its gate never saw the serving champion; no traffic was moved. Clear "
+            f"evaluate_model (and downstream) to re-evaluate against v{champion}."
+        )
     return {
-        "challenger": int(registered["version"]),
+        "challenger": version,
         "model_dir": trained["model_dir"],
         "weights_digest": trained.get("weights_digest"),
         "approver": (approval.get("responded_by_user") or {}).get("id") or AUTOMATIC,
-        "champion": ledger.serving_champion(ledger.verify(get_store(), model)),
+        "champion": champion,
         "url": server_url(),
         "run_id": context["dag_run"].run_id,
     }

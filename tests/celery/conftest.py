@@ -4,23 +4,25 @@
 tracking store in a database of its own), Redis as the broker, and a scheduler, a DAG processor,
 an API server, a triggerer and two Celery workers, each a process of its own, in a working directory
 that is not the project's. The tiny project (tiny Banking77 data, the tiny ``intent`` config) is the
-integration tier's, from ``tests/airflowstack.py``. Nothing here is mocked.
+integration tier's, from ``tests/airflowstack.py``, and the project's model server runs beside it (the second run's
+shadow and canary run on it). Nothing here is mocked.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 
 import pytest
 
-from airflowstack import TinyProject, logged_in, registry_status_reader, user_factory
+from airflowstack import TinyProject, logged_in, model_server, registry_status_reader, user_factory
 from celery_stack import CeleryStack
 
 
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory):
     """The running Celery deployment over a tiny ``intent`` project; stopped (every process) at the end."""
-    project = TinyProject(tmp_path_factory.mktemp("celery"))
+    project, stack_server = TinyProject(tmp_path_factory.mktemp("celery")), ExitStack()
     project.add_model("intent")
     project.land_two_weeks("intent")
     project.sync_dags()
@@ -29,7 +31,9 @@ def deployment(tmp_path_factory):
     stack = CeleryStack(project.root / "deployment", base).start()
     try:
         client = logged_in(stack.api_url, project.airflow_home, ("retrain_intent", "rollback_intent"))
+        server = stack_server.enter_context(model_server(stack.env))  # its registry: MLflow on the Postgres server
         yield {
+            "server": server,
             "stack": stack,
             "project": project,
             "client": client,
@@ -39,4 +43,5 @@ def deployment(tmp_path_factory):
             "env": stack.env,
         }
     finally:
+        stack_server.close()
         stack.stop()

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from airflowstack import traffic_during
 from dagshape import TASKS  # tests/ is on pytest's pythonpath
 from retrain.jobs import latest_try, run_key
 from retrain_tools.airflow_api import ApiError, wait_until
@@ -43,7 +44,8 @@ def promoted(deployment):
     while_waiting = deployment["registry_status"]()
     first = approve(deployment, first_id, "celery: first model")
     second_id = wait_until(lambda: client.run_for_interval(DAG, start), 120, "the scheduled run")["dag_run_id"]
-    second = approve(deployment, second_id, "celery: second model")
+    with traffic_during(deployment["env"], "intent"):  # the second run's shadow and canary need requests
+        second = approve(deployment, second_id, "celery: second model")
     return {
         "ids": (first_id, second_id),
         "states": (first, second),
@@ -82,6 +84,8 @@ def test_both_promotions_are_in_mlflow_on_postgres_and_in_the_ledger(promoted, d
     assert (status["champion"], status["challenger"], status["ledger_verified"]) == (2, None, True)
     assert [(e["action"], e["from_version"], e["to_version"], e["actor"]) for e in status["ledger"]] == [
         ("promote", None, 1, "alice"),
+        ("shadow", 1, 2, "alice"),
+        ("canary", 1, 2, "alice"),
         ("promote", 1, 2, "alice"),
     ]
     assert [v["airflow_run_id"] for v in status["versions"]] == list(promoted["ids"])
@@ -122,6 +126,7 @@ def test_rollback_restores_the_previous_champion(promoted, deployment):
         1,
         "admin",
     )
+    assert deployment["server"].endpoint("intent")["primary"] == 1  # the rollback moved the traffic as well
 
 
 class mlflow_db:

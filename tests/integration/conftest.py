@@ -1,7 +1,10 @@
 """A real Airflow (``airflow standalone``: scheduler, API server, DAG processor, triggerer)
 over tiny data, for the integration tier. Nothing here is mocked.
 
-Tiny models share the data: ``intent`` (the shipped policy), ``intent_backfill``, whose gate
+The project's model server runs beside it (``model_server``): every promotion moves its traffic, and the deployment
+stage (shadow, canary) runs on it. Tiny models share the data: ``intent`` (the shipped policy), ``intent_faulty``
+(like ``intent``, but every canary request fails: its second run is rolled back automatically), ``intent_backfill``,
+whose gate
 floor no model can reach, so its runs show a gate rejection (two past weekly partitions and the latest, for a
 backfill), and ``intent_race`` (like
 ``intent``) for two overlapping runs, and ``intent_timeout``, whose approval times out after 18 s. Their DAG files are
@@ -27,6 +30,7 @@ import pytest
 from airflowstack import (
     PROJECT_ROOT,
     TinyProject,
+    model_server,
     registry_status_reader,
     standalone_airflow,
     tiny_retrieval_data,
@@ -37,7 +41,7 @@ from airflowstack import (
 from retrain.config import load_config
 from retrain.intervals import latest_complete_interval
 
-MODELS = ("intent", "intent_backfill", "intent_race", "intent_timeout")
+MODELS = ("intent", "intent_backfill", "intent_race", "intent_timeout", "intent_faulty")
 UNREACHABLE_FLOOR = ("intent_backfill",)
 BACKFILL_WEEKS = (2, 1)
 """The weeks back from the latest that intent_backfill's backfill asks for; the latest week joins it, so three runs."""
@@ -116,7 +120,7 @@ def tiny_sentiment_data(root: Path, per_label: int = 60, golden_per_label: int =
     return {"rows": first(PROJECT_ROOT / "data" / "sentiment" / "train.csv", per_label), "golden": golden}
 
 
-STARTED_WITH_THE_STACK = ("intent", "intent_timeout", "intent_race", *OTHER_MODELS)
+STARTED_WITH_THE_STACK = ("intent", "intent_timeout", "intent_race", "intent_faulty", *OTHER_MODELS)
 """DAGs unpaused as soon as the stack is up: the scheduler starts their runs of the latest complete interval side by
 side
 (different DAGs; each DAG's job tasks still run one at a time), beside the race's backfill and the two-week backfill.
@@ -205,7 +209,7 @@ def stack(tmp_path_factory):
     root, store_root = project.root, project.store_root
     for model in MODELS:
         project.add_model(model, unreachable_floor=model in UNREACHABLE_FLOOR)
-    for model in ("intent", "intent_race", "intent_timeout"):
+    for model in ("intent", "intent_race", "intent_timeout", "intent_faulty"):
         project.land_two_weeks(model)
     project.land_past_weeks("intent_backfill", BACKFILL_WEEKS)  # one partition per past week, for the backfill
     broken = (
@@ -239,7 +243,8 @@ def stack(tmp_path_factory):
     project.publish_golden(env, MODELS + OTHER_MODELS, goldens)
     registry_status = registry_status_reader(env)
     registry_status("intent")  # creates MLflow's tables now, before several models' jobs at once could each try to
-    with standalone_airflow(env, root, tuple(f"retrain_{model}" for model in MODELS + OTHER_MODELS)) as client:
+    dag_ids = tuple(f"retrain_{model}" for model in MODELS + OTHER_MODELS)
+    with model_server(env) as server, standalone_airflow(env, root, dag_ids) as client:
         started = start_runs(client, env, project.interval)
         yield {
             "client": client,
@@ -256,4 +261,5 @@ def stack(tmp_path_factory):
             "other_models": other,
             "started": started,
             "backfill_weeks": BACKFILL_WEEKS,
+            "server": server,
         }

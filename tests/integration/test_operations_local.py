@@ -81,7 +81,7 @@ def test_a_backfill_runs_alone_in_order_and_never_trains_twice_at_once(stack):
 def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(stack):
     """The race: a backfill run and the scheduler's run overlap (a backfill has its own max_active_runs),
     both are gated with no champion and both approved. The first is promoted; the second's gate never saw
-    that champion, so promote_model refuses and the champion stays."""
+    that champion, so its deployment is refused before any traffic moves, and the champion stays."""
     client = stack["client"]
     dag = "retrain_intent_race"
 
@@ -102,13 +102,14 @@ def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(s
     assert client.wait_for_run(dag, first)["promote_model"] == "success"
     alice.respond(dag, second, "await_approval", "Approve", {"reason": "race: second"})
     states = client.wait_for_run(dag, second)
-    assert states["promote_model"] == "failed"
+    # Refused before any traffic moves: the deployment stage's first task makes promote_model's check.
+    assert (states["deploy_shadow"], states["promote_model"]) == ("failed", "upstream_failed")
     status = stack["registry_status"]("intent_race")
     assert len(status["ledger"]) == 1 and status["champion"] == status["ledger"][0]["to_version"]
     alerts = [
         json.loads(line) for line in (stack["store_root"] / "alerts" / "intent_race.jsonl").read_text().splitlines()
     ]
-    reason = next(a for a in alerts if a["run_id"] == second and a["task_id"] == "promote_model")["reason"]
+    reason = next(a for a in alerts if a["run_id"] == second and a["task_id"] == "deploy_shadow")["reason"]
     assert "was gated against no champion, but the champion is now" in reason and "Clear evaluate_model" in reason
 
 

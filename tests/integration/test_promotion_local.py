@@ -7,7 +7,10 @@ import time
 
 import pytest
 
+from airflowstack import traffic_during
+from dagshape import DEPLOYMENT_STAGE  # tests/ is on pytest's pythonpath
 from retrain.jobs import run_key
+from retrain.serving import ServingClient
 
 pytestmark = pytest.mark.integration
 DAG = "retrain_intent"
@@ -57,9 +60,15 @@ def test_second_promotion_then_rollback_restores_the_previous_champion(stack):
     assert {"delta.macro_f1", "significance.macro_f1", "significance.mcnemar", "per_class.regression"} <= {
         c["name"] for c in gate["criteria"]
     }
-    stack["as_user"]("alice").respond(DAG, "approve_check", "await_approval", "Approve")
-    assert stack["client"].wait_for_run(DAG, "approve_check")["promote_model"] == "success"
+    # Approved: shadow, then canary, on the model server while traffic replays the raw partitions, then 100%.
+    with traffic_during(stack["env"], "intent") as sent:
+        stack["as_user"]("alice").respond(DAG, "approve_check", "await_approval", "Approve")
+        states = stack["client"].wait_for_run(DAG, "approve_check")
+    assert all(states[t] == "success" for t in (*DEPLOYMENT_STAGE, "promote_model")), states
     assert stack["registry_status"]()["champion"] == 3
+    assert sent["status"] == {200: sent["sent"]} and {"v1", "v3"} <= set(sent["versions"]), sent
+    server = ServingClient(root=stack["store_root"])
+    assert (server.endpoint("intent")["primary"], server.endpoint("intent")["canary"]) == (3, None)
 
     started = time.monotonic()
     run = stack["client"].trigger_manual(
@@ -74,9 +83,14 @@ def test_second_promotion_then_rollback_restores_the_previous_champion(stack):
     assert status["champion"] == 1 and status["ledger_verified"] is True
     assert [(e["action"], e["from_version"], e["to_version"], e["actor"]) for e in status["ledger"]] == [
         ("promote", None, 1, "alice"),
+        ("shadow", 1, 3, "alice"),
+        ("canary", 1, 3, "alice"),
         ("promote", 1, 3, "alice"),
         ("rollback", 3, 1, "admin"),
     ]
+    # The rollback moved the traffic too: every answer now comes from v1.
+    assert server.endpoint("intent")["primary"] == 1
+    assert {server.invoke("intent", ["I lost my card"])[1]["X-Retrain-Version"] for _ in range(5)} == {"1"}
 
 
 @pytest.mark.parametrize("target", [2, 42])

@@ -233,8 +233,11 @@ def test_an_injected_canary_fault_is_counted_as_its_error(served):
     spec = EndpointSpec("intent", primary=1, canary=2, canary_weight=0.5, faults={"canary": Faults(error_rate=1.0)})
     client.set_endpoint(spec)
     before = client.stats("intent")
-    codes = {invoke(client, [TEXTS[i % 5]])[0] for i in range(40)}
-    assert codes == {200, 500}
+    answers = [invoke(client, [TEXTS[i % 5]]) for i in range(40)]
+    assert {code for code, _, _ in answers} == {200, 500}
+    for code, headers, body in answers:  # every response names the version that answered, a failure too
+        assert headers["x-retrain-version"] == ("2" if code == 500 else "1")
+        assert code == 200 or "v2 failed: injected fault on the canary" in body["error"]
     window = serving.window(before, client.stats("intent"), "canary", 2)
     assert window.requests > 0 and window.error_rate == 1.0
     assert serving.window(before, client.stats("intent"), "primary", 1).errors == 0

@@ -49,8 +49,11 @@ def running(root: Path | None = None) -> ServingClient | None:
         return None
 
 
-def start(port: int = serving.DEFAULT_PORT, root: Path | None = None, wait_s: float = 300) -> ServingClient:
-    """Start the server in the background (its own session; it outlives this command) and wait until it answers."""
+def start(
+    port: int = serving.DEFAULT_PORT, root: Path | None = None, wait_s: float = 300, env: dict[str, str] | None = None
+) -> ServingClient:
+    """Start the server in the background (its own session; it outlives this command) and wait until it answers.
+    ``env``: the server's environment (default: this process's), its store root set to ``root``."""
     root = root or store_root()
     if client := running(root):
         return client
@@ -58,7 +61,7 @@ def start(port: int = serving.DEFAULT_PORT, root: Path | None = None, wait_s: fl
     address.unlink(missing_ok=True)  # a stale address from a server that died
     log_path = serving.serving_dir(root) / "server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    env = {**os.environ, "RETRAIN_HOME": str(root), "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}"}
+    env = {**(env or os.environ), "RETRAIN_HOME": str(root), "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}"}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [str(job_python()), str(INCLUDE_DIR / "retrain_serving" / "server.py"), "--port", str(port)],
@@ -122,11 +125,11 @@ def describe(client: ServingClient) -> str:
 # --- traffic ----------------------------------------------------------------------------------------------------------
 
 
-def raw_texts(model: str, root: Path | None = None) -> list[str]:
+def raw_texts(model: str, root: Path | None = None, config_dir: Path | None = None) -> list[str]:
     """The texts of every raw partition of ``model`` (their labels dropped), oldest partition first."""
     from retrain.config import load_model
 
-    config = load_model(model)
+    config = load_model(model, config_dir)
     files = sorted((root or store_root()).glob(f"raw/{model}/dt=*/*.csv"))
     texts = []
     for path in files:
@@ -141,12 +144,12 @@ def raw_texts(model: str, root: Path | None = None) -> list[str]:
     return texts
 
 
-def requests_for(model: str, root: Path | None = None, seed: int = 0) -> list:
+def requests_for(model: str, root: Path | None = None, seed: int = 0, config_dir: Path | None = None) -> list:
     """The instances traffic sends, one per request, in a fixed shuffled order."""
     from retrain.config import load_model
 
-    config = load_model(model)
-    texts = raw_texts(model, root)
+    config = load_model(model, config_dir)
+    texts = raw_texts(model, root, config_dir)
     random.Random(seed).shuffle(texts)
     if config.task != "cross_encoder_reranking":
         return texts
@@ -174,11 +177,12 @@ def traffic(
     root: Path | None = None,
     stop_event: threading.Event | None = None,
     threads: int = 4,
+    config_dir: Path | None = None,
 ) -> dict:
     """Send ``rps`` single-instance requests a second for ``seconds`` (or until ``stop_event``); returns the counts by
     status and by answering version, and the client-side latency percentiles."""
     client = client or ServingClient(root=root)
-    instances = requests_for(model, root)
+    instances = requests_for(model, root, config_dir=config_dir)
     stop_event = stop_event or threading.Event()
     statuses, versions, latencies = Counter(), Counter(), []
     lock = threading.Lock()
@@ -188,7 +192,7 @@ def traffic(
         try:
             code, headers, _ = client.invoke(model, [instance])
         except ServerUnavailable:
-            code, headers = 0, {}
+            code, headers = 0, {}  # status 0: nothing answered
         elapsed = time.perf_counter() - started
         version = {k.lower(): v for k, v in headers.items()}.get(serving.VERSION_HEADER.lower())
         with lock:
