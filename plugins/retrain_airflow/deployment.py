@@ -109,8 +109,9 @@ def _stage(context: Any, model: str) -> dict[str, Any]:
     registered, trained = ti.xcom_pull(task_ids="register_model"), ti.xcom_pull(task_ids="train_model")
     approval, gated = ti.xcom_pull(task_ids="await_approval") or {}, ti.xcom_pull(task_ids="gate_on_metrics") or {}
     champion, version = ledger.serving_champion(ledger.verify(get_store(), model)), int(registered["version"])
-    if champion != gated.get("champion_version"):  # the check promote_model makes, before any traffic moves
-        was = gated.get("champion_version")
+    was = gated.get("champion_version")
+    was = None if was in (None, "") else int(was)  # gate.json records it as text
+    if champion != was:  # the check promote_model makes, before any traffic moves
         raise AirflowFailException(
             f"{model} v{version} was gated against {'no champion' if was is None else f'champion v{was}'}, but the "
             f"champion is now v{champion}: its gate never saw the serving champion; no traffic was moved. Clear "

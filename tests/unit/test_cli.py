@@ -119,6 +119,7 @@ def test_runs_list_and_status_find_airflow_on_its_configured_port_and_say_it_is_
     assert main(["status", "intent"]) == 1
     out = capsys.readouterr().out
     assert "model:      intent" in out  # what does not need Airflow is still shown
+    assert "endpoint:   model server not running (bin/retrain serve)\n" in out
     assert f"last runs:  Airflow is not running at http://localhost:{port}; start it with `make ui`\n" in out
     assert "FileNotFoundError" not in out  # an Airflow never started has no passwords file either: not the news
 

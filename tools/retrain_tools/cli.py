@@ -86,6 +86,7 @@ def show_status(args: argparse.Namespace, model: str) -> bool:
             f"  #{e['seq']} {e['time'][:19]} {e['action']:<8} {origin} -> v{e['to_version']} by {e['actor']}: "
             f"{e['reason']}"
         )
+    print(f"endpoint:   {_serving().endpoint_line(args.model)}")
     try:
         runs = client_for(args).dag_runs(f"retrain_{args.model}")[:5]
     except AirflowNotRunning as exc:

@@ -107,9 +107,22 @@ def stop(root: Path | None = None, timeout: float = 30) -> bool:
     return True
 
 
-def describe(client: ServingClient) -> str:
+def endpoint_line(model: str) -> str:
+    """One line for ``bin/retrain status``: what the model's endpoint serves, or why nothing does."""
+    client = running()
+    if client is None:
+        return "model server not running (bin/retrain serve)"
+    spec = client.endpoints().get(model)
+    if spec is None:
+        return f"nothing deployed at {client.url}/endpoints/{model}"
+    if "primary" not in spec:
+        return f"not serving: {spec['problem']}"
+    return describe(client, {model: spec}).splitlines()[1].split(": ", 1)[1] + f" ({client.url})"
+
+
+def describe(client: ServingClient, endpoints: dict | None = None) -> str:
     lines = [f"model server at {client.url}"]
-    for model, spec in sorted(client.endpoints().items()):
+    for model, spec in sorted((client.endpoints() if endpoints is None else endpoints).items()):
         if "problem" in spec and "primary" not in spec:
             lines.append(f"  {model}: not serving ({spec['problem']})")
             continue
