@@ -117,3 +117,24 @@ def test_deployment_stages_are_ledger_entries_that_leave_the_champion_where_it_w
     assert "figures" not in entries[0]  # entries without figures hash as they always did
     with pytest.raises(ledger.LedgerError, match="action must be one of"):
         add("teleport", 3)
+
+
+def test_traffic_replays_raw_texts_without_labels_and_gives_a_reranker_candidates(tmp_path):
+    from retrain_tools.serving import CANDIDATES, requests_for
+
+    for model, header, rows in (
+        ("intent", "text,category", ["I lost my card,lost_or_stolen_card", "top up failed,top_up_failed"]),
+        ("reranker", "query,passage_id", ["how do I top up my account,p0001", "card not arrived,p0002"]),
+    ):
+        partition = tmp_path / "raw" / model / "dt=2026-11-30" / "part-00000.csv"
+        partition.parent.mkdir(parents=True)
+        partition.write_text("\n".join([header, *rows]) + "\n")
+    assert sorted(requests_for("intent", tmp_path)) == ["I lost my card", "top up failed"]  # labels dropped
+    reranking = requests_for("reranker", tmp_path)
+    assert {r["query"] for r in reranking} == {"how do I top up my account", "card not arrived"}
+    for request in reranking:
+        candidates = request["candidates"]
+        assert len(candidates) == CANDIDATES and {"passage_id", "text", "score"} <= set(candidates[0])
+        assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
+    with pytest.raises(ServingError, match="no raw partitions of sentiment"):
+        requests_for("sentiment", tmp_path)
