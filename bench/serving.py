@@ -70,6 +70,7 @@ def train_and_register(root: Path, env: dict[str, str]) -> list[dict]:
     from tinydata import tiny_channels
     from trainspec import train_job, training_spec
 
+    (root / "dataset").mkdir()
     channels = tiny_channels(root / "dataset", 24, 6)
     models = []
     for seed in (7, 8):
@@ -137,9 +138,10 @@ def recovery(client, spec_from, spec_to, target: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=400, help="timed requests per measurement")
-    parser.add_argument("--blocks", type=int, default=4, help="alternating blocks for the shadow's cost")
+    parser.add_argument("--requests", type=int, default=1200, help="timed requests per measurement")
+    parser.add_argument("--blocks", type=int, default=6, help="alternating blocks for the shadow's cost")
     args = parser.parse_args()
+    from retrain import serving
     from retrain.runner import free_port
     from retrain.serving import EndpointSpec
     from retrain_tools import serving as tools
@@ -179,7 +181,8 @@ def main() -> int:
             shadowed += timed_requests(client, args.requests // args.blocks)
         compared = next(s for s in client.stats("intent")["slots"] if s["variant"] == "shadow")
         tools.stop(root / "store")
-        client = tools.start(port=free_port(), root=root / "store", env=env)  # a fresh server: v1 not loaded
+        serving.endpoint_path("intent", root / "store").unlink()  # a fresh server with nothing loaded
+        client = tools.start(port=free_port(), root=root / "store", env=env)
         recovered = recovery(client, EndpointSpec("intent", primary=2), EndpointSpec("intent", primary=1), 1)
     finally:
         tools.stop(root / "store")

@@ -13,10 +13,11 @@ Routes (contract and client: ``retrain.serving``):
   serve a new spec. Every version in it is loaded from the registry and its weights digest checked first; if any
   fails, the endpoint keeps serving what it served and the call answers 409 with the reason.
 
-The shadow runs after the primary has answered: the response never waits for it. At most one shadow prediction runs
-at a time (a request that finds one running sends no copy and counts ``shadow_skipped``), and one that takes longer
-than ``--shadow-timeout`` counts as a shadow error; so the shadow costs the primary at most the CPU of one
-prediction thread beside it, and never its answer.
+The shadow runs after the primary has answered: the response never waits for it. Shadow predictions run in a process
+of their own at the lowest priority (nice 19; no share of the server's GIL), one at a time (a request that finds one
+running sends no copy and counts ``shadow_skipped``); one that takes longer than ``--shadow-timeout`` counts as a
+shadow error; and at most one copy goes out every ``--shadow-interval`` (0.2 s). So the shadow takes the primary's
+cores only when they are idle, for a bounded share of the time, and never its answer.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import sys
 import threading
 import time
 from bisect import bisect_left
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,7 @@ class Loaded:
     task: str
     digest: str
     handle: Any
+    model_dir: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     corpus: tuple[list[str], Any] | None = None
 
@@ -185,7 +188,7 @@ class Registry:
             raise ServingError(f"{model} v{version} failed its weights digest ({exc}); refused") from None
         except OSError as exc:
             raise ServingError(f"{model} v{version}: its model directory cannot be read ({exc}); refused") from None
-        loaded = Loaded(model, version, task, digest, handle)
+        loaded = Loaded(model, version, task, digest, handle, model_dir)
         log.info("loaded %s v%s (%s) in %.1f s", model, version, task, time.perf_counter() - started)
         with self._lock:
             self._cache[(model, version)] = loaded
@@ -321,8 +324,11 @@ class VariantFailed(RuntimeError):
 
 
 class Server:
-    def __init__(self, root: Path, registry: Registry, shadow_timeout: float, seed: int | None = None) -> None:
+    def __init__(
+        self, root: Path, registry: Registry, shadow_timeout: float, seed: int | None = None, shadow_interval: float = 0
+    ) -> None:
         self.root, self.registry, self.shadow_timeout = root, registry, shadow_timeout
+        self.shadow_interval, self.last_copy = shadow_interval, {}
         self.specs: dict[str, EndpointSpec] = {}
         self.loaded: dict[str, dict[str, Loaded]] = {}
         self.problems: dict[str, str] = {}
@@ -332,6 +338,8 @@ class Server:
         self.tasks: set[asyncio.Task] = set()
         self.token = serving.read_token(serving.token_path(root))
         self.admin_lock = asyncio.Lock()
+        self.shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")  # agreement scores, off the loop
+        self.shadow_process = _shadow_process()
 
     # endpoints --------------------------------------------------------------------------------------------------------
 
@@ -390,7 +398,19 @@ class Server:
             await asyncio.sleep(faults.latency_ms / 1000)
         if faults and faults.error_rate and self.rng.random() < faults.error_rate:
             raise InjectedFault(f"injected fault on the {variant} (deployment.test_faults)")
+        if variant == "shadow":  # in the shadow's own low-priority process: no share of this one's GIL or cores
+            return await self._in_shadow_process(loaded, instances)
         return await asyncio.to_thread(loaded.predict, instances)
+
+    async def _in_shadow_process(self, loaded: Loaded, instances: list) -> list:
+        from concurrent.futures.process import BrokenProcessPool
+
+        call = (loaded.task, loaded.model_dir, loaded.digest, instances)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.shadow_process, shadow_predict, *call)
+        except BrokenProcessPool:
+            self.shadow_process = _shadow_process()  # it died (killed, out of memory): the next copy gets a new one
+            raise
 
     async def invoke(self, model: str, instances: list) -> tuple[list, Loaded, str]:
         spec, loaded = self.specs[model], self.loaded[model]
@@ -411,11 +431,12 @@ class Server:
         return answer, chosen, variant
 
     def _copy_to_shadow(self, model: str, shadow: Loaded, instances: list, answered: Loaded, answer: list) -> None:
-        if self.shadow_busy.get(model):
+        now = time.monotonic()
+        if self.shadow_busy.get(model) or now - self.last_copy.get(model, -1e9) < self.shadow_interval:
             with self.stats.lock:
                 self.stats.slot(model, "shadow", shadow.version).shadow_skipped += 1
             return
-        self.shadow_busy[model] = True
+        self.shadow_busy[model], self.last_copy[model] = True, now
         task = asyncio.get_running_loop().create_task(self._shadow(model, shadow, instances, answered, answer))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -428,7 +449,9 @@ class Server:
             if shadow.task == "embedding_adapter":
                 corpus = self._corpus_file(model)
                 neighbours = (answered.neighbours(corpus), shadow.neighbours(corpus))
-            score = await asyncio.to_thread(agreement, shadow.task, answer, theirs, neighbours)
+            score = await asyncio.get_running_loop().run_in_executor(
+                self.shadow_pool, agreement, shadow.task, answer, theirs, neighbours
+            )
             with self.stats.lock:
                 slot = self.stats.slot(model, "shadow", shadow.version)
                 slot.observe(time.perf_counter() - started, False)
@@ -470,6 +493,42 @@ class Server:
     def authorised(self, header: str | None) -> bool:
         scheme, _, token = (header or "").partition(" ")
         return scheme == "Bearer" and hmac.compare_digest(token.encode(), self.token.encode())
+
+
+_SHADOW_MODELS: dict[tuple[str, str], Any] = {}
+"""In the shadow process: the versions it has loaded, by (model directory, digest)."""
+
+
+def _shadow_init(threads: int) -> None:
+    """The shadow process: nice 19, so the server's own process and the clients get the cores first; torch's threads
+    as the server's."""
+    import torch
+
+    os.nice(19)
+    torch.set_num_threads(threads)
+
+
+def shadow_predict(task: str, model_dir: str, digest: str, instances: list) -> list:
+    """A shadow prediction, in the shadow process: the version loaded once (its digest checked), then asked."""
+    module = importlib.import_module(f"retrain_jobs.tasks.{task}.train")
+    if (model_dir, digest) not in _SHADOW_MODELS:
+        _SHADOW_MODELS.clear()  # one shadow version at a time
+        _SHADOW_MODELS[(model_dir, digest)] = module.load(model_dir, digest)
+    return module.predict(_SHADOW_MODELS[(model_dir, digest)], instances)
+
+
+def _shadow_process():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    return ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_shadow_init,
+        initargs=(torch.get_num_threads(),),
+    )
 
 
 def _loopback(host: str | None) -> bool:
@@ -601,6 +660,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per prediction")
     parser.add_argument("--shadow-timeout", type=float, default=5.0, help="seconds before a shadow counts as failed")
     parser.add_argument("--seed", type=int, default=None, help="seed of the canary draw (tests)")
+    parser.add_argument(
+        "--shadow-interval",
+        type=float,
+        default=0.2,
+        help="fewest seconds between two copies to an endpoint's shadow (default: %(default)s, at most 5 a second)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -622,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot listen on 127.0.0.1:{args.port} ({exc}); is a model server already running?", file=sys.stderr)
         return 2
     port = sock.getsockname()[1]
-    server = Server(root, Registry(), args.shadow_timeout, args.seed)
+    server = Server(root, Registry(), args.shadow_timeout, args.seed, args.shadow_interval)
     server.restore()
     address = serving.address_path(root)
     address.write_text(json.dumps({"url": f"http://127.0.0.1:{port}", "pid": os.getpid(), "started": time.time()}))
