@@ -5,11 +5,24 @@ or killed after an epoch and started again."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
-from retrain.paths import INCLUDE_DIR
+from retrain.paths import INCLUDE_DIR, PROJECT_ROOT
 from retrain.runner import LocalJob, command_line, job_environment
+
+
+def registry_env(root: Path) -> dict[str, str]:
+    """The environment of a job-side process (a training job, the registry, the model server) over a store and an
+    MLflow (SQLite) of its own under ``root``."""
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "RETRAIN_HOME": str(root / "store"),
+        "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def training_spec(channels: dict[str, Path], out: Path, arguments: dict[str, str], overrides: dict) -> LocalJob:

@@ -344,9 +344,11 @@ class Server:
     # endpoints --------------------------------------------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Serve what each endpoint served before this process started; a model with a champion but no endpoint yet
-        starts serving its champion, and so does one whose champion alias moved while no server ran. A version that no
-        longer loads leaves that endpoint out, with the reason."""
+        """Serve each endpoint's primary as before this process started, alone: a canary or shadow it had is dropped
+        (logged), since no deployment window can have watched it through the restart; the window that was open sees
+        its traffic stop and ends inconclusive. A model with a champion but no endpoint yet starts serving its
+        champion, and so does one whose champion alias moved while no server ran. A version that no longer loads
+        leaves that endpoint out, with the reason."""
         from retrain.config import config_paths, load_model
 
         saved = {p.stem: p for p in (serving.serving_dir(self.root) / "endpoints").glob("*.json")}
@@ -362,6 +364,10 @@ class Server:
                     spec = EndpointSpec(model=name, primary=champion)
                 if spec is None:
                     continue
+                if spec.canary is not None or spec.shadow is not None:
+                    log.warning("%s: the canary/shadow of %s is not restored; the primary serves alone", name, spec)
+                    spec = EndpointSpec(model=name, primary=spec.primary)
+                    self._persist(spec)
                 self._install(spec, self._load_all(spec))
                 log.info("serving %s: %s", name, spec.versions())
             except Exception as exc:  # noqa: BLE001 - one endpoint's problem must not keep the others down

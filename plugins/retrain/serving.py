@@ -201,14 +201,15 @@ class ServingClient:
         request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, dict(response.headers), json.loads(response.read() or b"null")
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                return response.status, headers, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             payload = exc.read()
             try:
                 detail = json.loads(payload)
             except ValueError:
                 detail = {"error": payload.decode(errors="replace")}
-            return exc.code, dict(exc.headers), detail
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, detail
         except (urllib.error.URLError, ConnectionError) as exc:
             raise ServerUnavailable(
                 f"the model server is not answering at {self.url} ({getattr(exc, 'reason', exc)}); start it with "
@@ -222,7 +223,7 @@ class ServingClient:
         return payload
 
     def invoke(self, model: str, instances: list) -> tuple[int, dict, Any]:
-        """One invocation: (status, headers, body)."""
+        """One invocation: (status, headers with lower-case names, body)."""
         return self._call("POST", f"/endpoints/{model}/invocations", {"instances": instances})
 
     def endpoints(self) -> dict[str, Any]:

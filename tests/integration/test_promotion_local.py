@@ -90,7 +90,7 @@ def test_second_promotion_then_rollback_restores_the_previous_champion(stack):
     ]
     # The rollback moved the traffic too: every answer now comes from v1.
     assert server.endpoint("intent")["primary"] == 1
-    assert {server.invoke("intent", ["I lost my card"])[1]["X-Retrain-Version"] for _ in range(5)} == {"1"}
+    assert {server.invoke("intent", ["I lost my card"])[1]["x-retrain-version"] for _ in range(5)} == {"1"}
 
 
 @pytest.mark.parametrize("target", [2, 42])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
 
 from jobscripts import JOBSIDE  # tests/ is on pytest's pythonpath
-from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
+from retrain.paths import PROJECT_ROOT, job_python
+from trainspec import registry_env  # tests/ is on pytest's pythonpath
 
 REGISTRY = PROJECT_ROOT / "plugins" / "retrain" / "registry.py"
 
@@ -19,13 +19,7 @@ def world(channels, tmp_path_factory, training):
     """Two models trained on tiny data, each with its MLflow run, and an empty store."""
     spec_for, train = training
     root = tmp_path_factory.mktemp("registry")
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "RETRAIN_HOME": str(root / "store"),
-        "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = registry_env(root)
     models = [train(spec_for(channels, root / f"m{seed}", seed=seed, epochs=3), env) for seed in (7, 8, 9)]
     return {"env": env, "models": models, "root": root}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from retrain import serving
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
 from retrain.runner import stop_process_group
 from retrain.serving import EndpointSpec, Faults, ServingClient, ServingError
+from trainspec import registry_env  # tests/ is on pytest's pythonpath
 
 REGISTRY = PROJECT_ROOT / "plugins" / "retrain" / "registry.py"
 SERVER = INCLUDE_DIR / "retrain_serving" / "server.py"
@@ -48,13 +48,7 @@ def served(channels, tmp_path_factory, training):
     server with no endpoint yet."""
     spec_for, train = training
     root = tmp_path_factory.mktemp("serving")
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "RETRAIN_HOME": str(root / "store"),
-        "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = registry_env(root)
     models = [train(spec_for(channels, root / f"m{seed}", seed=seed, epochs=2), env) for seed in (7, 8)]
     versions = []
     for i, model in enumerate([*models, models[1]]):
@@ -260,15 +254,22 @@ def test_metrics_are_prometheus_text(served):
     assert "retrain_request_latency_seconds" in families
 
 
-def test_a_restarted_server_serves_what_it_served(served):
+def test_a_restarted_server_serves_its_primary_alone(served):
+    """The endpoint survives a restart; a canary does not (no window watched it through the restart)."""
     client, env = served["client"], served["env"]
     client.set_endpoint(EndpointSpec("intent", primary=1, canary=2, canary_weight=0.1))
     stop_process_group(served["proc"])
     proc, client = start_server(env, served["log"])
     served["proc"], served["client"] = proc, client
     described = client.endpoint("intent")
-    assert (described["primary"], described["canary"], described["canary_weight"]) == (1, 2, 0.1)
-    assert invoke(client, TEXTS[:1])[0] == 200
+    assert (described["primary"], described["canary"], described["canary_weight"], described["shadow"]) == (
+        1,
+        None,
+        0.0,
+        None,
+    )
+    assert {invoke(client, TEXTS[:1])[1]["x-retrain-version"] for _ in range(10)} == {"1"}
+    assert "is not restored; the primary serves alone" in served["log"].read_text()
 
 
 def test_a_token_others_can_read_stops_the_server_from_starting(served, tmp_path):
