@@ -49,7 +49,7 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
 
 TINY_DEPLOYMENT = """
 deployment:  # tests/airflowstack.py: windows of seconds, for the tiers that run the deployment stage
-  shadow: {min_requests: 10, max_minutes: 3, min_agreement: 0.5}
+  shadow: {min_requests: 20, max_minutes: 3, min_agreement: 0.5, max_error_rate: 0.3}
   canary: {percent: 50, min_requests: 10, window_minutes: 0.25}
   poll_seconds: 2
 """

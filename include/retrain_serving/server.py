@@ -14,10 +14,11 @@ Routes (contract and client: ``retrain.serving``):
   fails, the endpoint keeps serving what it served and the call answers 409 with the reason.
 
 The shadow runs after the primary has answered: the response never waits for it. Shadow predictions run in a process
-of their own at the lowest priority (nice 19; no share of the server's GIL), one at a time (a request that finds one
-running sends no copy and counts ``shadow_skipped``); one that takes longer than ``--shadow-timeout`` counts as a
-shadow error; and at most one copy goes out every ``--shadow-interval`` (0.2 s). So the shadow takes the primary's
-cores only when they are idle, for a bounded share of the time, and never its answer.
+of their own at the lowest priority (nice 19; no share of the server's GIL), which loads a shadow version when it is
+deployed, one at a time (a request that finds one running sends no copy and counts ``shadow_skipped``), and at most
+one copy goes out every ``--shadow-interval`` (0.2 s). One that takes longer than ``--shadow-timeout`` is given up and
+counted as slow (``shadow_timeouts``; its latency, at least the timeout, goes into the histogram), not failed. So the
+shadow takes the primary's cores only when they are idle, for a bounded share of the time, and never its answer.
 """
 
 from __future__ import annotations
@@ -213,6 +214,7 @@ class Slot:
     compared: int = 0
     agreed: float = 0.0
     shadow_errors: int = 0
+    shadow_timeouts: int = 0
     shadow_skipped: int = 0
 
     def observe(self, seconds: float, error: bool) -> None:
@@ -258,6 +260,7 @@ class Stats:
                         "agreed": s.agreed,
                         "shadow_errors": s.shadow_errors,
                         "shadow_skipped": s.shadow_skipped,
+                        "shadow_timeouts": s.shadow_timeouts,
                     }
                     for (m, variant, version), s in sorted(self.slots.items())
                     if m == model
@@ -287,6 +290,7 @@ class PrometheusCollector:
         shadow_errors = CounterMetricFamily(
             "retrain_shadow_errors", "Shadow predictions that failed or timed out", labels=labels
         )
+        timeouts = CounterMetricFamily("retrain_shadow_timeouts", "Shadow predictions given up as slow", labels=labels)
         skipped = CounterMetricFamily(
             "retrain_shadow_skipped", "Requests not copied: a shadow was still busy", labels=labels
         )
@@ -303,9 +307,10 @@ class PrometheusCollector:
                     agreed.add_metric(key, s.agreed)
                     shadow_errors.add_metric(key, s.shadow_errors)
                     skipped.add_metric(key, s.shadow_skipped)
+                    timeouts.add_metric(key, s.shadow_timeouts)
         up = GaugeMetricFamily("retrain_server_start_time_seconds", "When this server process started")
         up.add_metric([], self.stats.started)
-        yield from (requests, errors, latency, compared, agreed, shadow_errors, skipped, up)
+        yield from (requests, errors, latency, compared, agreed, shadow_errors, timeouts, skipped, up)
 
 
 # --- the app ----------------------------------------------------------------------------------------------------------
@@ -408,12 +413,14 @@ class Server:
             return await self._in_shadow_process(loaded, instances)
         return await asyncio.to_thread(loaded.predict, instances)
 
-    async def _in_shadow_process(self, loaded: Loaded, instances: list) -> list:
+    async def _in_shadow_process(self, loaded: Loaded, instances: list | None = None) -> Any:
+        """A shadow prediction in the shadow process; without ``instances``, the version loaded there."""
         from concurrent.futures.process import BrokenProcessPool
 
-        call = (loaded.task, loaded.model_dir, loaded.digest, instances)
+        call = (loaded.task, loaded.model_dir, loaded.digest)
+        work, args = (shadow_ready, call) if instances is None else (shadow_predict, (*call, instances))
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.shadow_process, shadow_predict, *call)
+            return await asyncio.get_running_loop().run_in_executor(self.shadow_process, work, *args)
         except BrokenProcessPool:
             self.shadow_process = _shadow_process()  # it died (killed, out of memory): the next copy gets a new one
             raise
@@ -463,6 +470,12 @@ class Server:
                 slot.observe(time.perf_counter() - started, False)
                 slot.compared += 1
                 slot.agreed += score
+        except TimeoutError:  # slow, not failed: its latency (at least the timeout) goes into the histogram
+            log.warning("shadow %s v%s timed out after %.1f s", model, shadow.version, self.shadow_timeout)
+            with self.stats.lock:
+                slot = self.stats.slot(model, "shadow", shadow.version)
+                slot.observe(time.perf_counter() - started, False)
+                slot.shadow_timeouts += 1
         except Exception as exc:  # noqa: BLE001 - a shadow's failure is counted, never raised to the client
             log.warning("shadow %s v%s failed: %s", model, shadow.version, exc or type(exc).__name__)
             with self.stats.lock:
@@ -491,6 +504,8 @@ class Server:
             raise ServingError(f"{model}: {exc}") from None
         async with self.admin_lock:
             loaded = await asyncio.to_thread(self._load_all, spec)  # raises: nothing changes
+            if "shadow" in loaded:  # the shadow process starts and loads it now, so that no copy waits for that
+                await self._in_shadow_process(loaded["shadow"])
             self._persist(spec)
             self._install(spec, loaded)
         log.info("endpoint %s now serves %s", model, spec.versions())
@@ -514,13 +529,25 @@ def _shadow_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def shadow_predict(task: str, model_dir: str, digest: str, instances: list) -> list:
-    """A shadow prediction, in the shadow process: the version loaded once (its digest checked), then asked."""
+def shadow_load(task: str, model_dir: str, digest: str) -> Any:
+    """In the shadow process: the version, loaded once (its digest checked)."""
     module = importlib.import_module(f"retrain_jobs.tasks.{task}.train")
     if (model_dir, digest) not in _SHADOW_MODELS:
         _SHADOW_MODELS.clear()  # one shadow version at a time
         _SHADOW_MODELS[(model_dir, digest)] = module.load(model_dir, digest)
-    return module.predict(_SHADOW_MODELS[(model_dir, digest)], instances)
+    return _SHADOW_MODELS[(model_dir, digest)]
+
+
+def shadow_ready(task: str, model_dir: str, digest: str) -> bool:
+    """Load the version in the shadow process before the endpoint sends it copies (started and loaded, not timed)."""
+    shadow_load(task, model_dir, digest)
+    return True
+
+
+def shadow_predict(task: str, model_dir: str, digest: str, instances: list) -> list:
+    """A shadow prediction, in the shadow process."""
+    module = importlib.import_module(f"retrain_jobs.tasks.{task}.train")
+    return module.predict(shadow_load(task, model_dir, digest), instances)
 
 
 def _shadow_process():
@@ -664,7 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=serving.DEFAULT_PORT, help="0 picks a free port")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per prediction")
-    parser.add_argument("--shadow-timeout", type=float, default=5.0, help="seconds before a shadow counts as failed")
+    parser.add_argument(
+        "--shadow-timeout", type=float, default=5.0, help="seconds before a shadow copy is given up as slow"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the canary draw (tests)")
     parser.add_argument(
         "--shadow-interval",
