@@ -67,10 +67,11 @@ def served(channels, tmp_path_factory, training):
     assert versions == [1, 2, 3]
     log = root / "server.log"
     proc, client = start_server(env, log)
+    state = {"env": env, "client": client, "log": log, "root": root, "proc": proc}
     try:
-        yield {"env": env, "client": client, "log": log, "root": root, "proc": proc}
+        yield state
     finally:
-        stop_process_group(proc)
+        stop_process_group(state["proc"])  # the server running now: a test may have restarted it
 
 
 def invoke(client: ServingClient, texts: list[str]) -> tuple[int, dict, dict]:
