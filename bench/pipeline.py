@@ -244,7 +244,7 @@ def run(quick: bool, work: Path) -> dict:
                 _, headers, _ = server.invoke("intent", [instances[i % len(instances)]])
             except ServingError:  # the server stopped answering: the gap shows in the recovery figure
                 headers = {}
-            answers.append((time.perf_counter(), {k.lower(): v for k, v in headers.items()}.get("x-retrain-version")))
+            answers.append((time.perf_counter(), headers.get("x-retrain-version")))
             i += 1
             stop_traffic.wait(1 / demo.TRAFFIC_RPS)
 

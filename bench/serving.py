@@ -118,7 +118,7 @@ def recovery(client, spec_from, spec_to, target: int) -> dict:
         i = 0
         while not stop.is_set():
             _, headers, _ = client.invoke("intent", [TEXTS[i % len(TEXTS)]])
-            answers.append((time.perf_counter(), {k.lower(): v for k, v in headers.items()}.get("x-retrain-version")))
+            answers.append((time.perf_counter(), headers.get("x-retrain-version")))
             i += 1
             stop.wait(0.05)
 

@@ -249,7 +249,7 @@ def serving_check(model: str) -> str:
         print("\n" + serving.describe(client))
         instance = serving.requests_for(model)[0]
         code, headers, body = client.invoke(model, [instance])
-        version = {k.lower(): v for k, v in headers.items()}.get("x-retrain-version")
+        version = headers.get("x-retrain-version")
         print(f"  POST {client.url}/endpoints/{model}/invocations -> {code}, answered by v{version}: {body}")
         return version or ""
     except Exception as exc:  # noqa: BLE001 - the summary reports, it does not fail the demo

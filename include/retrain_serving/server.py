@@ -487,10 +487,8 @@ class Server:
 
     def _corpus_file(self, model: str) -> Path:
         from retrain.config import load_model
-        from retrain.paths import PROJECT_ROOT
 
-        corpus = load_model(model).data.corpus_file
-        return Path(corpus) if Path(corpus).is_absolute() else PROJECT_ROOT / corpus
+        return load_model(model).data.corpus_path()
 
     # admin ------------------------------------------------------------------------------------------------------------
 

@@ -156,6 +156,10 @@ class DataConfig(_Strict):
         """The project-relative data files a job needs beside the dataset (the labels file, and the corpus if any)."""
         return [self.labels_file] + ([self.corpus_file] if self.corpus_file else [])
 
+    def corpus_path(self) -> Path | None:
+        """Absolute path of the corpus file, if the model has one."""
+        return PROJECT_ROOT / self.corpus_file if self.corpus_file else None
+
     def labels(self) -> list[str]:
         """The allowed labels, in file order (the label index order)."""
         path = PROJECT_ROOT / self.labels_file

@@ -166,9 +166,7 @@ def requests_for(model: str, root: Path | None = None, seed: int = 0, config_dir
     random.Random(seed).shuffle(texts)
     if config.task != "cross_encoder_reranking":
         return texts
-    corpus_file = Path(config.data.corpus_file)
-    corpus_file = corpus_file if corpus_file.is_absolute() else PROJECT_ROOT / corpus_file
-    passages = [json.loads(line) for line in corpus_file.read_text().splitlines() if line.strip()]
+    passages = [json.loads(line) for line in config.data.corpus_path().read_text().splitlines() if line.strip()]
     words = [set(p["text"].lower().split()) for p in passages]
 
     def candidates(query: str) -> list[dict]:
@@ -207,7 +205,7 @@ def traffic(
         except ServerUnavailable:
             code, headers = 0, {}  # status 0: nothing answered
         elapsed = time.perf_counter() - started
-        version = {k.lower(): v for k, v in headers.items()}.get(serving.VERSION_HEADER.lower())
+        version = headers.get(serving.VERSION_HEADER.lower())
         with lock:
             statuses[code] += 1
             if version:
