@@ -516,6 +516,8 @@ class ModelConfig(_Strict):
         exclude: dict[str, Any] = {}
         if self.deployment == DeploymentConfig():  # the deployment section came later still, as a whole
             exclude["deployment"] = True
+        if self.aws is not None and self.aws.endpoint == type(self.aws.endpoint)():  # so did the aws endpoint's
+            exclude["aws"] = {"endpoint"}
         for section, name, unset in _LATER_FIELDS:
             if getattr(getattr(self, section), name) == unset:
                 exclude.setdefault(section, set()).add(name)

@@ -848,6 +848,37 @@ def test_mwaa_policy_covers_the_shipped_config(template):
     assert not allows(mwaa, "sagemaker:DeleteModelPackage", package)
 
 
+def test_mwaa_policy_covers_the_deployment_stage_and_never_deletes_what_serves(template):
+    # The calls retrain_airflow.aws_deployment makes for intent, on the names retrain.aws.endpoints gives.
+    from retrain.aws import endpoints
+
+    mwaa = policies(_shipped_stack(template))["MwaaPolicy"]
+    config = load_model("intent").aws
+    region, account = config.region, config.role_arn.split(":")[4]
+    arn = f"arn:aws:sagemaker:{region}:{account}:"
+    endpoint = arn + "endpoint/" + endpoints.endpoint_name("intent")
+    model = arn + "model/" + endpoints.model_name("intent", 7)
+    endpoint_config = arn + "endpoint-config/" + endpoints.endpoint_config_name("intent", "v6-v7-s7", "run")
+    for action, resource in (
+        ("sagemaker:CreateModel", model),
+        ("sagemaker:CreateEndpointConfig", endpoint_config),
+        ("sagemaker:CreateEndpoint", endpoint),
+        ("sagemaker:UpdateEndpoint", endpoint),
+        ("sagemaker:UpdateEndpointWeightsAndCapacities", endpoint),
+        ("sagemaker:DescribeEndpoint", endpoint),
+    ):
+        assert allows(mwaa, action, resource, {}), f"MWAA may not {action} {resource}"
+    alarm = f"arn:aws:cloudwatch:{region}:{account}:alarm:" + endpoints.alarm_names("intent", "v7")["p99"]
+    assert allows(mwaa, "cloudwatch:PutMetricAlarm", alarm, {})
+    assert allows(mwaa, "cloudwatch:GetMetricData", "*", {})
+    for action, resource in (
+        ("sagemaker:DeleteEndpointConfig", endpoint_config),
+        ("sagemaker:DeleteEndpoint", endpoint),
+    ):
+        assert not allows(mwaa, action, resource), f"MWAA may {action}"
+    assert not allows(mwaa, "sagemaker:CreateEndpoint", arn + "endpoint/someone-elses", {})
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_mwaa_may_start_every_shipped_models_jobs(template, model):
     # Job-name prefixes (JobModelNames) and instance types (AllowedInstanceTypes) cover every shipped config.

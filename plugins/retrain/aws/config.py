@@ -155,6 +155,17 @@ class ProcessingJobConfig(_Strict):
     max_runtime_seconds: int = Field(3600, ge=1, le=604800, description="StoppingCondition.MaxRuntimeInSeconds.")
 
 
+class EndpointSettings(_Strict):
+    """The model's SageMaker real-time endpoint (the deployment stage, ``retrain.aws.endpoints``): what each variant
+    runs on. Every variant (champion, canary, shadow) gets the same instances, so the canary's latency is comparable."""
+
+    instance_type: ML_INSTANCE_TYPE = Field("ml.m5.large", description="Instance type of every variant.")
+    instance_count: int = Field(1, ge=1, le=10, description="Instances per variant.")
+    alarm_period_seconds: int = Field(
+        60, ge=60, le=3600, multiple_of=60, description="Period of the variants' CloudWatch alarms (a multiple of 60)."
+    )
+
+
 class AlertsConfig(_Strict):
     """Where failure and rejection alerts go on the aws backend."""
 
@@ -190,6 +201,9 @@ class AwsConfig(_Strict):
         description="Managed MLflow server; jobs get it as MLFLOW_TRACKING_URI."
     )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert destinations.")
+    endpoint: EndpointSettings = Field(
+        default_factory=EndpointSettings, description="The model's SageMaker endpoint (deployment stage)."
+    )
 
     @model_validator(mode="after")
     def _images_in_region(self) -> AwsConfig:
