@@ -5,7 +5,7 @@ changing what they expect.
 """
 
 DEPLOYMENT_STAGE = ["deploy_shadow", "observe_shadow", "start_canary", "observe_canary"]
-"""Between approval and promotion on the local backend: the model server's endpoint, shadow then canary."""
+"""Between approval and promotion, shadow then canary: the model server's endpoint locally, SageMaker's on aws."""
 
 TASKS = [
     "snapshot_raw",
@@ -22,6 +22,5 @@ TASKS = [
 ]
 """The local backend's chain."""
 
-AWS_TASKS = [task for task in TASKS if task not in DEPLOYMENT_STAGE]
-"""The aws backend's chain: its deployment stage (SageMaker endpoint variants, CloudWatch alarms) is not built yet, so
-approval leads straight to promotion there (docs/serving.md says so)."""
+AWS_TASKS = list(TASKS)
+"""The aws backend's chain: the same tasks (its deployment stage runs on the SageMaker endpoint's variants)."""

@@ -316,7 +316,8 @@ def judge(variant: str, figures: WindowFigures, policy: Mapping[str, Any], elaps
     """Where an observation window stands: ``continue``, ``pass``, ``rollback`` or ``inconclusive``, with the reasons.
 
     - shadow: once ``min_requests`` copies were answered, it rolls back if its error rate, p99 or agreement with the
-      champion is out of bounds, else passes; after ``max_minutes`` with fewer, it is inconclusive.
+      champion is out of bounds (agreement only where ``min_agreement`` is set), else passes; after ``max_minutes``
+      with fewer, it is inconclusive.
     - canary: once it has ``min_requests`` requests, a breach of the error-rate or p99 ceiling rolls it back at once;
       at the end of ``window_minutes`` it passes, or is inconclusive with fewer than ``min_requests``.
     """
@@ -331,7 +332,12 @@ def judge(variant: str, figures: WindowFigures, policy: Mapping[str, Any], elaps
         ceiling = policy.get("p99_ms_max")
         if ceiling is not None and figures.p99_ms is not None and figures.p99_ms > ceiling:
             breaches.append(f"p99 latency {figures.p99_ms:.1f} ms > {ceiling:g} ms")
-        if variant == "shadow" and (figures.agreement is None or figures.agreement < policy["min_agreement"]):
+        measured = policy.get("min_agreement") is not None  # None: the backend cannot compare answers (SageMaker)
+        if (
+            variant == "shadow"
+            and measured
+            and (figures.agreement is None or figures.agreement < policy["min_agreement"])
+        ):
             agreement = "none compared" if figures.agreement is None else f"{figures.agreement:.3f}"
             breaches.append(f"agreement with the champion {agreement} < {policy['min_agreement']:g}")
     if breaches:

@@ -397,7 +397,8 @@ class PromoteModelPackageOperator(ModelOperator):
         store = get_store()
         entries = ledger.verify(store, config.name)
         serving = ledger.serving_champion(entries)
-        if serving != gated.get("champion_version"):
+        was = gated.get("champion_version")
+        if serving != (None if was in (None, "") else int(was)):  # gate.json may record the version as text
             raise AirflowFailException(
                 f"{config.name} v{registered['version']} was gated against champion {gated.get('champion_version')}, "
                 f"but v{serving} serves now; nothing was changed. Clear evaluate_model and downstream to re-evaluate."
@@ -422,11 +423,17 @@ class PromoteModelPackageOperator(ModelOperator):
             archive_sha256=archive_sha256,
         )
         self.log.info("%s v%d approved in the model registry; ledger entry #%d", config.name, version, entry["seq"])
+        from retrain_airflow.aws_deployment import serve_champion
+
+        serving = serve_champion(
+            config, version, registered["model_data_url"], registered["weights_digest"], ctx.run_id, self.log
+        )
         return {
             "name": config.name,
             "champion": version,
             "model_package_arn": registered["model_package_arn"],
             "ledger_entry": entry,
+            "serving": serving,
         }
 
 
@@ -490,7 +497,12 @@ class AwsRollbackModelOperator(RollbackModelOperator):
             weights_digest=served[target].get("weights_digest"),
             archive_sha256=recorded,
         )
-        return {"name": config.name, "champion": target, "previous": current, "ledger_entry": entry}
+        from retrain_airflow.aws_deployment import serve_champion
+
+        serving = serve_champion(
+            config, target, served[target]["model_dir"], served[target].get("weights_digest"), ctx.run_id, self.log
+        )
+        return {"name": config.name, "champion": target, "previous": current, "ledger_entry": entry, "serving": serving}
 
 
 JOB_OPERATORS = {

@@ -58,8 +58,9 @@ DOC = """
 7. `gate_on_metrics` applies the gate policy and writes `gate.json`; a rejection fails here, alerts, and is not retried.
 8. `register_model` creates an MLflow model version with lineage tags and evidence, alias `challenger`.
 9. `await_approval` waits for one of {approvers} (timeout {timeout}h counts as a rejection).
-10. Local backend: `deploy_shadow` → `observe_shadow` → `start_canary` → `observe_canary` on the model server's
-    endpoint (windows in the config's `deployment` section); a breach rolls back to the champion automatically.
+10. `deploy_shadow` → `observe_shadow` → `start_canary` → `observe_canary` on the model's endpoint (the local model
+    server, or SageMaker on aws; windows in the config's `deployment` section); a breach rolls back to the champion
+    automatically.
 11. `promote_model` moves alias `champion`, appends the hash-chained ledger and serves the version at 100%.
 
 Roll back with `rollback_{name}`.
@@ -242,16 +243,22 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
                 )
             },
         )
-        stages = deployment_stages(config) if backend == "local" else []
+        stages = deployment_stages(config, backend)
         promote = _local_promote(config) if backend == "local" else job_task(config, "promote_model")
         chain(snapshot, validate, build, check_drift, train, evaluate, gate, register, approval, *stages, promote)
     return dag
 
 
-def deployment_stages(config: ModelConfig) -> list:
-    """deploy_shadow -> observe_shadow -> start_canary -> observe_canary (retrain_airflow.deployment), local backend:
-    the model server's endpoint. The aws backend's SageMaker endpoint stage is not built yet (docs/serving.md)."""
-    from retrain_airflow.deployment import DeployShadowOperator, ObserveOperator, StartCanaryOperator
+def deployment_stages(config: ModelConfig, backend: str = "local") -> list:
+    """deploy_shadow -> observe_shadow -> start_canary -> observe_canary: on the model server's endpoint
+    (retrain_airflow.deployment) locally, on the model's SageMaker endpoint (retrain_airflow.aws_deployment) on aws.
+    The same task ids, arguments and dependencies on both."""
+    if backend == "aws":
+        from retrain_airflow.aws_deployment import AwsDeployShadowOperator as DeployShadowOperator
+        from retrain_airflow.aws_deployment import AwsObserveOperator as ObserveOperator
+        from retrain_airflow.aws_deployment import AwsStartCanaryOperator as StartCanaryOperator
+    else:
+        from retrain_airflow.deployment import DeployShadowOperator, ObserveOperator, StartCanaryOperator
 
     shadow, canary = config.deployment.shadow, config.deployment.canary
     return [

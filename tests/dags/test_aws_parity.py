@@ -99,18 +99,11 @@ def test_dags_have_identical_shape_params_retries_and_schedules(both):
     for dag_id in local:
         for field in ("schedule", "timetable", "start_date", "catchup", "max_active_runs", "params", "native"):
             assert local[dag_id][field] == aws[dag_id][field], (dag_id, field)
-        # The one difference, written down in tests/dagshape.py: the aws backend has no deployment stage yet.
-        stage = set(DEPLOYMENT_STAGE) if dag_id.startswith("retrain_") else set()
-        assert sorted(set(local[dag_id]["tasks"]) - stage) == sorted(aws[dag_id]["tasks"]), dag_id
+        assert sorted(local[dag_id]["tasks"]) == sorted(aws[dag_id]["tasks"]), dag_id
         for task_id, task in local[dag_id]["tasks"].items():
-            if task_id in stage:
-                continue
             other = aws[dag_id]["tasks"][task_id]
-            if task_id == "promote_model" and stage:  # after observe_canary locally, after await_approval on aws
-                assert (task["upstream"], other["upstream"]) == (["observe_canary"], ["await_approval"])
-                task = {**task, "upstream": other["upstream"]}
             # execution_timeout differs for the tasks that wait on an AWS job (test_polling_outlives_each_job)
-            waits_on_aws = other["max_attempts"] is not None
+            waits_on_aws = other["max_attempts"] is not None and task_id not in DEPLOYMENT_STAGE
             for field in (
                 "upstream",
                 "retries",
@@ -141,6 +134,17 @@ def test_aws_job_tasks_are_the_provider_operators(both, task_id, provider_class)
     # The request is built in execute: never rendered, so "5.0" never becomes 5.0.
     assert not {"config", "create_job_kwargs", "script_args", "job_name"} & set(aws_task["templated"])
     assert aws_task["deferrable"] is True
+
+
+def test_the_aws_deployment_stage_is_the_providers_endpoint_operator_then_deferred_windows(both):
+    tasks = both["aws"]["dags"]["retrain_intent"]["tasks"]
+    shadow = tasks["deploy_shadow"]
+    assert "airflow.providers.amazon.aws.operators.sagemaker.SageMakerEndpointOperator" in shadow["classes"]
+    assert shadow["deferrable"] is True
+    assert not {"config"} & set(shadow["templated"])  # built in execute, from the run's registered version
+    for task_id in ("observe_shadow", "observe_canary"):
+        assert "retrain_airflow.aws_deployment.AwsObserveOperator" in tasks[task_id]["classes"]
+    assert tasks["promote_model"]["upstream"] == ["observe_canary"]
 
 
 def test_polling_outlives_each_job(both):

@@ -1,0 +1,467 @@
+"""The deployment stage of the aws backend: the same tasks as the local one, on the model's SageMaker endpoint.
+
+    deploy_shadow -> observe_shadow -> start_canary -> observe_canary -> promote_model
+
+- ``deploy_shadow`` (the provider's ``SageMakerEndpointOperator``): the challenger's Model, then an endpoint config with
+  the champion at weight 1, the challenger at weight 0 and the challenger's shadow variant, then the endpoint is
+  updated to it (created, when the model has none yet). Alarms go on the challenger's variants (ledger: ``shadow``).
+- ``observe_shadow`` / ``observe_canary`` defer to ``CloudWatchWindowTrigger``, which reads the variant's invocation
+  counts and its alarms from CloudWatch in the triggerer.
+- ``start_canary`` moves the weights: the challenger answers ``deployment.canary.percent`` (ledger: ``canary``).
+- ``promote_model`` (``retrain_airflow.aws_operators.PromoteModelPackageOperator``) approves the package, appends the
+  ledger and sends 100% of the traffic to the new champion (``Endpoint.route_all``).
+
+A breach or an inconclusive window sets the weights back (the champion at 1, the challenger at 0) and never deletes the
+endpoint config that serves; the alias and the package stay; the ledger records ``auto_rollback`` or
+``inconclusive`` with the figures, and the run fails with the reason, which alerts. The requests are built and
+checked against botocore's service models in ``retrain.aws.endpoints``.
+
+What SageMaker cannot tell this stage: whether the shadow **agrees** with the champion (shadow variants publish
+errors and latency, not a comparison of answers), so on AWS the shadow window judges errors, latency and volume only;
+and a **p99 figure** (the alarm on ``ModelLatency`` p99 judges it, and its state is what the window reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.sagemaker import SageMakerEndpointOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from retrain_airflow.aws_operators import AWS_CONN_ID, check_interval, deferrable
+from retrain_airflow.deployment import AUTOMATIC, _record, policy_of
+from retrain_airflow.operators import ModelOperator
+
+
+def _clients(aws_conn_id: str | None = AWS_CONN_ID):
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    return SageMakerHook(aws_conn_id=aws_conn_id).conn, AwsBaseHook(aws_conn_id, client_type="cloudwatch").conn
+
+
+def _not_found(exc: Exception) -> bool:
+    """A botocore ClientError saying the resource does not exist (SageMaker answers ValidationException "Could not
+    find ..."); read off the error's ``response``, since only the store and the schema import botocore."""
+    error = (getattr(exc, "response", None) or {}).get("Error", {})
+    return error.get("Code") == "ValidationException" and "Could not find" in error.get("Message", "")
+
+
+class Endpoint:
+    """One model's SageMaker endpoint, through boto3 clients (the provider's hooks make them): every request is built
+    and schema-checked by ``retrain.aws.endpoints``."""
+
+    def __init__(self, sagemaker: Any, cloudwatch: Any, aws: Any, model: str, log: Any, poll_seconds: int = 30) -> None:
+        self.sagemaker, self.cloudwatch, self.aws, self.model, self.log = sagemaker, cloudwatch, aws, model, log
+        self.poll_seconds = poll_seconds
+
+    @property
+    def name(self) -> str:
+        from retrain.aws.endpoints import endpoint_name
+
+        return endpoint_name(self.model)
+
+    def describe(self) -> dict[str, Any] | None:
+        try:
+            return self.sagemaker.describe_endpoint(EndpointName=self.name)
+        except Exception as exc:
+            if _not_found(exc):
+                return None
+            raise
+
+    def weights(self, described: dict[str, Any] | None = None) -> dict[int, float]:
+        """version -> current weight of the production variants this module named."""
+        from retrain.aws.endpoints import version_of_variant
+
+        described = self.describe() if described is None else described
+        out = {}
+        for variant in (described or {}).get("ProductionVariants", []):
+            version = version_of_variant(variant["VariantName"])
+            if version is not None:
+                out[version] = float(variant.get("CurrentWeight", 0.0))
+        return out
+
+    def model_request(self, version: int, model_data_url: str, weights_digest: str) -> dict[str, Any] | None:
+        """The CreateModel request of ``version``, or None when its Model exists already with the same archive. A Model
+        of that name with another archive is refused: a name never serves two sets of weights."""
+        from retrain.aws.endpoints import model_name, model_request
+
+        try:
+            existing = self.sagemaker.describe_model(ModelName=model_name(self.model, version))
+        except Exception as exc:
+            if _not_found(exc):
+                return model_request(self.aws, self.model, version, model_data_url, weights_digest)
+            raise
+        found = (existing.get("PrimaryContainer") or {}).get("ModelDataUrl")
+        if found != model_data_url:
+            raise ValueError(
+                f"{self.model} v{version}: SageMaker Model {model_name(self.model, version)} serves {found}, not "
+                f"{model_data_url}; refusing to serve other weights under its name"
+            )
+        return None
+
+    def ensure_model(self, version: int, model_data_url: str, weights_digest: str) -> None:
+        request = self.model_request(version, model_data_url, weights_digest)
+        if request is not None:
+            self.sagemaker.create_model(**request)
+            self.log.info("%s: SageMaker Model %s created", self.model, request["ModelName"])
+
+    def put_alarms(self, variant: str, max_error_rate: float, p99_ms_max: float | None) -> list[str]:
+        from retrain.aws.endpoints import alarm_requests
+
+        requests = alarm_requests(self.aws, self.model, variant, max_error_rate, p99_ms_max)
+        for request in requests:
+            self.cloudwatch.put_metric_alarm(**request)
+        return [r["AlarmName"] for r in requests]
+
+    def wait_in_service(self, timeout_s: int = 3600) -> None:
+        self.sagemaker.get_waiter("endpoint_in_service").wait(
+            EndpointName=self.name,
+            WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": max(1, timeout_s // self.poll_seconds)},
+        )
+
+    def set_weights(self, weights: dict[int, float]) -> None:
+        """Move traffic between production variants that serve already: no instance changes, seconds on AWS."""
+        from retrain.aws.endpoints import weights_request
+
+        self.sagemaker.update_endpoint_weights_and_capacities(**weights_request(self.model, weights))
+        self.wait_in_service()
+        self.log.info("%s: weights %s", self.name, {f"v{v}": w for v, w in sorted(weights.items())})
+
+    def switch(self, weights: dict[int, float], identity: str, shadow: int | None = None) -> str:
+        """Point the endpoint at a new config with ``weights`` (and ``shadow``): create the endpoint when there is
+        none, else update it (blue/green on AWS). Every version's Model must exist. Returns the config's name."""
+        from retrain.aws.endpoints import endpoint_config_name, endpoint_config_request, endpoint_request
+
+        tag = "-".join(f"v{v}" for v in sorted(weights)) + (f"-s{shadow}" if shadow is not None else "")
+        name = endpoint_config_name(self.model, tag, identity)
+        request = endpoint_config_request(self.aws, self.model, name, weights, shadow)
+        self.sagemaker.create_endpoint_config(**request)
+        create = self.describe() is None
+        call = self.sagemaker.create_endpoint if create else self.sagemaker.update_endpoint
+        call(**endpoint_request(self.model, name, create))
+        self.wait_in_service()
+        self.log.info("%s %s on config %s", "created" if create else "updated", self.name, name)
+        return name
+
+    def route_all(self, target: int, model_data_url: str, weights_digest: str, identity: str, policy: dict) -> dict:
+        # policy: aws_policy(config, "canary"), whose ceilings the serving variant's alarms keep watching
+        """100% of the endpoint's traffic to ``target``: a weight move when it serves as a variant already and no
+        shadow runs; else a new config with ``target`` at 1 and the version serving now kept at 0 (so that a rollback
+        to it stays a weight move). Returns the endpoint's description."""
+        described = self.describe()
+        current = self.weights(described)
+        self.ensure_model(target, model_data_url, weights_digest)
+        self.put_alarms(_variant(target), policy["max_error_rate"], policy.get("p99_alarm_ms"))
+        if described is not None and target in current:
+            self.set_weights({v: 1.0 if v == target else 0.0 for v in current})  # traffic moves first, in seconds
+            if not described.get("ShadowProductionVariants"):
+                return self.describe()
+        serving = max(current, key=current.get) if current else None
+        keep = {serving: 0.0} if serving not in (None, target) else {}
+        self.switch({target: 1.0, **keep}, identity)
+        return self.describe()
+
+
+def _variant(version: int) -> str:
+    from retrain.aws.endpoints import variant_name
+
+    return variant_name(version)
+
+
+def endpoint_for(config: Any, log: Any, aws_conn_id: str | None = AWS_CONN_ID) -> Endpoint:
+    from retrain.aws.requests import require_aws
+
+    sagemaker, cloudwatch = _clients(aws_conn_id)
+    return Endpoint(sagemaker, cloudwatch, require_aws(config), config.name, log, poll_seconds=check_interval())
+
+
+def aws_policy(config: Any, variant: str) -> dict[str, Any]:
+    """The window's criteria on AWS: the config's, less what SageMaker cannot measure (agreement; a p99 figure, which
+    the alarm judges instead)."""
+    policy = policy_of(config, variant)
+    return {**policy, "min_agreement": None, "p99_alarm_ms": policy.get("p99_ms_max"), "p99_ms_max": None}
+
+
+def _aws_stage(context: Any, model: str) -> dict[str, Any]:
+    """What the deployment knows at run time: the challenger (registered, its archive and digest), the approver, the
+    champion that serves by the S3 ledger (its archive and digest)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from retrain import ledger
+    from retrain.store import get_store
+
+    ti = context["ti"]
+    registered = ti.xcom_pull(task_ids="register_model")
+    approval, gated = ti.xcom_pull(task_ids="await_approval") or {}, ti.xcom_pull(task_ids="gate_on_metrics") or {}
+    entries = ledger.verify(get_store(), model)
+    champion, version = ledger.serving_champion(entries), int(registered["version"])
+    was = gated.get("champion_version")
+    was = None if was in (None, "") else int(was)
+    if champion != was:
+        raise AirflowFailException(
+            f"{model} v{version} was gated against {'no champion' if was is None else f'champion v{was}'}, but the "
+            f"champion is now v{champion}: its gate never saw the serving champion; no traffic was moved. Clear "
+            f"evaluate_model (and downstream) to re-evaluate against v{champion}."
+        )
+    served = {e["to_version"]: e for e in ledger.champion_entries(entries)}.get(champion, {})
+    user = approval.get("responded_by_user") or {}
+    return {
+        "challenger": version,
+        "model_dir": registered["model_data_url"],
+        "weights_digest": registered["weights_digest"],
+        "approver": user.get("name") or user.get("id") or AUTOMATIC,
+        "champion": champion,
+        "champion_model_dir": served.get("model_dir"),
+        "champion_weights_digest": served.get("weights_digest"),
+        "run_id": context["dag_run"].run_id,
+    }
+
+
+class AwsDeployShadowOperator(SageMakerEndpointOperator):
+    """deploy_shadow on aws: the provider's endpoint operator, fed at run time (Model, EndpointConfig, Endpoint)."""
+
+    ui_color = "#e6f0e0"
+    template_fields = aws_template_fields()  # the config is built in execute, never rendered
+
+    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
+        kwargs.setdefault("deferrable", deferrable())
+        kwargs.setdefault("check_interval", check_interval())
+        super().__init__(config={}, aws_conn_id=AWS_CONN_ID, **kwargs)
+        self.model_name = model_name
+
+    def build_config(self, context: Any, stage: dict[str, Any]) -> dict[str, Any]:
+        """The provider's config: the challenger's Model (when new), the endpoint config (champion 1, challenger 0,
+        challenger's shadow) and the endpoint (created when the model has none)."""
+        from retrain.aws.endpoints import endpoint_config_name, endpoint_config_request, endpoint_request
+        from retrain.config import load_model
+
+        config = load_model(self.model_name)
+        endpoint = endpoint_for(config, self.log)
+        champion, challenger = stage["champion"], stage["challenger"]
+        endpoint.ensure_model(champion, stage["champion_model_dir"], stage["champion_weights_digest"])
+        for variant, window in ((f"shadow-v{challenger}", "shadow"), (_variant(challenger), "canary")):
+            policy = aws_policy(config, window)
+            endpoint.put_alarms(variant, policy["max_error_rate"], policy["p99_alarm_ms"])
+        weights = {champion: 1.0, challenger: 0.0}
+        name = endpoint_config_name(self.model_name, f"v{champion}-v{challenger}-s{challenger}", stage["run_id"])
+        out: dict[str, Any] = {
+            "EndpointConfig": endpoint_config_request(endpoint.aws, self.model_name, name, weights, challenger),
+            "Endpoint": endpoint_request(self.model_name, name, create=endpoint.describe() is None),
+        }
+        model = endpoint.model_request(challenger, stage["model_dir"], stage["weights_digest"])
+        if model is not None:
+            out["Model"] = model
+        self.operation = "update" if endpoint.describe() is not None else "create"
+        return out
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        stage = _aws_stage(context, self.model_name)
+        if stage["champion"] is None:
+            self.log.info(
+                "no champion serves %s yet: v%s goes to 100%% at promotion", self.model_name, stage["challenger"]
+            )
+            return {**stage, "skipped": True}
+        self.config = self.build_config(context, stage)
+        context["ti"].xcom_push(key="stage", value=stage)
+        super().execute(context)  # defers while the endpoint updates, when deferrable
+        return self._deployed(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        super().execute_complete(context, event)
+        return self._deployed(context)
+
+    def _deployed(self, context: Any) -> dict[str, Any]:
+        stage = context["ti"].xcom_pull(task_ids=self.task_id, key="stage")
+        _record(
+            self.model_name, stage, "shadow", stage["approver"], f"approved; shadow beside v{stage['champion']}", None
+        )
+        self.log.info("%s: v%s answers, v%s shadows it", self.model_name, stage["champion"], stage["challenger"])
+        return {**stage, "skipped": False, "started_at": time.time()}
+
+
+class AwsStartCanaryOperator(ModelOperator):
+    """start_canary on aws: the challenger's variant gets ``deployment.canary.percent`` of the weight."""
+
+    ui_color = "#e6f0e0"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from retrain.config import load_model
+
+        config = load_model(self.model_name)
+        stage = context["ti"].xcom_pull(task_ids="observe_shadow")
+        if stage.get("skipped"):
+            return stage
+        share = config.deployment.canary.percent / 100
+        endpoint_for(config, self.log).set_weights({stage["champion"]: 1.0 - share, stage["challenger"]: share})
+        _record(
+            config.name,
+            stage,
+            "canary",
+            stage["approver"],
+            f"shadow passed; canary at {config.deployment.canary.percent:g}% beside v{stage['champion']}",
+            stage.get("figures"),
+        )
+        return {**stage, "started_at": time.time()}
+
+
+class CloudWatchWindowTrigger(BaseTrigger):
+    """Reads a variant's invocation counts and alarms from CloudWatch until ``retrain.serving.judge`` ends the window
+    (or an alarm fires); runs in the triggerer, so an hour-long canary holds no worker slot."""
+
+    def __init__(
+        self,
+        model: str,
+        window: str,
+        variant: str,
+        version: int,
+        started_at: float,
+        policy: dict[str, Any],
+        alarms: list[str],
+        poll_seconds: float,
+        aws_conn_id: str | None = AWS_CONN_ID,
+    ) -> None:
+        super().__init__()
+        self.model, self.window, self.variant, self.version = model, window, variant, version
+        self.started_at, self.policy, self.alarms = started_at, policy, alarms
+        self.poll_seconds, self.aws_conn_id = poll_seconds, aws_conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "model": self.model,
+                "window": self.window,
+                "variant": self.variant,
+                "version": self.version,
+                "started_at": self.started_at,
+                "policy": self.policy,
+                "alarms": self.alarms,
+                "poll_seconds": self.poll_seconds,
+                "aws_conn_id": self.aws_conn_id,
+            },
+        )
+
+    def read(self, cloudwatch: Any) -> tuple[Any, list[str]]:
+        """The window's figures so far, and the reasons of the variant's alarms that are in ALARM."""
+        from retrain.aws.endpoints import metric_data_request
+        from retrain.serving import WindowFigures
+
+        start = datetime.fromtimestamp(self.started_at, UTC).replace(second=0, microsecond=0)
+        end = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+        answer = cloudwatch.get_metric_data(**metric_data_request(self.model, self.variant, start, end))
+        sums = {r["Id"]: int(sum(r.get("Values", []))) for r in answer["MetricDataResults"]}
+        alarms = cloudwatch.describe_alarms(AlarmNames=self.alarms)["MetricAlarms"]
+        firing = [
+            f"alarm {a['AlarmName']} is ALARM ({a.get('StateReason', '')})"
+            for a in alarms
+            if a["StateValue"] == "ALARM"
+        ]
+        figures = WindowFigures(self.version, sums.get("invocations", 0), sums.get("errors", 0), None, None)
+        return figures, firing
+
+    async def run(self):
+        from retrain.serving import judge
+
+        _sagemaker, cloudwatch = await asyncio.to_thread(_clients, self.aws_conn_id)
+        failures = 0
+        while True:
+            try:
+                figures, firing = await asyncio.to_thread(self.read, cloudwatch)
+                failures = 0
+            except Exception as exc:  # CloudWatch throttles; a window survives a few failed reads
+                failures += 1
+                if failures * self.poll_seconds > 300:
+                    yield TriggerEvent({"state": "error", "reasons": [f"CloudWatch unreadable: {exc}"]})
+                    return
+                await asyncio.sleep(self.poll_seconds)
+                continue
+            elapsed = time.time() - self.started_at
+            state, reasons = ("rollback", firing) if firing else judge(self.window, figures, self.policy, elapsed)
+            self.log.info("%s %s after %.0f s: %s %s", self.model, self.variant, elapsed, state, figures)
+            if state != "continue":
+                yield TriggerEvent(
+                    {"state": state, "reasons": reasons, "figures": figures.as_dict(), "elapsed_s": elapsed}
+                )
+                return
+            await asyncio.sleep(self.poll_seconds)
+
+
+class AwsObserveOperator(ModelOperator):
+    """observe_shadow / observe_canary on aws: defer to CloudWatchWindowTrigger; a breach sets the weights back."""
+
+    ui_color = "#fff7d6"
+
+    def __init__(self, *, variant: str, upstream: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.variant, self.upstream = variant, upstream
+
+    def trigger(self, config: Any, stage: dict[str, Any]) -> CloudWatchWindowTrigger:
+        from retrain.aws.endpoints import alarm_names, shadow_variant_name
+
+        challenger = stage["challenger"]
+        variant = shadow_variant_name(challenger) if self.variant == "shadow" else _variant(challenger)
+        return CloudWatchWindowTrigger(
+            model=config.name,
+            window=self.variant,
+            variant=variant,
+            version=challenger,
+            started_at=stage["started_at"],
+            policy=aws_policy(config, self.variant),
+            alarms=sorted(alarm_names(config.name, variant).values()),
+            poll_seconds=config.deployment.poll_seconds,
+        )
+
+    def execute(self, context: Any) -> Any:
+        from retrain.config import load_model
+
+        config = load_model(self.model_name)
+        stage = context["ti"].xcom_pull(task_ids=self.upstream)
+        if stage.get("skipped"):
+            return stage
+        policy = policy_of(config, self.variant)
+        limit = policy.get("max_minutes") or policy.get("window_minutes")
+        self.defer(
+            trigger=self.trigger(config, stage),
+            method_name="execute_complete",
+            kwargs={"stage": stage},
+            timeout=timedelta(minutes=limit + 10),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from retrain.config import load_model
+
+        config, state, reasons = load_model(self.model_name), event["state"], event["reasons"]
+        figures = event.get("figures")
+        self.log.info("%s window of v%s: %s %s %s", self.variant, stage["challenger"], state, reasons, figures)
+        if state == "pass":
+            return {**stage, "figures": figures}
+        # The champion takes all traffic back by weight; the config that serves stays, and so do alias and package.
+        endpoint_for(config, self.log).set_weights({stage["champion"]: 1.0, stage["challenger"]: 0.0})
+        action = "inconclusive" if state == "inconclusive" else "auto_rollback"
+        what = (
+            f"{self.variant} of v{stage['challenger']} INCONCLUSIVE, not judged"
+            if action == "inconclusive"
+            else f"{self.variant} of v{stage['challenger']} rolled back automatically"
+        )
+        reason = f"{what}: {'; '.join(reasons)}; v{stage['champion']} serves 100%, champion unchanged"
+        _record(config.name, stage, action, AUTOMATIC, reason, {**(figures or {}), "state": state})
+        raise AirflowFailException(reason)
+
+
+def serve_champion(config: Any, version: int, model_data_url: str, weights_digest: str, run_id: str, log: Any) -> dict:
+    """100% of the model's SageMaker endpoint to ``version`` (promotion and rollback): the endpoint's variants and
+    weights after the move, for the task's XCom."""
+    endpoint = endpoint_for(config, log)
+    described = endpoint.route_all(version, model_data_url, weights_digest, run_id, aws_policy(config, "canary"))
+    return {
+        "endpoint": endpoint.name,
+        "config": described["EndpointConfigName"],
+        "weights": {f"v{v}": w for v, w in sorted(endpoint.weights(described).items())},
+    }
