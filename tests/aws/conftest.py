@@ -24,12 +24,17 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 
 @pytest.fixture(scope="session")
 def moto_simulator_endpoint():
-    """moto, an AWS simulator, in server mode on 127.0.0.1: its endpoint URL, for the whole session."""
+    """moto, an AWS simulator, in server mode on 127.0.0.1: its endpoint URL, for the whole session. Its SageMaker
+    endpoints gain what moto lacks and AWS documents (UpdateEndpoint, shadow variants, name reuse refused):
+    ``tests/moto_endpoints.py``."""
+    from moto_endpoints import simulated_endpoint_behaviour  # tests/ is on pytest's pythonpath
+
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        with simulated_endpoint_behaviour():
+            yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
 

@@ -231,6 +231,26 @@ def test_promotion_approves_the_package_and_appends_the_s3_ledger(aws_stack):
     assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == entries[0]["model_dir"]
 
 
+def test_the_first_version_serves_100_percent_of_its_sagemaker_endpoint(aws_stack):
+    """A first model has no champion to shadow or canary against: the stage passes through, and promote_model creates
+    the endpoint with the version as its one variant, and that variant's alarms (tests/aws/test_deployment_simulated.py
+    runs shadow, canary, rollback and promotion against a serving champion)."""
+    states = aws_stack["states"]
+    assert all(states[task] == "success" for task in ("deploy_shadow", "observe_shadow", "start_canary"))
+    sagemaker = aws_stack["account"].client("sagemaker")
+    described = sagemaker.describe_endpoint(EndpointName="retrain-intent")
+    assert described["EndpointStatus"] == "InService"
+    assert [(v["VariantName"], v["CurrentWeight"]) for v in described["ProductionVariants"]] == [("v1", 1.0)]
+    model = sagemaker.describe_model(ModelName="retrain-intent-v1")["PrimaryContainer"]
+    promoted = ledger.verify(aws_stack["store"], "intent")[-1]  # what promote_model approved
+    assert (model["ModelDataUrl"], model["Environment"]["RETRAIN_WEIGHTS_DIGEST"]) == (
+        promoted["model_dir"],
+        promoted["weights_digest"],
+    )
+    alarms = aws_stack["account"].client("cloudwatch").describe_alarms(AlarmNamePrefix="retrain-intent-v1-")
+    assert len(alarms["MetricAlarms"]) == 2
+
+
 def test_training_logged_to_the_managed_tracking_server(aws_stack):
     base = f"http://127.0.0.1:{aws_stack['mlflow_port']}/api/2.0/mlflow"
     with urllib.request.urlopen(
