@@ -9,12 +9,13 @@ import math
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from retrain import serving
 from retrain.paths import INCLUDE_DIR, PROJECT_ROOT, job_python
-from retrain.runner import stop_process_group
+from retrain.runner import free_port, stop_process_group
 from retrain.serving import EndpointSpec, Faults, ServingClient, ServingError
 from trainspec import registry_env  # tests/ is on pytest's pythonpath
 
@@ -67,7 +68,7 @@ def served(channels, tmp_path_factory, training):
     assert versions == [1, 2, 3]
     log = root / "server.log"
     proc, client = start_server(env, log)
-    state = {"env": env, "client": client, "log": log, "root": root, "proc": proc}
+    state = {"env": env, "client": client, "log": log, "root": root, "proc": proc, "models": models}
     try:
         yield state
     finally:
@@ -287,3 +288,83 @@ def test_a_token_others_can_read_stops_the_server_from_starting(served, tmp_path
         timeout=120,
     )
     assert proc.returncode == 2 and "mode 0644" in proc.stderr and "0600" in proc.stderr
+
+
+def start_hosting(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    """include/retrain_serving/hosting.py as SageMaker starts it (``serve`` in the job image), bound to loopback."""
+    port = free_port()
+    with open(log, "a") as out:
+        proc = subprocess.Popen(
+            [str(job_python()), "-m", "retrain_serving.hosting"],
+            env={**env, "SAGEMAKER_BIND_TO_PORT": str(port), "RETRAIN_BIND_HOST": "127.0.0.1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def http(method: str, url: str, body: Any = None) -> tuple[int, dict, Any]:
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.headers.items()},
+                json.loads(raw) if raw else None,
+            )
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(exc.read() or b"null")
+
+
+def test_the_sagemaker_hosting_contract_serves_one_version_after_checking_its_digest(served, tmp_path):
+    """What a SageMaker endpoint runs (retrain.aws.endpoints: the job image as ``serve``): /ping once loaded,
+    /invocations with the local server's request and answer shapes, the version in a header, bad requests refused; a
+    version whose weights differ from the Model's digest never becomes healthy."""
+    model = served["models"][0]
+    env = {
+        **served["env"],
+        "PYTHONPATH": f"{INCLUDE_DIR}:{PROJECT_ROOT / 'plugins'}",
+        "SM_MODEL_DIR": model["model_dir"],
+        "RETRAIN_MODEL": "intent",
+        "RETRAIN_VERSION": "1",
+        "RETRAIN_TASK": "text_classification",
+        "RETRAIN_WEIGHTS_DIGEST": model["weights_digest"],
+    }
+    proc, url = start_hosting(env, tmp_path / "hosting.log")
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "hosting.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "hosting.log").read_text()[-3000:]
+            try:
+                if http("GET", f"{url}/ping")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        code, headers, body = http("POST", f"{url}/invocations", {"instances": TEXTS})
+        assert code == 200, body
+        assert headers[serving.VERSION_HEADER.lower()] == "1" and body["version"] == 1
+        _, _, local = invoke_v1(served)
+        assert body["predictions"] == local["predictions"]  # the same version answers the same, in either server
+        assert http("POST", f"{url}/invocations", {"instances": [""]})[0] == 400
+        assert http("POST", f"{url}/invocations", b"not json")[0] == 400
+        assert http("POST", f"{url}/invocations", {"instances": TEXTS * 20})[0] == 413
+    finally:
+        stop_process_group(proc)
+
+    bad, _ = start_hosting({**env, "RETRAIN_WEIGHTS_DIGEST": "0" * 64}, tmp_path / "bad.log")
+    assert bad.wait(timeout=180) != 0
+    assert "refusing to serve intent v1" in (tmp_path / "bad.log").read_text()
+
+
+def invoke_v1(served) -> tuple[int, dict, Any]:
+    """v1's answers from the local model server, serving it alone."""
+    served["client"].set_endpoint(EndpointSpec("intent", primary=1))
+    return invoke(served["client"], TEXTS)
