@@ -55,9 +55,11 @@ class Endpoint:
     """One model's SageMaker endpoint, through boto3 clients (the provider's hooks make them): every request is built
     and schema-checked by ``retrain.aws.endpoints``."""
 
-    def __init__(self, sagemaker: Any, cloudwatch: Any, aws: Any, model: str, log: Any, poll_seconds: int = 30) -> None:
-        self.sagemaker, self.cloudwatch, self.aws, self.model, self.log = sagemaker, cloudwatch, aws, model, log
-        self.poll_seconds = poll_seconds
+    def __init__(
+        self, sagemaker: Any, cloudwatch: Any, config: Any, code: Any, log: Any, poll_seconds: int = 30
+    ) -> None:
+        self.sagemaker, self.cloudwatch, self.log, self.poll_seconds = sagemaker, cloudwatch, log, poll_seconds
+        self.aws, self.model, self.task, self.code = config.aws, config.name, config.task, code
 
     @property
     def name(self) -> str:
@@ -94,7 +96,9 @@ class Endpoint:
             existing = self.sagemaker.describe_model(ModelName=model_name(self.model, version))
         except Exception as exc:
             if _not_found(exc):
-                return model_request(self.aws, self.model, version, model_data_url, weights_digest)
+                return model_request(
+                    self.aws, self.model, self.task, version, model_data_url, weights_digest, self.code
+                )
             raise
         found = (existing.get("PrimaryContainer") or {}).get("ModelDataUrl")
         if found != model_data_url:
@@ -174,10 +178,12 @@ def _variant(version: int) -> str:
 
 
 def endpoint_for(config: Any, log: Any, aws_conn_id: str | None = AWS_CONN_ID) -> Endpoint:
-    from retrain.aws.requests import require_aws
+    """The model's endpoint, with the deployed code its Models mount (``code_bundle``: startup.sh exports it)."""
+    from retrain.aws.requests import code_bundle, require_aws
 
     sagemaker, cloudwatch = _clients(aws_conn_id)
-    return Endpoint(sagemaker, cloudwatch, require_aws(config), config.name, log, poll_seconds=check_interval())
+    code = code_bundle(require_aws(config))
+    return Endpoint(sagemaker, cloudwatch, config, code, log, poll_seconds=check_interval())
 
 
 def aws_policy(config: Any, variant: str) -> dict[str, Any]:

@@ -70,6 +70,8 @@ def world(moto_simulator_endpoint, tmp_path, monkeypatch):
         "RETRAIN_BACKEND": "aws",
         "RETRAIN_AWS_DEFERRABLE": "false",  # the provider's waiter polls in the task; the scheduler tier defers
         "RETRAIN_AWS_CHECK_INTERVAL": "1",
+        "RETRAIN_GIT_SHA": "d3b10" * 8,  # the deployed code, as startup.sh exports it: the Models mount its tree
+        "RETRAIN_CODE_DIGEST": "c0de" * 16,
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(account.airflow_connection()),
         **account.env(),
     }
@@ -184,8 +186,12 @@ def test_first_version_gets_an_endpoint_with_one_variant_and_its_alarms(world):
     described = world.sagemaker.describe_endpoint(EndpointName="retrain-intent")
     assert described["EndpointStatus"] == "InService"
     assert weights(world) == {"v1": 1.0}
-    model = world.sagemaker.describe_model(ModelName="retrain-intent-v1")
-    assert model["PrimaryContainer"]["Environment"]["RETRAIN_WEIGHTS_DIGEST"] == "1" * 64
+    container = world.sagemaker.describe_model(ModelName="retrain-intent-v1")["PrimaryContainer"]
+    assert container["Environment"]["RETRAIN_WEIGHTS_DIGEST"] == "1" * 64
+    assert container["Environment"]["RETRAIN_TASK"] == "text_classification"
+    assert container["Image"] == world.config.aws.training.image_uri  # the job image, started as `serve`
+    (code,) = container["AdditionalModelDataSources"]
+    assert code["S3DataSource"]["S3Uri"] == f"s3://{world.config.aws.artifact_bucket}/code/{'c0de' * 16}/source/"
     alarms = world.cloudwatch.describe_alarms(AlarmNamePrefix="retrain-intent-v1")["MetricAlarms"]
     assert {a["AlarmName"] for a in alarms} == {"retrain-intent-v1-error-rate", "retrain-intent-v1-p99-latency"}
     p99 = next(a for a in alarms if a["AlarmName"].endswith("p99-latency"))
@@ -382,11 +388,13 @@ def test_observation_defers_to_a_trigger_the_triggerer_can_rebuild(world):
 
 
 def test_endpoint_requests_are_schema_checked():
+    from retrain.aws.locations import CodeBundle
     from retrain.aws.schema import RequestInvalid
 
     config = load_model("intent")
+    code = CodeBundle("retrain-artifacts-123456789012", "d3b10" * 8, "c0de" * 16)
     with pytest.raises(RequestInvalid, match="ModelDataUrl"):
-        endpoints.model_request(config.aws, "intent", 1, "not-an-s3-uri " * 200, "1" * 64)
+        endpoints.model_request(config.aws, "intent", config.task, 1, "not-an-s3-uri " * 200, "1" * 64, code)
     with pytest.raises(ValueError, match="weight above 0"):
         endpoints.endpoint_config_request(config.aws, "intent", "retrain-intent-x", {1: 0.0})
     assert len(endpoints.endpoint_name("m" * 80)) <= 63

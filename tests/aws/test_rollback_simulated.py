@@ -32,6 +32,9 @@ def promoted_twice(moto_simulator_endpoint, tmp_path, monkeypatch):
     shipped_config(tmp_path / "config", "intent", account.account_id)
     monkeypatch.setenv("RETRAIN_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("RETRAIN_BACKEND", "aws")
+    monkeypatch.setenv("RETRAIN_AWS_CHECK_INTERVAL", "1")
+    monkeypatch.setenv("RETRAIN_GIT_SHA", "d3b10" * 8)  # the deployed code, as startup.sh exports it: the endpoint's
+    monkeypatch.setenv("RETRAIN_CODE_DIGEST", "c0de" * 16)  # Models mount its tree
     for name, value in account.env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(account.airflow_connection()))
@@ -95,6 +98,15 @@ def test_rollback_rejects_the_serving_package_approves_the_target_and_appends_th
         ("rollback", 1, "admin"),
     ]
     assert entries[-1]["archive_sha256"] == entries[0]["archive_sha256"]
+
+
+def test_rollback_sends_the_endpoints_traffic_to_the_target(promoted_twice):
+    """No endpoint served yet (v1 and v2 were promoted before the deployment stage existed): the rollback makes one,
+    serving the target alone; test_deployment_simulated.py covers the weight move on a serving endpoint."""
+    result = _roll_back(promoted_twice, 1)
+    assert result["serving"]["weights"] == {"v1": 1.0}
+    described = promoted_twice.sagemaker.describe_endpoint(EndpointName="retrain-intent")
+    assert [(v["VariantName"], v["CurrentWeight"]) for v in described["ProductionVariants"]] == [("v1", 1.0)]
 
 
 def test_rollback_to_an_archive_that_changed_since_approval_changes_nothing(promoted_twice):

@@ -97,7 +97,7 @@ def test_a_missing_corpus_file_is_named_and_an_unset_one_keeps_the_digest(tmp_pa
     intent = load_config(INTENT)
     assert intent.data.corpus_file is None and intent.data.files() == [intent.data.labels_file]
     assert intent.deployment == type(intent.deployment)()
-    assert intent.digest() == "559ff916e960f8fe79ad67ca1f6718b0390c17231f1e2ac45e6289312d09a1d4"
+    assert intent.digest() == "18fd06acd4130276ba980a8fef5e5963b3288038899fd019d266b5d146d74cb7"
 
 
 @pytest.mark.parametrize(
@@ -308,6 +308,15 @@ def test_a_stock_deep_learning_container_is_refused_naming_the_field(tmp_path, f
         ConfigError, match=rf"intent\.yaml.*\n.*field 'aws\.{field}\.image_uri': .*not the project's job image"
     ):
         load_config(_with_image(tmp_path, field, STOCK_DLC))
+
+
+def test_an_endpoint_image_other_than_the_job_image_is_refused_naming_the_field(tmp_path):
+    """The endpoint runs the job image as `serve`; the stock inference DLC cannot run these models."""
+    text = INTENT.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("  inference_image_uri:"))
+    path = write(tmp_path, text.replace(line, f"  inference_image_uri: {STOCK_DLC}"))
+    with pytest.raises(ConfigError, match=r"field 'aws\.inference_image_uri': .*not the project's job image"):
+        load_config(path)
 
 
 def test_a_job_image_tag_built_from_another_lock_is_refused_naming_the_field(tmp_path):

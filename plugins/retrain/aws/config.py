@@ -196,7 +196,10 @@ class AwsConfig(_Strict):
     training: TrainingJobConfig = Field(description="The train_model SageMaker training job.")
     processing: ProcessingJobConfig = Field(description="The validate_raw and evaluate_model processing jobs.")
     model_package_group: SAGEMAKER_NAME = Field(description="SageMaker model package group of this model.")
-    inference_image_uri: ECR_IMAGE_URI = Field(description="Serving image recorded in each model package.")
+    inference_image_uri: JOB_IMAGE_URI = Field(
+        description="The image of the model's endpoint, recorded in each model package: the job image (the lock the "
+        "model was trained and evaluated with), which SageMaker starts as `serve` (include/retrain_serving/hosting.py)."
+    )
     mlflow_tracking_server_arn: MLFLOW_SERVER_ARN = Field(
         description="Managed MLflow server; jobs get it as MLFLOW_TRACKING_URI."
     )
@@ -208,9 +211,11 @@ class AwsConfig(_Strict):
     @model_validator(mode="after")
     def _images_in_region(self) -> AwsConfig:
         # SageMaker pulls a job's image only from an ECR registry in the job's own region.
-        for field, job in (("training", self.training), ("processing", self.processing)):
-            if registry_region(job.image_uri) != self.region:
-                raise ValueError(
-                    f"{field}.image_uri: its registry is not in region {self.region!r}, where the jobs run"
-                )
+        for field, image in (
+            ("training.image_uri", self.training.image_uri),
+            ("processing.image_uri", self.processing.image_uri),
+            ("inference_image_uri", self.inference_image_uri),
+        ):
+            if registry_region(image) != self.region:
+                raise ValueError(f"{field}: its registry is not in region {self.region!r}, where the jobs run")
         return self

@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from retrain.aws.locations import CodeBundle
 from retrain.aws.names import MAX_LENGTH, SAGEMAKER_NAME, _slug
 from retrain.aws.schema import validate_request
 from retrain.config import AwsConfig
@@ -77,18 +78,35 @@ def _tags(model: str) -> list[dict[str, str]]:
     return [{"Key": "retrain:model", "Value": model}]
 
 
-def model_request(aws: AwsConfig, model: str, version: int, model_data_url: str, weights_digest: str) -> dict:
-    """The validated CreateModel request of one registry version: the serving image, the version's archive, and the
-    digest the container checks before it serves (``RETRAIN_WEIGHTS_DIGEST``)."""
+CODE_CHANNEL = "code"
+CODE_MOUNT = f"/opt/ml/additional-model-data-sources/{CODE_CHANNEL}"
+"""Where SageMaker mounts the Model's ``code`` data source: the deployed code's unpacked tree (no network needed)."""
+
+
+def model_request(
+    aws: AwsConfig, model: str, task: str, version: int, model_data_url: str, weights_digest: str, code: CodeBundle
+) -> dict:
+    """The validated CreateModel request of one registry version: the job image (started as ``serve``), the version's
+    archive, the deployed code as the data source ``code`` (the same tree the jobs run), and what the container checks
+    before it serves (``RETRAIN_WEIGHTS_DIGEST``; include/retrain_serving/hosting.py)."""
     request: dict[str, Any] = {
         "ModelName": model_name(model, version),
         "PrimaryContainer": {
             "Image": aws.inference_image_uri,
             "ModelDataUrl": model_data_url,
+            "AdditionalModelDataSources": [
+                {
+                    "ChannelName": CODE_CHANNEL,
+                    "S3DataSource": {"S3Uri": code.source_uri, "S3DataType": "S3Prefix", "CompressionType": "None"},
+                }
+            ],
             "Environment": {
                 "RETRAIN_MODEL": model,
                 "RETRAIN_VERSION": str(int(version)),
+                "RETRAIN_TASK": task,
                 "RETRAIN_WEIGHTS_DIGEST": weights_digest,
+                "RETRAIN_GIT_SHA": code.git_sha,
+                "PYTHONPATH": f"{CODE_MOUNT}/include:{CODE_MOUNT}/plugins",  # as the jobs set it
             },
         },
         "ExecutionRoleArn": aws.role_arn,
