@@ -122,6 +122,15 @@ class Endpoint:
             self.cloudwatch.put_metric_alarm(**request)
         return [r["AlarmName"] for r in requests]
 
+    def config_exists(self, name: str) -> bool:
+        try:
+            self.sagemaker.describe_endpoint_config(EndpointConfigName=name)
+        except Exception as exc:
+            if _not_found(exc):
+                return False
+            raise
+        return True
+
     def wait_in_service(self, timeout_s: int = 3600) -> None:
         self.sagemaker.get_waiter("endpoint_in_service").wait(
             EndpointName=self.name,
@@ -144,7 +153,8 @@ class Endpoint:
         tag = "-".join(f"v{v}" for v in sorted(weights)) + (f"-s{shadow}" if shadow is not None else "")
         name = endpoint_config_name(self.model, tag, identity)
         request = endpoint_config_request(self.aws, self.model, name, weights, shadow)
-        self.sagemaker.create_endpoint_config(**request)
+        if not self.config_exists(name):  # a retried task made it already: a name is never reused for another
+            self.sagemaker.create_endpoint_config(**request)
         create = self.describe() is None
         call = self.sagemaker.create_endpoint if create else self.sagemaker.update_endpoint
         call(**endpoint_request(self.model, name, create))
@@ -153,10 +163,10 @@ class Endpoint:
         return name
 
     def route_all(self, target: int, model_data_url: str, weights_digest: str, identity: str, policy: dict) -> dict:
-        # policy: aws_policy(config, "canary"), whose ceilings the serving variant's alarms keep watching
         """100% of the endpoint's traffic to ``target``: a weight move when it serves as a variant already and no
         shadow runs; else a new config with ``target`` at 1 and the version serving now kept at 0 (so that a rollback
-        to it stays a weight move). Returns the endpoint's description."""
+        to it stays a weight move). ``policy`` (``aws_policy(config, "canary")``) sets the ceilings of the alarms that
+        keep watching the serving variant. Returns the endpoint's description."""
         described = self.describe()
         current = self.weights(described)
         self.ensure_model(target, model_data_url, weights_digest)
@@ -255,10 +265,9 @@ class AwsDeployShadowOperator(SageMakerEndpointOperator):
             endpoint.put_alarms(variant, policy["max_error_rate"], policy["p99_alarm_ms"])
         weights = {champion: 1.0, challenger: 0.0}
         name = endpoint_config_name(self.model_name, f"v{champion}-v{challenger}-s{challenger}", stage["run_id"])
-        out: dict[str, Any] = {
-            "EndpointConfig": endpoint_config_request(endpoint.aws, self.model_name, name, weights, challenger),
-            "Endpoint": endpoint_request(self.model_name, name, create=endpoint.describe() is None),
-        }
+        out: dict[str, Any] = {"Endpoint": endpoint_request(self.model_name, name, create=endpoint.describe() is None)}
+        if not endpoint.config_exists(name):  # else a retried try made it: the provider would fail creating it again
+            out["EndpointConfig"] = endpoint_config_request(endpoint.aws, self.model_name, name, weights, challenger)
         model = endpoint.model_request(challenger, stage["model_dir"], stage["weights_digest"])
         if model is not None:
             out["Model"] = model
@@ -282,10 +291,17 @@ class AwsDeployShadowOperator(SageMakerEndpointOperator):
         return self._deployed(context)
 
     def _deployed(self, context: Any) -> dict[str, Any]:
+        from retrain import ledger
+        from retrain.store import get_store
+
         stage = context["ti"].xcom_pull(task_ids=self.task_id, key="stage")
-        _record(
-            self.model_name, stage, "shadow", stage["approver"], f"approved; shadow beside v{stage['champion']}", None
+        recorded = any(  # by an earlier try of this task
+            (e["action"], e["to_version"], e.get("run_id")) == ("shadow", stage["challenger"], stage["run_id"])
+            for e in ledger.verify(get_store(), self.model_name)
         )
+        if not recorded:
+            reason = f"approved; shadow beside v{stage['champion']}"
+            _record(self.model_name, stage, "shadow", stage["approver"], reason, None)
         self.log.info("%s: v%s answers, v%s shadows it", self.model_name, stage["champion"], stage["challenger"])
         return {**stage, "skipped": False, "started_at": time.time()}
 

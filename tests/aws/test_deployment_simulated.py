@@ -213,6 +213,19 @@ def test_deploy_shadow_serves_the_champion_with_the_challenger_at_weight_0_and_a
     assert ledger.serving_champion(entries) == 1
 
 
+def test_a_retried_deploy_shadow_reuses_its_endpoint_config(world):
+    """A try that failed after creating its config (a worker lost mid-update) is retried: the config's name is the
+    run's, and the simulator refuses a name twice as AWS does, so the retry must find it rather than make it."""
+    from retrain_airflow.aws_deployment import AwsDeployShadowOperator
+
+    world.context.run(AwsDeployShadowOperator(task_id="deploy_shadow", model_name="intent"))
+    first = world.sagemaker.describe_endpoint(EndpointName="retrain-intent")["EndpointConfigName"]
+    world.context.run(AwsDeployShadowOperator(task_id="deploy_shadow", model_name="intent"))
+    assert world.sagemaker.describe_endpoint(EndpointName="retrain-intent")["EndpointConfigName"] == first
+    assert weights(world) == {"v1": 1.0, "v2": 0.0}
+    assert [e["action"] for e in ledger.verify(world.store, "intent")] == ["promote", "shadow"]  # recorded once
+
+
 def test_a_good_challenger_goes_shadow_canary_then_promoted_by_weight(world):
     from retrain_airflow.aws_deployment import AwsObserveOperator
     from retrain_airflow.aws_operators import PromoteModelPackageOperator
