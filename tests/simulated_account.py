@@ -147,3 +147,17 @@ class SimulatedAccount:
                     ModelPackageGroupName=config.aws.model_package_group
                 )
         assert aws.region == REGION, aws.region
+
+
+def register_package(sagemaker: Any, aws: Any, model_data_url: str, status: str) -> str:
+    """A model package of ``aws.model_package_group`` for the archive at ``model_data_url``, in ``status``
+    (Approved, PendingManualApproval), as register_model and promote_model leave one: its ARN."""
+    return sagemaker.create_model_package(
+        ModelPackageGroupName=aws.model_package_group,
+        ModelApprovalStatus=status,
+        InferenceSpecification={
+            "Containers": [{"Image": aws.inference_image_uri, "ModelDataUrl": model_data_url}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    )["ModelPackageArn"]

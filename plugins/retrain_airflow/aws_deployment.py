@@ -33,8 +33,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from retrain_airflow.aws_operators import AWS_CONN_ID, check_interval, deferrable
-from retrain_airflow.deployment import AUTOMATIC, _record, policy_of
-from retrain_airflow.operators import ModelOperator
+from retrain_airflow.deployment import AUTOMATIC, ObserveOperator, StartCanaryOperator, _record, policy_of
 
 
 def _clients(aws_conn_id: str | None = AWS_CONN_ID):
@@ -306,29 +305,12 @@ class AwsDeployShadowOperator(SageMakerEndpointOperator):
         return {**stage, "skipped": False, "started_at": time.time()}
 
 
-class AwsStartCanaryOperator(ModelOperator):
+class AwsStartCanaryOperator(StartCanaryOperator):
     """start_canary on aws: the challenger's variant gets ``deployment.canary.percent`` of the weight."""
 
-    ui_color = "#e6f0e0"
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from retrain.config import load_model
-
-        config = load_model(self.model_name)
-        stage = context["ti"].xcom_pull(task_ids="observe_shadow")
-        if stage.get("skipped"):
-            return stage
-        share = config.deployment.canary.percent / 100
+    def route_canary(self, config: Any, stage: dict[str, Any], share: float) -> dict[str, Any]:
         endpoint_for(config, self.log).set_weights({stage["champion"]: 1.0 - share, stage["challenger"]: share})
-        _record(
-            config.name,
-            stage,
-            "canary",
-            stage["approver"],
-            f"shadow passed; canary at {config.deployment.canary.percent:g}% beside v{stage['champion']}",
-            stage.get("figures"),
-        )
-        return {**stage, "started_at": time.time()}
+        return {}
 
 
 class CloudWatchWindowTrigger(BaseTrigger):
@@ -413,14 +395,9 @@ class CloudWatchWindowTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_seconds)
 
 
-class AwsObserveOperator(ModelOperator):
-    """observe_shadow / observe_canary on aws: defer to CloudWatchWindowTrigger; a breach sets the weights back."""
-
-    ui_color = "#fff7d6"
-
-    def __init__(self, *, variant: str, upstream: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.variant, self.upstream = variant, upstream
+class AwsObserveOperator(ObserveOperator):
+    """observe_shadow / observe_canary on aws: CloudWatchWindowTrigger watches the window; a breach or an inconclusive
+    end sets the weights back (the champion at 1), keeping the endpoint config that serves."""
 
     def trigger(self, config: Any, stage: dict[str, Any]) -> CloudWatchWindowTrigger:
         from retrain.aws.endpoints import alarm_names, shadow_variant_name
@@ -438,43 +415,8 @@ class AwsObserveOperator(ModelOperator):
             poll_seconds=config.deployment.poll_seconds,
         )
 
-    def execute(self, context: Any) -> Any:
-        from retrain.config import load_model
-
-        config = load_model(self.model_name)
-        stage = context["ti"].xcom_pull(task_ids=self.upstream)
-        if stage.get("skipped"):
-            return stage
-        policy = policy_of(config, self.variant)
-        limit = policy.get("max_minutes") or policy.get("window_minutes")
-        self.defer(
-            trigger=self.trigger(config, stage),
-            method_name="execute_complete",
-            kwargs={"stage": stage},
-            timeout=timedelta(minutes=limit + 10),
-        )
-
-    def execute_complete(self, context: Any, event: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from retrain.config import load_model
-
-        config, state, reasons = load_model(self.model_name), event["state"], event["reasons"]
-        figures = event.get("figures")
-        self.log.info("%s window of v%s: %s %s %s", self.variant, stage["challenger"], state, reasons, figures)
-        if state == "pass":
-            return {**stage, "figures": figures}
-        # The champion takes all traffic back by weight; the config that serves stays, and so do alias and package.
+    def restore(self, config: Any, stage: dict[str, Any]) -> None:
         endpoint_for(config, self.log).set_weights({stage["champion"]: 1.0, stage["challenger"]: 0.0})
-        action = "inconclusive" if state == "inconclusive" else "auto_rollback"
-        what = (
-            f"{self.variant} of v{stage['challenger']} INCONCLUSIVE, not judged"
-            if action == "inconclusive"
-            else f"{self.variant} of v{stage['challenger']} rolled back automatically"
-        )
-        reason = f"{what}: {'; '.join(reasons)}; v{stage['champion']} serves 100%, champion unchanged"
-        _record(config.name, stage, action, AUTOMATIC, reason, {**(figures or {}), "state": state})
-        raise AirflowFailException(reason)
 
 
 def serve_champion(config: Any, version: int, model_data_url: str, weights_digest: str, run_id: str, log: Any) -> dict:

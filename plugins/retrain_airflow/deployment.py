@@ -187,48 +187,74 @@ class DeployShadowOperator(ModelOperator):
 
 
 class StartCanaryOperator(ModelOperator):
-    """start_canary: the challenger answers ``deployment.canary.percent`` of the requests."""
+    """start_canary: the challenger answers ``deployment.canary.percent`` of the requests. A backend's subclass says
+    how (``route_canary``)."""
 
     ui_color = "#e6f0e0"
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        from retrain.config import load_model
+    def route_canary(self, config: Any, stage: dict[str, Any], share: float) -> dict[str, Any]:
+        """The model server's endpoint with the challenger as its canary; what the window starts from."""
         from retrain.serving import EndpointSpec, ServingClient
 
-        config = load_model(self.model_name)
-        stage = context["ti"].xcom_pull(task_ids="observe_shadow")
-        if stage.get("skipped"):
-            return stage
         client = ServingClient(stage["url"])
-        weight = config.deployment.canary.percent / 100
         client.set_endpoint(
             EndpointSpec(
                 config.name,
                 primary=stage["champion"],
                 canary=stage["challenger"],
-                canary_weight=weight,
+                canary_weight=share,
                 faults=_faults(config, "canary"),
             )
         )
+        return {"before": client.stats(config.name)}
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from retrain.config import load_model
+
+        config = load_model(self.model_name)
+        stage = context["ti"].xcom_pull(task_ids="observe_shadow")
+        if stage.get("skipped"):
+            return stage
+        started = self.route_canary(config, stage, config.deployment.canary.percent / 100)
         _record(
             config.name,
             stage,
             "canary",
             stage["approver"],
             f"shadow passed; canary at {config.deployment.canary.percent:g}% beside v{stage['champion']}",
-            stage["figures"],
+            stage.get("figures"),
         )
-        return {**stage, "before": client.stats(config.name), "started_at": time.time()}
+        return {**stage, **started, "started_at": time.time()}
 
 
 class ObserveOperator(ModelOperator):
-    """observe_shadow / observe_canary: defer to ServingWindowTrigger; judge what it saw."""
+    """observe_shadow / observe_canary: defer to the window's trigger; judge what it saw. A backend's subclass says
+    which trigger watches the window (``trigger``) and how all traffic goes back to the champion (``restore``)."""
 
     ui_color = "#fff7d6"
 
     def __init__(self, *, variant: str, upstream: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.variant, self.upstream = variant, upstream
+
+    def trigger(self, config: Any, stage: dict[str, Any]) -> BaseTrigger:
+        """The model server's counters, read by ServingWindowTrigger."""
+        return ServingWindowTrigger(
+            model=config.name,
+            variant=self.variant,
+            version=stage["challenger"],
+            before=stage["before"],
+            started_at=stage["started_at"],
+            policy=policy_of(config, self.variant),
+            poll_seconds=config.deployment.poll_seconds,
+            url=stage["url"],
+        )
+
+    def restore(self, config: Any, stage: dict[str, Any]) -> None:
+        """All traffic back to the champion; the alias never moved."""
+        from retrain.serving import EndpointSpec, ServingClient
+
+        ServingClient(stage["url"]).set_endpoint(EndpointSpec(config.name, primary=stage["champion"]))
 
     def execute(self, context: Any) -> Any:
         from datetime import timedelta
@@ -242,16 +268,7 @@ class ObserveOperator(ModelOperator):
         policy = policy_of(config, self.variant)
         limit = policy.get("max_minutes") or policy.get("window_minutes")
         self.defer(
-            trigger=ServingWindowTrigger(
-                model=config.name,
-                variant=self.variant,
-                version=stage["challenger"],
-                before=stage["before"],
-                started_at=stage["started_at"],
-                policy=policy,
-                poll_seconds=config.deployment.poll_seconds,
-                url=stage["url"],
-            ),
+            trigger=self.trigger(config, stage),
             method_name="execute_complete",
             kwargs={"stage": stage},
             timeout=timedelta(minutes=limit + 10),
@@ -261,15 +278,13 @@ class ObserveOperator(ModelOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from retrain.config import load_model
-        from retrain.serving import EndpointSpec, ServingClient
 
         config, state, reasons = load_model(self.model_name), event["state"], event["reasons"]
         figures = event.get("figures")
         self.log.info("%s window of v%s: %s %s %s", self.variant, stage["challenger"], state, reasons, figures)
         if state == "pass":
             return {**stage, "figures": figures, "before": None}
-        # Every other end sends all traffic back to the champion; the alias never moved.
-        ServingClient(stage["url"]).set_endpoint(EndpointSpec(config.name, primary=stage["champion"]))
+        self.restore(config, stage)  # every other end: the champion serves 100%, alias and registry unchanged
         action = "inconclusive" if state == "inconclusive" else "auto_rollback"
         what = (
             f"{self.variant} of v{stage['challenger']} INCONCLUSIVE, not judged"

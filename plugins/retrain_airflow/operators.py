@@ -283,14 +283,37 @@ class RollbackModelOperator(ModelOperator):
         return self.roll_back(config, ctx, None if target in (None, "") else int(target), actor, params["reason"])
 
     def roll_back(self, config: Any, ctx: Any, target: int | None, actor: str, reason: str) -> dict[str, Any]:
-        """Move champion back and append the ledger (the local MLflow registry, as a job)."""
+        """Traffic first, then the record: the endpoint serves the target at once (the model server loads it and
+        checks its digest, or refuses and keeps serving), then the registry job moves ``champion`` and appends the
+        ledger. Recovery is what a rollback is for, and the job (a fresh process that imports MLflow) takes about 10 s.
+        A target the ledger never served as champion gets no traffic: the job refuses it, changing nothing. Should the
+        job fail after traffic moved, traffic goes back to the champion it leaves in place."""
+        from retrain import ledger
         from retrain.jobs import rollback_model_spec
         from retrain.runner import local_job
         from retrain.store import get_store
 
-        result = run_local_job(
-            local_job(rollback_model_spec(config, ctx, target, actor, reason), get_store()), self.log, ctx
-        )
+        store = get_store()
+        entries = ledger.verify(store, config.name)
+        current = ledger.serving_champion(entries)
+        resolved = ledger.previous_champion(entries) if target is None else target
+        moved = None
+        if (
+            resolved is not None
+            and resolved != current
+            and resolved in {e["to_version"] for e in ledger.champion_entries(entries)}
+        ):
+            moved = route_all_traffic(config.name, int(resolved), self.log)
+        try:
+            result = run_local_job(
+                local_job(rollback_model_spec(config, ctx, target, actor, reason), store), self.log, ctx
+            )
+        except BaseException:
+            if moved is not None and current is not None:
+                route_all_traffic(config.name, int(current), self.log)
+            raise
+        if moved is not None and int(result["champion"]) == int(resolved):
+            return {**result, "serving": moved}
         return {**result, "serving": route_all_traffic(config.name, int(result["champion"]), self.log)}
 
 

@@ -30,7 +30,7 @@ from retrain import ledger
 from retrain.aws import endpoints
 from retrain.config import load_model
 from retrain.store import S3Store
-from simulated_account import SimulatedAccount, shipped_config
+from simulated_account import SimulatedAccount, register_package, shipped_config
 
 pytestmark = pytest.mark.aws
 LOG = logging.getLogger("test_deployment_simulated")
@@ -90,15 +90,7 @@ def world(moto_simulator_endpoint, tmp_path, monkeypatch):
         archive = f"model archive v{version}".encode()
         store.write_once_bytes(key, archive)
         urls[version] = store.uri(key)
-        sagemaker.create_model_package(
-            ModelPackageGroupName=aws.model_package_group,
-            ModelApprovalStatus="Approved" if version == 1 else "PendingManualApproval",
-            InferenceSpecification={
-                "Containers": [{"Image": aws.inference_image_uri, "ModelDataUrl": urls[version]}],
-                "SupportedContentTypes": ["application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-        )
+        register_package(sagemaker, aws, urls[version], "Approved" if version == 1 else "PendingManualApproval")
     ledger.append(
         store,
         "intent",

@@ -18,7 +18,7 @@ import pytest
 from retrain import ledger
 from retrain.config import load_model
 from retrain.store import S3Store
-from simulated_account import SimulatedAccount, shipped_config
+from simulated_account import SimulatedAccount, register_package, shipped_config
 
 pytestmark = pytest.mark.aws
 
@@ -49,15 +49,7 @@ def promoted_twice(moto_simulator_endpoint, tmp_path, monkeypatch):
         key = f"runs/intent/run-{version}/train_model/try-1/model/job-{version}/output/model.tar.gz"
         archive = f"model archive v{version}".encode()
         store.write_once_bytes(key, archive)
-        sagemaker.create_model_package(
-            ModelPackageGroupName=group,
-            ModelApprovalStatus="Approved",
-            InferenceSpecification={
-                "Containers": [{"Image": config.aws.inference_image_uri, "ModelDataUrl": store.uri(key)}],
-                "SupportedContentTypes": ["application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-        )
+        register_package(sagemaker, config.aws, store.uri(key), "Approved")
         ledger.append(
             store,
             "intent",
