@@ -214,6 +214,26 @@ def previous_champion(entries: list[dict[str, Any]]) -> int | None:
     return changes[-1]["from_version"] if changes else None
 
 
+class NoRollbackTarget(ValueError):
+    """The rollback asked for has no valid target: no champion yet, or a version that never served or serves now."""
+
+
+def rollback_target(model: str, entries: list[dict[str, Any]], target: int | None) -> tuple[int, dict[str, Any]]:
+    """The version a rollback goes to (``target``, or by default the champion before the current one) and the ledger
+    entry that made it champion; NoRollbackTarget, naming what the ledger allows, when there is none."""
+    current = serving_champion(entries)
+    if current is None:
+        raise NoRollbackTarget(f"{model} has never had a champion; nothing to roll back")
+    target = previous_champion(entries) if target is None else int(target)
+    served = {e["to_version"]: e for e in champion_entries(entries)}
+    if target is None or target not in served or target == current:
+        raise NoRollbackTarget(
+            f"{model}: v{target} cannot be rolled back to (champions in the ledger: "
+            f"{', '.join(f'v{v}' for v in sorted(served))}; serving v{current}); nothing was changed"
+        )
+    return target, served[target]
+
+
 def append(
     store: Store,
     model: str,

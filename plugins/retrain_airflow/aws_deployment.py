@@ -33,7 +33,14 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from retrain_airflow.aws_operators import AWS_CONN_ID, check_interval, deferrable
-from retrain_airflow.deployment import AUTOMATIC, ObserveOperator, StartCanaryOperator, _record, policy_of
+from retrain_airflow.deployment import (
+    AUTOMATIC,
+    ObserveOperator,
+    StartCanaryOperator,
+    _record,
+    policy_of,
+    stage_inputs,
+)
 
 
 def _clients(aws_conn_id: str | None = AWS_CONN_ID):
@@ -205,24 +212,10 @@ def aws_policy(config: Any, variant: str) -> dict[str, Any]:
 def _aws_stage(context: Any, model: str) -> dict[str, Any]:
     """What the deployment knows at run time: the challenger (registered, its archive and digest), the approver, the
     champion that serves by the S3 ledger (its archive and digest)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
     from retrain import ledger
-    from retrain.store import get_store
 
-    ti = context["ti"]
-    registered = ti.xcom_pull(task_ids="register_model")
-    approval, gated = ti.xcom_pull(task_ids="await_approval") or {}, ti.xcom_pull(task_ids="gate_on_metrics") or {}
-    entries = ledger.verify(get_store(), model)
-    champion, version = ledger.serving_champion(entries), int(registered["version"])
-    was = gated.get("champion_version")
-    was = None if was in (None, "") else int(was)
-    if champion != was:
-        raise AirflowFailException(
-            f"{model} v{version} was gated against {'no champion' if was is None else f'champion v{was}'}, but the "
-            f"champion is now v{champion}: its gate never saw the serving champion; no traffic was moved. Clear "
-            f"evaluate_model (and downstream) to re-evaluate against v{champion}."
-        )
+    registered, approval, entries, champion = stage_inputs(context, model)
+    version = int(registered["version"])
     served = {e["to_version"]: e for e in ledger.champion_entries(entries)}.get(champion, {})
     user = approval.get("responded_by_user") or {}
     return {
@@ -264,13 +257,13 @@ class AwsDeployShadowOperator(SageMakerEndpointOperator):
             endpoint.put_alarms(variant, policy["max_error_rate"], policy["p99_alarm_ms"])
         weights = {champion: 1.0, challenger: 0.0}
         name = endpoint_config_name(self.model_name, f"v{champion}-v{challenger}-s{challenger}", stage["run_id"])
-        out: dict[str, Any] = {"Endpoint": endpoint_request(self.model_name, name, create=endpoint.describe() is None)}
+        self.operation = "create" if endpoint.describe() is None else "update"
+        out: dict[str, Any] = {"Endpoint": endpoint_request(self.model_name, name, create=self.operation == "create")}
         if not endpoint.config_exists(name):  # else a retried try made it: the provider would fail creating it again
             out["EndpointConfig"] = endpoint_config_request(endpoint.aws, self.model_name, name, weights, challenger)
         model = endpoint.model_request(challenger, stage["model_dir"], stage["weights_digest"])
         if model is not None:
             out["Model"] = model
-        self.operation = "update" if endpoint.describe() is not None else "create"
         return out
 
     def execute(self, context: Any) -> dict[str, Any]:

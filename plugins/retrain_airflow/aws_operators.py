@@ -397,12 +397,9 @@ class PromoteModelPackageOperator(ModelOperator):
         store = get_store()
         entries = ledger.verify(store, config.name)
         serving = ledger.serving_champion(entries)
-        was = gated.get("champion_version")
-        if serving != (None if was in (None, "") else int(was)):  # gate.json may record the version as text
-            raise AirflowFailException(
-                f"{config.name} v{registered['version']} was gated against champion {gated.get('champion_version')}, "
-                f"but v{serving} serves now; nothing was changed. Clear evaluate_model and downstream to re-evaluate."
-            )
+        from retrain_airflow.deployment import require_gated_champion
+
+        require_gated_champion(config.name, int(registered["version"]), gated, serving, "nothing was changed")
         version = int(registered["version"])
         # The archive's hash, taken before approval: a rollback to this version refuses an archive that changed since.
         archive_sha256 = store.sha256_of(store.key_of(registered["model_data_url"]))
@@ -462,15 +459,11 @@ class AwsRollbackModelOperator(RollbackModelOperator):
         aws, store = require_aws(config), get_store()
         entries = ledger.verify(store, config.name)
         current = ledger.serving_champion(entries)
-        if current is None:
-            raise AirflowFailException(f"{config.name} has never had a champion; nothing to roll back")
-        target = ledger.previous_champion(entries) if target is None else int(target)
-        served = {e["to_version"]: e for e in ledger.champion_entries(entries)}
-        if target is None or target not in served or target == current:
-            raise AirflowFailException(
-                f"{config.name}: v{target} cannot be rolled back to (champions in the ledger: "
-                f"{', '.join(f'v{v}' for v in sorted(served))}; serving v{current}); nothing was changed"
-            )
+        try:
+            target, entry = ledger.rollback_target(config.name, entries, target)
+        except ledger.NoRollbackTarget as exc:
+            raise AirflowFailException(str(exc)) from None
+        served = {target: entry}
         recorded = served[target].get("archive_sha256")
         if not recorded:
             raise AirflowFailException(

@@ -96,27 +96,43 @@ class ServingWindowTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_seconds)
 
 
-def _stage(context: Any, model: str) -> dict[str, Any]:
-    """What the deployment knows at run time: the challenger (registered, trained), the approver, the champion that
-    serves by the ledger, the server's URL."""
+def require_gated_champion(model: str, version: int, gated: dict[str, Any], champion: int | None, outcome: str) -> None:
+    """Refuse (AirflowFailException) to deploy or promote ``version`` unless the champion its gate compared against
+    still serves: promote_model's check, made before any traffic moves too. gate.json records the version as text."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    was = gated.get("champion_version")
+    was = None if was in (None, "") else int(was)
+    if champion != was:
+        raise AirflowFailException(
+            f"{model} v{version} was gated against {'no champion' if was is None else f'champion v{was}'}, but the "
+            f"champion is now v{champion}: its gate never saw the serving champion; {outcome}. Clear "
+            f"evaluate_model (and downstream) to re-evaluate against v{champion}."
+        )
+
+
+def stage_inputs(context: Any, model: str) -> tuple[dict, dict, list[dict], int | None]:
+    """What every backend's stage starts from: the registered challenger, the approval's answer, the verified ledger
+    and the champion serving by it, refused unless the gate compared against that champion."""
     from retrain import ledger
-    from retrain.serving import server_url
     from retrain.store import get_store
 
     ti = context["ti"]
-    registered, trained = ti.xcom_pull(task_ids="register_model"), ti.xcom_pull(task_ids="train_model")
+    registered = ti.xcom_pull(task_ids="register_model")
     approval, gated = ti.xcom_pull(task_ids="await_approval") or {}, ti.xcom_pull(task_ids="gate_on_metrics") or {}
-    champion, version = ledger.serving_champion(ledger.verify(get_store(), model)), int(registered["version"])
-    was = gated.get("champion_version")
-    was = None if was in (None, "") else int(was)  # gate.json records it as text
-    if champion != was:  # the check promote_model makes, before any traffic moves
-        raise AirflowFailException(
-            f"{model} v{version} was gated against {'no champion' if was is None else f'champion v{was}'}, but the "
-            f"champion is now v{champion}: its gate never saw the serving champion; no traffic was moved. Clear "
-            f"evaluate_model (and downstream) to re-evaluate against v{champion}."
-        )
+    entries = ledger.verify(get_store(), model)
+    champion = ledger.serving_champion(entries)
+    require_gated_champion(model, int(registered["version"]), gated, champion, "no traffic was moved")
+    return registered, approval, entries, champion
+
+
+def _stage(context: Any, model: str) -> dict[str, Any]:
+    """What the deployment knows at run time: the challenger (registered, trained), the approver, the champion that
+    serves by the ledger, the server's URL."""
+    from retrain.serving import server_url
+
+    registered, approval, _entries, champion = stage_inputs(context, model)
+    trained, version = context["ti"].xcom_pull(task_ids="train_model"), int(registered["version"])
     return {
         "challenger": version,
         "model_dir": trained["model_dir"],

@@ -296,14 +296,11 @@ class RollbackModelOperator(ModelOperator):
         store = get_store()
         entries = ledger.verify(store, config.name)
         current = ledger.serving_champion(entries)
-        resolved = ledger.previous_champion(entries) if target is None else target
-        moved = None
-        if (
-            resolved is not None
-            and resolved != current
-            and resolved in {e["to_version"] for e in ledger.champion_entries(entries)}
-        ):
-            moved = route_all_traffic(config.name, int(resolved), self.log)
+        try:
+            resolved, _entry = ledger.rollback_target(config.name, entries, target)
+        except ledger.NoRollbackTarget:
+            resolved = None  # the job refuses it with the same reason, changing nothing
+        moved = None if resolved is None else route_all_traffic(config.name, resolved, self.log)
         try:
             result = run_local_job(
                 local_job(rollback_model_spec(config, ctx, target, actor, reason), store), self.log, ctx
@@ -312,7 +309,7 @@ class RollbackModelOperator(ModelOperator):
             if moved is not None and current is not None:
                 route_all_traffic(config.name, int(current), self.log)
             raise
-        if moved is not None and int(result["champion"]) == int(resolved):
+        if moved is not None and int(result["champion"]) == resolved:
             return {**result, "serving": moved}
         return {**result, "serving": route_all_traffic(config.name, int(result["champion"]), self.log)}
 

@@ -96,3 +96,17 @@ def test_entries_need_actor_reason_and_a_known_action(store):
     with pytest.raises(LedgerError, match="action must be one of"):
         ledger.append(store, "intent", action="delete", to_version=1, actor="a", reason="x", model_dir="/m")
     assert ledger.read_entries(store, "intent") == []
+
+
+def test_the_rollback_target_is_a_former_champion_that_does_not_serve_now(store):
+    with pytest.raises(ledger.NoRollbackTarget, match="never had a champion"):
+        ledger.rollback_target("m", [], None)
+    for version in (1, 2):
+        ledger.append(store, "m", action="promote", to_version=version, actor="a", reason="r", model_dir=f"d{version}")
+    ledger.append(store, "m", action="shadow", to_version=3, actor="a", reason="r", model_dir="d3")
+    entries = ledger.verify(store, "m")
+    target, entry = ledger.rollback_target("m", entries, None)  # by default the champion before the current one
+    assert (target, entry["model_dir"]) == (1, "d1")
+    for refused in (2, 3):  # serving now; shadowed but never champion
+        with pytest.raises(ledger.NoRollbackTarget, match=rf"v{refused} cannot be rolled back to .*serving v2"):
+            ledger.rollback_target("m", entries, refused)
