@@ -297,7 +297,7 @@ class CeleryStack:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self, timeout: float = 300) -> CeleryStack:
+    def start(self, timeout: float = 600) -> CeleryStack:
         """Start everything and wait until the API server reports a healthy scheduler, DAG processor and
         triggerer, and every worker is ready. Stops what it started if any of it fails."""
         started = time.monotonic()

@@ -312,7 +312,7 @@ def logged_in(
     base_url: str,
     airflow_home: Path,
     dag_ids: tuple[str, ...],
-    timeout: float = 240,
+    timeout: float = 600,
     fab_users: dict[str, dict[str, str]] | None = None,
 ) -> AirflowClient:
     """An admin client, once the API server and scheduler are healthy and every DAG in ``dag_ids`` is parsed. Under

@@ -53,7 +53,7 @@ def local_mlflow_server(root: Path, environment: Callable[[Path], dict[str, str]
             command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 600  # a loaded 2-core CI machine took over 120 s
             while True:
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as health:

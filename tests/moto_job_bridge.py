@@ -52,6 +52,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -316,6 +317,15 @@ class MotoLocalJobBridge:
         if code != 0:
             raise RuntimeError(failure_reason(kind, command, code, log_path.read_text(errors="replace")))
 
+    @staticmethod
+    def discard(root: Path) -> None:
+        """After a job succeeded and its outputs went to S3: its container's files go, as a real container's do, but
+        for the job's log. A failed job's container stays for the test's report. (Each container holds its own HOME
+        with a model cache, up to 0.5 GB; kept, a run of the aws tier left 3 GB behind.)"""
+        for path in root.iterdir():
+            if path.name != "job.log":
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
     def require_pins(self, python: Path, requirements: Path) -> None:
         """The training toolkit pip-installs the bundle's requirements.txt; here the image must already hold each
         pin (``name==version``), since nothing is installed: a pin the image lacks fails the job."""
@@ -372,6 +382,7 @@ class MotoLocalJobBridge:
             f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}/output/model.tar.gz"
         )
         self.s3.upload_file(str(archive), bucket, key)
+        self.discard(root)
 
     def submit_directory(self, root: Path, where: str) -> Path:
         """The code archive ``sagemaker_submit_directory`` names, as the training toolkit takes it: an ``s3://`` URI it
@@ -399,6 +410,7 @@ class MotoLocalJobBridge:
         self._run(name, "processing", command, env, root, cwd=root)
         for item in outputs:  # S3UploadMode EndOfJob: uploaded once the script has succeeded
             self.upload_tree(Path(self.container_path(root, item["S3Output"]["LocalPath"])), item["S3Output"]["S3Uri"])
+        self.discard(root)
 
     def require_wheel(self, uri: str) -> None:
         """Glue's pip installs each ``--additional-python-modules`` entry before the script starts and fails the run on
@@ -439,6 +451,7 @@ class MotoLocalJobBridge:
             self._run(job["Name"], "glue", [str(python), str(script), *arguments], env, root, cwd=root)
         finally:
             mirror.push()  # what Spark wrote stays on S3, also after a failure (as on Glue)
+        self.discard(root)
 
     # -- moto ----------------------------------------------------------------------------------------
 

@@ -249,6 +249,15 @@ def build_retraining_dag(config: ModelConfig, backend: str | None = None) -> DAG
     return dag
 
 
+OBSERVE_RETRY = {"retries": 1, "retry_delay": timedelta(seconds=15)}
+"""The observe tasks defer, and Airflow 3.3.1 can fail a deferred task that resumes quickly: when the trigger fires
+before the scheduler has drained the executor's success event of the worker that deferred, the scheduler finds the
+resumed try queued or running and marks it failed, "state mismatch" (apache/airflow#72716; seen here under load, a
+5 s shadow window). One retry covers it: ``execute`` only re-defers on the stage its upstream recorded, and the
+trigger judges the window from that stage's start, so a retry decides what the first try would have. A verdict (a
+breach, an inconclusive window) raises AirflowFailException, which Airflow never retries."""
+
+
 def deployment_stages(config: ModelConfig, backend: str = "local") -> list:
     """deploy_shadow -> observe_shadow -> start_canary -> observe_canary: on the model server's endpoint
     (retrain_airflow.deployment) locally, on the model's SageMaker endpoint (retrain_airflow.aws_deployment) on aws.
@@ -268,6 +277,7 @@ def deployment_stages(config: ModelConfig, backend: str = "local") -> list:
             model_name=config.name,
             variant="shadow",
             upstream="deploy_shadow",
+            **OBSERVE_RETRY,
             doc_md=f"Until {shadow.min_requests} copies were compared, at most {shadow.max_minutes:g} min.",
         ),
         StartCanaryOperator(task_id="start_canary", model_name=config.name),
@@ -276,6 +286,7 @@ def deployment_stages(config: ModelConfig, backend: str = "local") -> list:
             model_name=config.name,
             variant="canary",
             upstream="start_canary",
+            **OBSERVE_RETRY,
             doc_md=f"{canary.percent:g}% of traffic for {canary.window_minutes:g} min; at least {canary.min_requests} "
             "requests.",
         ),

@@ -104,7 +104,7 @@ def aws_stack(moto_simulator_endpoint, simulated_jobs, simulated_tracking_server
         ) as client:
             started = time.monotonic()
             client.set_paused("retrain_intent", False)
-            run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
+            run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 600, "the scheduled run")
             run_id = run["dag_run_id"]
             log = root / "aws-standalone.log"
             assert client.wait_for_approval_request("retrain_intent", run_id), (

@@ -43,7 +43,7 @@ def promoted(deployment):
         deployment["as_user"]("bob").respond(DAG, first_id, "await_approval", "Approve")
     while_waiting = deployment["registry_status"]()
     first = approve(deployment, first_id, "celery: first model")
-    second_id = wait_until(lambda: client.run_for_interval(DAG, start), 120, "the scheduled run")["dag_run_id"]
+    second_id = wait_until(lambda: client.run_for_interval(DAG, start), 600, "the scheduled run")["dag_run_id"]
     with traffic_during(deployment["env"], "intent"):  # the second run's shadow and canary need requests
         second = approve(deployment, second_id, "celery: second model")
     return {

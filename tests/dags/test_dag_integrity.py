@@ -77,6 +77,15 @@ def test_settings_come_from_config(dagbag, configs):
             assert task.max_retry_delay == timedelta(seconds=config.dag.max_retry_delay_seconds)
 
 
+def test_the_observe_tasks_retry_once_and_the_traffic_moving_tasks_never(dagbag, configs):
+    """observe_shadow and observe_canary retry once, for Airflow's stale defer-exit event (factory.OBSERVE_RETRY); the
+    traffic-moving tasks before them never retry."""
+    for config in configs:
+        dag = dagbag.dags[config.dag_id]
+        assert [dag.get_task(t).retries for t in ("observe_shadow", "observe_canary")] == [1, 1]
+        assert [dag.get_task(t).retries for t in ("deploy_shadow", "start_canary")] == [0, 0]
+
+
 def test_approval_and_gate_come_from_config(dagbag, configs):
     for config in configs:
         dag = dagbag.dags[config.dag_id]

@@ -21,7 +21,7 @@ DAG, MODEL = "retrain_intent_faulty", "intent_faulty"
 
 def test_a_first_version_passes_the_stage_through_and_serves_at_100_percent(stack):
     client, start = stack["client"], stack["interval"][0]
-    run = wait_until(lambda: client.run_for_interval(DAG, start), 120, "the scheduled run of intent_faulty")
+    run = wait_until(lambda: client.run_for_interval(DAG, start), 600, "the scheduled run of intent_faulty")
     assert client.wait_for_approval_request(DAG, run["dag_run_id"]), Path(stack["log"]).read_text()[-3000:]
     stack["as_user"]("alice").respond(DAG, run["dag_run_id"], "await_approval", "Approve", {"reason": "first"})
     states = client.wait_for_run(DAG, run["dag_run_id"])

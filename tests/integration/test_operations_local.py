@@ -91,7 +91,7 @@ def test_two_overlapping_runs_gated_without_a_champion_cannot_both_be_promoted(s
         runs = client.dag_runs(dag)
         return runs if len(runs) == 2 else None
 
-    runs = wait_until(both_runs, 120, "two overlapping runs")
+    runs = wait_until(both_runs, 600, "two overlapping runs")
     waiting = []
     for run in runs:
         assert client.wait_for_approval_request(dag, run["dag_run_id"]), Path(stack["log"]).read_text()[-3000:]
@@ -118,7 +118,7 @@ def test_an_approval_nobody_answers_times_out_as_a_rejection_and_alerts(stack):
     client, start = stack["client"], stack["interval"][0]
     dag = "retrain_intent_timeout"
     client.set_paused(dag, False)
-    run = wait_until(lambda: client.run_for_interval(dag, start), 120, "the scheduled run")
+    run = wait_until(lambda: client.run_for_interval(dag, start), 600, "the scheduled run")
     states = client.wait_for_run(dag, run["dag_run_id"])
     assert states["await_approval"] == "success" and states["promote_model"] == "skipped", states
     decision = json.loads(next((stack["store_root"] / "runs" / "intent_timeout").rglob("decision.json")).read_text())

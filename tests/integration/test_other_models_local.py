@@ -61,7 +61,7 @@ def promoted(request, stack):
     client, dag_id = stack["client"], f"retrain_{model}"
     start, end = stack["other_models"][model]["interval"]
     client.set_paused(dag_id, False)
-    run = wait_until(lambda: client.run_for_interval(dag_id, start), 120, f"the scheduled run of {dag_id}")
+    run = wait_until(lambda: client.run_for_interval(dag_id, start), 600, f"the scheduled run of {dag_id}")
     run_id = run["dag_run_id"]
     assert client.wait_for_approval_request(dag_id, run_id), Path(stack["log"]).read_text()[-3000:] + run_report(
         client, dag_id, run_id

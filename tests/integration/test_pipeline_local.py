@@ -23,7 +23,7 @@ def scheduled_run(stack):
     unassigned user answers first (refused), then the assigned approver approves."""
     client, start = stack["client"], stack["interval"][0]
     client.set_paused("retrain_intent", False)
-    run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 120, "the scheduled run")
+    run = wait_until(lambda: client.run_for_interval("retrain_intent", start), 600, "the scheduled run")
     run_id = run["dag_run_id"]
     # The run started with the stack, beside every other model's (conftest.start_runs): it shares the machine with them.
     assert client.wait_for_approval_request("retrain_intent", run_id, timeout=1800), Path(stack["log"]).read_text()[

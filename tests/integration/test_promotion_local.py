@@ -133,7 +133,7 @@ def test_gate_rejection_alerts_and_registers_nothing(stack):
     client, start, dag = stack["client"], stack["interval"][0], "retrain_intent_backfill"
     from retrain_tools.airflow_api import wait_until
 
-    run = wait_until(lambda: client.run_for_interval(dag, start), 120, "the backfill's run of the latest week")
+    run = wait_until(lambda: client.run_for_interval(dag, start), 600, "the backfill's run of the latest week")
     states = client.wait_for_run(dag, run["dag_run_id"])
     assert states["evaluate_model"] == "success" and states["gate_on_metrics"] == "failed"
     assert {states[t] for t in ("register_model", "await_approval", "promote_model")} == {"upstream_failed"}
