@@ -48,7 +48,7 @@ serve: setup  ## the local model server in the background: every model's endpoin
 	$(ENV) bin/retrain serve
 
 ui: setup  ## Airflow UI on :8080 and MLflow UI on :5000 over the demo's state
-	$(ENV) (umask 077; MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv-jobs/bin/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port 5000 & airflow standalone)
+	$(ENV) (umask 077; MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true .venv-jobs/bin/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port 5000 & airflow standalone)
 
 bench: setup  ## benchmarks (figures and ratios, never assertions)
 	$(ENV) python bench/run.py $(BENCH_ARGS)

@@ -46,7 +46,7 @@ def local_mlflow_server(root: Path, environment: Callable[[Path], dict[str, str]
     ]
     # No job execution: MLflow's server otherwise starts eight huey consumers that poll all the time (about 40% of
     # one core here) for GenAI jobs that neither SageMaker's tracking server nor this project runs.
-    env = {**environment(root), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**environment(root), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     with open(root / "server.log", "w") as log:
         # Its own session, so stopping it also stops the uvicorn process it starts.
         server = subprocess.Popen(

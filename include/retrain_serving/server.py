@@ -716,6 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", args.port))
+        # Listening before the address file names the port: a client that reads it may connect before uvicorn starts,
+        # and waits in the backlog instead of being refused (a test's first request was, on a loaded machine).
+        sock.listen(2048)
     except OSError as exc:
         print(f"cannot listen on 127.0.0.1:{args.port} ({exc}); is a model server already running?", file=sys.stderr)
         return 2

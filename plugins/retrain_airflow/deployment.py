@@ -272,6 +272,23 @@ class ObserveOperator(ModelOperator):
 
         ServingClient(stage["url"]).set_endpoint(EndpointSpec(config.name, primary=stage["champion"]))
 
+    def recorded_verdict(self, model: str, stage: dict[str, Any]) -> dict[str, Any] | None:
+        """The rollback or inconclusive verdict that an earlier try of this task recorded for this run's challenger,
+        if any. Airflow can fail a try after it judged (factory.OBSERVE_RETRY); the retry repeats the verdict and
+        records nothing twice."""
+        from retrain import ledger
+        from retrain.store import get_store
+
+        what = f"{self.variant} of v{stage['challenger']} "
+        verdicts = [
+            entry
+            for entry in ledger.verify(get_store(), model)
+            if entry["action"] in ("auto_rollback", "inconclusive")
+            and entry.get("run_id") == stage["run_id"]
+            and entry["reason"].startswith(what)
+        ]
+        return verdicts[-1] if verdicts else None
+
     def execute(self, context: Any) -> Any:
         from datetime import timedelta
 
@@ -281,6 +298,11 @@ class ObserveOperator(ModelOperator):
         stage = context["ti"].xcom_pull(task_ids=self.upstream)
         if stage.get("skipped"):
             return stage
+        earlier = self.recorded_verdict(config.name, stage)
+        if earlier:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"{earlier['reason']} (recorded by an earlier try of this run)")
         policy = policy_of(config, self.variant)
         limit = policy.get("max_minutes") or policy.get("window_minutes")
         self.defer(

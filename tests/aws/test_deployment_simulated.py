@@ -276,6 +276,12 @@ def test_a_canary_over_its_error_ceiling_is_rolled_back_by_weight_keeping_its_co
     assert entries[-1]["action"] == "auto_rollback"
     assert entries[-1]["figures"]["errors"] == canary.min_requests // 10
     assert ledger.serving_champion(entries) == 1
+    # A retry of the task (Airflow can fail a try after it judged: factory.OBSERVE_RETRY) repeats the verdict without
+    # deferring again, and the ledger gets no second entry.
+    world.context["ti"].xcoms[("start_canary", "return_value")] = stage
+    with pytest.raises(AirflowFailException, match=r"error rate 10\.0% > 5\.0%.*recorded by an earlier try"):
+        world.context.run(observe)
+    assert len(ledger.verify(world.store, "intent")) == len(entries)
 
 
 def test_a_latency_alarm_rolls_the_canary_back_before_its_window_ends(world):
