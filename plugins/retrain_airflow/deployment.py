@@ -279,13 +279,12 @@ class ObserveOperator(ModelOperator):
         from retrain import ledger
         from retrain.store import get_store
 
-        what = f"{self.variant} of v{stage['challenger']} "
         verdicts = [
             entry
             for entry in ledger.verify(get_store(), model)
             if entry["action"] in ("auto_rollback", "inconclusive")
-            and entry.get("run_id") == stage["run_id"]
-            and entry["reason"].startswith(what)
+            and (entry.get("run_id"), entry["to_version"]) == (stage["run_id"], stage["challenger"])
+            and (entry.get("figures") or {}).get("variant") == self.variant
         ]
         return verdicts[-1] if verdicts else None
 
@@ -330,7 +329,9 @@ class ObserveOperator(ModelOperator):
             else f"{self.variant} of v{stage['challenger']} rolled back automatically"
         )
         reason = f"{what}: {'; '.join(reasons)}; v{stage['champion']} serves 100%, champion unchanged"
-        _record(config.name, stage, action, AUTOMATIC, reason, {**(figures or {}), "state": state})
+        _record(
+            config.name, stage, action, AUTOMATIC, reason, {**(figures or {}), "state": state, "variant": self.variant}
+        )
         raise AirflowFailException(reason)
 
 
